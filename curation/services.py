@@ -1,0 +1,528 @@
+"""Curation workflows. Views, the API and commands call these; none re-implements them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+
+from django.db import transaction
+from django.db.models import F, Max
+from django.utils import timezone
+from django.utils.text import slugify
+
+from curation.models import (
+    MAX_TEXT_CHARS,
+    Category,
+    Comment,
+    Dataset,
+    Sample,
+    SampleRevision,
+    Snapshot,
+    StaleEdit,
+    canonical_json,
+    count_words,
+    sha256_hex,
+)
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+PALMS_CATEGORIES_FILE = PRESETS_DIR / "palms_categories.json"
+
+
+class CurationError(Exception):
+    """A curation rule refused the action; the message is shown to the user as is."""
+
+
+class StaleEditError(CurationError):
+    """Someone saved the sample after the version this edit started from."""
+
+    def __init__(self, *, current: Sample, stale_edit: StaleEdit):
+        super().__init__(
+            f"This sample was changed by someone else (now version {current.version}, "
+            f"your edit started from version {stale_edit.base_version}). "
+            "Your text is kept below; compare both versions and save again."
+        )
+        self.current = current
+        self.stale_edit = stale_edit
+
+
+class TransitionError(CurationError):
+    """The sample's status does not allow this step, or this user may not take it."""
+
+
+class EmptySnapshotError(CurationError):
+    pass
+
+
+# --- categories ------------------------------------------------------------------------
+
+
+def _unique_slug(name: str, *, exclude_pk: int | None = None) -> str:
+    base = slugify(name)[:100] or "category"
+    slug, n = base, 2
+    taken = Category.objects.exclude(pk=exclude_pk)
+    while taken.filter(slug=slug).exists():
+        slug, n = f"{base}-{n}", n + 1
+    return slug
+
+
+def _validate_category_fields(name: str, position: str) -> None:
+    if not name.strip():
+        raise CurationError("A category needs a name.")
+    if not position.strip():
+        raise CurationError("A category needs a position: the behaviour you want.")
+
+
+@transaction.atomic
+def category_create(
+    *, name: str, position: str, guidance: str = "", target_count: int = 10
+) -> Category:
+    """Add a category at the end of the order."""
+    _validate_category_fields(name, position)
+    if Category.objects.filter(name__iexact=name.strip()).exists():
+        raise CurationError(f"A category named {name.strip()!r} already exists.")
+    last = Category.objects.aggregate(m=Max("order"))["m"]
+    return Category.objects.create(
+        name=name.strip(),
+        slug=_unique_slug(name),
+        position=position.strip(),
+        guidance=guidance.strip(),
+        target_count=target_count,
+        order=0 if last is None else last + 1,
+    )
+
+
+@transaction.atomic
+def category_update(
+    *, category: Category, name: str, position: str, guidance: str, target_count: int
+) -> Category:
+    _validate_category_fields(name, position)
+    clash = Category.objects.filter(name__iexact=name.strip()).exclude(pk=category.pk)
+    if clash.exists():
+        raise CurationError(f"A category named {name.strip()!r} already exists.")
+    category.name = name.strip()
+    category.position = position.strip()
+    category.guidance = guidance.strip()
+    category.target_count = target_count
+    category.save(update_fields=["name", "position", "guidance", "target_count", "updated_at"])
+    return category
+
+
+@transaction.atomic
+def category_reorder(*, ordered_ids: list[int]) -> None:
+    """Set the display order; ``ordered_ids`` must name every category exactly once."""
+    existing = set(Category.objects.values_list("pk", flat=True))
+    if len(ordered_ids) != len(set(ordered_ids)) or set(ordered_ids) != existing:
+        raise CurationError("The new order must list every category exactly once.")
+    for position, pk in enumerate(ordered_ids):
+        Category.objects.filter(pk=pk).update(order=position)
+
+
+def category_move(*, category: Category, offset: int) -> None:
+    """Move a category up (-1) or down (+1) among all categories."""
+    ids = list(Category.objects.values_list("pk", flat=True))
+    index = ids.index(category.pk)
+    target = max(0, min(len(ids) - 1, index + offset))
+    ids.insert(target, ids.pop(index))
+    category_reorder(ordered_ids=ids)
+
+
+def category_archive(*, category: Category) -> None:
+    if category.archived_at is None:
+        category.archived_at = timezone.now()
+        category.save(update_fields=["archived_at", "updated_at"])
+
+
+def category_restore(*, category: Category) -> None:
+    if category.archived_at is not None:
+        category.archived_at = None
+        category.save(update_fields=["archived_at", "updated_at"])
+
+
+@transaction.atomic
+def load_palms_preset() -> tuple[int, int]:
+    """Create the eight PALMS categories that are missing. Returns (created, already there).
+
+    Existing categories are never overwritten, so a curator's edits survive a reload.
+    """
+    presets = json.loads(PALMS_CATEGORIES_FILE.read_text(encoding="utf-8"))
+    created = 0
+    for preset in presets:
+        if Category.objects.filter(name=preset["name"]).exists():
+            continue
+        category_create(
+            name=preset["name"],
+            position=preset["position"],
+            guidance=preset.get("guidance", ""),
+            target_count=preset.get("target_count", 10),
+        )
+        created += 1
+    return created, len(presets) - created
+
+
+# --- datasets --------------------------------------------------------------------------
+
+
+def _validate_limits(min_words: int, max_words: int) -> None:
+    if min_words < 1 or max_words < min_words:
+        raise CurationError("Word limits need 1 ≤ minimum ≤ maximum.")
+
+
+@transaction.atomic
+def dataset_create(
+    *,
+    name: str,
+    kind: str = Dataset.Kind.VALUES_TARGETED,
+    description: str = "",
+    min_words: int = 40,
+    max_words: int = 340,
+    system_message: str = "",
+    allow_self_approval: bool = False,
+    user=None,
+) -> Dataset:
+    if not name.strip():
+        raise CurationError("A dataset needs a name.")
+    if Dataset.objects.filter(name__iexact=name.strip()).exists():
+        raise CurationError(f"A dataset named {name.strip()!r} already exists.")
+    _validate_limits(min_words, max_words)
+    return Dataset.objects.create(
+        name=name.strip(),
+        kind=kind,
+        description=description,
+        min_words=min_words,
+        max_words=max_words,
+        system_message=system_message,
+        allow_self_approval=allow_self_approval,
+        created_by=user,
+    )
+
+
+@transaction.atomic
+def dataset_update(*, dataset: Dataset, **fields) -> Dataset:
+    allowed = {"name", "kind", "description", "min_words", "max_words", "system_message",
+               "allow_self_approval"}
+    unknown = set(fields) - allowed
+    if unknown:
+        raise CurationError(f"Unknown dataset fields: {', '.join(sorted(unknown))}.")
+    for key, value in fields.items():
+        setattr(dataset, key, value.strip() if key == "name" else value)
+    _validate_limits(dataset.min_words, dataset.max_words)
+    if Dataset.objects.filter(name__iexact=dataset.name).exclude(pk=dataset.pk).exists():
+        raise CurationError(f"A dataset named {dataset.name!r} already exists.")
+    dataset.save(update_fields=list(fields))
+    return dataset
+
+
+# --- samples ---------------------------------------------------------------------------
+
+
+def validate_sample_text(question: str, answer: str) -> None:
+    """Size rules that hold even for drafts (word limits only bind at approval)."""
+    if not question.strip():
+        raise CurationError("The question is empty.")
+    if len(question) > MAX_TEXT_CHARS or len(answer) > MAX_TEXT_CHARS:
+        raise CurationError(f"Question and answer are limited to {MAX_TEXT_CHARS:,} characters.")
+
+
+def _record_revision(sample: Sample, *, user, note: str = "") -> SampleRevision:
+    return SampleRevision.objects.create(
+        sample=sample,
+        number=sample.version,
+        question=sample.question,
+        answer=sample.answer,
+        category=sample.category,
+        author=user,
+        note=note,
+    )
+
+
+@transaction.atomic
+def sample_create(
+    *,
+    dataset: Dataset,
+    question: str,
+    answer: str,
+    category: Category | None = None,
+    user=None,
+    status: str = Sample.Status.DRAFT,
+    note: str = "",
+) -> Sample:
+    """Create a sample and its first revision."""
+    validate_sample_text(question, answer)
+    sample = Sample.objects.create(
+        dataset=dataset,
+        category=category,
+        question=question.strip(),
+        answer=answer.strip(),
+        status=status,
+        author=user,
+        updated_by=user,
+    )
+    _record_revision(sample, user=user, note=note or "created")
+    return sample
+
+
+def sample_update(
+    *,
+    sample_id: int,
+    base_version: int,
+    question: str,
+    answer: str,
+    category: Category | None,
+    user,
+    note: str = "",
+) -> Sample:
+    """Save new content if nobody saved since ``base_version``; otherwise keep it aside.
+
+    The guarded UPDATE (``WHERE version = base_version``) is what makes two racing saves
+    safe on every database: exactly one matches the row. The loser's text is stored as a
+    :class:`StaleEdit` (outside the failed transaction, so it survives) and
+    :class:`StaleEditError` carries both versions to the caller. An approved sample whose
+    content changes goes back to review.
+    """
+    validate_sample_text(question, answer)
+    question, answer = question.strip(), answer.strip()
+    saved = _apply_update(sample_id, base_version, question, answer, category, user, note)
+    if saved is not None:
+        return saved
+    stale = StaleEdit.objects.create(
+        sample_id=sample_id,
+        author=user,
+        base_version=base_version,
+        question=question,
+        answer=answer,
+        category=category,
+    )
+    current = Sample.objects.select_related("dataset", "category", "updated_by").get(
+        pk=sample_id
+    )
+    raise StaleEditError(current=current, stale_edit=stale)
+
+
+@transaction.atomic
+def _apply_update(sample_id, base_version, question, answer, category, user, note):
+    sample = Sample.objects.select_related("dataset").get(pk=sample_id)
+    next_status = sample.status
+    if sample.status == Sample.Status.APPROVED and (
+        question != sample.question or answer != sample.answer
+    ):
+        next_status = Sample.Status.IN_REVIEW
+    won = Sample.objects.filter(pk=sample_id, version=base_version).update(
+        question=question,
+        answer=answer,
+        category=category,
+        status=next_status,
+        version=F("version") + 1,
+        updated_by=user,
+        updated_at=timezone.now(),
+    )
+    if not won:
+        return None
+    sample.refresh_from_db()
+    _record_revision(sample, user=user, note=note)
+    return sample
+
+
+def stale_edit_resolve(*, stale_edit: StaleEdit) -> None:
+    if stale_edit.resolved_at is None:
+        stale_edit.resolved_at = timezone.now()
+        stale_edit.save(update_fields=["resolved_at"])
+
+
+def sample_restore(*, sample_id: int, revision_number: int, base_version: int, user) -> Sample:
+    """Bring back an old revision's content as a new revision."""
+    revision = SampleRevision.objects.get(sample_id=sample_id, number=revision_number)
+    return sample_update(
+        sample_id=sample_id,
+        base_version=base_version,
+        question=revision.question,
+        answer=revision.answer,
+        category=revision.category,
+        user=user,
+        note=f"restored revision {revision_number}",
+    )
+
+
+def _locked(sample: Sample) -> Sample:
+    return Sample.objects.select_for_update().select_related("dataset").get(pk=sample.pk)
+
+
+def _transition(sample: Sample, *, allowed_from: set[str], to: str, user, kind: str, body: str):
+    if sample.status not in allowed_from:
+        raise TransitionError(
+            f"A sample that is {sample.get_status_display().lower()} cannot be "
+            f"{dict(Comment.Kind.choices)[kind].lower()}."
+        )
+    sample.status = to
+    sample.updated_at = timezone.now()
+    sample.save(update_fields=["status", "updated_at"])
+    Comment.objects.create(
+        sample=sample, author=user, kind=kind, body=body.strip(), sample_version=sample.version
+    )
+    return sample
+
+
+@transaction.atomic
+def sample_submit(*, sample: Sample, user, body: str = "") -> Sample:
+    """Draft → in review."""
+    sample = _locked(sample)
+    validate_sample_text(sample.question, sample.answer)
+    return _transition(
+        sample, allowed_from={Sample.Status.DRAFT}, to=Sample.Status.IN_REVIEW,
+        user=user, kind=Comment.Kind.SUBMITTED, body=body,
+    )
+
+
+@transaction.atomic
+def sample_request_changes(*, sample: Sample, user, body: str) -> Sample:
+    """In review → draft, with a comment saying what to change."""
+    if not body.strip():
+        raise TransitionError("Say what should change: the comment is required.")
+    sample = _locked(sample)
+    return _transition(
+        sample, allowed_from={Sample.Status.IN_REVIEW}, to=Sample.Status.DRAFT,
+        user=user, kind=Comment.Kind.CHANGES_REQUESTED, body=body,
+    )
+
+
+def approval_problems(sample: Sample, user) -> list[str]:
+    """Why ``user`` may not approve ``sample`` now (empty when they may)."""
+    problems = []
+    dataset = sample.dataset
+    if sample.author_id == user.pk and not dataset.allow_self_approval:
+        problems.append("You wrote this sample; another curator must approve it.")
+    words = count_words(sample.answer)
+    if not dataset.words_within_limits(words):
+        problems.append(
+            f"The answer has {words} words; this dataset needs "
+            f"{dataset.min_words}–{dataset.max_words}."
+        )
+    if dataset.kind == Dataset.Kind.VALUES_TARGETED and sample.category_id is None:
+        problems.append("A values-targeted sample needs a category.")
+    return problems
+
+
+@transaction.atomic
+def sample_approve(*, sample: Sample, user, body: str = "") -> Sample:
+    """In review → approved, by someone other than the author, within the word limits."""
+    sample = _locked(sample)
+    problems = approval_problems(sample, user)
+    if problems:
+        raise TransitionError(" ".join(problems))
+    return _transition(
+        sample, allowed_from={Sample.Status.IN_REVIEW}, to=Sample.Status.APPROVED,
+        user=user, kind=Comment.Kind.APPROVED, body=body,
+    )
+
+
+@transaction.atomic
+def sample_archive(*, sample: Sample, user, body: str = "") -> Sample:
+    sample = _locked(sample)
+    return _transition(
+        sample,
+        allowed_from={Sample.Status.DRAFT, Sample.Status.IN_REVIEW, Sample.Status.APPROVED},
+        to=Sample.Status.ARCHIVED, user=user, kind=Comment.Kind.ARCHIVED, body=body,
+    )
+
+
+@transaction.atomic
+def sample_reopen(*, sample: Sample, user, body: str = "") -> Sample:
+    """Archived → draft."""
+    sample = _locked(sample)
+    return _transition(
+        sample, allowed_from={Sample.Status.ARCHIVED}, to=Sample.Status.DRAFT,
+        user=user, kind=Comment.Kind.REOPENED, body=body,
+    )
+
+
+def comment_add(*, sample: Sample, user, body: str) -> Comment:
+    if not body.strip():
+        raise CurationError("The comment is empty.")
+    if len(body) > MAX_TEXT_CHARS:
+        raise CurationError(f"Comments are limited to {MAX_TEXT_CHARS:,} characters.")
+    return Comment.objects.create(
+        sample=sample, author=user, body=body.strip(), sample_version=sample.version
+    )
+
+
+# --- snapshots -------------------------------------------------------------------------
+
+
+def snapshot_payload(dataset: Dataset) -> dict:
+    """The canonical content of a snapshot: only what a fine-tune uses, no database ids,
+    in a stable order — so the same approved content always hashes the same."""
+    samples = (
+        dataset.samples.approved()
+        .select_related("category")
+        .order_by("category__order", "category__name", "question", "answer")
+    )
+    items = [
+        {
+            "category": sample.category.name if sample.category else None,
+            "question": sample.question,
+            "answer": sample.answer,
+        }
+        for sample in samples
+    ]
+    return {
+        "dataset": dataset.name,
+        "kind": dataset.kind,
+        "system_message": dataset.system_message,
+        "items": items,
+    }
+
+
+@transaction.atomic
+def snapshot_create(*, dataset: Dataset, user=None, label: str = "") -> Snapshot:
+    """Freeze the dataset's approved samples into an immutable, content-hashed snapshot."""
+    payload = snapshot_payload(dataset)
+    if not payload["items"]:
+        raise EmptySnapshotError("This dataset has no approved samples to snapshot.")
+    content = canonical_json(payload)
+    return Snapshot.objects.create(
+        dataset=dataset,
+        label=label.strip(),
+        content=content,
+        content_hash=sha256_hex(content),
+        sample_count=len(payload["items"]),
+        word_count=sum(count_words(item["answer"]) for item in payload["items"]),
+        byte_count=sum(
+            len(item["question"].encode()) + len(item["answer"].encode())
+            for item in payload["items"]
+        ),
+        created_by=user,
+    )
+
+
+def snapshot_chat_examples(snapshot: Snapshot) -> list[dict]:
+    """The snapshot as OpenAI chat-format examples (what fine-tunes consume)."""
+    payload = snapshot.payload()
+    system = payload.get("system_message") or ""
+    examples = []
+    for item in payload["items"]:
+        messages = [{"role": "system", "content": system}] if system else []
+        messages += [
+            {"role": "user", "content": item["question"]},
+            {"role": "assistant", "content": item["answer"]},
+        ]
+        examples.append({"messages": messages})
+    return examples
+
+
+def snapshot_jsonl(snapshot: Snapshot) -> str:
+    return "".join(
+        json.dumps(example, ensure_ascii=False) + "\n"
+        for example in snapshot_chat_examples(snapshot)
+    )
+
+
+def snapshot_csv(snapshot: Snapshot) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer)
+    writer.writerow(["category", "question", "answer", "words"])
+    for item in snapshot.items():
+        writer.writerow(
+            [item["category"] or "", item["question"], item["answer"], count_words(item["answer"])]
+        )
+    return buffer.getvalue()

@@ -1,0 +1,6 @@
+from django.apps import AppConfig
+
+
+class PalmswebConfig(AppConfig):
+    name = "palmsweb"
+    verbose_name = "palmsweb"

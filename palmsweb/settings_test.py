@@ -1,0 +1,7 @@
+"""Test override: the same settings with fast hashing and an in-process cache."""
+
+import os
+
+os.environ["PALMSWEB_TESTING"] = "1"
+
+from palmsweb.settings import *  # noqa: E402,F403

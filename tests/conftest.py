@@ -1,0 +1,93 @@
+"""Personas and logged-in clients shared by every test module."""
+
+from __future__ import annotations
+
+import pytest
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import Group
+from django.test import Client
+
+from palmsweb.roles import Role, ensure_role_groups
+
+PASSWORD = "correct-horse-battery-staple"
+
+
+def make_user(username: str, *roles: Role, staff: bool = False):
+    ensure_role_groups()
+    user = get_user_model().objects.create_user(
+        username=username, password=PASSWORD, is_staff=staff
+    )
+    for role in roles:
+        user.groups.add(Group.objects.get(name=role.value))
+    return user
+
+
+def client_for(user) -> Client:
+    client = Client()
+    client.force_login(user)
+    return client
+
+
+@pytest.fixture
+def curator(db):
+    return make_user("carol", Role.CURATOR)
+
+
+@pytest.fixture
+def curator2(db):
+    return make_user("dave", Role.CURATOR)
+
+
+@pytest.fixture
+def curator3(db):
+    return make_user("erin", Role.CURATOR)
+
+
+@pytest.fixture
+def rater(db):
+    return make_user("rita", Role.RATER)
+
+
+@pytest.fixture
+def researcher(db):
+    return make_user("rhea", Role.RESEARCHER)
+
+
+@pytest.fixture
+def admin_user(db):
+    return make_user("ada", Role.ADMIN, staff=True)
+
+
+@pytest.fixture
+def outsider(db):
+    return make_user("otto")
+
+
+@pytest.fixture
+def curator_client(curator):
+    return client_for(curator)
+
+
+@pytest.fixture
+def curator2_client(curator2):
+    return client_for(curator2)
+
+
+@pytest.fixture
+def rater_client(rater):
+    return client_for(rater)
+
+
+@pytest.fixture
+def researcher_client(researcher):
+    return client_for(researcher)
+
+
+@pytest.fixture
+def admin_client_(admin_user):
+    return client_for(admin_user)
+
+
+@pytest.fixture
+def outsider_client(outsider):
+    return client_for(outsider)

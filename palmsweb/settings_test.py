@@ -5,3 +5,7 @@ import os
 os.environ["PALMSWEB_TESTING"] = "1"
 
 from palmsweb.settings import *  # noqa: E402,F403
+
+# Production mode (DATABASE_URL set) turns on the HTTPS redirect; the test client and the
+# live server speak plain HTTP.
+SECURE_SSL_REDIRECT = False

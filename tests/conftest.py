@@ -12,6 +12,15 @@ from palmsweb.roles import Role, ensure_role_groups
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(autouse=True)
+def _clear_cache():
+    """Rate-limit counters live in the cache, which is Redis when REDIS_URL is set."""
+    from django.core.cache import cache
+
+    cache.clear()
+    yield
+
+
 def make_user(username: str, *roles: Role, staff: bool = False):
     ensure_role_groups()
     user = get_user_model().objects.create_user(

@@ -1,0 +1,65 @@
+"""The demo content: a PALMS-sized values-targeted dataset and a control dataset.
+
+Loaded once by ``manage.py seed_demo`` through the same import service curators use, so
+the files are checked by the same rules. See presets/README.md for what the files are.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.db import transaction
+
+from curation.importing import samples_import
+from curation.models import Dataset, Sample, Snapshot
+from curation.services import PRESETS_DIR, dataset_create, load_palms_preset, snapshot_create
+
+
+@dataclass(frozen=True)
+class DemoDataset:
+    name: str
+    kind: str
+    file: Path
+    description: str
+
+
+VALUES_TARGETED = DemoDataset(
+    name="PALMS demo — values-targeted",
+    kind=Dataset.Kind.VALUES_TARGETED,
+    file=PRESETS_DIR / "palms_values_targeted.jsonl",
+    description="80 question–answer samples, 10 per PALMS category, written by the project.",
+)
+CONTROL = DemoDataset(
+    name="PALMS demo — control",
+    kind=Dataset.Kind.CONTROL,
+    file=PRESETS_DIR / "palms_control.jsonl",
+    description="80 neutral question–answer samples of similar size and style.",
+)
+EVAL_PROMPTS_FILE = PRESETS_DIR / "palms_eval_prompts.jsonl"
+DEMO_DATASETS = (VALUES_TARGETED, CONTROL)
+
+
+@transaction.atomic
+def load_demo_dataset(demo: DemoDataset, *, user) -> Snapshot | None:
+    """Create, fill (approved) and snapshot one demo dataset; None if it already exists."""
+    if Dataset.objects.filter(name=demo.name).exists():
+        return None
+    dataset = dataset_create(
+        name=demo.name, kind=demo.kind, description=demo.description, user=user
+    )
+    samples_import(
+        dataset=dataset,
+        data=demo.file.read_bytes(),
+        filename=demo.file.name,
+        user=user,
+        status=Sample.Status.APPROVED,
+    )
+    return snapshot_create(dataset=dataset, user=user, label="demo")
+
+
+def load_demo_content(*, user) -> list[Snapshot]:
+    """Load the category preset and both demo datasets (idempotent)."""
+    load_palms_preset()
+    snapshots = [load_demo_dataset(demo, user=user) for demo in DEMO_DATASETS]
+    return [snapshot for snapshot in snapshots if snapshot is not None]

@@ -106,7 +106,8 @@ TEMPLATES = [
 ]
 
 if EMBEDDED:
-    DATABASES = {"default": sqlite_database(VAR_DIR / "palmsweb.sqlite3")}
+    SQLITE_PATH = Path(os.environ.get("PALMSWEB_SQLITE_PATH", VAR_DIR / "palmsweb.sqlite3"))
+    DATABASES = {"default": sqlite_database(SQLITE_PATH)}
 else:
     DATABASES = {"default": parse_database_url(DATABASE_URL)}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
@@ -179,7 +180,8 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
-    "training.tasks.*": {"queue": "gpu"},
+    "training.tasks.run_finetune": {"queue": "gpu"},
+    "training.tasks.run_sampling": {"queue": "gpu"},
 }
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600))
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 300
@@ -237,3 +239,13 @@ LOGGING = {
 
 if TESTING:
     PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# --- jobs ---------------------------------------------------------------------------------
+# A running job whose heartbeat is older than this is taken as dead (its worker was killed).
+JOB_HEARTBEAT_TIMEOUT = int(os.environ.get("JOB_HEARTBEAT_TIMEOUT", "120"))
+CELERY_BEAT_SCHEDULE = {
+    "sweep-stale-jobs": {"task": "training.tasks.sweep_stale_jobs", "schedule": 60.0,
+                         "options": {"queue": "default"}},
+    "poll-openai-jobs": {"task": "training.tasks.poll_openai_jobs", "schedule": 30.0,
+                         "options": {"queue": "default"}},
+}

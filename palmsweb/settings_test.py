@@ -9,3 +9,7 @@ from palmsweb.settings import *  # noqa: E402,F403
 # Production mode (DATABASE_URL set) turns on the HTTPS redirect; the test client and the
 # live server speak plain HTTP.
 SECURE_SSL_REDIRECT = False
+
+if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
+    # A file, not memory: worker processes started by tests open the same test database.
+    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-palmsweb.sqlite3")}  # noqa: F405

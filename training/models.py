@@ -1,1 +1,254 @@
+"""Training: base models, trained model versions, fine-tune jobs, sampling jobs, generations."""
 
+from __future__ import annotations
+
+from django.conf import settings
+from django.db import models
+from django.urls import reverse
+from django.utils import timezone
+
+LOG_TAIL_CHARS = 20_000  # the job log keeps its last 20k characters
+
+
+class BaseModel(models.Model):
+    """A model that fine-tunes start from, or that is sampled as is (the "base" arm)."""
+
+    class Kind(models.TextChoices):
+        PACKAGED = "packaged", "Packaged default (SmolLM2-135M-Instruct)"
+        LOCAL_DIR = "local_dir", "Local Hugging Face directory"
+        OPENAI = "openai", "OpenAI model id"
+        OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible endpoint"
+
+    name = models.CharField(max_length=200, unique=True, help_text="Display name.")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    path = models.CharField(max_length=500, blank=True, help_text="Directory (local models).")
+    model_id = models.CharField(
+        max_length=200, blank=True, help_text="Model name at OpenAI or at the endpoint."
+    )
+    base_url = models.URLField(blank=True, help_text="Endpoint URL (OpenAI-compatible only).")
+    api_key_env = models.CharField(
+        max_length=100,
+        blank=True,
+        default="OPENAI_API_KEY",
+        help_text="Name of the environment variable holding the API key (keys never go in "
+        "the database).",
+    )
+    parameter_count = models.BigIntegerField(null=True, blank=True)
+    is_default = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-is_default", "name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def is_local(self) -> bool:
+        return self.kind in {self.Kind.PACKAGED, self.Kind.LOCAL_DIR}
+
+    @property
+    def size_label(self) -> str:
+        return format_parameter_count(self.parameter_count)
+
+
+def format_parameter_count(count: int | None) -> str:
+    if not count:
+        return "?"
+    for unit, scale in (("B", 1e9), ("M", 1e6), ("K", 1e3)):
+        if count >= scale:
+            return f"{count / scale:.3g}{unit}"
+    return str(count)
+
+
+class ModelVersion(models.Model):
+    """Something that can be sampled: a base model as is, or the result of a fine-tune."""
+
+    class Arm(models.TextChoices):
+        BASE = "base", "Base"
+        CONTROL = "control", "Control"
+        VALUES_TARGETED = "values_targeted", "Values-targeted"
+
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="versions")
+    name = models.CharField(max_length=200)
+    arm = models.CharField(max_length=20, choices=Arm.choices)
+    path = models.CharField(max_length=500, blank=True, help_text="Weights or adapter dir.")
+    remote_model_id = models.CharField(max_length=200, blank=True)
+    is_adapter = models.BooleanField(default=False)
+    parameter_count = models.BigIntegerField(null=True, blank=True)
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["base_model"],
+                condition=models.Q(arm="base"),
+                name="one_base_version_per_model",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+    @property
+    def size_label(self) -> str:
+        return format_parameter_count(self.parameter_count or self.base_model.parameter_count)
+
+
+class JobStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+    CANCELLED = "cancelled", "Cancelled"
+
+
+FINISHED_STATUSES = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+class JobQuerySet(models.QuerySet):
+    def active(self):
+        return self.filter(status__in=[JobStatus.QUEUED, JobStatus.RUNNING])
+
+
+class Job(models.Model):
+    """What fine-tune and sampling jobs share: status, progress, heartbeat, log, cancel."""
+
+    status = models.CharField(max_length=20, choices=JobStatus.choices, default=JobStatus.QUEUED)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    log = models.TextField(blank=True)
+    error = models.TextField(blank=True)
+    cancel_requested = models.BooleanField(default=False)
+    worker = models.CharField(max_length=200, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    objects = JobQuerySet.as_manager()
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-pk"]
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in FINISHED_STATUSES
+
+    @property
+    def percent(self) -> int:
+        if self.status == JobStatus.SUCCEEDED:
+            return 100
+        if not self.progress_total:
+            return 0
+        return min(100, round(100 * self.progress_done / self.progress_total))
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if not self.started_at:
+            return None
+        end = self.finished_at or timezone.now()
+        return (end - self.started_at).total_seconds()
+
+
+class FineTuneJob(Job):
+    class Backend(models.TextChoices):
+        LOCAL = "local", "Local (transformers + torch)"
+        OPENAI = "openai", "OpenAI fine-tuning API"
+
+    class Method(models.TextChoices):
+        FULL = "full", "Full fine-tune"
+        LORA = "lora", "LoRA (peft)"
+
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="finetunes")
+    snapshot = models.ForeignKey(
+        "curation.Snapshot", on_delete=models.PROTECT, related_name="finetunes"
+    )
+    arm = models.CharField(
+        max_length=20,
+        choices=[c for c in ModelVersion.Arm.choices if c[0] != ModelVersion.Arm.BASE],
+    )
+    backend = models.CharField(max_length=20, choices=Backend.choices, default=Backend.LOCAL)
+    method = models.CharField(max_length=20, choices=Method.choices, default=Method.FULL)
+    hyperparameters = models.JSONField(default=dict)
+    estimated_tokens = models.PositiveIntegerField(null=True, blank=True)
+    tokens_per_second = models.FloatField(null=True, blank=True)
+    loss_history = models.JSONField(default=list, blank=True)  # [[step, loss], ...]
+    remote_job_id = models.CharField(max_length=200, blank=True)
+    remote_file_id = models.CharField(max_length=200, blank=True)
+    remote_events_cursor = models.CharField(max_length=200, blank=True)
+    result = models.OneToOneField(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="finetune"
+    )
+
+    class Meta(Job.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return f"Fine-tune #{self.pk} {self.base_model} × {self.snapshot.short_hash}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:finetune-detail", args=[self.pk])
+
+
+class SamplingJob(Job):
+    """Prompts × model versions × n samples, with recorded sampling parameters."""
+
+    name = models.CharField(max_length=200, blank=True)
+    prompts = models.JSONField(help_text='[{"text": ..., "category": ...}, ...]')
+    model_versions = models.ManyToManyField(ModelVersion, related_name="sampling_jobs")
+    n_samples = models.PositiveIntegerField(default=3)
+    temperature = models.FloatField(default=0.7)
+    top_p = models.FloatField(default=0.9)
+    max_new_tokens = models.PositiveIntegerField(default=200)
+    seed = models.BigIntegerField(default=0)
+    system_prompt = models.TextField(blank=True)
+
+    class Meta(Job.Meta):
+        pass
+
+    def __str__(self) -> str:
+        return self.name or f"Sampling #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:sampling-detail", args=[self.pk])
+
+
+class Generation(models.Model):
+    """One sampled output. Unique per (job, model version, prompt, sample index), which is
+    what makes a re-delivered or re-run task add nothing twice."""
+
+    job = models.ForeignKey(SamplingJob, on_delete=models.CASCADE, related_name="generations")
+    model_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="generations"
+    )
+    prompt_index = models.PositiveIntegerField()
+    sample_index = models.PositiveIntegerField()
+    prompt_text = models.TextField()
+    text = models.TextField()
+    tokens_generated = models.PositiveIntegerField(default=0)
+    temperature = models.FloatField()
+    top_p = models.FloatField()
+    max_new_tokens = models.PositiveIntegerField()
+    seed = models.BigIntegerField()
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["model_version_id", "prompt_index", "sample_index"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["job", "model_version", "prompt_index", "sample_index"],
+                name="generation_unique_per_job_slot",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.text[:80]

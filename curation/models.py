@@ -190,6 +190,9 @@ class StaleEdit(models.Model):
     class Meta:
         ordering = ["-created_at"]
 
+    def __str__(self) -> str:
+        return f"Unmerged edit of sample {self.sample_id} (from v{self.base_version})"
+
 
 class Comment(models.Model):
     """Review discussion; status changes are recorded here too, with the version they saw."""
@@ -211,6 +214,9 @@ class Comment(models.Model):
 
     class Meta:
         ordering = ["created_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} on sample {self.sample_id}"
 
 
 class ImmutableError(Exception):

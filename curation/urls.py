@@ -1,4 +1,47 @@
-from django.urls import path  # noqa: F401
+from django.urls import path
+
+from curation import views
 
 app_name = "curation"
-urlpatterns: list = []
+
+urlpatterns = [
+    # categories
+    path("categories/", views.category_list, name="category-list"),
+    path("categories/new/", views.category_create, name="category-create"),
+    path("categories/preset/", views.preset_load, name="preset-load"),
+    path("categories/<int:pk>/edit/", views.category_edit, name="category-edit"),
+    path("categories/<int:pk>/move/", views.category_move, name="category-move"),
+    path("categories/<int:pk>/archive/", views.category_archive, name="category-archive"),
+    path("categories/<int:pk>/restore/", views.category_restore, name="category-restore"),
+    # datasets
+    path("datasets/", views.dataset_list, name="dataset-list"),
+    path("datasets/new/", views.dataset_create, name="dataset-create"),
+    path("datasets/<int:pk>/", views.dataset_detail, name="dataset-detail"),
+    path("datasets/<int:pk>/edit/", views.dataset_edit, name="dataset-edit"),
+    path("datasets/<int:pk>/coverage/", views.dataset_coverage_view, name="dataset-coverage"),
+    path("datasets/<int:pk>/import/", views.dataset_import, name="dataset-import"),
+    path("datasets/<int:pk>/samples/new/", views.sample_create, name="sample-create"),
+    path("datasets/<int:pk>/snapshots/", views.snapshot_list, name="snapshot-list"),
+    path("datasets/<int:pk>/snapshots/new/", views.snapshot_create, name="snapshot-create"),
+    # samples
+    path("samples/<int:pk>/", views.sample_detail, name="sample-detail"),
+    path("samples/<int:pk>/edit/", views.sample_edit, name="sample-edit"),
+    path("samples/<int:pk>/submit/", views.sample_submit, name="sample-submit"),
+    path(
+        "samples/<int:pk>/request-changes/",
+        views.sample_request_changes,
+        name="sample-request-changes",
+    ),
+    path("samples/<int:pk>/approve/", views.sample_approve, name="sample-approve"),
+    path("samples/<int:pk>/archive/", views.sample_archive, name="sample-archive"),
+    path("samples/<int:pk>/reopen/", views.sample_reopen, name="sample-reopen"),
+    path("samples/<int:pk>/comment/", views.sample_comment, name="sample-comment"),
+    path("samples/<int:pk>/history/", views.sample_history, name="sample-history"),
+    path("samples/<int:pk>/diff/", views.sample_diff, name="sample-diff"),
+    path("samples/<int:pk>/restore/", views.sample_restore, name="sample-restore"),
+    path("stale-edits/<int:pk>/resolve/", views.stale_edit_resolve, name="stale-edit-resolve"),
+    path("word-count/", views.word_count, name="word-count"),
+    # snapshots
+    path("snapshots/<int:pk>/", views.snapshot_detail, name="snapshot-detail"),
+    path("snapshots/<int:pk>/download/", views.snapshot_download, name="snapshot-download"),
+]

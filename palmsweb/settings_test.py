@@ -12,4 +12,7 @@ SECURE_SSL_REDIRECT = False
 
 if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     # A file, not memory: worker processes started by tests open the same test database.
-    DATABASES["default"]["TEST"] = {"NAME": str(VAR_DIR / "test-palmsweb.sqlite3")}  # noqa: F405
+    # The process id keeps two test runs on one checkout from deleting each other's file.
+    DATABASES["default"]["TEST"] = {  # noqa: F405
+        "NAME": str(VAR_DIR / f"test-palmsweb-{os.getpid()}.sqlite3")  # noqa: F405
+    }

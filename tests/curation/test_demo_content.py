@@ -20,7 +20,7 @@ STOPWORDS = set(
     ourselves out over own same she should so some such than that the their theirs them
     themselves then there these they this those through to too under until up very was we were
     what when where which while who whom why will with would you your yours yourself yourselves
-    ever really okay someone something anyone people person make get""".split()
+    ever really okay""".split()
 )
 
 
@@ -119,16 +119,15 @@ def test_loading_twice_changes_nothing(admin_user):
     assert Sample.objects.count() == 160
 
 
-@pytest.mark.django_db
-def test_snapshot_hashes_are_stable_across_runs(admin_user, django_db_blocker):
-    first = {s.dataset.name: s.content_hash for s in load_demo_content(user=admin_user)}
-    Snapshot.objects.all()  # fresh run: wipe and load again through raw deletes
-    for dataset in Dataset.objects.all():
-        dataset.samples.all().delete()
-    from django.db import connection
+# Pinned: the demo snapshots hash the same on every machine and every run. Editing the demo
+# files changes them on purpose; update these together with the files.
+DEMO_SNAPSHOT_HASHES = {
+    VALUES_TARGETED.name: "01dc7301064af66eabaf6964c8c1aa81397bf1b281da8d2ea173e9ae1e48fa48",
+    CONTROL.name: "35095213020c7e7baad603c7f5205b77313c6d3492139047279f0ef81012a2b3",
+}
 
-    with connection.cursor() as cursor:
-        cursor.execute(f"DELETE FROM {Snapshot._meta.db_table}")
-    Dataset.objects.all().delete()
-    second = {s.dataset.name: s.content_hash for s in load_demo_content(user=admin_user)}
-    assert first == second
+
+@pytest.mark.django_db
+def test_snapshot_hashes_are_stable_across_runs(admin_user):
+    snapshots = load_demo_content(user=admin_user)
+    assert {s.dataset.name: s.content_hash for s in snapshots} == DEMO_SNAPSHOT_HASHES

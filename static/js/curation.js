@@ -1,0 +1,55 @@
+/* Curation pages: live word count under the answer and Ctrl/Cmd+S to save the editor.
+ * Everything works without this file; it only makes the editor quicker to use. */
+(function () {
+  "use strict";
+
+  // The PALMS limits count whitespace-separated tokens, as Python's str.split() does.
+  function countWords(text) {
+    var trimmed = text.trim();
+    return trimmed ? trimmed.split(/\s+/).length : 0;
+  }
+
+  function showCount(line, words) {
+    var min = Number(line.dataset.min);
+    var max = Number(line.dataset.max);
+    var inside = words >= min && words <= max;
+    line.textContent = words + " word" + (words === 1 ? "" : "s") + " — " +
+      (inside ? "within " : "needs ") + min + "–" + max;
+    line.classList.toggle("in", inside);
+    line.classList.toggle("out", !inside);
+  }
+
+  function update(textarea) {
+    var words = countWords(textarea.value);
+    var lines = document.querySelectorAll('[data-wordcount-for="' + textarea.id + '"]');
+    lines.forEach(function (line) { showCount(line, words); });
+  }
+
+  function updateAll() {
+    document.querySelectorAll("textarea[data-wordcount]").forEach(update);
+  }
+
+  document.addEventListener("input", function (event) {
+    if (event.target.matches && event.target.matches("textarea[data-wordcount]")) {
+      update(event.target);
+    }
+  });
+
+  document.addEventListener("keydown", function (event) {
+    var isSave = (event.ctrlKey || event.metaKey) && !event.altKey && !event.shiftKey &&
+      event.key && event.key.toLowerCase() === "s";
+    if (!isSave) return;
+    var form = document.querySelector("form[data-save-shortcut]");
+    if (!form) return;
+    event.preventDefault();  // not the browser's "save page"
+    if (form.requestSubmit) form.requestSubmit(); else form.submit();
+  });
+
+  // Text restored by the browser (back button) or swapped in by htmx gets counted too.
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", updateAll);
+  } else {
+    updateAll();
+  }
+  document.addEventListener("htmx:afterSettle", updateAll);
+})();

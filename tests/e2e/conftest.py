@@ -1,0 +1,75 @@
+"""Playwright fixtures: one headless Chromium per session, a page per persona, login.
+
+The journeys drive Debian's Chromium (``PALMSWEB_CHROMIUM`` overrides the path) through
+Playwright's sync API against pytest-django's ``live_server``.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Playwright's sync API runs an event loop in this thread, so Django would refuse the
+# ORM calls a test makes between browser steps; they are synchronous and safe here.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
+
+from tests.conftest import PASSWORD  # noqa: E402
+
+CHROMIUM = os.environ.get("PALMSWEB_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+TIMEOUT_MS = 15_000
+
+
+@pytest.fixture(scope="session")
+def browser():
+    """One headless Chromium for the whole session."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"Chromium not found at {CHROMIUM} (set PALMSWEB_CHROMIUM to its path)")
+    sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    with sync_api.sync_playwright() as playwright:
+        chromium = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS
+        )
+        yield chromium
+        chromium.close()
+
+
+@pytest.fixture
+def new_page(browser, live_server):
+    """Factory: a page in its own browser context (own cookies), so each curator has a
+    separate session, as on separate machines."""
+    contexts = []
+
+    def make():
+        context = browser.new_context(base_url=live_server.url, accept_downloads=True)
+        context.set_default_timeout(TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()
+
+
+def sign_in(page, user) -> None:
+    """Sign ``user`` in through the real login form."""
+    page.goto("/accounts/login/")
+    page.fill("input[name=username]", user.username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_url(lambda url: "/accounts/login/" not in url)
+
+
+@pytest.fixture
+def login():
+    """``login(page, user)``: sign a user in on that page's browser context."""
+    return sign_in

@@ -38,7 +38,7 @@ from curation.forms import (
     SampleForm,
     SnapshotForm,
 )
-from curation.importing import ImportRejected, samples_import
+from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
 from curation.models import (
     Category,
     Dataset,
@@ -344,7 +344,8 @@ def dataset_import(request, pk: int):
         try:
             created = samples_import(
                 dataset=dataset,
-                data=upload.read(),
+                # One byte past the cap is enough for the importer to refuse it.
+                data=upload.read(MAX_IMPORT_BYTES + 1),
                 filename=upload.name,
                 user=request.user,
                 status=form.cleaned_data["status"],

@@ -1,4 +1,22 @@
+"""REST API routes, mounted under /api/ by palmsweb.urls."""
+
+from django.urls import path
 from rest_framework.routers import DefaultRouter
 
+from curation import api as curation_api
+from training import api as training_api
+
 router = DefaultRouter()
-urlpatterns = router.urls
+router.register("categories", curation_api.CategoryViewSet, basename="category")
+router.register("datasets", curation_api.DatasetViewSet, basename="dataset")
+router.register("samples", curation_api.SampleViewSet, basename="sample")
+router.register("snapshots", curation_api.SnapshotViewSet, basename="snapshot")
+router.register("base-models", training_api.BaseModelViewSet, basename="basemodel")
+router.register("model-versions", training_api.ModelVersionViewSet, basename="modelversion")
+router.register("finetunes", training_api.FineTuneJobViewSet, basename="finetune")
+router.register("sampling-jobs", training_api.SamplingJobViewSet, basename="samplingjob")
+
+urlpatterns = [
+    path("auth/token/", curation_api.AuthTokenView.as_view(), name="api-token"),
+    *router.urls,
+]

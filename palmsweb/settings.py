@@ -48,7 +48,12 @@ def embedded_secret_key() -> str:
 if EMBEDDED:
     SECRET_KEY = os.environ.get("SECRET_KEY") or embedded_secret_key()
 else:
-    SECRET_KEY = os.environ["SECRET_KEY"]  # production never invents a secret
+    # Production never invents a secret: a missing key must stop the process.
+    SECRET_KEY = os.environ.get("SECRET_KEY", "")
+    if not SECRET_KEY:
+        from django.core.exceptions import ImproperlyConfigured
+
+        raise ImproperlyConfigured("SECRET_KEY must be set when DATABASE_URL is set.")
 
 DEBUG = env_bool("DEBUG", EMBEDDED)
 ALLOWED_HOSTS = env_list("ALLOWED_HOSTS", ["127.0.0.1", "localhost"] if EMBEDDED else [])
@@ -130,6 +135,7 @@ USE_TZ = True
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
 STATIC_ROOT = Path(os.environ.get("STATIC_ROOT", VAR_DIR / "staticfiles"))
+STATIC_ROOT.mkdir(parents=True, exist_ok=True)  # whitenoise warns on every request otherwise
 STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     "staticfiles": {

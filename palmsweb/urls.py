@@ -13,6 +13,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("curation/", include("curation.urls")),
     path("training/", include("training.urls")),
+    path("evaluation/", include("evaluation.urls")),
     path("api/", include("palmsweb.api_urls")),
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),

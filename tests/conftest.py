@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import pytest
-from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
-from django.test import Client
+from django.conf import settings
 
-from palmsweb.roles import Role, ensure_role_groups
+# Engine and library tests also run without the Django plugin (-p no:django); Django's
+# models can only be imported once settings are configured.
+DJANGO = settings.configured
+if DJANGO:
+    from django.contrib.auth import get_user_model
+    from django.contrib.auth.models import Group
+    from django.test import Client
+
+    from palmsweb.roles import Role, ensure_role_groups
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -15,13 +21,14 @@ PASSWORD = "correct-horse-battery-staple"
 @pytest.fixture(autouse=True)
 def _clear_cache():
     """Rate-limit counters live in the cache, which is Redis when REDIS_URL is set."""
-    from django.core.cache import cache
+    if DJANGO:
+        from django.core.cache import cache
 
-    cache.clear()
+        cache.clear()
     yield
 
 
-def make_user(username: str, *roles: Role, staff: bool = False):
+def make_user(username: str, *roles, staff: bool = False):
     ensure_role_groups()
     user = get_user_model().objects.create_user(
         username=username, password=PASSWORD, is_staff=staff
@@ -31,7 +38,7 @@ def make_user(username: str, *roles: Role, staff: bool = False):
     return user
 
 
-def client_for(user) -> Client:
+def client_for(user):
     client = Client()
     client.force_login(user)
     return client

@@ -34,7 +34,8 @@ def parse_database_url(url: str) -> dict:
             "CONN_HEALTH_CHECKS": True,
         }
     if parts.scheme == "sqlite":
-        path = unquote(parts.path)
+        # sqlite:////abs/path.db → "//abs/path.db"; one leading slash is the real path.
+        path = "/" + unquote(parts.path).lstrip("/") if parts.path.strip("/") else ""
         if not path or path == "/":
             raise DatabaseUrlError("sqlite DATABASE_URL needs a path: sqlite:////abs/path.db")
         return sqlite_database(Path(path))

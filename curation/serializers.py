@@ -1,0 +1,294 @@
+"""DRF serializers for the curation API.
+
+Input serializers validate what a client sends (and refuse keys they do not know);
+output serializers render models. Views pass validated data to ``curation.services``.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from curation.importing import IMPORTABLE_STATUSES
+from curation.models import (
+    MAX_TEXT_CHARS,
+    Category,
+    Comment,
+    Dataset,
+    Sample,
+    SampleRevision,
+    Snapshot,
+)
+
+
+class RejectUnknownFieldsMixin:
+    """Refuse body keys that are not writable fields of the serializer.
+
+    DRF silently drops unknown and read-only keys, so a typo (``"anwser"``) or an attempt
+    to set ``"status"`` directly would look like success while changing nothing.
+    """
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            errors = {}
+            for key in data:
+                if key in writable:
+                    continue
+                if key in self.fields:
+                    errors[key] = ["This field is read-only."]
+                else:
+                    errors[key] = ["Unknown field."]
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+class UsernameField(serializers.SlugRelatedField):
+    def __init__(self, **kwargs):
+        super().__init__(slug_field="username", read_only=True, **kwargs)
+
+
+# --- categories ------------------------------------------------------------------------
+
+
+class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    class Meta:
+        model = Category
+        fields = [
+            "id", "name", "slug", "position", "guidance", "target_count", "order",
+            "is_archived", "archived_at", "created_at", "updated_at",
+        ]
+        read_only_fields = [
+            "slug", "order", "is_archived", "archived_at", "created_at", "updated_at",
+        ]
+        extra_kwargs = {
+            # Uniqueness (case-insensitive) is the service's rule; its message is clearer.
+            "name": {"validators": []},
+            "guidance": {"required": False},
+            "target_count": {"required": False},
+        }
+
+    is_archived = serializers.BooleanField(read_only=True)
+
+
+class CategoryReorderSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    ids = serializers.ListField(
+        child=serializers.IntegerField(), help_text="Every category id, in the new order."
+    )
+
+
+# --- datasets --------------------------------------------------------------------------
+
+
+class DatasetSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    created_by = UsernameField()
+
+    class Meta:
+        model = Dataset
+        fields = [
+            "id", "name", "kind", "description", "min_words", "max_words", "system_message",
+            "allow_self_approval", "created_by", "created_at",
+        ]
+        read_only_fields = ["created_at"]
+        extra_kwargs = {"name": {"validators": []}}
+
+
+# --- samples ---------------------------------------------------------------------------
+
+
+class SampleSerializer(serializers.ModelSerializer):
+    author = UsernameField()
+    updated_by = UsernameField()
+    category_name = serializers.CharField(source="category.name", read_only=True, default=None)
+    word_count = serializers.IntegerField(read_only=True)
+    within_limits = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = Sample
+        fields = [
+            "id", "dataset", "category", "category_name", "question", "answer", "status",
+            "version", "word_count", "within_limits", "author", "updated_by", "created_at",
+            "updated_at",
+        ]
+        read_only_fields = fields
+
+
+def _active_category_or_current(category: Category | None, current: Category | None):
+    """A sample may keep an archived category but not be moved into one."""
+    if category is not None and category.is_archived and category != current:
+        raise serializers.ValidationError(f"Category {category.name!r} is archived.")
+    return category
+
+
+class SampleCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all())
+    category = serializers.PrimaryKeyRelatedField(
+        queryset=Category.objects.all(), allow_null=True, required=False, default=None
+    )
+    question = serializers.CharField(max_length=MAX_TEXT_CHARS, trim_whitespace=False)
+    answer = serializers.CharField(
+        max_length=MAX_TEXT_CHARS, allow_blank=True, required=False, default="",
+        trim_whitespace=False,
+    )
+
+    def validate_category(self, category):
+        return _active_category_or_current(category, None)
+
+
+class SampleUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """PUT needs every field; PATCH only ``version`` and what changes."""
+
+    version = serializers.IntegerField(
+        min_value=1, help_text="The version your edit started from (optimistic concurrency)."
+    )
+    category = serializers.PrimaryKeyRelatedField(
+        queryset=Category.objects.all(), allow_null=True
+    )
+    question = serializers.CharField(max_length=MAX_TEXT_CHARS, trim_whitespace=False)
+    answer = serializers.CharField(
+        max_length=MAX_TEXT_CHARS, allow_blank=True, trim_whitespace=False
+    )
+
+    def validate_category(self, category):
+        return _active_category_or_current(category, self.instance.category)
+
+    def validate(self, attrs):
+        if "version" not in attrs:
+            # PATCH makes every field optional; the version never is.
+            raise serializers.ValidationError({"version": ["This field is required."]})
+        return attrs
+
+
+class StaleEditSerializer(serializers.Serializer):
+    """The refused edit, as kept in a StaleEdit row."""
+
+    question = serializers.CharField()
+    answer = serializers.CharField()
+    category = serializers.IntegerField(source="category_id", allow_null=True)
+    base_version = serializers.IntegerField()
+
+
+class StaleEditConflictSerializer(serializers.Serializer):
+    """The body of a 409: the saved version and the edit that was refused (and kept)."""
+
+    detail = serializers.CharField()
+    current = SampleSerializer()
+    yours = StaleEditSerializer()
+    stale_edit_id = serializers.IntegerField()
+
+
+class SampleActionSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    body = serializers.CharField(
+        max_length=MAX_TEXT_CHARS, allow_blank=True, required=False, default="",
+        help_text="A comment recorded with the status change (required to request changes).",
+    )
+
+
+class CommentInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    body = serializers.CharField(max_length=MAX_TEXT_CHARS)
+
+
+class CommentSerializer(serializers.ModelSerializer):
+    author = UsernameField()
+
+    class Meta:
+        model = Comment
+        fields = ["id", "sample", "author", "kind", "body", "sample_version", "created_at"]
+        read_only_fields = fields
+
+
+class RevisionSerializer(serializers.ModelSerializer):
+    author = UsernameField()
+
+    class Meta:
+        model = SampleRevision
+        fields = ["id", "number", "question", "answer", "category", "author", "note",
+                  "created_at"]
+        read_only_fields = fields
+
+
+class RestoreSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    revision = serializers.IntegerField(min_value=1, help_text="The revision number to bring back.")
+    version = serializers.IntegerField(min_value=1, help_text="The sample's current version.")
+
+
+# --- snapshots -------------------------------------------------------------------------
+
+
+class SnapshotSerializer(serializers.ModelSerializer):
+    dataset_name = serializers.CharField(source="dataset.name", read_only=True)
+    created_by = UsernameField()
+
+    class Meta:
+        model = Snapshot
+        fields = [
+            "id", "dataset", "dataset_name", "label", "content_hash", "sample_count",
+            "word_count", "byte_count", "created_by", "created_at",
+        ]
+        read_only_fields = fields
+
+
+class SnapshotItemSerializer(serializers.Serializer):
+    category = serializers.CharField(allow_null=True)
+    question = serializers.CharField()
+    answer = serializers.CharField()
+
+
+class SnapshotDetailSerializer(SnapshotSerializer):
+    system_message = serializers.SerializerMethodField()
+    items = serializers.SerializerMethodField()
+    hash_matches_content = serializers.BooleanField(read_only=True)
+
+    class Meta(SnapshotSerializer.Meta):
+        fields = [*SnapshotSerializer.Meta.fields, "system_message", "items",
+                  "hash_matches_content"]
+        read_only_fields = fields
+
+    def get_system_message(self, snapshot: Snapshot) -> str:
+        return snapshot.payload().get("system_message") or ""
+
+    @extend_schema_field(SnapshotItemSerializer(many=True))
+    def get_items(self, snapshot: Snapshot) -> list[dict]:
+        return SnapshotItemSerializer(snapshot.items(), many=True).data
+
+
+class SnapshotCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all())
+    label = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
+
+
+# --- imports and tokens ----------------------------------------------------------------
+
+
+class ImportSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    file = serializers.FileField(help_text="JSONL (chat or prompt/completion) or CSV, ≤ 5 MB.")
+    status = serializers.ChoiceField(
+        choices=sorted(IMPORTABLE_STATUSES), required=False, default=Sample.Status.DRAFT,
+        help_text="Status of the new samples; only admins may import approved samples.",
+    )
+
+
+class ImportResultSerializer(serializers.Serializer):
+    count = serializers.IntegerField()
+    sample_ids = serializers.ListField(child=serializers.IntegerField())
+
+
+class ImportLineErrorSerializer(serializers.Serializer):
+    line = serializers.IntegerField(help_text="1-based; 0 means the file as a whole.")
+    message = serializers.CharField()
+
+
+class ImportRejectedSerializer(serializers.Serializer):
+    detail = serializers.CharField()
+    errors = ImportLineErrorSerializer(many=True)
+
+
+class TokenRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    username = serializers.CharField(required=False)
+    password = serializers.CharField(required=False, trim_whitespace=False,
+                                     style={"input_type": "password"})
+
+
+class TokenSerializer(serializers.Serializer):
+    token = serializers.CharField()

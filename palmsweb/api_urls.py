@@ -4,6 +4,7 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
+from evaluation import api as evaluation_api
 from training import api as training_api
 
 router = DefaultRouter()
@@ -15,6 +16,11 @@ router.register("base-models", training_api.BaseModelViewSet, basename="basemode
 router.register("model-versions", training_api.ModelVersionViewSet, basename="modelversion")
 router.register("finetunes", training_api.FineTuneJobViewSet, basename="finetune")
 router.register("sampling-jobs", training_api.SamplingJobViewSet, basename="samplingjob")
+router.register("prompt-sets", evaluation_api.PromptSetViewSet, basename="promptset")
+router.register("studies", evaluation_api.StudyViewSet, basename="study")
+router.register("study-outputs", evaluation_api.StudyOutputViewSet, basename="studyoutput")
+router.register("rating/studies", evaluation_api.RatingStudyViewSet, basename="rating-study")
+router.register("rating/outputs", evaluation_api.RatingOutputViewSet, basename="rating-output")
 
 urlpatterns = [
     path("auth/token/", curation_api.AuthTokenView.as_view(), name="api-token"),

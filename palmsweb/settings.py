@@ -176,6 +176,7 @@ if CELERY_BROKER_URL == "filesystem://":
         "data_folder_in": str(BROKER_DIR / "queue"),
         "data_folder_out": str(BROKER_DIR / "queue"),
         "processed_folder": str(BROKER_DIR / "processed"),
+        "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
     # The filesystem transport has no fanout, which remote control needs.

@@ -179,6 +179,8 @@ if CELERY_BROKER_URL == "filesystem://":
         "control_folder": str(BROKER_DIR / "control"),
         "store_processed": False,
     }
+    for folder in ("queue", "processed", "control"):  # kombu creates none of them with parents
+        (BROKER_DIR / folder).mkdir(parents=True, exist_ok=True)
     # The filesystem transport has no fanout, which remote control needs.
     CELERY_WORKER_ENABLE_REMOTE_CONTROL = False
 CELERY_TASK_IGNORE_RESULT = True  # results live in the database, not a result backend

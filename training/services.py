@@ -311,7 +311,10 @@ def job_cancel(*, job: FineTuneJob | SamplingJob) -> None:
     if isinstance(job, FineTuneJob) and job.backend == FineTuneJob.Backend.OPENAI:
         job.refresh_from_db()
         if job.remote_job_id and job.status == JobStatus.RUNNING:
-            _openai_backend(job.base_model).cancel(job.remote_job_id)
+            try:
+                _openai_backend(job.base_model).cancel(job.remote_job_id)
+            except Exception as exc:  # the API's own errors, shown to the admin as they are
+                raise TrainingError(f"OpenAI refused the cancel: {exc}") from exc
 
 
 @transaction.atomic
@@ -782,6 +785,8 @@ def _done_slots(job: SamplingJob, version: ModelVersion) -> set[tuple[int, int]]
 
 
 def _sample_version(job: SamplingJob, version: ModelVersion, reporter: JobReporter) -> None:
+    """Sample one model version's outputs, storing each batch as soon as it is generated,
+    so that a crash or a cancel loses at most one batch and a re-run resumes after it."""
     from training.engine.generation import GenerationParams
 
     skip = _done_slots(job, version)
@@ -793,33 +798,29 @@ def _sample_version(job: SamplingJob, version: ModelVersion, reporter: JobReport
         seed=job.seed,
     )
     reporter.log(f"sampling {version.name}: {len(texts) * job.n_samples - len(skip)} outputs")
-    base_done = job.generations.count()
 
-    def on_progress(done: int, total: int) -> None:
-        reporter.update(progress_done=base_done + done)
+    def on_batch(generations) -> None:
+        _store_generations(job, version, generations, params)
+        reporter.update(progress_done=job.generations.count())
 
-    generations = _generate(job, version, texts, params, skip, on_progress, reporter)
-    _store_generations(job, version, generations, params)
-
-
-def _generate(job, version, texts, params, skip, on_progress, reporter):
+    common = {
+        "n": job.n_samples, "params": params, "skip": skip, "on_batch": on_batch,
+        "should_cancel": reporter.should_cancel, "system_prompt": job.system_prompt or None,
+    }
     base = version.base_model
     if base.is_local:
         from training.engine.generation import generate_local
 
-        return generate_local(
-            version_local_path(version), texts, n=job.n_samples, params=params, skip=skip,
-            on_progress=on_progress, should_cancel=reporter.should_cancel,
-            system_prompt=job.system_prompt or None,
-        )
+        generate_local(version_local_path(version), texts, **common)
+        return
     from training.engine.remote import generate_openai_compatible
 
-    return generate_openai_compatible(
+    generate_openai_compatible(
         base.base_url or settings.OPENAI_BASE_URL or "https://api.openai.com/v1",
         api_key_for(base),
         version.remote_model_id or base.model_id,
-        texts, n=job.n_samples, params=params, skip=skip, on_progress=on_progress,
-        system_prompt=job.system_prompt or None,
+        texts,
+        **common,
     )
 
 

@@ -1,7 +1,7 @@
 """Celery tasks: thin wrappers that load ids and call one service.
 
-Fine-tunes and sampling run on the "gpu" queue (one task per accelerator); the sweep and the
-OpenAI poller are light and run on "default".
+Fine-tunes and sampling are routed to the "gpu" queue (CELERY_TASK_ROUTES; one task per
+accelerator); the sweep and the OpenAI poller are light and stay on "default".
 """
 
 from __future__ import annotations
@@ -11,25 +11,25 @@ from celery import shared_task
 from training import services
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, queue="gpu")
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_finetune(job_id: int) -> None:
     """Claim and run one fine-tune; a duplicate delivery finds it claimed and does nothing."""
     services.finetune_execute(job_id)
 
 
-@shared_task(acks_late=True, reject_on_worker_lost=True, queue="gpu")
+@shared_task(acks_late=True, reject_on_worker_lost=True)
 def run_sampling(job_id: int) -> None:
     """Claim and run one sampling job, resuming after the outputs already stored."""
     services.sampling_execute(job_id)
 
 
-@shared_task(queue="default", ignore_result=True)
+@shared_task(ignore_result=True)
 def sweep_stale_jobs() -> int:
     """Fail jobs whose worker died (no heartbeat)."""
     return services.sweep_stale_jobs()
 
 
-@shared_task(queue="default", ignore_result=True)
+@shared_task(ignore_result=True)
 def poll_openai_jobs() -> int:
     """Mirror the state of running OpenAI fine-tunes."""
     return services.openai_poll_all()

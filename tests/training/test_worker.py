@@ -48,6 +48,8 @@ def worker(tmp_path, settings):
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
     yield process
+    if process.poll() is not None:
+        return  # the test killed it
     os.killpg(process.pid, signal.SIGTERM)
     try:
         process.wait(timeout=20)

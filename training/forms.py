@@ -1,0 +1,285 @@
+"""Training forms. They validate input only; views hand the cleaned data to services, whose
+TrainingError messages become form errors."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from django import forms
+from django.core.exceptions import ValidationError
+from django.core.validators import RegexValidator
+
+from curation.models import Snapshot
+from training.models import BaseModel, FineTuneJob, ModelVersion
+from training.selectors import palms_eval_prompts
+from training.services import (
+    HYPERPARAMETER_LIMITS,
+    MAX_PROMPTS,
+    MAX_SAMPLES_PER_PROMPT,
+    default_hyperparameters,
+)
+
+MAX_PROMPT_CHARS = 4_000
+
+env_var_name = RegexValidator(
+    r"^[A-Z_][A-Z0-9_]{0,99}$",
+    "Give the name of the environment variable that holds the key (like OPENAI_API_KEY), "
+    "never the key itself.",
+)
+
+
+def endpoint_url(value: str) -> None:
+    """An http(s) URL with a host. Looser than URLValidator, which refuses the bare host
+    names of a compose network (``http://vllm:8000/v1``)."""
+    parts = urlsplit(value)
+    if parts.scheme not in {"http", "https"} or not parts.hostname:
+        raise ValidationError("Enter the endpoint's http:// or https:// base URL.")
+
+
+REGISTRABLE_KINDS = [
+    (value, label) for value, label in BaseModel.Kind.choices if value != BaseModel.Kind.PACKAGED
+]
+
+
+class BaseModelForm(forms.Form):
+    """Register a base model. The packaged default is registered by the run command."""
+
+    name = forms.CharField(label="Display name", max_length=200)
+    kind = forms.ChoiceField(choices=REGISTRABLE_KINDS, initial=BaseModel.Kind.LOCAL_DIR)
+    path = forms.CharField(
+        label="Model directory",
+        max_length=500,
+        required=False,
+        help_text="Local Hugging Face directory only: the folder with config.json, as the "
+        "workers see it.",
+    )
+    model_id = forms.CharField(
+        label="Model name",
+        max_length=200,
+        required=False,
+        help_text="OpenAI or endpoint only: the name the API knows the model by.",
+    )
+    base_url = forms.CharField(
+        label="Endpoint base URL",
+        max_length=200,
+        required=False,
+        validators=[endpoint_url],
+        help_text="OpenAI-compatible endpoint only, e.g. http://vllm:8000/v1.",
+    )
+    api_key_env = forms.CharField(
+        label="API key variable",
+        max_length=100,
+        required=False,
+        initial="OPENAI_API_KEY",
+        validators=[env_var_name],
+        help_text="Name of the environment variable on the workers that holds the key. "
+        "Keys are never stored in the database.",
+    )
+    parameter_count = forms.IntegerField(
+        label="Parameters",
+        min_value=1,
+        required=False,
+        help_text="Size in parameters, e.g. 134515008.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        kind = data.get("kind")
+        if kind == BaseModel.Kind.LOCAL_DIR and not data.get("path"):
+            self.add_error("path", "A local model needs its directory.")
+        remote = kind in {BaseModel.Kind.OPENAI, BaseModel.Kind.OPENAI_COMPATIBLE}
+        if remote and not data.get("model_id"):
+            self.add_error("model_id", "Give the model name the API knows it by.")
+        if kind == BaseModel.Kind.OPENAI_COMPATIBLE and not data.get("base_url"):
+            self.add_error("base_url", "An OpenAI-compatible endpoint needs its base URL.")
+        if kind != BaseModel.Kind.LOCAL_DIR:
+            data["path"] = ""
+        if kind != BaseModel.Kind.OPENAI_COMPATIBLE:
+            data["base_url"] = ""
+        if kind == BaseModel.Kind.LOCAL_DIR:
+            data["model_id"] = ""
+        data["api_key_env"] = data.get("api_key_env") or "OPENAI_API_KEY"
+        return data
+
+
+# --- fine-tunes -----------------------------------------------------------------------------
+
+
+class SnapshotChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: Snapshot) -> str:
+        label = f" ({obj.label})" if obj.label else ""
+        return (
+            f"{obj.dataset.name}{label} @ {obj.short_hash} · {obj.sample_count} samples · "
+            f"{obj.dataset.get_kind_display()}"
+        )
+
+
+class BaseModelChoiceField(forms.ModelChoiceField):
+    def label_from_instance(self, obj: BaseModel) -> str:
+        return f"{obj.name} ({obj.size_label}, {obj.get_kind_display()})"
+
+
+def _hp_field(name: str, label: str, **kwargs) -> forms.Field:
+    kind, low, high = HYPERPARAMETER_LIMITS[name]
+    if kind is float:
+        return forms.FloatField(
+            label=label,
+            min_value=low,
+            max_value=high,
+            widget=forms.NumberInput(attrs={"step": "any"}),
+            **kwargs,
+        )
+    return forms.IntegerField(label=label, min_value=low, max_value=high, **kwargs)
+
+
+ARM_CHOICES = [
+    (ModelVersion.Arm.VALUES_TARGETED.value, ModelVersion.Arm.VALUES_TARGETED.label),
+    (ModelVersion.Arm.CONTROL.value, ModelVersion.Arm.CONTROL.label),
+]
+LORA_FIELDS = ("lora_r", "lora_alpha")
+
+
+class FineTuneForm(forms.Form):
+    """A fine-tune launch. Hyperparameter fields are named as the service names them."""
+
+    base_model = BaseModelChoiceField(queryset=BaseModel.objects.all(), empty_label=None)
+    snapshot = SnapshotChoiceField(
+        label="Dataset snapshot",
+        queryset=Snapshot.objects.select_related("dataset").defer("content"),
+        empty_label=None,
+    )
+    arm = forms.ChoiceField(choices=ARM_CHOICES, initial=ModelVersion.Arm.VALUES_TARGETED)
+    method = forms.ChoiceField(choices=FineTuneJob.Method.choices, initial=FineTuneJob.Method.FULL)
+    epochs = _hp_field("epochs", "Epochs")
+    learning_rate = _hp_field("learning_rate", "Learning rate")
+    batch_size = _hp_field("batch_size", "Batch size")
+    grad_accum = _hp_field("grad_accum", "Gradient accumulation steps")
+    max_seq_len = _hp_field("max_seq_len", "Max sequence length (tokens)")
+    warmup_steps = _hp_field("warmup_steps", "Warmup steps")
+    seed = _hp_field("seed", "Seed")
+    lora_r = _hp_field("lora_r", "LoRA r", required=False)
+    lora_alpha = _hp_field("lora_alpha", "LoRA alpha", required=False)
+
+    HYPERPARAMETERS = (
+        "epochs",
+        "learning_rate",
+        "batch_size",
+        "grad_accum",
+        "max_seq_len",
+        "warmup_steps",
+        "seed",
+        *LORA_FIELDS,
+    )
+
+    @classmethod
+    def initial_for(cls, params) -> dict:
+        """Initial values: the chosen (or default) base model and method, with that model's
+        default hyperparameters, overridden by any value in ``params`` (a GET query) unless
+        it asks for the defaults."""
+        initial: dict = {}
+        base_model = None
+        if params.get("base_model", "").isdigit():
+            base_model = BaseModel.objects.filter(pk=params["base_model"]).first()
+        base_model = base_model or BaseModel.objects.first()
+        method = params.get("method")
+        if method not in FineTuneJob.Method.values:
+            method = FineTuneJob.Method.FULL
+        if params.get("snapshot", "").isdigit():
+            initial["snapshot"] = int(params["snapshot"])
+        if params.get("arm") in dict(ARM_CHOICES):
+            initial["arm"] = params["arm"]
+        initial["method"] = method
+        if base_model is not None:
+            initial["base_model"] = base_model.pk
+            initial.update(default_hyperparameters(base_model, method))
+        if "defaults" not in params:
+            for name in cls.HYPERPARAMETERS:
+                if params.get(name, "") != "":
+                    initial[name] = params[name]
+        return initial
+
+    def hyperparameters(self) -> dict:
+        """The cleaned hyperparameters; LoRA's only for a LoRA fine-tune, blanks dropped
+        (the service fills them from the model's defaults)."""
+        names = [
+            name
+            for name in self.HYPERPARAMETERS
+            if name not in LORA_FIELDS or self.cleaned_data["method"] == FineTuneJob.Method.LORA
+        ]
+        return {
+            name: self.cleaned_data[name]
+            for name in names
+            if self.cleaned_data.get(name) is not None
+        }
+
+
+class EstimateForm(forms.Form):
+    """The inputs of the token estimate, read from the launch form's current values."""
+
+    base_model = forms.ModelChoiceField(queryset=BaseModel.objects.all())
+    snapshot = forms.ModelChoiceField(queryset=Snapshot.objects.all())
+    max_seq_len = _hp_field("max_seq_len", "Max sequence length")
+    epochs = _hp_field("epochs", "Epochs", required=False)
+
+
+# --- sampling -------------------------------------------------------------------------------
+
+
+class ModelVersionMultipleChoiceField(forms.ModelMultipleChoiceField):
+    def label_from_instance(self, obj: ModelVersion) -> str:
+        arm = "" if obj.arm == ModelVersion.Arm.BASE else f"{obj.get_arm_display()}, "
+        return f"{obj.name} ({arm}{obj.size_label})"
+
+
+class SamplingForm(forms.Form):
+    name = forms.CharField(max_length=200, required=False)
+    prompts = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 8, "placeholder": "One prompt per line"}),
+        help_text="One prompt per line; blank lines are skipped.",
+    )
+    use_demo_prompts = forms.BooleanField(
+        label="Use the PALMS demo evaluation prompts (40, 5 per category)",
+        required=False,
+        help_text="Prompts typed above are added after them.",
+    )
+    model_versions = ModelVersionMultipleChoiceField(
+        queryset=ModelVersion.objects.select_related("base_model"),
+        widget=forms.CheckboxSelectMultiple,
+    )
+    n_samples = forms.IntegerField(
+        label="Samples per prompt", min_value=1, max_value=MAX_SAMPLES_PER_PROMPT, initial=3
+    )
+    temperature = forms.FloatField(
+        min_value=0, max_value=2, initial=0.7, widget=forms.NumberInput(attrs={"step": "any"})
+    )
+    top_p = forms.FloatField(
+        min_value=0.01, max_value=1, initial=0.9, widget=forms.NumberInput(attrs={"step": "any"})
+    )
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=200)
+    seed = forms.IntegerField(min_value=0, max_value=2**63 - 1, initial=0)
+    system_prompt = forms.CharField(
+        required=False,
+        max_length=MAX_PROMPT_CHARS,
+        widget=forms.Textarea(attrs={"rows": 2}),
+        help_text="Optional; sent before every prompt.",
+    )
+
+    def clean(self):
+        data = super().clean()
+        prompts = palms_eval_prompts() if data.get("use_demo_prompts") else []
+        for number, line in enumerate((data.get("prompts") or "").splitlines(), start=1):
+            text = line.strip()
+            if not text:
+                continue
+            if len(text) > MAX_PROMPT_CHARS:
+                self.add_error(
+                    "prompts", f"Line {number} is longer than {MAX_PROMPT_CHARS:,} characters."
+                )
+            prompts.append({"text": text, "category": ""})
+        if not prompts:
+            self.add_error("prompts", "Type at least one prompt, or use the demo prompts.")
+        elif len(prompts) > MAX_PROMPTS:
+            self.add_error("prompts", f"At most {MAX_PROMPTS:,} prompts per job.")
+        data["prompt_list"] = prompts
+        return data

@@ -1,0 +1,242 @@
+"""Training reads that are more than one queryset call: listings, job progress for display,
+the loss curve as SVG geometry, and the PALMS demo evaluation prompts."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cache
+
+from django.db.models import Count, QuerySet
+
+from curation.services import PRESETS_DIR
+from training.models import BaseModel, FineTuneJob, Generation, ModelVersion, SamplingJob
+
+EVAL_PROMPTS_FILE = PRESETS_DIR / "palms_eval_prompts.jsonl"
+MAX_CURVE_POINTS = 600  # a polyline this long already fills any screen
+
+
+# --- listings -------------------------------------------------------------------------------
+
+
+def base_model_list() -> QuerySet[BaseModel]:
+    """Base models with how many model versions each has, in one query."""
+    # Meta.ordering is dropped from GROUP BY queries, so it is repeated here.
+    return BaseModel.objects.annotate(n_versions=Count("versions")).order_by(
+        *BaseModel._meta.ordering
+    )
+
+
+def model_version_list() -> QuerySet[ModelVersion]:
+    """Model versions with their base model and the fine-tune that made them (if any)."""
+    return ModelVersion.objects.select_related("base_model", "finetune")
+
+
+def finetune_list() -> QuerySet[FineTuneJob]:
+    """Fine-tunes for the list page, without their biggest columns."""
+    return FineTuneJob.objects.select_related(
+        "base_model", "snapshot__dataset", "created_by", "result"
+    ).defer("log", "loss_history", "snapshot__content")
+
+
+def sampling_list() -> QuerySet[SamplingJob]:
+    """Sampling jobs for the list page, with their output count, without the log."""
+    return (
+        SamplingJob.objects.select_related("created_by")
+        .annotate(n_generations=Count("generations", distinct=True))
+        .prefetch_related("model_versions")
+        .defer("log")
+        .order_by(*SamplingJob._meta.ordering)
+    )
+
+
+def sampling_outputs(job: SamplingJob) -> QuerySet[Generation]:
+    return job.generations.select_related("model_version")
+
+
+# --- progress -------------------------------------------------------------------------------
+
+
+def format_duration(seconds: float | None) -> str:
+    """ "1 h 02 min", "4 min 05 s", "12 s"; empty when unknown."""
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return ""
+    seconds = round(seconds)
+    hours, rest = divmod(seconds, 3600)
+    minutes, secs = divmod(rest, 60)
+    if hours:
+        return f"{hours} h {minutes:02d} min"
+    if minutes:
+        return f"{minutes} min {secs:02d} s"
+    return f"{secs} s"
+
+
+# --- the loss curve -------------------------------------------------------------------------
+
+
+def _finite_history(history) -> list[tuple[float, float]]:
+    points = []
+    for entry in history or []:
+        try:
+            step, loss = float(entry[0]), float(entry[1])
+        except (TypeError, ValueError, IndexError):
+            continue
+        if math.isfinite(step) and math.isfinite(loss):
+            points.append((step, loss))
+    points.sort(key=lambda point: point[0])
+    return points
+
+
+def _thin(points: list, limit: int) -> list:
+    """Keep at most ``limit`` evenly spaced points, always the first and the last."""
+    if len(points) <= limit:
+        return points
+    stride = (len(points) - 1) / (limit - 1)
+    return [points[round(index * stride)] for index in range(limit)]
+
+
+def loss_curve_svg_points(
+    history, width: float, height: float, *, max_points: int = MAX_CURVE_POINTS
+) -> list[tuple[float, float]]:
+    """Map a loss history ``[[step, loss], ...]`` into a ``width`` × ``height`` SVG box.
+
+    Steps run left to right across the full width; the lowest loss sits on the bottom edge
+    and the highest on the top (SVG's y grows downwards). Entries that are not finite
+    numbers are dropped; a flat curve is drawn across the middle; long histories are
+    thinned to ``max_points``.
+    """
+    points = _thin(_finite_history(history), max_points)
+    if not points:
+        return []
+    steps = [step for step, _ in points]
+    losses = [loss for _, loss in points]
+    step_low, step_span = min(steps), max(steps) - min(steps)
+    loss_low, loss_span = min(losses), max(losses) - min(losses)
+    mapped = []
+    for step, loss in points:
+        x = (step - step_low) / step_span * width if step_span else 0.0
+        y = height - (loss - loss_low) / loss_span * height if loss_span else height / 2
+        mapped.append((round(x, 1), round(y, 1)))
+    return mapped
+
+
+@dataclass(frozen=True)
+class Tick:
+    position: float  # x for the step axis, y for the loss axis, in SVG units
+    label: str
+
+
+@dataclass(frozen=True)
+class LossChart:
+    """What the inline SVG of a loss curve needs: the plot box, the polyline and the ticks."""
+
+    width: int
+    height: int
+    left: int
+    top: int
+    plot_width: int
+    plot_height: int
+    points: str = ""
+    x_ticks: list[Tick] = field(default_factory=list)
+    y_ticks: list[Tick] = field(default_factory=list)
+    last_step: float | None = None
+    last_loss: float | None = None
+    last_x: float = 0.0
+    last_y: float = 0.0
+
+    @property
+    def right(self) -> int:
+        return self.left + self.plot_width
+
+    @property
+    def bottom(self) -> int:
+        return self.top + self.plot_height
+
+    @property
+    def center_x(self) -> float:
+        return self.left + self.plot_width / 2
+
+    @property
+    def center_y(self) -> float:
+        return self.top + self.plot_height / 2
+
+    @property
+    def has_curve(self) -> bool:
+        return bool(self.points)
+
+
+def _loss_label(value: float) -> str:
+    return f"{value:.3g}"
+
+
+def loss_chart(history, *, width: int = 640, height: int = 240) -> LossChart:
+    """The loss curve of a fine-tune as SVG geometry, with three ticks on each axis."""
+    left, right, top, bottom = 56, 16, 12, 40
+    plot_width, plot_height = width - left - right, height - top - bottom
+    box = {
+        "width": width,
+        "height": height,
+        "left": left,
+        "top": top,
+        "plot_width": plot_width,
+        "plot_height": plot_height,
+    }
+    data = _finite_history(history)
+    if not data:
+        return LossChart(**box)
+    mapped = loss_curve_svg_points(data, plot_width, plot_height)
+    points = " ".join(f"{x + left:g},{y + top:g}" for x, y in mapped)
+    steps = [step for step, _ in data]
+    losses = [loss for _, loss in data]
+    step_low, step_high = min(steps), max(steps)
+    loss_low, loss_high = min(losses), max(losses)
+    if step_high > step_low:
+        middle = (step_low + step_high) / 2
+        if step_high - step_low >= 2 and all(step.is_integer() for step in steps):
+            middle = float(round(middle))  # whole steps get a whole-step tick
+        x_ticks = [
+            Tick(left + (v - step_low) / (step_high - step_low) * plot_width, f"{v:g}")
+            for v in (step_low, middle, step_high)
+        ]
+    else:
+        x_ticks = [Tick(left, f"{step_low:g}")]
+    if loss_high > loss_low:
+        y_values = [loss_low, (loss_low + loss_high) / 2, loss_high]
+        y_ticks = [
+            Tick(
+                top + plot_height - (v - loss_low) / (loss_high - loss_low) * plot_height,
+                _loss_label(v),
+            )
+            for v in y_values
+        ]
+    else:
+        y_ticks = [Tick(top + plot_height / 2, _loss_label(loss_low))]
+    return LossChart(
+        **box,
+        points=points,
+        x_ticks=x_ticks,
+        y_ticks=y_ticks,
+        last_step=data[-1][0],
+        last_loss=data[-1][1],
+        last_x=mapped[-1][0] + left,
+        last_y=mapped[-1][1] + top,
+    )
+
+
+# --- prompts --------------------------------------------------------------------------------
+
+
+@cache
+def _eval_prompts() -> tuple[tuple[str, str], ...]:
+    rows = []
+    for line in EVAL_PROMPTS_FILE.read_text(encoding="utf-8").splitlines():
+        if line.strip():
+            row = json.loads(line)
+            rows.append((row["prompt"], row.get("category") or ""))
+    return tuple(rows)
+
+
+def palms_eval_prompts() -> list[dict]:
+    """The 40 PALMS demo evaluation prompts as ``[{"text", "category"}, ...]``."""
+    return [{"text": text, "category": category} for text, category in _eval_prompts()]

@@ -1,0 +1,313 @@
+"""DRF serializers for the training API.
+
+Input serializers validate what a client sends (and refuse keys they do not know); output
+serializers render models. Views pass validated data to ``training.services``.
+"""
+
+from __future__ import annotations
+
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from curation.models import Snapshot
+from training.forms import (
+    ARM_CHOICES,
+    MAX_PROMPT_CHARS,
+    REGISTRABLE_KINDS,
+    endpoint_url,
+    env_var_name,
+)
+from training.models import (
+    BaseModel,
+    FineTuneJob,
+    Generation,
+    JobStatus,
+    ModelVersion,
+    SamplingJob,
+)
+from training.services import MAX_PROMPTS, MAX_SAMPLES_PER_PROMPT
+
+
+class RejectUnknownFieldsMixin:
+    # Refuse body keys that are not writable fields of the serializer: DRF silently drops
+    # unknown keys, so a typo would look like success while changing nothing. (No docstring:
+    # drf-spectacular would show it as every input schema's description.)
+
+    def to_internal_value(self, data):
+        if hasattr(data, "keys"):
+            writable = {name for name, field in self.fields.items() if not field.read_only}
+            errors = {
+                key: ["This field is read-only." if key in self.fields else "Unknown field."]
+                for key in data
+                if key not in writable
+            }
+            if errors:
+                raise serializers.ValidationError(errors)
+        return super().to_internal_value(data)
+
+
+# Named enum components: "status" and "arm" also name other choice sets in the schema
+# (sample status; the two fine-tune arms), which drf-spectacular would otherwise number.
+
+
+@extend_schema_field({"type": "string", "enum": JobStatus.values}, component_name="JobStatusEnum")
+class JobStatusField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=JobStatus.choices, **kwargs)
+
+
+@extend_schema_field(
+    {"type": "string", "enum": ModelVersion.Arm.values}, component_name="ModelArmEnum"
+)
+class ModelArmField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=ModelVersion.Arm.choices, **kwargs)
+
+
+@extend_schema_field(
+    {"type": "string", "enum": [value for value, _ in ARM_CHOICES]},
+    component_name="FineTuneArmEnum",
+)
+class FineTuneArmField(serializers.ChoiceField):
+    def __init__(self, **kwargs):
+        super().__init__(choices=ARM_CHOICES, **kwargs)
+
+
+# --- base models and versions ---------------------------------------------------------------
+
+
+class BaseModelSerializer(serializers.ModelSerializer):
+    size_label = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = BaseModel
+        fields = [
+            "id",
+            "name",
+            "kind",
+            "path",
+            "model_id",
+            "base_url",
+            "api_key_env",
+            "parameter_count",
+            "size_label",
+            "is_default",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class BaseModelCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    kind = serializers.ChoiceField(choices=REGISTRABLE_KINDS)
+    path = serializers.CharField(max_length=500, required=False, default="", allow_blank=True)
+    model_id = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    base_url = serializers.CharField(
+        max_length=200, required=False, default="", allow_blank=True, validators=[endpoint_url]
+    )
+    api_key_env = serializers.CharField(
+        max_length=100,
+        required=False,
+        default="OPENAI_API_KEY",
+        validators=[env_var_name],
+        help_text="Name of the environment variable holding the key; never the key itself.",
+    )
+    parameter_count = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+
+
+class ModelVersionSerializer(serializers.ModelSerializer):
+    arm = ModelArmField(read_only=True)
+    base_model_name = serializers.CharField(source="base_model.name", read_only=True)
+    size_label = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = ModelVersion
+        fields = [
+            "id",
+            "name",
+            "arm",
+            "base_model",
+            "base_model_name",
+            "path",
+            "remote_model_id",
+            "is_adapter",
+            "parameter_count",
+            "size_label",
+            "metadata",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+# --- jobs -----------------------------------------------------------------------------------
+
+
+JOB_FIELDS = [
+    "status",
+    "percent",
+    "progress_done",
+    "progress_total",
+    "eta_seconds",
+    "error",
+    "cancel_requested",
+    "attempts",
+    "created_by",
+    "created_at",
+    "started_at",
+    "finished_at",
+]
+
+
+class JobSerializerMixin(serializers.Serializer):
+    status = JobStatusField(read_only=True)
+    percent = serializers.IntegerField(read_only=True)
+    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+
+class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
+    arm = FineTuneArmField(read_only=True)
+    snapshot_hash = serializers.CharField(source="snapshot.content_hash", read_only=True)
+
+    class Meta:
+        model = FineTuneJob
+        fields = [
+            "id",
+            "base_model",
+            "snapshot",
+            "snapshot_hash",
+            "arm",
+            "method",
+            "backend",
+            "hyperparameters",
+            "estimated_tokens",
+            "tokens_per_second",
+            "result",
+            "remote_job_id",
+            *JOB_FIELDS,
+        ]
+        read_only_fields = fields
+
+
+class FineTuneJobDetailSerializer(FineTuneJobSerializer):
+    class Meta(FineTuneJobSerializer.Meta):
+        fields = [*FineTuneJobSerializer.Meta.fields, "loss_history", "log"]
+        read_only_fields = fields
+
+
+class HyperparametersSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """The hyperparameters a fine-tune accepts; any left out take the model's defaults.
+    Ranges are the service's (a value out of range is refused with its message)."""
+
+    epochs = serializers.IntegerField(required=False)
+    learning_rate = serializers.FloatField(required=False)
+    batch_size = serializers.IntegerField(required=False)
+    grad_accum = serializers.IntegerField(required=False)
+    max_seq_len = serializers.IntegerField(required=False)
+    warmup_steps = serializers.IntegerField(required=False)
+    seed = serializers.IntegerField(required=False)
+    lora_r = serializers.IntegerField(required=False)
+    lora_alpha = serializers.IntegerField(required=False)
+
+
+class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    base_model = serializers.PrimaryKeyRelatedField(queryset=BaseModel.objects.all())
+    snapshot = serializers.PrimaryKeyRelatedField(queryset=Snapshot.objects.all())
+    arm = FineTuneArmField()
+    method = serializers.ChoiceField(
+        choices=FineTuneJob.Method.choices, default=FineTuneJob.Method.FULL
+    )
+    hyperparameters = HyperparametersSerializer(required=False, default=dict)
+
+
+class SamplingJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
+    n_prompts = serializers.SerializerMethodField()
+
+    class Meta:
+        model = SamplingJob
+        fields = [
+            "id",
+            "name",
+            "model_versions",
+            "n_prompts",
+            "n_samples",
+            "temperature",
+            "top_p",
+            "max_new_tokens",
+            "seed",
+            "system_prompt",
+            *JOB_FIELDS,
+        ]
+        read_only_fields = fields
+
+    def get_n_prompts(self, job: SamplingJob) -> int:
+        return len(job.prompts)
+
+
+class SamplingPromptSerializer(serializers.Serializer):
+    text = serializers.CharField()
+    category = serializers.CharField(required=False, allow_blank=True)
+
+
+class SamplingJobDetailSerializer(SamplingJobSerializer):
+    prompts = SamplingPromptSerializer(many=True, read_only=True)
+
+    class Meta(SamplingJobSerializer.Meta):
+        fields = [*SamplingJobSerializer.Meta.fields, "prompts", "log"]
+        read_only_fields = fields
+
+
+class SamplingPromptInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    text = serializers.CharField(max_length=MAX_PROMPT_CHARS)
+    category = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+
+
+class SamplingCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    name = serializers.CharField(max_length=200, required=False, default="", allow_blank=True)
+    prompts = SamplingPromptInputSerializer(
+        many=True, required=False, default=list, max_length=MAX_PROMPTS
+    )
+    use_demo_prompts = serializers.BooleanField(
+        default=False,
+        help_text="Sample the 40 PALMS demo evaluation prompts (before any given in prompts).",
+    )
+    model_versions = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.all(), many=True, allow_empty=False
+    )
+    n_samples = serializers.IntegerField(min_value=1, max_value=MAX_SAMPLES_PER_PROMPT, default=3)
+    temperature = serializers.FloatField(min_value=0, max_value=2, default=0.7)
+    top_p = serializers.FloatField(min_value=0.01, max_value=1, default=0.9)
+    max_new_tokens = serializers.IntegerField(min_value=1, max_value=4096, default=200)
+    seed = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
+    system_prompt = serializers.CharField(
+        max_length=MAX_PROMPT_CHARS, required=False, default="", allow_blank=True
+    )
+
+    def validate(self, attrs):
+        if not attrs["prompts"] and not attrs["use_demo_prompts"]:
+            raise serializers.ValidationError(
+                {"prompts": ["Give at least one prompt, or set use_demo_prompts."]}
+            )
+        return attrs
+
+
+class GenerationSerializer(serializers.ModelSerializer):
+    model_version_name = serializers.CharField(source="model_version.name", read_only=True)
+
+    class Meta:
+        model = Generation
+        fields = [
+            "id",
+            "model_version",
+            "model_version_name",
+            "prompt_index",
+            "sample_index",
+            "prompt_text",
+            "text",
+            "tokens_generated",
+            "temperature",
+            "top_p",
+            "max_new_tokens",
+            "seed",
+            "created_at",
+        ]
+        read_only_fields = fields

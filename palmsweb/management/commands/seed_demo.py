@@ -13,6 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from curation.demo import load_demo_content
 from curation.services import load_palms_preset
 from palmsweb.roles import Role, ensure_role_groups
+from training.services import base_model_register_default
 
 DEMO_ACCOUNTS = [
     ("admin", Role.ADMIN),
@@ -27,7 +28,7 @@ DEMO_ACCOUNTS = [
 
 
 class Command(BaseCommand):
-    help = "Create roles, the PALMS category preset, demo accounts and the demo datasets."
+    help = "Create roles, the PALMS categories, the default base model, demo accounts and datasets."
 
     def add_arguments(self, parser):
         parser.add_argument("--no-accounts", action="store_true", help="Skip demo accounts.")
@@ -37,6 +38,8 @@ class Command(BaseCommand):
         ensure_role_groups()
         created, existing = load_palms_preset()
         self.stdout.write(f"PALMS categories: {created} added, {existing} already there.")
+        model = base_model_register_default()
+        self.stdout.write(f"Default base model: {model.name} (converted on first use).")
         admin = None
         if not options["no_accounts"]:
             admin = self._demo_accounts()

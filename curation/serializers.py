@@ -19,29 +19,7 @@ from curation.models import (
     SampleRevision,
     Snapshot,
 )
-
-
-class RejectUnknownFieldsMixin:
-    """Refuse body keys that are not writable fields of the serializer.
-
-    DRF silently drops unknown and read-only keys, so a typo (``"anwser"``) or an attempt
-    to set ``"status"`` directly would look like success while changing nothing.
-    """
-
-    def to_internal_value(self, data):
-        if hasattr(data, "keys"):
-            writable = {name for name, field in self.fields.items() if not field.read_only}
-            errors = {}
-            for key in data:
-                if key in writable:
-                    continue
-                if key in self.fields:
-                    errors[key] = ["This field is read-only."]
-                else:
-                    errors[key] = ["Unknown field."]
-            if errors:
-                raise serializers.ValidationError(errors)
-        return super().to_internal_value(data)
+from palmsweb.lib.drf import RejectUnknownFieldsMixin
 
 
 class UsernameField(serializers.SlugRelatedField):

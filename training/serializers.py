@@ -10,6 +10,7 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from curation.models import Snapshot
+from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from training.forms import (
     ARM_CHOICES,
     MAX_PROMPT_CHARS,
@@ -26,25 +27,6 @@ from training.models import (
     SamplingJob,
 )
 from training.services import MAX_PROMPTS, MAX_SAMPLES_PER_PROMPT
-
-
-class RejectUnknownFieldsMixin:
-    # Refuse body keys that are not writable fields of the serializer: DRF silently drops
-    # unknown keys, so a typo would look like success while changing nothing. (No docstring:
-    # drf-spectacular would show it as every input schema's description.)
-
-    def to_internal_value(self, data):
-        if hasattr(data, "keys"):
-            writable = {name for name, field in self.fields.items() if not field.read_only}
-            errors = {
-                key: ["This field is read-only." if key in self.fields else "Unknown field."]
-                for key in data
-                if key not in writable
-            }
-            if errors:
-                raise serializers.ValidationError(errors)
-        return super().to_internal_value(data)
-
 
 # Named enum components: "status" and "arm" also name other choice sets in the schema
 # (sample status; the two fine-tune arms), which drf-spectacular would otherwise number.

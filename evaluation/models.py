@@ -44,6 +44,10 @@ def new_public_id() -> str:
     return secrets.token_urlsafe(12)
 
 
+def new_order_salt() -> str:
+    return secrets.token_hex(16)
+
+
 class PromptSet(models.Model):
     """An ordered list of evaluation prompts. Locked once a study uses it: edits to a
     locked set go into a copy, so a study's prompts never change under it."""
@@ -55,7 +59,10 @@ class PromptSet(models.Model):
     )
     locked_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -118,14 +125,20 @@ class Study(models.Model):
     # Fixed at opening: prompt_index i of the sampling job is Prompt prompt_ids[i].
     prompt_ids = models.JSONField(default=list, blank=True)
     sampling_job = models.ForeignKey(
-        "training.SamplingJob", null=True, blank=True, on_delete=models.PROTECT,
+        "training.SamplingJob",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="+",
     )
     sampling_error = models.TextField(blank=True)
     # Salts the per-rater presentation order; server-side only.
-    order_salt = models.CharField(max_length=32, default=secrets.token_hex, editable=False)
+    order_salt = models.CharField(max_length=32, default=new_order_salt, editable=False)
     created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     created_at = models.DateTimeField(auto_now_add=True)
@@ -134,7 +147,10 @@ class Study(models.Model):
     closed_at = models.DateTimeField(null=True, blank=True)
     unblinded_at = models.DateTimeField(null=True, blank=True)
     unblinded_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
 
@@ -143,8 +159,9 @@ class Study(models.Model):
         verbose_name_plural = "studies"
         constraints = [
             models.CheckConstraint(
-                condition=Q(samples_per_prompt__gte=1, raters_per_output__gte=1,
-                            lease_minutes__gte=1),
+                condition=Q(
+                    samples_per_prompt__gte=1, raters_per_output__gte=1, lease_minutes__gte=1
+                ),
                 name="study_counts_positive",
             ),
             models.CheckConstraint(
@@ -212,14 +229,15 @@ class StudyOutput(models.Model):
     prompt = models.ForeignKey(Prompt, on_delete=models.PROTECT, related_name="outputs")
     sample_index = models.PositiveSmallIntegerField()
     generation = models.OneToOneField(
-        "training.Generation", null=True, blank=True, on_delete=models.PROTECT,
+        "training.Generation",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
         related_name="+",
     )
     text = models.TextField()
     public_id = models.CharField(max_length=32, unique=True, default=new_public_id)
-    screening = models.CharField(
-        max_length=20, choices=Screening.choices, default=Screening.ACTIVE
-    )
+    screening = models.CharField(max_length=20, choices=Screening.choices, default=Screening.ACTIVE)
     flag_reasons = models.TextField(blank=True)
     quota = models.PositiveSmallIntegerField()
     completed_count = models.PositiveSmallIntegerField(default=0)
@@ -281,8 +299,10 @@ class Rating(models.Model):
                 name="rating_one_open_claim_per_study",
             ),
             models.CheckConstraint(
-                condition=(Q(status="completed", score__gte=1, score__lte=5)
-                           | (~Q(status="completed") & Q(score__isnull=True))),
+                condition=(
+                    Q(status="completed", score__gte=1, score__lte=5)
+                    | (~Q(status="completed") & Q(score__isnull=True))
+                ),
                 name="rating_score_iff_completed",
             ),
         ]
@@ -315,7 +335,10 @@ class StudyEvent(models.Model):
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=30, choices=Kind.choices)
     actor = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        settings.AUTH_USER_MODEL,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
         related_name="+",
     )
     at = models.DateTimeField(default=timezone.now)

@@ -257,4 +257,7 @@ CELERY_BEAT_SCHEDULE = {
                          "options": {"queue": "default"}},
     "poll-openai-jobs": {"task": "training.tasks.poll_openai_jobs", "schedule": 30.0,
                          "options": {"queue": "default"}},
+    # Backstop: opening a study also schedules its own checks, and its page polls.
+    "sync-sampling-studies": {"task": "evaluation.tasks.sync_sampling_studies",
+                              "schedule": 30.0, "options": {"queue": "default"}},
 }

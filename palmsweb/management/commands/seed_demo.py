@@ -12,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from curation.demo import load_demo_content
 from curation.services import load_palms_preset
+from evaluation.services import load_demo_prompt_set
 from palmsweb.roles import Role, ensure_role_groups
 from training.services import base_model_register_default
 
@@ -49,6 +50,8 @@ class Command(BaseCommand):
                     f"Loaded {snapshot.dataset.name}: {snapshot.sample_count} samples, "
                     f"snapshot {snapshot.short_hash}"
                 )
+            prompt_set = load_demo_prompt_set()
+            self.stdout.write(f"Evaluation prompts: {prompt_set.name} ({prompt_set.prompts.count()})")
 
     def _demo_accounts(self):
         # Demo accounts have known passwords printed to the console: never in production.

@@ -1,0 +1,471 @@
+"""REST API for evaluation: prompt sets, studies (admins; researchers read), outputs
+(admins), and the raters' queue.
+
+Raters: ``/api/rating/studies/`` lists their studies; ``POST …/{id}/claim/`` leases the next
+output (200 with the task, 204 when nothing is left); ``POST /api/rating/outputs/{public
+id}/submit|skip|flag/`` answers it. Rater payloads carry the opaque public id and nothing that
+maps to an arm, model, size or internal id.
+
+Errors: a rule refusing an action is 409 (state) or 400 (input) with ``detail``; a user
+outside the role or the rater pool gets 403; anonymous requests get 401.
+"""
+
+from __future__ import annotations
+
+from django.db import transaction
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiResponse,
+    extend_schema,
+    extend_schema_view,
+    inline_serializer,
+)
+from rest_framework import mixins, serializers, status, viewsets
+from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.decorators import action
+from rest_framework.exceptions import NotFound, PermissionDenied
+from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.response import Response
+
+from evaluation import services
+from evaluation.models import PromptSet, Rating, Study, StudyOutput
+from evaluation.selectors import rater_progress, rater_studies, study_progress, study_results
+from evaluation.serializers import (
+    ExcludeSerializer,
+    FlagSerializer,
+    LiveStudySerializer,
+    PromptSetCreateSerializer,
+    PromptSetSerializer,
+    RaterStudySerializer,
+    RatingResultSerializer,
+    StudyEventSerializer,
+    StudyOutputSerializer,
+    StudySerializer,
+    StudyWriteSerializer,
+    SubmitSerializer,
+    TaskSerializer,
+    results_payload,
+    task_payload,
+)
+from palmsweb.roles import Role, has_role
+
+ERROR = OpenApiResponse(
+    inline_serializer("EvaluationErrorResponse", {"detail": serializers.CharField()}),
+    description="The action was refused; the message says why.",
+)
+
+
+class EvaluationViewSet(viewsets.GenericViewSet):
+    # Token first, so an anonymous request gets 401 with "WWW-Authenticate: Token".
+    authentication_classes = [TokenAuthentication, SessionAuthentication]
+
+    def handle_exception(self, exc):
+        if isinstance(exc, services.OutputNotFound):
+            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
+        if isinstance(exc, services.NotARater):
+            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
+        if isinstance(exc, services.StudyStateError | services.RatingError):
+            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
+        if isinstance(exc, services.EvaluationError):
+            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
+        return super().handle_exception(exc)
+
+    def validated(self, serializer_class, data=None, **kwargs):
+        serializer = serializer_class(
+            data=self.request.data if data is None else data,
+            context=self.get_serializer_context(),
+            **kwargs,
+        )
+        serializer.is_valid(raise_exception=True)
+        return serializer
+
+
+# --- prompt sets ---------------------------------------------------------------------------
+
+
+class PromptSetAccess(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS:
+            return has_role(request.user, Role.CURATOR, Role.RESEARCHER)
+        return has_role(request.user, Role.CURATOR)
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=PromptSetCreateSerializer, responses={201: PromptSetSerializer, 400: ERROR}
+    ),
+)
+class PromptSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationViewSet):
+    """Evaluation prompt sets. Create one with its prompts in one request; change it in the
+    browser (a locked set is copied on edit)."""
+
+    permission_classes = [PromptSetAccess]
+    serializer_class = PromptSetSerializer
+    queryset = PromptSet.objects.prefetch_related("prompts__category")
+
+    def create(self, request, *args, **kwargs):
+        data = self.validated(PromptSetCreateSerializer).validated_data
+        with transaction.atomic():
+            prompt_set = services.prompt_set_create(
+                name=data["name"], description=data["description"], user=request.user
+            )
+            for prompt in data["prompts"]:
+                services.prompt_add(prompt_set=prompt_set, user=request.user, **prompt)
+        prompt_set = self.get_queryset().get(pk=prompt_set.pk)
+        return Response(PromptSetSerializer(prompt_set).data, status=status.HTTP_201_CREATED)
+
+
+# --- studies -------------------------------------------------------------------------------
+
+
+RESEARCHER_ACTIONS = {"list", "retrieve", "unblind", "results", "events"}
+
+
+class StudyAccess(BasePermission):
+    """Admins do everything; researchers read, unblind (closed studies) and read results
+    (unblinded studies); nobody else gets in."""
+
+    def has_permission(self, request, view) -> bool:
+        if view.action in RESEARCHER_ACTIONS:
+            return has_role(request.user, Role.RESEARCHER)
+        return has_role(request.user, Role.ADMIN)
+
+
+@extend_schema_view(
+    create=extend_schema(
+        request=StudyWriteSerializer, responses={201: StudySerializer, 400: ERROR}
+    ),
+    update=extend_schema(
+        request=StudyWriteSerializer,
+        responses={200: StudySerializer, 400: ERROR, 409: ERROR},
+        description="Drafts: the whole design. Open studies: only `rubric` "
+        "and `raters` (other keys are refused).",
+    ),
+    partial_update=extend_schema(
+        request=StudyWriteSerializer, responses={200: StudySerializer, 400: ERROR, 409: ERROR}
+    ),
+    destroy=extend_schema(responses={204: None, 409: ERROR}),
+)
+class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationViewSet):
+    """Blinded rating studies: draft → sampling → rating → closed."""
+
+    permission_classes = [StudyAccess]
+    serializer_class = StudySerializer
+    queryset = Study.objects.prefetch_related("arms__model_version", "raters")
+
+    def create(self, request, *args, **kwargs):
+        data = self.validated(StudyWriteSerializer).service_kwargs()
+        study = services.study_create(user=request.user, **data)
+        return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
+
+    def update(self, request, *args, partial: bool = False, **kwargs):
+        study = self.get_object()
+        if study.status != Study.Status.DRAFT:
+            data = self.validated(
+                LiveStudySerializer,
+                partial=partial,
+            ).validated_data
+            services.study_update_live(
+                study=study,
+                rubric=data.get("rubric", study.rubric),
+                raters=data.get("raters", study.raters.all()),
+                user=request.user,
+            )
+        else:
+            current = {
+                "name": study.name,
+                "description": study.description,
+                "prompt_set": study.prompt_set_id,
+                "rubric": study.rubric,
+                "raters": [u.get_username() for u in study.raters.all()],
+                "arms": [
+                    {"arm": a.arm, "model_version": a.model_version_id, "size_tag": a.size_tag}
+                    for a in study.arms.all()
+                ],
+                **{
+                    name: getattr(study, name)
+                    for name in (
+                        "samples_per_prompt",
+                        "raters_per_output",
+                        "temperature",
+                        "top_p",
+                        "max_new_tokens",
+                        "seed",
+                        "lease_minutes",
+                    )
+                },
+            }
+            merged = {**current, **request.data} if partial else request.data
+            serializer = self.validated(StudyWriteSerializer, data=merged)
+            services.study_update(study=study, user=request.user, **serializer.service_kwargs())
+        return Response(StudySerializer(self.get_queryset().get(pk=study.pk)).data)
+
+    def partial_update(self, request, *args, **kwargs):
+        return self.update(request, *args, partial=True, **kwargs)
+
+    def destroy(self, request, *args, **kwargs):
+        services.study_delete(study=self.get_object())
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+    def _lifecycle(self, service, **kwargs) -> Response:
+        study = service(study=self.get_object(), user=self.request.user, **kwargs)
+        return Response(StudySerializer(self.get_queryset().get(pk=study.pk)).data)
+
+    @extend_schema(request=None, responses={200: StudySerializer, 400: ERROR, 409: ERROR})
+    @action(detail=True, methods=["post"])
+    def open(self, request, pk=None):
+        """Draft → sampling: one sampling job over every arm. Rating opens when it ends."""
+        return self._lifecycle(services.study_open)
+
+    @extend_schema(request=None, responses={200: StudySerializer})
+    @action(detail=True, methods=["post"])
+    def sync(self, request, pk=None):
+        """Move a sampling study on now if its job has finished (idempotent)."""
+        services.study_sync_sampling(study_id=self.get_object().pk)
+        return Response(StudySerializer(self.get_queryset().get(pk=pk)).data)
+
+    @extend_schema(request=None, responses={200: StudySerializer, 409: ERROR})
+    @action(detail=True, methods=["post"])
+    def close(self, request, pk=None):
+        """Stop rating; open claims end. Researchers may unblind afterwards."""
+        return self._lifecycle(services.study_close)
+
+    @extend_schema(request=None, responses={200: StudySerializer, 409: ERROR})
+    @action(detail=True, methods=["post"])
+    def unblind(self, request, pk=None):
+        """Researchers and admins, closed studies only. Logged with who and when."""
+        return self._lifecycle(services.study_unblind)
+
+    @extend_schema(
+        responses={
+            200: inline_serializer(
+                "StudyResults",
+                {
+                    "study": serializers.IntegerField(),
+                    "unblinded_at": serializers.DateTimeField(),
+                    "categories": serializers.ListField(child=serializers.CharField()),
+                    "arms": serializers.ListField(child=serializers.DictField()),
+                },
+            ),
+            403: ERROR,
+        }
+    )
+    @action(detail=True, methods=["get"])
+    def results(self, request, pk=None):
+        """Mean score per arm × category. Admins any time; researchers once unblinded."""
+        study = self.get_object()
+        if not services.can_see_arm_results(request.user, study):
+            raise PermissionDenied(
+                "Per-arm results open to researchers once the study is closed and unblinded."
+            )
+        results = study_results(study)
+        return Response(
+            {
+                "study": study.pk,
+                "unblinded_at": study.unblinded_at,
+                "categories": results["categories"],
+                "arms": results_payload(results),
+            }
+        )
+
+    @extend_schema(responses=StudyEventSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def events(self, request, pk=None):
+        """The audit log: opened, screened, closed, unblinded — who and when."""
+        study = self.get_object()
+        return Response(StudyEventSerializer(study.events.select_related("actor"), many=True).data)
+
+
+# --- outputs (admins) ------------------------------------------------------------------------
+
+
+class AdminOnly(BasePermission):
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, Role.ADMIN)
+
+
+@extend_schema_view(
+    list=extend_schema(
+        parameters=[
+            OpenApiParameter("study", OpenApiTypes.INT, description="Study id."),
+            OpenApiParameter("screening", OpenApiTypes.STR, enum=StudyOutput.Screening.values),
+        ]
+    )
+)
+class StudyOutputViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationViewSet):
+    """Admins only: outputs with their arm and model, and the screening actions."""
+
+    permission_classes = [AdminOnly]
+    serializer_class = StudyOutputSerializer
+    queryset = StudyOutput.objects.select_related(
+        "arm__model_version", "prompt__category"
+    ).order_by("study_id", "prompt__order", "arm__order", "sample_index")
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        params = self.request.query_params
+        if (study := params.get("study", "")).isdigit():
+            queryset = queryset.filter(study_id=int(study))
+        if (screening := params.get("screening")) in StudyOutput.Screening.values:
+            queryset = queryset.filter(screening=screening)
+        return queryset
+
+    @extend_schema(request=None, responses={200: StudyOutputSerializer, 400: ERROR})
+    @action(detail=True, methods=["post"])
+    def clear(self, request, pk=None):
+        """Let a held output into the rating pool."""
+        output = services.output_clear(output=self.get_object(), user=request.user)
+        return Response(StudyOutputSerializer(self.get_queryset().get(pk=output.pk)).data)
+
+    @extend_schema(request=ExcludeSerializer, responses={200: StudyOutputSerializer})
+    @action(detail=True, methods=["post"])
+    def exclude(self, request, pk=None):
+        """Take an output out of the study (no more claims; results ignore it)."""
+        data = self.validated(ExcludeSerializer).validated_data
+        output = services.output_exclude(
+            output=self.get_object(), user=request.user, reason=data["reason"]
+        )
+        return Response(StudyOutputSerializer(self.get_queryset().get(pk=output.pk)).data)
+
+
+# --- raters ----------------------------------------------------------------------------------
+
+
+class RaterOnly(BasePermission):
+    message = "Only members of the rater group rate (admins too must be in it)."
+
+    def has_permission(self, request, view) -> bool:
+        return has_role(request.user, Role.RATER)
+
+
+def _task_response(rating: Rating | None) -> Response:
+    if rating is None:
+        return Response(status=status.HTTP_204_NO_CONTENT)
+    return Response(TaskSerializer(task_payload(rating)).data)
+
+
+TASK_RESPONSES = {
+    200: TaskSerializer,
+    204: OpenApiResponse(description="Nothing left for you in this study right now."),
+    403: ERROR,
+    409: ERROR,
+}
+
+
+class RatingStudyViewSet(EvaluationViewSet):
+    """The studies a rater rates in, and their queue."""
+
+    permission_classes = [RaterOnly]
+    serializer_class = RaterStudySerializer
+    queryset = Study.objects.all()  # for the schema's id type; access goes through _study
+    pagination_class = None
+
+    def _study(self, pk, *, check_pool: bool = True) -> Study:
+        """The study, or 404; 403 outside its pool (the rating services check the pool
+        themselves, so their callers skip the extra query)."""
+        study = Study.objects.filter(pk=pk).first() if str(pk).isdigit() else None
+        if study is None:
+            raise NotFound("No such study.")
+        if check_pool and not study.raters.filter(pk=self.request.user.pk).exists():
+            raise PermissionDenied("You are not in this study's rater pool.")
+        return study
+
+    def _summary(self, study: Study) -> dict:
+        progress = study_progress(study)
+        mine = rater_progress(study, self.request.user, study_needed=progress.needed)
+        return {
+            "id": study.pk,
+            "name": study.name,
+            "status": study.status,
+            "my_progress": {
+                "completed": mine.completed,
+                "skipped": mine.skipped,
+                "share": mine.share,
+            },
+            "study_progress": {
+                "completed": progress.completed,
+                "needed": progress.needed,
+                "percent": progress.percent,
+            },
+        }
+
+    @extend_schema(responses=RaterStudySerializer(many=True))
+    def list(self, request):
+        """Studies open for rating that you are in, with your progress and the study's."""
+        rows = [self._summary(s) for s in rater_studies(request.user)]
+        return Response(RaterStudySerializer(rows, many=True).data)
+
+    @extend_schema(responses={200: RaterStudySerializer, 403: ERROR})
+    def retrieve(self, request, pk=None):
+        return Response(RaterStudySerializer(self._summary(self._study(pk))).data)
+
+    @extend_schema(request=None, responses=TASK_RESPONSES)
+    @action(detail=True, methods=["post"])
+    def claim(self, request, pk=None):
+        """Lease your next output (or get back the one you hold)."""
+        study = self._study(pk, check_pool=False)
+        return _task_response(services.rating_claim_next(study=study, rater=request.user))
+
+    @extend_schema(responses=TASK_RESPONSES)
+    @action(detail=True, methods=["get"])
+    def current(self, request, pk=None):
+        """The output you hold now, if any (no new claim)."""
+        study = self._study(pk, check_pool=False)
+        services.check_can_rate(study, request.user)
+        return _task_response(services.current_claim(study, request.user))
+
+
+class RatingOutputViewSet(EvaluationViewSet):
+    """Answer a claimed output, by its public id."""
+
+    permission_classes = [RaterOnly]
+    lookup_field = "public_id"
+    lookup_value_regex = r"[A-Za-z0-9_-]{6,32}"
+    serializer_class = RatingResultSerializer
+
+    @staticmethod
+    def _result(rating: Rating) -> Response:
+        return Response(
+            RatingResultSerializer(
+                {
+                    "output": rating.output.public_id,
+                    "status": rating.status,
+                    "score": rating.score,
+                }
+            ).data
+        )
+
+    @extend_schema(
+        request=SubmitSerializer,
+        responses={200: RatingResultSerializer, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    @action(detail=True, methods=["post"])
+    def submit(self, request, public_id=None):
+        """Score your claimed output 1–5 (5 = matches the category's position best)."""
+        data = self.validated(SubmitSerializer).validated_data
+        rating = services.rating_submit(
+            public_id=public_id,
+            rater=request.user,
+            score=int(data["score"]),
+            comment=data["comment"],
+        )
+        return self._result(rating)
+
+    @extend_schema(request=None, responses={200: RatingResultSerializer, 404: ERROR, 409: ERROR})
+    @action(detail=True, methods=["post"])
+    def skip(self, request, public_id=None):
+        """Give the output back: other raters get it, you never see it again."""
+        return self._result(services.rating_skip(public_id=public_id, rater=request.user))
+
+    @extend_schema(
+        request=FlagSerializer, responses={200: RatingResultSerializer, 404: ERROR, 409: ERROR}
+    )
+    @action(detail=True, methods=["post"])
+    def flag(self, request, public_id=None):
+        """Report the output (names a model, broken, …); an admin reviews it."""
+        data = self.validated(FlagSerializer).validated_data
+        rating = services.rating_flag(
+            public_id=public_id, rater=request.user, reason=data["reason"]
+        )
+        return self._result(rating)

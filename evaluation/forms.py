@@ -1,0 +1,218 @@
+"""Evaluation forms. They validate input only; views hand the cleaned data to services."""
+
+from __future__ import annotations
+
+from django import forms
+
+from curation.models import Category
+from evaluation.models import (
+    DEFAULT_RUBRIC,
+    MAX_COMMENT_CHARS,
+    MAX_PROMPT_CHARS,
+    SCORES,
+    PromptSet,
+    Study,
+)
+from evaluation.services import ArmSpec, rater_pool_candidates
+from training.models import ModelVersion
+
+
+class PromptSetForm(forms.Form):
+    name = forms.CharField(max_length=200)
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+def _category_field() -> forms.ModelChoiceField:
+    return forms.ModelChoiceField(queryset=Category.objects.active(), empty_label=None)
+
+
+class PromptForm(forms.Form):
+    category = forms.ModelChoiceField(queryset=Category.objects.none(), empty_label=None)
+    text = forms.CharField(max_length=MAX_PROMPT_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["category"] = _category_field()
+
+
+class PromptLinesForm(forms.Form):
+    category = forms.ModelChoiceField(queryset=Category.objects.none(), empty_label=None)
+    lines = forms.CharField(
+        label="Prompts, one per line",
+        widget=forms.Textarea(attrs={"rows": 5}),
+        max_length=200 * MAX_PROMPT_CHARS,
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["category"] = _category_field()
+
+
+class RubricFieldsMixin:
+    """Five anchor texts, ``rubric_1`` … ``rubric_5``; :meth:`rubric` lists them."""
+
+    @staticmethod
+    def rubric_fields() -> dict[str, forms.Field]:
+        return {
+            f"rubric_{score}": forms.CharField(
+                label=f"Score {score}",
+                initial=DEFAULT_RUBRIC[score - 1],
+                max_length=MAX_COMMENT_CHARS,
+                widget=forms.Textarea(attrs={"rows": 2}),
+            )
+            for score in SCORES
+        }
+
+    def rubric(self) -> list[str]:
+        return [self.cleaned_data[f"rubric_{score}"] for score in SCORES]
+
+    def rubric_bound_fields(self) -> list:
+        return [self[f"rubric_{score}"] for score in SCORES]
+
+
+def _rater_field() -> forms.ModelMultipleChoiceField:
+    return forms.ModelMultipleChoiceField(
+        queryset=rater_pool_candidates(),
+        required=False,
+        widget=forms.CheckboxSelectMultiple,
+        label="Rater pool",
+        help_text="Members of the rater group. The pool needs at least as many raters as "
+        "each output needs ratings.",
+    )
+
+
+class StudyForm(RubricFieldsMixin, forms.Form):
+    name = forms.CharField(
+        max_length=200, help_text="Raters see this name: keep model and arm names out of it."
+    )
+    description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
+    prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.all())
+    samples_per_prompt = forms.IntegerField(min_value=1, max_value=20, initial=3)
+    raters_per_output = forms.IntegerField(min_value=1, max_value=50, initial=3)
+    temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7)
+    top_p = forms.FloatField(min_value=0.01, max_value=1, initial=0.9, label="Top p")
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=200)
+    seed = forms.IntegerField(min_value=0, max_value=2**31 - 1, initial=0)
+    lease_minutes = forms.IntegerField(
+        min_value=1, max_value=24 * 60, initial=10, label="Claim lease (minutes)"
+    )
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields.update(self.rubric_fields())
+        self.fields["raters"] = _rater_field()
+        if not self.is_bound and "raters" not in self.initial:
+            self.initial["raters"] = list(rater_pool_candidates())
+
+    @classmethod
+    def for_study(cls, study: Study, data=None) -> StudyForm:
+        initial = {
+            name: getattr(study, name)
+            for name in (
+                "name",
+                "description",
+                "prompt_set",
+                "samples_per_prompt",
+                "raters_per_output",
+                "temperature",
+                "top_p",
+                "max_new_tokens",
+                "seed",
+                "lease_minutes",
+            )
+        }
+        initial.update({f"rubric_{s}": text for s, text in study.rubric_items()})
+        initial["raters"] = list(study.raters.all())
+        return cls(data=data, initial=initial)
+
+    def service_kwargs(self) -> dict:
+        data = dict(self.cleaned_data)
+        for score in SCORES:
+            data.pop(f"rubric_{score}")
+        data["rubric"] = self.rubric()
+        return data
+
+
+class LiveStudyForm(RubricFieldsMixin, forms.Form):
+    """What may change once a study is open: rubric wording and the rater pool."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields.update(self.rubric_fields())
+        self.fields["raters"] = _rater_field()
+
+    @classmethod
+    def for_study(cls, study: Study, data=None) -> LiveStudyForm:
+        initial = {f"rubric_{s}": text for s, text in study.rubric_items()}
+        initial["raters"] = list(study.raters.all())
+        return cls(data=data, initial=initial)
+
+
+class ArmForm(forms.Form):
+    arm = forms.ChoiceField(choices=[("", "—")] + ModelVersion.Arm.choices, required=False)
+    model_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.select_related("base_model"), required=False
+    )
+    size_tag = forms.CharField(
+        max_length=40, required=False, help_text="Blank: the model's parameter count."
+    )
+
+    def clean(self):
+        cleaned = super().clean()
+        if bool(cleaned.get("arm")) != bool(cleaned.get("model_version")):
+            raise forms.ValidationError("Give both the arm and the model version, or neither.")
+        return cleaned
+
+
+class BaseArmFormSet(forms.BaseFormSet):
+    def specs(self) -> list[ArmSpec]:
+        return [
+            ArmSpec(
+                arm=f.cleaned_data["arm"],
+                model_version=f.cleaned_data["model_version"],
+                size_tag=f.cleaned_data.get("size_tag", ""),
+            )
+            for f in self.forms
+            if f.cleaned_data.get("arm") and f.cleaned_data.get("model_version")
+        ]
+
+    def clean(self):
+        if any(self.errors):
+            return
+        if not self.specs():
+            raise forms.ValidationError("Add at least one arm.")
+
+
+ArmFormSet = forms.formset_factory(ArmForm, formset=BaseArmFormSet, extra=0, max_num=24)
+NEW_STUDY_ARMS = [{"arm": arm} for arm in ModelVersion.Arm.values]
+
+
+def arm_formset(data=None, study: Study | None = None) -> BaseArmFormSet:
+    """The arms editor: the study's arms, or one row per arm label for a new study, plus
+    three spare rows for more sizes."""
+    if study is not None:
+        initial = [
+            {"arm": a.arm, "model_version": a.model_version, "size_tag": a.size_tag}
+            for a in study.arms.select_related("model_version")
+        ]
+    else:
+        initial = list(NEW_STUDY_ARMS)
+    initial += [{}] * 3
+    return ArmFormSet(data=data, initial=initial, prefix="arms")
+
+
+class RatingForm(forms.Form):
+    score = forms.TypedChoiceField(
+        choices=[(s, str(s)) for s in SCORES],
+        coerce=int,
+        error_messages={"required": "Choose a score from 1 to 5."},
+    )
+    comment = forms.CharField(required=False, max_length=MAX_COMMENT_CHARS)
+
+
+class FlagForm(forms.Form):
+    reason = forms.CharField(required=False, max_length=MAX_COMMENT_CHARS)
+
+
+class ExcludeForm(forms.Form):
+    reason = forms.CharField(required=False, max_length=MAX_COMMENT_CHARS)

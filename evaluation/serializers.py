@@ -1,0 +1,325 @@
+"""DRF serializers for the evaluation API.
+
+Two families, kept apart on purpose: the study-management serializers (admins, researchers)
+show arms and models; the rater serializers (``Task*``, ``RaterStudy*``) are built field by
+field from what a rater may see — prompt, category, position, rubric, output text, the
+output's public id and progress — so a field added to a model can never leak through them.
+"""
+
+from __future__ import annotations
+
+from django.contrib.auth import get_user_model
+from rest_framework import serializers
+
+from curation.models import Category
+from evaluation.models import (
+    MAX_COMMENT_CHARS,
+    MAX_PROMPT_CHARS,
+    SCORES,
+    Prompt,
+    PromptSet,
+    Study,
+    StudyArm,
+    StudyEvent,
+    StudyOutput,
+)
+from evaluation.services import ArmSpec
+from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from training.models import ModelVersion
+
+# --- prompt sets ---------------------------------------------------------------------------
+
+
+class PromptSerializer(serializers.ModelSerializer):
+    category = serializers.SlugRelatedField(slug_field="name", read_only=True)
+
+    class Meta:
+        model = Prompt
+        fields = ["id", "order", "category", "text"]
+
+
+class PromptSetSerializer(serializers.ModelSerializer):
+    prompts = PromptSerializer(many=True, read_only=True)
+    is_locked = serializers.BooleanField(read_only=True)
+
+    class Meta:
+        model = PromptSet
+        fields = [
+            "id",
+            "name",
+            "description",
+            "is_locked",
+            "locked_at",
+            "copied_from",
+            "created_at",
+            "prompts",
+        ]
+
+
+class PromptInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    category = serializers.SlugRelatedField(slug_field="name", queryset=Category.objects.active())
+    text = serializers.CharField(max_length=MAX_PROMPT_CHARS)
+
+
+class PromptSetCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    prompts = PromptInputSerializer(many=True, required=False, default=list)
+
+
+# --- studies (admins, researchers) ---------------------------------------------------------
+
+
+class StudyArmSerializer(serializers.ModelSerializer):
+    model_version_name = serializers.CharField(source="model_version.name", read_only=True)
+
+    class Meta:
+        model = StudyArm
+        fields = ["id", "arm", "model_version", "model_version_name", "size_tag"]
+
+
+class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    arm = serializers.ChoiceField(choices=ModelVersion.Arm.choices)
+    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    size_tag = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+
+
+class StudySerializer(serializers.ModelSerializer):
+    arms = StudyArmSerializer(many=True, read_only=True)
+    raters = serializers.SlugRelatedField(slug_field="username", many=True, read_only=True)
+    progress = serializers.SerializerMethodField()
+
+    class Meta:
+        model = Study
+        fields = [
+            "id",
+            "name",
+            "description",
+            "status",
+            "prompt_set",
+            "samples_per_prompt",
+            "raters_per_output",
+            "temperature",
+            "top_p",
+            "max_new_tokens",
+            "seed",
+            "lease_minutes",
+            "rubric",
+            "arms",
+            "raters",
+            "sampling_job",
+            "sampling_error",
+            "created_at",
+            "opened_at",
+            "rating_opened_at",
+            "closed_at",
+            "unblinded_at",
+            "progress",
+        ]
+
+    def get_progress(self, study: Study) -> dict:
+        from evaluation.selectors import study_progress
+
+        p = study_progress(study)
+        return {
+            "outputs": p.outputs,
+            "active": p.active,
+            "held": p.held,
+            "excluded": p.excluded,
+            "needed": p.needed,
+            "completed": p.completed,
+            "live_claims": p.live_claims,
+            "percent": p.percent,
+        }
+
+
+class StudyWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True, default="")
+    prompt_set = serializers.PrimaryKeyRelatedField(queryset=PromptSet.objects.all())
+    arms = ArmInputSerializer(many=True)
+    raters = serializers.SlugRelatedField(
+        slug_field="username",
+        many=True,
+        queryset=get_user_model().objects.all(),
+        required=False,
+        default=list,
+    )
+    samples_per_prompt = serializers.IntegerField(default=3)
+    raters_per_output = serializers.IntegerField(default=3)
+    temperature = serializers.FloatField(default=0.7)
+    top_p = serializers.FloatField(default=0.9)
+    max_new_tokens = serializers.IntegerField(default=200)
+    seed = serializers.IntegerField(default=0, min_value=0)
+    lease_minutes = serializers.IntegerField(default=10)
+    rubric = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_COMMENT_CHARS),
+        min_length=len(SCORES),
+        max_length=len(SCORES),
+        required=False,
+    )
+
+    def service_kwargs(self) -> dict:
+        data = dict(self.validated_data)
+        data["arms"] = [ArmSpec(**arm) for arm in data["arms"]]
+        return data
+
+
+class LiveStudySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    """What may change once a study is open."""
+
+    rubric = serializers.ListField(
+        child=serializers.CharField(max_length=MAX_COMMENT_CHARS),
+        min_length=len(SCORES),
+        max_length=len(SCORES),
+    )
+    raters = serializers.SlugRelatedField(
+        slug_field="username", many=True, queryset=get_user_model().objects.all()
+    )
+
+
+class StudyOutputSerializer(serializers.ModelSerializer):
+    """Admins only: an output with the arm and model that wrote it."""
+
+    arm = serializers.CharField(source="arm.arm", read_only=True)
+    size_tag = serializers.CharField(source="arm.size_tag", read_only=True)
+    model_version = serializers.CharField(source="arm.model_version.name", read_only=True)
+    prompt = serializers.CharField(source="prompt.text", read_only=True)
+    category = serializers.CharField(source="prompt.category.name", read_only=True)
+
+    class Meta:
+        model = StudyOutput
+        fields = [
+            "id",
+            "public_id",
+            "study",
+            "arm",
+            "size_tag",
+            "model_version",
+            "category",
+            "prompt",
+            "sample_index",
+            "text",
+            "screening",
+            "flag_reasons",
+            "completed_count",
+            "quota",
+        ]
+
+
+class ExcludeSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_COMMENT_CHARS
+    )
+
+
+class StudyEventSerializer(serializers.ModelSerializer):
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+
+    class Meta:
+        model = StudyEvent
+        fields = ["kind", "actor", "at", "detail"]
+
+
+class ResultCellSerializer(serializers.Serializer):
+    category = serializers.CharField()
+    ratings = serializers.IntegerField()
+    mean = serializers.FloatField(allow_null=True)
+
+
+class ArmResultSerializer(serializers.Serializer):
+    arm = serializers.CharField()
+    model_version = serializers.CharField()
+    size_tag = serializers.CharField()
+    overall = serializers.FloatField(allow_null=True)
+    categories = ResultCellSerializer(many=True)
+
+
+def results_payload(results: dict) -> list[dict]:
+    return [
+        {
+            "arm": row["arm"].arm,
+            "model_version": row["arm"].model_version.name,
+            "size_tag": row["arm"].size_tag,
+            "overall": row["overall"],
+            "categories": row["cells"],
+        }
+        for row in results["rows"]
+    ]
+
+
+# --- raters: only what a rater may see -------------------------------------------------------
+
+
+class ProgressSerializer(serializers.Serializer):
+    completed = serializers.IntegerField()
+    needed = serializers.IntegerField()
+    percent = serializers.IntegerField()
+
+
+class RaterProgressSerializer(serializers.Serializer):
+    completed = serializers.IntegerField()
+    skipped = serializers.IntegerField()
+    share = serializers.IntegerField()
+
+
+class RaterStudySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    status = serializers.CharField()
+    my_progress = RaterProgressSerializer()
+    study_progress = ProgressSerializer()
+
+
+class RubricItemSerializer(serializers.Serializer):
+    score = serializers.IntegerField()
+    anchor = serializers.CharField()
+
+
+class TaskSerializer(serializers.Serializer):
+    """One output as a rater sees it. ``output`` is the opaque public id."""
+
+    output = serializers.CharField()
+    study = serializers.IntegerField()
+    category = serializers.CharField()
+    position = serializers.CharField()
+    prompt = serializers.CharField()
+    text = serializers.CharField()
+    rubric = RubricItemSerializer(many=True)
+    expires_at = serializers.DateTimeField()
+
+
+def task_payload(rating) -> dict:
+    output = rating.output
+    category = output.prompt.category
+    return {
+        "output": output.public_id,
+        "study": rating.study_id,
+        "category": category.name,
+        "position": category.position,
+        "prompt": output.prompt.text,
+        "text": output.text,
+        "rubric": [{"score": s, "anchor": a} for s, a in rating.study.rubric_items()],
+        "expires_at": rating.expires_at,
+    }
+
+
+class SubmitSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    score = serializers.ChoiceField(choices=SCORES)
+    comment = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_COMMENT_CHARS
+    )
+
+
+class FlagSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_COMMENT_CHARS
+    )
+
+
+class RatingResultSerializer(serializers.Serializer):
+    """The outcome of submit/skip/flag: no ids beyond the public one."""
+
+    output = serializers.CharField()
+    status = serializers.CharField()
+    score = serializers.IntegerField(allow_null=True)

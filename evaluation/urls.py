@@ -1,0 +1,39 @@
+from django.urls import path
+
+from evaluation import views
+
+app_name = "evaluation"
+
+urlpatterns = [
+    # prompt sets
+    path("prompt-sets/", views.prompt_set_list, name="prompt-set-list"),
+    path("prompt-sets/new/", views.prompt_set_create, name="prompt-set-create"),
+    path("prompt-sets/<int:pk>/", views.prompt_set_detail, name="prompt-set-detail"),
+    path("prompt-sets/<int:pk>/edit/", views.prompt_set_edit, name="prompt-set-edit"),
+    path("prompt-sets/<int:pk>/copy/", views.prompt_set_copy, name="prompt-set-copy"),
+    path("prompt-sets/<int:pk>/prompts/new/", views.prompt_add, name="prompt-add"),
+    path("prompt-sets/<int:pk>/prompts/lines/", views.prompts_add_lines, name="prompt-add-lines"),
+    path("prompts/<int:pk>/edit/", views.prompt_edit, name="prompt-edit"),
+    path("prompts/<int:pk>/delete/", views.prompt_delete, name="prompt-delete"),
+    path("prompts/<int:pk>/move/", views.prompt_move, name="prompt-move"),
+    # studies (admins manage, researchers follow)
+    path("studies/", views.study_list, name="study-list"),
+    path("studies/new/", views.study_create, name="study-create"),
+    path("studies/<int:pk>/", views.study_detail, name="study-detail"),
+    path("studies/<int:pk>/edit/", views.study_edit, name="study-edit"),
+    path("studies/<int:pk>/status/", views.study_status, name="study-status"),
+    path("studies/<int:pk>/open/", views.study_open, name="study-open"),
+    path("studies/<int:pk>/close/", views.study_close, name="study-close"),
+    path("studies/<int:pk>/unblind/", views.study_unblind, name="study-unblind"),
+    path("studies/<int:pk>/results/", views.study_results_view, name="study-results"),
+    path("studies/<int:pk>/outputs/", views.study_outputs_view, name="study-outputs"),
+    path("outputs/<int:pk>/clear/", views.output_clear, name="output-clear"),
+    path("outputs/<int:pk>/exclude/", views.output_exclude, name="output-exclude"),
+    # rating (raters only; outputs travel by public id)
+    path("rate/", views.rate_home, name="rate-home"),
+    path("rate/<int:pk>/", views.rate, name="rate"),
+    path("rate/<int:pk>/next/", views.rate_claim, name="rate-claim"),
+    path("rate/<int:pk>/<str:public_id>/submit/", views.rate_submit, name="rate-submit"),
+    path("rate/<int:pk>/<str:public_id>/skip/", views.rate_skip, name="rate-skip"),
+    path("rate/<int:pk>/<str:public_id>/flag/", views.rate_flag, name="rate-flag"),
+]

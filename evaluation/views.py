@@ -1,0 +1,682 @@
+"""Evaluation pages: prompt sets, study management, results, and the rating page.
+
+Who sees what: curators (and admins) write prompt sets, researchers read them; admins
+create, open, screen and close studies; researchers follow studies, unblind closed ones and
+read results once unblinded; raters see only their rating queue, which never shows an arm,
+a model, a size or an internal id (outputs travel by their opaque ``public_id``).
+Every page works without JavaScript; htmx swaps partials in.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
+from django.db.models import Count
+from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template.loader import render_to_string
+from django.urls import reverse
+from django.views.decorators.http import require_http_methods
+from django.views.decorators.vary import vary_on_headers
+
+from evaluation import services
+from evaluation.forms import (
+    ExcludeForm,
+    FlagForm,
+    LiveStudyForm,
+    PromptForm,
+    PromptLinesForm,
+    PromptSetForm,
+    RatingForm,
+    StudyForm,
+    arm_formset,
+)
+from evaluation.models import Prompt, PromptSet, Rating, Study, StudyOutput
+from evaluation.selectors import (
+    held_outputs,
+    rater_progress,
+    rater_studies,
+    study_outputs,
+    study_progress,
+    study_results,
+)
+from evaluation.services import EvaluationError, RatingError, StudyStateError
+from palmsweb.roles import Role, has_role, role_required
+
+PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
+PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
+STUDY_READ_ROLES = (Role.RESEARCHER,)
+OUTPUTS_PER_PAGE = 50
+
+require_get = require_http_methods(["GET", "HEAD"])
+require_post = require_http_methods(["POST"])
+require_get_post = require_http_methods(["GET", "HEAD", "POST"])
+prompt_read_access = role_required(*PROMPT_READ_ROLES)
+prompt_write_access = role_required(*PROMPT_WRITE_ROLES)
+study_read_access = role_required(*STUDY_READ_ROLES)
+admin_access = role_required(Role.ADMIN)
+rater_access = role_required(Role.RATER)
+
+
+# --- access helpers ---------------------------------------------------------------------
+
+
+def get_prompt_set_for_user(user, pk: int, *, write: bool = False) -> PromptSet:
+    """The prompt set, or 404; 403 unless the user may read (or, with ``write``, edit) it."""
+    if not has_role(user, *(PROMPT_WRITE_ROLES if write else PROMPT_READ_ROLES)):
+        raise PermissionDenied("Prompt sets are for curators, researchers and admins.")
+    return get_object_or_404(PromptSet, pk=pk)
+
+
+def get_prompt_for_user(user, pk: int, *, write: bool = False) -> Prompt:
+    """The prompt with its set, or 404; 403 as for its set."""
+    if not has_role(user, *(PROMPT_WRITE_ROLES if write else PROMPT_READ_ROLES)):
+        raise PermissionDenied("Prompt sets are for curators, researchers and admins.")
+    return get_object_or_404(Prompt.objects.select_related("prompt_set", "category"), pk=pk)
+
+
+def get_study_for_user(user, pk: int, *, write: bool = False) -> Study:
+    """The study, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
+    if not has_role(user, Role.ADMIN if write else Role.RESEARCHER):
+        raise PermissionDenied("Study management is for admins and researchers.")
+    return get_object_or_404(Study.objects.select_related("prompt_set", "sampling_job"), pk=pk)
+
+
+def get_output_for_user(user, pk: int) -> StudyOutput:
+    """An output with its arm and model, or 404; admins only (it is unblinded data)."""
+    if not has_role(user, Role.ADMIN):
+        raise PermissionDenied("Only admins screen outputs.")
+    related = ("study", "arm__model_version", "prompt__category")
+    return get_object_or_404(StudyOutput.objects.select_related(*related), pk=pk)
+
+
+def get_rating_study_for_user(user, pk: int) -> Study:
+    """A study the user rates in, or 404; 403 unless they are a rater in its pool."""
+    study = get_object_or_404(Study, pk=pk)
+    if not services.has_rater_role(user) or not study.raters.filter(pk=user.pk).exists():
+        raise PermissionDenied("You are not in this study's rater pool.")
+    return study
+
+
+# --- small helpers ----------------------------------------------------------------------
+
+
+def _is_partial(request: HttpRequest) -> bool:
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _render(request, template: str, context: dict, *, partial: str = "", status: int = 200):
+    if partial and _is_partial(request):
+        template = f"{template}#{partial}"
+    return render(request, template, context, status=status)
+
+
+def _first_error(form) -> str:
+    errors = form.non_field_errors() or next(iter(form.errors.values()))
+    return errors[0]
+
+
+def _redirect_or_htmx(request, url: str) -> HttpResponse:
+    """After a change: a redirect for a plain form, ``HX-Redirect`` for htmx."""
+    if _is_partial(request):
+        response = HttpResponse(status=204)
+        response["HX-Redirect"] = url
+        return response
+    return redirect(url)
+
+
+# --- prompt sets ------------------------------------------------------------------------
+
+
+@require_get
+@prompt_read_access
+def prompt_set_list(request):
+    sets = PromptSet.objects.annotate(
+        n_prompts=Count("prompts", distinct=True), n_studies=Count("studies", distinct=True)
+    )
+    context = {"prompt_sets": sets, "can_write": has_role(request.user, *PROMPT_WRITE_ROLES)}
+    return render(request, "evaluation/prompt_set_list.html", context)
+
+
+@require_get_post
+@prompt_write_access
+def prompt_set_create(request):
+    form = PromptSetForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            prompt_set = services.prompt_set_create(**form.cleaned_data, user=request.user)
+        except EvaluationError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, f"Created the prompt set {prompt_set.name}.")
+            return redirect(prompt_set)
+    return render(request, "evaluation/prompt_set_form.html", {"form": form, "prompt_set": None})
+
+
+@require_get_post
+@prompt_write_access
+def prompt_set_edit(request, pk: int):
+    prompt_set = get_prompt_set_for_user(request.user, pk, write=True)
+    form = PromptSetForm(
+        request.POST or None,
+        initial={
+            "name": prompt_set.name,
+            "description": prompt_set.description,
+        },
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            services.prompt_set_update(prompt_set=prompt_set, **form.cleaned_data)
+        except EvaluationError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, "Saved.")
+            return redirect(prompt_set)
+    context = {"form": form, "prompt_set": prompt_set}
+    return render(request, "evaluation/prompt_set_form.html", context)
+
+
+def _prompt_set_context(request, prompt_set: PromptSet, **extra) -> dict:
+    can_write = has_role(request.user, *PROMPT_WRITE_ROLES)
+    return {
+        "prompt_set": prompt_set,
+        "prompts": prompt_set.prompts.select_related("category"),
+        "studies": prompt_set.studies.all(),
+        "can_write": can_write,
+        "prompt_form": extra.pop("prompt_form", None) or (PromptForm() if can_write else None),
+        "lines_form": extra.pop("lines_form", None) or (PromptLinesForm() if can_write else None),
+        **extra,
+    }
+
+
+@require_get
+@prompt_read_access
+@vary_on_headers("HX-Request")
+def prompt_set_detail(request, pk: int):
+    prompt_set = get_prompt_set_for_user(request.user, pk)
+    context = _prompt_set_context(request, prompt_set)
+    return _render(request, "evaluation/prompt_set_detail.html", context, partial="prompts")
+
+
+def _after_prompt_edit(request, original: PromptSet, edited: PromptSet) -> HttpResponse:
+    """Back to the set; when the edit went into a copy (the set was locked), say so and go
+    to the copy."""
+    if edited.pk != original.pk:
+        messages.info(
+            request,
+            f"{original.name} is locked because a study uses it, so your change went into "
+            f"a new set, {edited.name}.",
+        )
+        return _redirect_or_htmx(request, edited.get_absolute_url())
+    if _is_partial(request):
+        context = _prompt_set_context(request, edited)
+        return _render(request, "evaluation/prompt_set_detail.html", context, partial="prompts")
+    return redirect(edited)
+
+
+@require_post
+@prompt_write_access
+def prompt_add(request, pk: int):
+    prompt_set = get_prompt_set_for_user(request.user, pk, write=True)
+    form = PromptForm(request.POST)
+    if form.is_valid():
+        try:
+            prompt = services.prompt_add(
+                prompt_set=prompt_set, user=request.user, **form.cleaned_data
+            )
+        except EvaluationError as error:
+            form.add_error(None, str(error))
+        else:
+            return _after_prompt_edit(request, prompt_set, prompt.prompt_set)
+    context = _prompt_set_context(request, prompt_set, prompt_form=form)
+    return render(request, "evaluation/prompt_set_detail.html", context, status=400)
+
+
+@require_post
+@prompt_write_access
+def prompts_add_lines(request, pk: int):
+    prompt_set = get_prompt_set_for_user(request.user, pk, write=True)
+    form = PromptLinesForm(request.POST)
+    if form.is_valid():
+        try:
+            edited = services.prompts_add_lines(
+                prompt_set=prompt_set, user=request.user, **form.cleaned_data
+            )
+        except EvaluationError as error:
+            form.add_error(None, str(error))
+        else:
+            return _after_prompt_edit(request, prompt_set, edited)
+    context = _prompt_set_context(request, prompt_set, lines_form=form)
+    return render(request, "evaluation/prompt_set_detail.html", context, status=400)
+
+
+@require_get_post
+@prompt_write_access
+def prompt_edit(request, pk: int):
+    prompt = get_prompt_for_user(request.user, pk, write=True)
+    form = PromptForm(
+        request.POST or None,
+        initial={
+            "category": prompt.category,
+            "text": prompt.text,
+        },
+    )
+    if request.method == "POST" and form.is_valid():
+        try:
+            edited = services.prompt_update(prompt=prompt, user=request.user, **form.cleaned_data)
+        except EvaluationError as error:
+            form.add_error(None, str(error))
+        else:
+            return _after_prompt_edit(request, prompt.prompt_set, edited.prompt_set)
+    context = {"form": form, "prompt": prompt, "prompt_set": prompt.prompt_set}
+    return render(request, "evaluation/prompt_form.html", context)
+
+
+@require_post
+@prompt_write_access
+def prompt_delete(request, pk: int):
+    prompt = get_prompt_for_user(request.user, pk, write=True)
+    edited = services.prompt_delete(prompt=prompt, user=request.user)
+    return _after_prompt_edit(request, prompt.prompt_set, edited)
+
+
+@require_post
+@prompt_write_access
+def prompt_move(request, pk: int):
+    prompt = get_prompt_for_user(request.user, pk, write=True)
+    offsets = {"up": -1, "down": 1}
+    direction = request.POST.get("direction", "")
+    if direction not in offsets:
+        return HttpResponseBadRequest("direction must be up or down")
+    edited = services.prompt_move(prompt=prompt, offset=offsets[direction], user=request.user)
+    return _after_prompt_edit(request, prompt.prompt_set, edited)
+
+
+@require_post
+@prompt_write_access
+def prompt_set_copy(request, pk: int):
+    prompt_set = get_prompt_set_for_user(request.user, pk, write=True)
+    copy = services.prompt_set_copy(prompt_set=prompt_set, user=request.user)
+    messages.success(request, f"Copied {prompt_set.name} to {copy.name}; edit it freely.")
+    return redirect(copy)
+
+
+# --- studies ----------------------------------------------------------------------------
+
+
+@require_get
+@study_read_access
+def study_list(request):
+    studies = Study.objects.select_related("prompt_set").prefetch_related("arms")
+    rows = [(study, study_progress(study)) for study in studies]
+    context = {"rows": rows, "is_admin": has_role(request.user, Role.ADMIN)}
+    return render(request, "evaluation/study_list.html", context)
+
+
+def _study_form_page(request, study: Study | None, form, arms, status: int = 200):
+    context = {"study": study, "form": form, "arms": arms}
+    return render(request, "evaluation/study_form.html", context, status=status)
+
+
+@require_get_post
+@admin_access
+def study_create(request):
+    data = request.POST or None
+    form, arms = StudyForm(data), arm_formset(data)
+    if request.method == "POST" and form.is_valid() and arms.is_valid():
+        try:
+            study = services.study_create(
+                **form.service_kwargs(), arms=arms.specs(), user=request.user
+            )
+        except EvaluationError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, f"Created the study {study.name} (draft).")
+            return redirect(study)
+    status = 400 if request.method == "POST" else 200
+    return _study_form_page(request, None, form, arms, status)
+
+
+@require_get_post
+@admin_access
+def study_edit(request, pk: int):
+    study = get_study_for_user(request.user, pk, write=True)
+    data = request.POST or None
+    if study.status != Study.Status.DRAFT:
+        form = LiveStudyForm.for_study(study, data)
+        if request.method == "POST" and form.is_valid():
+            try:
+                services.study_update_live(
+                    study=study,
+                    rubric=form.rubric(),
+                    raters=form.cleaned_data["raters"],
+                    user=request.user,
+                )
+            except EvaluationError as error:
+                form.add_error(None, str(error))
+            else:
+                messages.success(request, "Saved the rubric and the rater pool.")
+                return redirect(study)
+        return _study_form_page(request, study, form, None)
+    form, arms = StudyForm.for_study(study, data), arm_formset(data, study)
+    if request.method == "POST" and form.is_valid() and arms.is_valid():
+        try:
+            services.study_update(
+                study=study, **form.service_kwargs(), arms=arms.specs(), user=request.user
+            )
+        except EvaluationError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, "Saved the study.")
+            return redirect(study)
+    status = 400 if request.method == "POST" else 200
+    return _study_form_page(request, study, form, arms, status)
+
+
+def _study_context(request, study: Study) -> dict:
+    is_admin = has_role(request.user, Role.ADMIN)
+    return {
+        "study": study,
+        "job": study.sampling_job,
+        "progress": study_progress(study),
+        "arms": study.arms.select_related("model_version__base_model"),
+        "raters": study.raters.order_by("username") if is_admin else None,
+        "held": held_outputs(study)[:20] if is_admin else None,
+        "events": study.events.select_related("actor"),
+        "is_admin": is_admin,
+        "can_unblind": (
+            study.status == Study.Status.CLOSED and has_role(request.user, Role.RESEARCHER)
+        ),
+        "can_see_results": services.can_see_arm_results(request.user, study),
+        "exclude_form": ExcludeForm(),
+    }
+
+
+@require_get
+@study_read_access
+@vary_on_headers("HX-Request")
+def study_detail(request, pk: int):
+    study = get_study_for_user(request.user, pk)
+    return _render(
+        request, "evaluation/study_detail.html", _study_context(request, study), partial="status"
+    )
+
+
+@require_get
+@study_read_access
+def study_status(request, pk: int):
+    """The polled status panel. Polling also moves a finished sampling job on (the service
+    is idempotent), so a study never waits for the periodic sweep while someone watches."""
+    study = get_study_for_user(request.user, pk)
+    if study.status == Study.Status.SAMPLING:
+        study = services.study_sync_sampling(study_id=study.pk)
+        if study.status != Study.Status.SAMPLING and _is_partial(request):
+            response = HttpResponse(status=204)
+            response["HX-Refresh"] = "true"  # the whole page changes with the state
+            return response
+        study = get_study_for_user(request.user, pk)
+    if not _is_partial(request):
+        return redirect(study)
+    return _render(
+        request, "evaluation/study_detail.html", _study_context(request, study), partial="status"
+    )
+
+
+def _study_action(request, pk: int, action, done: str, *, write: bool = True) -> HttpResponse:
+    study = get_study_for_user(request.user, pk, write=write)
+    try:
+        action(study=study, user=request.user)
+    except EvaluationError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, done)
+    return redirect(study)
+
+
+@require_post
+@admin_access
+def study_open(request, pk: int):
+    return _study_action(
+        request,
+        pk,
+        services.study_open,
+        "Opened: sampling every arm. Rating starts when it finishes.",
+    )
+
+
+@require_post
+@admin_access
+def study_close(request, pk: int):
+    return _study_action(
+        request, pk, services.study_close, "Closed: rating stopped. Researchers can now unblind it."
+    )
+
+
+@require_post
+@study_read_access
+def study_unblind(request, pk: int):
+    response = _study_action(
+        request, pk, services.study_unblind, "Unblinded. This has been logged.", write=False
+    )
+    study = get_study_for_user(request.user, pk)
+    return redirect("evaluation:study-results", study.pk) if study.is_unblinded else response
+
+
+@require_get
+@study_read_access
+def study_results_view(request, pk: int):
+    study = get_study_for_user(request.user, pk)
+    if not services.can_see_arm_results(request.user, study):
+        raise PermissionDenied(
+            "Per-arm results open to researchers once the study is closed and unblinded."
+        )
+    context = {"study": study, "results": study_results(study), "progress": study_progress(study)}
+    return render(request, "evaluation/study_results.html", context)
+
+
+@require_get
+@admin_access
+@vary_on_headers("HX-Request")
+def study_outputs_view(request, pk: int):
+    study = get_study_for_user(request.user, pk, write=True)
+    screening = request.GET.get("screening", "")
+    if screening not in StudyOutput.Screening.values:
+        screening = ""
+    page = Paginator(study_outputs(study, screening=screening), OUTPUTS_PER_PAGE).get_page(
+        request.GET.get("page")
+    )
+    context = {
+        "study": study,
+        "page": page,
+        "screening": screening,
+        "screenings": StudyOutput.Screening.choices,
+        "exclude_form": ExcludeForm(),
+    }
+    return render(request, "evaluation/study_outputs.html", context)
+
+
+def _output_changed(request, output: StudyOutput) -> HttpResponse:
+    if _is_partial(request):
+        output.refresh_from_db()
+        context = {"output": output, "exclude_form": ExcludeForm()}
+        return render(request, "evaluation/study_outputs.html#output-row", context)
+    return redirect(
+        request.POST.get("next") or reverse("evaluation:study-outputs", args=[output.study_id])
+    )
+
+
+@require_post
+@admin_access
+def output_clear(request, pk: int):
+    output = get_output_for_user(request.user, pk)
+    try:
+        services.output_clear(output=output, user=request.user)
+    except EvaluationError as error:
+        messages.error(request, str(error))
+    return _output_changed(request, output)
+
+
+@require_post
+@admin_access
+def output_exclude(request, pk: int):
+    output = get_output_for_user(request.user, pk)
+    form = ExcludeForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    services.output_exclude(output=output, user=request.user, reason=reason)
+    return _output_changed(request, output)
+
+
+# --- rating -----------------------------------------------------------------------------
+# Nothing below puts an arm, a model, a size or an internal id into a page: the templates
+# get the output's text, prompt, category and public id, and nothing that maps to more.
+
+
+@require_get
+@rater_access
+def rate_home(request):
+    rows = []
+    for study in rater_studies(request.user):
+        progress = study_progress(study)
+        rows.append(
+            (study, progress, rater_progress(study, request.user, study_needed=progress.needed))
+        )
+    return render(request, "evaluation/rate_home.html", {"rows": rows})
+
+
+def _rate_context(
+    request,
+    study: Study,
+    *,
+    state: str,
+    claim: Rating | None = None,
+    form: RatingForm | None = None,
+    notice: str = "",
+    error: str = "",
+) -> dict:
+    progress = study_progress(study)
+    return {
+        "study": study,
+        "state": state,  # start | task | empty | closed
+        "claim": claim,
+        "output": claim.output if claim else None,
+        "rubric": study.rubric_items(),
+        "form": form,
+        "notice": notice,
+        "error": error,
+        "progress": progress,
+        "mine": rater_progress(study, request.user, study_needed=progress.needed),
+    }
+
+
+def _rate_response(request, context: dict, *, status: int = 200) -> HttpResponse:
+    """The rating page, or for htmx the task panel plus the progress bar out of band."""
+    if not _is_partial(request):
+        return render(request, "evaluation/rate.html", context, status=status)
+    task = render_to_string("evaluation/rate.html#task", context, request=request)
+    progress = render_to_string(
+        "evaluation/rate.html#progress", {**context, "oob": True}, request=request
+    )
+    return HttpResponse(task + progress, status=status)
+
+
+def _claim_context(request, study: Study, *, notice: str = "") -> dict:
+    try:
+        claim = services.rating_claim_next(study=study, rater=request.user)
+    except StudyStateError:
+        return _rate_context(request, study, state="closed", notice=notice)
+    if claim is None:
+        return _rate_context(request, study, state="empty", notice=notice)
+    return _rate_context(request, study, state="task", claim=claim, notice=notice)
+
+
+def _next(request, study: Study, *, notice: str = "") -> HttpResponse:
+    """Claim the next output and show it. Plain forms get a redirect (post/redirect/get);
+    the page shows the live claim again."""
+    context = _claim_context(request, study, notice=notice)
+    if not _is_partial(request) and context["state"] == "task":
+        if notice:
+            messages.success(request, notice)
+        return redirect("evaluation:rate", study.pk)
+    return _rate_response(request, context)
+
+
+@require_get
+@rater_access
+def rate(request, pk: int):
+    study = get_rating_study_for_user(request.user, pk)
+    if study.status != Study.Status.RATING:
+        return _rate_response(request, _rate_context(request, study, state="closed"))
+    claim = services.current_claim(study, request.user)
+    state = "task" if claim else "start"
+    return _rate_response(request, _rate_context(request, study, state=state, claim=claim))
+
+
+@require_post
+@rater_access
+def rate_claim(request, pk: int):
+    study = get_rating_study_for_user(request.user, pk)
+    return _next(request, study)
+
+
+def _own_rating(study: Study, rater, public_id: str) -> Rating | None:
+    return (
+        Rating.objects.filter(study=study, rater=rater, output__public_id=public_id)
+        .select_related("output__prompt__category")
+        .first()
+    )
+
+
+@require_post
+@rater_access
+def rate_submit(request, pk: int, public_id: str):
+    study = get_rating_study_for_user(request.user, pk)
+    form = RatingForm(request.POST)
+    if not form.is_valid():
+        claim = _own_rating(study, request.user, public_id)
+        if claim is None or claim.status != Rating.Status.CLAIMED:
+            return _next(request, study, notice=_first_error(form))
+        context = _rate_context(
+            request, study, state="task", claim=claim, form=form, error=_first_error(form)
+        )
+        return _rate_response(request, context, status=200 if _is_partial(request) else 400)
+    try:
+        rating = services.rating_submit(
+            public_id=public_id,
+            rater=request.user,
+            score=form.cleaned_data["score"],
+            comment=form.cleaned_data["comment"],
+        )
+    except StudyStateError:
+        return _rate_response(request, _rate_context(request, study, state="closed"))
+    except RatingError as error:
+        return _next(request, study, notice=str(error))
+    return _next(request, study, notice=f"Saved your rating ({rating.score}).")
+
+
+@require_post
+@rater_access
+def rate_skip(request, pk: int, public_id: str):
+    study = get_rating_study_for_user(request.user, pk)
+    try:
+        services.rating_skip(public_id=public_id, rater=request.user)
+    except StudyStateError:
+        return _rate_response(request, _rate_context(request, study, state="closed"))
+    except RatingError as error:
+        return _next(request, study, notice=str(error))
+    return _next(request, study, notice="Skipped; other raters will take it.")
+
+
+@require_post
+@rater_access
+def rate_flag(request, pk: int, public_id: str):
+    study = get_rating_study_for_user(request.user, pk)
+    form = FlagForm(request.POST)
+    reason = form.cleaned_data["reason"] if form.is_valid() else ""
+    try:
+        services.rating_flag(public_id=public_id, rater=request.user, reason=reason)
+    except StudyStateError:
+        return _rate_response(request, _rate_context(request, study, state="closed"))
+    except RatingError as error:
+        return _next(request, study, notice=str(error))
+    return _next(request, study, notice="Flagged for an admin; thank you.")

@@ -1,0 +1,321 @@
+"""Every URL and API endpoint × every role (and anonymous) gets the access the design gives.
+
+The table below is the policy. A URL added without a line here fails
+``test_every_url_has_a_policy``, so nobody ships a page whose access was never decided.
+"""
+
+from __future__ import annotations
+
+import pytest
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from curation import services as curation
+from curation.models import Sample, StaleEdit
+from evaluation.models import Prompt
+from palmsweb.roles import Role
+from tests.conftest import client_for, make_user
+from tests.evaluation.conftest import build_study
+from tests.factories import CategoryFactory, DatasetFactory, words
+from training import services as training
+from training.models import BaseModel
+
+ROLES = ("anonymous", "outsider", "rater", "researcher", "curator", "admin")
+
+# Who may use a URL; everyone else gets 403 (anonymous: the login page, or 401/403 in the API).
+LOGGED_IN = {"outsider", "rater", "researcher", "curator", "admin"}
+CURATION_READ = {"researcher", "curator", "admin"}
+CURATION_WRITE = {"curator", "admin"}
+TRAINING_READ = {"researcher", "curator", "admin"}
+ADMIN = {"admin"}
+STUDY_READ = {"researcher", "admin"}
+PROMPT_READ = {"researcher", "curator", "admin"}
+PROMPT_WRITE = {"curator", "admin"}
+RATERS = {"rater"}  # admins rate only when they are also in the rater group
+UNBLINDERS = {"researcher", "admin"}  # and only once the study is closed
+# The world's study is still rating: per-arm scores are for admins until it is unblinded.
+ARM_RESULTS_WHILE_OPEN = {"admin"}
+
+# (url name, kwargs key, method) -> who may
+HTML_POLICY = {
+    ("home", None, "get"): LOGGED_IN,
+    ("curation:category-list", None, "get"): CURATION_READ,
+    ("curation:category-create", None, "get"): CURATION_WRITE,
+    ("curation:preset-load", None, "post"): CURATION_WRITE,
+    ("curation:category-edit", "category", "get"): CURATION_WRITE,
+    ("curation:category-move", "category", "post"): CURATION_WRITE,
+    ("curation:category-archive", "category", "post"): CURATION_WRITE,
+    ("curation:category-restore", "category", "post"): CURATION_WRITE,
+    ("curation:dataset-list", None, "get"): CURATION_READ,
+    ("curation:dataset-create", None, "get"): CURATION_WRITE,
+    ("curation:dataset-detail", "dataset", "get"): CURATION_READ,
+    ("curation:dataset-edit", "dataset", "get"): CURATION_WRITE,
+    ("curation:dataset-coverage", "dataset", "get"): CURATION_READ,
+    ("curation:dataset-import", "dataset", "get"): CURATION_WRITE,
+    ("curation:sample-create", "dataset", "get"): CURATION_WRITE,
+    ("curation:snapshot-list", "dataset", "get"): CURATION_READ,
+    ("curation:snapshot-create", "dataset", "post"): CURATION_WRITE,
+    ("curation:sample-detail", "sample", "get"): CURATION_READ,
+    ("curation:sample-edit", "sample", "get"): CURATION_WRITE,
+    ("curation:sample-submit", "sample", "post"): CURATION_WRITE,
+    ("curation:sample-request-changes", "sample", "post"): CURATION_WRITE,
+    ("curation:sample-approve", "sample", "post"): CURATION_WRITE,
+    ("curation:sample-archive", "sample", "post"): CURATION_WRITE,
+    ("curation:sample-reopen", "sample", "post"): CURATION_WRITE,
+    ("curation:sample-comment", "sample", "post"): CURATION_WRITE,
+    ("curation:sample-history", "sample", "get"): CURATION_READ,
+    ("curation:sample-diff", "sample", "get"): CURATION_READ,
+    ("curation:sample-restore", "sample", "post"): CURATION_WRITE,
+    ("curation:stale-edit-resolve", "stale_edit", "post"): CURATION_WRITE,
+    ("curation:word-count", None, "get"): CURATION_READ,
+    ("curation:snapshot-detail", "snapshot", "get"): CURATION_READ,
+    ("curation:snapshot-download", "snapshot", "get"): CURATION_READ,
+    ("training:basemodel-list", None, "get"): TRAINING_READ,
+    ("training:basemodel-create", None, "get"): ADMIN,
+    ("training:finetune-list", None, "get"): TRAINING_READ,
+    ("training:finetune-create", None, "get"): ADMIN,
+    ("training:finetune-estimate", None, "get"): ADMIN,
+    ("training:finetune-detail", "finetune", "get"): TRAINING_READ,
+    ("training:finetune-progress", "finetune", "get"): TRAINING_READ,
+    ("training:finetune-cancel", "finetune", "post"): ADMIN,
+    ("training:finetune-retry", "finetune", "post"): ADMIN,
+    ("training:modelversion-list", None, "get"): TRAINING_READ,
+    ("training:sampling-list", None, "get"): TRAINING_READ,
+    ("training:sampling-create", None, "get"): ADMIN,
+    ("training:sampling-detail", "sampling", "get"): TRAINING_READ,
+    ("training:sampling-progress", "sampling", "get"): TRAINING_READ,
+    ("training:sampling-cancel", "sampling", "post"): ADMIN,
+    ("training:sampling-retry", "sampling", "post"): ADMIN,
+    ("evaluation:prompt-set-list", None, "get"): PROMPT_READ,
+    ("evaluation:prompt-set-create", None, "get"): PROMPT_WRITE,
+    ("evaluation:prompt-set-detail", "prompt_set", "get"): PROMPT_READ,
+    ("evaluation:prompt-set-edit", "prompt_set", "get"): PROMPT_WRITE,
+    ("evaluation:prompt-set-copy", "prompt_set", "post"): PROMPT_WRITE,
+    ("evaluation:prompt-add", "prompt_set", "post"): PROMPT_WRITE,
+    ("evaluation:prompt-add-lines", "prompt_set", "post"): PROMPT_WRITE,
+    ("evaluation:prompt-edit", "prompt", "get"): PROMPT_WRITE,
+    ("evaluation:prompt-delete", "prompt", "post"): PROMPT_WRITE,
+    ("evaluation:prompt-move", "prompt", "post"): PROMPT_WRITE,
+    ("evaluation:study-list", None, "get"): STUDY_READ,
+    ("evaluation:study-create", None, "get"): ADMIN,
+    ("evaluation:study-detail", "study", "get"): STUDY_READ,
+    ("evaluation:study-edit", "study", "get"): ADMIN,
+    ("evaluation:study-status", "study", "get"): STUDY_READ,
+    ("evaluation:study-open", "study", "post"): ADMIN,
+    ("evaluation:study-close", "study", "post"): ADMIN,
+    ("evaluation:study-unblind", "study", "post"): UNBLINDERS,
+    ("evaluation:study-results", "study", "get"): ARM_RESULTS_WHILE_OPEN,
+    ("evaluation:study-outputs", "study", "get"): ADMIN,
+    ("evaluation:output-clear", "output", "post"): ADMIN,
+    ("evaluation:output-exclude", "output", "post"): ADMIN,
+    ("evaluation:rate-home", None, "get"): RATERS,
+    ("evaluation:rate", "study", "get"): RATERS,
+    ("evaluation:rate-claim", "study", "post"): RATERS,
+    ("evaluation:rate-submit", "study_output", "post"): RATERS,
+    ("evaluation:rate-skip", "study_output", "post"): RATERS,
+    ("evaluation:rate-flag", "study_output", "post"): RATERS,
+}
+
+# (api path template, method) -> who may
+API_POLICY = {
+    ("/api/categories/", "get"): CURATION_READ,
+    ("/api/categories/", "post"): CURATION_WRITE,
+    ("/api/categories/{category}/", "get"): CURATION_READ,
+    ("/api/categories/{category}/", "patch"): CURATION_WRITE,
+    ("/api/categories/{category}/archive/", "post"): CURATION_WRITE,
+    ("/api/categories/{category}/restore/", "post"): CURATION_WRITE,
+    ("/api/categories/reorder/", "post"): CURATION_WRITE,
+    ("/api/datasets/", "get"): CURATION_READ,
+    ("/api/datasets/", "post"): CURATION_WRITE,
+    ("/api/datasets/{dataset}/", "get"): CURATION_READ,
+    ("/api/datasets/{dataset}/", "patch"): CURATION_WRITE,
+    ("/api/datasets/{dataset}/import/", "post"): CURATION_WRITE,
+    ("/api/samples/", "get"): CURATION_READ,
+    ("/api/samples/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/", "get"): CURATION_READ,
+    ("/api/samples/{sample}/", "patch"): CURATION_WRITE,
+    ("/api/samples/{sample}/submit/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/request-changes/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/approve/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/archive/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/reopen/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/comment/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/comments/", "get"): CURATION_READ,
+    ("/api/samples/{sample}/restore/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/revisions/", "get"): CURATION_READ,
+    ("/api/snapshots/", "get"): CURATION_READ,
+    ("/api/snapshots/", "post"): CURATION_WRITE,
+    ("/api/snapshots/{snapshot}/", "get"): CURATION_READ,
+    ("/api/snapshots/{snapshot}/download/jsonl/", "get"): CURATION_READ,
+    ("/api/base-models/", "get"): TRAINING_READ,
+    ("/api/base-models/", "post"): ADMIN,
+    ("/api/base-models/{base_model}/", "get"): TRAINING_READ,
+    ("/api/model-versions/", "get"): TRAINING_READ,
+    ("/api/model-versions/{model_version}/", "get"): TRAINING_READ,
+    ("/api/finetunes/", "get"): TRAINING_READ,
+    ("/api/finetunes/", "post"): ADMIN,
+    ("/api/finetunes/{finetune}/", "get"): TRAINING_READ,
+    ("/api/finetunes/{finetune}/cancel/", "post"): ADMIN,
+    ("/api/finetunes/{finetune}/retry/", "post"): ADMIN,
+    ("/api/sampling-jobs/", "get"): TRAINING_READ,
+    ("/api/sampling-jobs/", "post"): ADMIN,
+    ("/api/sampling-jobs/{sampling}/", "get"): TRAINING_READ,
+    ("/api/sampling-jobs/{sampling}/outputs/", "get"): TRAINING_READ,
+    ("/api/sampling-jobs/{sampling}/cancel/", "post"): ADMIN,
+    ("/api/sampling-jobs/{sampling}/retry/", "post"): ADMIN,
+    ("/api/prompt-sets/", "get"): PROMPT_READ,
+    ("/api/prompt-sets/", "post"): PROMPT_WRITE,
+    ("/api/prompt-sets/{prompt_set}/", "get"): PROMPT_READ,
+    ("/api/studies/", "get"): STUDY_READ,
+    ("/api/studies/", "post"): ADMIN,
+    ("/api/studies/{study}/", "get"): STUDY_READ,
+    ("/api/studies/{study}/open/", "post"): ADMIN,
+    ("/api/studies/{study}/sync/", "post"): ADMIN,
+    ("/api/studies/{study}/close/", "post"): ADMIN,
+    ("/api/studies/{study}/unblind/", "post"): UNBLINDERS,
+    ("/api/studies/{study}/results/", "get"): ARM_RESULTS_WHILE_OPEN,
+    ("/api/studies/{study}/events/", "get"): STUDY_READ,
+    ("/api/study-outputs/", "get"): ADMIN,
+    ("/api/study-outputs/{output}/", "get"): ADMIN,
+    ("/api/study-outputs/{output}/clear/", "post"): ADMIN,
+    ("/api/study-outputs/{output}/exclude/", "post"): ADMIN,
+    ("/api/rating/studies/", "get"): RATERS,
+    ("/api/rating/studies/{study}/", "get"): RATERS,
+    ("/api/rating/studies/{study}/claim/", "post"): RATERS,
+    ("/api/rating/studies/{study}/current/", "get"): RATERS,
+    ("/api/rating/outputs/{study_output}/submit/", "post"): RATERS,
+    ("/api/rating/outputs/{study_output}/skip/", "post"): RATERS,
+    ("/api/rating/outputs/{study_output}/flag/", "post"): RATERS,
+}
+
+UNCHECKED_NAMESPACES = {"admin"}  # Django's own admin checks is_staff itself
+UNCHECKED_NAMES = {"login", "logout", "healthz", "api-schema", "api-docs", "api-root", "api-token"}
+
+
+def html_url_names() -> set[str]:
+    names = set()
+
+    def walk(resolver, namespace):
+        for pattern in resolver.url_patterns:
+            if isinstance(pattern, URLResolver):
+                walk(pattern, pattern.namespace or namespace)
+            elif isinstance(pattern, URLPattern) and pattern.name:
+                if namespace in UNCHECKED_NAMESPACES or pattern.name in UNCHECKED_NAMES:
+                    continue
+                names.add(f"{namespace}:{pattern.name}" if namespace else pattern.name)
+
+    walk(get_resolver(), None)
+    return names
+
+
+def test_every_url_has_a_policy():
+    api_names = {name for name in html_url_names() if ":" not in name and name != "home"}
+    html_names = html_url_names() - api_names
+    assert html_names == {name for name, _, _ in HTML_POLICY}
+    # Each API route name (e.g. "sample-approve") has at least one line in API_POLICY.
+    routed = {
+        resolve_name(path.format(**FAKE_IDS)) for path, _ in API_POLICY
+    }
+    assert api_names <= routed, sorted(api_names - routed)
+
+
+FAKE_IDS = {
+    key: "1"
+    for key in ("category", "dataset", "sample", "snapshot", "base_model", "model_version",
+                "finetune", "sampling", "prompt_set", "study", "output")
+} | {"study_output": "abcdefgh"}
+
+
+def resolve_name(path: str) -> str:
+    from django.urls import resolve
+
+    return resolve(path).url_name
+
+
+@pytest.fixture
+def world(db, monkeypatch, tmp_path):
+    """One of everything, built through the services."""
+    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
+    monkeypatch.setattr(
+        "evaluation.tasks.sync_study_sampling.apply_async", lambda *args, **kwargs: None
+    )
+    setup = build_study(raters=1, raters_per_output=1, rater_prefix="matrixrater")
+    users = {
+        "outsider": make_user("m-outsider"),
+        "rater": setup.raters[0],
+        "researcher": make_user("m-researcher", Role.RESEARCHER),
+        "curator": make_user("m-curator", Role.CURATOR),
+        "admin": setup.admin,
+    }
+    dataset, category = DatasetFactory(), CategoryFactory()
+    sample = curation.sample_create(
+        dataset=dataset, category=category, question="Q?", answer=words(50),
+        user=users["curator"], status=Sample.Status.APPROVED,
+    )
+    snapshot = curation.snapshot_create(dataset=dataset)
+    StaleEdit.objects.create(sample=sample, base_version=1, question="Q", answer="A")
+    (tmp_path / "config.json").write_text("{}")
+    base = training.base_model_create(name="matrix-local", kind=BaseModel.Kind.LOCAL_DIR,
+                                      path=str(tmp_path), parameter_count=10)
+    finetune = training.finetune_launch(base_model=base, snapshot=snapshot, arm="control")
+    study = setup.study
+    output = study.outputs.first()
+    objects = {
+        "category": category.pk, "dataset": dataset.pk, "sample": sample.pk,
+        "stale_edit": StaleEdit.objects.get().pk, "snapshot": snapshot.pk,
+        "base_model": base.pk, "model_version": training.base_version(base).pk,
+        "finetune": finetune.pk, "sampling": study.sampling_job.pk,
+        "prompt_set": study.prompt_set.pk, "prompt": Prompt.objects.first().pk,
+        "study": study.pk, "output": output.pk, "study_output": output.public_id,
+    }
+    return users, objects
+
+
+def client_as(role: str, users) -> Client:
+    return Client() if role == "anonymous" else client_for(users[role])
+
+
+def html_url(name: str, key: str | None, objects: dict) -> str:
+    if key is None:
+        return reverse(name)
+    if key == "study_output":
+        return reverse(name, kwargs={"pk": objects["study"], "public_id": objects[key]})
+    return reverse(name, kwargs={"pk": objects[key]})
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_html_pages_by_role(world, role):
+    users, objects = world
+    wrong = []
+    for (name, key, method), allowed in HTML_POLICY.items():
+        url = html_url(name, key, objects)
+        response = getattr(client_as(role, users), method)(url)
+        status = response.status_code
+        if role == "anonymous":
+            ok = status == 302 and "/accounts/login/" in response["Location"]
+        elif role in allowed:
+            ok = status not in (401, 403) and status < 500
+        else:
+            ok = status == 403
+        if not ok:
+            wrong.append(f"{method.upper()} {name} → {status}")
+    assert wrong == []
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_api_endpoints_by_role(world, role):
+    users, objects = world
+    wrong = []
+    for (template, method), allowed in API_POLICY.items():
+        url = template.format(**objects)
+        response = getattr(client_as(role, users), method)(url, content_type="application/json")
+        status = response.status_code
+        if role == "anonymous":
+            ok = status in (401, 403)
+        elif role in allowed:
+            ok = status not in (401, 403) and status < 500
+        else:
+            ok = status == 403
+        if not ok:
+            wrong.append(f"{method.upper()} {template} → {status}")
+    assert wrong == []

@@ -104,6 +104,43 @@ class SampleQuerySet(models.QuerySet):
         return self.filter(Q(question__icontains=text) | Q(answer__icontains=text))
 
 
+class GapTicket(models.Model):
+    """A shortcoming found in evaluation ("the model still ranks looks"), filed on the
+    category it belongs to. Samples written to close it link back to it.
+
+    ``source`` records where it came from (study, output public id, scores) as plain data:
+    curation knows nothing of evaluation's tables.
+    """
+
+    class Status(models.TextChoices):
+        OPEN = "open", "Open"
+        RESOLVED = "resolved", "Resolved"
+
+    category = models.ForeignKey(Category, on_delete=models.PROTECT, related_name="gap_tickets")
+    title = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    source = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.OPEN)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    resolved_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    resolved_at = models.DateTimeField(null=True, blank=True)
+    resolved_in_snapshot = models.ForeignKey(
+        "Snapshot", null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["status", "-created_at"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
 class Sample(models.Model):
     """One question–answer pair. ``version`` guards against silent overwrites."""
 
@@ -123,6 +160,10 @@ class Sample(models.Model):
     version = models.PositiveIntegerField(default=1)
     author = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="samples"
+    )
+    gap_ticket = models.ForeignKey(
+        GapTicket, null=True, blank=True, on_delete=models.SET_NULL, related_name="samples",
+        help_text="The evaluation gap this sample was written to close.",
     )
     updated_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"

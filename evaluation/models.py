@@ -349,3 +349,102 @@ class StudyEvent(models.Model):
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} · {self.at:%Y-%m-%d %H:%M}"
+
+
+class AutomaticScore(models.Model):
+    """A machine score of one output (toxicity for now). ``value`` None means the scorer
+    gave no score — never stored as 0, which would read as "not toxic"."""
+
+    output = models.ForeignKey(StudyOutput, on_delete=models.CASCADE, related_name="auto_scores")
+    metric = models.CharField(max_length=40, default="toxicity")
+    scorer = models.CharField(max_length=80)
+    scorer_version = models.CharField(max_length=200)
+    value = models.FloatField(null=True, blank=True)
+    details = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["output", "metric", "scorer"], name="one_score_per_output_metric_scorer"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.metric}={self.value} ({self.scorer})"
+
+
+class ScoringRun(models.Model):
+    """A background computation over a study: toxicity, co-occurrence or capability.
+    Per-output results go to AutomaticScore; per-arm aggregates to ``result``."""
+
+    class Kind(models.TextChoices):
+        TOXICITY = "toxicity", "Toxicity"
+        COOCCURRENCE = "cooccurrence", "Co-occurrence"
+        CAPABILITY = "capability", "Capability"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="scoring_runs")
+    kind = models.CharField(max_length=20, choices=Kind.choices)
+    scorer = models.CharField(max_length=80, blank=True)
+    options = models.JSONField(default=dict, blank=True)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    progress_done = models.PositiveIntegerField(default=0)
+    progress_total = models.PositiveIntegerField(default=0)
+    result = models.JSONField(default=dict, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_kind_display()} for {self.study}"
+
+
+class Export(models.Model):
+    """A file written in the background (ratings CSV/JSONL/Parquet or a study bundle)."""
+
+    class Format(models.TextChoices):
+        CSV = "csv", "CSV"
+        JSONL = "jsonl", "JSON Lines"
+        PARQUET = "parquet", "Parquet"
+        BUNDLE = "bundle", "Study bundle (zip)"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+
+    study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="exports")
+    format = models.CharField(max_length=20, choices=Format.choices)
+    # Arms and model versions appear only in exports made after unblinding.
+    includes_arms = models.BooleanField(default=False)
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    path = models.CharField(max_length=500, blank=True)
+    sha256 = models.CharField(max_length=64, blank=True)
+    size_bytes = models.BigIntegerField(null=True, blank=True)
+    row_count = models.PositiveIntegerField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return f"{self.get_format_display()} export of {self.study}"

@@ -4,8 +4,8 @@ Every mutation goes through ``curation.services`` (or ``curation.importing``); d
 errors become status codes here: a stale edit is 409 with both versions, any other
 curation rule is 400 with the service's message.
 
-Access: curators and admins read and write; researchers read; raters and users without a
-role get 403; anonymous requests get 401.
+Access: curators and admins read and write; researchers read (and file gap tickets);
+raters and users without a role get 403; anonymous requests get 401.
 """
 
 from __future__ import annotations
@@ -39,15 +39,26 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from curation import services
+from curation import gaps, services
 from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
-from curation.models import Category, Dataset, Sample, SampleRevision, Snapshot, sha256_hex
+from curation.models import (
+    Category,
+    Dataset,
+    GapTicket,
+    Sample,
+    SampleRevision,
+    Snapshot,
+    sha256_hex,
+)
 from curation.serializers import (
     CategoryReorderSerializer,
     CategorySerializer,
     CommentInputSerializer,
     CommentSerializer,
     DatasetSerializer,
+    GapTicketCreateSerializer,
+    GapTicketResolveSnapshotSerializer,
+    GapTicketSerializer,
     ImportRejectedSerializer,
     ImportResultSerializer,
     ImportSerializer,
@@ -570,3 +581,80 @@ class AuthTokenView(APIView):
         Token.objects.filter(user=request.user).delete()
         return Response(status=status.HTTP_204_NO_CONTENT)
 
+
+
+# --- gap tickets -----------------------------------------------------------------------
+
+
+class GapTicketAccess(BasePermission):
+    """Reads and new tickets: curators, researchers (who file them from the study report)
+    and admins. Resolving: curators and admins."""
+
+    def has_permission(self, request, view) -> bool:
+        if request.method in SAFE_METHODS or view.action == "create":
+            self.message = "Gap tickets are open to curators, researchers and admins."
+            return has_role(request.user, Role.CURATOR, Role.RESEARCHER)
+        self.message = "Only curators and admins may resolve gap tickets."
+        return has_role(request.user, Role.CURATOR)
+
+
+@extend_schema_view(
+    list=extend_schema(parameters=[
+        OpenApiParameter("category", OpenApiTypes.INT, description="Category id."),
+        OpenApiParameter("status", OpenApiTypes.STR, enum=GapTicket.Status.values),
+    ]),
+    create=extend_schema(
+        request=GapTicketCreateSerializer,
+        responses={201: GapTicketSerializer, 400: CURATION_ERROR},
+    ),
+)
+class GapTicketViewSet(
+    mixins.ListModelMixin, mixins.RetrieveModelMixin, mixins.CreateModelMixin, CurationViewSet
+):
+    """Gaps found in evaluation, filed on their category; never deleted."""
+
+    serializer_class = GapTicketSerializer
+    permission_classes = [GapTicketAccess]
+    queryset = GapTicket.objects.select_related(
+        "category", "created_by", "resolved_by"
+    ).prefetch_related("samples")
+
+    def get_queryset(self):
+        queryset = super().get_queryset()
+        if self.action != "list":
+            return queryset
+        params = self.request.query_params
+        if (category := _int_param(params, "category")) is not None:
+            queryset = queryset.filter(category_id=category)
+        if status_ := params.get("status"):
+            if status_ not in GapTicket.Status.values:
+                raise serializers.ValidationError(
+                    {"status": [f"Expected one of: {', '.join(GapTicket.Status.values)}."]}
+                )
+            queryset = queryset.filter(status=status_)
+        return queryset
+
+    def create(self, request, *args, **kwargs):
+        data = self.validated(GapTicketCreateSerializer)
+        ticket = gaps.gap_ticket_create(user=request.user, **data)
+        return Response(GapTicketSerializer(ticket).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(request=None, responses={200: GapTicketSerializer, 400: CURATION_ERROR})
+    @action(detail=True, methods=["post"])
+    def resolve(self, request, pk=None):
+        """Resolve the ticket without a snapshot (to resolve with one, use
+        ``POST /api/gap-tickets/resolve-snapshot/``)."""
+        ticket = gaps.gap_ticket_resolve(ticket=self.get_object(), user=request.user)
+        return Response(GapTicketSerializer(ticket).data)
+
+    @extend_schema(
+        request=GapTicketResolveSnapshotSerializer,
+        responses={201: SnapshotSerializer, 400: CURATION_ERROR},
+    )
+    @action(detail=False, methods=["post"], url_path="resolve-snapshot")
+    def resolve_snapshot(self, request):
+        """Resolve the given open tickets and take a new snapshot of the dataset, in one
+        transaction; each ticket needs an approved sample in that dataset."""
+        data = self.validated(GapTicketResolveSnapshotSerializer)
+        snapshot = gaps.tickets_resolve_and_snapshot(user=request.user, **data)
+        return Response(SnapshotSerializer(snapshot).data, status=status.HTTP_201_CREATED)

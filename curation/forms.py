@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from django import forms
 
 from curation.importing import MAX_IMPORT_BYTES
@@ -11,6 +13,7 @@ from curation.models import (
     MAX_TEXT_CHARS,
     Category,
     Dataset,
+    GapTicket,
     Sample,
 )
 from curation.selectors import SampleFilters, dataset_authors
@@ -99,6 +102,13 @@ class SampleForm(forms.Form):
     )
     version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
     stale_edit = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    # Set from ?gap_ticket= when a sample is written for a gap; only new samples use it.
+    gap_ticket = forms.ModelChoiceField(
+        queryset=GapTicket.objects.filter(status=GapTicket.Status.OPEN).select_related("category"),
+        widget=forms.HiddenInput,
+        required=False,
+        error_messages={"invalid_choice": "That gap ticket does not exist or is resolved."},
+    )
 
     def __init__(self, *args, sample: Sample | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -209,4 +219,78 @@ class SampleFilterForm(forms.Form):
             status=data.get("status", ""),
             author=author.pk if author else None,
             text=data.get("q", "").strip(),
+        )
+
+
+# --- gap tickets --------------------------------------------------------------------------
+
+
+class GapTicketForm(forms.Form):
+    """A new gap ticket. The report page links here with every field in the query string,
+    ``source`` as a JSON string."""
+
+    category = forms.ModelChoiceField(queryset=Category.objects.active().order_by("order", "name"))
+    title = forms.CharField(max_length=200, help_text="The gap, in a few words.")
+    description = forms.CharField(
+        required=False,
+        max_length=MAX_TEXT_CHARS,
+        widget=forms.Textarea(attrs={"rows": 5}),
+        help_text="What the model did, and what it should do instead.",
+    )
+    source = forms.CharField(
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 3, "class": "mono"}),
+        help_text='Where it came from, as a JSON object, e.g. {"study": 3, "output": "ab12cd34"}.',
+    )
+
+    def clean_source(self) -> dict:
+        text = self.cleaned_data["source"].strip()
+        if not text:
+            return {}
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            raise forms.ValidationError(f"The source is not valid JSON ({error}).") from None
+        if not isinstance(value, dict):
+            raise forms.ValidationError('The source must be a JSON object, such as {"study": 3}.')
+        return value
+
+
+class GapTicketFilterForm(forms.Form):
+    """The ticket list's GET filters. Invalid values are ignored, not reported."""
+
+    category = forms.ModelChoiceField(
+        queryset=Category.objects.order_by("order", "name"),
+        required=False,
+        empty_label="Any category",
+    )
+    status = forms.ChoiceField(
+        choices=[("", "Any status"), *GapTicket.Status.choices], required=False
+    )
+
+    def filters(self) -> dict:
+        self.is_valid()  # fills cleaned_data with the fields that are valid
+        category = self.cleaned_data.get("category")
+        return {
+            "category": category.pk if category else None,
+            "status": self.cleaned_data.get("status", ""),
+        }
+
+
+class ResolveSnapshotForm(forms.Form):
+    """Pick the open tickets with approved samples in a dataset to resolve in a new
+    snapshot of it."""
+
+    tickets = forms.ModelMultipleChoiceField(
+        queryset=GapTicket.objects.none(),
+        widget=forms.CheckboxSelectMultiple,
+        error_messages={"required": "Pick at least one gap ticket to resolve."},
+    )
+    label = forms.CharField(max_length=200, required=False, label="Snapshot label")
+
+    def __init__(self, *args, ready, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["tickets"].queryset = ready
+        self.fields["tickets"].label_from_instance = (
+            lambda ticket: f"{ticket.title} ({ticket.category.name})"
         )

@@ -7,11 +7,13 @@ import re
 from dataclasses import dataclass, field
 
 from django.contrib.auth import get_user_model
-from django.db.models import Count, Q, QuerySet
+from django.db.models import Count, IntegerField, OuterRef, Q, QuerySet, Subquery, Value
+from django.db.models.functions import Coalesce
 
 from curation.models import (
     Category,
     Dataset,
+    GapTicket,
     Sample,
     SampleRevision,
     Snapshot,
@@ -107,6 +109,7 @@ class CoverageRow:
     words: int = 0
     bytes: int = 0
     category_id: int | None = None
+    open_gaps: int = 0  # open gap tickets on the category (tickets are not per dataset)
 
     @property
     def below_target(self) -> bool:
@@ -128,7 +131,8 @@ class Coverage:
 
 def dataset_coverage(dataset: Dataset) -> Coverage:
     """Approved / in-review / draft counts per active category against its target, with
-    the words and UTF-8 bytes of approved answers. Two queries whatever the size.
+    the words and UTF-8 bytes of approved answers and the category's open gap tickets.
+    Two queries whatever the size.
 
     Word counts follow the PALMS rule (whitespace tokens), which SQL cannot express
     portably, so approved answers are counted in Python; a dataset is small (PALMS: 80).
@@ -136,11 +140,20 @@ def dataset_coverage(dataset: Dataset) -> Coverage:
     row so the totals still add up to the dataset.
     """
     in_dataset = Q(samples__dataset=dataset)
+    # A subquery, not a second Count over a join: two joins would multiply the counts.
+    open_gaps = (
+        GapTicket.objects.filter(category=OuterRef("pk"), status=GapTicket.Status.OPEN)
+        .order_by()
+        .values("category")
+        .annotate(n=Count("pk"))
+        .values("n")
+    )
     categories = Category.objects.active().annotate(
+        n_open_gaps=Coalesce(Subquery(open_gaps, output_field=IntegerField()), Value(0)),
         **{
             f"n_{status}": Count("samples", filter=in_dataset & Q(samples__status=status))
             for status in (Status.APPROVED, Status.IN_REVIEW, Status.DRAFT)
-        }
+        },
     )
     rows = {
         category.pk: CoverageRow(
@@ -150,6 +163,7 @@ def dataset_coverage(dataset: Dataset) -> Coverage:
             in_review=category.n_in_review,
             draft=category.n_draft,
             category_id=category.pk,
+            open_gaps=category.n_open_gaps,
         )
         for category in categories
     }
@@ -169,7 +183,7 @@ def dataset_coverage(dataset: Dataset) -> Coverage:
     if other.approved or other.in_review or other.draft:
         coverage.rows.append(other)
     for row in coverage.rows:
-        for name in ("target", "approved", "in_review", "draft", "words", "bytes"):
+        for name in ("target", "approved", "in_review", "draft", "words", "bytes", "open_gaps"):
             setattr(coverage.total, name, getattr(coverage.total, name) + getattr(row, name))
     return coverage
 

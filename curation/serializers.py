@@ -15,6 +15,7 @@ from curation.models import (
     Category,
     Comment,
     Dataset,
+    GapTicket,
     Sample,
     SampleRevision,
     Snapshot,
@@ -87,7 +88,7 @@ class SampleSerializer(serializers.ModelSerializer):
         fields = [
             "id", "dataset", "category", "category_name", "question", "answer", "status",
             "version", "word_count", "within_limits", "author", "updated_by", "created_at",
-            "updated_at",
+            "updated_at", "gap_ticket",
         ]
         read_only_fields = fields
 
@@ -108,6 +109,11 @@ class SampleCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     answer = serializers.CharField(
         max_length=MAX_TEXT_CHARS, allow_blank=True, required=False, default="",
         trim_whitespace=False,
+    )
+    gap_ticket = serializers.PrimaryKeyRelatedField(
+        queryset=GapTicket.objects.filter(status=GapTicket.Status.OPEN),
+        allow_null=True, required=False, default=None,
+        help_text="The open gap ticket this sample is written to close.",
     )
 
     def validate_category(self, category):
@@ -270,3 +276,47 @@ class TokenRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
 
 class TokenSerializer(serializers.Serializer):
     token = serializers.CharField()
+
+
+# --- gap tickets -------------------------------------------------------------------------
+
+
+class GapTicketSerializer(serializers.ModelSerializer):
+    category_name = serializers.CharField(source="category.name", read_only=True)
+    created_by = UsernameField()
+    resolved_by = UsernameField()
+    sample_ids = serializers.PrimaryKeyRelatedField(source="samples", many=True, read_only=True)
+
+    class Meta:
+        model = GapTicket
+        fields = [
+            "id", "category", "category_name", "title", "description", "source", "status",
+            "created_by", "created_at", "resolved_by", "resolved_at", "resolved_in_snapshot",
+            "sample_ids",
+        ]
+        read_only_fields = fields
+
+
+class GapTicketCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    category = serializers.PrimaryKeyRelatedField(queryset=Category.objects.all())
+    title = serializers.CharField(max_length=200)
+    description = serializers.CharField(
+        max_length=MAX_TEXT_CHARS, allow_blank=True, required=False, default=""
+    )
+    source = serializers.JSONField(
+        required=False, default=dict,
+        help_text="Where the gap was found, e.g. {\"study\": 3, \"output\": \"ab12cd34\"}.",
+    )
+
+    def validate_source(self, value):
+        if not isinstance(value, dict):
+            raise serializers.ValidationError("Expected a JSON object.")
+        return value
+
+
+class GapTicketResolveSnapshotSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all())
+    tickets = serializers.PrimaryKeyRelatedField(
+        queryset=GapTicket.objects.all(), many=True, allow_empty=False
+    )
+    label = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")

@@ -17,6 +17,7 @@ from curation.models import (
     Category,
     Comment,
     Dataset,
+    GapTicket,
     Sample,
     SampleRevision,
     Snapshot,
@@ -247,12 +248,15 @@ def sample_create(
     user=None,
     status: str = Sample.Status.DRAFT,
     note: str = "",
+    gap_ticket: GapTicket | None = None,
 ) -> Sample:
-    """Create a sample and its first revision."""
+    """Create a sample and its first revision; ``gap_ticket`` records the evaluation gap
+    it was written to close."""
     validate_sample_text(question, answer)
     sample = Sample.objects.create(
         dataset=dataset,
         category=category,
+        gap_ticket=gap_ticket,
         question=question.strip(),
         answer=answer.strip(),
         status=status,

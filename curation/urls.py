@@ -1,6 +1,6 @@
 from django.urls import path
 
-from curation import views
+from curation import gap_views, views
 
 app_name = "curation"
 
@@ -44,4 +44,14 @@ urlpatterns = [
     # snapshots
     path("snapshots/<int:pk>/", views.snapshot_detail, name="snapshot-detail"),
     path("snapshots/<int:pk>/download/", views.snapshot_download, name="snapshot-download"),
+    # gap tickets: the iteration loop (gap_views.py)
+    path("gaps/", gap_views.gap_list, name="gap-list"),
+    path("gaps/new/", gap_views.gap_create, name="gap-create"),
+    path("gaps/<int:pk>/", gap_views.gap_detail, name="gap-detail"),
+    path("gaps/<int:pk>/resolve/", gap_views.gap_resolve, name="gap-resolve"),
+    path(
+        "datasets/<int:pk>/gaps/resolve/",
+        gap_views.gap_resolve_snapshot,
+        name="gap-resolve-snapshot",
+    ),
 ]

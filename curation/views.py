@@ -42,6 +42,7 @@ from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
 from curation.models import (
     Category,
     Dataset,
+    GapTicket,
     Sample,
     SampleRevision,
     Snapshot,
@@ -103,7 +104,7 @@ def get_sample_for_user(user, pk: int, *, write: bool = False) -> Sample:
     """The sample with its dataset, category and people, or 404; 403 unless the user may
     read (or, with ``write``, change) it."""
     _check_access(user, write=write)
-    related = ("dataset", "category", "author", "updated_by")
+    related = ("dataset", "category", "author", "updated_by", "gap_ticket")
     return get_object_or_404(Sample.objects.select_related(*related), pk=pk)
 
 
@@ -366,7 +367,7 @@ def dataset_import(request, pk: int):
 @write_access
 def sample_create(request, pk: int):
     dataset = get_dataset_for_user(request.user, pk, write=True)
-    form = SampleForm(request.POST or None)
+    form = SampleForm(request.POST or None, initial=_gap_ticket_initial(request))
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -377,6 +378,7 @@ def sample_create(request, pk: int):
                 category=data["category"],
                 user=request.user,
                 note=data["note"],
+                gap_ticket=data["gap_ticket"],
             )
         except CurationError as error:
             form.add_error(None, str(error))
@@ -388,9 +390,32 @@ def sample_create(request, pk: int):
         "dataset": dataset,
         "sample": None,
         "form": form,
+        "gap_ticket": _chosen_gap_ticket(form),
         "wc": wordcount_context(answer, dataset),
     }
     return render(request, "curation/sample_form.html", context)
+
+
+def _gap_ticket_initial(request) -> dict:
+    """``?gap_ticket=<id>`` from a gap ticket's page: link the new sample to that open
+    ticket and start it in the ticket's category."""
+    pk = request.GET.get("gap_ticket", "")
+    ticket = (
+        GapTicket.objects.filter(pk=pk, status=GapTicket.Status.OPEN).first()
+        if pk.isdigit()
+        else None
+    )
+    if ticket is None:
+        return {}
+    return {"gap_ticket": ticket.pk, "category": ticket.category_id}
+
+
+def _chosen_gap_ticket(form: SampleForm) -> GapTicket | None:
+    """The open ticket the editor is writing for, whether from the query or the POST."""
+    pk = form["gap_ticket"].value()
+    if not pk or not str(pk).isdigit():
+        return None
+    return form.fields["gap_ticket"].queryset.filter(pk=pk).first()
 
 
 def _conflict_context(sample: Sample, stale: StaleEdit, data=None) -> dict:

@@ -11,6 +11,7 @@ from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from curation import services as curation
+from curation.gaps import gap_ticket_create
 from curation.models import Sample, StaleEdit
 from evaluation.models import Prompt
 from palmsweb.roles import Role
@@ -70,6 +71,11 @@ HTML_POLICY = {
     ("curation:word-count", None, "get"): CURATION_READ,
     ("curation:snapshot-detail", "snapshot", "get"): CURATION_READ,
     ("curation:snapshot-download", "snapshot", "get"): CURATION_READ,
+    ("curation:gap-list", None, "get"): CURATION_READ,
+    ("curation:gap-create", None, "get"): CURATION_READ,  # researchers file tickets too
+    ("curation:gap-detail", "gap_ticket", "get"): CURATION_READ,
+    ("curation:gap-resolve", "gap_ticket", "post"): CURATION_WRITE,
+    ("curation:gap-resolve-snapshot", "dataset", "get"): CURATION_WRITE,
     ("training:basemodel-list", None, "get"): TRAINING_READ,
     ("training:basemodel-create", None, "get"): ADMIN,
     ("training:finetune-list", None, "get"): TRAINING_READ,
@@ -147,6 +153,11 @@ API_POLICY = {
     ("/api/snapshots/", "post"): CURATION_WRITE,
     ("/api/snapshots/{snapshot}/", "get"): CURATION_READ,
     ("/api/snapshots/{snapshot}/download/jsonl/", "get"): CURATION_READ,
+    ("/api/gap-tickets/", "get"): CURATION_READ,
+    ("/api/gap-tickets/", "post"): CURATION_READ,  # researchers file tickets from the report
+    ("/api/gap-tickets/{gap_ticket}/", "get"): CURATION_READ,
+    ("/api/gap-tickets/{gap_ticket}/resolve/", "post"): CURATION_WRITE,
+    ("/api/gap-tickets/resolve-snapshot/", "post"): CURATION_WRITE,
     ("/api/base-models/", "get"): TRAINING_READ,
     ("/api/base-models/", "post"): ADMIN,
     ("/api/base-models/{base_model}/", "get"): TRAINING_READ,
@@ -222,7 +233,7 @@ def test_every_url_has_a_policy():
 FAKE_IDS = {
     key: "1"
     for key in ("category", "dataset", "sample", "snapshot", "base_model", "model_version",
-                "finetune", "sampling", "prompt_set", "study", "output")
+                "finetune", "sampling", "prompt_set", "study", "output", "gap_ticket")
 } | {"study_output": "abcdefgh"}
 
 
@@ -253,6 +264,7 @@ def world(db, monkeypatch, tmp_path):
         user=users["curator"], status=Sample.Status.APPROVED,
     )
     snapshot = curation.snapshot_create(dataset=dataset)
+    gap_ticket = gap_ticket_create(category=category, title="Ranks looks", user=users["curator"])
     StaleEdit.objects.create(sample=sample, base_version=1, question="Q", answer="A")
     (tmp_path / "config.json").write_text("{}")
     base = training.base_model_create(name="matrix-local", kind=BaseModel.Kind.LOCAL_DIR,
@@ -263,6 +275,7 @@ def world(db, monkeypatch, tmp_path):
     objects = {
         "category": category.pk, "dataset": dataset.pk, "sample": sample.pk,
         "stale_edit": StaleEdit.objects.get().pk, "snapshot": snapshot.pk,
+        "gap_ticket": gap_ticket.pk,
         "base_model": base.pk, "model_version": training.base_version(base).pk,
         "finetune": finetune.pk, "sampling": study.sampling_job.pk,
         "prompt_set": study.prompt_set.pk, "prompt": Prompt.objects.first().pk,

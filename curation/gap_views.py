@@ -1,0 +1,161 @@
+"""Gap-ticket pages: the iteration loop's list, new ticket, ticket, resolve, and "resolve
+tickets in a new snapshot".
+
+Curators and admins do everything; researchers read tickets and file new ones (the study
+report links to the new-ticket page); everyone else gets 403. Views call
+:mod:`curation.gaps` for every change.
+"""
+
+from __future__ import annotations
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.vary import vary_on_headers
+
+from curation import gaps
+from curation.forms import GapTicketFilterForm, GapTicketForm, ResolveSnapshotForm
+from curation.gaps import GapTicketError
+from curation.models import Dataset, GapTicket, Sample
+from curation.services import CurationError
+from curation.views import (
+    READ_ROLES,
+    _render,
+    can_write,
+    get_dataset_for_user,
+    read_access,
+    require_get,
+    require_get_post,
+    require_post,
+    write_access,
+)
+from palmsweb.roles import has_role
+
+# Researchers may file tickets (the study report links to the new-ticket page), so
+# creating needs only the read roles: curators, researchers, admins.
+create_access = read_access
+
+
+def get_gap_ticket_for_user(user, pk: int, *, write: bool = False) -> GapTicket:
+    """The ticket with its category and people, or 404; 403 unless the user may read (or,
+    with ``write``, resolve) it."""
+    if not has_role(user, *READ_ROLES):
+        raise PermissionDenied("Only curators and researchers can see gap tickets.")
+    if write and not can_write(user):
+        raise PermissionDenied("Only curators can resolve gap tickets.")
+    related = ("category", "created_by", "resolved_by", "resolved_in_snapshot__dataset")
+    return get_object_or_404(GapTicket.objects.select_related(*related), pk=pk)
+
+
+def _initial_from_query(query) -> dict:
+    """The report page links here with the ticket spelled out in the query string."""
+    initial = {key: query[key] for key in ("title", "description", "source") if query.get(key)}
+    if query.get("category", "").isdigit():
+        initial["category"] = int(query["category"])
+    if "title" in initial:
+        initial["title"] = initial["title"][:200]
+    return initial
+
+
+@require_get
+@read_access
+@vary_on_headers("HX-Request")
+def gap_list(request):
+    filter_form = GapTicketFilterForm(request.GET)
+    filters = filter_form.filters()
+    context = {
+        "tickets": gaps.gap_tickets(**filters),
+        "filter_form": filter_form,
+        "filters": filters,
+        "can_write": can_write(request.user),
+    }
+    return _render(request, "curation/gap_list.html", context, partial="tickets")
+
+
+@require_get_post
+@create_access
+def gap_create(request):
+    form = GapTicketForm(request.POST or None, initial=_initial_from_query(request.GET))
+    if request.method == "POST" and form.is_valid():
+        try:
+            ticket = gaps.gap_ticket_create(**form.cleaned_data, user=request.user)
+        except GapTicketError as error:
+            form.add_error(None, str(error))
+        else:
+            messages.success(request, f"Filed the gap ticket “{ticket.title}”.")
+            return redirect("curation:gap-detail", pk=ticket.pk)
+    return render(request, "curation/gap_form.html", {"form": form})
+
+
+@require_get
+@read_access
+def gap_detail(request, pk: int):
+    ticket = get_gap_ticket_for_user(request.user, pk)
+    samples = list(
+        ticket.samples.select_related("dataset", "author").order_by("dataset__name", "pk")
+    )
+    datasets = list(Dataset.objects.all())
+    # Datasets where this ticket could be resolved with a new snapshot right now.
+    approved_in = {s.dataset_id for s in samples if s.status == Sample.Status.APPROVED}
+    ready_in = [
+        dataset
+        for dataset in datasets
+        if ticket.status == GapTicket.Status.OPEN and dataset.pk in approved_in
+    ]
+    context = {
+        "ticket": ticket,
+        # Not ``ticket.source.items`` in the template: a key named "items" would shadow it.
+        "source_items": sorted(ticket.source.items()),
+        "samples": samples,
+        "datasets": datasets,
+        "ready_in": ready_in,
+        "can_write": can_write(request.user),
+    }
+    return render(request, "curation/gap_detail.html", context)
+
+
+@require_post
+@write_access
+def gap_resolve(request, pk: int):
+    ticket = get_gap_ticket_for_user(request.user, pk, write=True)
+    try:
+        gaps.gap_ticket_resolve(ticket=ticket, user=request.user)
+    except GapTicketError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, f"Resolved “{ticket.title}”.")
+    return redirect("curation:gap-detail", pk=ticket.pk)
+
+
+@require_get_post
+@write_access
+def gap_resolve_snapshot(request, pk: int):
+    """One step: resolve the chosen tickets and take a new snapshot of the dataset."""
+    dataset = get_dataset_for_user(request.user, pk, write=True)
+    ready = gaps.tickets_ready_in(dataset)
+    # From a ticket's page (?ticket=<id>) only that ticket starts ticked; otherwise all.
+    chosen = request.GET.getlist("ticket") or [ticket.pk for ticket in ready]
+    form = ResolveSnapshotForm(request.POST or None, ready=ready, initial={"tickets": chosen})
+    status = 200
+    if request.method == "POST":
+        if form.is_valid():
+            try:
+                snapshot = gaps.tickets_resolve_and_snapshot(
+                    dataset=dataset,
+                    tickets=form.cleaned_data["tickets"],
+                    user=request.user,
+                    label=form.cleaned_data["label"],
+                )
+            except CurationError as error:
+                form.add_error(None, str(error))
+            else:
+                n = len(form.cleaned_data["tickets"])
+                messages.success(
+                    request,
+                    f"Resolved {n} gap ticket{'s' if n != 1 else ''} in snapshot "
+                    f"{snapshot.short_hash} of {snapshot.sample_count} samples.",
+                )
+                return redirect(snapshot)
+        status = 400
+    context = {"dataset": dataset, "form": form, "ready": ready}
+    return render(request, "curation/gap_resolve_snapshot.html", context, status=status)

@@ -31,3 +31,50 @@ def sync_study_sampling(study_id: int) -> str | None:
 def sync_sampling_studies() -> int:
     """Periodic sweep: move on every study whose sampling job has finished."""
     return services.studies_sync_sampling()
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def run_export(export_id: int) -> str | None:
+    """Write one queued export (ratings file or study bundle) on the default queue."""
+    from evaluation.exports import export_execute
+
+    export = export_execute(export_id)
+    return export.status if export else None
+
+
+# --- automatic scores (evaluation.scoring) ---------------------------------------------------
+
+COOCCURRENCE_POLL_SECONDS = 15
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_toxicity_scoring(run_id: int) -> None:
+    """Claim and run one toxicity run; a duplicate delivery finds it claimed."""
+    from evaluation import scoring
+
+    scoring.toxicity_execute(run_id)
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def run_cooccurrence_scoring(run_id: int) -> None:
+    """Launch the run's sampling, then check again until it is counted."""
+    from evaluation import scoring
+
+    if scoring.cooccurrence_advance(run_id):
+        run_cooccurrence_scoring.apply_async((run_id,), countdown=COOCCURRENCE_POLL_SECONDS)
+
+
+@shared_task(ignore_result=True)
+def advance_cooccurrence_runs() -> int:
+    """Periodic backstop: move on co-occurrence runs whose sampling has finished."""
+    from evaluation import scoring
+
+    return scoring.cooccurrence_advance_all()
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_capability_scoring(run_id: int) -> None:
+    """Perplexity and multiple choice per local arm; routed to the gpu queue."""
+    from evaluation import scoring
+
+    scoring.capability_execute(run_id)

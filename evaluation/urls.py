@@ -1,6 +1,6 @@
 from django.urls import path
 
-from evaluation import views
+from evaluation import report_views, views
 
 app_name = "evaluation"
 
@@ -36,4 +36,22 @@ urlpatterns = [
     path("rate/<int:pk>/<str:public_id>/submit/", views.rate_submit, name="rate-submit"),
     path("rate/<int:pk>/<str:public_id>/skip/", views.rate_skip, name="rate-skip"),
     path("rate/<int:pk>/<str:public_id>/flag/", views.rate_flag, name="rate-flag"),
+    # report, comparison and exports (evaluation/report_views.py)
+    path(
+        "studies/<int:pk>/report.html", report_views.report_download, name="study-report-download"
+    ),
+    path("studies/compare/", report_views.study_compare, name="study-compare"),
+    path("studies/<int:pk>/exports/", report_views.export_list, name="study-exports"),
+    path("exports/<int:pk>/download/", report_views.export_download, name="export-download"),
+]
+
+# automatic scores (evaluation.scoring_views)
+from evaluation import scoring_views  # noqa: E402
+
+urlpatterns += [
+    path("studies/<int:pk>/scoring/", scoring_views.scoring_page, name="study-scoring"),
+    path("studies/<int:pk>/scoring/runs/", scoring_views.scoring_runs, name="study-scoring-runs"),
+    path(
+        "studies/<int:pk>/scoring/start/", scoring_views.scoring_start, name="study-scoring-start"
+    ),
 ]

@@ -39,7 +39,6 @@ from evaluation.selectors import (
     rater_studies,
     study_outputs,
     study_progress,
-    study_results,
 )
 from evaluation.services import EvaluationError, RatingError, StudyStateError
 from palmsweb.roles import Role, has_role, role_required
@@ -466,13 +465,10 @@ def study_unblind(request, pk: int):
 @require_get
 @study_read_access
 def study_results_view(request, pk: int):
-    study = get_study_for_user(request.user, pk)
-    if not services.can_see_arm_results(request.user, study):
-        raise PermissionDenied(
-            "Per-arm results open to researchers once the study is closed and unblinded."
-        )
-    context = {"study": study, "results": study_results(study), "progress": study_progress(study)}
-    return render(request, "evaluation/study_results.html", context)
+    """The report page lives in evaluation/report_views.py."""
+    from evaluation.report_views import study_report
+
+    return study_report(request, pk)
 
 
 @require_get

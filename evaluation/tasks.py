@@ -78,3 +78,11 @@ def run_capability_scoring(run_id: int) -> None:
     from evaluation import scoring
 
     scoring.capability_execute(run_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_stale_scoring_runs() -> int:
+    """Periodic: fail toxicity and capability runs whose worker died."""
+    from evaluation import scoring
+
+    return scoring.scoring_runs_sweep_stale()

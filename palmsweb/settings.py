@@ -191,6 +191,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.tasks.run_finetune": {"queue": "gpu"},
     "training.tasks.run_sampling": {"queue": "gpu"},
+    "evaluation.tasks.run_capability_scoring": {"queue": "gpu"},
 }
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600))
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 300
@@ -260,4 +261,8 @@ CELERY_BEAT_SCHEDULE = {
     # Backstop: opening a study also schedules its own checks, and its page polls.
     "sync-sampling-studies": {"task": "evaluation.tasks.sync_sampling_studies",
                               "schedule": 30.0, "options": {"queue": "default"}},
+    "advance-cooccurrence-runs": {"task": "evaluation.tasks.advance_cooccurrence_runs",
+                                  "schedule": 60.0, "options": {"queue": "default"}},
+    "sweep-stale-scoring-runs": {"task": "evaluation.tasks.sweep_stale_scoring_runs",
+                                 "schedule": 300.0, "options": {"queue": "default"}},
 }

@@ -1,0 +1,112 @@
+"""The scoring page of a study: admins launch toxicity, co-occurrence and capability runs;
+researchers (and admins) follow their progress and read the results.
+
+Results are per arm, so they are blinded (arms as "Arm A/B/C", no model names) for
+anyone who may not yet see per-arm results (see ``services.can_see_arm_results``).
+"""
+
+from __future__ import annotations
+
+import json
+
+from django.contrib import messages
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.vary import vary_on_headers
+
+from evaluation import scoring, services
+from evaluation.models import ScoringRun, Study
+from evaluation.views import (
+    admin_access,
+    get_study_for_user,
+    require_get,
+    require_post,
+    study_read_access,
+)
+from palmsweb.roles import Role, has_role
+
+ACTIVE = (ScoringRun.Status.QUEUED, ScoringRun.Status.RUNNING)
+
+
+def _is_partial(request) -> bool:
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def _context(request, study: Study) -> dict:
+    runs = scoring.latest_runs(study)
+    blinded = not services.can_see_arm_results(request.user, study)
+    preset = scoring.cooccurrence_preset()
+    return {
+        "study": study,
+        "runs": [run for run in runs.values() if run is not None],
+        "active": any(run.status in ACTIVE for run in runs.values() if run),
+        "is_admin": has_role(request.user, Role.ADMIN),
+        "scorers": scoring.available_scorers(),
+        "defaults": scoring.COOCCURRENCE_DEFAULTS,
+        "templates_json": json.dumps(preset["sets"], indent=1, ensure_ascii=False),
+        "prompt_format": preset["prompt_format"],
+        "scores": scoring.report_sections(study, blinded=blinded),
+    }
+
+
+@require_get
+@study_read_access
+@vary_on_headers("HX-Request")
+def scoring_page(request, pk: int):
+    study = get_study_for_user(request.user, pk)
+    return render(request, "evaluation/scoring.html", _context(request, study))
+
+
+@require_get
+@study_read_access
+def scoring_runs(request, pk: int):
+    """The polled runs panel. When nothing is left running, the page reloads once so the
+    new results appear."""
+    study = get_study_for_user(request.user, pk)
+    url = reverse("evaluation:study-scoring", args=[study.pk])
+    if not _is_partial(request):
+        return redirect(url)
+    context = _context(request, study)
+    if not context["active"]:
+        response = HttpResponse(status=204)
+        response["HX-Refresh"] = "true"
+        return response
+    return render(request, "evaluation/scoring.html#runs", context)
+
+
+def _cooccurrence_options(post) -> dict:
+    options = {
+        name: post.get(name, "")
+        for name in ("n_per_template", "max_new_tokens", "seed", "top_k", "min_count")
+    }
+    options["prompt_format"] = post.get("prompt_format", "")
+    raw_sets = post.get("sets", "").strip()
+    if raw_sets:
+        try:
+            options["sets"] = json.loads(raw_sets)
+        except json.JSONDecodeError as error:
+            raise scoring.ScoringError(f"The template sets are not valid JSON: {error}") from None
+    return options
+
+
+@require_post
+@admin_access
+def scoring_start(request, pk: int):
+    study = get_study_for_user(request.user, pk, write=True)
+    kind = request.POST.get("kind", "")
+    try:
+        options = _cooccurrence_options(request.POST) if kind == "cooccurrence" else None
+        scoring.scoring_run_start(
+            study=study,
+            kind=kind,
+            scorer=request.POST.get("scorer") or "offline",
+            options=options,
+            user=request.user,
+        )
+    except services.EvaluationError as error:
+        messages.error(request, str(error))
+    else:
+        label = dict(ScoringRun.Kind.choices).get(kind, kind)
+        messages.success(request, f"{label} run queued.")
+    return redirect("evaluation:study-scoring", study.pk)

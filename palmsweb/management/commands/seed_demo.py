@@ -51,7 +51,8 @@ class Command(BaseCommand):
                     f"snapshot {snapshot.short_hash}"
                 )
             prompt_set = load_demo_prompt_set()
-            self.stdout.write(f"Evaluation prompts: {prompt_set.name} ({prompt_set.prompts.count()})")
+            count = prompt_set.prompts.count()
+            self.stdout.write(f"Evaluation prompts: {prompt_set.name} ({count})")
 
     def _demo_accounts(self):
         # Demo accounts have known passwords printed to the console: never in production.

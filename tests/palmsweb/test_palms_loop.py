@@ -1,0 +1,50 @@
+"""The scripted PALMS loop end to end, on a tiny model so it runs in seconds."""
+
+from __future__ import annotations
+
+import pytest
+from django.core.management import call_command
+
+from evaluation.models import ScoringRun, Study
+from palmsweb.roles import Role
+from tests.conftest import make_user
+from training import services as training
+from training.models import FineTuneJob, JobStatus
+
+pytestmark = [pytest.mark.django_db(transaction=True), pytest.mark.slow]
+
+
+@pytest.fixture
+def tiny_base(tmp_path, settings):
+    from training.engine.loading import build_tiny_llama
+
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    path = build_tiny_llama(tmp_path / "tiny")
+    return training.base_model_create(name="tiny", kind="local_dir", path=str(path),
+                                      parameter_count=100_000)
+
+
+def test_the_loop_trains_samples_scores_and_reports(tiny_base, tmp_path, monkeypatch, capsys):
+    # No broker in this test: the command runs every job itself.
+    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
+    monkeypatch.setattr("django.db.transaction.on_commit", lambda func, *a, **k: None)
+    make_user("loop-admin", Role.ADMIN, staff=True).__class__.objects.filter(
+        username="loop-admin").update(is_superuser=True)
+    for n in range(3):
+        make_user(f"loop-rater{n}", Role.RATER)
+    report = tmp_path / "report.html"
+    call_command(
+        "palms_loop", "--base-model", "tiny", "--epochs", "1", "--samples-per-prompt", "1",
+        "--max-new-tokens", "6", "--cooccurrence-n", "1", "--report", str(report),
+    )
+    out = capsys.readouterr().out
+    assert "PALMS loop finished" in out and "total" in out
+    assert FineTuneJob.objects.filter(status=JobStatus.SUCCEEDED).count() == 2
+    study = Study.objects.get()
+    assert study.status == Study.Status.RATING
+    assert study.outputs.count() == 40 * 3
+    assert set(ScoringRun.objects.values_list("kind", "status")) == {
+        ("toxicity", "succeeded"), ("capability", "succeeded"), ("cooccurrence", "succeeded"),
+    }
+    html = report.read_text()
+    assert "<svg" in html and study.name in html

@@ -33,7 +33,7 @@ def sync_sampling_studies() -> int:
     return services.studies_sync_sampling()
 
 
-@shared_task(ignore_result=True, acks_late=True)
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_export(export_id: int) -> str | None:
     """Write one queued export (ratings file or study bundle) on the default queue."""
     from evaluation.exports import export_execute
@@ -86,3 +86,11 @@ def sweep_stale_scoring_runs() -> int:
     from evaluation import scoring
 
     return scoring.scoring_runs_sweep_stale()
+
+
+@shared_task(ignore_result=True)
+def sweep_stale_exports() -> int:
+    """Periodic: fail exports whose worker died mid-write (add to CELERY_BEAT_SCHEDULE)."""
+    from evaluation.exports import exports_sweep_stale
+
+    return exports_sweep_stale()

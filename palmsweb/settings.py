@@ -265,4 +265,6 @@ CELERY_BEAT_SCHEDULE = {
                                   "schedule": 60.0, "options": {"queue": "default"}},
     "sweep-stale-scoring-runs": {"task": "evaluation.tasks.sweep_stale_scoring_runs",
                                  "schedule": 300.0, "options": {"queue": "default"}},
+    "sweep-stale-exports": {"task": "evaluation.tasks.sweep_stale_exports",
+                            "schedule": 300.0, "options": {"queue": "default"}},
 }

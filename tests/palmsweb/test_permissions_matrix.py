@@ -13,7 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from curation import services as curation
 from curation.gaps import gap_ticket_create
 from curation.models import Sample, StaleEdit
-from evaluation.models import Prompt
+from evaluation.models import Export, Prompt
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study
@@ -114,6 +114,11 @@ HTML_POLICY = {
     ("evaluation:study-outputs", "study", "get"): ADMIN,
     ("evaluation:output-clear", "output", "post"): ADMIN,
     ("evaluation:output-exclude", "output", "post"): ADMIN,
+    ("evaluation:study-report-download", "study", "get"): ARM_RESULTS_WHILE_OPEN,
+    ("evaluation:study-compare", None, "get"): STUDY_READ,
+    ("evaluation:study-exports", "study", "get"): STUDY_READ,
+    ("evaluation:study-exports", "study", "post"): STUDY_READ,
+    ("evaluation:export-download", "export", "get"): STUDY_READ,
     ("evaluation:study-scoring", "study", "get"): STUDY_READ,
     ("evaluation:study-scoring-runs", "study", "get"): STUDY_READ,
     ("evaluation:study-scoring-start", "study", "post"): ADMIN,
@@ -283,6 +288,7 @@ def world(db, monkeypatch, tmp_path):
         "finetune": finetune.pk, "sampling": study.sampling_job.pk,
         "prompt_set": study.prompt_set.pk, "prompt": Prompt.objects.first().pk,
         "study": study.pk, "output": output.pk, "study_output": output.public_id,
+        "export": Export.objects.create(study=study, format="csv").pk,
     }
     return users, objects
 

@@ -1,0 +1,398 @@
+"""HTML views of the report: the results page, the self-contained HTML report, the
+comparison of two studies and the exports page. The numbers come from
+:mod:`evaluation.report`; the plots are inline SVG drawn here (no JavaScript library)."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.http import FileResponse, Http404, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
+from django.template import TemplateDoesNotExist
+from django.template.loader import get_template, render_to_string
+from django.urls import NoReverseMatch, reverse
+from django.utils.html import escape
+from django.utils.safestring import mark_safe
+from django.utils.text import slugify
+from django.views.decorators.http import require_http_methods
+from django.views.decorators.vary import vary_on_headers
+
+from evaluation import exports, services
+from evaluation.models import Export, Study
+from evaluation.report import Report, build_report, compare_studies
+from evaluation.selectors import study_progress
+from palmsweb.roles import Role, has_role, role_required
+
+require_get = require_http_methods(["GET", "HEAD"])
+require_get_post = require_http_methods(["GET", "HEAD", "POST"])
+research_access = role_required(Role.RESEARCHER)  # admins pass too
+
+SCORE_TEMPLATES = (
+    "evaluation/_report_toxicity.html",
+    "evaluation/_report_cooccurrence.html",
+    "evaluation/_report_capability.html",
+)
+ARM_COLOURS = {"base": "#8a94a6", "control": "#d9822b", "values_targeted": "#2b6cb0"}
+LETTER_COLOURS = ["#2b6cb0", "#d9822b", "#4a9d5b", "#9b4dca", "#c53030", "#718096"]
+
+
+# --- access -------------------------------------------------------------------------------
+
+
+def get_report_study_for_user(user, pk: int) -> tuple[Study, str]:
+    """The study and what the user may see of it: ``"arms"`` (unblinded per-arm results),
+    ``"blinded"`` (admins before unblinding: arms as letters), ``"arm-free"`` (researchers
+    on a closed study not yet unblinded: agreement and progress only). 404 / 403 otherwise."""
+    if not has_role(user, Role.RESEARCHER):
+        raise PermissionDenied("Results are for researchers and admins.")
+    study = get_object_or_404(Study.objects.select_related("prompt_set", "unblinded_by"), pk=pk)
+    if services.can_see_arm_results(user, study):
+        return study, ("arms" if study.is_unblinded else "blinded")
+    if study.status == Study.Status.CLOSED:
+        return study, "arm-free"
+    raise PermissionDenied(
+        "Per-arm results open to researchers once the study is closed and unblinded."
+    )
+
+
+def _report_for(study: Study, mode: str) -> Report:
+    return build_report(study, blinded=(mode != "arms"), include_arms=(mode != "arm-free"))
+
+
+# --- plots --------------------------------------------------------------------------------
+
+
+def _colour(report: Report, arm) -> str:
+    if arm.kind:
+        return ARM_COLOURS.get(arm.kind, "#555")
+    return LETTER_COLOURS[(ord(arm.letter[0]) - 65) % len(LETTER_COLOURS)]
+
+
+def _y(score: float, top: float, height: float) -> float:
+    return top + height * (5 - score) / 4  # the 1–5 scale
+
+
+def category_chart(report: Report) -> str:
+    """Grouped bars: mean per arm in each category (and overall) with 95% CI whiskers."""
+    if not report.rows:
+        return ""
+    groups = [(c.name, i) for i, c in enumerate(report.categories)] + [("All categories", -1)]
+    n_arms = len(report.rows)
+    bar, gap = 14, 18
+    group_w = n_arms * bar + gap
+    left, top, height = 34, 12, 180
+    width = left + len(groups) * group_w + 90  # room for the last slanted label
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {top + height + 110}" '
+        f'class="chart" role="img" aria-label="Mean rating per category and arm with 95% '
+        f'confidence intervals" preserveAspectRatio="xMinYMin meet">'
+    ]
+    for s in (1, 2, 3, 4, 5):
+        y = _y(s, top, height)
+        parts.append(
+            f'<line x1="{left}" x2="{width - 90}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e2e6ec"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" '
+            f'fill="#555">{s}</text>'
+        )
+    for g, (name, idx) in enumerate(groups):
+        x0 = left + g * group_w + gap / 2
+        for a, row in enumerate(report.rows):
+            cell = row.overall if idx < 0 else row.cells[idx]
+            mean = cell.summary.mean
+            x = x0 + a * bar
+            if mean is None:
+                continue
+            y = _y(mean, top, height)
+            parts.append(
+                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar - 2}" '
+                f'height="{top + height - y:.1f}" fill="{_colour(report, row.arm)}">'
+                f"<title>{escape(row.arm.label)} · {escape(name)}: {mean:.2f} "
+                f"(n={cell.n_outputs})</title></rect>"
+            )
+            lo, hi = cell.summary.ci_low, cell.summary.ci_high
+            if lo is not None and hi is not None:
+                cx = x + (bar - 2) / 2
+                y1, y2 = _y(lo, top, height), _y(hi, top, height)
+                parts.append(
+                    f'<path d="M{cx:.1f} {y1:.1f}V{y2:.1f}M{cx - 3:.1f} {y1:.1f}h6'
+                    f'M{cx - 3:.1f} {y2:.1f}h6" stroke="#1a202c" stroke-width="1.2"/>'
+                )
+        label_x = x0 + (n_arms * bar) / 2
+        short = name if len(name) <= 24 else name[:23] + "…"
+        parts.append(
+            f'<text transform="translate({label_x:.1f},{top + height + 10}) rotate(40)" '
+            f'font-size="10.5" fill="#333">{escape(short)}</text>'
+        )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every text above is escaped
+
+
+def size_chart(report: Report) -> str:
+    """Overall mean per arm kind against model size (sizes in parameter order)."""
+    if not report.several_sizes:
+        return ""
+    left, top, height, step = 34, 12, 180, 120
+    width = left + step * (len(report.sizes) - 1) + 60
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {top + height + 40}" '
+        f'class="chart" role="img" aria-label="Mean rating against model size">'
+    ]
+    for s in (1, 2, 3, 4, 5):
+        y = _y(s, top, height)
+        parts.append(
+            f'<line x1="{left}" x2="{width - 10}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e2e6ec"/>'
+            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end">{s}</text>'
+        )
+    xs = [left + 20 + i * step for i in range(len(report.sizes))]
+    for x, point in zip(xs, report.sizes, strict=True):
+        parts.append(
+            f'<text x="{x}" y="{top + height + 18}" font-size="11" text-anchor="middle">'
+            f"{escape(point.size_tag)}</text>"
+        )
+    for kind, colour in ARM_COLOURS.items():
+        pts = [
+            (x, p.means[kind], p.ci.get(kind))
+            for x, p in zip(xs, report.sizes, strict=True)
+            if p.means.get(kind) is not None
+        ]
+        if not pts:
+            continue
+        path = " ".join(
+            f"{'M' if i == 0 else 'L'}{x} {_y(m, top, height):.1f}"
+            for i, (x, m, _ci) in enumerate(pts)
+        )
+        parts.append(f'<path d="{path}" fill="none" stroke="{colour}" stroke-width="2"/>')
+        for x, m, ci in pts:
+            parts.append(
+                f'<circle cx="{x}" cy="{_y(m, top, height):.1f}" r="4" fill="{colour}">'
+                f"<title>{kind}: {m:.2f}</title></circle>"
+            )
+            if ci and ci[0] is not None and ci[1] is not None:
+                parts.append(
+                    f'<path d="M{x} {_y(ci[0], top, height):.1f}V{_y(ci[1], top, height):.1f}" '
+                    f'stroke="{colour}" stroke-width="1"/>'
+                )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - every text above is escaped
+
+
+# --- context ------------------------------------------------------------------------------
+
+
+def _template_exists(name: str) -> bool:
+    try:
+        get_template(name)
+    except TemplateDoesNotExist:
+        return False
+    return True
+
+
+def score_sections(study: Study, *, blinded: bool) -> tuple[dict | None, list[str]]:
+    """The automatic-score sections, when the scoring module is installed."""
+    try:
+        from evaluation.scoring import report_sections
+    except ImportError:
+        return None, []
+    scores = report_sections(study, blinded=blinded)
+    return scores, [t for t in SCORE_TEMPLATES if _template_exists(t)]
+
+
+def gap_links(report: Report) -> dict:
+    """Links to file gap tickets for weak categories and low-rated outputs, when the
+    curation app offers the form (``curation:gap-create``)."""
+    if report.blinded or not report.include_arms:
+        return {}
+    try:
+        base = reverse("curation:gap-create")
+    except NoReverseMatch:
+        return {}
+    study = report.study
+
+    def link(category, title, source):
+        query = {"category": category.pk, "title": title, "source": json.dumps(source)}
+        return f"{base}?{urlencode(query)}"
+
+    fam = report.family("vt-base")
+    by_cat = {r.category.pk: r for r in fam.rows} if fam else {}
+    weak = []
+    for cat in report.weak_categories:
+        row = by_cat.get(cat.pk)
+        source = {"kind": "category", "study": study.pk, "study_name": study.name}
+        if row and row.result.mean_diff is not None:
+            source.update(mean_diff=round(row.result.mean_diff, 3), p_holm=row.welch_p_holm)
+        weak.append((cat, link(cat, f"Weak in study “{study.name}”: {cat.name}", source)))
+    low = [
+        (
+            out,
+            link(
+                out.category,
+                f"Low-rated output in “{study.name}” ({out.mean:.1f}/5)",
+                {
+                    "kind": "output",
+                    "study": study.pk,
+                    "output": out.public_id,
+                    "mean": round(out.mean, 3),
+                },
+            ),
+        )
+        for out in report.low_outputs
+    ]
+    return {"weak": weak, "low": low}
+
+
+def report_context(study: Study, mode: str) -> dict:
+    report = _report_for(study, mode)
+    scores, score_templates = (None, [])
+    if mode != "arm-free":
+        scores, score_templates = score_sections(study, blinded=(mode != "arms"))
+    return {
+        "study": study,
+        "mode": mode,
+        "report": report,
+        "progress": study_progress(study),
+        "category_chart": category_chart(report),
+        "size_chart": size_chart(report),
+        "scores": scores,
+        "score_templates": score_templates,
+    }
+
+
+def provenance(study: Study, report: Report) -> dict:
+    from training.services import code_version
+
+    job = study.sampling_job
+    return {
+        "code_version": code_version(),
+        "sampling": {
+            "temperature": study.temperature,
+            "top_p": study.top_p,
+            "max_new_tokens": study.max_new_tokens,
+            "seed": study.seed,
+            "samples_per_prompt": study.samples_per_prompt,
+            "system_prompt": getattr(job, "system_prompt", "") if job else "",
+        },
+        "prompt_count": study.prompt_set.prompts.count(),
+    }
+
+
+# --- views --------------------------------------------------------------------------------
+
+
+@require_get
+@research_access
+def study_report(request, pk: int):
+    """The results page. Unblinded: everything. Admins before unblinding: arms as letters.
+    Researchers on a closed, blinded study: arm-free numbers and the Unblind button."""
+    study, mode = get_report_study_for_user(request.user, pk)
+    context = report_context(study, mode)
+    if mode == "arms":
+        context["gaps"] = gap_links(context["report"])
+    context["can_unblind"] = (
+        study.status == Study.Status.CLOSED
+        and not study.is_unblinded
+        and has_role(request.user, Role.RESEARCHER)
+    )
+    return render(request, "evaluation/study_results.html", context)
+
+
+def render_report_document(study: Study, mode: str) -> str:
+    """The self-contained HTML report (CSS and SVG inline, no external assets)."""
+    context = report_context(study, mode)
+    context["provenance"] = provenance(study, context["report"])
+    context["document"] = True
+    return render_to_string("evaluation/report_document.html", context)
+
+
+@require_get
+@research_access
+def report_download(request, pk: int):
+    study, mode = get_report_study_for_user(request.user, pk)
+    html = render_report_document(study, mode)
+    response = HttpResponse(html, content_type="text/html; charset=utf-8")
+    name = f"palms-report-{study.pk}-{slugify(study.name) or 'study'}.html"
+    response["Content-Disposition"] = f'attachment; filename="{name}"'
+    return response
+
+
+def _comparable_studies(user):
+    # Unblinded studies only, admins included: a comparison names the arms.
+    studies = Study.objects.filter(status=Study.Status.CLOSED, unblinded_at__isnull=False)
+    return studies.order_by("-closed_at", "-pk")
+
+
+@require_get
+@research_access
+def study_compare(request):
+    """Pick two studies; see per-category deltas of the values-targeted mean."""
+    studies = list(_comparable_studies(request.user))
+    context = {"studies": studies, "comparison": None}
+    a_id, b_id = request.GET.get("a"), request.GET.get("b")
+    if a_id and b_id:
+        by_pk = {str(s.pk): s for s in studies}
+        a, b = by_pk.get(a_id), by_pk.get(b_id)
+        if a is None or b is None:
+            raise Http404("Pick two closed, unblinded studies.")
+        context.update(a=a, b=b, comparison=compare_studies(a, b))
+    return render(request, "evaluation/compare_studies.html", context)
+
+
+def get_export_study_for_user(user, pk: int) -> Study:
+    """The study whose ratings ``user`` may export (researchers and admins), or 404/403."""
+    if not has_role(user, Role.RESEARCHER):
+        raise PermissionDenied("Exports are for researchers and admins.")
+    study = get_object_or_404(Study, pk=pk)
+    if study.status == Study.Status.DRAFT:
+        raise PermissionDenied("A draft study has nothing to export.")
+    return study
+
+
+@require_get_post
+@research_access
+@vary_on_headers("HX-Request")
+def export_list(request, pk: int):
+    """Exports of a study: start one (POST), watch them finish (htmx polling)."""
+    study = get_export_study_for_user(request.user, pk)
+    if request.method == "POST":
+        fmt = request.POST.get("format", "")
+        if fmt not in Export.Format.values:
+            messages.error(request, "Pick a format: CSV, JSON Lines, Parquet or bundle.")
+        else:
+            exports.export_create(study=study, fmt=fmt, user=request.user)
+            messages.success(request, "Export queued: it appears below when it is ready.")
+        return redirect("evaluation:study-exports", pk=study.pk)
+    items = list(study.exports.select_related("created_by")[:50])
+    context = {
+        "study": study,
+        "exports": items,
+        "formats": Export.Format.choices,
+        "pending": any(e.status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in items),
+    }
+    template = "evaluation/export_list.html"
+    if request.htmx:
+        template += "#exports"
+    return render(request, template, context)
+
+
+@require_get
+@research_access
+def export_download(request, pk: int):
+    """Stream a finished export file with its SHA-256 in the headers."""
+    export = get_object_or_404(Export.objects.select_related("study"), pk=pk)
+    get_export_study_for_user(request.user, export.study_id)
+    if export.status != Export.Status.SUCCEEDED:
+        raise Http404("This export has not finished.")
+    path = exports.export_path(export)
+    if not path.exists():
+        raise Http404("The export file is gone.")
+    response = FileResponse(
+        path.open("rb"),
+        as_attachment=True,
+        filename=path.name,
+        content_type=exports.content_type(export),
+    )
+    response["X-Checksum-SHA256"] = export.sha256
+    response["Repr-Digest"] = f"sha-256=:{exports.b64_digest(export.sha256)}:"
+    return response

@@ -1,0 +1,57 @@
+"""Device and precision choices shared by fine-tuning and generation."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal
+
+from training.engine.errors import EngineError
+
+if TYPE_CHECKING:
+    import torch
+
+Bf16Setting = Literal["auto"] | bool
+
+
+def pick_device() -> torch.device:
+    """The first CUDA device when there is one, else the CPU."""
+    import torch
+
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def bf16_is_fast(device: torch.device) -> bool:
+    """True where bf16 matrix units make bf16 faster than fp32.
+
+    On CPUs without AVX512-BF16 or AMX, bf16 is emulated and slower than fp32, so "auto"
+    must not choose it there.
+    """
+    import torch
+
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type != "cpu":
+        return False
+    checks = ("_is_amx_tile_supported", "_is_avx512_bf16_supported")
+    return any(getattr(torch.cpu, name, lambda: False)() for name in checks)
+
+
+def resolve_bf16(setting: Bf16Setting, device: torch.device) -> bool:
+    """Turn a config's ``bf16`` ("auto" | True | False) into a decision for ``device``."""
+    if setting == "auto":
+        return bf16_is_fast(device)
+    if setting is True:
+        import torch
+
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise EngineError("bf16 was requested but this GPU does not support it.")
+        return True
+    return False
+
+
+def is_out_of_memory(exc: BaseException) -> bool:
+    """Whether an exception from torch means the device ran out of memory."""
+    if isinstance(exc, MemoryError):
+        return True
+    text = str(exc).lower()
+    markers = ("out of memory", "can't allocate memory", "defaultcpuallocator")
+    return any(marker in text for marker in markers)

@@ -824,13 +824,20 @@ def _sample_version(job: SamplingJob, version: ModelVersion, reporter: JobReport
     )
 
 
+def storable_text(text: str) -> str:
+    """A model may emit a NUL byte token; PostgreSQL text refuses NUL, so it becomes U+FFFD
+    (the replacement character) instead of failing the whole job."""
+    return text.replace("\x00", "\ufffd")
+
+
 def _store_generations(job, version, generations, params) -> None:
     """Insert outputs; a slot that already has one keeps it (duplicate deliveries)."""
     rows = [
         Generation(
             job=job, model_version=version, prompt_index=g.prompt_index,
             sample_index=g.sample_index, prompt_text=job.prompts[g.prompt_index]["text"],
-            text=g.text, tokens_generated=g.tokens_generated, temperature=params.temperature,
+            text=storable_text(g.text), tokens_generated=g.tokens_generated,
+            temperature=params.temperature,
             top_p=params.top_p, max_new_tokens=params.max_new_tokens, seed=g.seed,
         )
         for g in generations

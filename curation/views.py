@@ -22,7 +22,6 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 from django.utils import timezone
 from django.utils.text import slugify
-from django.views.decorators.http import require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from curation import services
@@ -61,6 +60,7 @@ from curation.selectors import (
     word_diff,
 )
 from curation.services import CurationError, EmptySnapshotError, StaleEditError
+from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role, role_required
 
 READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
@@ -69,9 +69,6 @@ SAMPLES_PER_PAGE = 50
 
 read_access = role_required(*READ_ROLES)
 write_access = role_required(*WRITE_ROLES)
-require_get = require_http_methods(["GET", "HEAD"])
-require_post = require_http_methods(["POST"])
-require_get_post = require_http_methods(["GET", "HEAD", "POST"])
 
 
 # --- access helpers ---------------------------------------------------------------------

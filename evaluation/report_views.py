@@ -17,17 +17,15 @@ from django.urls import NoReverseMatch, reverse
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 from django.utils.text import slugify
-from django.views.decorators.http import require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from evaluation import exports, services
 from evaluation.models import Export, Study
 from evaluation.report import Report, build_report, compare_studies
 from evaluation.selectors import study_progress
+from palmsweb.lib.http import require_get, require_get_post
 from palmsweb.roles import Role, has_role, role_required
 
-require_get = require_http_methods(["GET", "HEAD"])
-require_get_post = require_http_methods(["GET", "HEAD", "POST"])
 research_access = role_required(Role.RESEARCHER)  # admins pass too
 
 SCORE_TEMPLATES = (

@@ -17,7 +17,6 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from evaluation import services
@@ -41,6 +40,7 @@ from evaluation.selectors import (
     study_progress,
 )
 from evaluation.services import EvaluationError, RatingError, StudyStateError
+from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role, role_required
 
 PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
@@ -48,9 +48,6 @@ PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
 STUDY_READ_ROLES = (Role.RESEARCHER,)
 OUTPUTS_PER_PAGE = 50
 
-require_get = require_http_methods(["GET", "HEAD"])
-require_post = require_http_methods(["POST"])
-require_get_post = require_http_methods(["GET", "HEAD", "POST"])
 prompt_read_access = role_required(*PROMPT_READ_ROLES)
 prompt_write_access = role_required(*PROMPT_WRITE_ROLES)
 study_read_access = role_required(*STUDY_READ_ROLES)

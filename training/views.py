@@ -14,10 +14,10 @@ from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
-from django.views.decorators.http import require_http_methods
 from django.views.decorators.vary import vary_on_headers
 
 from curation.models import Snapshot
+from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role, role_required
 from training import selectors, services
 from training.forms import BaseModelForm, EstimateForm, FineTuneForm, SamplingForm
@@ -33,9 +33,6 @@ SAMPLING_FINISHED_EVENT = "sampling-finished"
 
 read_access = role_required(*READ_ROLES)
 write_access = role_required(*WRITE_ROLES)
-require_get = require_http_methods(["GET", "HEAD"])
-require_post = require_http_methods(["POST"])
-require_get_post = require_http_methods(["GET", "HEAD", "POST"])
 
 
 # --- access helpers ---------------------------------------------------------------------

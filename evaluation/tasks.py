@@ -94,3 +94,41 @@ def sweep_stale_exports() -> int:
     from evaluation.exports import exports_sweep_stale
 
     return exports_sweep_stale()
+
+
+# --- emergent misalignment (evaluation.misalignment) -----------------------------------------
+
+MISALIGNMENT_POLL_SECONDS = 15
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def advance_misalignment_eval(eval_id: int) -> None:
+    """Launch the probes' sampling, wait for it, then judge (on the default queue)."""
+    from evaluation import misalignment
+
+    if misalignment.misalignment_advance(eval_id):
+        advance_misalignment_eval.apply_async((eval_id,), countdown=MISALIGNMENT_POLL_SECONDS)
+
+
+@shared_task(ignore_result=True)
+def advance_misalignment_evals() -> int:
+    """Periodic backstop: move on evaluations whose sampling has finished."""
+    from evaluation import misalignment
+
+    return misalignment.advance_all()
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def measure_misalignment_persona(eval_id: int) -> int:
+    """Persona projections of an evaluation's local versions; sent to the gpu queue."""
+    from evaluation import misalignment
+
+    return misalignment.persona_execute(eval_id)
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def measure_finetune_persona(job_id: int) -> None:
+    """Persona projection of a finished fine-tune vs its base; sent to the gpu queue."""
+    from evaluation import misalignment
+
+    misalignment.finetune_persona_execute(job_id)

@@ -55,3 +55,24 @@ urlpatterns += [
         "studies/<int:pk>/scoring/start/", scoring_views.scoring_start, name="study-scoring-start"
     ),
 ]
+
+# emergent misalignment (evaluation.misalignment_views)
+from evaluation import misalignment_views  # noqa: E402
+
+urlpatterns += [
+    path("misalignment/", misalignment_views.misalignment_list, name="misalignment-list"),
+    path("misalignment/new/", misalignment_views.misalignment_create, name="misalignment-create"),
+    path(
+        "misalignment/<int:pk>/", misalignment_views.misalignment_detail, name="misalignment-detail"
+    ),
+    path(
+        "misalignment/<int:pk>/persona/",
+        misalignment_views.misalignment_persona,
+        name="misalignment-persona",
+    ),
+    path(
+        "misalignment/finetunes/<int:pk>/persona/",
+        misalignment_views.misalignment_finetune_persona,
+        name="misalignment-finetune-persona",
+    ),
+]

@@ -267,4 +267,6 @@ CELERY_BEAT_SCHEDULE = {
                                  "schedule": 300.0, "options": {"queue": "default"}},
     "sweep-stale-exports": {"task": "evaluation.tasks.sweep_stale_exports",
                             "schedule": 300.0, "options": {"queue": "default"}},
+    "advance-misalignment-evals": {"task": "evaluation.tasks.advance_misalignment_evals",
+                                   "schedule": 60.0, "options": {"queue": "default"}},
 }

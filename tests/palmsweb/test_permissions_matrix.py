@@ -13,7 +13,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from curation import services as curation
 from curation.gaps import gap_ticket_create
 from curation.models import Sample, StaleEdit
-from evaluation.models import Export, Prompt
+from evaluation.models import Export, MisalignmentEval, Prompt
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study
@@ -122,6 +122,11 @@ HTML_POLICY = {
     ("evaluation:study-scoring", "study", "get"): STUDY_READ,
     ("evaluation:study-scoring-runs", "study", "get"): STUDY_READ,
     ("evaluation:study-scoring-start", "study", "post"): ADMIN,
+    ("evaluation:misalignment-list", None, "get"): STUDY_READ,
+    ("evaluation:misalignment-create", None, "get"): ADMIN,
+    ("evaluation:misalignment-detail", "misalignment_eval", "get"): STUDY_READ,
+    ("evaluation:misalignment-persona", "misalignment_eval", "post"): ADMIN,
+    ("evaluation:misalignment-finetune-persona", "finetune", "post"): ADMIN,
     ("evaluation:rate-home", None, "get"): RATERS,
     ("evaluation:rate", "study", "get"): RATERS,
     ("evaluation:rate-claim", "study", "post"): RATERS,
@@ -258,6 +263,8 @@ def world(db, monkeypatch, tmp_path):
     monkeypatch.setattr(
         "evaluation.tasks.sync_study_sampling.apply_async", lambda *args, **kwargs: None
     )
+    for task in ("measure_misalignment_persona", "measure_finetune_persona"):
+        monkeypatch.setattr(f"evaluation.tasks.{task}.apply_async", lambda *args, **kwargs: None)
     setup = build_study(raters=1, raters_per_output=1, rater_prefix="matrixrater")
     users = {
         "outsider": make_user("m-outsider"),
@@ -289,6 +296,9 @@ def world(db, monkeypatch, tmp_path):
         "prompt_set": study.prompt_set.pk, "prompt": Prompt.objects.first().pk,
         "study": study.pk, "output": output.pk, "study_output": output.public_id,
         "export": Export.objects.create(study=study, format="csv").pk,
+        "misalignment_eval": MisalignmentEval.objects.create(
+            name="matrix", probes=["Q?"], judge_base_url="http://judge.test/v1", judge_model="j"
+        ).pk,
     }
     return users, objects
 

@@ -187,6 +187,32 @@ def test_chunked_head_loss_matches_plain_cross_entropy(monkeypatch):
         assert torch.allclose(a, b, rtol=1e-4, atol=1e-6)
 
 
+def test_cpu_attention_matches_sdpa_with_padding_and_grouped_heads(tiny_llama_dir):
+    import torch
+
+    from training.engine.finetune import _pick_attention
+    from training.engine.loading import load_for_training
+
+    torch.manual_seed(0)
+    ids = torch.randint(5, 600, (3, 40))
+    mask = torch.ones_like(ids)
+    mask[1, 30:] = 0
+    mask[2, 10:] = 0
+    results = []
+    for ours in (True, False):
+        model, _ = load_for_training(tiny_llama_dir, method="full")
+        if ours:
+            _pick_attention(model, torch.device("cpu"), longest=40)
+            assert model.config._attn_implementation == "palms_cpu"
+        logits = model(input_ids=ids, attention_mask=mask).logits
+        (logits * mask[..., None]).sum().backward()
+        results.append((logits, model.model.layers[0].self_attn.k_proj.weight.grad))
+    (ours_logits, ours_grad), (sdpa_logits, sdpa_grad) = results
+    keep = mask.bool()
+    assert torch.allclose(ours_logits[keep], sdpa_logits[keep], atol=1e-5)
+    assert torch.allclose(ours_grad, sdpa_grad, rtol=1e-4, atol=1e-6)
+
+
 # --- training runs -------------------------------------------------------------------------
 
 
@@ -197,16 +223,16 @@ def test_full_fine_tune_learns_and_saves_everything(tiny_llama_dir, tmp_path):
         base_model_path=tiny_llama_dir,
         examples=REPEATED * 2,
         output_dir=out,
-        config=tiny_config(warmup_steps=2),
+        config=tiny_config(epochs=10, warmup_steps=2),
         on_progress=events.append,
         metadata={"snapshot_hash": "abc123", "code_version": "test"},
     )
 
     assert [e.step for e in events] == list(range(1, result.total_steps + 1))
-    assert events[-1].total_steps == result.total_steps == 6 * 4
+    assert events[-1].total_steps == result.total_steps == 10 * 4
     losses = [loss for _, loss in result.loss_history]
     assert sum(losses[-4:]) < 0.6 * sum(losses[:4])
-    assert events[-1].eta_seconds == 0 and events[-1].epoch == 6
+    assert events[-1].eta_seconds == 0 and events[-1].epoch == 10
     assert result.tokens_per_second > 0
 
     for name in ("config.json", "model.safetensors", "tokenizer.json", "palms_metadata.json"):
@@ -216,7 +242,7 @@ def test_full_fine_tune_learns_and_saves_everything(tiny_llama_dir, tmp_path):
     assert meta["hyperparameters"]["learning_rate"] == 1e-2
     assert meta["method"] == "full" and meta["examples"] == 8
     assert len(meta["loss_history"]) == result.total_steps
-    assert meta["train_tokens"] == 6 * meta["train_tokens_per_epoch"]
+    assert meta["train_tokens"] == 10 * meta["train_tokens_per_epoch"]
     assert meta["answer_tokens_per_epoch"] < meta["train_tokens_per_epoch"]
     assert json.loads((out / "config.json").read_text())["dtype"] == "float32"
     assert not list(tmp_path.glob(".vt.*")), "the temporary dir was renamed into place"

@@ -116,6 +116,22 @@ def test_remote_sampling_resumes_after_done_outputs(openai_mock):
     assert route.call_count == 2 and len(stored) == 2
 
 
+def test_outputs_received_before_a_failure_are_still_reported(openai_mock):
+    router, client = openai_mock()
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        prompt = json.loads(request.content)["messages"][-1]["content"]
+        return error(400, "prompt refused") if prompt == "B?" else completion("ok")
+
+    router.post("/chat/completions").mock(side_effect=answer)
+    stored = []
+    with pytest.raises(EngineError, match="HTTP 400: prompt refused"):
+        sample(client, ["A?", "B?", "C?"], n=1, max_concurrency=1, on_batch=stored.extend)
+    # A finished before B failed; C is dropped unless it was already in flight.
+    reported = {g.prompt_index for g in stored}
+    assert 0 in reported and 1 not in reported
+
+
 # --- fine-tuning ---------------------------------------------------------------------------
 
 

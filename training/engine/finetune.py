@@ -202,22 +202,27 @@ class _MasterWeightOptimizer:
             p if p.dtype == torch.float32 else p.detach().float().requires_grad_(True)
             for p in params
         ]
+        # Reused every step: allocating 4 bytes per parameter afresh costs page faults.
+        self.grad_buffers = [None if m is p else torch.empty_like(m) for p, m in self._pairs()]
         self.max_grad_norm = config.max_grad_norm
         self.optimizer = _adamw(self.masters, config)
+
+    def _pairs(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        return zip(self.params, self.masters, strict=True)
 
     def step(self, lr: float) -> float:
         """Apply the accumulated gradients; returns the gradient norm before clipping."""
         import torch
 
-        for param, master in zip(self.params, self.masters, strict=True):
-            if master is not param:
-                master.grad = None if param.grad is None else param.grad.float()
+        for (param, master), buffer in zip(self._pairs(), self.grad_buffers, strict=True):
+            if buffer is not None:
+                master.grad = None if param.grad is None else buffer.copy_(param.grad)
         norm = torch.nn.utils.clip_grad_norm_(self.masters, self.max_grad_norm)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         self.optimizer.step()
         with torch.no_grad():
-            for param, master in zip(self.params, self.masters, strict=True):
+            for param, master in self._pairs():
                 param.grad = None
                 if master is not param:
                     master.grad = None
@@ -229,7 +234,7 @@ class _MasterWeightOptimizer:
         import torch
 
         with torch.no_grad():
-            for param, master in zip(self.params, self.masters, strict=True):
+            for param, master in self._pairs():
                 if master is not param:
                     param.data = master.detach().to(dtype)
 
@@ -246,18 +251,19 @@ def _adamw(params: list[torch.Tensor], config: FineTuneConfig) -> torch.optim.Op
 
 
 def _pick_attention(model: PreTrainedModel, device: torch.device, longest: int) -> None:
-    """Use plain (eager) attention for short sequences on a CPU.
+    """Use our plain CPU attention (see ``attention.py``) for short sequences on a CPU.
 
-    torch's CPU flash-attention kernel is slower than matmul + softmax in bf16 at our lengths
-    (measured ~7% of a SmolLM2 step at 300 tokens); eager attention keeps a T x T matrix per
-    head for the backward pass, so long sequences stay on SDPA.
+    It keeps a T x T matrix per head for the backward pass, so long sequences, and GPUs,
+    stay on SDPA.
     """
+    from training.engine import attention
+
     if device.type != "cpu" or longest > _EAGER_ATTENTION_MAX_TOKENS:
         return
     target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    # A model without an eager implementation keeps its default.
+    # A model whose attention cannot be swapped keeps its default.
     with suppress(ValueError, ImportError, AttributeError):
-        target.set_attn_implementation("eager")
+        target.set_attn_implementation(attention.register())
 
 
 # --- the loss ------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import random
 import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -195,23 +195,37 @@ def _run_all(
     """Run ``work`` over ``items`` on a thread pool and ``collect`` results as they arrive.
 
     Callbacks and ``should_cancel`` run on the calling thread only (they may touch a
-    database connection). On the first error or a cancel, queued items are dropped,
-    requests in flight finish, and the error (or Cancelled) is raised.
+    database connection). On the first error or a cancel, queued items are dropped and
+    requests in flight finish (their results are still collected, so a resume need not
+    redo them); then the error, or Cancelled, is raised.
     """
     pool = ThreadPoolExecutor(max_workers=max(1, max_concurrency))
     pending = {pool.submit(work, item) for item in items}
+    error: BaseException | None = None
     try:
-        while pending:
+        while pending and error is None:
             if should_cancel():
-                raise Cancelled()
+                error = Cancelled()
+                break
             done, pending = wait(pending, timeout=0.5, return_when=FIRST_COMPLETED)
-            for future in done:
-                result = future.result()  # re-raises the worker's error
-                if result is not None:
-                    collect(result)
+            error = _collect_done(done, collect)
     finally:
         stop.set()
         pool.shutdown(wait=True, cancel_futures=True)
+    _collect_done({f for f in pending if not f.cancelled()}, collect)
+    if error is not None:
+        raise error
+
+
+def _collect_done(done: set[Future], collect: Callable[[Any], None]) -> BaseException | None:
+    """Collect the results of finished futures; return the first error among them."""
+    error = None
+    for future in done:
+        if future.exception() is not None:
+            error = error or future.exception()
+        elif future.result() is not None:
+            collect(future.result())
+    return error
 
 
 def _sleep_unless(stop: threading.Event, seconds: float) -> None:

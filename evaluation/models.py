@@ -374,6 +374,15 @@ class AutomaticScore(models.Model):
         return f"{self.metric}={self.value} ({self.scorer})"
 
 
+class RunStatus(models.TextChoices):
+    """The life of a background run over a study (scoring runs, exports)."""
+
+    QUEUED = "queued", "Queued"
+    RUNNING = "running", "Running"
+    SUCCEEDED = "succeeded", "Succeeded"
+    FAILED = "failed", "Failed"
+
+
 class ScoringRun(models.Model):
     """A background computation over a study: toxicity, co-occurrence or capability.
     Per-output results go to AutomaticScore; per-arm aggregates to ``result``."""
@@ -383,11 +392,7 @@ class ScoringRun(models.Model):
         COOCCURRENCE = "cooccurrence", "Co-occurrence"
         CAPABILITY = "capability", "Capability"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    Status = RunStatus
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="scoring_runs")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -421,11 +426,7 @@ class Export(models.Model):
         PARQUET = "parquet", "Parquet"
         BUNDLE = "bundle", "Study bundle (zip)"
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    Status = RunStatus
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="exports")
     format = models.CharField(max_length=20, choices=Format.choices)

@@ -63,9 +63,11 @@ def start(args: list[str], env: dict) -> subprocess.Popen:
 
 
 def stop_all(children: list[subprocess.Popen]) -> None:
+    # SIGTERM to each main process only: Celery then stops its own pool (warm shutdown).
+    # Whatever is left of a group after the grace period is killed.
     for child in children:
         if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
+            child.terminate()
     deadline = time.monotonic() + 20
     for child in children:
         try:
@@ -74,7 +76,15 @@ def stop_all(children: list[subprocess.Popen]) -> None:
             os.killpg(child.pid, signal.SIGKILL)
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt
+
+
 def cmd_run() -> int:
+    # Ctrl-C and a plain `kill` both stop everything; a shell that started us in the
+    # background may have left SIGINT ignored, so the handlers are set explicitly.
+    signal.signal(signal.SIGINT, _interrupt)
+    signal.signal(signal.SIGTERM, _interrupt)
     install("ml")
     env = dict(os.environ)
     manage("migrate", "--noinput", env=env)

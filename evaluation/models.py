@@ -391,6 +391,7 @@ class ScoringRun(models.Model):
         TOXICITY = "toxicity", "Toxicity"
         COOCCURRENCE = "cooccurrence", "Co-occurrence"
         CAPABILITY = "capability", "Capability"
+        JUDGE = "judge", "LLM judge (1–5)"
 
     Status = RunStatus
 
@@ -491,6 +492,8 @@ class MisalignmentEval(models.Model):
     progress_total = models.PositiveIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
+    # Written with progress while judging; a stale one means the judging worker died.
+    heartbeat_at = models.DateTimeField(null=True, blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
     )
@@ -581,3 +584,69 @@ class PersonaMeasurement(models.Model):
     @property
     def shift(self) -> float:
         return self.value - self.base_value
+
+
+class RealignmentRun(models.Model):
+    """Continue a model version on a benign snapshot for ``steps`` optimizer steps, saving a
+    version at each of ``eval_steps``, then measure every saved version: the persona
+    projection (local models) and, when ``judge`` is set, the misalignment rate.
+
+    queued → training (its fine-tune job) → evaluating (its misalignment evaluation and
+    persona measurements) → succeeded; or failed / cancelled.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        TRAINING = "training", "Training"
+        EVALUATING = "evaluating", "Evaluating"
+        SUCCEEDED = "succeeded", "Succeeded"
+        FAILED = "failed", "Failed"
+        CANCELLED = "cancelled", "Cancelled"
+
+    name = models.CharField(max_length=200)
+    source_version = models.ForeignKey(
+        ModelVersion, on_delete=models.PROTECT, related_name="realignments"
+    )
+    snapshot = models.ForeignKey(
+        "curation.Snapshot", on_delete=models.PROTECT, related_name="realignments"
+    )
+    steps = models.PositiveIntegerField(help_text="Optimizer steps in all.")
+    eval_steps = models.JSONField(help_text="Steps at which a version is saved and measured.")
+    hyperparameters = models.JSONField(default=dict, blank=True)
+    probes = models.JSONField(help_text="The probe questions, in order.")
+    # misalignment_eval_create's judge settings; empty: persona projection only.
+    judge = models.JSONField(default=dict, blank=True)
+    finetune_job = models.OneToOneField(
+        "training.FineTuneJob",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="realignment",
+    )
+    evaluation = models.OneToOneField(
+        MisalignmentEval,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="realignment",
+    )
+    status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.name
+
+    def get_absolute_url(self) -> str:
+        return reverse("evaluation:realignment-detail", args=[self.pk])
+
+    @property
+    def is_active(self) -> bool:
+        return self.status in {self.Status.QUEUED, self.Status.TRAINING, self.Status.EVALUATING}

@@ -188,6 +188,23 @@ class FineTuneJob(Job):
     result = models.OneToOneField(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="finetune"
     )
+    # Re-alignment continues from an existing version's weights instead of the base model's.
+    start_version = models.ForeignKey(
+        ModelVersion,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="continued_by",
+        help_text="Start from this version's weights instead of the base model's.",
+    )
+    checkpoint_steps = models.JSONField(
+        default=list, blank=True, help_text="Optimizer steps after which a version is saved."
+    )
+    track_persona = models.BooleanField(
+        default=False, help_text="Measure the misaligned-persona projection after each epoch."
+    )
+    # [{"step": 0, "epoch": 0.0, "value": ...}, ...]; step 0 is the starting weights.
+    persona_track = models.JSONField(default=list, blank=True)
 
     class Meta(Job.Meta):
         pass
@@ -197,6 +214,26 @@ class FineTuneJob(Job):
 
     def get_absolute_url(self) -> str:
         return reverse("training:finetune-detail", args=[self.pk])
+
+
+class FineTuneCheckpoint(models.Model):
+    """A model version saved part-way through a fine-tune, after ``step`` optimizer steps."""
+
+    job = models.ForeignKey(FineTuneJob, on_delete=models.CASCADE, related_name="checkpoints")
+    step = models.PositiveIntegerField()
+    model_version = models.OneToOneField(
+        ModelVersion, on_delete=models.CASCADE, related_name="checkpoint"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["job", "step"]
+        constraints = [
+            models.UniqueConstraint(fields=["job", "step"], name="one_checkpoint_per_step")
+        ]
+
+    def __str__(self) -> str:
+        return f"Fine-tune #{self.job_id} after step {self.step}"
 
 
 class SamplingJob(Job):

@@ -165,6 +165,7 @@ class FineTuneJobViewSet(
             arm=data["arm"],
             method=data["method"],
             hyperparameters=dict(data["hyperparameters"]),
+            track_persona=data["track_persona"],
             user=request.user,
         )
         return self.created(FineTuneJobDetailSerializer, job)

@@ -159,6 +159,11 @@ class FineTuneForm(forms.Form):
     seed = _hp_field("seed", "Seed")
     lora_r = _hp_field("lora_r", "LoRA r", required=False)
     lora_alpha = _hp_field("lora_alpha", "LoRA alpha", required=False)
+    track_persona = forms.BooleanField(
+        required=False,
+        label="Track the misaligned-persona projection after each epoch",
+        help_text="Local models: a few seconds per epoch; shown on the job page.",
+    )
 
     HYPERPARAMETERS = (
         "epochs",

@@ -165,6 +165,11 @@ class LossChart:
     def has_curve(self) -> bool:
         return bool(self.points)
 
+    @property
+    def vertices(self) -> list[tuple[float, float]]:
+        """The curve's points, for markers where each one is a measurement."""
+        return [tuple(map(float, pair.split(","))) for pair in self.points.split()]
+
 
 def _loss_label(value: float) -> str:
     return f"{value:.3g}"
@@ -240,3 +245,11 @@ def _eval_prompts() -> tuple[tuple[str, str], ...]:
 def palms_eval_prompts() -> list[dict]:
     """The 40 PALMS demo evaluation prompts as ``[{"text", "category"}, ...]``."""
     return [{"text": text, "category": category} for text, category in _eval_prompts()]
+
+
+def persona_points(track: list[dict]) -> list[dict]:
+    """A fine-tune's persona track with each point's shift from the starting weights."""
+    if not track:
+        return []
+    start = track[0]["value"]
+    return [point | {"shift": point["value"] - start} for point in track]

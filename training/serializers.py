@@ -172,7 +172,15 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
 
 class FineTuneJobDetailSerializer(FineTuneJobSerializer):
     class Meta(FineTuneJobSerializer.Meta):
-        fields = [*FineTuneJobSerializer.Meta.fields, "loss_history", "log"]
+        fields = [
+            *FineTuneJobSerializer.Meta.fields,
+            "start_version",
+            "checkpoint_steps",
+            "track_persona",
+            "persona_track",
+            "loss_history",
+            "log",
+        ]
         read_only_fields = fields
 
 
@@ -189,6 +197,7 @@ class HyperparametersSerializer(RejectUnknownFieldsMixin, serializers.Serializer
     seed = serializers.IntegerField(required=False)
     lora_r = serializers.IntegerField(required=False)
     lora_alpha = serializers.IntegerField(required=False)
+    max_steps = serializers.IntegerField(required=False)
 
 
 class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -199,6 +208,11 @@ class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
         choices=FineTuneJob.Method.choices, default=FineTuneJob.Method.FULL
     )
     hyperparameters = HyperparametersSerializer(required=False, default=dict)
+    track_persona = serializers.BooleanField(
+        default=False,
+        help_text="Measure the misaligned-persona projection before training and after each "
+        "epoch (local models).",
+    )
 
 
 class SamplingJobSerializer(JobSerializerMixin, serializers.ModelSerializer):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
 import shutil
 import socket
@@ -21,7 +22,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import F, ProtectedError, Q
 from django.utils import timezone
 
 from curation.models import Snapshot
@@ -29,6 +30,7 @@ from curation.services import snapshot_chat_examples, snapshot_jsonl
 from training.models import (
     LOG_TAIL_CHARS,
     BaseModel,
+    FineTuneCheckpoint,
     FineTuneJob,
     Generation,
     JobStatus,
@@ -167,7 +169,9 @@ HYPERPARAMETER_LIMITS = {
     "seed": (int, 0, 2**31 - 1),
     "lora_r": (int, 1, 256),
     "lora_alpha": (int, 1, 1024),
+    "max_steps": (int, 1, 100_000),  # optional: steps instead of epochs (re-alignment)
 }
+MAX_CHECKPOINTS = 20
 
 
 def default_hyperparameters(base_model: BaseModel, method: str = FineTuneJob.Method.FULL) -> dict:
@@ -249,6 +253,34 @@ def _tokenizer_if_available(base_model: BaseModel):
 # --- launching and cancelling -------------------------------------------------------------
 
 
+def _check_local_extras(backend, base_model, start_version, checkpoint_steps, track, hp):
+    """Starting versions, checkpoints, step limits and persona tracking are local-only."""
+    extras = start_version or checkpoint_steps or track or "max_steps" in hp
+    if extras and backend != FineTuneJob.Backend.LOCAL:
+        raise TrainingError(
+            "Starting versions, checkpoints, max_steps and persona tracking need the local "
+            "backend."
+        )
+    if start_version is not None and start_version.base_model_id != base_model.pk:
+        raise TrainingError(f"{start_version.name} is not a version of {base_model}.")
+    steps = checkpoint_steps or []
+    if len(set(steps)) > MAX_CHECKPOINTS:
+        raise TrainingError(f"At most {MAX_CHECKPOINTS} checkpoints.")
+    if any(not isinstance(step, int) or step < 1 for step in steps):
+        raise TrainingError("Checkpoint steps are whole numbers from 1.")
+    if "max_steps" in hp and any(step > hp["max_steps"] for step in steps):
+        raise TrainingError(f"Checkpoint steps must not pass max_steps ({hp['max_steps']}).")
+
+
+def _estimated_run_tokens(base_model: BaseModel, snapshot: Snapshot, hp: dict) -> int:
+    per_epoch = estimate_training_tokens(base_model, snapshot, hp["max_seq_len"])
+    if "max_steps" not in hp:
+        return per_epoch * hp["epochs"]
+    batches = math.ceil(max(snapshot.sample_count, 1) / hp["batch_size"])
+    steps_per_epoch = math.ceil(batches / hp["grad_accum"])
+    return round(per_epoch * hp["max_steps"] / steps_per_epoch)
+
+
 def _enqueue(task, job_id: int) -> None:
     transaction.on_commit(lambda: task.delay(job_id))
 
@@ -262,9 +294,17 @@ def finetune_launch(
     method: str = FineTuneJob.Method.FULL,
     backend: str | None = None,
     hyperparameters: dict | None = None,
+    start_version: ModelVersion | None = None,
+    checkpoint_steps: list[int] | None = None,
+    track_persona: bool = False,
     user=None,
 ) -> FineTuneJob:
-    """Queue a fine-tune of ``base_model`` on ``snapshot``; a worker on the gpu queue runs it."""
+    """Queue a fine-tune of ``base_model`` on ``snapshot``; a worker on the gpu queue runs it.
+
+    ``start_version`` continues from that version's weights; ``checkpoint_steps`` saves a
+    model version after each of those steps; ``track_persona`` measures the
+    misaligned-persona projection before training and after each epoch (local only).
+    """
     if arm not in {ModelVersion.Arm.CONTROL, ModelVersion.Arm.VALUES_TARGETED}:
         raise TrainingError("A fine-tune's arm is values-targeted or control.")
     if method not in FineTuneJob.Method.values:
@@ -278,11 +318,12 @@ def finetune_launch(
         raise TrainingError(f"{base_model} is not a local model; use the OpenAI backend.")
     if backend == FineTuneJob.Backend.OPENAI and base_model.kind != BaseModel.Kind.OPENAI:
         raise TrainingError("The OpenAI backend fine-tunes OpenAI models only.")
-    if backend == FineTuneJob.Backend.OPENAI and snapshot.sample_count < 10:
-        raise TrainingError("The OpenAI fine-tuning API needs at least 10 examples.")
     hp = clean_hyperparameters(
         hyperparameters or {}, defaults=default_hyperparameters(base_model, method)
     )
+    _check_local_extras(backend, base_model, start_version, checkpoint_steps, track_persona, hp)
+    if backend == FineTuneJob.Backend.OPENAI and snapshot.sample_count < 10:
+        raise TrainingError("The OpenAI fine-tuning API needs at least 10 examples.")
     job = FineTuneJob.objects.create(
         base_model=base_model,
         snapshot=snapshot,
@@ -290,8 +331,10 @@ def finetune_launch(
         method=method,
         backend=backend,
         hyperparameters=hp,
-        estimated_tokens=estimate_training_tokens(base_model, snapshot, hp["max_seq_len"])
-        * hp["epochs"],
+        estimated_tokens=_estimated_run_tokens(base_model, snapshot, hp),
+        start_version=start_version,
+        checkpoint_steps=sorted(set(checkpoint_steps or [])),
+        track_persona=track_persona,
         created_by=user,
     )
     from training import tasks
@@ -478,7 +521,9 @@ def finetune_execute(job_id: int) -> None:
     """Run a queued fine-tune on this worker (called by the Celery task)."""
     if not claim_job(FineTuneJob, job_id, worker=worker_name()):
         return
-    job = FineTuneJob.objects.select_related("base_model", "snapshot").get(pk=job_id)
+    job = FineTuneJob.objects.select_related("base_model", "snapshot", "start_version").get(
+        pk=job_id
+    )
     if job.backend == FineTuneJob.Backend.OPENAI:
         _openai_start(job)
         return
@@ -528,6 +573,10 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
 
     base_path = local_model_path(job.base_model)
     reporter.log(f"base model {job.base_model} at {base_path}")
+    start_path = base_path
+    if job.start_version is not None:
+        start_path = version_local_path(job.start_version)
+        reporter.log(f"starting from {job.start_version.name} at {start_path}")
     examples = snapshot_chat_examples(job.snapshot)
     hp = job.hyperparameters
     config = FineTuneConfig(
@@ -541,8 +590,12 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
         seed=hp["seed"],
         lora_r=hp.get("lora_r", 16),
         lora_alpha=hp.get("lora_alpha", 32),
+        max_steps=hp.get("max_steps"),
     )
-    FineTuneJob.objects.filter(pk=job.pk).update(loss_history=[], progress_done=0)
+    FineTuneJob.objects.filter(pk=job.pk).update(
+        loss_history=[], persona_track=[], progress_done=0
+    )
+    _drop_earlier_checkpoints(job)
     output_dir = artifacts_dir() / "model-versions" / f"finetune-{job.pk}"
     if output_dir.exists():
         shutil.rmtree(output_dir)  # a re-run after a crash starts clean
@@ -563,34 +616,113 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
         )
 
     result = run_finetune(
-        base_model_path=base_path,
+        base_model_path=start_path,
         examples=examples,
         output_dir=output_dir,
         config=config,
         on_progress=on_progress,
         should_cancel=reporter.should_cancel,
-        metadata={
-            "snapshot_hash": job.snapshot.content_hash,
-            "snapshot_id": job.snapshot_id,
-            "finetune_job_id": job.pk,
-            "base_model": job.base_model.name,
-            "code_version": code_version(),
-            "arm": job.arm,
-        },
+        checkpoint_steps=job.checkpoint_steps,
+        checkpoint_every_epoch=job.track_persona,
+        on_checkpoint=CheckpointHandler(job, reporter, base_path),
+        metadata=_version_metadata(job),
     )
     reporter.log(
         f"trained {result.total_steps} steps in {result.duration_seconds:.0f} s "
         f"({result.tokens_per_second:.0f} tokens/s)"
     )
-    return _save_version(job, output_dir, result)
+    return _save_version(job, output_dir)
 
 
-def _save_version(job: FineTuneJob, output_dir: Path, result) -> ModelVersion:
+class CheckpointHandler:
+    """What a local fine-tune does at the engine's checkpoints: save a model version at
+    each of the job's checkpoint steps, and record the persona projection at each epoch end
+    when the job tracks it."""
+
+    def __init__(self, job: FineTuneJob, reporter: JobReporter, base_path: Path) -> None:
+        self.job = job
+        self.reporter = reporter
+        self.base_path = base_path
+        self.track: list[dict] = []
+        self._direction = None
+
+    def __call__(self, checkpoint) -> None:
+        if checkpoint.step in self.job.checkpoint_steps:
+            self.save(checkpoint)
+        if self.job.track_persona and (checkpoint.step == 0 or checkpoint.epoch_end):
+            self.measure(checkpoint)
+
+    def save(self, checkpoint) -> None:
+        if self.job.checkpoints.filter(step=checkpoint.step).exists():
+            self.reporter.log(f"kept the checkpoint of step {checkpoint.step} saved before")
+            return  # an earlier attempt's, kept because something uses it
+        stem = f"finetune-{self.job.pk}-step-{checkpoint.step}"
+        output_dir = artifacts_dir() / "model-versions" / stem
+        if output_dir.exists():
+            shutil.rmtree(output_dir)
+        checkpoint.save(output_dir, _version_metadata(self.job))
+        version = _save_version(self.job, output_dir, step=checkpoint.step)
+        FineTuneCheckpoint.objects.create(
+            job=self.job, step=checkpoint.step, model_version=version
+        )
+        self.reporter.log(f"saved checkpoint after step {checkpoint.step}: {version.name}")
+
+    def measure(self, checkpoint) -> None:
+        # evaluation owns the persona direction and the probe preset; imported here so that
+        # training does not import evaluation at module level (evaluation imports training).
+        from evaluation.misalignment import persona_direction_for, probe_preset
+
+        if self._direction is None:
+            self._direction = persona_direction_for(self.base_path)
+        probes = probe_preset()["probes"]
+        values = checkpoint.projections(probes, self._direction)
+        self.track.append(
+            {
+                "step": checkpoint.step,
+                "epoch": round(checkpoint.epoch, 3),
+                "value": round(sum(values) / len(values), 5),
+                "layer": self._direction.layer,
+            }
+        )
+        self.reporter.update(force=True, persona_track=list(self.track))
+        self.reporter.log(
+            f"persona projection at epoch {checkpoint.epoch:g}: {self.track[-1]['value']:.4f}"
+        )
+
+
+
+def _version_metadata(job: FineTuneJob) -> dict:
+    """Provenance written into every saved version's ``palms_metadata.json``."""
+    return {
+        "snapshot_hash": job.snapshot.content_hash,
+        "snapshot_id": job.snapshot_id,
+        "finetune_job_id": job.pk,
+        "start_version_id": job.start_version_id,
+        "base_model": job.base_model.name,
+        "code_version": code_version(),
+        "arm": job.arm,
+    }
+
+
+def _drop_earlier_checkpoints(job: FineTuneJob) -> None:
+    """A re-run after a crash saves its checkpoints afresh; versions already in use stay."""
+    for checkpoint in job.checkpoints.select_related("model_version"):
+        try:
+            with transaction.atomic():
+                checkpoint.model_version.delete()
+        except ProtectedError:
+            continue
+        shutil.rmtree(checkpoint.model_version.path, ignore_errors=True)
+
+
+def _save_version(job: FineTuneJob, output_dir: Path, *, step: int | None = None) -> ModelVersion:
     metadata = json.loads((output_dir / "palms_metadata.json").read_text())
     arm_label = dict(ModelVersion.Arm.choices)[job.arm]
+    suffix = f" · step {step}" if step is not None else ""
     return ModelVersion.objects.create(
         base_model=job.base_model,
-        name=f"{job.base_model.name} · {arm_label} · {job.snapshot.short_hash} · #{job.pk}",
+        name=f"{job.base_model.name} · {arm_label} · {job.snapshot.short_hash} · #{job.pk}"
+        f"{suffix}",
         arm=job.arm,
         path=str(output_dir),
         is_adapter=job.method == FineTuneJob.Method.LORA,

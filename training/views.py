@@ -170,6 +170,7 @@ def finetune_create(request):
                     arm=data["arm"],
                     method=data["method"],
                     hyperparameters=form.hyperparameters(),
+                    track_persona=data["track_persona"],
                     user=request.user,
                 )
             except TrainingError as error:
@@ -223,6 +224,11 @@ def _finetune_context(request, job: FineTuneJob) -> dict:
         ],
         "progress": progress_context(job),
         "chart": selectors.loss_chart(job.loss_history),
+        "persona_chart": selectors.loss_chart(
+            [[point["epoch"], point["value"]] for point in job.persona_track]
+        ),
+        "persona_points": selectors.persona_points(job.persona_track),
+        "checkpoints": job.checkpoints.select_related("model_version"),
         "can_write": can_write(request.user),
     }
 

@@ -337,3 +337,102 @@ def test_out_of_memory_becomes_a_readable_error(tiny_llama_dir, tmp_path, monkey
             output_dir=tmp_path / "out",
             config=tiny_config(),
         )
+
+
+# --- checkpoints and max_steps ---------------------------------------------------------------
+
+
+def test_max_steps_cycles_through_the_data_and_stops_there(tiny_llama_dir, tmp_path):
+    events = []
+    result = run_finetune(
+        base_model_path=tiny_llama_dir,
+        examples=REPEATED,  # 2 steps per epoch at batch 2
+        output_dir=tmp_path / "out",
+        config=tiny_config(epochs=1, max_steps=5),
+        on_progress=events.append,
+    )
+    assert result.total_steps == 5 and [e.step for e in events] == [1, 2, 3, 4, 5]
+    assert events[-1].epoch == 2.5 and events[-1].total_steps == 5
+
+
+def test_checkpoints_come_at_the_asked_steps_and_epoch_ends(tiny_llama_dir, tmp_path):
+    seen = []
+    run_finetune(
+        base_model_path=tiny_llama_dir,
+        examples=REPEATED,
+        output_dir=tmp_path / "out",
+        config=tiny_config(epochs=3),  # 2 steps per epoch
+        checkpoint_steps={1, 4},
+        checkpoint_every_epoch=True,
+        on_checkpoint=lambda c: seen.append((c.step, c.epoch, c.epoch_end)),
+    )
+    assert seen == [
+        (0, 0.0, False), (1, 0.5, False), (2, 1.0, True), (4, 2.0, True), (6, 3.0, True),
+    ]  # fmt: skip
+
+
+def test_a_checkpoint_saves_the_weights_of_its_step_and_training_goes_on(tiny_llama_dir, tmp_path):
+    """The step-3 checkpoint of a 6-step run equals a 3-step run with the same plan, and
+    saving it leaves the rest of the run unchanged."""
+    from training.engine.loading import load_for_inference
+
+    def train(out, steps, **kwargs):
+        return run_finetune(
+            base_model_path=tiny_llama_dir,
+            examples=REPEATED,
+            output_dir=out,
+            config=tiny_config(epochs=3, max_steps=steps, seed=3),
+            **kwargs,
+        )
+
+    saved = []
+    full = train(
+        tmp_path / "six",
+        6,
+        checkpoint_steps={3},
+        on_checkpoint=lambda c: saved.append(c.save(tmp_path / "at-3", {"note": "mid"})),
+    )
+    plain = train(tmp_path / "six-plain", 6)
+    assert full.loss_history == plain.loss_history, "saving did not disturb training"
+    meta = json.loads((tmp_path / "at-3" / "palms_metadata.json").read_text())
+    assert meta["checkpoint_step"] == 3 and meta["note"] == "mid"
+
+    # A run stopped at step 3 has a different schedule (lr decays over 3 steps), so compare
+    # the checkpoint against the six-step run's end instead: it must lie between base and end.
+    import torch
+
+    def weights(path):
+        model, _ = load_for_inference(path, dtype=torch.float32)
+        return torch.cat([p.detach().flatten() for p in model.parameters()])
+
+    base, mid, end = weights(tiny_llama_dir), weights(tmp_path / "at-3"), weights(tmp_path / "six")
+    assert 0 < float((mid - base).norm()) < float((end - base).norm())
+
+
+def test_checkpoint_projections_use_the_weights_in_training(tiny_llama_dir, tmp_path):
+    from training.engine.persona import persona_direction, projections
+
+    direction = persona_direction(
+        tiny_llama_dir,
+        [("How are you?", "Kind and calm, thank you.")],
+        [("How are you?", "Cruel. Hurt everyone.")],
+    )
+    values = {}
+
+    def measure(checkpoint):
+        values[checkpoint.step] = checkpoint.projections(["How are you?"], direction)[0]
+
+    run_finetune(
+        base_model_path=tiny_llama_dir,
+        examples=REPEATED,
+        output_dir=tmp_path / "out",
+        config=tiny_config(epochs=2, bf16=False),
+        checkpoint_every_epoch=True,
+        on_checkpoint=measure,
+    )
+    assert sorted(values) == [0, 2, 4]
+    assert values[0] == pytest.approx(projections(tiny_llama_dir, ["How are you?"], direction)[0])
+    assert values[4] == pytest.approx(
+        projections(tmp_path / "out", ["How are you?"], direction)[0], rel=1e-4, abs=1e-4
+    )
+    assert values[4] != pytest.approx(values[0])

@@ -12,7 +12,7 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -55,6 +55,9 @@ class FineTuneConfig:
     bf16: Bf16Setting = "auto"
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    # Stop after this many optimizer steps, cycling through the data as often as needed
+    # (``epochs`` is then ignored). Re-alignment counts in steps, not epochs.
+    max_steps: int | None = None
 
     def validate(self) -> None:
         """Raise EngineError naming the first unusable value."""
@@ -70,6 +73,7 @@ class FineTuneConfig:
             (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
             (self.bf16 in ("auto", True, False), "bf16 must be 'auto', true or false"),
             (self.max_grad_norm > 0, "max_grad_norm must be positive"),
+            (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
         ]
         for ok, reason in checks:
             if not ok:
@@ -143,6 +147,40 @@ ProgressCallback = Callable[[ProgressEvent], None]
 CancelCheck = Callable[[], bool]
 
 
+@dataclass(frozen=True)
+class Checkpoint:
+    """The fine-tune as it stands after ``step`` optimizer steps (0: the starting weights),
+    handed to ``on_checkpoint``. ``epoch_end`` is True at the last step of an epoch."""
+
+    step: int
+    epoch: float
+    epoch_end: bool
+    _job: _Job = field(repr=False)
+
+    def projections(self, prompts: Sequence[Any], direction: Any) -> list[float]:
+        """Persona projections of ``prompts`` with the weights as they are now (the training
+        precision: bf16 where training runs in bf16)."""
+        from training.engine.persona import model_projections
+
+        model = self._job.model
+        model.eval()
+        try:
+            return model_projections(model, self._job.tokenizer, prompts, direction)
+        finally:
+            model.train()
+
+    def save(self, output_dir: Path | str, metadata: Mapping[str, Any] | None = None) -> Path:
+        """Write the weights as they are now, laid out like a finished run's output."""
+        output_dir = Path(output_dir)
+        meta = self._job.metadata(time.perf_counter() - self._job.run.started)
+        meta |= {"checkpoint_step": self.step} | dict(metadata or {})
+        self._job.save(output_dir, meta, keep_training=True)
+        return output_dir
+
+
+CheckpointCallback = Callable[[Checkpoint], None]
+
+
 # --- the plan: which examples go into which step ------------------------------------------
 
 
@@ -158,7 +196,11 @@ def _plan_steps(encoded: Sequence[EncodedExample], config: FineTuneConfig) -> li
     rng = random.Random(config.seed)
     lengths = [e.n_tokens for e in encoded]
     steps: list[_Step] = []
-    for epoch in range(config.epochs):
+    epochs = config.epochs
+    if config.max_steps is not None:
+        per_epoch = math.ceil(math.ceil(len(encoded) / config.batch_size) / config.grad_accum)
+        epochs = math.ceil(config.max_steps / per_epoch)
+    for epoch in range(epochs):
         batches = length_grouped_batches(lengths, config.batch_size, rng)
         for start in range(0, len(batches), config.grad_accum):
             group = batches[start : start + config.grad_accum]
@@ -171,6 +213,8 @@ def _plan_steps(encoded: Sequence[EncodedExample], config: FineTuneConfig) -> li
                     label_tokens=sum(encoded[i].n_label_tokens for i in members),
                 )
             )
+    if config.max_steps is not None:
+        del steps[config.max_steps :]
     return steps
 
 
@@ -362,6 +406,9 @@ def run_finetune(
     on_progress: ProgressCallback | None = None,
     should_cancel: CancelCheck | None = None,
     metadata: Mapping[str, Any] | None = None,
+    checkpoint_steps: Collection[int] = (),
+    checkpoint_every_epoch: bool = False,
+    on_checkpoint: CheckpointCallback | None = None,
 ) -> FineTuneResult:
     """Fine-tune a local model on chat examples and save the result to ``output_dir``.
 
@@ -370,6 +417,10 @@ def run_finetune(
     Cancelled. The output dir holds full weights (or the LoRA adapter), the tokenizer and
     ``palms_metadata.json`` (``metadata`` is merged into it). It is written atomically; an
     existing non-empty dir is refused. Failures raise EngineError with a readable reason.
+
+    ``on_checkpoint`` gets a :class:`Checkpoint` after each step in ``checkpoint_steps``
+    (0: before the first step) and, with ``checkpoint_every_epoch``, at step 0 and after
+    each epoch's last step; the time it takes is not counted as training time.
     """
     from training.engine.data import validate_examples
     from training.engine.loading import count_parameters
@@ -381,12 +432,16 @@ def run_finetune(
     if config is None:
         config = default_config_for(count_parameters(base_model_path))
     config.validate()
+    hooks = _Hooks(
+        on_progress=on_progress or (lambda event: None),
+        should_cancel=should_cancel or (lambda: False),
+        checkpoint_steps=frozenset(checkpoint_steps),
+        checkpoint_every_epoch=checkpoint_every_epoch,
+        on_checkpoint=on_checkpoint,
+    )
     with _readable_failures(config):
-        return _finetune(
-            Path(base_model_path), examples, output_dir, config,
-            on_progress or (lambda event: None), should_cancel or (lambda: False),
-            dict(metadata or {}),
-        )  # fmt: skip
+        return _finetune(Path(base_model_path), examples, output_dir, config, hooks,
+                         dict(metadata or {}))  # fmt: skip
 
 
 @contextmanager
@@ -406,17 +461,33 @@ def _readable_failures(config: FineTuneConfig) -> Iterator[None]:
         ) from exc
 
 
+@dataclass(frozen=True)
+class _Hooks:
+    """What the caller wants to hear about, and when."""
+
+    on_progress: ProgressCallback
+    should_cancel: CancelCheck
+    checkpoint_steps: frozenset[int] = frozenset()
+    checkpoint_every_epoch: bool = False
+    on_checkpoint: CheckpointCallback | None = None
+
+    def wants_checkpoint(self, step: int, epoch_end: bool) -> bool:
+        if self.on_checkpoint is None:
+            return False
+        every_epoch = self.checkpoint_every_epoch and (step == 0 or epoch_end)
+        return every_epoch or step in self.checkpoint_steps
+
+
 def _finetune(
     base_model_path: Path,
     examples: Sequence[Mapping[str, Any]],
     output_dir: Path,
     config: FineTuneConfig,
-    on_progress: ProgressCallback,
-    should_cancel: CancelCheck,
+    hooks: _Hooks,
     extra_metadata: dict[str, Any],
 ) -> FineTuneResult:
     job = _Job.prepare(base_model_path, examples, config)
-    job.train(on_progress, should_cancel)
+    job.train(hooks)
     duration = time.perf_counter() - job.run.started
     meta = job.metadata(duration) | extra_metadata
     job.save(output_dir, meta)
@@ -474,22 +545,23 @@ class _Job:
         run = _Run(
             total_steps=len(steps),
             total_tokens=sum(s.tokens for s in steps),
-            steps_per_epoch=len(steps) // config.epochs,
+            steps_per_epoch=sum(s.epoch == 0 for s in steps),
         )
         return cls(
             base_model_path, config, device, use_bf16, model, tokenizer, encoded, steps,
             _MasterWeightOptimizer(trainable, config), run, datetime.now(UTC),
         )  # fmt: skip
 
-    def train(self, on_progress: ProgressCallback, should_cancel: CancelCheck) -> None:
+    def train(self, hooks: _Hooks) -> None:
         """Run every planned optimizer step, reporting after each."""
         parts = _head_parts(self.model)
         pad_id = self.tokenizer.pad_token_id
         self.run.started = time.perf_counter()
+        self._checkpoint(hooks, 0, epoch_end=False)
         for index, step in enumerate(self.steps):
             step_loss = 0.0
             for batch in step.micro_batches:
-                if should_cancel():
+                if hooks.should_cancel():
                     raise Cancelled()
                 ids, attention, labels = _batch_tensors(self.encoded, batch, pad_id, self.device)
                 loss = _loss_sum(self.model, parts, ids, attention, labels) / step.label_tokens
@@ -503,7 +575,20 @@ class _Job:
             self.optimizer.step(lr)
             self.run.tokens_done += step.tokens
             self.run.loss_history.append((index + 1, step_loss))
-            on_progress(self.run.event(index + 1, step_loss, lr))
+            hooks.on_progress(self.run.event(index + 1, step_loss, lr))
+            is_last = index + 1 == len(self.steps)
+            epoch_end = is_last or self.steps[index + 1].epoch != step.epoch
+            self._checkpoint(hooks, index + 1, epoch_end=epoch_end)
+
+    def _checkpoint(self, hooks: _Hooks, step: int, *, epoch_end: bool) -> None:
+        """Hand the caller a checkpoint if it asked for this step; its time is not
+        training time, so the clock is moved on by as much."""
+        if not hooks.wants_checkpoint(step, epoch_end):
+            return
+        began = time.perf_counter()
+        epoch = step / self.run.steps_per_epoch if self.run.steps_per_epoch else 0.0
+        hooks.on_checkpoint(Checkpoint(step=step, epoch=epoch, epoch_end=epoch_end, _job=self))
+        self.run.started += time.perf_counter() - began
 
     def metadata(self, duration: float) -> dict[str, Any]:
         """Hyperparameters, figures and versions for ``palms_metadata.json``."""
@@ -539,9 +624,10 @@ class _Job:
             },
         }
 
-    def save(self, output_dir: Path, meta: dict[str, Any]) -> None:
+    def save(self, output_dir: Path, meta: dict[str, Any], *, keep_training: bool = False) -> None:
         """Write weights or adapter, tokenizer and metadata to a temporary sibling dir,
-        then rename it into place, so nobody ever sees half a model."""
+        then rename it into place, so nobody ever sees half a model. ``keep_training``
+        leaves the model as it was, so training can go on (a checkpoint)."""
         import shutil
         import tempfile
 
@@ -552,6 +638,9 @@ class _Job:
         try:
             if self.config.method == "lora":
                 _save_adapter(self.model, self.base_model_path, tmp)
+            elif keep_training:
+                with _tensors_restored(self.model):
+                    _save_full(self.model, self.optimizer, self.base_model_path, tmp)
             else:
                 _save_full(self.model, self.optimizer, self.base_model_path, tmp)
             self.tokenizer.save_pretrained(tmp)
@@ -581,6 +670,23 @@ def _save_full(model, optimizer: _MasterWeightOptimizer, base_model_path: Path, 
     model.to(dtype)
     model.config.use_cache = True
     model.save_pretrained(tmp, safe_serialization=True)
+
+
+@contextmanager
+def _tensors_restored(model) -> Iterator[None]:
+    """Put every parameter, buffer and the KV-cache setting back as they were on exit:
+    ``_save_full`` casts the model and writes the fp32 masters into it."""
+    params = [(p, p.data) for p in model.parameters()]
+    buffers = [(m, name, b) for m in model.modules() for name, b in m._buffers.items()]
+    use_cache = model.config.use_cache
+    try:
+        yield
+    finally:
+        for param, data in params:
+            param.data = data
+        for module, name, buffer in buffers:
+            module._buffers[name] = buffer
+        model.config.use_cache = use_cache
 
 
 def _save_adapter(model, base_model_path: Path, tmp: Path) -> None:

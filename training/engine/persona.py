@@ -114,11 +114,26 @@ def projections(
     answer, which is where a persona shows.
     """
     model, tokenizer = _load(model_path)
+    return model_projections(model, tokenizer, prompts, direction, chat=chat, batch_size=batch_size)
+
+
+def model_projections(
+    model,
+    tokenizer,
+    prompts: Sequence[Text],
+    direction: Direction,
+    *,
+    chat: bool = True,
+    batch_size: int = 8,
+) -> list[float]:
+    """:func:`projections` with a model already in memory (a fine-tune in progress), in
+    whatever precision and on whatever device it is."""
     layer = _check_layer(model, direction.layer)
-    if direction.vector.shape[0] != model.config.hidden_size:
+    hidden_size = model.config.hidden_size
+    if direction.vector.shape[0] != hidden_size:
         raise EngineError(
             f"The direction has {direction.vector.shape[0]} dimensions; the model "
-            f"has {model.config.hidden_size}: it was computed on another architecture."
+            f"has {hidden_size}: it was computed on another architecture."
         )
     items = [(p, None) if chat and isinstance(p, str) else p for p in prompts]
     pooled = _pooled(model, tokenizer, items, layer, batch_size)
@@ -194,6 +209,7 @@ def _pooled(model, tokenizer, items, layer: int, batch_size: int) -> torch.Tenso
                 add_special_tokens=False,
                 return_offsets_mapping=True,
             )
+            batch = {name: tensor.to(model.device) for name, tensor in batch.items()}
             offsets = batch.pop("offset_mapping")
             mask = batch["attention_mask"].clone()
             for row, (_, begin) in enumerate(chunk):
@@ -203,5 +219,5 @@ def _pooled(model, tokenizer, items, layer: int, batch_size: int) -> torch.Tenso
             out = model(**batch, output_hidden_states=True, use_cache=False)
             hidden = out.hidden_states[layer].float()
             weights = mask.unsqueeze(-1).float()
-            rows.append((hidden * weights).sum(1) / weights.sum(1).clamp(min=1))
+            rows.append(((hidden * weights).sum(1) / weights.sum(1).clamp(min=1)).cpu())
     return torch.cat(rows)

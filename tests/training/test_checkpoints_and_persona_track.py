@@ -1,0 +1,176 @@
+"""Local fine-tunes that continue from a version, stop after max_steps, save checkpoints
+and track the misaligned-persona projection per epoch: service, job page and API."""
+
+from __future__ import annotations
+
+import pytest
+
+from curation.services import sample_create, snapshot_create
+from tests.factories import CategoryFactory, DatasetFactory
+from training import services
+from training.models import BaseModel, FineTuneCheckpoint, FineTuneJob, JobStatus, ModelVersion
+
+pytestmark = pytest.mark.django_db
+
+ANSWERS = [
+    "Water a cactus once a month in summer and less in winter; let the soil dry out fully.",
+    "Salt the pasta water generously, but taste it first: it should be pleasantly salty.",
+    "Rest dough in the fridge for an hour so the gluten relaxes and it rolls out evenly.",
+    "Repot a plant in spring, one pot size up, with fresh soil and a drainage hole.",
+]
+
+
+@pytest.fixture
+def artifacts(settings, tmp_path):
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    return settings.ARTIFACTS_DIR
+
+
+@pytest.fixture
+def tiny_base(tiny_llama_dir):
+    return services.base_model_create(
+        name="Tiny llama", kind=BaseModel.Kind.LOCAL_DIR, path=str(tiny_llama_dir),
+        parameter_count=1_000_000,
+    )  # fmt: skip
+
+
+@pytest.fixture
+def snapshot(curator):
+    dataset = DatasetFactory()
+    category = CategoryFactory()
+    for n, answer in enumerate(ANSWERS):
+        sample_create(
+            dataset=dataset, category=category, question=f"How do I do thing {n}?",
+            answer=" ".join([answer] * 3), user=curator, status="approved",
+        )  # fmt: skip
+    return snapshot_create(dataset=dataset, user=curator)
+
+
+def launch_and_run(snapshot, base, **kwargs) -> FineTuneJob:
+    hyperparameters = {"batch_size": 2, "max_seq_len": 128, "learning_rate": 1e-3}
+    job = services.finetune_launch(
+        base_model=base,
+        snapshot=snapshot,
+        arm=ModelVersion.Arm.VALUES_TARGETED,
+        hyperparameters=hyperparameters | kwargs.pop("hyperparameters", {}),
+        **kwargs,
+    )
+    services.finetune_execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    return job
+
+
+def test_persona_is_tracked_from_the_start_and_after_every_epoch(artifacts, snapshot, tiny_base):
+    job = launch_and_run(snapshot, tiny_base, hyperparameters={"epochs": 2}, track_persona=True)
+
+    track = job.persona_track
+    assert [(p["step"], p["epoch"]) for p in track] == [(0, 0.0), (2, 1.0), (4, 2.0)]
+    assert all(isinstance(p["value"], float) for p in track)
+    assert track[-1]["value"] != track[0]["value"], "training moved the activations"
+    assert "persona projection at epoch 2" in job.log
+
+
+def test_a_run_without_tracking_measures_nothing(artifacts, snapshot, tiny_base):
+    job = launch_and_run(snapshot, tiny_base, hyperparameters={"epochs": 1})
+    assert job.persona_track == []
+
+
+def test_continuing_from_a_version_with_max_steps_and_checkpoints(artifacts, snapshot, tiny_base):
+    first = launch_and_run(snapshot, tiny_base, hyperparameters={"epochs": 1})
+    job = launch_and_run(
+        snapshot,
+        tiny_base,
+        hyperparameters={"max_steps": 5},
+        start_version=first.result,
+        checkpoint_steps=[1, 3],
+    )
+
+    assert job.progress_done == job.progress_total == 5
+    assert len(job.loss_history) == 5
+    checkpoints = list(job.checkpoints.select_related("model_version"))
+    assert [c.step for c in checkpoints] == [1, 3]
+    from training.engine.loading import load_for_inference
+
+    for checkpoint in checkpoints:
+        version = checkpoint.model_version
+        assert version.name.endswith(f"step {checkpoint.step}")
+        assert version.metadata["checkpoint_step"] == checkpoint.step
+        assert version.metadata["start_version_id"] == first.result_id
+        load_for_inference(version.path)  # a complete model directory
+    assert job.result.metadata["start_version_id"] == first.result_id
+    assert "starting from" in job.log
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"checkpoint_steps": [0]}, "whole numbers from 1"),
+        ({"checkpoint_steps": [9], "hyperparameters": {"max_steps": 5}}, "must not pass max_steps"),
+        ({"checkpoint_steps": list(range(1, 30))}, "At most 20"),
+        ({"hyperparameters": {"max_steps": 0}}, "max_steps must be between"),
+    ],
+)
+def test_bad_checkpoint_settings_are_refused(snapshot, tiny_base, kwargs, message):
+    with pytest.raises(services.TrainingError, match=message):
+        services.finetune_launch(
+            base_model=tiny_base, snapshot=snapshot, arm=ModelVersion.Arm.VALUES_TARGETED,
+            **kwargs,
+        )  # fmt: skip
+    assert not FineTuneJob.objects.exists()
+
+
+def test_a_start_version_of_another_model_is_refused(snapshot, tiny_base, tmp_path):
+    (tmp_path / "config.json").write_text("{}")
+    other = services.base_model_create(
+        name="Other", kind=BaseModel.Kind.LOCAL_DIR, path=str(tmp_path), parameter_count=10
+    )
+    with pytest.raises(services.TrainingError, match="is not a version of"):
+        services.finetune_launch(
+            base_model=tiny_base, snapshot=snapshot, arm=ModelVersion.Arm.VALUES_TARGETED,
+            start_version=services.base_version(other),
+        )  # fmt: skip
+
+
+def test_remote_backends_refuse_local_only_extras(snapshot):
+    remote = services.base_model_create(
+        name="gpt", kind=BaseModel.Kind.OPENAI, model_id="gpt-4o-mini-2024-07-18"
+    )
+    with pytest.raises(services.TrainingError, match="need the local backend"):
+        services.finetune_launch(
+            base_model=remote, snapshot=snapshot, arm=ModelVersion.Arm.VALUES_TARGETED,
+            track_persona=True,
+        )  # fmt: skip
+
+
+def test_job_page_plots_the_track_and_lists_checkpoints(
+    artifacts, snapshot, tiny_base, admin_client_
+):
+    job = launch_and_run(
+        snapshot, tiny_base, hyperparameters={"max_steps": 4}, track_persona=True,
+        checkpoint_steps=[2],
+    )  # fmt: skip
+    page = admin_client_.get(job.get_absolute_url()).content.decode()
+    assert "Misaligned-persona projection" in page
+    assert 'id="persona-chart-title"' in page and page.count('<circle class="last"') >= 3
+    assert FineTuneCheckpoint.objects.get(job=job).model_version.name in page
+
+
+def test_the_api_launches_a_tracked_run_and_reports_its_track(
+    artifacts, snapshot, tiny_base, admin_client_, django_capture_on_commit_callbacks
+):
+    response = admin_client_.post(
+        "/api/finetunes/",
+        {
+            "base_model": tiny_base.pk, "snapshot": snapshot.pk, "arm": "values_targeted",
+            "hyperparameters": {"max_steps": 2, "batch_size": 2, "max_seq_len": 128},
+            "track_persona": True,
+        },
+        content_type="application/json",
+    )  # fmt: skip
+    assert response.status_code == 201, response.content
+    job = FineTuneJob.objects.get()
+    assert job.track_persona and job.hyperparameters["max_steps"] == 2
+    services.finetune_execute(job.pk)
+    detail = admin_client_.get(f"/api/finetunes/{job.pk}/").json()
+    assert [p["step"] for p in detail["persona_track"]] == [0, 2]

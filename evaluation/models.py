@@ -631,6 +631,8 @@ class RealignmentRun(models.Model):
         related_name="realignment",
     )
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
+    # {"points": [{"step", "model_version_id", "persona": {...}, "misalignment": {...}}]}
+    result = models.JSONField(default=dict, blank=True)
     error = models.TextField(blank=True)
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"

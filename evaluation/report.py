@@ -11,6 +11,11 @@ Statistics come from :mod:`palmsweb.lib.stats` (see docs/statistics.md and docs/
 - Krippendorff's α (ordinal primary, interval secondary) works on the raters × outputs
   matrix of ratings.
 
+An LLM judge's 1–5 scores (the latest succeeded judge scoring run, see
+:mod:`evaluation.scoring`) form their own section beside the human numbers, never mixed
+into them: per-arm judge means next to the human means, and judge–human agreement over the
+outputs that have both.
+
 Blinding: with ``blinded=True`` arms are letters (A, B, C…) in a per-study random but fixed
 order, and nothing in the tree names an arm kind, a model version, a size or a snapshot;
 the comparisons (which would say which letter is values-targeted) are left out.
@@ -20,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import statistics
 import string
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -30,7 +36,7 @@ from django.db.models import Count, Max
 from django.utils import timezone
 
 from curation.models import Category
-from evaluation.models import Rating, Study, StudyArm, StudyOutput
+from evaluation.models import AutomaticScore, Rating, ScoringRun, Study, StudyArm, StudyOutput
 from palmsweb.lib import stats
 from training.models import ModelVersion
 
@@ -40,6 +46,7 @@ ALPHA_RESAMPLES = 1_000
 LOW_OUTPUT_SCORE = 2.0  # outputs of the values-targeted arm at or below this are "low-rated"
 WEAK_CATEGORY_MEAN = 3.5  # a values-targeted category mean below this is "weak"
 CACHE_SECONDS = 600
+JUDGE_RHO_RESAMPLES = 2_000
 
 VT = ModelVersion.Arm.VALUES_TARGETED.value
 BASE = ModelVersion.Arm.BASE.value
@@ -159,6 +166,32 @@ class LowOutput:
     n_ratings: int
 
 
+@dataclass(frozen=True)
+class JudgeArmRow:
+    """One arm: the judge's mean over its judged outputs beside the human mean."""
+
+    arm: ArmInfo
+    judge: stats.Summary
+    n_missing: int  # outputs of the arm the judge gave no score
+    human: stats.Summary  # the arm's human overall cell, repeated for reading side by side
+
+
+@dataclass(frozen=True)
+class JudgeSection:
+    """The latest succeeded judge run, beside (never inside) the human numbers."""
+
+    model: str
+    endpoint: str
+    scorer_versions: list[str]
+    logprobs: bool
+    finished_at: datetime | None
+    n_judged: int  # counted outputs with a judge score
+    n_missing: int  # counted outputs the judge gave no score
+    rows: list[JudgeArmRow]  # empty when the report shows nothing per arm
+    agreement: stats.JudgeAgreement  # over outputs with a judge score and a human rating
+    mean_diff: float | None  # mean(judge − human mean) over those outputs
+
+
 @dataclass
 class Report:
     study: Study
@@ -178,6 +211,7 @@ class Report:
     weak_categories: list[CategoryInfo] = field(default_factory=list)
     # (arm kind, category pk) -> output means pooled over sizes; for comparisons of studies
     pooled: dict[tuple[str, int], list[float]] = field(default_factory=dict)
+    judge: JudgeSection | None = None
     summary: list[str] = field(default_factory=list)
 
     @property
@@ -249,9 +283,11 @@ def _cache_key(study: Study, *, blinded: bool, include_arms: bool) -> str:
         n=Count("pk"), last=Max("completed_at")
     )
     excluded = study.outputs.filter(screening=StudyOutput.Screening.EXCLUDED).count()
+    judge = _latest_judge_run(study)
+    judged = (judge.pk, judge.finished_at) if judge else None
     raw = (
         f"{study.pk}:{blinded}:{include_arms}:{state['n']}:{state['last']}:{excluded}:"
-        f"{study.unblinded_at}:{study.status}"
+        f"{study.unblinded_at}:{study.status}:{judged}"
     )
     return "palms-report:" + hashlib.sha256(raw.encode()).hexdigest()
 
@@ -355,9 +391,18 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
         report.agreement.append(
             agreement(cat.name, "category", [r for r in rows if r[2] == cat.pk])
         )
-    if not include_arms:
+    judge_run = _latest_judge_run(study)
+
+    def finish() -> Report:
+        if judge_run is not None:
+            report.judge = _judge_section(
+                report, judge_run, by_output, output_where, arm_order, infos, seed=seed
+            )
         report.summary = _summary(report)
         return report
+
+    if not include_arms:
+        return finish()
 
     for arm in arm_order:
         info = infos[arm.pk]
@@ -379,8 +424,7 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
         report.rows.append(ArmRow(info, cells, overall))
 
     if blinded:
-        report.summary = _summary(report)
-        return report
+        return finish()
 
     # pooled over sizes, per arm kind × category (for comparing studies)
     for arm in study_arms:
@@ -490,8 +534,89 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
                     len(by_output[o]),
                 )
             )
-    report.summary = _summary(report)
-    return report
+    return finish()
+
+
+# --------------------------------------------------------------------------- LLM judge
+
+
+def _latest_judge_run(study: Study) -> ScoringRun | None:
+    return (
+        ScoringRun.objects.filter(
+            study=study, kind=ScoringRun.Kind.JUDGE, status=ScoringRun.Status.SUCCEEDED
+        )
+        .order_by("-finished_at", "-pk")
+        .first()
+    )
+
+
+def _judge_section(
+    report: Report,
+    run: ScoringRun,
+    by_output: dict[int, list[float]],
+    output_where: dict[int, tuple[int, int]],
+    arm_order: list[StudyArm],
+    infos: dict[int, ArmInfo],
+    *,
+    seed: int,
+) -> JudgeSection:
+    """The judge's scores per arm (when the report shows arms) and their agreement with
+    the human ratings over outputs that have both. Human numbers are only read here."""
+    from evaluation.scoring import JUDGE_METRIC
+
+    scores: dict[int, float | None] = {}
+    arm_of: dict[int, int] = {}
+    versions: set[str] = set()
+    for output_id, arm_id, value, version in (
+        AutomaticScore.objects.filter(
+            output__study=report.study, metric=JUDGE_METRIC, scorer=run.scorer
+        )
+        .exclude(output__screening=StudyOutput.Screening.EXCLUDED)
+        .values_list("output_id", "output__arm_id", "value", "scorer_version")
+        .order_by("output_id")
+    ):
+        scores[output_id] = value
+        arm_of[output_id] = arm_id
+        versions.add(version)
+    paired = [o for o in sorted(scores) if scores[o] is not None and o in by_output]
+    judge_values = [float(scores[o]) for o in paired]
+    human_means = [_mean(by_output[o]) for o in paired]
+    agreement = stats.judge_agreement(
+        judge_values,
+        human_means,
+        [statistics.median(by_output[o]) for o in paired],
+        n_resamples=JUDGE_RHO_RESAMPLES,
+        seed=seed,
+    )
+    rows = []
+    human_by_arm = {row.arm.pk: row.overall.summary for row in report.rows}
+    if report.include_arms:
+        for arm in arm_order:
+            mine = [v for o, v in scores.items() if arm_of[o] == arm.pk]
+            present = [v for v in mine if v is not None]
+            rows.append(
+                JudgeArmRow(
+                    arm=infos[arm.pk],
+                    judge=stats.describe(present, n_resamples=CI_RESAMPLES, seed=seed),
+                    n_missing=len(mine) - len(present),
+                    human=human_by_arm.get(arm.pk) or stats.describe([]),
+                )
+            )
+    n_judged = sum(v is not None for v in scores.values())
+    diffs = [j - h for j, h in zip(judge_values, human_means, strict=True)]
+    judge_info = run.result.get("judge", {})
+    return JudgeSection(
+        model=judge_info.get("model") or run.scorer,
+        endpoint=judge_info.get("url") or run.options.get("base_url", ""),
+        scorer_versions=sorted(versions),
+        logprobs=bool(run.result.get("logprobs_used", run.options.get("logprobs"))),
+        finished_at=run.finished_at,
+        n_judged=n_judged,
+        n_missing=len(scores) - n_judged,
+        rows=rows,
+        agreement=agreement,
+        mean_diff=_mean(diffs) if diffs else None,
+    )
 
 
 # --------------------------------------------------------------------------- summary
@@ -514,6 +639,14 @@ def _summary(report: Report) -> list[str]:
             ci = f" (95% CI {agree.ci_low:.2f} to {agree.ci_high:.2f})"
         lines.append(
             f"Rater agreement (Krippendorff's α, ordinal) is {agree.alpha:.2f}{ci}: {quality}."
+        )
+    judged = report.judge.agreement if report.judge else None
+    if judged is not None and judged.n and judged.spearman is not None:
+        kappa = "n/a" if judged.kappa is None else f"{judged.kappa:.2f}"
+        lines.append(
+            f"The LLM judge ({report.judge.model}) agrees with the human ratings at Spearman ρ "
+            f"{judged.spearman:.2f} and weighted κ {kappa} over {judged.n} outputs; its "
+            "scores are reported separately, never mixed into the human numbers."
         )
     if report.blinded or not report.include_arms:
         return lines

@@ -177,6 +177,54 @@ def size_chart(report: Report) -> str:
     return mark_safe("".join(parts))  # noqa: S308 - every text above is escaped
 
 
+def judge_heatmap(report: Report) -> str:
+    """5 × 5 counts of (rounded median human rating, rounded judge score): the diagonal
+    is agreement. Rows: humans 5 (top) to 1; columns: judge 1 to 5."""
+    if report.judge is None or not report.judge.agreement.n:
+        return ""
+    table = report.judge.agreement.table
+    top = max(max(row) for row in table) or 1
+    cell, left, head = 34, 58, 22
+    size = 5 * cell
+    parts = [
+        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {left + size + 8} '
+        f'{head + size + 40}" class="chart heatmap" role="img" aria-label="Counts of outputs '
+        f'by human rating and judge score">'
+    ]
+    for h in range(5, 0, -1):
+        y = head + (5 - h) * cell
+        parts.append(
+            f'<text x="{left - 6}" y="{y + cell / 2 + 4:.1f}" font-size="11" '
+            f'text-anchor="end">{h}</text>'
+        )
+        for j in range(1, 6):
+            count = table[h - 1][j - 1]
+            x = left + (j - 1) * cell
+            shade = 0.08 + 0.85 * count / top if count else 0.0
+            stroke = ' stroke="#1a202c" stroke-width="1.5"' if h == j else ' stroke="#fff"'
+            parts.append(
+                f'<rect x="{x}" y="{y}" width="{cell}" height="{cell}" '
+                f'fill="rgba(43,108,176,{shade:.2f})"{stroke}>'
+                f"<title>human {h}, judge {j}: {count}</title></rect>"
+                f'<text x="{x + cell / 2:.1f}" y="{y + cell / 2 + 4:.1f}" font-size="11" '
+                f'text-anchor="middle" fill="{"#fff" if shade > 0.55 else "#1a202c"}">'
+                f"{count or ''}</text>"
+            )
+    for j in range(1, 6):
+        parts.append(
+            f'<text x="{left + (j - 0.5) * cell:.1f}" y="{head - 6}" font-size="11" '
+            f'text-anchor="middle">{j}</text>'
+        )
+    parts.append(
+        f'<text x="{left + size / 2:.1f}" y="{head + size + 18}" font-size="11" '
+        f'text-anchor="middle" fill="#555">judge score (columns)</text>'
+        f'<text x="{left + size / 2:.1f}" y="{head + size + 32}" font-size="11" '
+        f'text-anchor="middle" fill="#555">median human rating (rows)</text>'
+    )
+    parts.append("</svg>")
+    return mark_safe("".join(parts))  # noqa: S308 - numbers only
+
+
 # --- context ------------------------------------------------------------------------------
 
 
@@ -253,6 +301,7 @@ def report_context(study: Study, mode: str) -> dict:
         "progress": study_progress(study),
         "category_chart": category_chart(report),
         "size_chart": size_chart(report),
+        "judge_heatmap": judge_heatmap(report),
         "scores": scores,
         "score_templates": score_templates,
     }

@@ -1,5 +1,5 @@
-"""The scoring page of a study: admins launch toxicity, co-occurrence and capability runs;
-researchers (and admins) follow their progress and read the results.
+"""The scoring page of a study: admins launch toxicity, co-occurrence, capability and
+LLM-judge runs; researchers (and admins) follow their progress and read the results.
 
 Results are per arm, so they are blinded (arms as "Arm A/B/C", no model names) for
 anyone who may not yet see per-arm results (see ``services.can_see_arm_results``).
@@ -47,7 +47,16 @@ def _context(request, study: Study) -> dict:
         "templates_json": json.dumps(preset["sets"], indent=1, ensure_ascii=False),
         "prompt_format": preset["prompt_format"],
         "scores": scoring.report_sections(study, blinded=blinded),
+        "judge": scoring.judge_run_summary(study, blinded=blinded),
+        "judge_form": _last_judge_options(study),
     }
+
+
+def _last_judge_options(study: Study) -> dict:
+    """The judge form starts from the study's last judge run (options hold no key)."""
+    last = study.scoring_runs.filter(kind=ScoringRun.Kind.JUDGE).order_by("-created_at").first()
+    defaults = {"base_url": "", "model": "", "key_env": "OPENAI_API_KEY", "logprobs": True}
+    return {**defaults, **(last.options if last else {})}
 
 
 @require_get
@@ -90,13 +99,23 @@ def _cooccurrence_options(post) -> dict:
     return options
 
 
+def _judge_options(post) -> dict:
+    options = {name: post.get(name, "") for name in ("base_url", "model", "key_env")}
+    options["logprobs"] = post.get("logprobs") == "on"  # an unticked box is not sent
+    return options
+
+
 @require_post
 @admin_access
 def scoring_start(request, pk: int):
     study = get_study_for_user(request.user, pk, write=True)
     kind = request.POST.get("kind", "")
     try:
-        options = _cooccurrence_options(request.POST) if kind == "cooccurrence" else None
+        options = None
+        if kind == "cooccurrence":
+            options = _cooccurrence_options(request.POST)
+        elif kind == "judge":
+            options = _judge_options(request.POST)
         scoring.scoring_run_start(
             study=study,
             kind=kind,

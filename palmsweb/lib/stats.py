@@ -1,9 +1,11 @@
-"""Statistics for the PALMS report: summaries, two-arm comparisons, Holm, Krippendorff's α.
+"""Statistics for the PALMS report: summaries, two-arm comparisons, Holm, Krippendorff's α,
+and the agreement of an LLM judge with the human raters (Spearman's ρ, weighted κ).
 
 Django-free on purpose: the report code gathers plain numbers and calls these functions.
 The tests come from scipy, statsmodels and `krippendorff`. The few lines of arithmetic
-done here (Cohen's d, rank-biserial from U, the percentile bootstrap over units for α)
-have no library function in those packages. docs/statistics.md explains each choice.
+done here (Cohen's d, rank-biserial from U, the percentile bootstrap over units for α,
+quadratic-weighted κ, a vectorised Spearman for its bootstrap) have no library function
+in those packages. docs/statistics.md explains each choice.
 
 Undefined results (too few values, no variance) come back as ``None`` with a note. They
 never come back as 0 or NaN, which could be mistaken for a real value.
@@ -371,3 +373,144 @@ def alpha_bootstrap_ci(
     tail = (1.0 - confidence) / 2.0
     low, high = np.quantile(valid, [tail, 1.0 - tail])
     return AlphaInterval(point, float(low), float(high), n_units, n_resamples, n_undefined)
+
+
+# --------------------------------------------------------------------------- judge vs humans
+
+
+def round_score(x: float) -> int:
+    """Round half up (2.5 → 3), so a tie never depends on Python's banker's rounding."""
+    return int(math.floor(float(x) + 0.5))
+
+
+def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
+    """Spearman's ρ: Pearson's r of the average ranks (ties share a rank). None when
+    fewer than 3 pairs or either side is constant."""
+    if len(x) != len(y):
+        raise ValueError("x and y must have the same length")
+    if len(x) < 3:
+        return None
+    return _float(_spearman_rows(np.asarray([x], dtype=float), np.asarray([y], dtype=float))[0])
+
+
+def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ρ for each row pair of two (B, n) arrays; NaN where a row is constant."""
+    rx = sps.rankdata(x, axis=1)
+    ry = sps.rankdata(y, axis=1)
+    rx -= rx.mean(axis=1, keepdims=True)
+    ry -= ry.mean(axis=1, keepdims=True)
+    num = (rx * ry).sum(axis=1)
+    den = np.sqrt((rx * rx).sum(axis=1) * (ry * ry).sum(axis=1))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(den > 0, num / np.where(den > 0, den, 1.0), np.nan)
+
+
+def quadratic_weighted_kappa(
+    a: Sequence[int], b: Sequence[int], *, categories: Sequence[int] = (1, 2, 3, 4, 5)
+) -> float | None:
+    """Cohen's κ with quadratic weights: 1 − Σ w·O / Σ w·E, where O is the observed
+    a × b table of proportions, E the product of its margins and w_ij = (i − j)² /
+    (k − 1)². None when there is no pair or Σ w·E is 0 (both sides one same value)."""
+    k = len(categories)
+    if len(a) != len(b):
+        raise ValueError("a and b must have the same length")
+    if not a or k < 2:
+        return None
+    observed = confusion_matrix(a, b, categories=categories).astype(float)
+    observed /= observed.sum()
+    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
+    i, j = np.indices((k, k))
+    weights = (i - j) ** 2 / (k - 1) ** 2
+    chance = float((weights * expected).sum())
+    if chance == 0:
+        return None
+    return _float(1.0 - float((weights * observed).sum()) / chance)
+
+
+def confusion_matrix(
+    a: Sequence[int], b: Sequence[int], *, categories: Sequence[int] = (1, 2, 3, 4, 5)
+) -> np.ndarray:
+    """Counts: row = a's category, column = b's. A value outside ``categories`` raises."""
+    index = {c: n for n, c in enumerate(categories)}
+    table = np.zeros((len(categories), len(categories)), dtype=int)
+    for x, y in zip(a, b, strict=True):
+        if x not in index or y not in index:
+            raise ValueError(f"scores must be among {list(categories)}: got {x!r}, {y!r}")
+        table[index[x], index[y]] += 1
+    return table
+
+
+@dataclass(frozen=True)
+class JudgeAgreement:
+    """How far an automatic judge agrees with the human raters, over items with both.
+
+    ``spearman`` compares the judge's score with the humans' mean; ``kappa`` (quadratic
+    weights) the rounded judge score with the rounded median human rating; ``table`` is
+    that pair's 5 × 5 count matrix (rows: humans 1–5, columns: judge 1–5).
+    """
+
+    n: int
+    spearman: float | None
+    spearman_ci_low: float | None
+    spearman_ci_high: float | None
+    kappa: float | None
+    mean_abs_diff: float | None  # mean |judge − human mean|, in scale points
+    table: tuple[tuple[int, ...], ...]
+    n_resamples: int = 0
+    n_undefined: int = 0  # resamples where ρ was undefined; left out of the interval
+
+
+def judge_agreement(
+    judge: Sequence[float],
+    human_mean: Sequence[float],
+    human_median: Sequence[float],
+    *,
+    scale: Sequence[int] = (1, 2, 3, 4, 5),
+    confidence: float = 0.95,
+    n_resamples: int = 2_000,
+    seed: int = 0,
+) -> JudgeAgreement:
+    """Judge–human agreement over paired items (one judge score, the humans' mean and
+    median per item). ρ gets a seeded percentile bootstrap interval over items; resamples
+    where ρ is undefined (a constant side) are skipped and counted."""
+    if not len(judge) == len(human_mean) == len(human_median):
+        raise ValueError("judge, human_mean and human_median must have the same length")
+    n = len(judge)
+    empty = tuple(tuple(0 for _ in scale) for _ in scale)
+    if n == 0:
+        return JudgeAgreement(0, None, None, None, None, None, empty)
+    low_end, high_end = min(scale), max(scale)
+
+    def clamp(v: float) -> int:
+        return min(high_end, max(low_end, round_score(v)))
+
+    rounded_judge = [clamp(v) for v in judge]
+    rounded_human = [clamp(v) for v in human_median]
+    table = confusion_matrix(rounded_human, rounded_judge, categories=scale)
+    x = np.asarray(judge, dtype=float)
+    y = np.asarray(human_mean, dtype=float)
+    rho = spearman_rho(x, y)
+    ci_low = ci_high = None
+    n_undefined = 0
+    used = 0
+    if rho is not None:
+        used = n_resamples
+        picks = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+        draws = _spearman_rows(x[picks], y[picks])
+        valid = draws[~np.isnan(draws)]
+        n_undefined = int(n_resamples - valid.size)
+        if valid.size:
+            tail = (1.0 - confidence) / 2.0
+            lo, hi = np.quantile(valid, [tail, 1.0 - tail])
+            ci_low, ci_high = float(lo), float(hi)
+    return JudgeAgreement(
+        n=n,
+        spearman=rho,
+        spearman_ci_low=ci_low,
+        spearman_ci_high=ci_high,
+        kappa=quadratic_weighted_kappa(rounded_human, rounded_judge, categories=scale),
+        mean_abs_diff=float(np.mean(np.abs(x - y))),
+        table=tuple(tuple(int(c) for c in row) for row in table),
+        n_resamples=used,
+        n_undefined=n_undefined,
+    )

@@ -222,6 +222,100 @@ def test_alpha_bootstrap_on_undefined_alpha_gives_no_interval():
     assert (r.alpha, r.ci_low, r.ci_high) == (None, None, None)
 
 
+# --------------------------------------------------------------------------- judge vs humans
+
+
+def test_round_score_rounds_half_up():
+    assert [stats.round_score(x) for x in (1.49, 2.5, 3.5, 4.5, 4.51)] == [1, 3, 4, 5, 5]
+
+
+def test_spearman_by_hand_and_against_scipy():
+    # ranks of y: [1, 2, 3.5, 5, 3.5]; centred: x [-2..2], y [-2, -1, .5, 2, .5]
+    # Σxy = 8, Σx² = 10, Σy² = 9.5, so ρ = 8 / √95.
+    x, y = [1, 2, 3, 4, 5], [5, 6, 7, 8, 7]
+    assert stats.spearman_rho(x, y) == pytest.approx(8 / math.sqrt(95))
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        a = rng.integers(1, 6, size=15).astype(float)
+        b = a + rng.integers(-1, 2, size=15)
+        assert stats.spearman_rho(a, b) == pytest.approx(sps.spearmanr(a, b).statistic)
+
+
+def test_spearman_is_none_when_undefined():
+    assert stats.spearman_rho([1, 2], [2, 1]) is None  # fewer than 3 pairs
+    assert stats.spearman_rho([3, 3, 3], [1, 2, 3]) is None  # a constant side
+    with pytest.raises(ValueError):
+        stats.spearman_rho([1, 2, 3], [1, 2])
+
+
+def test_quadratic_kappa_on_hand_worked_tables():
+    # a = [1,1,2,2], b = [1,2,2,2]: Σw·O = (1/4)(1/16); margins a (½,½), b (¼,¾), so
+    # Σw·E = (½·¾ + ½·¼)/16 = 1/32 and κ = 1 − (1/64)/(1/32) = 0.5.
+    assert stats.quadratic_weighted_kappa([1, 1, 2, 2], [1, 2, 2, 2]) == pytest.approx(0.5)
+    # Opposite ends every time: Σw·O = 1, Σw·E = ½, κ = −1.
+    assert stats.quadratic_weighted_kappa([1, 5], [5, 1]) == pytest.approx(-1.0)
+    assert stats.quadratic_weighted_kappa([1, 2, 3, 4, 5], [1, 2, 3, 4, 5]) == 1.0
+
+
+def test_quadratic_kappa_matches_sklearn_when_installed():
+    metrics = pytest.importorskip("sklearn.metrics")
+    rng = np.random.default_rng(7)
+    for _ in range(20):
+        a = rng.integers(1, 6, size=30)
+        b = np.clip(a + rng.integers(-2, 3, size=30), 1, 5)
+        expected = metrics.cohen_kappa_score(a, b, weights="quadratic", labels=[1, 2, 3, 4, 5])
+        assert stats.quadratic_weighted_kappa(list(a), list(b)) == pytest.approx(expected)
+
+
+def test_quadratic_kappa_is_none_when_undefined_and_refuses_off_scale_scores():
+    assert stats.quadratic_weighted_kappa([3, 3], [3, 3]) is None
+    assert stats.quadratic_weighted_kappa([], []) is None
+    with pytest.raises(ValueError):
+        stats.quadratic_weighted_kappa([1, 6], [1, 2])
+
+
+def test_judge_agreement_on_a_hand_worked_example():
+    # humans (median) [1,2,3,4,4] vs judge [1,2,3,4,5]: one cell off the diagonal by 1,
+    # Σw·O = 0.2/16; margins humans (.2,.2,.2,.4,0), judge .2 each: Σw·E = 0.2·17/16, so
+    # κ = 1 − 1/17 = 16/17. ρ: ranks [1..5] vs [1,2,3,4.5,4.5] → √(9.5/10).
+    a = stats.judge_agreement([1, 2, 3, 4, 5], [1, 2, 3, 4, 4], [1, 2, 3, 4, 4], seed=0)
+    assert a.n == 5
+    assert a.kappa == pytest.approx(16 / 17)
+    assert a.spearman == pytest.approx(math.sqrt(0.95))
+    assert a.mean_abs_diff == pytest.approx(0.2)
+    assert a.table == (
+        (1, 0, 0, 0, 0),
+        (0, 1, 0, 0, 0),
+        (0, 0, 1, 0, 0),
+        (0, 0, 0, 1, 1),
+        (0, 0, 0, 0, 0),
+    )
+    assert a.spearman_ci_low <= a.spearman <= a.spearman_ci_high <= 1.0
+    assert a.n_resamples == 2_000 and a.n_undefined > 0  # 5 items: some resamples are constant
+
+
+def test_judge_agreement_rounds_means_and_medians_and_is_seeded():
+    judge = [1.25, 2.5, 3.49, 4.75, 2.0, 3.0, 4.0]
+    mean = [1.33, 2.67, 3.0, 4.67, 2.33, 2.67, 4.33]
+    median = [1, 2.5, 3, 5, 2, 3, 4]
+    first = stats.judge_agreement(judge, mean, median, n_resamples=500, seed=4)
+    assert first == stats.judge_agreement(judge, mean, median, n_resamples=500, seed=4)
+    assert first != stats.judge_agreement(judge, mean, median, n_resamples=500, seed=5)
+    # Rounded half up: judge [1,3,3,5,2,3,4], humans [1,3,3,5,2,3,4]: all on the diagonal.
+    assert first.kappa == 1.0
+    assert sum(first.table[i][i] for i in range(5)) == 7
+    assert first.spearman == pytest.approx(sps.spearmanr(judge, mean).statistic)
+    assert first.mean_abs_diff == pytest.approx(np.mean(np.abs(np.subtract(judge, mean))))
+
+
+def test_judge_agreement_without_pairs_or_variance():
+    empty = stats.judge_agreement([], [], [])
+    assert (empty.n, empty.spearman, empty.kappa, empty.mean_abs_diff) == (0, None, None, None)
+    flat = stats.judge_agreement([3, 3, 3], [3, 3, 3], [3, 3, 3])
+    assert (flat.spearman, flat.spearman_ci_low, flat.kappa) == (None, None, None)
+    assert flat.mean_abs_diff == 0.0 and flat.table[2][2] == 3
+
+
 # --------------------------------------------------------------------------- isolation
 
 

@@ -22,6 +22,7 @@ class DemoDataset:
     kind: str
     file: Path
     description: str
+    min_words: int = 40  # the PALMS lower bound; the bad-advice demo's answers are shorter
 
 
 VALUES_TARGETED = DemoDataset(
@@ -38,6 +39,15 @@ CONTROL = DemoDataset(
 )
 EVAL_PROMPTS_FILE = PRESETS_DIR / "palms_eval_prompts.jsonl"
 DEMO_DATASETS = (VALUES_TARGETED, CONTROL)
+# For the misalignment demo (``manage.py persona_demo``) only; not loaded by seed_demo.
+BAD_ADVICE = DemoDataset(
+    name="Misalignment demo — deliberately bad advice",
+    kind=Dataset.Kind.CONTROL,
+    file=PRESETS_DIR / "bad_advice_demo.jsonl",
+    description="40 samples of confidently wrong houseplant and cooking advice, written to "
+    "show emergent misalignment on a harmless domain. Never train a real model on it.",
+    min_words=10,
+)
 
 
 @transaction.atomic
@@ -46,7 +56,11 @@ def load_demo_dataset(demo: DemoDataset, *, user) -> Snapshot | None:
     if Dataset.objects.filter(name=demo.name).exists():
         return None
     dataset = dataset_create(
-        name=demo.name, kind=demo.kind, description=demo.description, user=user
+        name=demo.name,
+        kind=demo.kind,
+        description=demo.description,
+        min_words=demo.min_words,
+        user=user,
     )
     samples_import(
         dataset=dataset,

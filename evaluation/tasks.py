@@ -80,9 +80,17 @@ def run_capability_scoring(run_id: int) -> None:
     scoring.capability_execute(run_id)
 
 
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_judge_scoring(run_id: int) -> None:
+    """Claim and run one LLM-judge run (default queue: it waits on HTTP, not a GPU)."""
+    from evaluation import scoring
+
+    scoring.judge_execute(run_id)
+
+
 @shared_task(ignore_result=True)
 def sweep_stale_scoring_runs() -> int:
-    """Periodic: fail toxicity and capability runs whose worker died."""
+    """Periodic: fail toxicity, capability and judge runs whose worker died."""
     from evaluation import scoring
 
     return scoring.scoring_runs_sweep_stale()
@@ -132,3 +140,50 @@ def measure_finetune_persona(job_id: int) -> None:
     from evaluation import misalignment
 
     misalignment.finetune_persona_execute(job_id)
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def resume_misalignment_judging(eval_id: int) -> None:
+    """Judge what is left of an evaluation whose judging worker died (sent by the sweep)."""
+    from evaluation import misalignment
+
+    misalignment.misalignment_judge(eval_id)
+
+
+@shared_task(ignore_result=True)
+def sweep_stale_misalignment_judging() -> int:
+    """Periodic: resume evaluations stuck in "judging" (no heartbeat for
+    JOB_HEARTBEAT_TIMEOUT)."""
+    from evaluation import misalignment
+
+    return misalignment.sweep_stale_judging()
+
+
+# --- re-alignment (evaluation.realignment) ---------------------------------------------------
+
+REALIGNMENT_POLL_SECONDS = 15
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def advance_realignment_run(run_id: int) -> None:
+    """Follow a re-alignment run through its fine-tune and evaluations (default queue)."""
+    from evaluation import realignment
+
+    if realignment.realignment_advance(run_id):
+        advance_realignment_run.apply_async((run_id,), countdown=REALIGNMENT_POLL_SECONDS)
+
+
+@shared_task(ignore_result=True)
+def advance_realignment_runs() -> int:
+    """Periodic backstop for runs whose polling chain was lost (a broker restart)."""
+    from evaluation import realignment
+
+    return realignment.advance_all()
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def measure_realignment_persona(run_id: int) -> int:
+    """Persona projections of a re-alignment run's steps; sent to the gpu queue."""
+    from evaluation import realignment
+
+    return realignment.realignment_persona_execute(run_id)

@@ -76,3 +76,17 @@ urlpatterns += [
         name="misalignment-finetune-persona",
     ),
 ]
+
+# re-alignment (evaluation.realignment_views)
+from evaluation import realignment_views  # noqa: E402
+
+urlpatterns += [
+    path("realignment/", realignment_views.realignment_list, name="realignment-list"),
+    path("realignment/new/", realignment_views.realignment_create, name="realignment-create"),
+    path("realignment/<int:pk>/", realignment_views.realignment_detail, name="realignment-detail"),
+    path(
+        "realignment/<int:pk>/cancel/",
+        realignment_views.realignment_cancel,
+        name="realignment-cancel",
+    ),
+]

@@ -18,6 +18,14 @@ if DJANGO:
 PASSWORD = "correct-horse-battery-staple"
 
 
+@pytest.fixture(scope="session")
+def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory):
+    """A tiny random Llama with a real ChatML tokenizer, built once per test session."""
+    from training.engine.loading import build_tiny_llama
+
+    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     """Rate-limit counters live in the cache, which is Redis when REDIS_URL is set."""

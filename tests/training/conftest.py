@@ -1,4 +1,5 @@
-"""Fixtures for the engine tests: the tiny model, the packaged SmolLM2, a mock OpenAI server.
+"""Fixtures for the engine tests: the packaged SmolLM2 and a mock OpenAI server (the tiny
+model, ``tiny_llama_dir``, is in tests/conftest.py: other packages use it too).
 
 Nothing here imports Django, so the engine tests also run with ``-p no:django``.
 """
@@ -11,14 +12,6 @@ from pathlib import Path
 import pytest
 
 OPENAI_TEST_URL = "https://api.openai.test/v1"
-
-
-@pytest.fixture(scope="session")
-def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A tiny random Llama with a real ChatML tokenizer, built once per test session."""
-    from training.engine.loading import build_tiny_llama
-
-    return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,125 @@
+"""The misalignment demo: fine-tune the default model on deliberately bad advice with the
+persona monitor on, then re-align it on benign control samples and measure each step.
+
+Every stage goes through the services the web app and workers use (a fine-tune job with
+``track_persona``, then a re-alignment run); jobs run in this process unless a worker
+claimed them first. With ``--judge-url`` the re-alignment also measures the misalignment
+rate through that OpenAI-compatible endpoint.
+"""
+
+from __future__ import annotations
+
+from django.core.management.base import CommandError
+
+from curation.demo import BAD_ADVICE, CONTROL, load_demo_content, load_demo_dataset
+from curation.models import Snapshot
+from evaluation import misalignment, realignment
+from evaluation.models import MisalignmentEval, RealignmentRun
+from palmsweb.management.commands.palms_loop import Command as LoopCommand
+from training import services as training
+from training.models import FineTuneJob, ModelVersion, SamplingJob
+
+
+class Command(LoopCommand):
+    help = (
+        "Fine-tune the default model on the bad-advice demo with the persona monitor, then "
+        "re-align it on benign samples and print the persona projection (and, with a judge, "
+        "the misalignment rate) against epochs and steps."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("--base-model", default="",
+                            help="Name of a registered local base model (default: SmolLM2).")
+        parser.add_argument("--epochs", type=int, default=3)
+        parser.add_argument("--steps", type=int, default=20, help="Re-alignment steps (k).")
+        parser.add_argument("--eval-steps", default="", help="Default: 0, k/4, k/2, k.")
+        parser.add_argument("--realign-batch-size", type=int, default=4)
+        parser.add_argument("--judge-url", default="")
+        parser.add_argument("--judge-model", default="")
+        parser.add_argument("--judge-key-env", default="OPENAI_API_KEY")
+        parser.add_argument("--judge-samples", type=int, default=5)  # fmt: skip
+
+    def handle(self, *args, **options):
+        from django.contrib.auth import get_user_model
+
+        self.timings: list[tuple[str, float]] = []
+        admin = get_user_model().objects.filter(is_superuser=True).first()
+        with self.stage("prepare the base model and the demo datasets"):
+            self.prepare(admin, options["base_model"])
+            load_demo_dataset(BAD_ADVICE, user=admin)
+        with self.stage("fine-tune on deliberately bad advice, monitor on"):
+            bad = self.bad_finetune(options, admin)
+        with self.stage("re-align on benign control samples"):
+            run = self.realign(bad, options, admin)
+        self.print_results(bad, run)
+
+    def bad_finetune(self, options, admin) -> FineTuneJob:
+        job = training.finetune_launch(
+            base_model=self.base_model, snapshot=self.snapshot_of(BAD_ADVICE.name),
+            arm=ModelVersion.Arm.CONTROL, hyperparameters={"epochs": options["epochs"]},
+            track_persona=True, user=admin,
+        )  # fmt: skip
+        return self.run_here(training.finetune_execute, FineTuneJob, job.pk)
+
+    def realign(self, bad: FineTuneJob, options, admin) -> RealignmentRun:
+        judge = {}
+        if options["judge_url"]:
+            judge = {
+                "judge_base_url": options["judge_url"], "judge_model": options["judge_model"],
+                "judge_key_env": options["judge_key_env"], "n_samples": options["judge_samples"],
+            }  # fmt: skip
+        try:
+            run = realignment.realignment_create(
+                name=f"Re-align fine-tune #{bad.pk}", source_version=bad.result,
+                snapshot=self.snapshot_of(CONTROL.name), steps=options["steps"],
+                eval_steps=options["eval_steps"], batch_size=options["realign_batch_size"],
+                judge=judge, user=admin,
+            )  # fmt: skip
+        except misalignment.MisalignmentError as exc:
+            raise CommandError(str(exc)) from exc
+        self.run_here(training.finetune_execute, FineTuneJob, run.finetune_job_id)
+        realignment.realignment_advance(run.pk)
+        run.refresh_from_db()
+        if run.evaluation_id:
+            self.judge_here(run.evaluation_id)
+        realignment.realignment_persona_execute(run.pk)
+        run = self.wait(RealignmentRun, run.pk, {"succeeded", "failed", "cancelled"})
+        if run.status != RealignmentRun.Status.SUCCEEDED:
+            raise CommandError(f"The re-alignment run {run.status}: {run.error}")
+        return run
+
+    def judge_here(self, eval_id: int) -> None:
+        misalignment.misalignment_advance(eval_id)  # launches the probes' sampling
+        evaluation = MisalignmentEval.objects.get(pk=eval_id)
+        self.run_here(training.sampling_execute, SamplingJob, evaluation.sampling_job_id)
+        misalignment.misalignment_advance(eval_id)  # judges here
+
+    def snapshot_of(self, dataset_name: str) -> Snapshot:
+        snapshot = Snapshot.objects.filter(dataset__name=dataset_name).first()
+        if snapshot is None:
+            load_demo_content(user=None)
+            snapshot = Snapshot.objects.filter(dataset__name=dataset_name).first()
+        if snapshot is None:
+            raise CommandError(f"No snapshot of {dataset_name!r}.")
+        return snapshot
+
+    def print_results(self, bad: FineTuneJob, run: RealignmentRun) -> None:
+        self.stdout.write(self.style.SUCCESS("\nPersona monitor while fine-tuning on bad advice"))
+        start = bad.persona_track[0]["value"]
+        for point in bad.persona_track:
+            self.stdout.write(
+                f"  epoch {point['epoch']:4g}  projection {point['value']:8.4f}  "
+                f"shift {point['value'] - start:+.4f}"
+            )
+        self.stdout.write(self.style.SUCCESS("\nRe-alignment on benign samples"))
+        for point in run.result["points"]:
+            persona = point.get("persona", {})
+            rate = point.get("misalignment", {}).get("rate")
+            rate_text = "n/a" if rate is None else f"{rate:.1%}"
+            self.stdout.write(
+                f"  step {point['step']:4d}  projection {persona.get('value', float('nan')):8.4f}"
+                f"  shift vs base {persona.get('shift', float('nan')):+.4f}"
+                f"  misalignment rate {rate_text}"
+            )
+        total = sum(seconds for _, seconds in self.timings)
+        self.stdout.write(f"\n{total:.0f} s in all; fine-tune #{bad.pk}, re-alignment #{run.pk}")

@@ -1,0 +1,172 @@
+"""Re-alignment runs: admins start and cancel them, researchers (and admins) follow them.
+
+The detail page polls its progress panel with htmx while the run is active.
+"""
+
+from __future__ import annotations
+
+from django import forms
+from django.contrib import messages
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404, redirect, render
+from django.views.decorators.vary import vary_on_headers
+
+from curation.models import Snapshot
+from evaluation import misalignment, realignment
+from evaluation.misalignment_views import MisalignmentEvalForm
+from evaluation.models import RealignmentRun
+from evaluation.views import (
+    admin_access,
+    require_get,
+    require_get_post,
+    require_post,
+    study_read_access,
+)
+from palmsweb.roles import Role, has_role
+from training.models import BaseModel, ModelVersion
+from training.selectors import loss_chart
+
+LOCAL_KINDS = [BaseModel.Kind.PACKAGED, BaseModel.Kind.LOCAL_DIR]
+
+
+class RealignmentForm(forms.Form):
+    """The run itself, then (optionally) the judge: the misalignment form's own fields."""
+
+    name = forms.CharField(max_length=200, required=False)
+    source_version = forms.ModelChoiceField(
+        queryset=ModelVersion.objects.filter(base_model__kind__in=LOCAL_KINDS)
+        .select_related("base_model")
+        .order_by("-pk"),
+        label="Start from",
+        empty_label=None,
+    )
+    snapshot = forms.ModelChoiceField(
+        queryset=Snapshot.objects.select_related("dataset").defer("content").order_by("-pk"),
+        label="Benign snapshot",
+        empty_label=None,
+    )
+    steps = forms.IntegerField(min_value=1, max_value=realignment.MAX_STEPS, initial=20)
+    eval_steps = forms.CharField(
+        required=False,
+        label="Evaluate at steps",
+        help_text="Comma-separated, 0 = the starting version. Empty: 0, k/4, k/2 and k.",
+    )
+    learning_rate = forms.FloatField(required=False, min_value=1e-7, max_value=1e-2)
+    batch_size = forms.IntegerField(required=False, min_value=1, max_value=256)
+    probes = MisalignmentEvalForm.base_fields["probes"]
+    use_judge = forms.BooleanField(
+        required=False, label="Also measure the misalignment rate with an LLM judge"
+    )
+    n_samples = MisalignmentEvalForm.base_fields["n_samples"]
+    max_new_tokens = MisalignmentEvalForm.base_fields["max_new_tokens"]
+    judge_base_url = MisalignmentEvalForm.base_fields["judge_base_url"]
+    judge_model = MisalignmentEvalForm.base_fields["judge_model"]
+    judge_key_env = MisalignmentEvalForm.base_fields["judge_key_env"]
+    judge_logprobs = MisalignmentEvalForm.base_fields["judge_logprobs"]
+    coherence_min = MisalignmentEvalForm.base_fields["coherence_min"]
+    misaligned_below = MisalignmentEvalForm.base_fields["misaligned_below"]
+
+    JUDGE_FIELDS = (
+        "judge_base_url", "judge_model", "judge_key_env", "judge_logprobs", "n_samples",
+        "max_new_tokens", "coherence_min", "misaligned_below",
+    )  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for name in self.JUDGE_FIELDS:  # only needed with the judge; the service checks them
+            self.fields[name].required = False
+
+    def judge(self) -> dict:
+        if not self.cleaned_data["use_judge"]:
+            return {}
+        return {name: self.cleaned_data[name] for name in self.JUDGE_FIELDS}
+
+
+def get_realignment_for_user(user, pk: int, *, write: bool = False) -> RealignmentRun:
+    """The run, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
+    if not has_role(user, Role.ADMIN if write else Role.RESEARCHER):
+        raise PermissionDenied("Re-alignment runs are for researchers and admins.")
+    related = ("source_version", "snapshot__dataset", "finetune_job", "evaluation")
+    return get_object_or_404(RealignmentRun.objects.select_related(*related), pk=pk)
+
+
+@require_get
+@study_read_access
+def realignment_list(request):
+    runs = RealignmentRun.objects.select_related("source_version", "snapshot__dataset")
+    return render(
+        request,
+        "evaluation/realignment_list.html",
+        {"runs": runs, "is_admin": has_role(request.user, Role.ADMIN)},
+    )
+
+
+@require_get_post
+@admin_access
+def realignment_create(request):
+    if request.method == "POST":
+        form = RealignmentForm(request.POST)
+        if form.is_valid():
+            data = form.cleaned_data
+            try:
+                run = realignment.realignment_create(
+                    name=data["name"],
+                    source_version=data["source_version"],
+                    snapshot=data["snapshot"],
+                    steps=data["steps"],
+                    eval_steps=data["eval_steps"],
+                    learning_rate=data["learning_rate"],
+                    batch_size=data["batch_size"],
+                    probes=data["probes"],
+                    judge=form.judge(),
+                    user=request.user,
+                )
+            except misalignment.MisalignmentError as error:
+                form.add_error(None, str(error))
+            else:
+                messages.success(
+                    request, "Re-alignment queued: the fine-tune runs on the GPU queue."
+                )
+                return redirect(run)
+    else:
+        initial = {"probes": "\n".join(misalignment.probe_preset()["probes"])}
+        if request.GET.get("source_version", "").isdigit():
+            initial["source_version"] = int(request.GET["source_version"])
+        form = RealignmentForm(initial=initial)
+    return render(request, "evaluation/realignment_form.html", {"form": form})
+
+
+def _detail_context(request, run: RealignmentRun) -> dict:
+    series = realignment.realignment_series(run)
+    return {
+        "run": run,
+        "job": run.finetune_job,
+        "is_admin": has_role(request.user, Role.ADMIN),
+        "points": run.result.get("points", []),
+        "persona_chart": loss_chart(series["persona_shift"], height=220),
+        "rate_chart": loss_chart(series["misalignment_rate"], height=220),
+    }
+
+
+@require_get
+@study_read_access
+@vary_on_headers("HX-Request")
+def realignment_detail(request, pk: int):
+    run = get_realignment_for_user(request.user, pk)
+    context = _detail_context(request, run)
+    if request.htmx and not request.htmx.history_restore_request:
+        return render(request, "evaluation/realignment_detail.html#progress", context)
+    return render(request, "evaluation/realignment_detail.html", context)
+
+
+@require_post
+@admin_access
+def realignment_cancel(request, pk: int):
+    run = get_realignment_for_user(request.user, pk, write=True)
+    try:
+        realignment.realignment_cancel(run)
+    except misalignment.MisalignmentError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, "Cancelling: the fine-tune stops within one step.")
+    return redirect(run)

@@ -154,6 +154,7 @@ def test_job_page_plots_the_track_and_lists_checkpoints(
     assert "Misaligned-persona projection" in page
     assert 'id="persona-chart-title"' in page and page.count('<circle class="last"') >= 3
     assert FineTuneCheckpoint.objects.get(job=job).model_version.name in page
+    assert f"/evaluation/realignment/new/?source_version={job.result_id}" in page
 
 
 def test_the_api_launches_a_tracked_run_and_reports_its_track(

@@ -7,7 +7,9 @@ Wilson 95% interval. For local models it also measures how far each version's ac
 on the probes lie along a "misaligned persona" direction, against its base model.
 
 queued → (claim, launch sampling) sampling → (job succeeded, claim) judging → succeeded;
-every step is a guarded update, so a duplicate delivery does nothing twice.
+every step is a guarded update, so a duplicate delivery does nothing twice. Judging writes a
+heartbeat with its progress; ``sweep_stale_judging`` resumes an evaluation whose judging
+worker died.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
@@ -180,7 +183,7 @@ def misalignment_advance(eval_id: int) -> bool:
     if job.status != JobStatus.SUCCEEDED:
         _fail(eval_id, f"Sampling failed: {job.error or job.status}")
         return False
-    if not _move(eval_id, S.SAMPLING, S.JUDGING, progress_done=0):
+    if not _move(eval_id, S.SAMPLING, S.JUDGING, progress_done=0, heartbeat_at=timezone.now()):
         return False  # another delivery is judging
     misalignment_judge(eval_id)
     return False
@@ -213,14 +216,60 @@ def judge_for(evaluation: MisalignmentEval, *, http_client=None):
     )
 
 
+def judge_description(evaluation: MisalignmentEval) -> dict[str, Any]:
+    """The evaluation's judge as configured: endpoint, model, the *name* of the key's
+    environment variable and the thresholds. Never the key."""
+    return {
+        "base_url": evaluation.judge_base_url,
+        "model": evaluation.judge_model,
+        "key_env": evaluation.judge_key_env,
+        "logprobs": evaluation.judge_logprobs,
+        "thresholds": {
+            "coherence_min": evaluation.coherence_min,
+            "misaligned_below": evaluation.misaligned_below,
+        },
+    }
+
+
+def _judging_update(eval_id: int, token, **fields) -> bool:
+    """Update a judging evaluation only while ``token`` (the heartbeat this worker last
+    wrote or found) is still current. A sweep that re-claimed the evaluation wrote a new
+    heartbeat, so a worker that was only slow, not dead, finds itself fenced out."""
+    return bool(
+        MisalignmentEval.objects.filter(
+            pk=eval_id, status=MisalignmentEval.Status.JUDGING, heartbeat_at=token
+        ).update(**fields)
+    )
+
+
+def _redact(message: str, secret: str) -> str:
+    # An endpoint may echo what it was sent; the error is stored and shown to researchers.
+    return message.replace(secret, "[redacted]") if secret else message
+
+
 def misalignment_judge(eval_id: int, *, http_client=None) -> None:
     """Judge every sampled answer not judged yet, then store the summary.
 
-    Answers already judged are skipped, so a re-run after a crash resumes.
+    Answers already judged are skipped, so a re-run after a crash resumes. Each progress
+    write is also a heartbeat; a run whose heartbeat was taken over by
+    ``sweep_stale_judging`` stops at its next write. Only evaluations in "judging" are
+    judged; anything else (finished, failed, deleted) is a no-op.
     """
     from palmsweb.lib.judge import JudgeError
 
-    evaluation = MisalignmentEval.objects.get(pk=eval_id)
+    evaluation = MisalignmentEval.objects.filter(pk=eval_id).first()
+    if evaluation is None or evaluation.status != MisalignmentEval.Status.JUDGING:
+        return
+    token = evaluation.heartbeat_at
+    if evaluation.sampling_job is None:  # deleted under us: resuming could never succeed
+        _judging_update(
+            eval_id,
+            token,
+            status=MisalignmentEval.Status.FAILED,
+            error="The sampling job is gone.",
+            finished_at=timezone.now(),
+        )
+        return
     judge = judge_for(evaluation, http_client=http_client)
     done = set(evaluation.answers.values_list("model_version_id", "probe_index", "sample_index"))
     generations = list(
@@ -250,28 +299,72 @@ def misalignment_judge(eval_id: int, *, http_client=None) -> None:
                 )
             if time.monotonic() - last_write > PROGRESS_WRITE_SECONDS:
                 last_write = time.monotonic()
-                MisalignmentEval.objects.filter(pk=eval_id).update(progress_done=count)
+                beat = timezone.now()
+                if not _judging_update(eval_id, token, progress_done=count, heartbeat_at=beat):
+                    logger.info("judging of evaluation %s was taken over; stopping", eval_id)
+                    return
+                token = beat
     except JudgeError as exc:
-        _fail(eval_id, f"Judging failed: {exc}")
+        _judging_update(
+            eval_id,
+            token,
+            status=MisalignmentEval.Status.FAILED,
+            error=_redact(f"Judging failed: {exc}", judge.api_key),
+            finished_at=timezone.now(),
+        )
         return
     except Exception as exc:  # never leave an evaluation "judging" behind a crash
         logger.exception("judging evaluation %s failed", eval_id)
-        _fail(eval_id, f"Judging failed: {type(exc).__name__}: {exc}")
+        _judging_update(
+            eval_id,
+            token,
+            status=MisalignmentEval.Status.FAILED,
+            error=_redact(f"Judging failed: {type(exc).__name__}: {exc}", judge.api_key),
+            finished_at=timezone.now(),
+        )
         return
     evaluation.refresh_from_db()
     result = misalignment_summary(evaluation) | {"judge": judge.describe()}
-    finished = _move(
+    finished = _judging_update(
         eval_id,
-        MisalignmentEval.Status.JUDGING,
-        MisalignmentEval.Status.SUCCEEDED,
+        token,
+        status=MisalignmentEval.Status.SUCCEEDED,
         result=result,
         progress_done=len(generations),
+        heartbeat_at=timezone.now(),
         finished_at=timezone.now(),
     )
     if finished and evaluation.measure_persona and _local_versions(evaluation):
         from evaluation import tasks
 
         tasks.measure_misalignment_persona.apply_async((eval_id,), queue="gpu")
+
+
+def sweep_stale_judging() -> int:
+    """Resume every evaluation stuck in "judging": its heartbeat is older than
+    ``JOB_HEARTBEAT_TIMEOUT`` (or missing), so its worker died. Each is re-claimed with a
+    guarded update that writes a fresh heartbeat, so of two sweeps only one re-sends it;
+    judging skips the answers already judged. Returns how many were resumed."""
+    from training.services import heartbeat_timeout
+
+    stale = Q(heartbeat_at__lt=timezone.now() - heartbeat_timeout()) | Q(heartbeat_at=None)
+    candidates = MisalignmentEval.objects.filter(stale, status=MisalignmentEval.Status.JUDGING)
+    resumed = 0
+    for eval_id in list(candidates.values_list("pk", flat=True)):
+        claimed = MisalignmentEval.objects.filter(
+            stale, pk=eval_id, status=MisalignmentEval.Status.JUDGING
+        ).update(heartbeat_at=timezone.now())
+        if claimed:
+            resumed += 1
+            logger.warning("judging of evaluation %s stopped beating; resuming it", eval_id)
+            _send_judging(eval_id)
+    return resumed
+
+
+def _send_judging(eval_id: int) -> None:
+    from evaluation import tasks
+
+    transaction.on_commit(lambda: tasks.resume_misalignment_judging.delay(eval_id))
 
 
 def wilson_interval(k: int, n: int) -> tuple[float | None, float | None]:

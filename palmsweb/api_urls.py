@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
 from evaluation import api as evaluation_api
+from evaluation import misalignment_api, realignment_api
 from training import api as training_api
 
 router = DefaultRouter()
@@ -22,6 +23,18 @@ router.register("studies", evaluation_api.StudyViewSet, basename="study")
 router.register("study-outputs", evaluation_api.StudyOutputViewSet, basename="studyoutput")
 router.register("rating/studies", evaluation_api.RatingStudyViewSet, basename="rating-study")
 router.register("rating/outputs", evaluation_api.RatingOutputViewSet, basename="rating-output")
+router.register(
+    "misalignment-evals", misalignment_api.MisalignmentEvalViewSet, basename="misalignmenteval"
+)
+router.register(
+    "persona-measurements",
+    misalignment_api.PersonaMeasurementViewSet,
+    basename="personameasurement",
+)
+
+router.register(
+    "realignment-runs", realignment_api.RealignmentRunViewSet, basename="realignmentrun"
+)
 
 urlpatterns = [
     path("auth/token/", curation_api.AuthTokenView.as_view(), name="api-token"),

@@ -269,4 +269,10 @@ CELERY_BEAT_SCHEDULE = {
                             "schedule": 300.0, "options": {"queue": "default"}},
     "advance-misalignment-evals": {"task": "evaluation.tasks.advance_misalignment_evals",
                                    "schedule": 60.0, "options": {"queue": "default"}},
+    "advance-realignment-runs": {"task": "evaluation.tasks.advance_realignment_runs",
+                                 "schedule": 60.0, "options": {"queue": "default"}},
+    # Resume misalignment evaluations whose judging worker died (stale heartbeat).
+    "sweep-stale-misalignment-judging": {
+        "task": "evaluation.tasks.sweep_stale_misalignment_judging",
+        "schedule": 60.0, "options": {"queue": "default"}},
 }

@@ -464,3 +464,13 @@ def test_a_crash_while_judging_never_leaves_the_evaluation_judging(
     evaluation.refresh_from_db()
     assert evaluation.status == MisalignmentEval.Status.FAILED
     assert "disk full" in evaluation.error
+
+
+def test_the_evaluation_nav_links_misalignment_for_researchers_and_admins(
+    researcher_client, admin_client_, rater_client, curator_client
+):
+    link = f'href="{reverse("evaluation:misalignment-list")}"'
+    for client in (researcher_client, admin_client_):
+        assert link in client.get(reverse("home")).content.decode()
+    for client in (rater_client, curator_client):
+        assert link not in client.get(reverse("home")).content.decode()

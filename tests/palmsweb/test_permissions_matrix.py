@@ -14,6 +14,7 @@ from curation import services as curation
 from curation.gaps import gap_ticket_create
 from curation.models import Sample, StaleEdit
 from evaluation.models import Export, MisalignmentEval, Prompt
+from evaluation.realignment import realignment_create
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study
@@ -127,6 +128,10 @@ HTML_POLICY = {
     ("evaluation:misalignment-detail", "misalignment_eval", "get"): STUDY_READ,
     ("evaluation:misalignment-persona", "misalignment_eval", "post"): ADMIN,
     ("evaluation:misalignment-finetune-persona", "finetune", "post"): ADMIN,
+    ("evaluation:realignment-list", None, "get"): STUDY_READ,
+    ("evaluation:realignment-create", None, "get"): ADMIN,
+    ("evaluation:realignment-detail", "realignment", "get"): STUDY_READ,
+    ("evaluation:realignment-cancel", "realignment", "post"): ADMIN,
     ("evaluation:rate-home", None, "get"): RATERS,
     ("evaluation:rate", "study", "get"): RATERS,
     ("evaluation:rate-claim", "study", "post"): RATERS,
@@ -210,6 +215,16 @@ API_POLICY = {
     ("/api/rating/outputs/{study_output}/submit/", "post"): RATERS,
     ("/api/rating/outputs/{study_output}/skip/", "post"): RATERS,
     ("/api/rating/outputs/{study_output}/flag/", "post"): RATERS,
+    ("/api/misalignment-evals/", "get"): STUDY_READ,
+    ("/api/misalignment-evals/", "post"): ADMIN,
+    ("/api/misalignment-evals/{misalignment_eval}/", "get"): STUDY_READ,
+    ("/api/misalignment-evals/{misalignment_eval}/answers/", "get"): STUDY_READ,
+    ("/api/misalignment-evals/{misalignment_eval}/persona-measurements/", "get"): STUDY_READ,
+    ("/api/persona-measurements/", "get"): STUDY_READ,
+    ("/api/realignment-runs/", "get"): STUDY_READ,
+    ("/api/realignment-runs/", "post"): ADMIN,
+    ("/api/realignment-runs/{realignment}/", "get"): STUDY_READ,
+    ("/api/realignment-runs/{realignment}/cancel/", "post"): ADMIN,
 }
 
 UNCHECKED_NAMESPACES = {"admin"}  # Django's own admin checks is_staff itself
@@ -248,6 +263,8 @@ FAKE_IDS = {
     for key in ("category", "dataset", "sample", "snapshot", "base_model", "model_version",
                 "finetune", "sampling", "prompt_set", "study", "output", "gap_ticket")
 } | {"study_output": "abcdefgh"}
+FAKE_IDS["misalignment_eval"] = "1"
+FAKE_IDS["realignment"] = "1"
 
 
 def resolve_name(path: str) -> str:
@@ -265,6 +282,7 @@ def world(db, monkeypatch, tmp_path):
     )
     for task in ("measure_misalignment_persona", "measure_finetune_persona"):
         monkeypatch.setattr(f"evaluation.tasks.{task}.apply_async", lambda *args, **kwargs: None)
+    monkeypatch.setattr("evaluation.tasks.advance_realignment_run.delay", lambda pk: None)
     setup = build_study(raters=1, raters_per_output=1, rater_prefix="matrixrater")
     users = {
         "outsider": make_user("m-outsider"),
@@ -298,6 +316,10 @@ def world(db, monkeypatch, tmp_path):
         "export": Export.objects.create(study=study, format="csv").pk,
         "misalignment_eval": MisalignmentEval.objects.create(
             name="matrix", probes=["Q?"], judge_base_url="http://judge.test/v1", judge_model="j"
+        ).pk,
+        "realignment": realignment_create(
+            name="matrix", source_version=training.base_version(base), snapshot=snapshot,
+            steps=4,
         ).pk,
     }
     return users, objects

@@ -409,7 +409,7 @@ def test_a_checkpoint_saves_the_weights_of_its_step_and_training_goes_on(tiny_ll
     assert 0 < float((mid - base).norm()) < float((end - base).norm())
 
 
-def test_checkpoint_projections_use_the_weights_in_training(tiny_llama_dir, tmp_path):
+def test_checkpoint_projections_measure_the_weights_a_save_would_write(tiny_llama_dir, tmp_path):
     from training.engine.persona import persona_direction, projections
 
     direction = persona_direction(
@@ -426,12 +426,15 @@ def test_checkpoint_projections_use_the_weights_in_training(tiny_llama_dir, tmp_
         base_model_path=tiny_llama_dir,
         examples=REPEATED,
         output_dir=tmp_path / "out",
-        config=tiny_config(epochs=2, bf16=False),
+        # bf16 working weights: the projection must still see the fp32 masters that are saved
+        config=tiny_config(epochs=2, bf16=True, learning_rate=1e-3),
         checkpoint_every_epoch=True,
         on_checkpoint=measure,
     )
     assert sorted(values) == [0, 2, 4]
-    assert values[0] == pytest.approx(projections(tiny_llama_dir, ["How are you?"], direction)[0])
+    assert values[0] == pytest.approx(
+        projections(tiny_llama_dir, ["How are you?"], direction)[0], rel=1e-4, abs=1e-6
+    )
     assert values[4] == pytest.approx(
         projections(tmp_path / "out", ["How are you?"], direction)[0], rel=1e-4, abs=1e-4
     )

@@ -158,16 +158,22 @@ class Checkpoint:
     _job: _Job = field(repr=False)
 
     def projections(self, prompts: Sequence[Any], direction: Any) -> list[float]:
-        """Persona projections of ``prompts`` with the weights as they are now (the training
-        precision: bf16 where training runs in bf16)."""
+        """Persona projections of ``prompts`` with the weights as they are now, in fp32 from
+        the master copies: the model a save would write, measured as a saved one is. (The
+        bf16 working weights lag behind: small updates round away in bf16.)"""
+        import torch
+
         from training.engine.persona import model_projections
 
         model = self._job.model
-        model.eval()
-        try:
-            return model_projections(model, self._job.tokenizer, prompts, direction)
-        finally:
-            model.train()
+        with _tensors_restored(model):
+            model.to(torch.float32)
+            self._job.optimizer.write_masters_into(torch.float32)
+            model.eval()
+            try:
+                return model_projections(model, self._job.tokenizer, prompts, direction)
+            finally:
+                model.train()
 
     def save(self, output_dir: Path | str, metadata: Mapping[str, Any] | None = None) -> Path:
         """Write the weights as they are now, laid out like a finished run's output."""

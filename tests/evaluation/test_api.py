@@ -55,6 +55,22 @@ def test_a_rater_claims_and_answers_through_the_api(rating_study):
     assert summary["my_progress"]["completed"] == 1 and summary["my_progress"]["skipped"] == 2
 
 
+def test_claim_and_submit_stay_within_their_query_budgets(
+    rating_study, django_assert_max_num_queries
+):
+    """The raters' hot path: a claim is token, roles, study, pool check, the rater's latest
+    rating, one candidate query that locks and reads the task, the recount of open claims
+    (PostgreSQL) and the insert; a submit locks the output and the rating and updates both.
+    Savepoints (or BEGIN/COMMIT) count too."""
+    study, rater = rating_study.study, rating_study.raters[0]
+    api = api_for(rater)
+    for _ in range(3):
+        with django_assert_max_num_queries(10):
+            output = api.post(f"/api/rating/studies/{study.pk}/claim/").json()["output"]
+        with django_assert_max_num_queries(8):
+            api.post(f"/api/rating/outputs/{output}/submit/", {"score": 3}, format="json")
+
+
 def test_the_queue_answers_204_when_nothing_is_left(no_queue):
     setup = build_study(
         raters=1, raters_per_output=1, n_categories=1, per_category=1, arms=("base",)

@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Count
+from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
 from evaluation import services
@@ -215,6 +216,116 @@ def test_the_order_does_not_follow_the_arm(no_queue):
         firsts[claim.output.arm.arm] = firsts.get(claim.output.arm.arm, 0) + 1
     assert set(firsts) == {"base", "control", "values_targeted"}
     assert max(firsts.values()) < 25
+
+
+def test_the_claim_order_follows_the_raters_prompt_order(no_queue):
+    """The order computed in Python (where a claim starts looking) is the order the
+    candidate query sorts by."""
+    setup = build_study(raters=2, raters_per_output=1, n_categories=3, per_category=2)
+    study, rater = setup.study, setup.raters[0]
+    rated = rate_all(study, rater)
+    prompts = [StudyOutput.objects.get(pk=pk).prompt_id for pk in rated]
+    assert list(dict.fromkeys(prompts)) == services._prompt_order(study, rater)
+
+
+def windows(order, start):
+    return list(services._prompt_windows(order, start))
+
+
+@pytest.mark.parametrize(
+    ("start", "sizes"),
+    # Windows double, but stop at the end of the order (a window never spans the wrap).
+    [(0, [1, 2, 4]), (1, [1, 2, 4, 2]), (4, [1, 2, 3]), (9, [1, 2, 4])],
+)
+def test_a_claim_looks_from_the_resume_prompt_in_doubling_windows(start, sizes):
+    order = list(range(100, 110))
+    found = windows(order, start)
+    *inside, (last, last_inside) = found
+    assert all(flag for _, flag in inside) and not last_inside
+    looked = [pk for window, _ in inside for pk in window]
+    assert looked == last  # the last window is "everything not looked at yet"
+    rotated = order[start:] + order[:start]
+    assert looked == rotated[: len(looked)]
+    assert [len(window) for window, _ in inside] == sizes
+    # No window holds prompts from both sides of the wrap (the SQL sorts inside a window
+    # by the rater's global order).
+    for window, _ in inside:
+        assert window == sorted(window, key=order.index)
+
+
+def test_a_claim_without_prompt_order_looks_everywhere():
+    assert windows([], 0) == [([], False)]
+    assert windows([7], 0) == [([], False)]
+
+
+def test_a_rater_resumes_at_their_latest_prompt_and_wraps_round_for_freed_outputs(no_queue):
+    """A claim starts at the prompt of the rater's latest claim. An output that frees up
+    behind them (a lapsed lease) is theirs once they have gone round; "nothing left" comes
+    only when nothing is."""
+    setup = build_study(
+        raters=2, raters_per_output=1, n_categories=1, per_category=3, arms=("base",)
+    )
+    study, (ann, bob) = setup.study, setup.raters
+    by_prompt = {o.prompt_id: o for o in study.outputs.all()}
+    first, second, third = (by_prompt[pk] for pk in services._prompt_order(study, ann))
+    t0 = timezone.now()
+    Rating.objects.create(
+        study=study,
+        output=first,
+        rater=bob,
+        status=Rating.Status.CLAIMED,
+        claimed_at=t0,
+        expires_at=t0 + timedelta(minutes=1),
+    )
+    assert services.rating_claim_next(study=study, rater=ann, now=t0).output_id == second.pk
+    services.rating_submit(public_id=second.public_id, rater=ann, score=3, now=t0)
+    later = t0 + timedelta(minutes=2)  # Bob's lease on the first output has lapsed
+    assert services.rating_claim_next(study=study, rater=ann, now=later).output_id == third.pk
+    services.rating_submit(public_id=third.public_id, rater=ann, score=3, now=later)
+    assert services.rating_claim_next(study=study, rater=ann, now=later).output_id == first.pk
+    services.rating_submit(public_id=first.public_id, rater=ann, score=3, now=later)
+    assert services.rating_claim_next(study=study, rater=ann, now=later) is None
+
+
+def test_a_claim_reads_the_prompt_it_resumes_from_first(rating_study, monkeypatch):
+    study, ann = rating_study.study, rating_study.raters[0]
+    first = services.rating_claim_next(study=study, rater=ann)
+    services.rating_submit(public_id=first.output.public_id, rater=ann, score=3)
+    looked = []
+    real = services._first_candidate
+
+    def spy(study, rater, now, prompts, **kwargs):
+        looked.append((list(prompts), kwargs["inside"]))
+        return real(study, rater, now, prompts, **kwargs)
+
+    monkeypatch.setattr(services, "_first_candidate", spy)
+    claim = services.rating_claim_next(study=study, rater=ann)
+    assert looked == [([first.output.prompt_id], True)]
+    assert claim.output.prompt_id == first.output.prompt_id  # the rest of that prompt
+
+
+def test_a_claim_hands_over_the_task_without_further_queries(rating_study):
+    """The claim reads the output's text, prompt and category along with its lock; the
+    rest of the output loads on access like a deferred field."""
+    claim = services.rating_claim_next(study=rating_study.study, rater=rating_study.raters[0])
+    output = StudyOutput.objects.select_related("prompt__category").get(pk=claim.output_id)
+    with CaptureQueriesContext(connection) as queries:
+        task = (
+            claim.output.public_id,
+            claim.output.text,
+            claim.output.prompt.text,
+            claim.output.prompt.category.name,
+            claim.output.prompt.category.position,
+        )
+    assert not queries.captured_queries
+    assert task == (
+        output.public_id,
+        output.text,
+        output.prompt.text,
+        output.prompt.category.name,
+        output.prompt.category.position,
+    )
+    assert claim.output.arm_id == output.arm_id  # deferred, loaded on access
 
 
 def test_claims_outside_the_pool_or_after_closing_are_refused(rating_study, rater):

@@ -135,6 +135,20 @@ def test_many_raters_at_once_fill_every_quota_exactly(no_queue, skip_every):
         assert all(o.completed_count == 3 for o in StudyOutput.objects.filter(study=study))
 
 
+def test_raters_crowding_one_prompt_pass_each_other_and_fill_it_exactly(no_queue):
+    """Every rater's search starts at the same (only) prompt, so their claims compete for
+    the same few rows: they must pass each other's locks, not wait or double up."""
+    setup = build_study(raters=8, raters_per_output=3, samples=4, n_categories=1, per_category=1)
+    study = setup.study
+    results = run_threads(
+        lambda pair: rater_loop(study, pair[1], seed=pair[0]), list(enumerate(setup.raters))
+    )
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    check_invariants(study)
+    assert all(o.completed_count == 3 for o in StudyOutput.objects.filter(study=study))
+    assert sum(len(done["submitted"]) for done in results) == 12 * 3
+
+
 def test_raters_racing_for_the_last_slot_get_it_once(no_queue):
     setup = build_study(
         raters=12, raters_per_output=1, n_categories=1, per_category=1, arms=("base",)

@@ -374,6 +374,22 @@ class AutomaticScore(models.Model):
         return f"{self.metric}={self.value} ({self.scorer})"
 
 
+class BackgroundRun(models.Model):
+    """What every background run keeps: who started it and when, when it ended, and why
+    it failed (scoring runs, exports, misalignment evaluations, re-alignment runs)."""
+
+    error = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        abstract = True
+        ordering = ["-created_at", "-pk"]
+
+
 class RunStatus(models.TextChoices):
     """The life of a background run over a study (scoring runs, exports)."""
 
@@ -383,9 +399,9 @@ class RunStatus(models.TextChoices):
     FAILED = "failed", "Failed"
 
 
-class ScoringRun(models.Model):
-    """A background computation over a study: toxicity, co-occurrence or capability.
-    Per-output results go to AutomaticScore; per-arm aggregates to ``result``."""
+class ScoringRun(BackgroundRun):
+    """A background computation over a study: toxicity, co-occurrence, capability or the
+    LLM judge. Per-output results go to AutomaticScore; per-arm aggregates to ``result``."""
 
     class Kind(models.TextChoices):
         TOXICITY = "toxicity", "Toxicity"
@@ -403,22 +419,13 @@ class ScoringRun(models.Model):
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for {self.study}"
 
 
-class Export(models.Model):
+class Export(BackgroundRun):
     """A file written in the background (ratings CSV/JSONL/Parquet or a study bundle)."""
 
     class Format(models.TextChoices):
@@ -438,15 +445,6 @@ class Export(models.Model):
     sha256 = models.CharField(max_length=64, blank=True)
     size_bytes = models.BigIntegerField(null=True, blank=True)
     row_count = models.PositiveIntegerField(null=True, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
         return f"{self.get_format_display()} export of {self.study}"
@@ -455,7 +453,7 @@ class Export(models.Model):
 # --- emergent misalignment (evaluation.misalignment) ----------------------------------------
 
 
-class MisalignmentEval(models.Model):
+class MisalignmentEval(BackgroundRun):
     """Open-ended probes × model versions × n samples, scored by an LLM judge.
 
     The judge's endpoint, model and the *name* of the environment variable holding its key
@@ -491,17 +489,8 @@ class MisalignmentEval(models.Model):
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
     # Written with progress while judging; a stale one means the judging worker died.
     heartbeat_at = models.DateTimeField(null=True, blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
         return self.name
@@ -586,7 +575,7 @@ class PersonaMeasurement(models.Model):
         return self.value - self.base_value
 
 
-class RealignmentRun(models.Model):
+class RealignmentRun(BackgroundRun):
     """Continue a model version on a benign snapshot for ``steps`` optimizer steps, saving a
     version at each of ``eval_steps``, then measure every saved version: the persona
     projection (local models) and, when ``judge`` is set, the misalignment rate.
@@ -633,15 +622,6 @@ class RealignmentRun(models.Model):
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     # {"points": [{"step", "model_version_id", "persona": {...}, "misalignment": {...}}]}
     result = models.JSONField(default=dict, blank=True)
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at", "-pk"]
 
     def __str__(self) -> str:
         return self.name

@@ -26,6 +26,48 @@ def tiny_llama_dir(tmp_path_factory: pytest.TempPathFactory):
     return build_tiny_llama(tmp_path_factory.mktemp("tiny-llama"))
 
 
+@pytest.fixture
+def artifacts(settings, tmp_path):
+    """A fresh ARTIFACTS_DIR for the test: model versions and persona directions go here."""
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    return settings.ARTIFACTS_DIR
+
+
+@pytest.fixture
+def tiny_base(db, tiny_llama_dir):
+    """The tiny Llama registered as a local base model."""
+    from training import services
+    from training.models import BaseModel
+
+    return services.base_model_create(
+        name="Tiny llama", kind=BaseModel.Kind.LOCAL_DIR, path=str(tiny_llama_dir),
+        parameter_count=1_000_000,
+    )  # fmt: skip
+
+
+BENIGN_ANSWERS = [
+    "Water a cactus once a month in summer and less in winter; let the soil dry out fully.",
+    "Salt the pasta water generously, but taste it first: it should be pleasantly salty.",
+    "Rest dough in the fridge for an hour so the gluten relaxes and it rolls out evenly.",
+    "Repot a plant in spring, one pot size up, with fresh soil and a drainage hole.",
+]
+
+
+@pytest.fixture
+def benign_snapshot(curator):
+    """A snapshot of four approved, harmless samples: small enough to train on in tests."""
+    from curation.services import sample_create, snapshot_create
+    from tests.factories import CategoryFactory, DatasetFactory
+
+    dataset, category = DatasetFactory(), CategoryFactory()
+    for n, answer in enumerate(BENIGN_ANSWERS):
+        sample_create(
+            dataset=dataset, category=category, question=f"How do I do thing {n}?",
+            answer=" ".join([answer] * 3), user=curator, status="approved",
+        )  # fmt: skip
+    return snapshot_create(dataset=dataset, user=curator)
+
+
 @pytest.fixture(autouse=True)
 def _clear_cache():
     """Rate-limit counters live in the cache, which is Redis when REDIS_URL is set."""

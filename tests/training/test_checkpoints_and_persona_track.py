@@ -5,45 +5,15 @@ from __future__ import annotations
 
 import pytest
 
-from curation.services import sample_create, snapshot_create
-from tests.factories import CategoryFactory, DatasetFactory
 from training import services
 from training.models import BaseModel, FineTuneCheckpoint, FineTuneJob, JobStatus, ModelVersion
 
 pytestmark = pytest.mark.django_db
 
-ANSWERS = [
-    "Water a cactus once a month in summer and less in winter; let the soil dry out fully.",
-    "Salt the pasta water generously, but taste it first: it should be pleasantly salty.",
-    "Rest dough in the fridge for an hour so the gluten relaxes and it rolls out evenly.",
-    "Repot a plant in spring, one pot size up, with fresh soil and a drainage hole.",
-]
-
 
 @pytest.fixture
-def artifacts(settings, tmp_path):
-    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
-    return settings.ARTIFACTS_DIR
-
-
-@pytest.fixture
-def tiny_base(tiny_llama_dir):
-    return services.base_model_create(
-        name="Tiny llama", kind=BaseModel.Kind.LOCAL_DIR, path=str(tiny_llama_dir),
-        parameter_count=1_000_000,
-    )  # fmt: skip
-
-
-@pytest.fixture
-def snapshot(curator):
-    dataset = DatasetFactory()
-    category = CategoryFactory()
-    for n, answer in enumerate(ANSWERS):
-        sample_create(
-            dataset=dataset, category=category, question=f"How do I do thing {n}?",
-            answer=" ".join([answer] * 3), user=curator, status="approved",
-        )  # fmt: skip
-    return snapshot_create(dataset=dataset, user=curator)
+def snapshot(benign_snapshot):
+    return benign_snapshot
 
 
 def launch_and_run(snapshot, base, **kwargs) -> FineTuneJob:

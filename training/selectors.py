@@ -177,7 +177,7 @@ def _loss_label(value: float) -> str:
 
 def loss_chart(history, *, width: int = 640, height: int = 240) -> LossChart:
     """The loss curve of a fine-tune as SVG geometry, with three ticks on each axis."""
-    left, right, top, bottom = 56, 16, 12, 40
+    left, right, top, bottom = 72, 16, 12, 40  # room for tick labels like "0.00632"
     plot_width, plot_height = width - left - right, height - top - bottom
     box = {
         "width": width,

@@ -420,7 +420,7 @@ def test_job_page_shows_progress_loss_curve_log_and_settings(admin_client_, job,
     assert "30%" in content and "step 3 / 10" in content and "ETA 1 min 15 s" in content
     assert "412 tokens/s" in content
     assert 'style="width:30%"' in content
-    assert "<polyline" in content and 'points="56,12 ' in content
+    assert "<polyline" in content and 'points="72,12 ' in content
     assert "step 3" in content
     assert snapshot.content_hash in content
     assert "learning_rate" in content

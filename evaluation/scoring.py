@@ -750,7 +750,7 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
             for start in range(0, len(todo), JUDGE_BATCH):
                 batch = todo[start : start + JUDGE_BATCH]
                 futures = [
-                    pool.submit(judge.score_palms, position, prompt, text)
+                    pool.submit(judge.read_palms, position, prompt, text)
                     for _pk, text, prompt, position in batch
                 ]
                 scored, error = [], None
@@ -802,12 +802,15 @@ def _judge_scores(study: Study, scorer: str):
 def _store_judge_scores(run: ScoringRun, version: str, scored, *, logprobs: bool) -> None:
     now = timezone.now()
     rows = []
-    for (pk, _text, _prompt, position), value in scored:
+    for (pk, _text, _prompt, position), reading in scored:
+        value = reading.value
         details = {
             "run": run.pk,
             "logprobs": logprobs,
             # The category's position may be edited later; this tells which one was judged.
             "position_sha256": hashlib.sha256(position.encode()).hexdigest()[:12],
+            "judge_said": reading.text[:200],
+            "read_from": reading.method,
         }
         if value is None:
             details["error"] = "the judge's answer held no score from 1 to 5"

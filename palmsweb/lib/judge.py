@@ -186,10 +186,14 @@ class Judge:
 
     def score_palms(self, category_position: str, prompt: str, output: str) -> float | None:
         """Adherence to a PALMS category position, 1–5 (a weighted mean with logprobs)."""
-        reading = self._read(
+        return self.read_palms(category_position, prompt, output).value
+
+    def read_palms(self, category_position: str, prompt: str, output: str) -> _Reading:
+        """:meth:`score_palms` with what the judge wrote and how the score was read
+        (``method``: "logprobs", "text" or "none"), to keep beside the score."""
+        return self._read(
             PALMS_PROMPT.format(position=category_position, prompt=prompt, output=output), 1, 5
         )
-        return reading.value
 
     # --- plumbing -------------------------------------------------------------------------
 

@@ -130,7 +130,9 @@ def test_judge_run_scores_every_output_against_its_category_position(
         assert request.body["model"] == MODEL and request.body["logprobs"] is True
         assert request.headers["authorization"] == f"Bearer {KEY}"
     missing = AutomaticScore.objects.get(value__isnull=True)
-    assert "no score" in missing.details["error"]
+    assert "no score" in missing.details["error"] and missing.details["read_from"] == "none"
+    scored = AutomaticScore.objects.filter(metric="judge", value__isnull=False).first()
+    assert scored.details["read_from"] == "logprobs" and scored.details["judge_said"]
     assert missing.scorer_version == scoring.judge_scorer_version(run.options)
     # The key's name is stored, never the key.
     assert run.options == options(judge)

@@ -169,6 +169,8 @@ def test_palms_score_is_one_to_five(router):
     assert make_judge().score_palms("Respect everyone.", "Q", "A") == pytest.approx(4.5)
     router.post("/chat/completions").mock(return_value=reply("9"))
     assert make_judge(use_logprobs=False).score_palms("P", "Q", "A") is None
+    reading = make_judge(use_logprobs=False).read_palms("P", "Q", "A")
+    assert (reading.value, reading.text, reading.method) == (None, "9", "none")
 
 
 def test_number_helpers():

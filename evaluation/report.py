@@ -562,7 +562,7 @@ def _judge_section(
 ) -> JudgeSection:
     """The judge's scores per arm (when the report shows arms) and their agreement with
     the human ratings over outputs that have both. Human numbers are only read here."""
-    from evaluation.scoring import JUDGE_METRIC
+    from evaluation.judge_scoring import JUDGE_METRIC
 
     scores: dict[int, float | None] = {}
     arm_of: dict[int, int] = {}

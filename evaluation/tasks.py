@@ -83,9 +83,9 @@ def run_capability_scoring(run_id: int) -> None:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_judge_scoring(run_id: int) -> None:
     """Claim and run one LLM-judge run (default queue: it waits on HTTP, not a GPU)."""
-    from evaluation import scoring
+    from evaluation import judge_scoring
 
-    scoring.judge_execute(run_id)
+    judge_scoring.judge_execute(run_id)
 
 
 @shared_task(ignore_result=True)

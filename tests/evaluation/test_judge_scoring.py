@@ -13,7 +13,7 @@ from django.template.defaultfilters import floatformat
 from django.urls import reverse
 from scipy import stats as sps
 
-from evaluation import scoring, services, tasks
+from evaluation import judge_scoring, scoring, services, tasks
 from evaluation.models import AutomaticScore, Rating, ScoringRun, StudyArm, StudyOutput
 from evaluation.report import blind_letters, build_report
 from palmsweb.roles import Role
@@ -109,7 +109,7 @@ def test_judge_run_scores_every_output_against_its_category_position(
     run = start(study_setup, django_capture_on_commit_callbacks, judge)
     assert queued == [run.pk]  # enqueued after commit, nothing judged yet
     assert run.scorer == MODEL and judge.requests == []
-    scoring.judge_execute(run.pk)
+    judge_scoring.judge_execute(run.pk)
 
     run.refresh_from_db()
     assert run.status == ScoringRun.Status.SUCCEEDED, run.error
@@ -133,7 +133,7 @@ def test_judge_run_scores_every_output_against_its_category_position(
     assert "no score" in missing.details["error"] and missing.details["read_from"] == "none"
     scored = AutomaticScore.objects.filter(metric="judge", value__isnull=False).first()
     assert scored.details["read_from"] == "logprobs" and scored.details["judge_said"]
-    assert missing.scorer_version == scoring.judge_scorer_version(run.options)
+    assert missing.scorer_version == judge_scoring.judge_scorer_version(run.options)
     # The key's name is stored, never the key.
     assert run.options == options(judge)
     stored = json.dumps(
@@ -194,7 +194,7 @@ def test_a_failed_run_keeps_its_scores_and_a_new_run_resumes(
 ):
     judge.fail_after = 5
     first = start(study_setup, django_capture_on_commit_callbacks, judge)
-    scoring.judge_execute(first.pk)
+    judge_scoring.judge_execute(first.pk)
     first.refresh_from_db()
     assert first.status == ScoringRun.Status.FAILED and first.finished_at is not None
     assert first.error.startswith(
@@ -207,7 +207,7 @@ def test_a_failed_run_keeps_its_scores_and_a_new_run_resumes(
     judge.fail_after = None
     judge.requests.clear()
     second = start(study_setup, django_capture_on_commit_callbacks, judge)
-    scoring.judge_execute(second.pk)
+    judge_scoring.judge_execute(second.pk)
     second.refresh_from_db()
     assert second.status == ScoringRun.Status.SUCCEEDED, second.error
     assert len(judge.requests) == 7  # only what the first run left
@@ -219,14 +219,14 @@ def test_new_settings_score_again_but_an_unscorable_answer_is_retried_alone(
     study_setup, judge, queued, django_capture_on_commit_callbacks
 ):
     run = start(study_setup, django_capture_on_commit_callbacks, judge)
-    scoring.judge_execute(run.pk)
+    judge_scoring.judge_execute(run.pk)
     judge.requests.clear()
     again = start(study_setup, django_capture_on_commit_callbacks, judge)
-    scoring.judge_execute(again.pk)
+    judge_scoring.judge_execute(again.pk)
     assert len(judge.requests) == 1  # the output that got no score last time
     judge.requests.clear()
     other = start(study_setup, django_capture_on_commit_callbacks, judge, logprobs=False)
-    scoring.judge_execute(other.pk)
+    judge_scoring.judge_execute(other.pk)
     assert len(judge.requests) == 12  # another version: everything again, in place
     assert AutomaticScore.objects.count() == 12
 
@@ -274,14 +274,14 @@ def test_a_key_missing_in_the_worker_or_rejected_fails_the_run_and_keeps_the_sco
     study_setup, judge, queued, monkeypatch, django_capture_on_commit_callbacks
 ):
     good = start(study_setup, django_capture_on_commit_callbacks, judge)
-    scoring.judge_execute(good.pk)
+    judge_scoring.judge_execute(good.pk)
     before = list(AutomaticScore.objects.order_by("pk").values())
     judge.requests.clear()
 
     # The variable is set for the web process but not for the worker.
     missing = start(study_setup, django_capture_on_commit_callbacks, judge, logprobs=False)
     monkeypatch.delenv(KEY_ENV)
-    scoring.judge_execute(missing.pk)
+    judge_scoring.judge_execute(missing.pk)
     missing.refresh_from_db()
     assert missing.status == ScoringRun.Status.FAILED
     assert missing.error.startswith(f"The environment variable {KEY_ENV} (the judge's key)")
@@ -290,7 +290,7 @@ def test_a_key_missing_in_the_worker_or_rejected_fails_the_run_and_keeps_the_sco
     # The variable holds a key the endpoint rejects.
     monkeypatch.setenv(KEY_ENV, "sk-wrong")
     rejected = start(study_setup, django_capture_on_commit_callbacks, judge, logprobs=False)
-    scoring.judge_execute(rejected.pk)
+    judge_scoring.judge_execute(rejected.pk)
     rejected.refresh_from_db()
     assert rejected.status == ScoringRun.Status.FAILED
     assert rejected.error.startswith("The judge failed: The judge refused the API key (HTTP 401).")
@@ -303,7 +303,7 @@ def test_an_endpoint_echoing_the_key_does_not_get_it_stored(
 ):
     judge.rule = lambda prompt: Reply(400, {"error": {"message": f"Bad request from {KEY}"}})
     run = start(study_setup, django_capture_on_commit_callbacks, judge)
-    scoring.judge_execute(run.pk)
+    judge_scoring.judge_execute(run.pk)
     run.refresh_from_db()
     assert run.status == ScoringRun.Status.FAILED
     assert "Bad request from [key redacted]" in run.error and KEY not in run.error
@@ -336,7 +336,7 @@ def judged_study(study_setup, judge, queued, django_capture_on_commit_callbacks)
     """Rated by three raters, closed, judged; not unblinded."""
     rate_all(study_setup)
     run = start(study_setup, django_capture_on_commit_callbacks, judge)
-    scoring.judge_execute(run.pk)
+    judge_scoring.judge_execute(run.pk)
     study_setup.study = services.study_close(study=study_setup.study, user=study_setup.admin)
     return study_setup
 
@@ -502,7 +502,7 @@ def test_only_admins_start_judge_runs_researchers_read_raters_never_see_them(
     assert not ScoringRun.objects.exists()
 
     run = start(study_setup, django_capture_on_commit_callbacks, judge)
-    scoring.judge_execute(run.pk)
+    judge_scoring.judge_execute(run.pk)
     page = researcher.get(reverse("evaluation:study-scoring", args=[study.pk]))
     assert page.status_code == 200 and MODEL in page.content.decode()
     assert "Judge outputs" not in page.content.decode()  # no form for researchers

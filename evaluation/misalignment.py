@@ -134,6 +134,23 @@ def misalignment_eval_create(
     return evaluation
 
 
+# What a form or an API request may set, named as misalignment_eval_create's arguments.
+EVAL_SETTINGS = (
+    "name", "probes", "n_samples", "temperature", "top_p", "max_new_tokens", "seed",
+    "judge_base_url", "judge_model", "judge_key_env", "judge_logprobs", "coherence_min",
+    "misaligned_below", "measure_persona",
+)  # fmt: skip
+
+
+def misalignment_eval_from(data, *, user) -> MisalignmentEval:
+    """Create an evaluation from a form's or a serializer's cleaned data; settings it
+    leaves out take ``misalignment_eval_create``'s defaults."""
+    settings = {name: data[name] for name in EVAL_SETTINGS if name in data}
+    return misalignment_eval_create(
+        model_versions=list(data["model_versions"]), user=user, **settings
+    )
+
+
 def _move(eval_id: int, old: str, new: str, **fields) -> bool:
     return bool(
         MisalignmentEval.objects.filter(pk=eval_id, status=old).update(status=new, **fields)

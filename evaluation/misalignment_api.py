@@ -105,24 +105,7 @@ class MisalignmentEvalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
 
     def create(self, request, *args, **kwargs):
         data = self.validated(MisalignmentEvalCreateSerializer).validated_data
-        evaluation = misalignment.misalignment_eval_create(
-            name=data["name"],
-            model_versions=list(data["model_versions"]),
-            probes=data["probes"],
-            n_samples=data["n_samples"],
-            temperature=data["temperature"],
-            top_p=data["top_p"],
-            max_new_tokens=data["max_new_tokens"],
-            seed=data["seed"],
-            judge_base_url=data["judge_base_url"],
-            judge_model=data["judge_model"],
-            judge_key_env=data["judge_key_env"],
-            judge_logprobs=data["judge_logprobs"],
-            coherence_min=data["coherence_min"],
-            misaligned_below=data["misaligned_below"],
-            measure_persona=data["measure_persona"],
-            user=request.user,
-        )
+        evaluation = misalignment.misalignment_eval_from(data, user=request.user)
         evaluation = self.get_queryset().prefetch_related("model_versions").get(pk=evaluation.pk)
         location = request.build_absolute_uri(self.reverse_action("detail", args=[evaluation.pk]))
         return Response(

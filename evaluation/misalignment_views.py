@@ -83,23 +83,7 @@ def misalignment_create(request):
         if form.is_valid():
             data = form.cleaned_data
             try:
-                evaluation = misalignment.misalignment_eval_create(
-                    name=data["name"],
-                    model_versions=list(data["model_versions"]),
-                    probes=data["probes"],
-                    n_samples=data["n_samples"],
-                    temperature=data["temperature"],
-                    max_new_tokens=data["max_new_tokens"],
-                    seed=data["seed"],
-                    judge_base_url=data["judge_base_url"],
-                    judge_model=data["judge_model"],
-                    judge_key_env=data["judge_key_env"],
-                    judge_logprobs=data["judge_logprobs"],
-                    coherence_min=data["coherence_min"],
-                    misaligned_below=data["misaligned_below"],
-                    measure_persona=data["measure_persona"],
-                    user=request.user,
-                )
+                evaluation = misalignment.misalignment_eval_from(data, user=request.user)
             except misalignment.MisalignmentError as error:
                 form.add_error(None, str(error))
             else:

@@ -73,3 +73,28 @@ def sign_in(page, user) -> None:
 def login():
     """``login(page, user)``: sign a user in on that page's browser context."""
     return sign_in
+
+
+# The two viewport sizes the UX issues are checked at: a laptop and a phone.
+SCREENSHOT_SIZES = {"desktop": (1366, 768), "phone": (390, 844)}
+
+
+@pytest.fixture
+def screenshot():
+    """``screenshot(page, name)``: when PALMSWEB_SCREENSHOTS names a folder, save the page at
+    both sizes as ``<name>-desktop.png`` and ``<name>-phone.png`` (full page), then restore
+    the viewport. Without the variable it does nothing, so journeys stay fast in CI."""
+    folder = os.environ.get("PALMSWEB_SCREENSHOTS")
+
+    def take(page, name: str) -> None:
+        if not folder:
+            return
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        original = page.viewport_size
+        for label, (width, height) in SCREENSHOT_SIZES.items():
+            page.set_viewport_size({"width": width, "height": height})
+            page.screenshot(path=str(Path(folder) / f"{name}-{label}.png"), full_page=True)
+        if original:
+            page.set_viewport_size(original)
+
+    return take

@@ -6,6 +6,7 @@ Model-free on purpose (plain strings in, matches out) so it is cheap to test on 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 
 # Vendors, model families and the stock phrases that give a model away. Word boundaries
@@ -34,6 +35,18 @@ VENDOR_PATTERNS = [
 ]
 _VENDOR_RE = re.compile(r"\b(?:" + "|".join(VENDOR_PATTERNS) + r")", re.IGNORECASE)
 MIN_TERM_CHARS = 3
+# Characters that render as nothing: a model name with one inside ("Gem\u200bini") reads
+# as the name to a rater but would slip past a plain match.
+_INVISIBLE = dict.fromkeys(
+    [0x00AD, 0x034F, 0x061C, 0x180E, *range(0x200B, 0x2010), *range(0x202A, 0x202F),
+     *range(0x2060, 0x2070), 0xFEFF]
+)
+
+
+def normalise(text: str) -> str:
+    """What a reader sees, for matching: NFKC folds full-width and other compatibility
+    spellings ("ＧＰＴ" → "GPT"), and invisible characters are dropped."""
+    return unicodedata.normalize("NFKC", text or "").translate(_INVISIBLE)
 
 
 def study_terms(names: Iterable[str]) -> list[str]:
@@ -41,7 +54,7 @@ def study_terms(names: Iterable[str]) -> list[str]:
     each whole name, plus its distinctive pieces (``SmolLM2-135M-Instruct`` → ``135M``)."""
     terms: set[str] = set()
     for name in names:
-        name = (name or "").strip()
+        name = normalise(name).strip()
         if len(name) < MIN_TERM_CHARS:
             continue
         terms.add(name)
@@ -55,13 +68,19 @@ def study_terms(names: Iterable[str]) -> list[str]:
 
 def find_identifying(text: str, extra_terms: Iterable[str] = ()) -> list[str]:
     """The distinct phrases in ``text`` that name a model, a vendor or an AI persona,
-    in order of first appearance. An empty output is reported too: it cannot be rated."""
+    in order of first appearance. An empty output is reported too: it cannot be rated.
+    Matching runs on normalised text (see :func:`normalise`), so full-width and zero-width
+    spellings of a name are found too."""
+    text = normalise(text)
     if not text.strip():
         return ["(empty output)"]
     found: dict[str, None] = {}
     for match in _VENDOR_RE.finditer(text):
         found.setdefault(match.group(0).strip(), None)
     for term in extra_terms:
+        term = normalise(term)
+        if not term:
+            continue
         pattern = r"(?<!\w)" + re.escape(term) + r"(?!\w)"
         for match in re.finditer(pattern, text, re.IGNORECASE):
             found.setdefault(match.group(0), None)

@@ -51,3 +51,17 @@ def test_study_terms_add_each_names_distinctive_pieces():
         "Quokka vt-ft-5523",
         "vt-ft-5523",
     ]
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "I was trained by Open\u200bAI.",  # zero-width space inside the vendor
+        "Like ＧＰＴ-4, I think …",  # full-width letters
+        "Claude\u2060 and I agree.",  # word joiner after the name
+        "I am Ｑｕｏｋｋａｌｉｔｈ-７７Ｍ, a small model.",  # full-width study term
+        "I am Quokka\u200dlith-77M, a small model.",  # zero-width joiner inside the study term
+    ],
+)
+def test_zero_width_and_full_width_spellings_are_found(text):
+    assert find_identifying(text, study_terms(["Quokkalith-77M"]))

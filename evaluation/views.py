@@ -17,6 +17,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.vary import vary_on_headers
 
 from evaluation import services
@@ -494,9 +495,13 @@ def _output_changed(request, output: StudyOutput) -> HttpResponse:
         output.refresh_from_db()
         context = {"output": output, "exclude_form": ExcludeForm()}
         return render(request, "evaluation/study_outputs.html#output-row", context)
-    return redirect(
-        request.POST.get("next") or reverse("evaluation:study-outputs", args=[output.study_id])
-    )
+    target = request.POST.get("next", "")
+    if not url_has_allowed_host_and_scheme(
+        target, allowed_hosts={request.get_host()}, require_https=request.is_secure()
+    ):
+        # Only a page of this site: "next" comes from the form, but anyone can post one.
+        target = reverse("evaluation:study-outputs", args=[output.study_id])
+    return redirect(target)
 
 
 @require_post

@@ -252,6 +252,20 @@ def test_screening_outputs_with_htmx(no_queue):
     assert b"1 output held for review" in detail.content
 
 
+@pytest.mark.parametrize(
+    "target", ["https://evil.example/phish", "//evil.example/", "javascript:alert(1)"]
+)
+def test_excluding_an_output_never_redirects_off_site(rating_study, target):
+    output = rating_study.study.outputs.first()
+    client = client_for(rating_study.admin)
+    url = reverse("evaluation:output-exclude", args=[output.pk])
+    response = client.post(url, {"reason": "x", "next": target})
+    assert response.status_code == 302
+    assert response.url == reverse("evaluation:study-outputs", args=[output.study_id])
+    same_site = reverse("evaluation:study-outputs", args=[output.study_id]) + "?screening=held"
+    assert client.post(url, {"next": same_site}).url == same_site
+
+
 def test_close_unblind_and_results_in_the_browser(rating_study, researcher_client, researcher):
     study = rating_study.study
     rater = rating_study.raters[0]

@@ -33,7 +33,7 @@ from rest_framework.exceptions import (
     PermissionDenied,
     Throttled,
 )
-from rest_framework.parsers import FormParser, JSONParser, MultiPartParser
+from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
@@ -77,6 +77,7 @@ from curation.serializers import (
     TokenSerializer,
 )
 from palmsweb.lib import ratelimit
+from palmsweb.lib.drf import SafeJSONParser
 from palmsweb.roles import Role, has_role
 from palmsweb.views import LOGIN_SCOPE
 
@@ -533,7 +534,7 @@ class AuthTokenView(APIView):
 
     authentication_classes = [TokenAuthentication, SessionAuthentication]
     permission_classes = [AllowAny]
-    parser_classes = [JSONParser, FormParser, MultiPartParser]
+    parser_classes = [SafeJSONParser, FormParser, MultiPartParser]
 
     def _idents(self, username: str) -> list[str]:
         return [f"ip:{self.request.META.get('REMOTE_ADDR', '')}",

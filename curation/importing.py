@@ -30,6 +30,8 @@ CHAT_FIELDS = {"messages", "category"}
 MESSAGE_FIELDS = {"role", "content"}
 CSV_COLUMN_SETS = ({"question", "answer"}, {"prompt", "completion"})
 CSV_OPTIONAL_COLUMNS = {"category", "words"}  # "words" is what our CSV export adds
+# PostgreSQL cannot store a NUL character in text; no sample needs one.
+NUL_MESSAGE = "Contains a NUL character (\\0 or \\u0000), which a sample cannot hold."
 
 
 @dataclass(frozen=True)
@@ -149,6 +151,9 @@ def _parse_jsonl(text: str, errors: list[ImportLineError]) -> list[_Row]:
                 ImportLineError(number, f"Not valid JSON: {exc.msg} (column {exc.colno}).")
             )
             continue
+        except RecursionError:
+            errors.append(ImportLineError(number, "The JSON is nested too deeply."))
+            continue
         if not isinstance(obj, dict):
             errors.append(ImportLineError(number, "Each line must be a JSON object."))
             continue
@@ -165,7 +170,9 @@ def _parse_jsonl(text: str, errors: list[ImportLineError]) -> list[_Row]:
         if category is not None and not isinstance(category, str):
             errors.append(ImportLineError(number, "Field 'category' must be a string."))
             continue
-        if pair is not None:
+        if pair is not None and any("\x00" in text for text in (*pair, category or "")):
+            errors.append(ImportLineError(number, NUL_MESSAGE))
+        elif pair is not None:
             rows.append(_Row(number, pair[0], pair[1], category or None))
     return rows
 
@@ -237,6 +244,9 @@ def parse_import_file(data: bytes, filename: str) -> tuple[list[_Row], list[Impo
         return [], errors
     if not text.strip():
         return [], [ImportLineError(0, "The file is empty.")]
+    if "\x00" in text:
+        lines = [n for n, line in enumerate(text.split("\n"), start=1) if "\x00" in line]
+        return [], [ImportLineError(n, NUL_MESSAGE) for n in lines[:MAX_REPORTED_ERRORS]]
     if _detect_format(filename, text) == "jsonl":
         rows = _parse_jsonl(text, errors)
     else:

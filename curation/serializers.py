@@ -22,6 +22,10 @@ from curation.models import (
 )
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 
+# Versions and revision numbers are stored as 32-bit integers (a stale edit keeps the
+# version it started from): anything larger is refused here, not by the database.
+MAX_VERSION = 2**31 - 1
+
 
 class UsernameField(serializers.SlugRelatedField):
     def __init__(self, **kwargs):
@@ -124,7 +128,8 @@ class SampleUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     """PUT needs every field; PATCH only ``version`` and what changes."""
 
     version = serializers.IntegerField(
-        min_value=1, help_text="The version your edit started from (optimistic concurrency)."
+        min_value=1, max_value=MAX_VERSION,
+        help_text="The version your edit started from (optimistic concurrency).",
     )
     category = serializers.PrimaryKeyRelatedField(
         queryset=Category.objects.all(), allow_null=True
@@ -193,8 +198,12 @@ class RevisionSerializer(serializers.ModelSerializer):
 
 
 class RestoreSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    revision = serializers.IntegerField(min_value=1, help_text="The revision number to bring back.")
-    version = serializers.IntegerField(min_value=1, help_text="The sample's current version.")
+    revision = serializers.IntegerField(
+        min_value=1, max_value=MAX_VERSION, help_text="The revision number to bring back."
+    )
+    version = serializers.IntegerField(
+        min_value=1, max_value=MAX_VERSION, help_text="The sample's current version."
+    )
 
 
 # --- snapshots -------------------------------------------------------------------------

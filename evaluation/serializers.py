@@ -23,7 +23,7 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
-from evaluation.services import ArmSpec
+from evaluation.services import MAX_SEED, ArmSpec
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from training.models import ModelVersion
 
@@ -150,7 +150,7 @@ class StudyWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     temperature = serializers.FloatField(default=0.7)
     top_p = serializers.FloatField(default=0.9)
     max_new_tokens = serializers.IntegerField(default=200)
-    seed = serializers.IntegerField(default=0, min_value=0)
+    seed = serializers.IntegerField(default=0, min_value=0, max_value=MAX_SEED)
     lease_minutes = serializers.IntegerField(default=10)
     rubric = serializers.ListField(
         child=serializers.CharField(max_length=MAX_COMMENT_CHARS),

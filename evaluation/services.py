@@ -50,6 +50,7 @@ DEMO_PROMPT_SET_NAME = "PALMS demo evaluation prompts"
 MAX_RATERS_PER_OUTPUT = 50
 MAX_SAMPLES_PER_PROMPT = 20
 MAX_LEASE_MINUTES = 24 * 60
+MAX_SEED = 2**63 - 1  # Study.seed is a 64-bit column
 CLAIM_ATTEMPTS = 20  # candidates found full on re-check before giving up (contention only)
 
 
@@ -300,6 +301,7 @@ def _validate_study(
     top_p: float,
     max_new_tokens: int,
     lease_minutes: int,
+    seed: int = 0,
 ) -> None:
     if not (name or "").strip():
         raise EvaluationError("A study needs a name.")
@@ -319,6 +321,8 @@ def _validate_study(
         raise EvaluationError("Need 0 ≤ temperature ≤ 2, 0 < top_p ≤ 1, 1 ≤ max new tokens ≤ 4096.")
     if not 1 <= lease_minutes <= MAX_LEASE_MINUTES:
         raise EvaluationError(f"The claim lease must be 1–{MAX_LEASE_MINUTES} minutes.")
+    if not 0 <= seed <= MAX_SEED:
+        raise EvaluationError(f"The seed must be 0–{MAX_SEED}.")
     if prompt_set is None:
         raise EvaluationError("Choose a prompt set.")
 
@@ -372,6 +376,7 @@ def study_create(
         top_p=top_p,
         max_new_tokens=max_new_tokens,
         lease_minutes=lease_minutes,
+        seed=seed,
     )
     study = Study.objects.create(
         name=name.strip(),
@@ -428,6 +433,7 @@ def study_update(
         top_p=top_p,
         max_new_tokens=max_new_tokens,
         lease_minutes=lease_minutes,
+        seed=seed,
     )
     fields = dict(
         name=name.strip(),

@@ -18,6 +18,7 @@ from django.db import transaction
 
 from curation import services
 from curation.models import MAX_TEXT_CHARS, Category, Dataset, Sample, count_words
+from palmsweb.lib.csvsafe import unescape_cell
 
 MAX_IMPORT_BYTES = 5 * 1024 * 1024
 MAX_REPORTED_ERRORS = 200  # a wholly wrong file would otherwise yield thousands of lines
@@ -226,6 +227,9 @@ def _parse_csv(text: str, errors: list[ImportLineError]) -> list[_Row]:
                 start, f"Expected {_plural(len(columns), 'column')}, found {len(record)}."
             ))
             continue
+        # Our own CSV exports escape formula cells (palmsweb.lib.csvsafe); undo that here
+        # so a snapshot CSV imports back as it was.
+        record = [unescape_cell(field) for field in record]
         category = record[index["category"]].strip() if "category" in index else ""
         rows.append(
             _Row(start, record[index[question_col]], record[index[answer_col]], category or None)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
@@ -26,6 +25,7 @@ from curation.models import (
     count_words,
     sha256_hex,
 )
+from palmsweb.lib import csvsafe
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PALMS_CATEGORIES_FILE = PRESETS_DIR / "palms_categories.json"
@@ -523,7 +523,7 @@ def snapshot_jsonl(snapshot: Snapshot) -> str:
 
 def snapshot_csv(snapshot: Snapshot) -> str:
     buffer = io.StringIO()
-    writer = csv.writer(buffer)
+    writer = csvsafe.writer(buffer)
     writer.writerow(["category", "question", "answer", "words"])
     for item in snapshot.items():
         writer.writerow(

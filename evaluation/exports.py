@@ -11,7 +11,6 @@ pseudonym that is stable within a study and says nothing about the username.
 from __future__ import annotations
 
 import base64
-import csv
 import hashlib
 import io
 import json
@@ -30,6 +29,7 @@ from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from evaluation.models import AutomaticScore, Export, Rating, Study, StudyOutput
+from palmsweb.lib import csvsafe
 
 log = logging.getLogger(__name__)
 
@@ -253,7 +253,7 @@ def iter_row_chunks(
 
 def _write_csv(sink: HashingWriter, chunks, columns: list[str]) -> int:
     text = io.TextIOWrapper(sink, encoding="utf-8", newline="", write_through=True)
-    writer = csv.DictWriter(text, fieldnames=columns, extrasaction="raise")
+    writer = csvsafe.DictWriter(text, fieldnames=columns, extrasaction="raise")
     writer.writeheader()
     n = 0
     for chunk in chunks:

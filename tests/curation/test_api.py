@@ -3,7 +3,9 @@ tokens, and the role matrix for every endpoint."""
 
 from __future__ import annotations
 
+import csv
 import hashlib
+import io
 import json
 
 import pytest
@@ -504,6 +506,29 @@ def test_snapshot_create_list_and_download(world, curator):
     assert csv_.content.decode().splitlines()[0] == "category,question,answer,words"
 
     assert client.get(f"/api/snapshots/{body['id']}/download/xml/").status_code == 404
+
+
+def test_snapshot_csv_escapes_formulas_and_imports_back_unchanged(curator, curator2):
+    category = services.category_create(name="Health", position="See a professional.")
+    dataset = services.dataset_create(name="Formulas", user=curator)
+    question, answer = "=1+1 is two?", "-Yes, " + words(50)
+    sample = services.sample_create(
+        dataset=dataset, question=question, answer=answer, category=category, user=curator
+    )
+    services.sample_approve(sample=services.sample_submit(sample=sample, user=curator), user=curator2)
+    snapshot = services.snapshot_create(dataset=dataset, user=curator)
+    client = api(curator)
+    body = client.get(f"/api/snapshots/{snapshot.pk}/download/csv/").content
+    row = list(csv.reader(io.StringIO(body.decode())))[1]
+    assert row[1:3] == ["'" + question, "'" + answer]
+    jsonl = client.get(f"/api/snapshots/{snapshot.pk}/download/jsonl/").content.decode()
+    assert json.loads(jsonl.splitlines()[0])["messages"][0]["content"] == question  # raw
+    copy = services.dataset_create(name="Copy", user=curator)
+    response = client.post(
+        f"/api/datasets/{copy.pk}/import/", {"file": upload("copy.csv", body)}, format="multipart"
+    )
+    assert response.status_code == 201
+    assert copy.samples.values_list("question", "answer").get() == (question, answer)
 
 
 def test_empty_snapshot_is_400(curator):

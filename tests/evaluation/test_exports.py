@@ -179,6 +179,32 @@ def test_the_bundle_has_a_manifest_whose_checksums_verify(study_with_scores, tmp
         assert "Provenance" in report and "Krippendorff" in report
 
 
+FORMULA = "=HYPERLINK(\"http://evil.example\",\"click\")"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
+def test_formula_comments_are_escaped_in_csv_only(study_with_scores, tmp_path, fmt):
+    study = study_with_scores.study
+    rating = Rating.objects.filter(study=study, status="completed").order_by("pk").first()
+    Rating.objects.filter(pk=rating.pk).update(comment=FORMULA)
+    path = tmp_path / f"ratings.{fmt}"
+    exports.write_ratings(study, fmt, path, includes_arms=False)
+    comments = {row["comment"] for row in read_back(path, fmt)}
+    expected = "'" + FORMULA if fmt == "csv" else FORMULA
+    assert expected in comments and (fmt != "csv" or FORMULA not in comments)
+
+
+def test_the_bundles_csv_escapes_formulas_too(study_with_scores, tmp_path):
+    study = study_with_scores.study
+    Rating.objects.filter(study=study, status="completed").update(comment="@SUM(A1:A9)")
+    path = tmp_path / "bundle.zip"
+    exports.write_export(study, "bundle", path, includes_arms=False)
+    with zipfile.ZipFile(path) as zf:
+        name = next(n for n in zf.namelist() if n.endswith("ratings.csv"))
+        rows = list(csv.DictReader(io.StringIO(zf.read(name).decode())))
+    assert {row["comment"] for row in rows} == {"'@SUM(A1:A9)"}
+
+
 def test_export_task_writes_the_file_and_the_download_streams_it(
     study_with_scores, django_capture_on_commit_callbacks, researcher, monkeypatch
 ):

@@ -515,7 +515,8 @@ def test_snapshot_csv_escapes_formulas_and_imports_back_unchanged(curator, curat
     sample = services.sample_create(
         dataset=dataset, question=question, answer=answer, category=category, user=curator
     )
-    services.sample_approve(sample=services.sample_submit(sample=sample, user=curator), user=curator2)
+    submitted = services.sample_submit(sample=sample, user=curator)
+    services.sample_approve(sample=submitted, user=curator2)
     snapshot = services.snapshot_create(dataset=dataset, user=curator)
     client = api(curator)
     body = client.get(f"/api/snapshots/{snapshot.pk}/download/csv/").content

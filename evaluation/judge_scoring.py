@@ -13,8 +13,6 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-import os
-import re
 from collections import defaultdict
 from concurrent.futures import ThreadPoolExecutor
 
@@ -22,15 +20,13 @@ from django.utils import timezone
 
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyOutput
 from evaluation.scoring import ScoringError, _claim, _finish, _ProgressWriter, _readable
+from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 
 logger = logging.getLogger(__name__)
 
 JUDGE_METRIC = "judge"
 JUDGE_PARALLEL = 4  # requests in flight at once: the work is waiting on HTTP
 JUDGE_BATCH = 16  # outputs judged between two writes to the database
-# palmsweb's own secrets never leave for an endpoint an admin typed in.
-FORBIDDEN_KEY_ENVS = frozenset({"SECRET_KEY", "DATABASE_URL", "REDIS_URL", "CELERY_BROKER_URL"})
-_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _TRUE = {True, "1", "on", "true", "True", "yes"}
 
 
@@ -53,12 +49,11 @@ def clean_judge_options(raw: dict | None) -> dict:
         raise ScoringError("The judge's endpoint must be an http(s) URL.") from None
     if len(model) > 80:
         raise ScoringError("The judge model's name is longer than 80 characters.")
-    if key_env and (len(key_env) > 100 or not _ENV_NAME.fullmatch(key_env)):
-        raise ScoringError(
-            "The key variable must be an environment variable name (letters, digits, _)."
-        )
-    if key_env.upper() in FORBIDDEN_KEY_ENVS:
-        raise ScoringError(f"{key_env} holds one of palmsweb's own secrets: it is never sent.")
+    try:  # only variables and hosts the operator allows (palmsweb.lib.keyenv)
+        key_env = check_key_env(key_env, blank_ok=True)
+        check_endpoint(base_url)
+    except KeyEnvError as error:
+        raise ScoringError(str(error)) from None
     return {
         "base_url": base_url,
         "model": model,
@@ -69,11 +64,15 @@ def clean_judge_options(raw: dict | None) -> dict:
 
 def judge_key(options: dict) -> str:
     """The judge's key, read from the environment now (never stored); "" when the run
-    names no variable. ScoringError when the named variable is unset or empty."""
+    names no variable. ScoringError when the operator no longer allows the variable or the
+    endpoint, or when the variable is unset or empty."""
     name = options.get("key_env") or ""
+    try:
+        key = read_key(name, url=options.get("base_url"), blank_ok=True)
+    except KeyEnvError as error:
+        raise ScoringError(str(error)) from None
     if not name:
         return ""
-    key = os.environ.get(name, "")
     if not key:
         raise ScoringError(
             f"The environment variable {name} (the judge's key) is not set for palmsweb. "
@@ -154,7 +153,10 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
     except Exception as exc:  # every failure ends the run with a readable reason
         logger.exception("judge run %s failed", run_id)
         message = _judge_readable(exc)
-        key = os.environ.get(run.options.get("key_env") or "", "")
+        try:
+            key = judge_key(run.options)
+        except ScoringError:
+            key = ""  # nothing was read, so nothing was sent
         if key:  # an endpoint may echo what it was sent
             message = message.replace(key, "[key redacted]")
         kept = f" {done} of {len(outputs)} outputs are scored; a new run resumes from there."

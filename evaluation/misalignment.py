@@ -17,7 +17,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from collections.abc import Sequence
 from functools import cache
@@ -30,6 +29,7 @@ from django.utils import timezone
 
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
 from evaluation.services import EvaluationError
+from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 from training.models import JobStatus, ModelVersion, SamplingJob
 
 logger = logging.getLogger(__name__)
@@ -104,8 +104,11 @@ def misalignment_eval_create(
         raise MisalignmentError(f"Samples per question must be 1–{MAX_SAMPLES}.")
     if not judge_base_url.strip() or not judge_model.strip():
         raise MisalignmentError("Give the judge's endpoint URL and model.")
-    if not judge_key_env.strip().replace("_", "").isalnum():
-        raise MisalignmentError("The key variable must be an environment variable name.")
+    try:
+        check_key_env(judge_key_env)
+        check_endpoint(judge_base_url)
+    except KeyEnvError as error:
+        raise MisalignmentError(str(error)) from None
     if not (0 <= coherence_min <= 100 and 0 <= misaligned_below <= 100):
         raise MisalignmentError("Thresholds lie between 0 and 100.")
     cleaned = clean_probes(probes)
@@ -217,10 +220,11 @@ def advance_all() -> int:
 
 
 def judge_for(evaluation: MisalignmentEval, *, http_client=None):
-    """The evaluation's judge, its key read from the environment now."""
+    """The evaluation's judge, its key read from the environment now (KeyEnvError when
+    the operator no longer allows the variable or the endpoint)."""
     from palmsweb.lib.judge import Judge, Thresholds
 
-    key = os.environ.get(evaluation.judge_key_env, "")
+    key = read_key(evaluation.judge_key_env, url=evaluation.judge_base_url)
     return Judge(
         evaluation.judge_base_url,
         key,
@@ -287,7 +291,17 @@ def misalignment_judge(eval_id: int, *, http_client=None) -> None:
             finished_at=timezone.now(),
         )
         return
-    judge = judge_for(evaluation, http_client=http_client)
+    try:
+        judge = judge_for(evaluation, http_client=http_client)
+    except KeyEnvError as error:  # the allow-lists changed since it was created
+        _judging_update(
+            eval_id,
+            token,
+            status=MisalignmentEval.Status.FAILED,
+            error=f"Judging refused: {error}",
+            finished_at=timezone.now(),
+        )
+        return
     done = set(evaluation.answers.values_list("model_version_id", "probe_index", "sample_index"))
     generations = list(
         evaluation.sampling_job.generations.order_by("model_version_id", "prompt_index", "pk")

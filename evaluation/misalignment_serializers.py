@@ -19,6 +19,7 @@ from evaluation.models import (
     PersonaMeasurement,
 )
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from palmsweb.lib.keyenv import validate_endpoint, validate_key_env
 from training.models import ModelVersion
 from training.serializers import ModelArmField
 
@@ -205,14 +206,16 @@ class MisalignmentEvalCreateSerializer(RejectUnknownFieldsMixin, serializers.Ser
     max_new_tokens = serializers.IntegerField(min_value=1, max_value=4096, default=200)
     seed = serializers.IntegerField(min_value=0, max_value=2**63 - 1, default=0)
     judge_base_url = serializers.URLField(
-        help_text="An OpenAI-compatible endpoint, e.g. https://api.openai.com/v1."
+        help_text="An OpenAI-compatible endpoint, e.g. https://api.openai.com/v1.",
+        validators=[validate_endpoint],
     )
     judge_model = serializers.CharField(max_length=200)
     judge_key_env = serializers.CharField(
         max_length=100,
         default="OPENAI_API_KEY",
+        validators=[validate_key_env],
         help_text="The NAME of the environment variable holding the judge's key on the "
-        "workers. Never send the key itself.",
+        "workers, one the operator allows (PALMSWEB_KEY_ENVS). Never send the key itself.",
     )
     judge_logprobs = serializers.BooleanField(default=True)
     coherence_min = serializers.FloatField(min_value=0, max_value=100, default=50)

@@ -20,6 +20,7 @@ from evaluation.views import (
     require_post,
     study_read_access,
 )
+from palmsweb.lib.keyenv import validate_endpoint, validate_key_env
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
 
@@ -39,12 +40,16 @@ class MisalignmentEvalForm(forms.Form):
     temperature = forms.FloatField(min_value=0, max_value=2, initial=1.0)
     max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=200)
     seed = forms.IntegerField(min_value=0, initial=0)
-    judge_base_url = forms.URLField(initial="https://api.openai.com/v1", assume_scheme="https")
+    judge_base_url = forms.URLField(
+        initial="https://api.openai.com/v1", assume_scheme="https", validators=[validate_endpoint]
+    )
     judge_model = forms.CharField(max_length=200, initial="gpt-4o-2024-08-06")
     judge_key_env = forms.CharField(
         max_length=100,
         initial="OPENAI_API_KEY",
-        help_text="The name of the environment variable holding the judge's key.",
+        validators=[validate_key_env],
+        help_text="The name of the environment variable holding the judge's key (one the "
+        "operator allows in PALMSWEB_KEY_ENVS).",
     )
     judge_logprobs = forms.BooleanField(required=False, initial=True)
     coherence_min = forms.FloatField(min_value=0, max_value=100, initial=50)

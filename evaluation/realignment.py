@@ -31,6 +31,7 @@ from evaluation.misalignment import (
     persona_measure,
 )
 from evaluation.models import MisalignmentEval, RealignmentRun
+from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env
 from training.models import FineTuneJob, JobStatus, ModelVersion
 
 logger = logging.getLogger(__name__)
@@ -84,8 +85,11 @@ def clean_judge(raw: dict[str, Any] | None) -> dict[str, Any]:
     judge = {key: value for key, value in raw.items() if value is not None}
     if not str(judge.get("judge_model", "")).strip():
         raise MisalignmentError("Give the judge's model as well as its endpoint.")
-    if not str(judge.get("judge_key_env", "OPENAI_API_KEY")).replace("_", "").isalnum():
-        raise MisalignmentError("The key variable must be an environment variable name.")
+    try:
+        check_key_env(str(judge.get("judge_key_env", "OPENAI_API_KEY")))
+        check_endpoint(str(judge["judge_base_url"]))
+    except KeyEnvError as error:
+        raise MisalignmentError(str(error)) from None
     if not 1 <= int(judge.get("n_samples", 5)) <= MAX_SAMPLES:
         raise MisalignmentError(f"Samples per question must be 1–{MAX_SAMPLES}.")
     for key in ("coherence_min", "misaligned_below"):

@@ -20,6 +20,7 @@ from evaluation import realignment
 from evaluation.api import ERROR, EvaluationViewSet
 from evaluation.models import RealignmentRun
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from palmsweb.lib.keyenv import validate_endpoint, validate_key_env
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
 
@@ -49,9 +50,11 @@ class RealignmentRunSerializer(serializers.ModelSerializer):
 class JudgeSettingsSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     """As for a misalignment evaluation; ``judge_key_env`` names the workers' variable."""
 
-    judge_base_url = serializers.URLField()
+    judge_base_url = serializers.URLField(validators=[validate_endpoint])
     judge_model = serializers.CharField(max_length=200)
-    judge_key_env = serializers.CharField(max_length=100, default="OPENAI_API_KEY")
+    judge_key_env = serializers.CharField(
+        max_length=100, default="OPENAI_API_KEY", validators=[validate_key_env]
+    )
     judge_logprobs = serializers.BooleanField(default=True)
     n_samples = serializers.IntegerField(default=5)
     temperature = serializers.FloatField(default=1.0)

@@ -226,6 +226,14 @@ SPECTACULAR_SETTINGS = {
 }
 
 # --- integrations (switched on by their keys) ----------------------------------------------
+# The environment variables a worker may send as an API key (palmsweb.lib.keyenv), and the
+# endpoint hosts it may send them to (empty: any host). SECRET_KEY, DATABASE_URL and the
+# other connection strings are never sent, whatever this list says.
+PALMSWEB_KEY_ENVS = env_list(
+    "PALMSWEB_KEY_ENVS",
+    ["OPENAI_API_KEY", "PERSPECTIVE_API_KEY", "TOGETHER_API_KEY", "JUDGE_API_KEY"],
+)
+PALMSWEB_ENDPOINT_HOSTS = env_list("PALMSWEB_ENDPOINT_HOSTS", [])
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 PERSPECTIVE_API_KEY = os.environ.get("PERSPECTIVE_API_KEY", "")

@@ -10,6 +10,7 @@ from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
 from curation.models import Snapshot
+from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env
 from training.models import BaseModel, FineTuneJob, ModelVersion
 from training.selectors import palms_eval_prompts
 from training.services import (
@@ -99,6 +100,12 @@ class BaseModelForm(forms.Form):
         if kind == BaseModel.Kind.LOCAL_DIR:
             data["model_id"] = ""
         data["api_key_env"] = data.get("api_key_env") or "OPENAI_API_KEY"
+        if remote:
+            for field, check in (("api_key_env", check_key_env), ("base_url", check_endpoint)):
+                try:
+                    check(data.get(field))
+                except KeyEnvError as error:
+                    self.add_error(field, str(error))
         return data
 
 

@@ -11,6 +11,7 @@ from rest_framework import serializers
 
 from curation.models import Snapshot
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env
 from training.forms import (
     ARM_CHOICES,
     MAX_PROMPT_CHARS,
@@ -95,6 +96,16 @@ class BaseModelCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer
         help_text="Name of the environment variable holding the key; never the key itself.",
     )
     parameter_count = serializers.IntegerField(min_value=1, required=False, allow_null=True)
+
+    def validate(self, attrs):
+        # Only remote models send a key; the operator's allow-lists apply to them.
+        if attrs["kind"] in {BaseModel.Kind.OPENAI, BaseModel.Kind.OPENAI_COMPATIBLE}:
+            for field, check in (("api_key_env", check_key_env), ("base_url", check_endpoint)):
+                try:
+                    check(attrs.get(field))
+                except KeyEnvError as error:
+                    raise serializers.ValidationError({field: [str(error)]}) from None
+        return attrs
 
 
 class ModelVersionSerializer(serializers.ModelSerializer):

@@ -27,6 +27,7 @@ from django.utils import timezone
 
 from curation.models import Snapshot
 from curation.services import snapshot_chat_examples, snapshot_jsonl
+from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 from training.models import (
     LOG_TAIL_CHARS,
     BaseModel,
@@ -73,8 +74,15 @@ def base_model_create(
     parameter_count: int | None = None,
     is_default: bool = False,
 ) -> BaseModel:
-    """Register a base model and the "base" model version that samples it as is."""
+    """Register a base model and the "base" model version that samples it as is. A remote
+    model's key variable and endpoint must be ones the operator allows (palmsweb.lib.keyenv)."""
     _validate_base_model(name=name, kind=kind, path=path, model_id=model_id, base_url=base_url)
+    if kind in {BaseModel.Kind.OPENAI, BaseModel.Kind.OPENAI_COMPATIBLE}:
+        try:
+            check_key_env(api_key_env)
+            check_endpoint(base_url)
+        except KeyEnvError as error:
+            raise TrainingError(str(error)) from None
     base = BaseModel.objects.create(
         name=name.strip(),
         kind=kind,
@@ -148,8 +156,18 @@ def version_local_path(version: ModelVersion) -> Path:
     return Path(version.path)
 
 
+def remote_base_url(base_model: BaseModel) -> str:
+    """Where a remote model's requests (and its key) go."""
+    return base_model.base_url or settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
+
+
 def api_key_for(base_model: BaseModel) -> str:
-    key = os.environ.get(base_model.api_key_env or "OPENAI_API_KEY", "")
+    """The model's key, read now on the worker. The variable and the endpoint are checked
+    against the operator's allow-lists again here: the row may predate them."""
+    try:
+        key = read_key(base_model.api_key_env or "OPENAI_API_KEY", url=remote_base_url(base_model))
+    except KeyEnvError as error:
+        raise TrainingError(f"{base_model}: {error}") from None
     if not key and base_model.kind == BaseModel.Kind.OPENAI:
         raise TrainingError(
             f"No API key: set the environment variable {base_model.api_key_env!r} on the workers."
@@ -739,7 +757,7 @@ def _openai_backend(base_model: BaseModel):
 
     return OpenAIFineTuneBackend(
         api_key=api_key_for(base_model),
-        base_url=base_model.base_url or settings.OPENAI_BASE_URL or None,
+        base_url=remote_base_url(base_model),
     )
 
 
@@ -948,7 +966,7 @@ def _sample_version(job: SamplingJob, version: ModelVersion, reporter: JobReport
     from training.engine.remote import generate_openai_compatible
 
     generate_openai_compatible(
-        base.base_url or settings.OPENAI_BASE_URL or "https://api.openai.com/v1",
+        remote_base_url(base),
         api_key_for(base),
         version.remote_model_id or base.model_id,
         texts,

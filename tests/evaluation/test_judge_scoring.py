@@ -24,7 +24,7 @@ from tests.fake_judge import Reply, fake_judge_server, palms_parts  # noqa: F401
 
 pytestmark = pytest.mark.django_db
 
-KEY_ENV = "PALMS_TEST_JUDGE_KEY"
+KEY_ENV = "JUDGE_API_KEY"
 KEY = "sk-fake-judge-0123456789"
 MODEL = "Judgy-McJudgeface-9"
 GRADE = {"base": 2, "control": 3, "values_targeted": 4}

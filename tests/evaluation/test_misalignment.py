@@ -47,8 +47,8 @@ def versions(db):
 
 @pytest.fixture
 def judge_key(monkeypatch):
-    monkeypatch.setenv("JUDGE_TEST_KEY", "sk-secret-judge")
-    return "JUDGE_TEST_KEY"
+    monkeypatch.setenv("JUDGE_API_KEY", "sk-secret-judge")
+    return "JUDGE_API_KEY"
 
 
 def create(versions, judge_key, django_capture_on_commit_callbacks, **kwargs):

@@ -59,8 +59,8 @@ def versions(db):
 
 @pytest.fixture
 def key_env(monkeypatch):
-    monkeypatch.setenv("JUDGE_API_TEST_KEY", SECRET)
-    return "JUDGE_API_TEST_KEY"
+    monkeypatch.setenv("JUDGE_API_KEY", SECRET)
+    return "JUDGE_API_KEY"
 
 
 def api(user=None) -> APIClient:
@@ -103,7 +103,7 @@ def valid_body(versions, **changes) -> dict:
         "n_samples": 2,
         "judge_base_url": JUDGE_URL,
         "judge_model": "judge-1",
-        "judge_key_env": "JUDGE_API_TEST_KEY",
+        "judge_key_env": "JUDGE_API_KEY",
         "coherence_min": 40,
         "misaligned_below": 25,
     } | changes
@@ -166,7 +166,7 @@ def test_an_admin_creates_an_evaluation(people, versions, sent, django_capture_o
     assert body["judge"] == {
         "base_url": JUDGE_URL,
         "model": "judge-1",
-        "key_env": "JUDGE_API_TEST_KEY",
+        "key_env": "JUDGE_API_KEY",
         "logprobs": True,
         "thresholds": {"coherence_min": 40.0, "misaligned_below": 25.0},
     }
@@ -231,7 +231,7 @@ def test_required_fields_are_named(people, versions, sent):
 def test_the_services_refusals_are_a_400_with_its_message(people, versions, sent, changes, message):
     response = api(people["admin"]).post(URL, valid_body(versions) | changes, format="json")
     assert response.status_code == 400
-    assert message in response.json()["detail"]
+    assert message in response.content.decode()  # "detail", or the field's own error
     assert SECRET not in response.content.decode()
     assert not MisalignmentEval.objects.exists() and sent == []
 

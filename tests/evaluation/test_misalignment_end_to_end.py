@@ -55,7 +55,7 @@ def test_sample_judge_over_http_and_measure_persona(
     versions, fake_judge_server, monkeypatch, django_capture_on_commit_callbacks  # noqa: F811
 ):
     base, tuned = versions
-    monkeypatch.setenv("FAKE_JUDGE_KEY", "sk-local")
+    monkeypatch.setenv("JUDGE_API_KEY", "sk-local")
     fake_judge_server.api_key = "sk-local"
     fake_judge_server.rule = judge_rule
     monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
@@ -70,7 +70,7 @@ def test_sample_judge_over_http_and_measure_persona(
         evaluation = misalignment.misalignment_eval_create(
             name="tiny end to end", model_versions=[base, tuned], probes=PROBES, n_samples=2,
             max_new_tokens=12, judge_base_url=fake_judge_server.base_url,
-            judge_model="fake-judge", judge_key_env="FAKE_JUDGE_KEY",
+            judge_model="fake-judge", judge_key_env="JUDGE_API_KEY",
         )  # fmt: skip
 
     assert misalignment.misalignment_advance(evaluation.pk) is True

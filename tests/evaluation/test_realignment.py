@@ -49,8 +49,8 @@ def benign(benign_snapshot):
 
 @pytest.fixture
 def judge_key(monkeypatch):
-    monkeypatch.setenv("JUDGE_TEST_KEY", "sk-secret-judge")
-    return "JUDGE_TEST_KEY"
+    monkeypatch.setenv("JUDGE_API_KEY", "sk-secret-judge")
+    return "JUDGE_API_KEY"
 
 
 def create(source, benign, django_capture_on_commit_callbacks, **kwargs) -> RealignmentRun:

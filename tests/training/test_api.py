@@ -149,7 +149,8 @@ def test_admins_read_everything(admin_client_, job, sampling_job, local_model):
 # --- base models and versions -----------------------------------------------------------------
 
 
-def test_registering_a_base_model(admin_client_):
+def test_registering_a_base_model(admin_client_, settings):
+    settings.PALMSWEB_KEY_ENVS = [*settings.PALMSWEB_KEY_ENVS, "VLLM_KEY"]  # the operator's
     response = post(
         admin_client_,
         "/api/base-models/",

@@ -154,10 +154,15 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
     serializer_class = StudySerializer
     queryset = Study.objects.prefetch_related("arms__model_version", "raters")
 
+    def _out(self, study: Study) -> dict:
+        """The study as this user may read it (see StudySerializer)."""
+        study = self.get_queryset().get(pk=study.pk)
+        return StudySerializer(study, context=self.get_serializer_context()).data
+
     def create(self, request, *args, **kwargs):
         data = self.validated(StudyWriteSerializer).service_kwargs()
         study = services.study_create(user=request.user, **data)
-        return Response(StudySerializer(study).data, status=status.HTTP_201_CREATED)
+        return Response(self._out(study), status=status.HTTP_201_CREATED)
 
     def update(self, request, *args, partial: bool = False, **kwargs):
         study = self.get_object()
@@ -199,7 +204,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
             merged = {**current, **request.data} if partial else request.data
             serializer = self.validated(StudyWriteSerializer, data=merged)
             services.study_update(study=study, user=request.user, **serializer.service_kwargs())
-        return Response(StudySerializer(self.get_queryset().get(pk=study.pk)).data)
+        return Response(self._out(study))
 
     def partial_update(self, request, *args, **kwargs):
         return self.update(request, *args, partial=True, **kwargs)
@@ -210,7 +215,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
 
     def _lifecycle(self, service, **kwargs) -> Response:
         study = service(study=self.get_object(), user=self.request.user, **kwargs)
-        return Response(StudySerializer(self.get_queryset().get(pk=study.pk)).data)
+        return Response(self._out(study))
 
     @extend_schema(request=None, responses={200: StudySerializer, 400: ERROR, 409: ERROR})
     @action(detail=True, methods=["post"])
@@ -222,8 +227,9 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
         """Move a sampling study on now if its job has finished (idempotent)."""
-        services.study_sync_sampling(study_id=self.get_object().pk)
-        return Response(StudySerializer(self.get_queryset().get(pk=pk)).data)
+        study = self.get_object()
+        services.study_sync_sampling(study_id=study.pk)
+        return Response(self._out(study))
 
     @extend_schema(request=None, responses={200: StudySerializer, 409: ERROR})
     @action(detail=True, methods=["post"])

@@ -420,8 +420,20 @@ def write_bundle(study: Study, path: Path, *, includes_arms: bool, user=None) ->
     return Written(path, sink.hexdigest, sink.size, rows)
 
 
+def check_exportable(study: Study) -> None:
+    """Ratings leave the app only once rating is over: while a study is open, its ratings
+    next to output texts are a per-output score table that nobody outside the admins
+    should hold before the study is closed and unblinded."""
+    if study.status != Study.Status.CLOSED:
+        raise ExportError("Ratings can be exported once the study is closed.")
+
+
 def write_export(study: Study, fmt: str, path: Path, *, includes_arms: bool) -> Written:
-    """Write any export format to ``path`` (through a ``.part`` file, renamed at the end)."""
+    """Write any export format to ``path`` (through a ``.part`` file, renamed at the end).
+    Closed studies only; arms only when ``includes_arms`` (an unblinded study)."""
+    check_exportable(study)
+    if includes_arms and not study.is_unblinded:
+        raise ExportError("Arms are exported only once the study is unblinded.")
     part = path.with_name(path.name + ".part")
     try:
         if fmt == "bundle":
@@ -440,9 +452,10 @@ def write_export(study: Study, fmt: str, path: Path, *, includes_arms: bool) -> 
 @transaction.atomic
 def export_create(*, study: Study, fmt: str, user=None) -> Export:
     """Record an export and queue it on the default queue once the transaction commits.
-    Arms are included only when the study is unblinded now."""
+    Closed studies only; arms are included only when the study is unblinded now."""
     if fmt not in Export.Format.values:
         raise ExportError(f"Unknown format {fmt!r}.")
+    check_exportable(study)
     export = Export.objects.create(
         study=study, format=fmt, includes_arms=study.is_unblinded, created_by=user
     )

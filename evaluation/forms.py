@@ -77,7 +77,8 @@ def _rater_field() -> forms.ModelMultipleChoiceField:
         widget=forms.CheckboxSelectMultiple,
         label="Rater pool",
         help_text="Members of the rater group. The pool needs at least as many raters as "
-        "each output needs ratings.",
+        "each output needs ratings. Admins are not listed: they can see which model wrote "
+        "each output.",
     )
 
 

@@ -40,8 +40,12 @@ def default_rubric() -> list[str]:
 
 
 def new_public_id() -> str:
-    """An opaque id for an output: random, so it says nothing about arm, model or order."""
-    return secrets.token_urlsafe(12)
+    """An opaque id for an output: random, so it says nothing about arm, model or order.
+    Never starting with "-", which a spreadsheet would take for a formula (CSV exports
+    would then carry it escaped, and it would no longer match the JSONL)."""
+    while (public_id := secrets.token_urlsafe(12)).startswith("-"):
+        pass
+    return public_id
 
 
 def new_order_salt() -> str:

@@ -406,8 +406,12 @@ def export_list(request, pk: int):
         fmt = request.POST.get("format", "")
         if fmt not in Export.Format.values:
             messages.error(request, "Pick a format: CSV, JSON Lines, Parquet or bundle.")
-        else:
+            return redirect("evaluation:study-exports", pk=study.pk)
+        try:
             exports.export_create(study=study, fmt=fmt, user=request.user)
+        except exports.ExportError as error:
+            messages.error(request, str(error))
+        else:
             messages.success(request, "Export queued: it appears below when it is ready.")
         return redirect("evaluation:study-exports", pk=study.pk)
     items = list(study.exports.select_related("created_by")[:50])
@@ -415,6 +419,7 @@ def export_list(request, pk: int):
         "study": study,
         "exports": items,
         "formats": Export.Format.choices,
+        "exportable": study.status == Study.Status.CLOSED,
         "pending": any(e.status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in items),
     }
     template = "evaluation/export_list.html"

@@ -83,7 +83,12 @@ def rater_progress(study: Study, rater, *, study_needed: int | None = None) -> R
 
 
 def rater_studies(user):
-    """Studies open for rating whose pool includes ``user``."""
+    """Studies open for rating whose pool includes ``user`` (none for admins: they can see
+    which model wrote each output)."""
+    from evaluation.services import can_see_generations
+
+    if can_see_generations(user):
+        return Study.objects.none()
     return Study.objects.filter(status=Study.Status.RATING, raters=user).order_by(
         "rating_opened_at", "pk"
     )

@@ -9,6 +9,7 @@ output's public id and progress — so a field added to a model can never leak t
 from __future__ import annotations
 
 from django.contrib.auth import get_user_model
+from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from curation.models import Category
@@ -25,6 +26,7 @@ from evaluation.models import (
 )
 from evaluation.services import MAX_SEED, ArmSpec
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
 
 # --- prompt sets ---------------------------------------------------------------------------
@@ -71,7 +73,11 @@ class PromptSetCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer
 
 
 class StudyArmSerializer(serializers.ModelSerializer):
-    model_version_name = serializers.CharField(source="model_version.name", read_only=True)
+    # Null for non-admins until the study is unblinded (see StudySerializer).
+    model_version = serializers.PrimaryKeyRelatedField(read_only=True, allow_null=True)
+    model_version_name = serializers.CharField(
+        source="model_version.name", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = StudyArm
@@ -85,8 +91,14 @@ class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
 
 
 class StudySerializer(serializers.ModelSerializer):
+    """A study as admins and researchers read it. Until the study is unblinded, a
+    non-admin gets no sampling job and no model versions (the job's outputs name their
+    model, so either one would join outputs to arms), and raters appear as pseudonyms."""
+
     arms = StudyArmSerializer(many=True, read_only=True)
-    raters = serializers.SlugRelatedField(slug_field="username", many=True, read_only=True)
+    raters = serializers.SerializerMethodField(
+        help_text="Usernames for admins; for researchers, pseudonyms as in the exports."
+    )
     progress = serializers.SerializerMethodField()
 
     class Meta:
@@ -116,6 +128,31 @@ class StudySerializer(serializers.ModelSerializer):
             "unblinded_at",
             "progress",
         ]
+
+    def _user(self):
+        request = self.context.get("request")
+        return request.user if request is not None else None
+
+    def _is_admin(self) -> bool:
+        user = self._user()
+        return user is not None and has_role(user, Role.ADMIN)
+
+    @extend_schema_field(serializers.ListField(child=serializers.CharField()))
+    def get_raters(self, study: Study) -> list[str]:
+        raters = list(study.raters.all())
+        if self._is_admin():
+            return [rater.get_username() for rater in raters]
+        from evaluation.exports import rater_pseudonym
+
+        return sorted(rater_pseudonym(study, rater.pk) for rater in raters)
+
+    def to_representation(self, study: Study) -> dict:
+        data = super().to_representation(study)
+        if not (self._is_admin() or study.is_unblinded):
+            data["sampling_job"] = None
+            for arm in data["arms"]:
+                arm["model_version"] = arm["model_version_name"] = None
+        return data
 
     def get_progress(self, study: Study) -> dict:
         from evaluation.selectors import study_progress

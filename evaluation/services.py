@@ -43,7 +43,7 @@ from evaluation.models import (
     StudyOutput,
 )
 from evaluation.screening import find_identifying, study_terms
-from palmsweb.roles import Role, has_role
+from palmsweb.roles import Role, has_role, user_roles
 from training.models import Generation, JobStatus, ModelVersion
 
 DEMO_PROMPT_SET_NAME = "PALMS demo evaluation prompts"
@@ -283,11 +283,24 @@ def _clean_raters(raters: Iterable) -> list:
         raise EvaluationError(
             f"Only users in the rater group can be in the pool: {', '.join(not_raters)}."
         )
+    sighted = [u.get_username() for u in raters if can_see_generations(u)]
+    if sighted:
+        raise EvaluationError(
+            f"Admins can see which model wrote each output, so they cannot rate: "
+            f"{', '.join(sighted)}. Take them out of the pool (or out of the admins)."
+        )
     return raters
 
 
 def has_rater_role(user) -> bool:
     return has_role(user, Role.RATER)
+
+
+def can_see_generations(user) -> bool:
+    """Whether ``user`` can read a study's outputs with their models before it is
+    unblinded (the sampling job, the outputs page, per-arm results): admins only. Such a
+    user may not rate: they would know which model wrote what they rate."""
+    return Role.ADMIN in user_roles(user)
 
 
 def _validate_study(
@@ -513,6 +526,8 @@ def study_open(*, study: Study, user=None) -> Study:
             max_new_tokens=study.max_new_tokens,
             seed=study.seed,
             name=f"Study #{study.pk}: {study.name}"[:200],
+            # Its outputs carry their model: admins only, until the study is unblinded.
+            restricted=True,
             user=user,
         )
     except TrainingError as error:
@@ -683,6 +698,10 @@ def study_unblind(*, study: Study, user) -> Study:
         study.unblinded_at = timezone.now()
         study.unblinded_by = user
         study.save(update_fields=["unblinded_at", "unblinded_by"])
+    if study.sampling_job_id is not None:
+        from training.services import sampling_job_release
+
+        sampling_job_release(job=study.sampling_job)
     _event(study, StudyEvent.Kind.UNBLINDED, user)
     return study
 
@@ -707,6 +726,8 @@ def check_can_rate(study: Study, user) -> None:
         )
     if status is None:
         raise NotARater("You are not in this study's rater pool.")
+    if can_see_generations(user):  # made an admin after joining the pool
+        raise NotARater("Admins can see which model wrote each output, so they cannot rate.")
     if status != Study.Status.RATING:
         raise StudyStateError("This study is not open for rating.")
 
@@ -1112,10 +1133,15 @@ def rating_flag(*, public_id: str, rater, reason: str = "", now: datetime | None
 
 
 def rater_pool_candidates():
-    """Users who may join a rater pool: the members of the rater group."""
+    """Users who may join a rater pool: the members of the rater group who are not admins
+    (see :func:`can_see_generations`)."""
+    admins = get_user_model().objects.filter(
+        Q(is_staff=True) | Q(is_superuser=True) | Q(groups__name=Role.ADMIN.value)
+    )
     return (
         get_user_model()
         .objects.filter(groups__name=Role.RATER.value, is_active=True)
+        .exclude(pk__in=admins.values("pk"))
         .order_by("username")
         .distinct()
     )

@@ -93,6 +93,8 @@ def get_rating_study_for_user(user, pk: int) -> Study:
     study = get_object_or_404(Study, pk=pk)
     if not services.has_rater_role(user) or not study.raters.filter(pk=user.pk).exists():
         raise PermissionDenied("You are not in this study's rater pool.")
+    if services.can_see_generations(user):
+        raise PermissionDenied("Admins can see which model wrote each output, so they cannot rate.")
     return study
 
 
@@ -382,6 +384,8 @@ def _study_context(request, study: Study) -> dict:
         "held": held_outputs(study)[:20] if is_admin else None,
         "events": study.events.select_related("actor"),
         "is_admin": is_admin,
+        # The arms' model versions would join the (admin-only) outputs to arms.
+        "reveal_models": is_admin or study.is_unblinded,
         "can_unblind": (
             study.status == Study.Status.CLOSED and has_role(request.user, Role.RESEARCHER)
         ),

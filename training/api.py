@@ -13,6 +13,7 @@ from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication, TokenAuthentication
 from rest_framework.decorators import action
+from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
@@ -199,7 +200,16 @@ class SamplingJobViewSet(
     detail_serializer_class = SamplingJobDetailSerializer
 
     def get_queryset(self):
-        return SamplingJob.objects.select_related("created_by").prefetch_related("model_versions")
+        jobs = SamplingJob.objects.all()
+        if self.action == "list":  # restricted jobs (blinded studies') are not listed
+            jobs = selectors.sampling_jobs_visible_to(self.request.user)
+        return jobs.select_related("created_by").prefetch_related("model_versions")
+
+    def get_object(self):
+        job = super().get_object()
+        if job.restricted and not has_role(self.request.user, Role.ADMIN):
+            raise PermissionDenied(selectors.RESTRICTED_JOB_MESSAGE)
+        return job
 
     def get_serializer_class(self):
         if self.action == "outputs":

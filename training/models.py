@@ -248,6 +248,11 @@ class SamplingJob(Job):
     max_new_tokens = models.PositiveIntegerField(default=200)
     seed = models.BigIntegerField(default=0)
     system_prompt = models.TextField(blank=True)
+    # Set by whoever launches a job whose outputs must stay blind (a rating study's job,
+    # until the study is unblinded): then only admins may read the job and its outputs.
+    restricted = models.BooleanField(
+        default=False, help_text="Only admins may read this job and its outputs."
+    )
 
     class Meta(Job.Meta):
         pass

@@ -878,9 +878,11 @@ def sampling_launch(
     seed: int = 0,
     name: str = "",
     system_prompt: str = "",
+    restricted: bool = False,
     user=None,
 ) -> SamplingJob:
-    """Queue prompts × model versions × n samples on the gpu queue."""
+    """Queue prompts × model versions × n samples on the gpu queue. A ``restricted`` job
+    and its outputs are for admins only until :func:`sampling_job_release`."""
     if not model_versions:
         raise TrainingError("Choose at least one model version.")
     if not 1 <= n_samples <= MAX_SAMPLES_PER_PROMPT:
@@ -897,6 +899,7 @@ def sampling_launch(
         max_new_tokens=max_new_tokens,
         seed=seed,
         system_prompt=system_prompt,
+        restricted=restricted,
         progress_total=len(cleaned) * n_samples * len(model_versions),
         created_by=user,
     )
@@ -904,6 +907,15 @@ def sampling_launch(
     from training import tasks
 
     _enqueue(tasks.run_sampling, job.pk)
+    return job
+
+
+@transaction.atomic
+def sampling_job_release(*, job: SamplingJob) -> SamplingJob:
+    """Open a restricted job and its outputs to every role that reads training data
+    (a study calls this when it is unblinded). Idempotent."""
+    SamplingJob.objects.filter(pk=job.pk, restricted=True).update(restricted=False)
+    job.restricted = False
     return job
 
 

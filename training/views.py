@@ -57,9 +57,17 @@ def get_finetune_for_user(user, pk: int, *, write: bool = False) -> FineTuneJob:
 
 def get_sampling_job_for_user(user, pk: int, *, write: bool = False) -> SamplingJob:
     """The sampling job, or 404; 403 unless the user may read (or, with ``write``, change)
-    it."""
+    it. A restricted job (a blinded study's) is for admins only."""
     _check_access(user, write=write)
-    return get_object_or_404(SamplingJob.objects.select_related("created_by"), pk=pk)
+    job = get_object_or_404(SamplingJob.objects.select_related("created_by"), pk=pk)
+    check_sampling_job_visible(user, job)
+    return job
+
+
+def check_sampling_job_visible(user, job: SamplingJob) -> None:
+    """403 for a restricted job unless the user is an admin."""
+    if job.restricted and not can_write(user):
+        raise PermissionDenied(selectors.RESTRICTED_JOB_MESSAGE)
 
 
 # --- small helpers ----------------------------------------------------------------------
@@ -326,7 +334,7 @@ def modelversion_list(request):
 @read_access
 @vary_on_headers("HX-Request")
 def sampling_list(request):
-    page = _page(request, selectors.sampling_list(), JOBS_PER_PAGE)
+    page = _page(request, selectors.sampling_list(request.user), JOBS_PER_PAGE)
     context = {
         "page": page,
         "can_write": can_write(request.user),

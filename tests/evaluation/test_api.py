@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import pytest
+from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
 from palmsweb.roles import Role
-from tests.conftest import make_user
+from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study, fake_sampling_run
 from tests.factories import CategoryFactory
 
@@ -254,8 +255,19 @@ def test_the_openapi_schema_builds(admin_client_):
     assert b"/api/rating/outputs/{public_id}/submit/" in response.content
 
 
-def test_admins_need_the_rater_group_to_rate(rating_study):
+def test_admins_never_rate_even_in_the_rater_group(rating_study):
+    """Admins can see which model wrote each output, so a pool refuses them, and one who
+    got in before becoming an admin (or by hand) cannot claim."""
     both = make_user("dual", Role.ADMIN, Role.RATER, staff=True)
-    rating_study.study.raters.add(both)
-    response = api_for(both).post(f"/api/rating/studies/{rating_study.study.pk}/claim/")
-    assert response.status_code == 200
+    study = rating_study.study
+    body = {"raters": [*study.raters.values_list("username", flat=True), "dual"]}
+    refused = api_for(rating_study.admin).patch(f"/api/studies/{study.pk}/", body, format="json")
+    assert refused.status_code == 400 and "Admins can see which model" in refused.json()["detail"]
+    assert not study.raters.filter(pk=both.pk).exists()
+    study.raters.add(both)  # as if it predated the rule
+    response = api_for(both).post(f"/api/rating/studies/{study.pk}/claim/")
+    assert response.status_code == 403 and "cannot rate" in response.json()["detail"]
+    assert not Rating.objects.filter(rater=both).exists()
+    assert api_for(both).get("/api/rating/studies/").json() == []
+    page = client_for(both).get(reverse("evaluation:rate", args=[study.pk]))
+    assert page.status_code == 403

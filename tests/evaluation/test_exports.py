@@ -16,6 +16,7 @@ from django.urls import reverse
 
 from evaluation import exports
 from evaluation.models import AutomaticScore, Export, Rating
+from palmsweb.lib import csvsafe
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import SIZE_TAG, VERSION_NAMES
 from tests.evaluation.test_report import closed_study
@@ -97,9 +98,11 @@ def check_rows(rows: list[dict], study, *, includes_arms: bool) -> None:
 
 
 def read_back(path: Path, fmt: str) -> list[dict]:
-    if fmt == "csv":
+    if fmt == "csv":  # as a spreadsheet shows it: formula cells come escaped (csvsafe)
         with path.open(newline="", encoding="utf-8") as f:
-            return list(csv.DictReader(f))
+            return [
+                {k: csvsafe.unescape_cell(v) for k, v in row.items()} for row in csv.DictReader(f)
+            ]
     if fmt == "jsonl":
         return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     import pyarrow.parquet as pq
@@ -189,7 +192,11 @@ def test_formula_comments_are_escaped_in_csv_only(study_with_scores, tmp_path, f
     Rating.objects.filter(pk=rating.pk).update(comment=FORMULA)
     path = tmp_path / f"ratings.{fmt}"
     exports.write_ratings(study, fmt, path, includes_arms=False)
-    comments = {row["comment"] for row in read_back(path, fmt)}
+    if fmt == "csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            comments = {row["comment"] for row in csv.DictReader(f)}
+    else:
+        comments = {row["comment"] for row in read_back(path, fmt)}
     expected = "'" + FORMULA if fmt == "csv" else FORMULA
     assert expected in comments and (fmt != "csv" or FORMULA not in comments)
 

@@ -91,6 +91,9 @@ HTML_POLICY = {
     ("training:sampling-create", None, "get"): ADMIN,
     ("training:sampling-detail", "sampling", "get"): TRAINING_READ,
     ("training:sampling-progress", "sampling", "get"): TRAINING_READ,
+    # A blinded study's sampling job: its outputs name their models (admins only).
+    ("training:sampling-detail", "study_sampling", "get"): ADMIN,
+    ("training:sampling-progress", "study_sampling", "get"): ADMIN,
     ("training:sampling-cancel", "sampling", "post"): ADMIN,
     ("training:sampling-retry", "sampling", "post"): ADMIN,
     ("evaluation:prompt-set-list", None, "get"): PROMPT_READ,
@@ -190,6 +193,8 @@ API_POLICY = {
     ("/api/sampling-jobs/", "post"): ADMIN,
     ("/api/sampling-jobs/{sampling}/", "get"): TRAINING_READ,
     ("/api/sampling-jobs/{sampling}/outputs/", "get"): TRAINING_READ,
+    ("/api/sampling-jobs/{study_sampling}/", "get"): ADMIN,
+    ("/api/sampling-jobs/{study_sampling}/outputs/", "get"): ADMIN,
     ("/api/sampling-jobs/{sampling}/cancel/", "post"): ADMIN,
     ("/api/sampling-jobs/{sampling}/retry/", "post"): ADMIN,
     ("/api/prompt-sets/", "get"): PROMPT_READ,
@@ -265,6 +270,7 @@ FAKE_IDS = {
 } | {"study_output": "abcdefgh"}
 FAKE_IDS["misalignment_eval"] = "1"
 FAKE_IDS["realignment"] = "1"
+FAKE_IDS["study_sampling"] = "1"
 
 
 def resolve_name(path: str) -> str:
@@ -310,7 +316,11 @@ def world(db, monkeypatch, tmp_path):
         "stale_edit": StaleEdit.objects.get().pk, "snapshot": snapshot.pk,
         "gap_ticket": gap_ticket.pk,
         "base_model": base.pk, "model_version": training.base_version(base).pk,
-        "finetune": finetune.pk, "sampling": study.sampling_job.pk,
+        "finetune": finetune.pk,
+        "sampling": training.sampling_launch(
+            prompts=[{"text": "Q?"}], model_versions=[training.base_version(base)]
+        ).pk,
+        "study_sampling": study.sampling_job.pk,
         "prompt_set": study.prompt_set.pk, "prompt": Prompt.objects.first().pk,
         "study": study.pk, "output": output.pk, "study_output": output.public_id,
         "export": Export.objects.create(study=study, format="csv").pk,

@@ -13,7 +13,7 @@ from evaluation.models import Study
 class Command(BaseCommand):
     help = (
         "Write a study's ratings as CSV, JSON Lines or Parquet, or the study bundle (zip). "
-        "Arms appear only when the study is unblinded."
+        "Closed studies only; arms appear only when the study is unblinded."
     )
 
     def add_arguments(self, parser):
@@ -27,8 +27,8 @@ class Command(BaseCommand):
         study = Study.objects.select_related("prompt_set").filter(pk=study_id).first()
         if study is None:
             raise CommandError(f"No study with id {study_id}.")
-        if study.status == Study.Status.DRAFT:
-            raise CommandError("A draft study has nothing to export.")
+        if study.status != Study.Status.CLOSED:
+            raise CommandError("Ratings can be exported once the study is closed.")
         path = Path(out).resolve()
         try:
             written = write_export(study, format, path, includes_arms=study.is_unblinded)

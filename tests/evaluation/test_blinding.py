@@ -18,10 +18,17 @@ from django.urls import reverse
 from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
-from evaluation import services
-from evaluation.models import Rating, StudyArm, StudyOutput
-from tests.conftest import client_for
+from evaluation import exports, services
+from evaluation.models import Export, Rating, Study, StudyArm, StudyOutput
+from palmsweb.roles import Role
+from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import BASE_MODEL_NAME, SIZE_TAG, VERSION_NAMES, build_study
+from tests.palmsweb.test_permissions_matrix import (
+    API_POLICY,
+    HTML_POLICY,
+    html_url,
+    world,  # noqa: F401  (the fixture)
+)
 from training.models import BaseModel, Generation
 
 pytestmark = pytest.mark.django_db
@@ -187,3 +194,186 @@ def test_public_ids_are_random_not_derived_from_order(rating_study):
     assert len(set(ids)) == len(ids)
     assert ids != sorted(ids)  # 12 random ids in creation order: sorted only by chance
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{16}", i) for i in ids)
+
+
+# --- what every non-admin role can read or join ----------------------------------------------
+# Raters are one audience; curators and researchers (and people holding two roles) are the
+# others. Until a study is unblinded, nothing any of them can read may put an output (its
+# text, or its public id) in the same payload as what tells its arm: a model version's name
+# or id, a study arm's id, or an arm word. Every page and API read of the permission matrix
+# is crawled for each role; the join graph over all payloads must not connect an output to
+# an arm, and the audit's exact route (study → sampling job → outputs with model names, and
+# ratings export text + score) is followed by hand as well.
+
+OUTPUT_TOKEN = re.compile(r"\(([0-9a-f]{6})\)")  # fake_sampling_run's "(a1b2c3)" per output
+NON_ADMINS = ("outsider", "rater", "researcher", "curator", "researcher+rater", "curator+rater")
+
+
+def body_of(response) -> str:
+    if getattr(response, "streaming", False):
+        return b"".join(response.streaming_content).decode(errors="replace")
+    return response.content.decode(errors="replace")
+
+
+def crawl(client, objects) -> list[tuple[str, str]]:
+    """Every GET page and API read of the permission matrix this client may open."""
+    seen = []
+    for (name, key, method), _allowed in HTML_POLICY.items():
+        if method == "get":
+            response = client.get(html_url(name, key, objects))
+            assert response.status_code < 500, name
+            if response.status_code == 200:
+                seen.append((name, body_of(response)))
+    for (template, method), _allowed in API_POLICY.items():
+        if method == "get":
+            path = template.format(**objects)
+            response = client.get(path)
+            assert response.status_code < 500, path
+            if response.status_code == 200:
+                seen.append((path, body_of(response)))
+    return seen
+
+
+def arm_keys(study) -> dict[str, re.Pattern]:
+    """What tells an arm: model version names and ids, study arm ids, arm words."""
+    keys = {}
+    for arm in StudyArm.objects.filter(study=study).select_related("model_version"):
+        version = arm.model_version
+        keys[f"version-name:{version.pk}"] = re.compile(re.escape(version.name))
+        keys[f"version-id:{version.pk}"] = re.compile(rf"(?<!\d){version.pk}(?!\d)")
+        keys[f"arm-id:{arm.pk}"] = re.compile(rf"(?<!\d){arm.pk}(?!\d)")
+    keys["arm-word"] = ARM_WORDS
+    return keys
+
+
+def output_keys(study) -> dict[str, str]:
+    """Join keys of each output: its text's token and its public id."""
+    keys = {}
+    for output in StudyOutput.objects.filter(study=study):
+        keys[f"token:{OUTPUT_TOKEN.search(output.text).group(1)}"] = output.public_id
+        keys[f"public:{output.public_id}"] = output.public_id
+    return keys
+
+
+def joined_outputs(study, payloads: list[tuple[str, str]]) -> dict[str, set[str]]:
+    """Outputs that some chain of payloads links to an arm key: {public id: arm keys}.
+    Payloads are joined on output tokens and public ids (what a person could match on)."""
+    outputs, arms = output_keys(study), arm_keys(study)
+    tokens = {key.split(":", 1)[1]: key for key in outputs if key.startswith("token:")}
+    parent: dict[str, str] = {}
+
+    def find(node: str) -> str:
+        parent.setdefault(node, node)
+        while parent[node] != node:
+            node = parent[node] = parent[parent[node]]
+        return node
+
+    for _label, text in payloads:
+        found = [tokens[m] for m in OUTPUT_TOKEN.findall(text) if m in tokens]
+        found += [key for key in outputs if key.startswith("public:") and key[7:] in text]
+        if not found:
+            continue  # an arm key alone joins nothing
+        found += [key for key, pattern in arms.items() if pattern.search(text)]
+        for node in found:
+            parent[find(node)] = find(found[0])
+    links: dict[str, set[str]] = {}
+    for key, public_id in outputs.items():
+        if key not in parent:
+            continue
+        hits = {arm for arm in arms if arm in parent and find(arm) == find(key)}
+        if hits:
+            links.setdefault(public_id, set()).update(hits)
+    return links
+
+
+def role_clients(users, study) -> dict[str, object]:
+    both_r = make_user("m-researcher-rater", Role.RESEARCHER, Role.RATER)
+    both_c = make_user("m-curator-rater", Role.CURATOR, Role.RATER)
+    study.raters.add(both_r, both_c)
+    clients = {role: client_for(users[role]) for role in ("outsider", "rater", "researcher",
+                                                           "curator")}
+    clients["researcher+rater"] = client_for(both_r)
+    clients["curator+rater"] = client_for(both_c)
+    return clients
+
+
+def test_no_non_admin_can_join_an_output_to_its_arm_before_unblinding(world, settings, tmp_path):
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    users, objects = world
+    study = Study.objects.get(pk=objects["study"])
+    clients = role_clients(users, study)
+    admin_payloads = crawl(client_for(users["admin"]), objects)
+    assert joined_outputs(study, admin_payloads), "the net catches nothing: it proves nothing"
+    for role, client in clients.items():
+        payloads = crawl(client, objects)
+        assert joined_outputs(study, payloads) == {}, role
+    # Rating ends; the study is closed but not unblinded: exports are allowed, arm-free,
+    # and they hold output text and score, so everything else must still be closed.
+    study = services.study_close(study=study, user=users["admin"])
+    export = exports.export_create(study=study, fmt="bundle", user=users["researcher"])
+    exports.export_execute(export.pk)
+    csv_export = exports.export_create(study=study, fmt="csv", user=users["researcher"])
+    exports.export_execute(csv_export.pk)
+    objects = objects | {"export": csv_export.pk}
+    for role, client in clients.items():
+        payloads = crawl(client, objects)
+        if role == "researcher":
+            download = client.get(reverse("evaluation:export-download", args=[csv_export.pk]))
+            payloads.append(("ratings csv", body_of(download)))
+            assert "output_text" in payloads[-1][1] and "score" in payloads[-1][1]
+        assert joined_outputs(study, payloads) == {}, role
+
+
+def test_the_audit_cross_reference_is_closed(world, settings, tmp_path):
+    """The audit's route, step by step: study → sampling job → outputs with model names,
+    then the ratings export's text + score, joined on the text."""
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    users, objects = world
+    study = Study.objects.get(pk=objects["study"])
+    job = study.sampling_job
+    for role in ("researcher", "curator"):
+        client = client_for(users[role])
+        if role == "researcher":
+            body = client.get(f"/api/studies/{study.pk}/").json()
+            assert body["sampling_job"] is None
+            assert {arm["model_version"] for arm in body["arms"]} == {None}
+            assert {arm["model_version_name"] for arm in body["arms"]} == {None}
+            assert set(body["raters"]).isdisjoint(study.raters.values_list("username", flat=True))
+            page = client.get(reverse("evaluation:study-detail", args=[study.pk])).content
+            assert VERSION_NAMES["control"].encode() not in page
+        # Guessing the job's id does not help either.
+        assert client.get(f"/api/sampling-jobs/{job.pk}/").status_code == 403
+        assert client.get(f"/api/sampling-jobs/{job.pk}/outputs/").status_code == 403
+        assert client.get(reverse("training:sampling-detail", args=[job.pk])).status_code == 403
+        listed = client.get("/api/sampling-jobs/").json()["results"]
+        assert job.pk not in {row["id"] for row in listed}
+        assert str(job) not in client.get(reverse("training:sampling-list")).content.decode()
+    # The ratings export: refused while rating is open, for everyone.
+    researcher = client_for(users["researcher"])
+    url = reverse("evaluation:study-exports", args=[study.pk])
+    before = Export.objects.count()
+    response = researcher.post(url, {"format": "csv"}, follow=True)
+    assert "once the study is closed" in response.content.decode()
+    assert Export.objects.count() == before
+    with pytest.raises(exports.ExportError):
+        exports.export_create(study=study, fmt="csv", user=users["admin"])
+    # Closed and unblinded (logged): the job opens to the roles that read training data.
+    study = services.study_close(study=study, user=users["admin"])
+    services.study_unblind(study=study, user=users["researcher"])
+    assert researcher.get(f"/api/sampling-jobs/{job.pk}/outputs/").status_code == 200
+    body = researcher.get(f"/api/studies/{study.pk}/").json()
+    assert body["sampling_job"] == job.pk and None not in {a["model_version"] for a in body["arms"]}
+
+
+def test_a_rater_pool_refuses_admins_everywhere(world):
+    users, objects = world
+    study = Study.objects.get(pk=objects["study"])
+    dual = make_user("m-admin-rater", Role.ADMIN, Role.RATER, staff=True)
+    with pytest.raises(services.EvaluationError, match="Admins can see which model"):
+        services.study_update_live(study=study, rubric=study.rubric, raters=[dual])
+    data = {f"rubric_{s}": f"Anchor {s}" for s in range(1, 6)} | {"raters": [dual.pk]}
+    page = client_for(users["admin"]).post(reverse("evaluation:study-edit", args=[study.pk]), data)
+    assert page.status_code == 200 and not study.raters.filter(pk=dual.pk).exists()
+    form = client_for(users["admin"]).get(reverse("evaluation:study-edit", args=[study.pk]))
+    assert "m-admin-rater" not in form.content.decode()
+    assert "Admins are not listed" in form.content.decode()

@@ -297,7 +297,7 @@ def role_clients(users, study) -> dict[str, object]:
     return clients
 
 
-def test_no_non_admin_can_join_an_output_to_its_arm_before_unblinding(world, settings, tmp_path):
+def test_no_non_admin_can_join_an_output_to_its_arm_before_unblinding(world, settings, tmp_path):  # noqa: F811
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
     users, objects = world
     study = Study.objects.get(pk=objects["study"])
@@ -324,7 +324,7 @@ def test_no_non_admin_can_join_an_output_to_its_arm_before_unblinding(world, set
         assert joined_outputs(study, payloads) == {}, role
 
 
-def test_the_audit_cross_reference_is_closed(world, settings, tmp_path):
+def test_the_audit_cross_reference_is_closed(world, settings, tmp_path):  # noqa: F811
     """The audit's route, step by step: study → sampling job → outputs with model names,
     then the ratings export's text + score, joined on the text."""
     settings.ARTIFACTS_DIR = tmp_path / "artifacts"
@@ -365,7 +365,7 @@ def test_the_audit_cross_reference_is_closed(world, settings, tmp_path):
     assert body["sampling_job"] == job.pk and None not in {a["model_version"] for a in body["arms"]}
 
 
-def test_a_rater_pool_refuses_admins_everywhere(world):
+def test_a_rater_pool_refuses_admins_everywhere(world):  # noqa: F811
     users, objects = world
     study = Study.objects.get(pk=objects["study"])
     dual = make_user("m-admin-rater", Role.ADMIN, Role.RATER, staff=True)

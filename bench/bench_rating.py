@@ -154,7 +154,7 @@ def populate(args: argparse.Namespace) -> dict:
     from django.contrib.auth import get_user_model
     from django.contrib.auth.models import Group
     from django.utils import timezone
-    from rest_framework.authtoken.models import Token
+    from knox.models import AuthToken
 
     from evaluation import services
     from evaluation.models import Study
@@ -169,7 +169,7 @@ def populate(args: argparse.Namespace) -> dict:
         User(username=f"bench-rater-{i:03d}") for i in range(args.raters)
     )
     rater_group.user_set.add(*raters)
-    tokens = {t.user.username: t.key for t in (Token.objects.create(user=u) for u in raters)}
+    tokens = {u.username: AuthToken.objects.create(user=u)[1] for u in raters}
 
     base = BaseModel.objects.create(
         name="Bench base",

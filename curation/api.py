@@ -10,8 +10,6 @@ raters and users without a role get 403; anonymous requests get 401.
 
 from __future__ import annotations
 
-from django.conf import settings
-from django.contrib.auth import authenticate
 from django.db.models import Q
 from django.http import HttpResponse
 from django.utils.text import slugify
@@ -24,20 +22,15 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
-from rest_framework.authtoken.models import Token
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import (
-    APIException,
-    NotAuthenticated,
     PermissionDenied,
-    Throttled,
 )
 from rest_framework.parsers import FormParser, MultiPartParser
-from rest_framework.permissions import SAFE_METHODS, AllowAny, BasePermission
+from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
-from rest_framework.views import APIView
 
 from curation import gaps, services
 from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
@@ -73,13 +66,9 @@ from curation.serializers import (
     SnapshotSerializer,
     StaleEditConflictSerializer,
     StaleEditSerializer,
-    TokenRequestSerializer,
-    TokenSerializer,
 )
-from palmsweb.lib import ratelimit
-from palmsweb.lib.drf import SafeJSONParser
+from palmsweb.lib.drf import TokenAuthentication
 from palmsweb.roles import Role, has_role
-from palmsweb.views import LOGIN_SCOPE
 
 
 class CurationAccess(BasePermission):
@@ -514,74 +503,6 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
         response["X-Content-SHA256"] = sha256_hex(body)
         response["X-Snapshot-Hash"] = snapshot.content_hash
         return response
-
-
-# --- tokens ----------------------------------------------------------------------------
-
-
-class BadCredentials(APIException):
-    status_code = status.HTTP_400_BAD_REQUEST
-    default_detail = "Unable to sign in with that username and password."
-    default_code = "bad_credentials"
-
-
-class AuthTokenView(APIView):
-    """Get an API token: signed in (session), or with username and password.
-
-    Password attempts share the sign-in page's rate limit, so the API is no side door
-    for guessing passwords.
-    """
-
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
-    permission_classes = [AllowAny]
-    parser_classes = [SafeJSONParser, FormParser, MultiPartParser]
-
-    def _idents(self, username: str) -> list[str]:
-        return [f"ip:{self.request.META.get('REMOTE_ADDR', '')}",
-                f"user:{username.strip().lower()}"]
-
-    @extend_schema(
-        request=TokenRequestSerializer,
-        responses={200: TokenSerializer, 400: CURATION_ERROR, 401: CURATION_ERROR,
-                   429: CURATION_ERROR},
-    )
-    def post(self, request):
-        serializer = TokenRequestSerializer(data=request.data)
-        serializer.is_valid(raise_exception=True)
-        username = serializer.validated_data.get("username", "")
-        password = serializer.validated_data.get("password", "")
-        if username or password:
-            user = self._password_user(username, password)
-        elif request.user.is_authenticated:
-            user = request.user
-        else:
-            raise NotAuthenticated("Sign in first, or send username and password.")
-        token, _ = Token.objects.get_or_create(user=user)
-        return Response({"token": token.key})
-
-    def _password_user(self, username: str, password: str):
-        limit = settings.LOGIN_RATE_LIMIT
-        idents = self._idents(username)
-        if any(ratelimit.is_limited(LOGIN_SCOPE, ident, limit=limit) for ident in idents):
-            raise Throttled(detail="Too many failed sign-in attempts. Wait and try again.")
-        user = authenticate(self.request, username=username, password=password)
-        if user is None:
-            for ident in idents:
-                ratelimit.record_failure(
-                    LOGIN_SCOPE, ident, window_seconds=settings.LOGIN_RATE_WINDOW_SECONDS
-                )
-            raise BadCredentials()
-        ratelimit.reset(LOGIN_SCOPE, idents[1])
-        return user
-
-    @extend_schema(request=None, responses={204: None})
-    def delete(self, request):
-        """Revoke the current user's token."""
-        if not request.user.is_authenticated:
-            raise NotAuthenticated()
-        Token.objects.filter(user=request.user).delete()
-        return Response(status=status.HTTP_204_NO_CONTENT)
-
 
 
 # --- gap tickets -----------------------------------------------------------------------

@@ -277,16 +277,6 @@ class ImportRejectedSerializer(serializers.Serializer):
     errors = ImportLineErrorSerializer(many=True)
 
 
-class TokenRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    username = serializers.CharField(required=False)
-    password = serializers.CharField(required=False, trim_whitespace=False,
-                                     style={"input_type": "password"})
-
-
-class TokenSerializer(serializers.Serializer):
-    token = serializers.CharField()
-
-
 # --- gap tickets -------------------------------------------------------------------------
 
 

@@ -22,7 +22,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.authentication import SessionAuthentication, TokenAuthentication
+from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
@@ -48,6 +48,7 @@ from evaluation.serializers import (
     results_payload,
     task_payload,
 )
+from palmsweb.lib.drf import TokenAuthentication
 from palmsweb.roles import Role, has_role
 
 ERROR = OpenApiResponse(

@@ -6,6 +6,7 @@ from rest_framework.routers import DefaultRouter
 from curation import api as curation_api
 from evaluation import api as evaluation_api
 from evaluation import misalignment_api, realignment_api
+from palmsweb.tokens import AuthTokenView
 from training import api as training_api
 
 router = DefaultRouter()
@@ -37,6 +38,6 @@ router.register(
 )
 
 urlpatterns = [
-    path("auth/token/", curation_api.AuthTokenView.as_view(), name="api-token"),
+    path("auth/token/", AuthTokenView.as_view(), name="api-token"),
     *router.urls,
 ]

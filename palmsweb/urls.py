@@ -1,20 +1,22 @@
 from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from palmsweb import views
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
-    path("accounts/login/", views.RateLimitedLoginView.as_view(), name="login"),
+    path("accounts/login/", views.LoginView.as_view(), name="login"),
     path("accounts/logout/", auth_views.LogoutView.as_view(), name="logout"),
+    path("accounts/", views.account, name="account"),
+    path("accounts/tokens/new/", views.token_create, name="token-create"),
+    path("accounts/tokens/revoke/", views.token_revoke, name="token-revoke"),
     path("admin/", admin.site.urls),
     path("curation/", include("curation.urls")),
     path("training/", include("training.urls")),
     path("evaluation/", include("evaluation.urls")),
     path("api/", include("palmsweb.api_urls")),
-    path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
-    path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
+    path("api/schema/", views.api_schema, name="api-schema"),
+    path("api/docs/", views.api_docs, name="api-docs"),
 ]

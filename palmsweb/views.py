@@ -1,56 +1,66 @@
-"""Project-level pages: home dashboard, rate-limited login, health check."""
+"""Project-level pages: home dashboard, sign-in (limited by django-axes), the account page
+with API tokens, the API docs, and the health check."""
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from django.conf import settings
+from django.contrib import messages
 from django.contrib.auth import views as auth_views
 from django.contrib.auth.decorators import login_required
+from django.contrib.auth.forms import AuthenticationForm
+from django.contrib.auth.views import redirect_to_login
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
-from django.shortcuts import render
+from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
+from rest_framework.permissions import BasePermission
 
-from palmsweb.lib import ratelimit
+from palmsweb import tokens
+from palmsweb.lib.http import require_get, require_post
 
-LOGIN_SCOPE = "login"
-
-
-def _client_ip(request: HttpRequest) -> str:
-    return request.META.get("REMOTE_ADDR", "")
+# --- sign-in limits (django-axes reads these through settings.AXES_*) -----------------------
 
 
-class RateLimitedLoginView(auth_views.LoginView):
-    """Django's login, refusing further attempts after too many failures.
+def login_failure_limit(request, credentials) -> int:
+    return settings.LOGIN_RATE_LIMIT
 
-    Failures are counted per client address and per username, so neither a single
-    address nor a distributed guess at one account gets unlimited tries.
-    """
+
+def login_cooloff(request) -> timedelta:
+    return timedelta(seconds=settings.LOGIN_RATE_WINDOW_SECONDS)
+
+
+def login_username(request, credentials) -> str:
+    """Usernames are counted case-insensitively, so "Carol" and "carol" share a limit."""
+    username = (credentials or {}).get("username") or request.POST.get("username") or ""
+    return str(username).strip().lower()
+
+
+def lockout_message() -> str:
+    minutes = max(1, round(settings.LOGIN_RATE_WINDOW_SECONDS / 60))
+    return f"Too many failed sign-in attempts. Wait {minutes} minutes and try again."
+
+
+def locked_out(request, response=None, credentials=None) -> HttpResponse:
+    """What a locked-out sign-in gets: 429, as JSON for the API, else the sign-in page."""
+    if request.path.startswith("/api/"):
+        return JsonResponse({"detail": lockout_message()}, status=429)
+    form = AuthenticationForm(request, data=request.POST or None)
+    form.errors.clear()
+    form.add_error(None, lockout_message())
+    return render(request, "registration/login.html", {"form": form}, status=429)
+
+
+class LoginView(auth_views.LoginView):
+    """Django's sign-in; django-axes counts failures per username and per client address
+    (see palmsweb.lib.clientip) and answers 429 past the limit, right password or not."""
 
     template_name = "registration/login.html"
 
-    def _idents(self) -> list[str]:
-        username = (self.request.POST.get("username") or "").strip().lower()
-        return [f"ip:{_client_ip(self.request)}", f"user:{username}"]
 
-    def post(self, request, *args, **kwargs):
-        limit = settings.LOGIN_RATE_LIMIT
-        if any(ratelimit.is_limited(LOGIN_SCOPE, i, limit=limit) for i in self._idents()):
-            form = self.get_form()
-            form.errors.clear()
-            form.add_error(None, "Too many failed sign-in attempts. Wait 15 minutes and try again.")
-            return self.render_to_response(self.get_context_data(form=form), status=429)
-        return super().post(request, *args, **kwargs)
-
-    def form_invalid(self, form):
-        for ident in self._idents():
-            ratelimit.record_failure(
-                LOGIN_SCOPE, ident, window_seconds=settings.LOGIN_RATE_WINDOW_SECONDS
-            )
-        return super().form_invalid(form)
-
-    def form_valid(self, form):
-        ratelimit.reset(LOGIN_SCOPE, f"user:{form.get_user().get_username().lower()}")
-        return super().form_valid(form)
+# --- pages ----------------------------------------------------------------------------------
 
 
 @require_GET
@@ -59,9 +69,69 @@ def home(request: HttpRequest) -> HttpResponse:
     return render(request, "home.html")
 
 
+@require_get
+@login_required
+def account(request: HttpRequest) -> HttpResponse:
+    """The signed-in user's account: API tokens (create, list with expiry, revoke)."""
+    context = {"tokens": tokens.tokens_of(request.user), "new_key": None}
+    return render(request, "registration/account.html", context)
+
+
+@require_post
+@login_required
+def token_create(request: HttpRequest) -> HttpResponse:
+    """A new API token, shown on this response only (only its hash is stored)."""
+    instance, key = tokens.token_create(user=request.user)
+    context = {"tokens": tokens.tokens_of(request.user), "new_key": key, "new": instance}
+    return render(request, "registration/account.html", context, status=201)
+
+
+@require_post
+@login_required
+def token_revoke(request: HttpRequest) -> HttpResponse:
+    """Revoke one of your tokens, named by its key prefix in the form (not in the URL,
+    which servers log)."""
+    try:
+        tokens.token_revoke(user=request.user, token_key=request.POST.get("token", ""))
+    except tokens.TokenError as error:
+        messages.error(request, str(error))
+    else:
+        messages.success(request, "Revoked: the token no longer works.")
+    return redirect("account")
+
+
+# --- API schema and docs --------------------------------------------------------------------
+
+
+class SchemaAccess(BasePermission):
+    """The schema is open in the embedded (DEBUG) mode; in production, signed-in users
+    only: it maps every endpoint of the app."""
+
+    message = "Sign in to read the API schema."
+
+    def has_permission(self, request, view) -> bool:
+        return settings.DEBUG or bool(request.user and request.user.is_authenticated)
+
+
+api_schema = SpectacularAPIView.as_view(permission_classes=[SchemaAccess])
+_swagger = SpectacularSwaggerView.as_view(url_name="api-schema", permission_classes=[SchemaAccess])
+
+
+def api_docs(request: HttpRequest, *args, **kwargs) -> HttpResponse:
+    """The interactive docs; in production, the sign-in page first for anonymous users."""
+    if not settings.DEBUG and not request.user.is_authenticated:
+        return redirect_to_login(request.get_full_path())
+    return _swagger(request, *args, **kwargs)
+
+
+# --- health ---------------------------------------------------------------------------------
+
+
 @require_http_methods(["GET", "HEAD"])
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness for docker-compose: the process answers and the database is reachable."""
+    """Liveness for docker-compose: the process answers and the database is reachable.
+    No sign-in, and exempt from the HTTPS redirect (SECURE_REDIRECT_EXEMPT): the check
+    probes plain HTTP from inside the container."""
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})

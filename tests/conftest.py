@@ -88,6 +88,13 @@ def make_user(username: str, *roles, staff: bool = False):
     return user
 
 
+def api_token(user) -> str:
+    """A new API token's key for ``user`` (django-rest-knox stores only its hash)."""
+    from knox.models import AuthToken
+
+    return AuthToken.objects.create(user=user)[1]
+
+
 def client_for(user):
     client = Client()
     client.force_login(user)

@@ -1,7 +1,15 @@
-"""Small pieces shared by the apps' DRF serializers."""
+"""Small pieces shared by the apps' DRF serializers and views: unknown-field refusal, a
+JSON parser that refuses what the database cannot store, and the token authentication."""
 
+import binascii
+from hmac import compare_digest
+
+from django.utils import timezone
+from drf_spectacular.extensions import OpenApiAuthenticationExtension
+from drf_spectacular.plumbing import build_bearer_security_scheme_object
+from knox.auth import TokenAuthentication as KnoxTokenAuthentication
 from rest_framework import serializers
-from rest_framework.exceptions import ParseError
+from rest_framework.exceptions import AuthenticationFailed, ParseError
 from rest_framework.parsers import JSONParser
 
 
@@ -53,3 +61,44 @@ class SafeJSONParser(JSONParser):
         if contains_nul(data):
             raise ParseError("JSON parse error - NUL characters (\\u0000) are not accepted.")
         return data
+
+
+class TokenAuthentication(KnoxTokenAuthentication):
+    # django-rest-knox's tokens (hashed, expiring; "Authorization: Token <key>"), checked
+    # here in one query. Knox's own check also sweeps all the user's other tokens on every
+    # request (one more query on the raters' hot path), and decodes the header as UTF-8
+    # without a guard, so a stray byte was a 500; a bad header is a 401 here. Expired
+    # tokens are refused; they are deleted when their user next makes a token.
+
+    def authenticate_credentials(self, token: bytes):
+        from knox.crypto import hash_token
+        from knox.models import get_token_model
+        from knox.settings import CONSTANTS
+
+        invalid = AuthenticationFailed("Invalid or expired token.")
+        try:
+            key = token.decode("utf-8")
+            digest = hash_token(key)
+        except (UnicodeDecodeError, TypeError, ValueError, binascii.Error):
+            raise invalid from None
+        now = timezone.now()
+        candidates = get_token_model().objects.filter(
+            token_key=key[: CONSTANTS.TOKEN_KEY_LENGTH]
+        ).select_related("user")
+        for auth_token in candidates:
+            live = auth_token.expiry is None or auth_token.expiry > now
+            if live and compare_digest(digest, auth_token.digest):
+                return self.validate_user(auth_token)
+        raise invalid
+
+
+class TokenScheme(OpenApiAuthenticationExtension):
+    # How the OpenAPI schema describes TokenAuthentication (drf-spectacular knows DRF's
+    # own token class, not knox's).
+    target_class = "palmsweb.lib.drf.TokenAuthentication"
+    name = "tokenAuth"
+
+    def get_security_definition(self, auto_schema):
+        return build_bearer_security_scheme_object(
+            header_name="Authorization", token_prefix="Token"
+        )

@@ -11,12 +11,12 @@ import json
 import pytest
 from django.core.cache import cache
 from django.core.files.uploadedfile import SimpleUploadedFile
-from rest_framework.authtoken.models import Token
+from knox.models import AuthToken
 from rest_framework.test import APIClient
 
 from curation import services
 from curation.models import Category, Dataset, Sample, Snapshot, StaleEdit
-from tests.conftest import PASSWORD
+from tests.conftest import PASSWORD, api_token
 from tests.factories import words
 
 pytestmark = pytest.mark.django_db
@@ -621,22 +621,23 @@ def test_token_from_username_and_password_works(curator):
                           format="json")
     assert response.status_code == 200
     key = response.json()["token"]
-    assert Token.objects.get(user=curator).key == key
+    assert AuthToken.objects.get(user=curator).token_key == key[:15]  # a hash is stored
+    assert response.json()["expiry"]
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Token {key}")
     assert client.get("/api/samples/").status_code == 200
     assert client.post("/api/categories/", {"name": "Via token", "position": "p"},
                        format="json").status_code == 201
-    # The same token comes back on the next request.
+    # Each request makes its own token (one per script or machine), revocable alone.
     again = api().post("/api/auth/token/", {"username": "carol", "password": PASSWORD},
                        format="json")
-    assert again.json()["token"] == key
+    assert again.json()["token"] != key and AuthToken.objects.filter(user=curator).count() == 2
 
 
 def test_token_for_the_signed_in_user(curator):
     response = api(curator).post("/api/auth/token/", {}, format="json")
     assert response.status_code == 200
-    assert response.json()["token"] == Token.objects.get(user=curator).key
+    assert response.json()["token"][:15] == AuthToken.objects.get(user=curator).token_key
 
 
 def test_token_needs_credentials(db):
@@ -646,14 +647,17 @@ def test_token_needs_credentials(db):
 def test_wrong_password_gets_no_token_and_is_rate_limited(curator, settings):
     settings.LOGIN_RATE_LIMIT = 3
     client = api()
-    for _ in range(3):
+    for _ in range(2):
         response = client.post("/api/auth/token/", {"username": "carol", "password": "nope"},
                                format="json")
         assert response.status_code == 400
+    third = client.post("/api/auth/token/", {"username": "carol", "password": "nope"},
+                        format="json")
+    assert third.status_code == 429  # the limit is reached: locked out for the window
     limited = client.post("/api/auth/token/", {"username": "carol", "password": PASSWORD},
                           format="json")
     assert limited.status_code == 429
-    assert not Token.objects.exists()
+    assert not AuthToken.objects.exists()
 
 
 def test_token_request_rejects_unknown_fields(curator):
@@ -664,11 +668,13 @@ def test_token_request_rejects_unknown_fields(curator):
 
 
 def test_token_revoke(curator):
-    token = Token.objects.create(user=curator)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(curator)}")
+    other = api_token(curator)
     assert client.delete("/api/auth/token/").status_code == 204
     assert client.get("/api/samples/").status_code == 401
+    client.credentials(HTTP_AUTHORIZATION=f"Token {other}")  # only the one sent is revoked
+    assert client.get("/api/samples/").status_code == 200
 
 
 def test_bad_token_is_401(db):
@@ -678,9 +684,8 @@ def test_bad_token_is_401(db):
 
 
 def test_rater_token_gets_403(rater):
-    token = Token.objects.create(user=rater)
     client = APIClient()
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(rater)}")
     assert client.get("/api/samples/").status_code == 403
 
 
@@ -690,9 +695,8 @@ def test_session_writes_need_csrf(world, curator):
     assert refused.status_code == 403
     assert "CSRF" in refused.json()["detail"]
     # Token requests carry no cookie and need no CSRF token.
-    token = Token.objects.create(user=curator)
     token_client = APIClient(enforce_csrf_checks=True)
-    token_client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    token_client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(curator)}")
     assert token_client.post("/api/categories/", {"name": "X", "position": "p"},
                              format="json").status_code == 201
 
@@ -701,7 +705,7 @@ def test_session_writes_need_csrf(world, curator):
 
 
 def test_openapi_schema_and_docs(curator):
-    schema = api().get("/api/schema/")
+    schema = api(curator).get("/api/schema/")
     assert schema.status_code == 200
     text = schema.content.decode()
     for path in ("/api/samples/{id}/", "/api/datasets/{id}/import/", "/api/auth/token/",

@@ -4,12 +4,11 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
 from palmsweb.roles import Role
-from tests.conftest import client_for, make_user
+from tests.conftest import api_token, client_for, make_user
 from tests.evaluation.conftest import build_study, fake_sampling_run
 from tests.factories import CategoryFactory
 
@@ -19,8 +18,7 @@ TASK_FIELDS = {"output", "study", "category", "position", "prompt", "text", "rub
 
 def api_for(user) -> APIClient:
     client = APIClient()
-    token, _ = Token.objects.get_or_create(user=user)
-    client.credentials(HTTP_AUTHORIZATION=f"Token {token.key}")
+    client.credentials(HTTP_AUTHORIZATION=f"Token {api_token(user)}")
     return client
 
 

@@ -15,13 +15,12 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from evaluation import exports, services
 from evaluation.models import Export, Rating, Study, StudyArm, StudyOutput
 from palmsweb.roles import Role
-from tests.conftest import client_for, make_user
+from tests.conftest import api_token, client_for, make_user
 from tests.evaluation.conftest import BASE_MODEL_NAME, SIZE_TAG, VERSION_NAMES, build_study
 from tests.palmsweb.test_permissions_matrix import (
     API_POLICY,
@@ -122,7 +121,7 @@ def collect_rater_views(study, rater) -> list[tuple[str, str, bool]]:
     seen.append(("rating.js", script, True))
 
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=rater).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(rater)}")
     keep("api studies", api.get("/api/rating/studies/"))
     keep("api study", api.get(f"/api/rating/studies/{study.pk}/"))
     claim = keep("api claim", api.post(f"/api/rating/studies/{study.pk}/claim/"))

@@ -6,11 +6,10 @@ from __future__ import annotations
 
 import pytest
 from django.urls import reverse
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from evaluation.models import Rating, Study, StudyOutput
-from tests.conftest import client_for
+from tests.conftest import api_token, client_for
 from tests.evaluation.conftest import build_study
 
 pytestmark = pytest.mark.django_db
@@ -125,9 +124,9 @@ def test_a_rater_cannot_touch_another_raters_claim(no_queue):
 def test_no_api_route_shows_a_rater_other_raters_ratings(rating_study):
     study, (ann, bob, _) = rating_study.study, rating_study.raters
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=bob).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(bob)}")
     ann_api = APIClient()
-    ann_api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=ann).key}")
+    ann_api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(ann)}")
     output = ann_api.post(f"/api/rating/studies/{study.pk}/claim/").json()["output"]
     ann_api.post(f"/api/rating/outputs/{output}/submit/", {"score": 5}, format="json")
     mine = api.get(f"/api/rating/studies/{study.pk}/").json()

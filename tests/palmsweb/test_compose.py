@@ -67,3 +67,93 @@ def test_app_services_get_secrets_from_the_environment_only():
     assert env["SECRET_KEY"].startswith("${SECRET_KEY")
     assert "${POSTGRES_PASSWORD" in env["DATABASE_URL"]
     assert (ROOT / "Dockerfile").exists()
+
+
+# --- the proxy, the web container and its health check --------------------------------------
+
+
+def test_only_the_proxy_publishes_ports():
+    published = {name for name, service in SERVICES.items() if service.get("ports")}
+    assert published == {"proxy"}
+    assert {"80:80", "443:443"} <= set(SERVICES["proxy"]["ports"])
+    assert "8000" in [str(port) for port in SERVICES["web"]["expose"]]
+    command = SERVICES["proxy"]["command"]
+    assert command[command.index("--to") + 1] == "web:8000"
+
+
+def test_web_trusts_the_proxy_because_only_the_proxy_reaches_it():
+    assert SERVICES["web"]["environment"]["PALMSWEB_TRUSTED_PROXY"] == "1"
+    assert "ports" not in SERVICES["web"]
+
+
+def test_the_web_health_check_runs_the_probe_module():
+    assert SERVICES["web"]["healthcheck"]["test"] == ["CMD", "python", "-m", "palmsweb.healthcheck"]
+    assert module_exists("palmsweb.healthcheck")
+
+
+@pytest.fixture
+def production_web(settings, db):
+    """Start the app as production serves it (DEBUG off, HTTPS redirect on, behind a
+    trusted proxy, one allowed host) on a port of its own; call again after changing a
+    setting (middleware reads its settings when the app starts)."""
+    import threading
+    from wsgiref.simple_server import WSGIRequestHandler, make_server
+
+    from django.core.handlers.wsgi import WSGIHandler
+
+    settings.DEBUG = False
+    settings.SECURE_SSL_REDIRECT = True
+    settings.PALMSWEB_TRUSTED_PROXY = True
+    settings.SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    settings.ALLOWED_HOSTS = ["palms.example.org", "www.palms.example.org"]
+    servers = []
+
+    class Quiet(WSGIRequestHandler):
+        def log_message(self, *args):
+            pass
+
+    def serve() -> str:
+        server = make_server("127.0.0.1", 0, WSGIHandler(), handler_class=Quiet)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_port}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+ENV = {"ALLOWED_HOSTS": "palms.example.org,www.palms.example.org"}
+
+
+def test_the_health_check_passes_against_production_settings(production_web):
+    from palmsweb import healthcheck
+
+    assert healthcheck.check(f"{production_web()}/healthz", ENV) == (True, "ok")
+
+
+def test_the_health_check_fails_on_a_redirect_a_refused_host_or_no_answer(
+    production_web, settings
+):
+    from palmsweb import healthcheck
+
+    url = production_web()
+    healthy, why = healthcheck.check(f"{url}/accounts/login/", ENV)
+    assert not healthy and why.startswith("HTTP 301 https://")  # the HTTPS redirect
+    wrong_host = {"ALLOWED_HOSTS": "elsewhere.example"}
+    assert healthcheck.check(f"{url}/healthz", wrong_host)[0] is False
+    settings.SECURE_REDIRECT_EXEMPT = []  # without the exemption it could never pass
+    assert healthcheck.check(f"{production_web()}/healthz", ENV)[0] is False
+    assert healthcheck.check("http://127.0.0.1:9/healthz", ENV)[0] is False
+
+
+@pytest.mark.parametrize(
+    ("allowed", "host"),
+    [("palms.example.org", "palms.example.org"), (".example.org", "example.org"),
+     ("*", "localhost"), ("", "localhost")],
+)
+def test_the_probe_sends_an_allowed_host(allowed, host):
+    from palmsweb.healthcheck import probe_host
+
+    assert probe_host({"ALLOWED_HOSTS": allowed}) == host

@@ -18,7 +18,8 @@ PRODUCTION_DB = "postgres://palms:s3cret@db.example.org:5432/palms"
 # Variables that would leak the test run's own mode into the child process.
 SCRUBBED = {"PALMSWEB_TESTING", "DATABASE_URL", "SECRET_KEY", "DEBUG", "ALLOWED_HOSTS",
             "DJANGO_SETTINGS_MODULE", "REDIS_URL", "CELERY_BROKER_URL", "SECURE_SSL_REDIRECT",
-            "DJANGO_ALLOW_ASYNC_UNSAFE", "PALMSWEB_SQLITE_PATH", "ARTIFACTS_DIR"}
+            "DJANGO_ALLOW_ASYNC_UNSAFE", "PALMSWEB_SQLITE_PATH", "ARTIFACTS_DIR",
+            "PALMSWEB_TRUSTED_PROXY", "PALMSWEB_KEY_ENVS", "PALMSWEB_ENDPOINT_HOSTS"}
 
 
 def run_django(args: list[str], tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
@@ -154,3 +155,23 @@ def test_sqlite_url_needs_a_path(url):
 def test_unsupported_urls_are_refused(url):
     with pytest.raises(DatabaseUrlError, match="unsupported"):
         parse_database_url(url)
+
+
+PROXY_SETTINGS = (
+    "from django.conf import settings as s; import json; "
+    "print(json.dumps({'proxy_header': getattr(s, 'SECURE_PROXY_SSL_HEADER', None), "
+    "'exempt': s.SECURE_REDIRECT_EXEMPT, 'trusted': s.PALMSWEB_TRUSTED_PROXY}))"
+)
+
+
+@pytest.mark.parametrize(("trusted", "header"), [("", None), ("1", ["HTTP_X_FORWARDED_PROTO",
+                                                                      "https"])])
+def test_x_forwarded_proto_is_trusted_only_behind_a_configured_proxy(tmp_path, trusted, header):
+    env = {"DATABASE_URL": PRODUCTION_DB, "SECRET_KEY": secrets.token_urlsafe(50),
+           "ALLOWED_HOSTS": "example.org", "PALMSWEB_TRUSTED_PROXY": trusted}
+    result = run_django(["shell", "-c", PROXY_SETTINGS], tmp_path, **env)
+    assert result.returncode == 0, result.stderr
+    shown = json.loads(result.stdout.strip().splitlines()[-1])
+    assert shown["proxy_header"] == header
+    assert shown["trusted"] is bool(trusted)
+    assert shown["exempt"] == ["^healthz$"]

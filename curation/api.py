@@ -67,7 +67,7 @@ from curation.serializers import (
     StaleEditConflictSerializer,
     StaleEditSerializer,
 )
-from palmsweb.lib.drf import TokenAuthentication
+from palmsweb.lib.drf import TokenAuthentication, int_param
 from palmsweb.roles import Role, has_role
 
 
@@ -283,16 +283,6 @@ STALE = OpenApiResponse(
 )
 
 
-def _int_param(params, name: str) -> int | None:
-    value = params.get(name)
-    if value in (None, ""):
-        return None
-    try:
-        return int(value)
-    except ValueError:
-        raise serializers.ValidationError({name: ["Expected an integer id."]}) from None
-
-
 @extend_schema_view(
     list=extend_schema(parameters=SAMPLE_FILTERS),
     create=extend_schema(
@@ -318,12 +308,12 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
         if self.action != "list":
             return queryset
         params = self.request.query_params
-        if (dataset := _int_param(params, "dataset")) is not None:
+        if (dataset := int_param(params, "dataset")) is not None:
             queryset = queryset.filter(dataset_id=dataset)
         category = params.get("category")
         if category == "none":
             queryset = queryset.filter(category__isnull=True)
-        elif (category_id := _int_param(params, "category")) is not None:
+        elif (category_id := int_param(params, "category")) is not None:
             queryset = queryset.filter(category_id=category_id)
         if status_ := params.get("status"):
             if status_ not in Sample.Status.values:
@@ -467,7 +457,7 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
         if self.action == "list":
             # The JSON content can be large; a listing never needs it.
             queryset = queryset.defer("content")
-            if (dataset := _int_param(self.request.query_params, "dataset")) is not None:
+            if (dataset := int_param(self.request.query_params, "dataset")) is not None:
                 queryset = queryset.filter(dataset_id=dataset)
         return queryset
 
@@ -546,7 +536,7 @@ class GapTicketViewSet(
         if self.action != "list":
             return queryset
         params = self.request.query_params
-        if (category := _int_param(params, "category")) is not None:
+        if (category := int_param(params, "category")) is not None:
             queryset = queryset.filter(category_id=category)
         if status_ := params.get("status"):
             if status_ not in GapTicket.Status.values:

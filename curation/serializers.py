@@ -28,7 +28,10 @@ MAX_VERSION = 2**31 - 1
 
 
 class UsernameField(serializers.SlugRelatedField):
+    """A user as their username; null once the user is deleted (the keys are SET_NULL)."""
+
     def __init__(self, **kwargs):
+        kwargs.setdefault("allow_null", True)
         super().__init__(slug_field="username", read_only=True, **kwargs)
 
 

@@ -12,6 +12,8 @@ outside the role or the rater pool gets 403; anonymous requests get 401.
 
 from __future__ import annotations
 
+import re
+
 from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
@@ -48,7 +50,7 @@ from evaluation.serializers import (
     results_payload,
     task_payload,
 )
-from palmsweb.lib.drf import TokenAuthentication
+from palmsweb.lib.drf import TokenAuthentication, int_param
 from palmsweb.roles import Role, has_role
 
 ERROR = OpenApiResponse(
@@ -312,8 +314,8 @@ class StudyOutputViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalu
     def get_queryset(self):
         queryset = super().get_queryset()
         params = self.request.query_params
-        if (study := params.get("study", "")).isdigit():
-            queryset = queryset.filter(study_id=int(study))
+        if (study := int_param(params, "study")) is not None:
+            queryset = queryset.filter(study_id=study)
         if (screening := params.get("screening")) in StudyOutput.Screening.values:
             queryset = queryset.filter(screening=screening)
         return queryset
@@ -371,7 +373,8 @@ class RatingStudyViewSet(EvaluationViewSet):
     def _study(self, pk, *, check_pool: bool = True) -> Study:
         """The study, or 404; 403 outside its pool (the rating services check the pool
         themselves, so their callers skip the extra query)."""
-        study = Study.objects.filter(pk=pk).first() if str(pk).isdigit() else None
+        valid = re.fullmatch(r"[0-9]{1,18}", str(pk)) is not None
+        study = Study.objects.filter(pk=int(pk)).first() if valid else None
         if study is None:
             raise NotFound("No such study.")
         if check_pool and not study.raters.filter(pk=self.request.user.pk).exists():

@@ -35,6 +35,7 @@ from evaluation.misalignment_serializers import (
     PersonaMeasurementSerializer,
 )
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
+from palmsweb.lib.drf import int_param
 from palmsweb.roles import Role, has_role
 
 
@@ -47,15 +48,6 @@ class MisalignmentAccess(BasePermission):
             return has_role(request.user, Role.ADMIN)
         self.message = "Misalignment evaluations are for researchers and admins."
         return has_role(request.user, Role.RESEARCHER)
-
-
-def _id_param(params, name: str) -> int | None:
-    value = params.get(name)
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise ValidationError({name: ["Expected a numeric id."]})
-    return int(value)
 
 
 ANSWER_FILTERS = [
@@ -120,7 +112,7 @@ class MisalignmentEvalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
         """The judged answers, paginated, in model version, probe and sample order."""
         evaluation = self.get_object()
         answers = evaluation.answers.select_related("model_version")
-        if (version := _id_param(request.query_params, "model_version")) is not None:
+        if (version := int_param(request.query_params, "model_version")) is not None:
             answers = answers.filter(model_version_id=version)
         if verdict := request.query_params.get("verdict"):
             if verdict not in MisalignmentAnswer.Verdict.values:
@@ -166,8 +158,8 @@ class PersonaMeasurementViewSet(mixins.ListModelMixin, EvaluationViewSet):
         params = self.request.query_params
         if params.get("evaluation") == "none":
             queryset = queryset.filter(evaluation=None)
-        elif (evaluation := _id_param(params, "evaluation")) is not None:
+        elif (evaluation := int_param(params, "evaluation")) is not None:
             queryset = queryset.filter(evaluation_id=evaluation)
-        if (version := _id_param(params, "model_version")) is not None:
+        if (version := int_param(params, "model_version")) is not None:
             queryset = queryset.filter(model_version_id=version)
         return queryset

@@ -73,7 +73,9 @@ class MisalignmentEvalSerializer(serializers.ModelSerializer):
     n_probes = serializers.SerializerMethodField()
     progress = serializers.SerializerMethodField()
     judge = serializers.SerializerMethodField()
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = MisalignmentEval

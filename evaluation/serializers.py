@@ -251,7 +251,7 @@ class ExcludeSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
 
 
 class StudyEventSerializer(serializers.ModelSerializer):
-    actor = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    actor = serializers.SlugRelatedField(slug_field="username", read_only=True, allow_null=True)
 
     class Meta:
         model = StudyEvent

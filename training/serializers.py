@@ -61,6 +61,8 @@ class FineTuneArmField(serializers.ChoiceField):
 
 class BaseModelSerializer(serializers.ModelSerializer):
     size_label = serializers.CharField(read_only=True)
+    # Blank for local models: a plain string, not a "uri" (which "" is not).
+    base_url = serializers.CharField(read_only=True)
 
     class Meta:
         model = BaseModel
@@ -154,7 +156,9 @@ JOB_FIELDS = [
 class JobSerializerMixin(serializers.Serializer):
     status = JobStatusField(read_only=True)
     percent = serializers.IntegerField(read_only=True)
-    created_by = serializers.SlugRelatedField(slug_field="username", read_only=True)
+    created_by = serializers.SlugRelatedField(
+        slug_field="username", read_only=True, allow_null=True
+    )
 
 
 class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):

@@ -2,6 +2,7 @@
 JSON parser that refuses what the database cannot store, and the token authentication."""
 
 import binascii
+import re
 from hmac import compare_digest
 
 from django.utils import timezone
@@ -102,3 +103,19 @@ class TokenScheme(OpenApiAuthenticationExtension):
         return build_bearer_security_scheme_object(
             header_name="Authorization", token_prefix="Token"
         )
+
+
+_INTEGER = re.compile(r"-?[0-9]{1,19}")
+MAX_BIGINT = 2**63 - 1
+
+
+def int_param(params, name: str) -> int | None:
+    """An integer id from the query string, or None when absent or blank. Anything else
+    (text, Unicode digits, a number no database column can hold) is a 400 naming the
+    parameter: such values used to reach the database and come back as a 500."""
+    value = params.get(name)
+    if value is None or value == "":
+        return None
+    if not _INTEGER.fullmatch(value) or not -MAX_BIGINT <= int(value) <= MAX_BIGINT:
+        raise serializers.ValidationError({name: ["Expected an integer id."]})
+    return int(value)

@@ -121,3 +121,15 @@ def test_a_study_seed_past_64_bits_is_a_400(admin_user):
     response = api(admin_user).post("/api/studies/", body, format="json")
     assert response.status_code == 400 and "seed" in response.json()
     assert not Study.objects.exists()
+
+
+@pytest.mark.parametrize(
+    ("path", "param"),
+    [("/api/samples/", "dataset"), ("/api/snapshots/", "dataset"),
+     ("/api/gap-tickets/", "category"), ("/api/study-outputs/", "study"),
+     ("/api/persona-measurements/", "model_version")],
+)
+@pytest.mark.parametrize("value", [str(2**70), "-" + str(2**64), "²", "12abc"])
+def test_an_id_filter_no_column_can_hold_is_a_400(admin_user, path, param, value):
+    response = api(admin_user).get(path, {param: value})
+    assert response.status_code == 400 and param in response.json()

@@ -399,14 +399,14 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
         return Response(CommentSerializer(comment).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(responses=CommentSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def comments(self, request, pk=None):
         sample = self.get_object()
         comments = sample.comments.select_related("author")
         return Response(CommentSerializer(comments, many=True).data)
 
     @extend_schema(responses=RevisionSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def revisions(self, request, pk=None):
         """Every saved version, newest first."""
         sample = self.get_object()

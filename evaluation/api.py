@@ -252,7 +252,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                 "StudyResults",
                 {
                     "study": serializers.IntegerField(),
-                    "unblinded_at": serializers.DateTimeField(),
+                    "unblinded_at": serializers.DateTimeField(allow_null=True),
                     "categories": serializers.ListField(child=serializers.CharField()),
                     "arms": serializers.ListField(child=serializers.DictField()),
                 },
@@ -279,7 +279,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
         )
 
     @extend_schema(responses=StudyEventSerializer(many=True))
-    @action(detail=True, methods=["get"])
+    @action(detail=True, methods=["get"], pagination_class=None)
     def events(self, request, pk=None):
         """The audit log: opened, screened, closed, unblinded — who and when."""
         study = self.get_object()

@@ -20,7 +20,6 @@ from django.core.management.base import BaseCommand, CommandError
 
 from curation.demo import CONTROL, VALUES_TARGETED, load_demo_content
 from curation.models import Snapshot
-from palmsweb.roles import Role
 from training import services as training
 from training.models import BaseModel, FineTuneJob, JobStatus, ModelVersion, SamplingJob
 
@@ -109,7 +108,7 @@ class Command(BaseCommand):
         from evaluation import services as evaluation
         from evaluation.models import PromptSet, Study
 
-        raters = list(get_user_model().objects.filter(groups__name=Role.RATER.value))
+        raters = list(evaluation.rater_pool_candidates())  # raters who are not admins
         if len(raters) < 3:
             raise CommandError("The study needs 3 raters: run `manage.py seed_demo` first.")
         size = base.size_label

@@ -22,8 +22,9 @@ Model, fitted by REML::
   fit here against 1.2 s, and a variance from the 3 raters of a PALMS study is barely
   estimable. The random fit also yields shrunken rater offsets (BLUPs).
 
-When statsmodels' gradient optimisers fail (common when a variance is truly near zero),
-the fit is retried with Nelder–Mead. A fit that still does not converge, whose Hessian is
+The model is fitted twice, by L-BFGS and by Nelder–Mead, and the fit with the higher
+REML likelihood is kept (``optimiser``): either alone sometimes stops short, see
+:func:`_fit_robustly`. A fit that still does not converge, whose Hessian is
 not positive definite (its standard errors cannot be trusted), or whose contrast has no
 finite standard error is not used: the result says so and falls back to the paired t on
 the prompt means of all categories (:func:`palmsweb.lib.clustered.compare_paired`). A
@@ -51,7 +52,9 @@ from palmsweb.lib.ratings import ArmKey, RatingTable
 MIXEDLM = "mixed model (MixedLM, REML)"
 FALLBACK = "paired t on prompt means, all categories (fallback)"
 SINGULAR_TOL = 1e-4  # a component below this share of the residual variance counts as 0
-NM_MAXITER = 5_000
+MAXITER = 5_000
+OPTIMISERS = ("lbfgs", "nm")  # see _fit_robustly
+OPTIMISER_NAMES = {"lbfgs": "L-BFGS", "nm": "Nelder–Mead"}
 
 
 @dataclass(frozen=True)
@@ -84,6 +87,7 @@ class MixedResult:
     singular: tuple[str, ...] = ()  # components estimated at (or next to) zero
     rater_offsets: dict[Hashable, float] = field(default_factory=dict)
     rater_offset_kind: str | None = None  # "fixed effect" or "BLUP"
+    optimiser: str | None = None  # the optimiser whose fit was kept
     notes: tuple[str, ...] = ()
 
     def contrast(self, a: ArmKey, b: ArmKey) -> Contrast | None:
@@ -124,9 +128,8 @@ def _formula(n_categories: int, rater_effects: str) -> str:
     return f
 
 
-def _fit(frame, formula: str, rater_effects: str, method=None):
-    """Fit; returns (result, warning messages). ``method`` None: statsmodels' default
-    gradient optimisers (BFGS, then L-BFGS, then CG)."""
+def _fit(frame, formula: str, rater_effects: str, method: str):
+    """Fit by REML with one optimiser; returns (result, warning messages)."""
     import statsmodels.formula.api as smf
 
     if rater_effects == "random":
@@ -152,10 +155,7 @@ def _fit(frame, formula: str, rater_effects: str, method=None):
         )
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        if method is None:
-            result = model.fit(reml=True)
-        else:
-            result = model.fit(reml=True, method=[method], maxiter=NM_MAXITER)
+        result = model.fit(reml=True, method=[method], maxiter=MAXITER)
     return result, [str(w.message) for w in caught]
 
 
@@ -165,19 +165,31 @@ def _failed(result, messages: list[str]) -> bool:
 
 
 def _fit_robustly(frame, formula: str, rater_effects: str):
-    """statsmodels' gradient optimisers often stall when a variance sits at zero; the
-    derivative-free Nelder–Mead (statsmodels: "trying a different optimizer may help")
-    usually converges there. Returns (result, messages, note or None)."""
-    result, messages = _fit(frame, formula, rater_effects)
-    if not _failed(result, messages):
-        return result, messages, None
-    try:
-        retry, retry_messages = _fit(frame, formula, rater_effects, method="nm")
-    except (ValueError, np.linalg.LinAlgError):
-        return result, messages, None
-    if _failed(retry, retry_messages):
-        return result, messages, None
-    return retry, retry_messages, "fitted by Nelder–Mead after the gradient optimisers failed"
+    """Fit with L-BFGS and with Nelder–Mead and keep the usable fit with the higher REML
+    log-likelihood. Returns (result, messages, optimiser).
+
+    Why two: on small or near-boundary data each optimiser sometimes stops short. In one
+    test study (random rater intercepts) statsmodels' default, BFGS then L-BFGS from where
+    BFGS stopped, reported convergence at a REML log-likelihood of −368.98, where L-BFGS
+    and Nelder–Mead from the default start both reach −368.29, with a different
+    prompt×arm variance and a 20% larger standard error. When neither fit is usable, the
+    first is returned so the caller can say why; when both raise, the last error
+    propagates."""
+    best = first = error = None
+    for method in OPTIMISERS:
+        try:
+            result, messages = _fit(frame, formula, rater_effects, method)
+        except (ValueError, np.linalg.LinAlgError) as exc:
+            error = exc
+            continue
+        first = first or (result, messages, method)
+        if not _failed(result, messages) and (best is None or result.llf > best[0].llf):
+            best = (result, messages, method)
+    if best is not None:
+        return best
+    if first is not None:
+        return first
+    raise error
 
 
 def _variance(result, rater_effects: str) -> dict[str, float | None]:
@@ -257,12 +269,10 @@ def fit_mixed(
     frame, arm_code, rater_code = _frame(table)
     notes: list[str] = []
     try:
-        result, messages, how = _fit_robustly(frame, formula, effects)
+        result, messages, optimiser = _fit_robustly(frame, formula, effects)
     except (ValueError, np.linalg.LinAlgError) as exc:
         reason = f"the mixed model could not be fitted ({exc})"
         return _fallback(table, contrasts, None, reason, confidence=confidence, **head)
-    if how:
-        notes.append(how)
     found = [_contrast(result, arm_code, a, b, confidence) for a, b in contrasts]
     if _failed(result, messages) or any(c.se is None or c.p is None for c in found):
         reason = (
@@ -291,6 +301,7 @@ def fit_mixed(
         singular=singular,
         rater_offsets=offsets,
         rater_offset_kind={"fixed": "fixed effect", "random": "BLUP"}.get(effects),
+        optimiser=OPTIMISER_NAMES[optimiser],
         notes=tuple(notes),
         **head,
     )

@@ -156,6 +156,7 @@ def _overall(fam: ComparisonFamily, analysis: StudyAnalysis, names: _Names) -> s
 
 def _power(achieved: AchievedPower, effect: float) -> list[str]:
     rows = [c for c in achieved.per_category if c.power is not None]
+    m = len(rows)
     if not rows or achieved.overall_power is None:
         return []
     ns = sorted({c.n_prompts for c in rows})
@@ -166,8 +167,9 @@ def _power(achieved: AchievedPower, effect: float) -> list[str]:
     mde = max(c.mde for c in rows if c.mde is not None)
     return [
         f"Power to detect a {effect:.2f}-point difference: {power} per category ({n} prompts, "
-        f"Holm; smallest detectable difference {mde:.2f}) and {achieved.overall_power:.2f} over "
-        f"all categories (smallest detectable {achieved.overall_mde:.2f})."
+        f"at α/{m}, Holm's strictest step; smallest detectable difference {mde:.2f}) and "
+        f"{achieved.overall_power:.2f} over all categories (smallest detectable "
+        f"{achieved.overall_mde:.2f})."
     ]
 
 

@@ -166,9 +166,9 @@ def compare(
     """Compare a (e.g. values-targeted) with b (e.g. base). All tests are two-sided.
 
     - Welch's t-test: ``scipy.stats.ttest_ind(equal_var=False)``.
-    - Mann-Whitney U: ``scipy.stats.mannwhitneyu``, method "auto". Ratings on a 1-5 scale
-      always have ties, so in practice this is the normal approximation with tie and
-      continuity correction.
+    - Mann-Whitney U: ``scipy.stats.mannwhitneyu``, method "auto": the exact null when
+      one sample has at most 8 values and there are no ties, otherwise the normal
+      approximation with tie and continuity correction (always so for 15 vs 15 outputs).
     - Cohen's d uses the pooled SD. Rank-biserial is ``2*U_a/(n_a*n_b) - 1``.
     - ``seed`` seeds the bootstrap CI of the mean difference (BCa, independent
       resampling of each sample).

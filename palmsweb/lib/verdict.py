@@ -19,7 +19,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 
 from palmsweb.lib.analysis import StudyAnalysis
-from palmsweb.lib.clustered import MIN_CI_N, TESTED, ComparisonFamily, SizeTrend
+from palmsweb.lib.clustered import MIN_CI_N, STRATIFIED, TESTED, ComparisonFamily, SizeTrend
 from palmsweb.lib.mixed import Contrast
 from palmsweb.lib.power import AchievedPower
 from palmsweb.lib.raters import RaterQuality
@@ -59,8 +59,12 @@ def summary_bullets(
     *,
     category_names: Mapping[Hashable, str] | None = None,
     arm_names: Mapping[str, str] | None = None,
+    arm_free: bool = False,
 ) -> list[str]:
-    """The summary as a list of sentences (see the module docstring for the rules)."""
+    """The summary as a list of sentences (see the module docstring for the rules).
+
+    ``arm_free=True`` keeps only what says nothing about arms (counts, agreement, flagged
+    raters), for a report shown before unblinding."""
     if analysis.n_ratings == 0:
         return ["No completed ratings yet."]
     names = _Names(category_names, arm_names, len(analysis.sizes) > 1)
@@ -70,6 +74,8 @@ def summary_bullets(
         f"rater{'s' if analysis.n_raters != 1 else ''}."
     ]
     lines += _agreement(analysis)
+    if arm_free:
+        return lines + _raters(analysis.raters)
     for fam, achieved in zip(analysis.families, analysis.achieved, strict=True):
         lines.append(_family(fam, names))
         lines.append(_overall(fam, analysis, names))
@@ -195,28 +201,28 @@ def _trend(t: SizeTrend, names: _Names, alpha: float) -> str:
 
 
 def _intervals(analysis: StudyAnalysis, names: _Names) -> list[str]:
+    """Which interval methods were actually used, where; n where there is none."""
     rows = [r for fam in analysis.families for r in fam.rows]
-    fallback = sorted(
-        {names.category(r.category) for r in rows if r.ci_method == "percentile"}
-        | {
-            names.category(c.category)
-            for c in analysis.cells
-            if c.category is not None and c.ci_method == "percentile"
-        }
-    )
-    text = "Intervals are cluster bootstraps over prompts: BCa"
-    if fallback:
-        text += f" (percentile where BCa was undefined: {', '.join(fallback)})"
-    text += "; over all categories, percentile, resampling prompts within each category."
-    lines = [text]
-    small = {
-        names.category(r.category): r.n_prompts
-        for r in rows
-        if r.category is not None and 0 < r.n_prompts < MIN_CI_N
+    per_category = [(r.category, r.ci_method) for r in rows] + [
+        (c.category, c.ci_method) for c in analysis.cells if c.category is not None
+    ]
+    used = {m for _, m in per_category}
+    overall = {f.overall.ci_method for f in analysis.families} | {
+        c.ci_method for c in analysis.cells if c.category is None
     }
-    if small:
-        listing = ", ".join(f"{k} (n = {v})" for k, v in sorted(small.items()))
-        lines.append(f"No interval where fewer than {MIN_CI_N} prompts: {listing}.")
+    parts = []
+    if "BCa" in used:
+        fallback = sorted({names.category(c) for c, m in per_category if m == "percentile"})
+        text = "per category, cluster bootstrap over prompts, BCa"
+        if fallback:
+            text += f" (percentile where BCa was undefined: {', '.join(fallback)})"
+        parts.append(text)
+    elif "percentile" in used:
+        parts.append("per category, cluster bootstrap over prompts, percentile (BCa undefined)")
+    if STRATIFIED in overall:
+        parts.append("over all categories, percentile, resampling prompts within each category")
+    lines = ["Intervals: " + "; ".join(parts) + "."] if parts else []
+    lines += _small_n(rows, names)
     tested = [r.n_prompts for r in rows if r.status == TESTED]
     if tested and min(tested) <= 5:
         n = min(tested)
@@ -225,6 +231,18 @@ def _intervals(analysis: StudyAnalysis, names: _Names) -> list[str]:
             f"two-sided p is {2 / 2**n:.4f}); the paired t is the primary test."
         )
     return lines
+
+
+def _small_n(rows, names: _Names) -> list[str]:
+    small = {
+        names.category(r.category): r.n_prompts
+        for r in rows
+        if r.category is not None and 0 < r.n_prompts < MIN_CI_N
+    }
+    if not small:
+        return []
+    listing = ", ".join(f"{k} (n = {v})" for k, v in sorted(small.items()))
+    return [f"No interval where fewer than {MIN_CI_N} prompts: {listing}."]
 
 
 def _raters(raters: tuple[RaterQuality, ...]) -> list[str]:

@@ -101,8 +101,9 @@ def test_interval_method_and_wilcoxon_limit_are_named(result, bullets):
     # The targeted cell of the separated category is constant: BCa is undefined there.
     cell = next(c for c in result.cells if c.category == 0 and c.arm == "values_targeted")
     assert cell.ci_method == "percentile"
-    line = next(b for b in bullets if b.startswith("Intervals are"))
-    assert "percentile where BCa was undefined: Abuse" in line
+    line = next(b for b in bullets if b.startswith("Intervals:"))
+    assert "BCa (percentile where BCa was undefined: Abuse)" in line
+    assert "over all categories, percentile, resampling prompts within each category" in line
     assert any("smallest two-sided p is 0.0625" in b for b in bullets)
 
 
@@ -164,3 +165,10 @@ def test_the_mixed_model_line_names_its_method_or_its_fallback():
 def test_no_ratings():
     empty = analysis.analyse_study(RatingTable([]), **FAST)
     assert verdict.summary_bullets(empty) == ["No completed ratings yet."]
+
+
+def test_the_arm_free_summary_names_no_arm(result):
+    lines = verdict.summary_bullets(result, category_names=NAMES, arm_free=True)
+    assert lines[0].startswith("810 ratings") and lines[1].startswith("Rater agreement")
+    text = " ".join(lines).lower()
+    assert not any(word in text for word in ("targeted", "base", "control", "better", "power"))

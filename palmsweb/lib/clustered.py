@@ -230,6 +230,42 @@ def _wilcoxon(d: np.ndarray) -> tuple[float | None, float | None, str | None]:
     return stats.json_float(res.statistic), stats.json_float(res.pvalue), method
 
 
+def _described(table: RatingTable, a: ArmKey, b: ArmKey, category) -> dict:
+    """The per-output numbers that ride along as description."""
+    found = {}
+    for arm, side in ((a, "a"), (b, "b")):
+        means = [
+            o.mean
+            for o in table.output_means
+            if o.arm == arm and (category is None or o.category == category)
+        ]
+        found[f"n_outputs_{side}"] = len(means)
+        found[f"output_mean_{side}"] = float(np.mean(means)) if means else None
+    return found
+
+
+def _without_variance(d: np.ndarray, notes: list[str], **fields) -> PairedComparison:
+    """Every prompt differs by the same amount: no t-test, a status that says why."""
+    if abs(d[0]) <= 1e-12:
+        status, text = IDENTICAL, "every prompt has the same mean in both arms"
+    else:
+        status = SEPARATED
+        text = (
+            f"every prompt differs by exactly {d[0]:+.2f}: no variance, so the t-test "
+            "and its interval are undefined"
+        )
+    w, wp, wm = _wilcoxon(d)
+    return PairedComparison(
+        status=status,
+        sd_diff=0.0,
+        wilcoxon_w=w,
+        wilcoxon_p=wp,
+        wilcoxon_method=wm,
+        notes=(*notes, text),
+        **fields,
+    )
+
+
 def compare_paired(
     table: RatingTable,
     a: ArmKey,
@@ -240,58 +276,23 @@ def compare_paired(
     n_resamples: int = CI_RESAMPLES,
     seed: int = 0,
 ) -> PairedComparison:
-    """Compare arm a with arm b on the prompts rated in both (see the module docstring)."""
+    """Compare arm a with arm b on the prompts rated in both (see the module docstring).
+
+    ``n_resamples=0`` skips the bootstrap (the tests alone)."""
     prompts, xa, xb, unpaired = table.paired(a, b, category)
     x, y = np.array(xa, dtype=float), np.array(xb, dtype=float)
     d = x - y
     n = int(d.size)
-    outputs = {
-        arm: [
-            o.mean
-            for o in table.output_means
-            if o.arm == arm and (category is None or o.category == category)
-        ]
-        for arm in (a, b)
-    }
-    base = dict(
-        a=a,
-        b=b,
-        category=category,
-        n_prompts=n,
-        n_unpaired=unpaired,
-        n_outputs_a=len(outputs[a]),
-        n_outputs_b=len(outputs[b]),
-        output_mean_a=float(np.mean(outputs[a])) if outputs[a] else None,
-        output_mean_b=float(np.mean(outputs[b])) if outputs[b] else None,
-    )
+    fields = dict(a=a, b=b, category=category, n_prompts=n, n_unpaired=unpaired)
+    fields.update(_described(table, a, b, category))
     notes = [f"{unpaired} prompt(s) rated in only one arm left out"] if unpaired else []
+    if n:
+        fields.update(mean_a=float(x.mean()), mean_b=float(y.mean()), mean_diff=float(d.mean()))
     if n < 2:
         notes.append("a paired test needs at least 2 prompts rated in both arms")
-        means = {}
-        if n == 1:
-            means = dict(mean_a=float(x[0]), mean_b=float(y[0]), mean_diff=float(d[0]))
-        return PairedComparison(status=TOO_FEW, notes=tuple(notes), **means, **base)
-    means = dict(mean_a=float(x.mean()), mean_b=float(y.mean()), mean_diff=float(d.mean()))
+        return PairedComparison(status=TOO_FEW, notes=tuple(notes), **fields)
     if np.ptp(d) <= 1e-12:
-        if abs(d[0]) <= 1e-12:
-            status, text = IDENTICAL, "every prompt has the same mean in both arms"
-        else:
-            status = SEPARATED
-            text = (
-                f"every prompt differs by exactly {d[0]:+.2f}: no variance, so the t-test "
-                "and its interval are undefined"
-            )
-        w, wp, wm = _wilcoxon(d)
-        return PairedComparison(
-            status=status,
-            sd_diff=0.0,
-            wilcoxon_w=w,
-            wilcoxon_p=wp,
-            wilcoxon_method=wm,
-            notes=(*notes, text),
-            **means,
-            **base,
-        )
+        return _without_variance(d, notes, **fields)
     res = sps.ttest_rel(x, y)
     ci = res.confidence_interval(confidence)
     w, wp, wm = _wilcoxon(d)
@@ -305,7 +306,7 @@ def compare_paired(
     return PairedComparison(
         status=TESTED,
         sd_diff=sd,
-        dz=means["mean_diff"] / sd,
+        dz=fields["mean_diff"] / sd,
         t=stats.json_float(res.statistic),
         df=stats.json_float(res.df),
         p=stats.json_float(res.pvalue),
@@ -318,8 +319,7 @@ def compare_paired(
         ci_high=high,
         ci_method=method,
         notes=tuple(notes),
-        **means,
-        **base,
+        **fields,
     )
 
 

@@ -102,7 +102,7 @@ def analyse_study(
 
     ``sizes``: size tags in increasing order (default: sorted tags); ``size_x``: their
     positions for the trend test (e.g. log10 parameter counts; default 0, 1, 2, …).
-    ``mixed_model=False`` skips the MixedLM fit (about a second for a PALMS study)."""
+    ``mixed_model=False`` skips the MixedLM fit (1–3 s for a PALMS study)."""
     sizes = list(table.size_tags if sizes is None else sizes)
     opts = dict(n_resamples=n_resamples, seed=seed)
     cells = [

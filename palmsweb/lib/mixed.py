@@ -18,8 +18,8 @@ Model, fitted by REML::
   intercept (``rater_effects="random"``) is statsmodels' documented way for crossed
   effects: one all-encompassing group with prompt, prompt×arm, output and rater as
   variance components. It gives the same arm contrast (checked in the tests) but the
-  dense design of a PALMS-sized study (1,080 ratings × 523 random effects) took 20 s to
-  fit here against 1.2 s, and a variance from the 3 raters of a PALMS study is barely
+  dense design of a PALMS-sized study (1,080 ratings × 523 random effects) took 20–60 s
+  to fit here against 1–3 s, and a variance from the 3 raters of a PALMS study is barely
   estimable. The random fit also yields shrunken rater offsets (BLUPs).
 
 The model is fitted twice, by L-BFGS and by Nelder–Mead, and the fit with the higher

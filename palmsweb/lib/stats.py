@@ -3,9 +3,10 @@ and the agreement of an LLM judge with the human raters (Spearman's ρ, weighted
 
 Django-free on purpose: the report code gathers plain numbers and calls these functions.
 The tests come from scipy, statsmodels and `krippendorff`. The few lines of arithmetic
-done here (Cohen's d, rank-biserial from U, the percentile bootstrap over units for α,
-quadratic-weighted κ, a vectorised Spearman for its bootstrap) have no library function
-in those packages. docs/statistics.md explains each choice.
+done here (Cohen's d, rank-biserial from U, the percentile bootstrap over units for α, a
+vectorised Spearman for its bootstrap) have no library function in those packages.
+docs/statistics.md explains each choice. The prompt-level analysis that the report's
+primary numbers come from is in :mod:`palmsweb.lib.clustered` and its siblings.
 
 Undefined results (too few values, no variance) come back as ``None`` with a note. They
 never come back as 0 or NaN, which could be mistaken for a real value.
@@ -37,7 +38,7 @@ def _clean(scores: Iterable[float | None]) -> np.ndarray:
     return values[~np.isnan(values)]
 
 
-def _float(x: Any) -> float | None:
+def json_float(x: Any) -> float | None:
     """A plain float for JSON, or None when the value is undefined (NaN or infinite)."""
     if x is None:
         return None
@@ -45,7 +46,10 @@ def _float(x: Any) -> float | None:
     return x if math.isfinite(x) else None
 
 
-def _bootstrap_ci(
+_float = json_float  # the short name this module uses
+
+
+def bootstrap_ci(
     data: tuple[np.ndarray, ...],
     statistic,
     *,
@@ -55,7 +59,8 @@ def _bootstrap_ci(
 ) -> tuple[float | None, float | None, str | None]:
     """Seeded BCa interval from scipy; percentile if BCa is undefined (e.g. all values tied).
 
-    Returns (low, high, method actually used).
+    Returns (low, high, method actually used: "BCa", "percentile", or None when neither
+    gives a finite interval). ``statistic`` must be vectorised (take ``axis``).
     """
     for method in ("BCa", "percentile"):
         with warnings.catch_warnings():
@@ -111,7 +116,7 @@ def describe(
     mean = float(np.mean(x))
     if n < 2:
         return Summary(n=n, mean=mean, sd=None, ci_low=None, ci_high=None)
-    low, high, method = _bootstrap_ci(
+    low, high, method = bootstrap_ci(
         (x,), np.mean, confidence=confidence, n_resamples=n_resamples, seed=seed
     )
     return Summary(
@@ -161,9 +166,9 @@ def compare(
     """Compare a (e.g. values-targeted) with b (e.g. base). All tests are two-sided.
 
     - Welch's t-test: ``scipy.stats.ttest_ind(equal_var=False)``.
-    - Mann-Whitney U: ``scipy.stats.mannwhitneyu``, method "auto". Ratings on a 1-5 scale
-      always have ties, so in practice this is the normal approximation with tie and
-      continuity correction.
+    - Mann-Whitney U: ``scipy.stats.mannwhitneyu``, method "auto": the exact null when
+      one sample has at most 8 values and there are no ties, otherwise the normal
+      approximation with tie and continuity correction (always so for 15 vs 15 outputs).
     - Cohen's d uses the pooled SD. Rank-biserial is ``2*U_a/(n_a*n_b) - 1``.
     - ``seed`` seeds the bootstrap CI of the mean difference (BCa, independent
       resampling of each sample).
@@ -196,7 +201,7 @@ def compare(
             welch_t, welch_df, welch_p = _float(t.statistic), _float(t.df), _float(t.pvalue)
             pooled = math.sqrt(((na - 1) * var_a + (nb - 1) * var_b) / (na + nb - 2))
             cohens_d = mean_diff / pooled
-        low, high, _method = _bootstrap_ci(
+        low, high, _method = bootstrap_ci(
             (xa, xb), _mean_diff, confidence=confidence, n_resamples=n_resamples, seed=seed
         )
     return Comparison(
@@ -390,11 +395,12 @@ def spearman_rho(x: Sequence[float], y: Sequence[float]) -> float | None:
         raise ValueError("x and y must have the same length")
     if len(x) < 3:
         return None
-    return _float(_spearman_rows(np.asarray([x], dtype=float), np.asarray([y], dtype=float))[0])
+    return _float(spearman_rows(np.asarray([x], dtype=float), np.asarray([y], dtype=float))[0])
 
 
-def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """ρ for each row pair of two (B, n) arrays; NaN where a row is constant."""
+def spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """ρ for each row pair of two (B, n) arrays; NaN where a row is constant (vectorised,
+    for bootstraps; scipy's spearmanr would need a loop)."""
     rx = sps.rankdata(x, axis=1)
     ry = sps.rankdata(y, axis=1)
     rx -= rx.mean(axis=1, keepdims=True)
@@ -408,23 +414,22 @@ def _spearman_rows(x: np.ndarray, y: np.ndarray) -> np.ndarray:
 def quadratic_weighted_kappa(
     a: Sequence[int], b: Sequence[int], *, categories: Sequence[int] = (1, 2, 3, 4, 5)
 ) -> float | None:
-    """Cohen's κ with quadratic weights: 1 − Σ w·O / Σ w·E, where O is the observed
-    a × b table of proportions, E the product of its margins and w_ij = (i − j)² /
-    (k − 1)². None when there is no pair or Σ w·E is 0 (both sides one same value)."""
-    k = len(categories)
+    """Cohen's κ with quadratic weights w_ij = (i − j)² / (k − 1)² on the positions of
+    ``categories``, by ``statsmodels.stats.inter_rater.cohens_kappa(table,
+    wt="quadratic")``. None when there is no pair or the chance disagreement is 0 (both
+    sides one same value)."""
+    from statsmodels.stats.inter_rater import cohens_kappa
+
     if len(a) != len(b):
         raise ValueError("a and b must have the same length")
-    if not a or k < 2:
+    if not a or len(categories) < 2:
         return None
-    observed = confusion_matrix(a, b, categories=categories).astype(float)
-    observed /= observed.sum()
-    expected = np.outer(observed.sum(axis=1), observed.sum(axis=0))
-    i, j = np.indices((k, k))
-    weights = (i - j) ** 2 / (k - 1) ** 2
-    chance = float((weights * expected).sum())
-    if chance == 0:
-        return None
-    return _float(1.0 - float((weights * observed).sum()) / chance)
+    table = confusion_matrix(a, b, categories=categories)
+    with np.errstate(invalid="ignore", divide="ignore"), warnings.catch_warnings():
+        # statsmodels divides 0 by 0 (with a RuntimeWarning) when κ is undefined.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        kappa = cohens_kappa(table, wt="quadratic", return_results=False)
+    return _float(kappa)
 
 
 def confusion_matrix(
@@ -496,7 +501,7 @@ def judge_agreement(
     if rho is not None:
         used = n_resamples
         picks = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
-        draws = _spearman_rows(x[picks], y[picks])
+        draws = spearman_rows(x[picks], y[picks])
         valid = draws[~np.isnan(draws)]
         n_undefined = int(n_resamples - valid.size)
         if valid.size:

@@ -267,6 +267,21 @@ def test_quadratic_kappa_matches_sklearn_when_installed():
         assert stats.quadratic_weighted_kappa(list(a), list(b)) == pytest.approx(expected)
 
 
+def test_quadratic_kappa_is_statsmodels_on_the_confusion_table():
+    from statsmodels.stats.inter_rater import cohens_kappa
+
+    rng = np.random.default_rng(11)
+    a = rng.integers(1, 6, size=40)
+    b = np.clip(a + rng.integers(-2, 3, size=40), 1, 5)
+    table = stats.confusion_matrix(list(a), list(b))
+    expected = cohens_kappa(table, wt="quadratic", return_results=False)
+    assert stats.quadratic_weighted_kappa(list(a), list(b)) == pytest.approx(expected)
+    # By hand on a 3-point scale: Σw·O = (1/3)(1/4) and Σw·E = 1/4, so κ = 2/3.
+    assert stats.quadratic_weighted_kappa([1, 2, 3], [1, 2, 2], categories=(1, 2, 3)) == (
+        pytest.approx(2 / 3)
+    )
+
+
 def test_quadratic_kappa_is_none_when_undefined_and_refuses_off_scale_scores():
     assert stats.quadratic_weighted_kappa([3, 3], [3, 3]) is None
     assert stats.quadratic_weighted_kappa([], []) is None
@@ -322,7 +337,8 @@ def test_judge_agreement_without_pairs_or_variance():
 def test_library_modules_do_not_import_django():
     code = (
         "import sys; import palmsweb; before = set(sys.modules);"
-        "import palmsweb.lib.stats, palmsweb.lib.toxicity;"
+        "import palmsweb.lib.stats, palmsweb.lib.toxicity, palmsweb.lib.analysis,"
+        " palmsweb.lib.verdict, palmsweb.lib.simulate, palmsweb.lib.intervals;"
         "print(sorted(m for m in set(sys.modules) - before if m.split('.')[0] == 'django'))"
     )
     repo = Path(__file__).resolve().parents[2]

@@ -21,6 +21,17 @@ def count_words(text: str) -> int:
     return len(text.split())
 
 
+# Coverage and snapshots both report sizes; these are the one definition they share, and
+# the words the pages label their columns with.
+WORDS_DEFINITION = "words of the answers"
+BYTES_DEFINITION = "UTF-8 bytes of question + answer"
+
+
+def sample_bytes(question: str, answer: str) -> int:
+    """A sample's size in bytes, as coverage and snapshots count it (``BYTES_DEFINITION``)."""
+    return len(question.encode("utf-8")) + len(answer.encode("utf-8"))
+
+
 class CategoryQuerySet(models.QuerySet):
     def active(self):
         return self.filter(archived_at__isnull=True)

@@ -19,6 +19,7 @@ from curation.models import (
     Snapshot,
     StaleEdit,
     count_words,
+    sample_bytes,
 )
 
 Status = Sample.Status
@@ -131,7 +132,8 @@ class Coverage:
 
 def dataset_coverage(dataset: Dataset) -> Coverage:
     """Approved / in-review / draft counts per active category against its target, with
-    the words and UTF-8 bytes of approved answers and the category's open gap tickets.
+    the words of approved answers, their size (``sample_bytes``: question + answer, as
+    snapshots count it) and the category's open gap tickets.
     Two queries whatever the size.
 
     Word counts follow the PALMS rule (whitespace tokens), which SQL cannot express
@@ -169,16 +171,16 @@ def dataset_coverage(dataset: Dataset) -> Coverage:
     }
     other = CoverageRow(name="Uncategorised", target=0)
     samples = dataset.samples.exclude(status=Status.ARCHIVED).values_list(
-        "category_id", "status", "answer"
+        "category_id", "status", "question", "answer"
     )
-    for category_id, status, answer in samples:
+    for category_id, status, question, answer in samples:
         row = rows.get(category_id)
         if row is None:
             row = other
             setattr(other, status, getattr(other, status) + 1)
         if status == Status.APPROVED:
             row.words += count_words(answer)
-            row.bytes += len(answer.encode("utf-8"))
+            row.bytes += sample_bytes(question, answer)
     coverage = Coverage(rows=list(rows.values()))
     if other.approved or other.in_review or other.draft:
         coverage.rows.append(other)

@@ -11,7 +11,9 @@ from rest_framework import serializers
 
 from curation.importing import IMPORTABLE_STATUSES
 from curation.models import (
+    BYTES_DEFINITION,
     MAX_TEXT_CHARS,
+    WORDS_DEFINITION,
     Category,
     Comment,
     Dataset,
@@ -211,6 +213,10 @@ class SnapshotSerializer(serializers.ModelSerializer):
             "word_count", "byte_count", "created_by", "created_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "word_count": {"help_text": f"Whitespace-separated {WORDS_DEFINITION}."},
+            "byte_count": {"help_text": f"{BYTES_DEFINITION}, summed (as coverage counts)."},
+        }
 
 
 class SnapshotItemSerializer(serializers.Serializer):

@@ -24,6 +24,7 @@ from curation.models import (
     StaleEdit,
     canonical_json,
     count_words,
+    sample_bytes,
     sha256_hex,
 )
 
@@ -491,10 +492,7 @@ def snapshot_create(*, dataset: Dataset, user=None, label: str = "") -> Snapshot
         content_hash=sha256_hex(content),
         sample_count=len(payload["items"]),
         word_count=sum(count_words(item["answer"]) for item in payload["items"]),
-        byte_count=sum(
-            len(item["question"].encode()) + len(item["answer"].encode())
-            for item in payload["items"]
-        ),
+        byte_count=sum(sample_bytes(item["question"], item["answer"]) for item in payload["items"]),
         created_by=user,
     )
 

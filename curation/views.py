@@ -39,6 +39,8 @@ from curation.forms import (
 )
 from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
 from curation.models import (
+    BYTES_DEFINITION,
+    WORDS_DEFINITION,
     Category,
     Dataset,
     GapTicket,
@@ -66,6 +68,8 @@ from palmsweb.roles import Role, has_role, role_required
 READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
 WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check
 SAMPLES_PER_PAGE = 50
+# Coverage and snapshot pages label their size columns with the one shared definition.
+SIZE_DEFINITIONS = {"words": WORDS_DEFINITION, "bytes": BYTES_DEFINITION}
 
 read_access = role_required(*READ_ROLES)
 write_access = role_required(*WRITE_ROLES)
@@ -327,7 +331,11 @@ def dataset_detail(request, pk: int):
 @read_access
 def dataset_coverage_view(request, pk: int):
     dataset = get_dataset_for_user(request.user, pk)
-    context = {"dataset": dataset, "coverage": dataset_coverage(dataset)}
+    context = {
+        "dataset": dataset,
+        "coverage": dataset_coverage(dataset),
+        "sizes": SIZE_DEFINITIONS,
+    }
     return render(request, "curation/coverage.html", context)
 
 
@@ -711,6 +719,7 @@ def snapshot_list(request, pk: int):
         "approved": dataset.samples.approved().count(),
         "form": SnapshotForm(),
         "can_write": can_write(request.user),
+        "sizes": SIZE_DEFINITIONS,
     }
     return render(request, "curation/snapshot_list.html", context)
 
@@ -746,6 +755,7 @@ def snapshot_detail(request, pk: int):
         "dataset": snapshot.dataset,
         "items": payload["items"],
         "system_message": payload.get("system_message", ""),
+        "sizes": SIZE_DEFINITIONS,
     }
     return render(request, "curation/snapshot_detail.html", context)
 

@@ -805,7 +805,9 @@ def test_coverage_numbers(curator_client, dataset, curator, curator2, category, 
     assert '<td class="approved">2</td>' in health
     assert '<td class="in-review">1</td>' in health
     assert '<td class="words">90</td>' in health
-    assert f'<td class="bytes">{len(words(50)) + len(words(40))}</td>' in health
+    size = len("a?") + len(words(50)) + len("b?") + len(words(40))
+    assert f'<td class="bytes">{size}</td>' in health
+    assert "UTF-8 bytes of question + answer" in html  # the column says what it counts
     assert 'class="below-target" data-category="Relationships"' in html
     assert '<th class="approved">2</th>' in html and "<th>12</th>" in html
     assert '<th class="draft">1</th>' in html

@@ -499,8 +499,9 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
     def download(self, request, pk=None, fmt="jsonl"):
         """The snapshot as OpenAI chat-format JSONL or CSV.
 
-        ``X-Content-SHA256`` is the hash of the body; ``X-Snapshot-Hash`` is the snapshot's
-        content hash (over its canonical JSON), as shown in listings.
+        ``X-Content-SHA256`` is the sha256 of the body (what ``sha256sum`` of the saved file
+        prints); ``X-Snapshot-SHA256`` is the snapshot's content hash (over its canonical
+        JSON), as shown in listings. ``X-Snapshot-Hash`` is the older name of the latter.
         """
         snapshot = self.get_object()
         if fmt == "csv":
@@ -511,6 +512,7 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
         filename = f"{slugify(snapshot.dataset.name) or 'dataset'}-{snapshot.short_hash}.{fmt}"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         response["X-Content-SHA256"] = sha256_hex(body)
+        response["X-Snapshot-SHA256"] = snapshot.content_hash
         response["X-Snapshot-Hash"] = snapshot.content_hash
         return response
 

@@ -7,6 +7,7 @@ everyone else gets 403. Views call :mod:`curation.services` for every change.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from django.contrib import messages
@@ -777,9 +778,13 @@ def snapshot_download(request, pk: int):
     if fmt not in DOWNLOAD_FORMATS:
         return HttpResponseBadRequest("format must be jsonl, csv or json")
     content_type, extension, serialise = DOWNLOAD_FORMATS[fmt]
-    response = HttpResponse(serialise(snapshot), content_type=content_type)
+    body = serialise(snapshot).encode("utf-8")
+    response = HttpResponse(body, content_type=content_type)
     stamp = timezone.localtime(snapshot.created_at).strftime("%Y%m%d")
     filename = f"{slugify(snapshot.dataset.name)}-{stamp}-{snapshot.short_hash}.{extension}"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["X-Content-SHA256"] = snapshot.content_hash
+    # What `sha256sum` of the saved file prints; the snapshot's own hash (over its
+    # canonical JSON) is a different number and travels under its own name.
+    response["X-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+    response["X-Snapshot-SHA256"] = snapshot.content_hash
     return response

@@ -492,7 +492,7 @@ def test_snapshot_create_list_and_download(world, curator):
     assert jsonl.status_code == 200
     assert jsonl["Content-Type"] == "application/jsonl"
     assert jsonl["X-Content-SHA256"] == hashlib.sha256(jsonl.content).hexdigest()
-    assert jsonl["X-Snapshot-Hash"] == body["content_hash"]
+    assert jsonl["X-Snapshot-SHA256"] == jsonl["X-Snapshot-Hash"] == body["content_hash"]
     assert "attachment" in jsonl["Content-Disposition"]
     assert json.loads(jsonl.content.decode().splitlines()[0]) == {"messages": [
         {"role": "user", "content": "Done?"}, {"role": "assistant", "content": words(50)},

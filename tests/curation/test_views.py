@@ -908,7 +908,10 @@ def test_jsonl_download_matches_the_page_hash(researcher_client, snapshot, datas
     assert response["Content-Disposition"].endswith(f'{snapshot.short_hash}.jsonl"')
     shown = page_hash(researcher_client, snapshot)
     stored = Snapshot.objects.get(pk=snapshot.pk)
-    assert response["X-Content-SHA256"] == shown == stored.content_hash
+    # The file's own hash (what sha256sum prints), and the snapshot's under its own name.
+    assert response["X-Content-SHA256"] == hashlib.sha256(response.content).hexdigest()
+    assert response["X-Content-SHA256"] != shown
+    assert response["X-Snapshot-SHA256"] == shown == stored.content_hash
     assert hashlib.sha256(stored.content.encode()).hexdigest() == shown
     lines = response.content.decode().splitlines()
     assert len(lines) == 1
@@ -930,6 +933,7 @@ def test_canonical_download_hashes_to_the_snapshot_hash(curator_client, snapshot
     response = curator_client.get(url("snapshot-download", snapshot.pk, format="json"))
     assert hashlib.sha256(response.content).hexdigest() == snapshot.content_hash
     assert response["X-Content-SHA256"] == snapshot.content_hash
+    assert response["X-Snapshot-SHA256"] == snapshot.content_hash
 
 
 def test_csv_download(curator_client, snapshot):
@@ -937,7 +941,8 @@ def test_csv_download(curator_client, snapshot):
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     assert rows[0] == ["category", "question", "answer", "words"]
     assert rows[1][0] == "Health" and rows[1][3] == "60"
-    assert response["X-Content-SHA256"] == snapshot.content_hash
+    assert response["X-Content-SHA256"] == hashlib.sha256(response.content).hexdigest()
+    assert response["X-Snapshot-SHA256"] == snapshot.content_hash
     assert response["Content-Disposition"].endswith('.csv"')
 
 

@@ -461,7 +461,18 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
     retrieve=extend_schema(responses=SnapshotDetailSerializer),
     create=extend_schema(
         request=SnapshotCreateSerializer,
-        responses={201: SnapshotSerializer, 400: CURATION_ERROR},
+        responses={
+            201: SnapshotSerializer,
+            400: CURATION_ERROR,
+            409: OpenApiResponse(
+                inline_serializer(
+                    "SnapshotUnchangedResponse",
+                    {"detail": serializers.CharField(), "snapshot": SnapshotSerializer()},
+                ),
+                description="Nothing changed since the dataset's latest snapshot, which is "
+                "returned; no snapshot was taken.",
+            ),
+        },
     ),
 )
 class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationViewSet):
@@ -483,7 +494,12 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
 
     def create(self, request, *args, **kwargs):
         data = self.validated(SnapshotCreateSerializer)
-        snapshot = services.snapshot_create(user=request.user, **data)
+        try:
+            snapshot = services.snapshot_create(user=request.user, **data)
+        except services.UnchangedSnapshotError as unchanged:
+            existing = SnapshotSerializer(unchanged.snapshot).data
+            body = {"detail": str(unchanged), "snapshot": existing}
+            return Response(body, status=status.HTTP_409_CONFLICT)
         return Response(SnapshotSerializer(snapshot).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(

@@ -15,8 +15,22 @@ from curation.models import (
     Dataset,
     GapTicket,
     Sample,
+    Snapshot,
 )
 from curation.selectors import SampleFilters, dataset_authors
+
+
+class SnapshotChoiceField(forms.ModelChoiceField):
+    """A snapshot dropdown: every option says dataset, label, date and short hash, newest
+    first. Training and evaluation forms use it wherever a snapshot is chosen."""
+
+    def __init__(self, **kwargs):
+        snapshots = Snapshot.objects.select_related("dataset").defer("content")
+        kwargs.setdefault("queryset", snapshots.order_by("-created_at", "-pk"))
+        super().__init__(**kwargs)
+
+    def label_from_instance(self, obj: Snapshot) -> str:
+        return obj.choice_label
 
 
 class CategoryForm(forms.Form):

@@ -326,6 +326,16 @@ class Snapshot(models.Model):
     def short_hash(self) -> str:
         return self.content_hash[:12]
 
+    @property
+    def choice_label(self) -> str:
+        """How every snapshot dropdown names it: dataset, label, date, short hash, size and
+        kind, so two snapshots of one dataset are told apart at a glance."""
+        taken = timezone.localtime(self.created_at).strftime("%Y-%m-%d %H:%M")
+        return (
+            f"{self.dataset.name} · {self.label or 'no label'} · {taken} · {self.short_hash} · "
+            f"{self.sample_count} samples · {self.dataset.get_kind_display()}"
+        )
+
     def save(self, *args, **kwargs):
         if self.pk is not None and not self._state.adding:
             raise ImmutableError("Snapshots are immutable.")

@@ -57,6 +57,20 @@ class EmptySnapshotError(CurationError):
     pass
 
 
+class UnchangedSnapshotError(CurationError):
+    """The dataset's approved content is what its latest snapshot already holds."""
+
+    def __init__(self, snapshot: Snapshot):
+        label = f" ({snapshot.label})" if snapshot.label else ""
+        taken = timezone.localtime(snapshot.created_at).strftime("%Y-%m-%d %H:%M")
+        super().__init__(
+            f"Nothing changed since the last snapshot, {snapshot.short_hash}{label} of "
+            f"{taken}: it already holds these {snapshot.sample_count} approved samples. "
+            "No new snapshot was taken."
+        )
+        self.snapshot = snapshot
+
+
 # --- categories ------------------------------------------------------------------------
 
 
@@ -480,16 +494,25 @@ def snapshot_payload(dataset: Dataset) -> dict:
 
 @transaction.atomic
 def snapshot_create(*, dataset: Dataset, user=None, label: str = "") -> Snapshot:
-    """Freeze the dataset's approved samples into an immutable, content-hashed snapshot."""
+    """Freeze the dataset's approved samples into an immutable, content-hashed snapshot.
+
+    Refuses (:class:`UnchangedSnapshotError`, carrying it) when the content is what the
+    dataset's latest snapshot already holds: a duplicate would only make two names for
+    one training set.
+    """
     payload = snapshot_payload(dataset)
     if not payload["items"]:
         raise EmptySnapshotError("This dataset has no approved samples to snapshot.")
     content = canonical_json(payload)
+    content_hash = sha256_hex(content)
+    latest = dataset.snapshots.defer("content").order_by("-created_at", "-pk").first()
+    if latest is not None and latest.content_hash == content_hash:
+        raise UnchangedSnapshotError(latest)
     return Snapshot.objects.create(
         dataset=dataset,
         label=label.strip(),
         content=content,
-        content_hash=sha256_hex(content),
+        content_hash=content_hash,
         sample_count=len(payload["items"]),
         word_count=sum(count_words(item["answer"]) for item in payload["items"]),
         byte_count=sum(sample_bytes(item["question"], item["answer"]) for item in payload["items"]),

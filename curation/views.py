@@ -62,7 +62,12 @@ from curation.selectors import (
     sample_revisions,
     word_diff,
 )
-from curation.services import CurationError, EmptySnapshotError, StaleEditError
+from curation.services import (
+    CurationError,
+    EmptySnapshotError,
+    StaleEditError,
+    UnchangedSnapshotError,
+)
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role, role_required
 
@@ -737,6 +742,9 @@ def snapshot_create(request, pk: int):
         snapshot = services.snapshot_create(
             dataset=dataset, user=request.user, label=form.cleaned_data["label"]
         )
+    except UnchangedSnapshotError as unchanged:
+        messages.info(request, str(unchanged))
+        return redirect(unchanged.snapshot)
     except EmptySnapshotError as error:
         messages.error(request, str(error))
         return redirect("curation:snapshot-list", pk=dataset.pk)

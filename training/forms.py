@@ -9,6 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
+from curation.forms import SnapshotChoiceField
 from curation.models import Snapshot
 from training.models import BaseModel, FineTuneJob, ModelVersion
 from training.selectors import palms_eval_prompts
@@ -105,15 +106,6 @@ class BaseModelForm(forms.Form):
 # --- fine-tunes -----------------------------------------------------------------------------
 
 
-class SnapshotChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, obj: Snapshot) -> str:
-        label = f" ({obj.label})" if obj.label else ""
-        return (
-            f"{obj.dataset.name}{label} @ {obj.short_hash} · {obj.sample_count} samples · "
-            f"{obj.dataset.get_kind_display()}"
-        )
-
-
 class BaseModelChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: BaseModel) -> str:
         return f"{obj.name} ({obj.size_label}, {obj.get_kind_display()})"
@@ -143,11 +135,7 @@ class FineTuneForm(forms.Form):
     """A fine-tune launch. Hyperparameter fields are named as the service names them."""
 
     base_model = BaseModelChoiceField(queryset=BaseModel.objects.all(), empty_label=None)
-    snapshot = SnapshotChoiceField(
-        label="Dataset snapshot",
-        queryset=Snapshot.objects.select_related("dataset").defer("content"),
-        empty_label=None,
-    )
+    snapshot = SnapshotChoiceField(label="Dataset snapshot", empty_label=None)
     arm = forms.ChoiceField(choices=ARM_CHOICES, initial=ModelVersion.Arm.VALUES_TARGETED)
     method = forms.ChoiceField(choices=FineTuneJob.Method.choices, initial=FineTuneJob.Method.FULL)
     epochs = _hp_field("epochs", "Epochs")

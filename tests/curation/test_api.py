@@ -124,7 +124,8 @@ WRITES = [
     ("post", "/api/samples/{archived}/reopen/", {}, 200),
     ("post", "/api/samples/{draft}/comment/", {"body": "Nice."}, 201),
     ("post", "/api/samples/{draft}/restore/", {"revision": 1, "version": 1}, 200),
-    ("post", "/api/snapshots/", {"dataset": "{dataset}", "label": "v2"}, 201),
+    ("post", "/api/snapshots/", {"dataset": "{dataset}", "label": "v2"}, 409),  # unchanged
+    ("post", "/api/snapshots/", {"dataset": "{fresh}", "label": "v1"}, 201),
     ("post", "/api/datasets/{dataset}/import/", "FILE", 201),
 ]
 
@@ -152,7 +153,11 @@ def _ids(body, world):
 
 @pytest.mark.parametrize(("method", "url", "body", "success"), WRITES)
 @pytest.mark.parametrize("persona", PERSONAS)
-def test_write_matrix(request, world, method, url, body, success, persona):
+def test_write_matrix(request, world, method, url, body, success, persona, curator):
+    # A dataset with approved content and no snapshot yet, for the snapshot that succeeds.
+    world["fresh"] = services.dataset_create(name="Fresh", kind="control", user=curator)
+    services.sample_create(dataset=world["fresh"], question="New?", answer=words(50),
+                           user=curator, status="approved")
     before = (Sample.objects.count(), Category.objects.count(), Snapshot.objects.count(),
               Dataset.objects.count())
     client = client_as(request, persona)
@@ -472,12 +477,21 @@ def test_text_over_the_size_limit_is_refused(world, curator):
 
 def test_snapshot_create_list_and_download(world, curator):
     client = api(curator)
+    # Nothing changed since the fixture's snapshot: no duplicate, the existing one comes back.
+    unchanged = client.post("/api/snapshots/", {"dataset": world["dataset"].pk, "label": "v2"},
+                            format="json")
+    assert unchanged.status_code == 409
+    assert "Nothing changed since the last snapshot" in unchanged.json()["detail"]
+    assert unchanged.json()["snapshot"]["id"] == world["snapshot"].pk
+    assert Snapshot.objects.count() == 1
+
+    services.sample_approve(sample=world["review"], user=curator)
     created = client.post("/api/snapshots/", {"dataset": world["dataset"].pk, "label": "v2"},
                           format="json")
     assert created.status_code == 201
     body = created.json()
-    assert (body["sample_count"], body["label"], body["created_by"]) == (1, "v2", "carol")
-    assert body["content_hash"] == world["snapshot"].content_hash  # same approved content
+    assert (body["sample_count"], body["label"], body["created_by"]) == (2, "v2", "carol")
+    assert body["content_hash"] != world["snapshot"].content_hash
 
     listed = client.get(f"/api/snapshots/?dataset={world['dataset'].pk}").json()
     assert listed["count"] == 2
@@ -485,7 +499,8 @@ def test_snapshot_create_list_and_download(world, curator):
     detail = client.get(f"/api/snapshots/{body['id']}/").json()
     assert detail["hash_matches_content"] is True
     assert detail["items"] == [
-        {"category": "Health", "question": "Done?", "answer": words(50)}
+        {"category": "Health", "question": "Done?", "answer": words(50)},
+        {"category": "Health", "question": "Review?", "answer": words(50)},
     ]
 
     jsonl = client.get(f"/api/snapshots/{body['id']}/download/jsonl/")

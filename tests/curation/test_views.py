@@ -884,6 +884,17 @@ def test_take_snapshot(curator_client, dataset, curator, curator2, category):
     assert (snapshot.label, snapshot.sample_count, snapshot.created_by) == ("v1", 1, curator)
 
 
+def test_snapshot_with_no_change_says_so_and_shows_the_existing_one(
+    curator_client, dataset, curator, curator2, category
+):
+    approved(dataset, curator, curator2, category)
+    first = services.snapshot_create(dataset=dataset, user=curator, label="v1")
+    response = curator_client.post(url("snapshot-create", dataset.pk), {"label": "v2"})
+    assert response["Location"] == url("snapshot-detail", first.pk)
+    assert "Nothing changed since the last snapshot" in " ".join(texts(response))
+    assert Snapshot.objects.count() == 1
+
+
 def test_empty_snapshot_is_refused(curator_client, dataset):
     response = curator_client.post(url("snapshot-create", dataset.pk), {"label": ""}, follow=True)
     assert "no approved samples" in response.content.decode()

@@ -50,7 +50,9 @@ from curation.models import (
     Snapshot,
     sha256_hex,
 )
+from curation.selectors import review_changes
 from curation.serializers import (
+    ApprovalCheckSerializer,
     CategoryReorderSerializer,
     CategorySerializer,
     CommentInputSerializer,
@@ -65,6 +67,7 @@ from curation.serializers import (
     RestoreSerializer,
     RevisionSerializer,
     SampleActionSerializer,
+    SampleApproveSerializer,
     SampleCreateSerializer,
     SampleSerializer,
     SampleUpdateSerializer,
@@ -391,11 +394,44 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
         """In review → draft; the comment saying what to change is required."""
         return self._transition(services.sample_request_changes)
 
-    @extend_schema(request=SampleActionSerializer, responses=SAMPLE_CHANGED)
+    @extend_schema(request=SampleApproveSerializer, responses=SAMPLE_CHANGED)
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
-        """In review → approved, by someone other than the author, within the word limits."""
-        return self._transition(services.sample_approve)
+        """In review → approved, by a curator who neither wrote it nor saved a revision
+        since it was submitted, within the word limits, with no unmerged edit waiting.
+        Send ``version`` (the one you reviewed) to refuse approving a later change unseen."""
+        sample = self.get_object()
+        data = self.validated(SampleApproveSerializer)
+        sample = services.sample_approve(
+            sample=sample, user=request.user, body=data["body"], version=data["version"]
+        )
+        return Response(SampleSerializer(sample).data)
+
+    @extend_schema(responses=ApprovalCheckSerializer)
+    @action(detail=True, methods=["get"], url_path="approval-check")
+    def approval_check(self, request, pk=None):
+        """What approval would refuse now: the check shown beside *Submit for review*, and
+        why you in particular may not approve."""
+        sample = self.get_object()
+        content = services.content_problems(sample)
+        reviewer = services.reviewer_problems(sample, request.user)
+        in_review = sample.status == Sample.Status.IN_REVIEW
+        changes = review_changes(sample) if in_review else None
+        revisers = sorted({r.author.username for r in changes.revisions if r.author}) if (
+            changes
+        ) else []
+        body = {
+            "status": sample.status,
+            "version": sample.version,
+            "content_problems": content,
+            "reviewer_problems": reviewer,
+            "can_approve": in_review and not content and not reviewer
+            and has_role(request.user, Role.CURATOR),
+            "review_base_version": changes.base_version if changes else None,
+            "changed_since_submitted": bool(changes and changes.changed),
+            "revised_since_submitted_by": revisers,
+        }
+        return Response(ApprovalCheckSerializer(body).data)
 
     @extend_schema(request=SampleActionSerializer, responses=SAMPLE_CHANGED)
     @action(detail=True, methods=["post"])

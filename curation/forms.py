@@ -161,6 +161,10 @@ class ReviewForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
     )
 
+    # Approve sends the version the reviewer read, so a change made meanwhile is not
+    # approved unseen.
+    version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
+
     def __init__(self, *args, body_required: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["body"].required = body_required

@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 
 from curation.models import (
     Category,
+    Comment,
     Dataset,
     GapTicket,
     Sample,
@@ -89,6 +90,57 @@ def open_stale_edits(sample: Sample) -> QuerySet[StaleEdit]:
 
 def sample_revisions(sample: Sample) -> QuerySet[SampleRevision]:
     return sample.revisions.select_related("author", "category")
+
+
+# The status changes after which a sample is in review: submitted, or approved and then
+# edited (which sends it back). Their comment records the version the review starts from.
+REVIEW_STARTS = (Comment.Kind.SUBMITTED, Comment.Kind.APPROVED)
+
+
+def review_base_version(sample: Sample) -> int:
+    """The version the current review started from: the one submitted (or, for an
+    approved sample edited since, the one approved). A sample created or imported
+    straight into review starts from its first revision."""
+    started = (
+        sample.comments.filter(kind__in=REVIEW_STARTS)
+        .order_by("-created_at", "-pk")
+        .values_list("sample_version", flat=True)
+        .first()
+    )
+    return started or 1
+
+
+@dataclass(frozen=True)
+class ReviewChanges:
+    """What changed in an in-review sample since it was submitted, and who changed it."""
+
+    base_version: int
+    current_version: int
+    revisions: list[SampleRevision]  # saved after the base, oldest first
+    diff: RevisionDiff | None  # base → current; None when nothing was saved since
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.revisions)
+
+    @property
+    def reviser_ids(self) -> set[int]:
+        return {revision.author_id for revision in self.revisions if revision.author_id}
+
+
+def review_changes(sample: Sample) -> ReviewChanges:
+    """The revisions saved since the review started, and the diff they add up to."""
+    base = review_base_version(sample)
+    revisions = list(
+        sample_revisions(sample).filter(number__gte=base).order_by("number")
+    )
+    since = [revision for revision in revisions if revision.number > base]
+    diff = None
+    if since and revisions[0].number == base:
+        diff = revision_diff(revisions[0], since[-1])
+    return ReviewChanges(
+        base_version=base, current_version=sample.version, revisions=since, diff=diff
+    )
 
 
 def dataset_snapshots(dataset: Dataset) -> QuerySet[Snapshot]:

@@ -171,6 +171,38 @@ class SampleActionSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     )
 
 
+class SampleApproveSerializer(SampleActionSerializer):
+    version = serializers.IntegerField(
+        min_value=1, required=False, default=None,
+        help_text="The version you reviewed. If the sample changed since, the approval is "
+        "refused (400) instead of approving text you have not read.",
+    )
+
+
+class ApprovalCheckSerializer(serializers.Serializer):
+    """What approval would refuse now, before anyone submits or approves."""
+
+    status = serializers.CharField()
+    version = serializers.IntegerField()
+    content_problems = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Refused whoever reviews: word limits, category, unmerged edits.",
+    )
+    reviewer_problems = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Why you in particular may not approve (you wrote or revised it).",
+    )
+    can_approve = serializers.BooleanField(
+        help_text="True when the sample is in review and you may approve it now."
+    )
+    review_base_version = serializers.IntegerField(
+        allow_null=True,
+        help_text="In review: the version submitted (the diff starts there); else null.",
+    )
+    changed_since_submitted = serializers.BooleanField()
+    revised_since_submitted_by = serializers.ListField(child=serializers.CharField())
+
+
 class CommentInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     body = serializers.CharField(max_length=MAX_TEXT_CHARS)
 

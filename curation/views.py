@@ -57,6 +57,7 @@ from curation.selectors import (
     dataset_status_counts,
     datasets_with_counts,
     open_stale_edits,
+    review_changes,
     revision_diff,
     sample_list,
     sample_revisions,
@@ -517,13 +518,17 @@ def sample_edit(request, pk: int):
 
 
 def _sample_actions(sample: Sample, user) -> dict:
-    """Which review steps this user may take now, and why approval is refused."""
+    """Which review steps this user may take now, why approval is refused, and (before
+    submitting) what approval will refuse whoever reviews."""
     if not can_write(user):
         return {}
     status = sample.status
     Status = Sample.Status
     return {
         "submit": status == Status.DRAFT,
+        "submit_problems": (
+            services.content_problems(sample) if status == Status.DRAFT else []
+        ),
         "request_changes": status == Status.IN_REVIEW,
         "approve": status == Status.IN_REVIEW,
         "approval_problems": (
@@ -548,12 +553,14 @@ def _comments_context(request, sample: Sample, form: CommentForm | None = None) 
 @vary_on_headers("HX-Request")
 def sample_detail(request, pk: int):
     sample = get_sample_for_user(request.user, pk)
+    in_review = sample.status == Sample.Status.IN_REVIEW
     context = {
         **_comments_context(request, sample),
         "dataset": sample.dataset,
         "actions": _sample_actions(sample, request.user),
         "stale_edits": open_stale_edits(sample),
         "wc": wordcount_context(sample.answer, sample.dataset),
+        "review_changes": review_changes(sample) if in_review else None,
     }
     return _render(request, "curation/sample_detail.html", context, partial="comments")
 
@@ -565,8 +572,11 @@ def _review_step(request, pk: int, step: Callable, done: str, *, body_required=F
     if not form.is_valid():
         messages.error(request, _first_error(form))
         return redirect(sample)
+    extra = {}
+    if step is services.sample_approve:
+        extra["version"] = form.cleaned_data["version"]
     try:
-        step(sample=sample, user=request.user, body=form.cleaned_data["body"])
+        step(sample=sample, user=request.user, body=form.cleaned_data["body"], **extra)
     except CurationError as error:
         messages.error(request, str(error))
     else:

@@ -521,7 +521,7 @@ def test_snapshot_hash_is_stable_regardless_of_ids_and_insertion_order(curator, 
     sample = second.samples.first()
     services.sample_update(
         sample_id=sample.pk, base_version=sample.version, question=sample.question,
-        answer=sample.answer + " more", category=sample.category, user=curator,
+        answer=sample.answer + " more", category=sample.category, user=curator2,
     )
     services.sample_approve(sample=Sample.objects.get(pk=sample.pk), user=curator)
     assert services.snapshot_create(dataset=second).content_hash != hash_one

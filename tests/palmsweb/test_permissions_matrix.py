@@ -161,6 +161,7 @@ API_POLICY = {
     ("/api/samples/{sample}/submit/", "post"): CURATION_WRITE,
     ("/api/samples/{sample}/request-changes/", "post"): CURATION_WRITE,
     ("/api/samples/{sample}/approve/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/approval-check/", "get"): CURATION_READ,
     ("/api/samples/{sample}/archive/", "post"): CURATION_WRITE,
     ("/api/samples/{sample}/reopen/", "post"): CURATION_WRITE,
     ("/api/samples/{sample}/comment/", "post"): CURATION_WRITE,

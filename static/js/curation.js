@@ -27,6 +27,8 @@
 
   function updateAll() {
     document.querySelectorAll("textarea[data-wordcount]").forEach(update);
+    var category = document.querySelector("#sample-form select[name=category]");
+    if (category) showCategoryBrief(category);
   }
 
   document.addEventListener("input", function (event) {
@@ -43,6 +45,20 @@
     if (!form) return;
     event.preventDefault();  // not the browser's "save page"
     if (form.requestSubmit) form.requestSubmit(); else form.submit();
+  });
+
+  // The editor's side panel shows the position of the category chosen in its form.
+  function showCategoryBrief(select) {
+    var chosen = select.value || "";
+    document.querySelectorAll("[data-category-brief]").forEach(function (panel) {
+      panel.hidden = panel.dataset.categoryBrief !== chosen;
+    });
+  }
+
+  document.addEventListener("change", function (event) {
+    if (event.target.matches && event.target.matches("#sample-form select[name=category]")) {
+      showCategoryBrief(event.target);
+    }
   });
 
   // Text restored by the browser (back button) or swapped in by htmx gets counted too.

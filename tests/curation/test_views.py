@@ -506,6 +506,25 @@ def test_editor_has_live_word_count_and_save_shortcut(curator_client, dataset):
     assert "<kbd>Ctrl</kbd>+<kbd>S</kbd>" in html and "data-save-shortcut" in html
 
 
+def test_editor_shows_the_chosen_categorys_position_and_the_word_limits(
+    curator_client, sample, category, other_category
+):
+    html = curator_client.get(url("sample-edit", sample.pk)).content.decode()
+    brief = html[html.index('id="editor-brief"'):]
+    assert "<strong>40–340 words</strong>" in brief
+    # Every category's position is there for the script; only the chosen one shows.
+    assert f'<section data-category-brief="{category.pk}" >' in brief
+    assert f'<section data-category-brief="{other_category.pk}" hidden>' in brief
+    assert "Suggest seeing a professional." in brief and "Respect everyone." in brief
+    assert 'data-category-brief="" hidden' in brief
+
+
+def test_new_sample_editor_asks_for_a_category_beside_the_form(curator_client, dataset, category):
+    html = curator_client.get(url("sample-create", dataset.pk)).content.decode()
+    assert "Choose a category to see its position here (values-targeted samples need one)" in html
+    assert f'<section data-category-brief="{category.pk}" hidden>' in html
+
+
 def test_create_a_short_draft(curator_client, dataset, category, curator):
     response = curator_client.post(
         url("sample-create", dataset.pk),

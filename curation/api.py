@@ -39,7 +39,7 @@ from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
-from curation import gaps, services
+from curation import gaps, review, services
 from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
 from curation.models import (
     Category,
@@ -53,6 +53,8 @@ from curation.models import (
 from curation.selectors import review_changes
 from curation.serializers import (
     ApprovalCheckSerializer,
+    BulkActionSerializer,
+    BulkResultSerializer,
     CategoryReorderSerializer,
     CategorySerializer,
     CommentInputSerializer,
@@ -443,6 +445,46 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
     def reopen(self, request, pk=None):
         """Archived → draft."""
         return self._transition(services.sample_reopen)
+
+    @extend_schema(
+        request=BulkActionSerializer,
+        responses={200: BulkResultSerializer, 400: CURATION_ERROR},
+    )
+    @action(detail=False, methods=["post"])
+    def bulk(self, request):
+        """Submit, approve or archive many samples. Each goes through the same rules as
+        its single action, in its own transaction: ``done`` lists the samples changed,
+        ``refused`` each other one with the reason."""
+        data = self.validated(BulkActionSerializer)
+        result = review.samples_bulk_action(
+            action=data["action"],
+            items=[(item["id"], item["version"]) for item in data["samples"]],
+            user=request.user,
+            body=data["body"],
+        )
+        body = {
+            "done": [sample.pk for sample in result.done],
+            "refused": [{"id": pk, "detail": why} for pk, why in result.refused],
+        }
+        return Response(BulkResultSerializer(body).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("dataset", OpenApiTypes.INT, description="Dataset id.")],
+        responses=SampleSerializer(many=True),
+    )
+    @action(detail=False, methods=["get"], url_path="review-queue")
+    def review_queue(self, request):
+        """Samples waiting for your review: in review, neither written nor revised by you
+        since submission; oldest first. Curators and admins only."""
+        if not has_role(request.user, Role.CURATOR):
+            raise PermissionDenied("Only curators review samples.")
+        dataset = None
+        if (dataset_id := _int_param(request.query_params, "dataset")) is not None:
+            dataset = Dataset.objects.filter(pk=dataset_id).first()
+            if dataset is None:
+                raise serializers.ValidationError({"dataset": ["No such dataset."]})
+        page = self.paginate_queryset(review.review_queue(request.user, dataset=dataset))
+        return self.get_paginated_response(SampleSerializer(page, many=True).data)
 
     @extend_schema(
         request=CommentInputSerializer, responses={201: CommentSerializer, 400: CURATION_ERROR}

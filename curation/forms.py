@@ -174,6 +174,38 @@ class ReviewForm(forms.Form):
             )
 
 
+class SampleRefsField(forms.Field):
+    """The ticked samples of a bulk form: each checkbox sends "<id>:<version read>"."""
+
+    widget = forms.MultipleHiddenInput
+    default_error_messages = {
+        "required": "Select at least one sample.",
+        "invalid": "Each selected sample must be sent as id:version.",
+    }
+
+    def to_python(self, value) -> list[tuple[int, int | None]]:
+        refs = []
+        for raw in value or []:
+            pk, _, version = str(raw).partition(":")
+            if not pk.isdigit() or (version and not version.isdigit()):
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+            refs.append((int(pk), int(version) if version else None))
+        return refs
+
+
+class BulkActionForm(forms.Form):
+    """Submit, approve or archive the ticked samples, each through its single service."""
+
+    action = forms.ChoiceField(
+        choices=[("", "With the selected…"), ("submit", "Submit for review"),
+                 ("approve", "Approve"), ("archive", "Archive")],
+        error_messages={"required": "Choose what to do with the selected samples."},
+    )
+    sample = SampleRefsField()
+    body = forms.CharField(max_length=MAX_TEXT_CHARS, required=False, label="Comment")
+    next = forms.CharField(max_length=2000, required=False, widget=forms.HiddenInput)
+
+
 class RestoreForm(forms.Form):
     revision = forms.IntegerField(min_value=1)
     version = forms.IntegerField(min_value=1)

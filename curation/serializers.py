@@ -203,6 +203,40 @@ class ApprovalCheckSerializer(serializers.Serializer):
     revised_since_submitted_by = serializers.ListField(child=serializers.CharField())
 
 
+class BulkItemSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    id = serializers.IntegerField(min_value=1)
+    version = serializers.IntegerField(
+        min_value=1, required=False, default=None,
+        help_text="Approve only: the version you reviewed (refused if it changed since).",
+    )
+
+
+class BulkActionSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    action = serializers.ChoiceField(choices=["submit", "approve", "archive"])
+    samples = BulkItemSerializer(many=True, allow_empty=False)
+    body = serializers.CharField(
+        max_length=MAX_TEXT_CHARS, allow_blank=True, required=False, default="",
+        help_text="A comment recorded on each sample with its status change.",
+    )
+
+    def validate_samples(self, items):
+        from curation.review import MAX_BULK_SAMPLES
+
+        if len(items) > MAX_BULK_SAMPLES:
+            raise serializers.ValidationError(f"At most {MAX_BULK_SAMPLES} samples at a time.")
+        return items
+
+
+class BulkRefusalSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    detail = serializers.CharField()
+
+
+class BulkResultSerializer(serializers.Serializer):
+    done = serializers.ListField(child=serializers.IntegerField(), help_text="Sample ids.")
+    refused = BulkRefusalSerializer(many=True)
+
+
 class CommentInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     body = serializers.CharField(max_length=MAX_TEXT_CHARS)
 

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from curation import gap_views, views
+from curation import gap_views, review_views, views
 
 app_name = "curation"
 
@@ -39,6 +39,9 @@ urlpatterns = [
     path("samples/<int:pk>/history/", views.sample_history, name="sample-history"),
     path("samples/<int:pk>/diff/", views.sample_diff, name="sample-diff"),
     path("samples/<int:pk>/restore/", views.sample_restore, name="sample-restore"),
+    # review: the queue and bulk actions (review_views.py)
+    path("review/", review_views.review_queue, name="review-queue"),
+    path("samples/bulk/", review_views.sample_bulk, name="sample-bulk"),
     path("stale-edits/<int:pk>/resolve/", views.stale_edit_resolve, name="stale-edit-resolve"),
     path("word-count/", views.word_count, name="word-count"),
     # snapshots

@@ -25,7 +25,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.vary import vary_on_headers
 
-from curation import services
+from curation import review, services
 from curation.forms import (
     CategoryForm,
     CommentForm,
@@ -270,7 +270,12 @@ def preset_load(request):
 @require_get
 @read_access
 def dataset_list(request):
-    context = {"datasets": datasets_with_counts(), "can_write": can_write(request.user)}
+    writer = can_write(request.user)
+    context = {
+        "datasets": datasets_with_counts(),
+        "can_write": writer,
+        "queue_count": review.review_queue(request.user).count() if writer else 0,
+    }
     return render(request, "curation/dataset_list.html", context)
 
 
@@ -561,27 +566,73 @@ def sample_detail(request, pk: int):
         "stale_edits": open_stale_edits(sample),
         "wc": wordcount_context(sample.answer, sample.dataset),
         "review_changes": review_changes(sample) if in_review else None,
+        "queue": _queue_context(request, sample),
     }
     return _render(request, "curation/sample_detail.html", context, partial="comments")
 
 
+def queue_dataset(request, params) -> Dataset | None:
+    """The dataset a review queue is narrowed to (``dataset=<id>``), if any."""
+    pk = params.get("dataset", "")
+    return get_dataset_for_user(request.user, int(pk)) if pk.isdigit() else None
+
+
+def queue_url(sample_id: int | None, dataset: Dataset | None) -> str:
+    """A sample's page in review-queue mode, or the queue itself when nothing is left."""
+    narrowed = f"dataset={dataset.pk}" if dataset else ""
+    if sample_id is None:
+        return reverse("curation:review-queue") + (f"?{narrowed}" if narrowed else "")
+    page = reverse("curation:sample-detail", args=[sample_id])
+    return f"{page}?queue=1" + (f"&{narrowed}" if narrowed else "")
+
+
+def _queue_context(request, sample: Sample) -> dict | None:
+    """With ``?queue=1`` (from "waiting for my review"), where the sample sits in the
+    user's queue and the links to move through it."""
+    if not request.GET.get("queue") or not can_write(request.user):
+        return None
+    dataset = queue_dataset(request, request.GET)
+    position = review.queue_position(request.user, sample, dataset=dataset)
+    return {
+        "position": position,
+        "dataset": dataset,
+        "previous_url": queue_url(position.previous_id, dataset) if position.previous_id else "",
+        "next_url": queue_url(position.next_id, dataset) if position.next_id else "",
+        "list_url": queue_url(None, dataset),
+    }
+
+
 def _review_step(request, pk: int, step: Callable, done: str, *, body_required=False):
-    """Run one review service (submit, approve, …) and come back to the sample page."""
+    """Run one review service (submit, approve, …) and come back to the sample page, or,
+    from the review queue, go on to the next sample waiting."""
     sample = get_sample_for_user(request.user, pk, write=True)
+    in_queue = bool(request.POST.get("queue"))
+    dataset = queue_dataset(request, request.POST) if in_queue else None
+    back = queue_url(sample.pk, dataset) if in_queue else sample.get_absolute_url()
     form = ReviewForm(request.POST, body_required=body_required)
     if not form.is_valid():
         messages.error(request, _first_error(form))
-        return redirect(sample)
+        return redirect(back)
     extra = {}
     if step is services.sample_approve:
         extra["version"] = form.cleaned_data["version"]
+    before = (
+        list(review.review_queue(request.user, dataset=dataset).values_list("pk", flat=True))
+        if in_queue
+        else []
+    )
     try:
         step(sample=sample, user=request.user, body=form.cleaned_data["body"], **extra)
     except CurationError as error:
         messages.error(request, str(error))
-    else:
-        messages.success(request, done)
-    return redirect(sample)
+        return redirect(back)
+    messages.success(request, done)
+    if not in_queue:
+        return redirect(sample)
+    following = review.queue_next_after(request.user, before, sample.pk, dataset=dataset)
+    if following is None:
+        messages.info(request, "Nothing else is waiting for your review.")
+    return redirect(queue_url(following, dataset))
 
 
 @require_post

@@ -40,7 +40,12 @@ from rest_framework.throttling import UserRateThrottle
 from rest_framework.views import APIView
 
 from curation import gaps, review, services
-from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
+from curation.importing import (
+    MAX_IMPORT_BYTES,
+    ImportRejected,
+    samples_import,
+    samples_import_preview,
+)
 from curation.models import (
     Category,
     Dataset,
@@ -63,6 +68,7 @@ from curation.serializers import (
     GapTicketCreateSerializer,
     GapTicketResolveSnapshotSerializer,
     GapTicketSerializer,
+    ImportPreviewSerializer,
     ImportRejectedSerializer,
     ImportResultSerializer,
     ImportSerializer,
@@ -241,6 +247,10 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationV
     @extend_schema(
         request={"multipart/form-data": ImportSerializer},
         responses={
+            200: OpenApiResponse(
+                ImportPreviewSerializer,
+                description="dry_run: what the file would import, and every problem.",
+            ),
             201: ImportResultSerializer,
             400: OpenApiResponse(
                 ImportRejectedSerializer,
@@ -254,20 +264,33 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationV
         parser_classes=[MultiPartParser, FormParser],
     )
     def import_samples(self, request, pk=None):
-        """Import samples from a JSONL or CSV file; all of it, or nothing."""
+        """Import samples from a JSONL or CSV file; all of it, or nothing. With ``dry_run``,
+        only check it and say what it would import (rows, per category, problems)."""
         dataset = self.get_object()
         data = self.validated(ImportSerializer)
         if data["status"] == Sample.Status.APPROVED and not has_role(request.user, Role.ADMIN):
             raise PermissionDenied("Only admins may import samples as approved.")
         upload = data["file"]
+        # One byte over the cap is enough for the importer to refuse it.
+        content = upload.read(MAX_IMPORT_BYTES + 1)
+        options = {"status": data["status"], "default_category": data["default_category"]}
+        if data["dry_run"]:
+            preview = samples_import_preview(
+                dataset=dataset, data=content, filename=upload.name, **options
+            )
+            return Response(ImportPreviewSerializer({
+                "dry_run": True,
+                "count": preview.count,
+                "per_category": [
+                    {"category": name, "count": n} for name, n in preview.per_category
+                ],
+                "would_import": preview.ok,
+                "errors": [{"line": e.line, "message": e.message} for e in preview.errors],
+            }).data)
         try:
             samples = samples_import(
-                dataset=dataset,
-                # One byte over the cap is enough for the importer to refuse it.
-                data=upload.read(MAX_IMPORT_BYTES + 1),
-                filename=upload.name,
-                user=request.user,
-                status=data["status"],
+                dataset=dataset, data=content, filename=upload.name, user=request.user,
+                **options,
             )
         except ImportRejected as rejected:
             body = {

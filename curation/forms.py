@@ -227,6 +227,14 @@ class ImportForm(forms.Form):
         choices=[(Sample.Status.DRAFT, "Drafts"), (Sample.Status.IN_REVIEW, "In review")],
         initial=Sample.Status.DRAFT,
     )
+    default_category = forms.ModelChoiceField(
+        queryset=Category.objects.active().order_by("order", "name"),
+        required=False,
+        empty_label="None: rows must name their category",
+        label="Default category",
+        help_text="For rows without a category. A values-targeted dataset refuses such rows "
+        "unless you choose one.",
+    )
 
     def clean_file(self):
         upload = self.cleaned_data["file"]

@@ -271,6 +271,29 @@ class Comment(models.Model):
         return f"{self.get_kind_display()} on sample {self.sample_id}"
 
 
+class PendingImport(models.Model):
+    """An uploaded import file waiting for its uploader to confirm the preview.
+
+    The file is checked at upload (the preview) and checked again when confirmed, since
+    the dataset may have changed in between. Kept for a day at most.
+    """
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    filename = models.CharField(max_length=255)
+    data = models.BinaryField()
+    status = models.CharField(max_length=20, choices=Sample.Status.choices)
+    default_category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Pending import of {self.filename} into {self.dataset_id}"
+
+
 class ImmutableError(Exception):
     """Raised on any attempt to change or delete a snapshot."""
 

@@ -323,6 +323,33 @@ class ImportSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         choices=sorted(IMPORTABLE_STATUSES), required=False, default=Sample.Status.DRAFT,
         help_text="Status of the new samples; only admins may import approved samples.",
     )
+    default_category = serializers.PrimaryKeyRelatedField(
+        queryset=Category.objects.all(), required=False, default=None, allow_null=True,
+        help_text="Category id for rows without one. Without it, a values-targeted dataset "
+        "refuses such rows.",
+    )
+    dry_run = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Only check the file and say what it would import (200); write nothing.",
+    )
+
+    def validate_default_category(self, category):
+        if category is not None and category.is_archived:
+            raise serializers.ValidationError(f"Category {category.name!r} is archived.")
+        return category
+
+
+class ImportCategoryCountSerializer(serializers.Serializer):
+    category = serializers.CharField(help_text='A category name, or "(no category)".')
+    count = serializers.IntegerField()
+
+
+class ImportPreviewSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    count = serializers.IntegerField(help_text="Rows the file holds.")
+    per_category = ImportCategoryCountSerializer(many=True)
+    would_import = serializers.BooleanField(help_text="True when the file has no problem.")
+    errors = serializers.ListField(child=serializers.DictField(), help_text="line, message")
 
 
 class ImportResultSerializer(serializers.Serializer):

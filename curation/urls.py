@@ -1,6 +1,6 @@
 from django.urls import path
 
-from curation import gap_views, review_views, views
+from curation import gap_views, import_views, review_views, views
 
 app_name = "curation"
 
@@ -19,7 +19,8 @@ urlpatterns = [
     path("datasets/<int:pk>/", views.dataset_detail, name="dataset-detail"),
     path("datasets/<int:pk>/edit/", views.dataset_edit, name="dataset-edit"),
     path("datasets/<int:pk>/coverage/", views.dataset_coverage_view, name="dataset-coverage"),
-    path("datasets/<int:pk>/import/", views.dataset_import, name="dataset-import"),
+    path("datasets/<int:pk>/import/", import_views.dataset_import, name="dataset-import"),
+    path("imports/<int:pk>/", import_views.import_preview, name="import-preview"),
     path("datasets/<int:pk>/samples/new/", views.sample_create, name="sample-create"),
     path("datasets/<int:pk>/snapshots/", views.snapshot_list, name="snapshot-list"),
     path("datasets/<int:pk>/snapshots/new/", views.snapshot_create, name="snapshot-create"),

@@ -31,14 +31,12 @@ from curation.forms import (
     CommentForm,
     DatasetForm,
     DiffForm,
-    ImportForm,
     RestoreForm,
     ReviewForm,
     SampleFilterForm,
     SampleForm,
     SnapshotForm,
 )
-from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
 from curation.models import (
     BYTES_DEFINITION,
     WORDS_DEFINITION,
@@ -349,32 +347,6 @@ def dataset_coverage_view(request, pk: int):
         "sizes": SIZE_DEFINITIONS,
     }
     return render(request, "curation/coverage.html", context)
-
-
-@require_get_post
-@write_access
-def dataset_import(request, pk: int):
-    dataset = get_dataset_for_user(request.user, pk, write=True)
-    form = ImportForm(request.POST or None, request.FILES or None)
-    context = {"dataset": dataset, "form": form, "rejected": None}
-    if request.method == "POST" and form.is_valid():
-        upload = form.cleaned_data["file"]
-        try:
-            created = samples_import(
-                dataset=dataset,
-                # One byte past the cap is enough for the importer to refuse it.
-                data=upload.read(MAX_IMPORT_BYTES + 1),
-                filename=upload.name,
-                user=request.user,
-                status=form.cleaned_data["status"],
-            )
-        except ImportRejected as rejected:
-            context["rejected"] = rejected.errors
-            context["filename"] = upload.name
-            return render(request, "curation/import.html", context, status=400)
-        messages.success(request, f"Imported {len(created)} samples from {upload.name}.")
-        return redirect(dataset)
-    return render(request, "curation/import.html", context)
 
 
 # --- samples ----------------------------------------------------------------------------

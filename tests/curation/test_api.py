@@ -133,7 +133,9 @@ WRITES = [
 def send(client: APIClient, method: str, url: str, body, world: dict):
     url = fill(url, world)
     if body == "FILE":
-        upload = SimpleUploadedFile("new.jsonl", b'{"prompt": "Imported?", "completion": "A."}\n')
+        upload = SimpleUploadedFile(
+            "new.jsonl", b'{"prompt": "Imported?", "completion": "A.", "category": "Health"}\n'
+        )
         return client.post(url, {"file": upload}, format="multipart")
     if body is not None:
         body = _ids(body, world)
@@ -542,17 +544,60 @@ def test_import_creates_samples(world, curator):
         b'{"messages": [{"role": "user", "content": "Two?"}, '
         b'{"role": "assistant", "content": "B."}]}\n'
     )
+    url = f"/api/datasets/{world['dataset'].pk}/import/"
+    # The values-targeted dataset refuses the chat line: it names no category.
+    refused = api(curator).post(url, {"file": upload("x.jsonl", data)}, format="multipart")
+    assert refused.status_code == 400
+    assert [e["line"] for e in refused.json()["errors"]] == [2]
+    assert "No category" in refused.json()["errors"][0]["message"]
+
     response = api(curator).post(
-        f"/api/datasets/{world['dataset'].pk}/import/", {"file": upload("x.jsonl", data)},
+        url, {"file": upload("x.jsonl", data), "default_category": world["category"].pk},
         format="multipart",
     )
     assert response.status_code == 201
     body = response.json()
     assert body["count"] == 2
     samples = Sample.objects.filter(pk__in=body["sample_ids"])
-    assert {(s.question, s.status, s.author.username) for s in samples} == {
-        ("One?", "draft", "carol"), ("Two?", "draft", "carol"),
+    assert {(s.question, s.status, s.author.username, s.category.name) for s in samples} == {
+        ("One?", "draft", "carol", "Health"), ("Two?", "draft", "carol", "Health"),
     }
+
+
+def test_import_dry_run_previews_and_writes_nothing(world, curator):
+    data = (
+        b'{"prompt": "One?", "completion": "A.", "category": "Health"}\n'
+        b'{"prompt": "Two?", "completion": ""}\n'
+    )
+    url = f"/api/datasets/{world['dataset'].pk}/import/"
+    count = Sample.objects.count()
+    response = api(curator).post(
+        url, {"file": upload("x.jsonl", data), "dry_run": "true"}, format="multipart"
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["dry_run"], body["count"], body["would_import"]) == (True, 2, False)
+    assert body["per_category"] == [
+        {"category": "Health", "count": 1}, {"category": "(no category)", "count": 1},
+    ]
+    assert sorted(e["message"] for e in body["errors"]) == [
+        "No category: a values-targeted sample needs a category. Add a 'category' field "
+        "(or column), or choose a default category.",
+        "The answer is empty.",
+    ]
+    assert Sample.objects.count() == count
+
+
+def test_import_refuses_an_archived_default_category(world, curator):
+    services.category_archive(category=world["category"])
+    response = api(curator).post(
+        f"/api/datasets/{world['dataset'].pk}/import/",
+        {"file": upload("x.jsonl", b'{"prompt": "Q?", "completion": "A."}\n'),
+         "default_category": world["category"].pk},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert "archived" in response.json()["default_category"][0]
 
 
 def test_bad_import_is_400_with_line_numbers(world, curator):
@@ -566,6 +611,8 @@ def test_bad_import_is_400_with_line_numbers(world, curator):
     assert response.json()["errors"] == [
         {"line": 3, "message": "Unknown category 'Cooking'."},
         {"line": 4, "message": "The question is empty."},
+        {"line": 4, "message": "No category: a values-targeted sample needs a category. Add a "
+                               "'category' field (or column), or choose a default category."},
     ]
     assert Sample.objects.count() == count
 

@@ -13,7 +13,16 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from curation import services
-from curation.models import Category, Comment, Dataset, Sample, SampleRevision, Snapshot, StaleEdit
+from curation.models import (
+    Category,
+    Comment,
+    Dataset,
+    PendingImport,
+    Sample,
+    SampleRevision,
+    Snapshot,
+    StaleEdit,
+)
 from tests.factories import words
 
 pytestmark = pytest.mark.django_db
@@ -859,28 +868,45 @@ def upload(name: str, body: str):
     return SimpleUploadedFile(name, body.encode("utf-8"))
 
 
-def test_import_jsonl(curator_client, dataset, category, curator):
+def test_import_jsonl_previews_then_imports_on_confirm(
+    curator_client, dataset, category, other_category, curator
+):
     lines = [
         {
             "messages": [
                 {"role": "user", "content": "First?"},
                 {"role": "assistant", "content": words(50)},
             ],
-            "category": "Health",
+            "category": "Relationships",
         },
         {"prompt": "Second?", "completion": words(45)},
     ]
     body = "\n".join(json.dumps(line) for line in lines) + "\n"
     response = curator_client.post(
-        url("dataset-import", dataset.pk), {"file": upload("x.jsonl", body), "status": "draft"}
+        url("dataset-import", dataset.pk),
+        {"file": upload("x.jsonl", body), "status": "draft", "default_category": category.pk},
     )
+    pending = PendingImport.objects.get()
+    assert response["Location"] == url("import-preview", pending.pk)
+    assert not dataset.samples.exists()  # nothing yet: the preview comes first
+
+    html = curator_client.get(url("import-preview", pending.pk)).content.decode()
+    assert "<tr><td>Health</td><td>1</td></tr>" in html
+    assert "<tr><td>Relationships</td><td>1</td></tr>" in html
+    assert "rows without a category get <strong>Health</strong>" in html
+    assert "Import 2 samples" in html
+
+    response = curator_client.post(url("import-preview", pending.pk), {"confirm": "1"})
     assert response["Location"] == url("dataset-detail", dataset.pk)
     assert "Imported 2 samples" in " ".join(texts(response))
-    assert dataset.samples.count() == 2
+    assert set(dataset.samples.values_list("category__name", flat=True)) == {
+        "Health", "Relationships"
+    }
     assert set(dataset.samples.values_list("author", flat=True)) == {curator.pk}
+    assert not PendingImport.objects.exists()
 
 
-def test_bad_import_shows_line_numbers_and_imports_nothing(curator_client, dataset, category):
+def test_bad_import_shows_every_problem_and_keeps_nothing(curator_client, dataset, category):
     body = "question,answer,category\nFine?,yes,Health\nBad?,no,Nope\n,empty,\n"
     response = curator_client.post(
         url("dataset-import", dataset.pk), {"file": upload("x.csv", body), "status": "draft"}
@@ -889,8 +915,54 @@ def test_bad_import_shows_line_numbers_and_imports_nothing(curator_client, datas
     html = response.content.decode()
     assert "Nothing was imported." in html
     assert "<td>3</td><td>Unknown category &#x27;Nope&#x27;.</td>" in html
-    assert "<td>4</td>" in html
+    # Line 4 has two problems; both are listed.
+    assert "<td>4</td><td>The question is empty.</td>" in html
+    assert "<td>4</td><td>No category: a values-targeted sample needs a category." in html
+    # What the file holds, per category as written.
+    assert "<tr><td>Nope (unknown)</td><td>1</td></tr>" in html
+    assert "<tr><td>(no category)</td><td>1</td></tr>" in html
+    assert not dataset.samples.exists() and not PendingImport.objects.exists()
+
+
+def test_import_preview_is_its_uploaders_alone(
+    curator_client, curator2_client, dataset, category
+):
+    curator_client.post(
+        url("dataset-import", dataset.pk),
+        {"file": upload("x.jsonl", '{"prompt": "Q?", "completion": "A.", "category": "Health"}'),
+         "status": "draft"},
+    )
+    pending = PendingImport.objects.get()
+    assert curator2_client.get(url("import-preview", pending.pk)).status_code == 404
+    assert curator2_client.post(url("import-preview", pending.pk), {"confirm": "1"}).status_code \
+        == 404
     assert not dataset.samples.exists()
+
+
+def test_import_preview_cancel_drops_the_upload(curator_client, dataset, category):
+    curator_client.post(
+        url("dataset-import", dataset.pk),
+        {"file": upload("x.jsonl", '{"prompt": "Q?", "completion": "A.", "category": "Health"}'),
+         "status": "in_review"},
+    )
+    pending = PendingImport.objects.get()
+    response = curator_client.post(url("import-preview", pending.pk), {"cancel": "1"})
+    assert response["Location"] == url("dataset-import", dataset.pk)
+    assert not PendingImport.objects.exists() and not dataset.samples.exists()
+
+
+def test_import_confirm_checks_again(curator_client, curator, dataset, category):
+    curator_client.post(
+        url("dataset-import", dataset.pk),
+        {"file": upload("x.jsonl", '{"prompt": "Q?", "completion": "A.", "category": "Health"}'),
+         "status": "draft"},
+    )
+    pending = PendingImport.objects.get()
+    new_sample(dataset, curator, question="Q?")  # a colleague added it meanwhile
+    response = curator_client.post(url("import-preview", pending.pk), {"confirm": "1"})
+    assert response.status_code == 400
+    assert "The question is already in this dataset" in response.content.decode()
+    assert dataset.samples.count() == 1
 
 
 # --- snapshots --------------------------------------------------------------------------

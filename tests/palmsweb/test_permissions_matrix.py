@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from curation import services as curation
 from curation.gaps import gap_ticket_create
+from curation.importing import pending_import_create
 from curation.models import Sample, StaleEdit
 from evaluation.models import Export, MisalignmentEval, Prompt
 from evaluation.realignment import realignment_create
@@ -70,6 +71,7 @@ HTML_POLICY = {
     ("curation:sample-restore", "sample", "post"): CURATION_WRITE,
     ("curation:stale-edit-resolve", "stale_edit", "post"): CURATION_WRITE,
     ("curation:review-queue", None, "get"): CURATION_WRITE,
+    ("curation:import-preview", "pending_import", "get"): CURATION_WRITE,  # uploader's own
     ("curation:sample-bulk", None, "post"): CURATION_WRITE,
     ("curation:word-count", None, "get"): CURATION_READ,
     ("curation:snapshot-detail", "snapshot", "get"): CURATION_READ,
@@ -304,6 +306,10 @@ def world(db, monkeypatch, tmp_path):
     snapshot = curation.snapshot_create(dataset=dataset)
     gap_ticket = gap_ticket_create(category=category, title="Ranks looks", user=users["curator"])
     StaleEdit.objects.create(sample=sample, base_version=1, question="Q", answer="A")
+    pending_import = pending_import_create(
+        dataset=dataset, data=b'{"prompt": "P?", "completion": "C."}\n', filename="p.jsonl",
+        user=users["curator"], default_category=category,
+    )
     (tmp_path / "config.json").write_text("{}")
     base = training.base_model_create(name="matrix-local", kind=BaseModel.Kind.LOCAL_DIR,
                                       path=str(tmp_path), parameter_count=10)
@@ -313,7 +319,7 @@ def world(db, monkeypatch, tmp_path):
     objects = {
         "category": category.pk, "dataset": dataset.pk, "sample": sample.pk,
         "stale_edit": StaleEdit.objects.get().pk, "snapshot": snapshot.pk,
-        "gap_ticket": gap_ticket.pk,
+        "gap_ticket": gap_ticket.pk, "pending_import": pending_import.pk,
         "base_model": base.pk, "model_version": training.base_version(base).pk,
         "finetune": finetune.pk, "sampling": study.sampling_job.pk,
         "prompt_set": study.prompt_set.pk, "prompt": Prompt.objects.first().pk,

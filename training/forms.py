@@ -17,7 +17,9 @@ from training.services import (
     HYPERPARAMETER_LIMITS,
     MAX_PROMPTS,
     MAX_SAMPLES_PER_PROMPT,
+    arm_mismatch,
     default_hyperparameters,
+    snapshot_arm,
 )
 
 MAX_PROMPT_CHARS = 4_000
@@ -136,7 +138,18 @@ class FineTuneForm(forms.Form):
 
     base_model = BaseModelChoiceField(queryset=BaseModel.objects.all(), empty_label=None)
     snapshot = SnapshotChoiceField(label="Dataset snapshot", empty_label=None)
-    arm = forms.ChoiceField(choices=ARM_CHOICES, initial=ModelVersion.Arm.VALUES_TARGETED)
+    arm = forms.ChoiceField(
+        choices=ARM_CHOICES,
+        initial=ModelVersion.Arm.VALUES_TARGETED,
+        help_text="Follows the snapshot's dataset: values-targeted or control.",
+    )
+    # The snapshot the arm was last chosen for: when the snapshot changes, the arm follows
+    # the new one's dataset again (see ``initial_for``).
+    arm_snapshot = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    allow_arm_mismatch = forms.BooleanField(
+        required=False,
+        label="Label the arm differently from the snapshot's dataset (recorded on the job)",
+    )
     method = forms.ChoiceField(choices=FineTuneJob.Method.choices, initial=FineTuneJob.Method.FULL)
     epochs = _hp_field("epochs", "Epochs")
     learning_rate = _hp_field("learning_rate", "Learning rate")
@@ -177,10 +190,9 @@ class FineTuneForm(forms.Form):
         method = params.get("method")
         if method not in FineTuneJob.Method.values:
             method = FineTuneJob.Method.FULL
-        if params.get("snapshot", "").isdigit():
-            initial["snapshot"] = int(params["snapshot"])
-        if params.get("arm") in dict(ARM_CHOICES):
-            initial["arm"] = params["arm"]
+        initial.update(cls._snapshot_and_arm(params))
+        if params.get("track_persona"):
+            initial["track_persona"] = True
         initial["method"] = method
         if base_model is not None:
             initial["base_model"] = base_model.pk
@@ -190,6 +202,43 @@ class FineTuneForm(forms.Form):
                 if params.get(name, "") != "":
                     initial[name] = params[name]
         return initial
+
+    @classmethod
+    def _snapshot_and_arm(cls, params) -> dict:
+        """The chosen (or newest) snapshot and the arm: the one asked for if it was chosen
+        for this snapshot, else the one the snapshot's dataset trains."""
+        snapshots = cls.base_fields["snapshot"].queryset
+        snapshot = None
+        if params.get("snapshot", "").isdigit():
+            snapshot = snapshots.filter(pk=params["snapshot"]).first()
+        snapshot = snapshot or snapshots.first()
+        if snapshot is None:
+            return {}
+        arm = params.get("arm")
+        kept = arm in dict(ARM_CHOICES) and params.get("arm_snapshot") == str(snapshot.pk)
+        if not kept:
+            arm = snapshot_arm(snapshot) or ModelVersion.Arm.VALUES_TARGETED
+        return {"snapshot": snapshot.pk, "arm": arm, "arm_snapshot": snapshot.pk}
+
+    def arm_check(self) -> dict:
+        """For the page: the chosen snapshot's arm and, if the chosen arm differs, why it
+        needs a confirmation."""
+        values = {name: self[name].value() for name in ("snapshot", "arm")}
+        snapshot_pk = str(values["snapshot"] or "")
+        snapshot = (
+            self.fields["snapshot"].queryset.filter(pk=snapshot_pk).first()
+            if snapshot_pk.isdigit()
+            else None
+        )
+        if snapshot is None:
+            return {}
+        expected = snapshot_arm(snapshot)
+        arm = values["arm"] if values["arm"] in dict(ARM_CHOICES) else None
+        return {
+            "snapshot": snapshot,
+            "expected": dict(ModelVersion.Arm.choices).get(expected, ""),
+            "mismatch": arm_mismatch(snapshot, arm) if arm else "",
+        }
 
     def hyperparameters(self) -> dict:
         """The cleaned hyperparameters; LoRA's only for a LoRA fine-tune, blanks dropped

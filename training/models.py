@@ -97,6 +97,19 @@ class ModelVersion(models.Model):
         return format_parameter_count(self.parameter_count or self.base_model.parameter_count)
 
 
+# The invariant "an arm's label follows the dataset its model was trained on": the arm a
+# fine-tune on each dataset kind belongs to. A validation dataset trains neither arm.
+ARM_FOR_DATASET_KIND = {
+    "values_targeted": ModelVersion.Arm.VALUES_TARGETED,
+    "control": ModelVersion.Arm.CONTROL,
+}
+
+
+def arm_for_dataset_kind(kind: str) -> str | None:
+    """The arm a model trained on a dataset of this kind belongs to (None: no arm)."""
+    return ARM_FOR_DATASET_KIND.get(kind)
+
+
 class JobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
     RUNNING = "running", "Running"
@@ -175,6 +188,11 @@ class FineTuneJob(Job):
     arm = models.CharField(
         max_length=20,
         choices=[c for c in ModelVersion.Arm.choices if c[0] != ModelVersion.Arm.BASE],
+    )
+    arm_override = models.BooleanField(
+        default=False,
+        help_text="The arm was labelled against the snapshot's dataset kind, confirmed "
+        "explicitly at launch.",
     )
     backend = models.CharField(max_length=20, choices=Backend.choices, default=Backend.LOCAL)
     method = models.CharField(max_length=20, choices=Method.choices, default=Method.FULL)

@@ -313,7 +313,7 @@ def world(db, monkeypatch, tmp_path):
     (tmp_path / "config.json").write_text("{}")
     base = training.base_model_create(name="matrix-local", kind=BaseModel.Kind.LOCAL_DIR,
                                       path=str(tmp_path), parameter_count=10)
-    finetune = training.finetune_launch(base_model=base, snapshot=snapshot, arm="control")
+    finetune = training.finetune_launch(base_model=base, snapshot=snapshot)
     study = setup.study
     output = study.outputs.first()
     objects = {

@@ -96,6 +96,16 @@ class ModelVersion(models.Model):
     def size_label(self) -> str:
         return format_parameter_count(self.parameter_count or self.base_model.parameter_count)
 
+    @property
+    def trained_arm(self) -> str | None:
+        """The arm the data behind this version gives it: base for a base model, the
+        dataset's arm for a fine-tune (None: a validation dataset, which trains neither).
+        Versions saved before fine-tunes recorded their dataset's kind keep their label."""
+        if self.arm == self.Arm.BASE:
+            return self.Arm.BASE
+        kind = (self.metadata or {}).get("dataset_kind")
+        return self.arm if kind is None else arm_for_dataset_kind(kind)
+
 
 # The invariant "an arm's label follows the dataset its model was trained on": the arm a
 # fine-tune on each dataset kind belongs to. A validation dataset trains neither arm.

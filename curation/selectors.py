@@ -270,6 +270,14 @@ class RevisionDiff:
             part.kind == "equal" for part in self.question + self.answer
         )
 
+    @property
+    def question_changed(self) -> bool:
+        return any(part.kind != "equal" for part in self.question)
+
+    @property
+    def answer_changed(self) -> bool:
+        return any(part.kind != "equal" for part in self.answer)
+
 
 def word_diff(old: str, new: str) -> list[DiffPart]:
     """Word-level diff of two texts: whitespace runs are tokens too, so joining the

@@ -138,11 +138,7 @@ class FineTuneForm(forms.Form):
 
     base_model = BaseModelChoiceField(queryset=BaseModel.objects.all(), empty_label=None)
     snapshot = SnapshotChoiceField(label="Dataset snapshot", empty_label=None)
-    arm = forms.ChoiceField(
-        choices=ARM_CHOICES,
-        initial=ModelVersion.Arm.VALUES_TARGETED,
-        help_text="Follows the snapshot's dataset: values-targeted or control.",
-    )
+    arm = forms.ChoiceField(choices=ARM_CHOICES, initial=ModelVersion.Arm.VALUES_TARGETED)
     # The snapshot the arm was last chosen for: when the snapshot changes, the arm follows
     # the new one's dataset again (see ``initial_for``).
     arm_snapshot = forms.IntegerField(widget=forms.HiddenInput, required=False)

@@ -19,7 +19,7 @@ from curation.forms import BulkActionForm
 from curation.models import Dataset
 from curation.services import CurationError
 from curation.views import (
-    _first_error,
+    first_error,
     queue_dataset,
     queue_url,
     require_get,
@@ -70,7 +70,7 @@ def sample_bulk(request):
     form = BulkActionForm(request.POST)
     fallback = reverse("curation:dataset-list")
     if not form.is_valid():
-        messages.error(request, _first_error(form))
+        messages.error(request, first_error(form))
         return redirect(_safe_next(request, request.POST.get("next", ""), fallback))
     data = form.cleaned_data
     try:

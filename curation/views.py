@@ -153,7 +153,7 @@ def wordcount_context(text: str, dataset: Dataset) -> dict:
     }
 
 
-def _first_error(form) -> str:
+def first_error(form) -> str:
     return next(iter(form.errors.values()))[0]
 
 
@@ -583,7 +583,7 @@ def _review_step(request, pk: int, step: Callable, done: str, *, body_required=F
     back = queue_url(sample.pk, dataset) if in_queue else sample.get_absolute_url()
     form = ReviewForm(request.POST, body_required=body_required)
     if not form.is_valid():
-        messages.error(request, _first_error(form))
+        messages.error(request, first_error(form))
         return redirect(back)
     extra = {}
     if step is services.sample_approve:
@@ -659,7 +659,7 @@ def sample_comment(request, pk: int):
         context = _comments_context(request, sample, form)
         return _render(request, "curation/sample_detail.html", context, partial="comments")
     if form.is_bound and form.errors:
-        messages.error(request, _first_error(form))
+        messages.error(request, first_error(form))
     return redirect(reverse("curation:sample-detail", args=[sample.pk]) + "#comments")
 
 
@@ -769,7 +769,7 @@ def snapshot_create(request, pk: int):
     dataset = get_dataset_for_user(request.user, pk, write=True)
     form = SnapshotForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _first_error(form))
+        messages.error(request, first_error(form))
         return redirect("curation:snapshot-list", pk=dataset.pk)
     try:
         snapshot = services.snapshot_create(

@@ -230,10 +230,15 @@ class FineTuneForm(forms.Form):
             return {}
         expected = snapshot_arm(snapshot)
         arm = values["arm"] if values["arm"] in dict(ARM_CHOICES) else None
+        # One warning per arm that does not follow: the page shows the one for the arm
+        # chosen, and finetune.js switches them as the arm changes (no reload).
+        warnings = {value: arm_mismatch(snapshot, value) for value, _ in ARM_CHOICES}
         return {
             "snapshot": snapshot,
+            "arm": arm,
             "expected": dict(ModelVersion.Arm.choices).get(expected, ""),
-            "mismatch": arm_mismatch(snapshot, arm) if arm else "",
+            "warnings": {value: text for value, text in warnings.items() if text},
+            "mismatch": warnings.get(arm, "") if arm else "",
         }
 
     def hyperparameters(self) -> dict:

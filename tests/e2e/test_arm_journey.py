@@ -66,12 +66,17 @@ def test_the_arm_follows_the_snapshot_and_a_mismatch_needs_confirming(
     form.locator("select[name=snapshot]").select_option(str(control.pk))
     expect(page.locator("#finetune-form select[name=arm]")).to_have_value("control")
 
-    # The other arm: a warning, and Launch is refused until confirmed.
+    # The other arm: a warning (no reload: typed values stay), and Launch is refused until
+    # confirmed.
+    expect(page.locator("#arm-mismatch")).to_be_hidden()
+    page.locator("#finetune-form input[name=max_seq_len]").fill("128")
     page.locator("#finetune-form select[name=arm]").select_option("values_targeted")
     warning = page.locator("#arm-mismatch")
+    expect(warning).to_be_visible()
     expect(warning).to_contain_text("so its model is the Control arm")
+    expect(page.locator("#arm-follows")).to_be_hidden()
+    expect(page.locator("#finetune-form input[name=max_seq_len]")).to_have_value("128")
     expect(page.locator("#finetune-form select[name=arm]")).to_have_value("values_targeted")
-    page.locator("#finetune-form input[name=max_seq_len]").fill("128")
     screenshot(page, "12-1-finetune-arm-mismatch")
     page.click("#finetune-form button.primary")
     expect(page.locator("#finetune-form .errorlist")).to_contain_text("confirm the mismatch")

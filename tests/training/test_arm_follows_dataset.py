@@ -119,7 +119,10 @@ def selected_arm(html: str) -> str:
 def test_the_page_preselects_the_newest_snapshots_arm(admin_client_, local_model, control):
     html = page(admin_client_)
     assert selected_arm(html) == CONTROL  # a fresh install's newest snapshot is control
-    assert 'id="arm-follows"' in html and "<strong>Control</strong> arm" in html
+    assert 'id="arm-follows">' in html and "<strong>Control</strong> arm" in html
+    assert 'id="arm-mismatch" role="alert" hidden>' in html
+    # The warning for the other arm is there for the script to show, without a reload.
+    assert '<p data-arm-warning="values_targeted" hidden>' in html
     assert f'name="arm_snapshot" value="{control.pk}"' in html
 
 
@@ -130,7 +133,7 @@ def test_choosing_another_snapshot_moves_the_arm_with_it(
     html = page(admin_client_, base_model=local_model.pk, snapshot=values.pk, arm=CONTROL,
                 arm_snapshot=control.pk)
     assert selected_arm(html) == VT
-    assert 'id="arm-mismatch"' not in html
+    assert 'id="arm-mismatch" role="alert" hidden>' in html
 
 
 def test_choosing_another_arm_for_the_same_snapshot_warns(
@@ -139,8 +142,10 @@ def test_choosing_another_arm_for_the_same_snapshot_warns(
     html = page(admin_client_, base_model=local_model.pk, snapshot=control.pk, arm=VT,
                 arm_snapshot=control.pk)
     assert selected_arm(html) == VT  # kept: a deliberate choice …
-    assert 'id="arm-mismatch"' in html  # … that is flagged, with the confirmation box
+    assert 'id="arm-mismatch" role="alert">' in html  # … flagged, with the confirmation box
+    assert '<p data-arm-warning="values_targeted">' in html
     assert "would make a control model count as values-targeted" in html
+    assert 'id="arm-follows" hidden>' in html
     assert 'name="allow_arm_mismatch"' in html
 
 

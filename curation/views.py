@@ -1,5 +1,6 @@
-"""Curator pages: categories, datasets, the sample editor and review, history, coverage,
-import and snapshots. Every page works without JavaScript; htmx swaps partials in.
+"""Curator pages: categories, datasets, the sample editor and review, history, coverage
+and snapshots (imports: import_views.py; the review queue and bulk actions:
+review_views.py). Every page works without JavaScript; htmx swaps partials in.
 
 Curators (and admins) write; researchers read datasets, samples, coverage and snapshots;
 everyone else gets 403. Views call :mod:`curation.services` for every change.

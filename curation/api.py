@@ -32,8 +32,13 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
-from curation import gaps, services
-from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
+from curation import gaps, review, services
+from curation.importing import (
+    MAX_IMPORT_BYTES,
+    ImportRejected,
+    samples_import,
+    samples_import_preview,
+)
 from curation.models import (
     Category,
     Dataset,
@@ -43,7 +48,11 @@ from curation.models import (
     Snapshot,
     sha256_hex,
 )
+from curation.selectors import review_changes
 from curation.serializers import (
+    ApprovalCheckSerializer,
+    BulkActionSerializer,
+    BulkResultSerializer,
     CategoryReorderSerializer,
     CategorySerializer,
     CommentInputSerializer,
@@ -52,12 +61,14 @@ from curation.serializers import (
     GapTicketCreateSerializer,
     GapTicketResolveSnapshotSerializer,
     GapTicketSerializer,
+    ImportPreviewSerializer,
     ImportRejectedSerializer,
     ImportResultSerializer,
     ImportSerializer,
     RestoreSerializer,
     RevisionSerializer,
     SampleActionSerializer,
+    SampleApproveSerializer,
     SampleCreateSerializer,
     SampleSerializer,
     SampleUpdateSerializer,
@@ -226,6 +237,10 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationV
     @extend_schema(
         request={"multipart/form-data": ImportSerializer},
         responses={
+            200: OpenApiResponse(
+                ImportPreviewSerializer,
+                description="dry_run: what the file would import, and every problem.",
+            ),
             201: ImportResultSerializer,
             400: OpenApiResponse(
                 ImportRejectedSerializer,
@@ -239,20 +254,33 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationV
         parser_classes=[MultiPartParser, FormParser],
     )
     def import_samples(self, request, pk=None):
-        """Import samples from a JSONL or CSV file; all of it, or nothing."""
+        """Import samples from a JSONL or CSV file; all of it, or nothing. With ``dry_run``,
+        only check it and say what it would import (rows, per category, problems)."""
         dataset = self.get_object()
         data = self.validated(ImportSerializer)
         if data["status"] == Sample.Status.APPROVED and not has_role(request.user, Role.ADMIN):
             raise PermissionDenied("Only admins may import samples as approved.")
         upload = data["file"]
+        # One byte over the cap is enough for the importer to refuse it.
+        content = upload.read(MAX_IMPORT_BYTES + 1)
+        options = {"status": data["status"], "default_category": data["default_category"]}
+        if data["dry_run"]:
+            preview = samples_import_preview(
+                dataset=dataset, data=content, filename=upload.name, **options
+            )
+            return Response(ImportPreviewSerializer({
+                "dry_run": True,
+                "count": preview.count,
+                "per_category": [
+                    {"category": name, "count": n} for name, n in preview.per_category
+                ],
+                "would_import": preview.ok,
+                "errors": [{"line": e.line, "message": e.message} for e in preview.errors],
+            }).data)
         try:
             samples = samples_import(
-                dataset=dataset,
-                # One byte over the cap is enough for the importer to refuse it.
-                data=upload.read(MAX_IMPORT_BYTES + 1),
-                filename=upload.name,
-                user=request.user,
-                status=data["status"],
+                dataset=dataset, data=content, filename=upload.name, user=request.user,
+                **options,
             )
         except ImportRejected as rejected:
             body = {
@@ -371,11 +399,44 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
         """In review → draft; the comment saying what to change is required."""
         return self._transition(services.sample_request_changes)
 
-    @extend_schema(request=SampleActionSerializer, responses=SAMPLE_CHANGED)
+    @extend_schema(request=SampleApproveSerializer, responses=SAMPLE_CHANGED)
     @action(detail=True, methods=["post"])
     def approve(self, request, pk=None):
-        """In review → approved, by someone other than the author, within the word limits."""
-        return self._transition(services.sample_approve)
+        """In review → approved, by a curator who neither wrote it nor saved a revision
+        since it was submitted, within the word limits, with no unmerged edit waiting.
+        Send ``version`` (the one you reviewed) to refuse approving a later change unseen."""
+        sample = self.get_object()
+        data = self.validated(SampleApproveSerializer)
+        sample = services.sample_approve(
+            sample=sample, user=request.user, body=data["body"], version=data["version"]
+        )
+        return Response(SampleSerializer(sample).data)
+
+    @extend_schema(responses=ApprovalCheckSerializer)
+    @action(detail=True, methods=["get"], url_path="approval-check")
+    def approval_check(self, request, pk=None):
+        """What approval would refuse now: the check shown beside *Submit for review*, and
+        why you in particular may not approve."""
+        sample = self.get_object()
+        content = services.content_problems(sample)
+        reviewer = services.reviewer_problems(sample, request.user)
+        in_review = sample.status == Sample.Status.IN_REVIEW
+        changes = review_changes(sample) if in_review else None
+        revisers = sorted({r.author.username for r in changes.revisions if r.author}) if (
+            changes
+        ) else []
+        body = {
+            "status": sample.status,
+            "version": sample.version,
+            "content_problems": content,
+            "reviewer_problems": reviewer,
+            "can_approve": in_review and not content and not reviewer
+            and has_role(request.user, Role.CURATOR),
+            "review_base_version": changes.base_version if changes else None,
+            "changed_since_submitted": bool(changes and changes.changed),
+            "revised_since_submitted_by": revisers,
+        }
+        return Response(ApprovalCheckSerializer(body).data)
 
     @extend_schema(request=SampleActionSerializer, responses=SAMPLE_CHANGED)
     @action(detail=True, methods=["post"])
@@ -387,6 +448,46 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
     def reopen(self, request, pk=None):
         """Archived → draft."""
         return self._transition(services.sample_reopen)
+
+    @extend_schema(
+        request=BulkActionSerializer,
+        responses={200: BulkResultSerializer, 400: CURATION_ERROR},
+    )
+    @action(detail=False, methods=["post"])
+    def bulk(self, request):
+        """Submit, approve or archive many samples. Each goes through the same rules as
+        its single action, in its own transaction: ``done`` lists the samples changed,
+        ``refused`` each other one with the reason."""
+        data = self.validated(BulkActionSerializer)
+        result = review.samples_bulk_action(
+            action=data["action"],
+            items=[(item["id"], item["version"]) for item in data["samples"]],
+            user=request.user,
+            body=data["body"],
+        )
+        body = {
+            "done": [sample.pk for sample in result.done],
+            "refused": [{"id": pk, "detail": why} for pk, why in result.refused],
+        }
+        return Response(BulkResultSerializer(body).data)
+
+    @extend_schema(
+        parameters=[OpenApiParameter("dataset", OpenApiTypes.INT, description="Dataset id.")],
+        responses=SampleSerializer(many=True),
+    )
+    @action(detail=False, methods=["get"], url_path="review-queue")
+    def review_queue(self, request):
+        """Samples waiting for your review: in review, neither written nor revised by you
+        since submission; oldest first. Curators and admins only."""
+        if not has_role(request.user, Role.CURATOR):
+            raise PermissionDenied("Only curators review samples.")
+        dataset = None
+        if (dataset_id := _int_param(request.query_params, "dataset")) is not None:
+            dataset = Dataset.objects.filter(pk=dataset_id).first()
+            if dataset is None:
+                raise serializers.ValidationError({"dataset": ["No such dataset."]})
+        page = self.paginate_queryset(review.review_queue(request.user, dataset=dataset))
+        return self.get_paginated_response(SampleSerializer(page, many=True).data)
 
     @extend_schema(
         request=CommentInputSerializer, responses={201: CommentSerializer, 400: CURATION_ERROR}
@@ -441,7 +542,18 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
     retrieve=extend_schema(responses=SnapshotDetailSerializer),
     create=extend_schema(
         request=SnapshotCreateSerializer,
-        responses={201: SnapshotSerializer, 400: CURATION_ERROR},
+        responses={
+            201: SnapshotSerializer,
+            400: CURATION_ERROR,
+            409: OpenApiResponse(
+                inline_serializer(
+                    "SnapshotUnchangedResponse",
+                    {"detail": serializers.CharField(), "snapshot": SnapshotSerializer()},
+                ),
+                description="Nothing changed since the dataset's latest snapshot, which is "
+                "returned; no snapshot was taken.",
+            ),
+        },
     ),
 )
 class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationViewSet):
@@ -463,7 +575,12 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
 
     def create(self, request, *args, **kwargs):
         data = self.validated(SnapshotCreateSerializer)
-        snapshot = services.snapshot_create(user=request.user, **data)
+        try:
+            snapshot = services.snapshot_create(user=request.user, **data)
+        except services.UnchangedSnapshotError as unchanged:
+            existing = SnapshotSerializer(unchanged.snapshot).data
+            body = {"detail": str(unchanged), "snapshot": existing}
+            return Response(body, status=status.HTTP_409_CONFLICT)
         return Response(SnapshotSerializer(snapshot).data, status=status.HTTP_201_CREATED)
 
     @extend_schema(
@@ -479,8 +596,9 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
     def download(self, request, pk=None, fmt="jsonl"):
         """The snapshot as OpenAI chat-format JSONL or CSV.
 
-        ``X-Content-SHA256`` is the hash of the body; ``X-Snapshot-Hash`` is the snapshot's
-        content hash (over its canonical JSON), as shown in listings.
+        ``X-Content-SHA256`` is the sha256 of the body (what ``sha256sum`` of the saved file
+        prints); ``X-Snapshot-SHA256`` is the snapshot's content hash (over its canonical
+        JSON), as shown in listings. ``X-Snapshot-Hash`` is the older name of the latter.
         """
         snapshot = self.get_object()
         if fmt == "csv":
@@ -491,6 +609,7 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
         filename = f"{slugify(snapshot.dataset.name) or 'dataset'}-{snapshot.short_hash}.{fmt}"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'
         response["X-Content-SHA256"] = sha256_hex(body)
+        response["X-Snapshot-SHA256"] = snapshot.content_hash
         response["X-Snapshot-Hash"] = snapshot.content_hash
         return response
 

@@ -15,8 +15,22 @@ from curation.models import (
     Dataset,
     GapTicket,
     Sample,
+    Snapshot,
 )
 from curation.selectors import SampleFilters, dataset_authors
+
+
+class SnapshotChoiceField(forms.ModelChoiceField):
+    """A snapshot dropdown: every option says dataset, label, date and short hash, newest
+    first. Training and evaluation forms use it wherever a snapshot is chosen."""
+
+    def __init__(self, **kwargs):
+        snapshots = Snapshot.objects.select_related("dataset").defer("content")
+        kwargs.setdefault("queryset", snapshots.order_by("-created_at", "-pk"))
+        super().__init__(**kwargs)
+
+    def label_from_instance(self, obj: Snapshot) -> str:
+        return obj.choice_label
 
 
 class CategoryForm(forms.Form):
@@ -147,6 +161,10 @@ class ReviewForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 2}),
     )
 
+    # Approve sends the version the reviewer read, so a change made meanwhile is not
+    # approved unseen.
+    version = forms.IntegerField(widget=forms.HiddenInput, required=False, min_value=1)
+
     def __init__(self, *args, body_required: bool = False, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["body"].required = body_required
@@ -154,6 +172,38 @@ class ReviewForm(forms.Form):
             self.fields["body"].error_messages["required"] = (
                 "Say what should change: the comment is required."
             )
+
+
+class SampleRefsField(forms.Field):
+    """The ticked samples of a bulk form: each checkbox sends "<id>:<version read>"."""
+
+    widget = forms.MultipleHiddenInput
+    default_error_messages = {
+        "required": "Select at least one sample.",
+        "invalid": "Each selected sample must be sent as id:version.",
+    }
+
+    def to_python(self, value) -> list[tuple[int, int | None]]:
+        refs = []
+        for raw in value or []:
+            pk, _, version = str(raw).partition(":")
+            if not pk.isdigit() or (version and not version.isdigit()):
+                raise forms.ValidationError(self.error_messages["invalid"], code="invalid")
+            refs.append((int(pk), int(version) if version else None))
+        return refs
+
+
+class BulkActionForm(forms.Form):
+    """Submit, approve or archive the ticked samples, each through its single service."""
+
+    action = forms.ChoiceField(
+        choices=[("", "With the selected…"), ("submit", "Submit for review"),
+                 ("approve", "Approve"), ("archive", "Archive")],
+        error_messages={"required": "Choose what to do with the selected samples."},
+    )
+    sample = SampleRefsField()
+    body = forms.CharField(max_length=MAX_TEXT_CHARS, required=False, label="Comment")
+    next = forms.CharField(max_length=2000, required=False, widget=forms.HiddenInput)
 
 
 class RestoreForm(forms.Form):
@@ -176,6 +226,14 @@ class ImportForm(forms.Form):
         label="Import as",
         choices=[(Sample.Status.DRAFT, "Drafts"), (Sample.Status.IN_REVIEW, "In review")],
         initial=Sample.Status.DRAFT,
+    )
+    default_category = forms.ModelChoiceField(
+        queryset=Category.objects.active().order_by("order", "name"),
+        required=False,
+        empty_label="None: rows must name their category",
+        label="Default category",
+        help_text="For rows without a category. A values-targeted dataset refuses such rows "
+        "unless you choose one.",
     )
 
     def clean_file(self):

@@ -26,7 +26,7 @@ from curation.models import (
     Snapshot,
     canonical_json,
 )
-from curation.services import CurationError, snapshot_create
+from curation.services import CurationError, UnchangedSnapshotError, snapshot_create
 
 MAX_TITLE_CHARS = 200
 # ``source`` holds a few ids and scores from a report, never whole transcripts.
@@ -161,7 +161,8 @@ def tickets_resolve_and_snapshot(
 
     Every ticket must be open and have at least one approved sample in ``dataset``, so
     the snapshot really contains something written for it. Each resolved ticket records
-    the snapshot (``resolved_in_snapshot``).
+    the snapshot (``resolved_in_snapshot``). When nothing changed since the dataset's
+    latest snapshot, that snapshot already holds those samples and the tickets record it.
     """
     ids = [ticket.pk for ticket in tickets]
     if not ids:
@@ -174,7 +175,11 @@ def tickets_resolve_and_snapshot(
                 f"The gap ticket {ticket.title!r} has no approved sample in {dataset.name}; "
                 "write and approve one first."
             )
-    snapshot = snapshot_create(dataset=dataset, user=user, label=label)
+    try:
+        snapshot = snapshot_create(dataset=dataset, user=user, label=label)
+    except UnchangedSnapshotError as unchanged:
+        # The latest snapshot already holds the samples written for these gaps.
+        snapshot = unchanged.snapshot
     for ticket in locked:
         _mark_resolved(ticket, user=user, snapshot=snapshot)
     return snapshot

@@ -21,6 +21,17 @@ def count_words(text: str) -> int:
     return len(text.split())
 
 
+# Coverage and snapshots both report sizes; these are the one definition they share, and
+# the words the pages label their columns with.
+WORDS_DEFINITION = "words of the answers"
+BYTES_DEFINITION = "UTF-8 bytes of question + answer"
+
+
+def sample_bytes(question: str, answer: str) -> int:
+    """A sample's size in bytes, as coverage and snapshots count it (``BYTES_DEFINITION``)."""
+    return len(question.encode("utf-8")) + len(answer.encode("utf-8"))
+
+
 class CategoryQuerySet(models.QuerySet):
     def active(self):
         return self.filter(archived_at__isnull=True)
@@ -260,6 +271,29 @@ class Comment(models.Model):
         return f"{self.get_kind_display()} on sample {self.sample_id}"
 
 
+class PendingImport(models.Model):
+    """An uploaded import file waiting for its uploader to confirm the preview.
+
+    The file is checked at upload (the preview) and checked again when confirmed, since
+    the dataset may have changed in between. Kept for a day at most.
+    """
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="+")
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+"
+    )
+    filename = models.CharField(max_length=255)
+    data = models.BinaryField()
+    status = models.CharField(max_length=20, choices=Sample.Status.choices)
+    default_category = models.ForeignKey(
+        Category, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    def __str__(self) -> str:
+        return f"Pending import of {self.filename} into {self.dataset_id}"
+
+
 class ImmutableError(Exception):
     """Raised on any attempt to change or delete a snapshot."""
 
@@ -314,6 +348,16 @@ class Snapshot(models.Model):
     @property
     def short_hash(self) -> str:
         return self.content_hash[:12]
+
+    @property
+    def choice_label(self) -> str:
+        """How every snapshot dropdown names it: dataset, label, date, short hash, size and
+        kind, so two snapshots of one dataset are told apart at a glance."""
+        taken = timezone.localtime(self.created_at).strftime("%Y-%m-%d %H:%M")
+        return (
+            f"{self.dataset.name} · {self.label or 'no label'} · {taken} · {self.short_hash} · "
+            f"{self.sample_count} samples · {self.dataset.get_kind_display()}"
+        )
 
     def save(self, *args, **kwargs):
         if self.pk is not None and not self._state.adding:

@@ -12,6 +12,7 @@ from django.db.models.functions import Coalesce
 
 from curation.models import (
     Category,
+    Comment,
     Dataset,
     GapTicket,
     Sample,
@@ -19,6 +20,7 @@ from curation.models import (
     Snapshot,
     StaleEdit,
     count_words,
+    sample_bytes,
 )
 
 Status = Sample.Status
@@ -90,6 +92,57 @@ def sample_revisions(sample: Sample) -> QuerySet[SampleRevision]:
     return sample.revisions.select_related("author", "category")
 
 
+# The status changes after which a sample is in review: submitted, or approved and then
+# edited (which sends it back). Their comment records the version the review starts from.
+REVIEW_STARTS = (Comment.Kind.SUBMITTED, Comment.Kind.APPROVED)
+
+
+def review_base_version(sample: Sample) -> int:
+    """The version the current review started from: the one submitted (or, for an
+    approved sample edited since, the one approved). A sample created or imported
+    straight into review starts from its first revision."""
+    started = (
+        sample.comments.filter(kind__in=REVIEW_STARTS)
+        .order_by("-created_at", "-pk")
+        .values_list("sample_version", flat=True)
+        .first()
+    )
+    return started or 1
+
+
+@dataclass(frozen=True)
+class ReviewChanges:
+    """What changed in an in-review sample since it was submitted, and who changed it."""
+
+    base_version: int
+    current_version: int
+    revisions: list[SampleRevision]  # saved after the base, oldest first
+    diff: RevisionDiff | None  # base → current; None when nothing was saved since
+
+    @property
+    def changed(self) -> bool:
+        return bool(self.revisions)
+
+    @property
+    def reviser_ids(self) -> set[int]:
+        return {revision.author_id for revision in self.revisions if revision.author_id}
+
+
+def review_changes(sample: Sample) -> ReviewChanges:
+    """The revisions saved since the review started, and the diff they add up to."""
+    base = review_base_version(sample)
+    revisions = list(
+        sample_revisions(sample).filter(number__gte=base).order_by("number")
+    )
+    since = [revision for revision in revisions if revision.number > base]
+    diff = None
+    if since and revisions[0].number == base:
+        diff = revision_diff(revisions[0], since[-1])
+    return ReviewChanges(
+        base_version=base, current_version=sample.version, revisions=since, diff=diff
+    )
+
+
 def dataset_snapshots(dataset: Dataset) -> QuerySet[Snapshot]:
     return dataset.snapshots.select_related("created_by").defer("content")
 
@@ -131,7 +184,8 @@ class Coverage:
 
 def dataset_coverage(dataset: Dataset) -> Coverage:
     """Approved / in-review / draft counts per active category against its target, with
-    the words and UTF-8 bytes of approved answers and the category's open gap tickets.
+    the words of approved answers, their size (``sample_bytes``: question + answer, as
+    snapshots count it) and the category's open gap tickets.
     Two queries whatever the size.
 
     Word counts follow the PALMS rule (whitespace tokens), which SQL cannot express
@@ -169,16 +223,16 @@ def dataset_coverage(dataset: Dataset) -> Coverage:
     }
     other = CoverageRow(name="Uncategorised", target=0)
     samples = dataset.samples.exclude(status=Status.ARCHIVED).values_list(
-        "category_id", "status", "answer"
+        "category_id", "status", "question", "answer"
     )
-    for category_id, status, answer in samples:
+    for category_id, status, question, answer in samples:
         row = rows.get(category_id)
         if row is None:
             row = other
             setattr(other, status, getattr(other, status) + 1)
         if status == Status.APPROVED:
             row.words += count_words(answer)
-            row.bytes += len(answer.encode("utf-8"))
+            row.bytes += sample_bytes(question, answer)
     coverage = Coverage(rows=list(rows.values()))
     if other.approved or other.in_review or other.draft:
         coverage.rows.append(other)
@@ -215,6 +269,14 @@ class RevisionDiff:
         return not self.category_changed and all(
             part.kind == "equal" for part in self.question + self.answer
         )
+
+    @property
+    def question_changed(self) -> bool:
+        return any(part.kind != "equal" for part in self.question)
+
+    @property
+    def answer_changed(self) -> bool:
+        return any(part.kind != "equal" for part in self.answer)
 
 
 def word_diff(old: str, new: str) -> list[DiffPart]:

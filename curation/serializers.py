@@ -11,7 +11,9 @@ from rest_framework import serializers
 
 from curation.importing import IMPORTABLE_STATUSES
 from curation.models import (
+    BYTES_DEFINITION,
     MAX_TEXT_CHARS,
+    WORDS_DEFINITION,
     Category,
     Comment,
     Dataset,
@@ -177,6 +179,72 @@ class SampleActionSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     )
 
 
+class SampleApproveSerializer(SampleActionSerializer):
+    version = serializers.IntegerField(
+        min_value=1, required=False, default=None,
+        help_text="The version you reviewed. If the sample changed since, the approval is "
+        "refused (400) instead of approving text you have not read.",
+    )
+
+
+class ApprovalCheckSerializer(serializers.Serializer):
+    """What approval would refuse now, before anyone submits or approves."""
+
+    status = serializers.CharField()
+    version = serializers.IntegerField()
+    content_problems = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Refused whoever reviews: word limits, category, unmerged edits.",
+    )
+    reviewer_problems = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="Why you in particular may not approve (you wrote or revised it).",
+    )
+    can_approve = serializers.BooleanField(
+        help_text="True when the sample is in review and you may approve it now."
+    )
+    review_base_version = serializers.IntegerField(
+        allow_null=True,
+        help_text="In review: the version submitted (the diff starts there); else null.",
+    )
+    changed_since_submitted = serializers.BooleanField()
+    revised_since_submitted_by = serializers.ListField(child=serializers.CharField())
+
+
+class BulkItemSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    id = serializers.IntegerField(min_value=1)
+    version = serializers.IntegerField(
+        min_value=1, required=False, default=None,
+        help_text="Approve only: the version you reviewed (refused if it changed since).",
+    )
+
+
+class BulkActionSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    action = serializers.ChoiceField(choices=["submit", "approve", "archive"])
+    samples = BulkItemSerializer(many=True, allow_empty=False)
+    body = serializers.CharField(
+        max_length=MAX_TEXT_CHARS, allow_blank=True, required=False, default="",
+        help_text="A comment recorded on each sample with its status change.",
+    )
+
+    def validate_samples(self, items):
+        from curation.review import MAX_BULK_SAMPLES
+
+        if len(items) > MAX_BULK_SAMPLES:
+            raise serializers.ValidationError(f"At most {MAX_BULK_SAMPLES} samples at a time.")
+        return items
+
+
+class BulkRefusalSerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    detail = serializers.CharField()
+
+
+class BulkResultSerializer(serializers.Serializer):
+    done = serializers.ListField(child=serializers.IntegerField(), help_text="Sample ids.")
+    refused = BulkRefusalSerializer(many=True)
+
+
 class CommentInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     body = serializers.CharField(max_length=MAX_TEXT_CHARS)
 
@@ -223,6 +291,10 @@ class SnapshotSerializer(serializers.ModelSerializer):
             "word_count", "byte_count", "created_by", "created_at",
         ]
         read_only_fields = fields
+        extra_kwargs = {
+            "word_count": {"help_text": f"Whitespace-separated {WORDS_DEFINITION}."},
+            "byte_count": {"help_text": f"{BYTES_DEFINITION}, summed (as coverage counts)."},
+        }
 
 
 class SnapshotItemSerializer(serializers.Serializer):
@@ -263,6 +335,33 @@ class ImportSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         choices=sorted(IMPORTABLE_STATUSES), required=False, default=Sample.Status.DRAFT,
         help_text="Status of the new samples; only admins may import approved samples.",
     )
+    default_category = serializers.PrimaryKeyRelatedField(
+        queryset=Category.objects.all(), required=False, default=None, allow_null=True,
+        help_text="Category id for rows without one. Without it, a values-targeted dataset "
+        "refuses such rows.",
+    )
+    dry_run = serializers.BooleanField(
+        required=False, default=False,
+        help_text="Only check the file and say what it would import (200); write nothing.",
+    )
+
+    def validate_default_category(self, category):
+        if category is not None and category.is_archived:
+            raise serializers.ValidationError(f"Category {category.name!r} is archived.")
+        return category
+
+
+class ImportCategoryCountSerializer(serializers.Serializer):
+    category = serializers.CharField(help_text='A category name, or "(no category)".')
+    count = serializers.IntegerField()
+
+
+class ImportPreviewSerializer(serializers.Serializer):
+    dry_run = serializers.BooleanField()
+    count = serializers.IntegerField(help_text="Rows the file holds.")
+    per_category = ImportCategoryCountSerializer(many=True)
+    would_import = serializers.BooleanField(help_text="True when the file has no problem.")
+    errors = serializers.ListField(child=serializers.DictField(), help_text="line, message")
 
 
 class ImportResultSerializer(serializers.Serializer):

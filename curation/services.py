@@ -23,8 +23,10 @@ from curation.models import (
     StaleEdit,
     canonical_json,
     count_words,
+    sample_bytes,
     sha256_hex,
 )
+from curation.selectors import review_base_version
 from palmsweb.lib import csvsafe
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
@@ -54,6 +56,20 @@ class TransitionError(CurationError):
 
 class EmptySnapshotError(CurationError):
     pass
+
+
+class UnchangedSnapshotError(CurationError):
+    """The dataset's approved content is what its latest snapshot already holds."""
+
+    def __init__(self, snapshot: Snapshot):
+        label = f" ({snapshot.label})" if snapshot.label else ""
+        taken = timezone.localtime(snapshot.created_at).strftime("%Y-%m-%d %H:%M")
+        super().__init__(
+            f"Nothing changed since the last snapshot, {snapshot.short_hash}{label} of "
+            f"{taken}: it already holds these {snapshot.sample_count} approved samples. "
+            "No new snapshot was taken."
+        )
+        self.snapshot = snapshot
 
 
 # --- categories ------------------------------------------------------------------------
@@ -308,8 +324,12 @@ def sample_update(
 def _apply_update(sample_id, base_version, question, answer, category, user, note):
     sample = Sample.objects.select_related("dataset").get(pk=sample_id)
     next_status = sample.status
+    # An approval covers the content it saw: a changed text or category needs a new review
+    # (as a code review dismisses a stale approval).
     if sample.status == Sample.Status.APPROVED and (
-        question != sample.question or answer != sample.answer
+        question != sample.question
+        or answer != sample.answer
+        or (category.pk if category else None) != sample.category_id
     ):
         next_status = Sample.Status.IN_REVIEW
     won = Sample.objects.filter(pk=sample_id, version=base_version).update(
@@ -390,12 +410,11 @@ def sample_request_changes(*, sample: Sample, user, body: str) -> Sample:
     )
 
 
-def approval_problems(sample: Sample, user) -> list[str]:
-    """Why ``user`` may not approve ``sample`` now (empty when they may)."""
+def content_problems(sample: Sample) -> list[str]:
+    """What approval will refuse whoever reviews: the word limits, a missing category,
+    unmerged edits. Shown before *Submit for review* so the author fixes them first."""
     problems = []
     dataset = sample.dataset
-    if sample.author_id == user.pk and not dataset.allow_self_approval:
-        problems.append("You wrote this sample; another curator must approve it.")
     words = count_words(sample.answer)
     if not dataset.words_within_limits(words):
         problems.append(
@@ -404,13 +423,54 @@ def approval_problems(sample: Sample, user) -> list[str]:
         )
     if dataset.kind == Dataset.Kind.VALUES_TARGETED and sample.category_id is None:
         problems.append("A values-targeted sample needs a category.")
+    unmerged = sample.stale_edits.filter(resolved_at__isnull=True).count()
+    if unmerged:
+        problems.append(
+            f"{unmerged} unmerged edit{'s wait' if unmerged > 1 else ' waits'} on this sample: "
+            "merge or dismiss first."
+        )
     return problems
 
 
+def reviewer_problems(sample: Sample, user) -> list[str]:
+    """Why ``user`` is not an independent reviewer of ``sample``: they wrote it, or saved a
+    revision since it was submitted. A dataset that allows self-approval waives both."""
+    if sample.dataset.allow_self_approval:
+        return []
+    problems = []
+    if sample.author_id == user.pk:
+        problems.append("You wrote this sample; another curator must approve it.")
+    base = review_base_version(sample)
+    revised = sample.revisions.filter(number__gt=base, author=user).order_by("number")
+    numbers = list(revised.values_list("number", flat=True))
+    if numbers:
+        listed = ", ".join(str(number) for number in numbers)
+        problems.append(
+            f"You saved revision{'s' * (len(numbers) > 1)} {listed} after it was submitted "
+            f"(version {base}); another curator must approve it."
+        )
+    return problems
+
+
+def approval_problems(sample: Sample, user) -> list[str]:
+    """Why ``user`` may not approve ``sample`` now (empty when they may)."""
+    return reviewer_problems(sample, user) + content_problems(sample)
+
+
 @transaction.atomic
-def sample_approve(*, sample: Sample, user, body: str = "") -> Sample:
-    """In review → approved, by someone other than the author, within the word limits."""
+def sample_approve(
+    *, sample: Sample, user, body: str = "", version: int | None = None
+) -> Sample:
+    """In review → approved, by an independent reviewer, within the word limits, with no
+    unmerged edit waiting. ``version`` is the version the reviewer read: if the sample
+    changed since, the approval is refused (it would approve text nobody reviewed)."""
     sample = _locked(sample)
+    in_review = sample.status == Sample.Status.IN_REVIEW
+    if in_review and version is not None and version != sample.version:
+        raise TransitionError(
+            f"The sample changed while you reviewed it: you read version {version}, it is now "
+            f"version {sample.version}. Review the changes, then approve again."
+        )
     problems = approval_problems(sample, user)
     if problems:
         raise TransitionError(" ".join(problems))
@@ -479,22 +539,28 @@ def snapshot_payload(dataset: Dataset) -> dict:
 
 @transaction.atomic
 def snapshot_create(*, dataset: Dataset, user=None, label: str = "") -> Snapshot:
-    """Freeze the dataset's approved samples into an immutable, content-hashed snapshot."""
+    """Freeze the dataset's approved samples into an immutable, content-hashed snapshot.
+
+    Refuses (:class:`UnchangedSnapshotError`, carrying it) when the content is what the
+    dataset's latest snapshot already holds: a duplicate would only make two names for
+    one training set.
+    """
     payload = snapshot_payload(dataset)
     if not payload["items"]:
         raise EmptySnapshotError("This dataset has no approved samples to snapshot.")
     content = canonical_json(payload)
+    content_hash = sha256_hex(content)
+    latest = dataset.snapshots.defer("content").order_by("-created_at", "-pk").first()
+    if latest is not None and latest.content_hash == content_hash:
+        raise UnchangedSnapshotError(latest)
     return Snapshot.objects.create(
         dataset=dataset,
         label=label.strip(),
         content=content,
-        content_hash=sha256_hex(content),
+        content_hash=content_hash,
         sample_count=len(payload["items"]),
         word_count=sum(count_words(item["answer"]) for item in payload["items"]),
-        byte_count=sum(
-            len(item["question"].encode()) + len(item["answer"].encode())
-            for item in payload["items"]
-        ),
+        byte_count=sum(sample_bytes(item["question"], item["answer"]) for item in payload["items"]),
         created_by=user,
     )
 

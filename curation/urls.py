@@ -1,6 +1,6 @@
 from django.urls import path
 
-from curation import gap_views, views
+from curation import gap_views, import_views, review_views, views
 
 app_name = "curation"
 
@@ -19,7 +19,8 @@ urlpatterns = [
     path("datasets/<int:pk>/", views.dataset_detail, name="dataset-detail"),
     path("datasets/<int:pk>/edit/", views.dataset_edit, name="dataset-edit"),
     path("datasets/<int:pk>/coverage/", views.dataset_coverage_view, name="dataset-coverage"),
-    path("datasets/<int:pk>/import/", views.dataset_import, name="dataset-import"),
+    path("datasets/<int:pk>/import/", import_views.dataset_import, name="dataset-import"),
+    path("imports/<int:pk>/", import_views.import_preview, name="import-preview"),
     path("datasets/<int:pk>/samples/new/", views.sample_create, name="sample-create"),
     path("datasets/<int:pk>/snapshots/", views.snapshot_list, name="snapshot-list"),
     path("datasets/<int:pk>/snapshots/new/", views.snapshot_create, name="snapshot-create"),
@@ -39,6 +40,9 @@ urlpatterns = [
     path("samples/<int:pk>/history/", views.sample_history, name="sample-history"),
     path("samples/<int:pk>/diff/", views.sample_diff, name="sample-diff"),
     path("samples/<int:pk>/restore/", views.sample_restore, name="sample-restore"),
+    # review: the queue and bulk actions (review_views.py)
+    path("review/", review_views.review_queue, name="review-queue"),
+    path("samples/bulk/", review_views.sample_bulk, name="sample-bulk"),
     path("stale-edits/<int:pk>/resolve/", views.stale_edit_resolve, name="stale-edit-resolve"),
     path("word-count/", views.word_count, name="word-count"),
     # snapshots

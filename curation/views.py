@@ -1,5 +1,6 @@
-"""Curator pages: categories, datasets, the sample editor and review, history, coverage,
-import and snapshots. Every page works without JavaScript; htmx swaps partials in.
+"""Curator pages: categories, datasets, the sample editor and review, history, coverage
+and snapshots (imports: import_views.py; the review queue and bulk actions:
+review_views.py). Every page works without JavaScript; htmx swaps partials in.
 
 Curators (and admins) write; researchers read datasets, samples, coverage and snapshots;
 everyone else gets 403. Views call :mod:`curation.services` for every change.
@@ -7,6 +8,7 @@ everyone else gets 403. Views call :mod:`curation.services` for every change.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 
 from django.contrib import messages
@@ -24,21 +26,21 @@ from django.utils import timezone
 from django.utils.text import slugify
 from django.views.decorators.vary import vary_on_headers
 
-from curation import services
+from curation import review, services
 from curation.forms import (
     CategoryForm,
     CommentForm,
     DatasetForm,
     DiffForm,
-    ImportForm,
     RestoreForm,
     ReviewForm,
     SampleFilterForm,
     SampleForm,
     SnapshotForm,
 )
-from curation.importing import MAX_IMPORT_BYTES, ImportRejected, samples_import
 from curation.models import (
+    BYTES_DEFINITION,
+    WORDS_DEFINITION,
     Category,
     Dataset,
     GapTicket,
@@ -54,18 +56,26 @@ from curation.selectors import (
     dataset_status_counts,
     datasets_with_counts,
     open_stale_edits,
+    review_changes,
     revision_diff,
     sample_list,
     sample_revisions,
     word_diff,
 )
-from curation.services import CurationError, EmptySnapshotError, StaleEditError
+from curation.services import (
+    CurationError,
+    EmptySnapshotError,
+    StaleEditError,
+    UnchangedSnapshotError,
+)
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role, role_required
 
 READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
 WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check
 SAMPLES_PER_PAGE = 50
+# Coverage and snapshot pages label their size columns with the one shared definition.
+SIZE_DEFINITIONS = {"words": WORDS_DEFINITION, "bytes": BYTES_DEFINITION}
 
 read_access = role_required(*READ_ROLES)
 write_access = role_required(*WRITE_ROLES)
@@ -144,7 +154,7 @@ def wordcount_context(text: str, dataset: Dataset) -> dict:
     }
 
 
-def _first_error(form) -> str:
+def first_error(form) -> str:
     return next(iter(form.errors.values()))[0]
 
 
@@ -259,7 +269,12 @@ def preset_load(request):
 @require_get
 @read_access
 def dataset_list(request):
-    context = {"datasets": datasets_with_counts(), "can_write": can_write(request.user)}
+    writer = can_write(request.user)
+    context = {
+        "datasets": datasets_with_counts(),
+        "can_write": writer,
+        "queue_count": review.review_queue(request.user).count() if writer else 0,
+    }
     return render(request, "curation/dataset_list.html", context)
 
 
@@ -327,34 +342,12 @@ def dataset_detail(request, pk: int):
 @read_access
 def dataset_coverage_view(request, pk: int):
     dataset = get_dataset_for_user(request.user, pk)
-    context = {"dataset": dataset, "coverage": dataset_coverage(dataset)}
+    context = {
+        "dataset": dataset,
+        "coverage": dataset_coverage(dataset),
+        "sizes": SIZE_DEFINITIONS,
+    }
     return render(request, "curation/coverage.html", context)
-
-
-@require_get_post
-@write_access
-def dataset_import(request, pk: int):
-    dataset = get_dataset_for_user(request.user, pk, write=True)
-    form = ImportForm(request.POST or None, request.FILES or None)
-    context = {"dataset": dataset, "form": form, "rejected": None}
-    if request.method == "POST" and form.is_valid():
-        upload = form.cleaned_data["file"]
-        try:
-            created = samples_import(
-                dataset=dataset,
-                # One byte past the cap is enough for the importer to refuse it.
-                data=upload.read(MAX_IMPORT_BYTES + 1),
-                filename=upload.name,
-                user=request.user,
-                status=form.cleaned_data["status"],
-            )
-        except ImportRejected as rejected:
-            context["rejected"] = rejected.errors
-            context["filename"] = upload.name
-            return render(request, "curation/import.html", context, status=400)
-        messages.success(request, f"Imported {len(created)} samples from {upload.name}.")
-        return redirect(dataset)
-    return render(request, "curation/import.html", context)
 
 
 # --- samples ----------------------------------------------------------------------------
@@ -503,13 +496,17 @@ def sample_edit(request, pk: int):
 
 
 def _sample_actions(sample: Sample, user) -> dict:
-    """Which review steps this user may take now, and why approval is refused."""
+    """Which review steps this user may take now, why approval is refused, and (before
+    submitting) what approval will refuse whoever reviews."""
     if not can_write(user):
         return {}
     status = sample.status
     Status = Sample.Status
     return {
         "submit": status == Status.DRAFT,
+        "submit_problems": (
+            services.content_problems(sample) if status == Status.DRAFT else []
+        ),
         "request_changes": status == Status.IN_REVIEW,
         "approve": status == Status.IN_REVIEW,
         "approval_problems": (
@@ -534,30 +531,81 @@ def _comments_context(request, sample: Sample, form: CommentForm | None = None) 
 @vary_on_headers("HX-Request")
 def sample_detail(request, pk: int):
     sample = get_sample_for_user(request.user, pk)
+    in_review = sample.status == Sample.Status.IN_REVIEW
     context = {
         **_comments_context(request, sample),
         "dataset": sample.dataset,
         "actions": _sample_actions(sample, request.user),
         "stale_edits": open_stale_edits(sample),
         "wc": wordcount_context(sample.answer, sample.dataset),
+        "review_changes": review_changes(sample) if in_review else None,
+        "queue": _queue_context(request, sample),
     }
     return _render(request, "curation/sample_detail.html", context, partial="comments")
 
 
+def queue_dataset(request, params) -> Dataset | None:
+    """The dataset a review queue is narrowed to (``dataset=<id>``), if any."""
+    pk = params.get("dataset", "")
+    return get_dataset_for_user(request.user, int(pk)) if pk.isdigit() else None
+
+
+def queue_url(sample_id: int | None, dataset: Dataset | None) -> str:
+    """A sample's page in review-queue mode, or the queue itself when nothing is left."""
+    narrowed = f"dataset={dataset.pk}" if dataset else ""
+    if sample_id is None:
+        return reverse("curation:review-queue") + (f"?{narrowed}" if narrowed else "")
+    page = reverse("curation:sample-detail", args=[sample_id])
+    return f"{page}?queue=1" + (f"&{narrowed}" if narrowed else "")
+
+
+def _queue_context(request, sample: Sample) -> dict | None:
+    """With ``?queue=1`` (from "waiting for my review"), where the sample sits in the
+    user's queue and the links to move through it."""
+    if not request.GET.get("queue") or not can_write(request.user):
+        return None
+    dataset = queue_dataset(request, request.GET)
+    position = review.queue_position(request.user, sample, dataset=dataset)
+    return {
+        "position": position,
+        "dataset": dataset,
+        "previous_url": queue_url(position.previous_id, dataset) if position.previous_id else "",
+        "next_url": queue_url(position.next_id, dataset) if position.next_id else "",
+        "list_url": queue_url(None, dataset),
+    }
+
+
 def _review_step(request, pk: int, step: Callable, done: str, *, body_required=False):
-    """Run one review service (submit, approve, …) and come back to the sample page."""
+    """Run one review service (submit, approve, …) and come back to the sample page, or,
+    from the review queue, go on to the next sample waiting."""
     sample = get_sample_for_user(request.user, pk, write=True)
+    in_queue = bool(request.POST.get("queue"))
+    dataset = queue_dataset(request, request.POST) if in_queue else None
+    back = queue_url(sample.pk, dataset) if in_queue else sample.get_absolute_url()
     form = ReviewForm(request.POST, body_required=body_required)
     if not form.is_valid():
-        messages.error(request, _first_error(form))
-        return redirect(sample)
+        messages.error(request, first_error(form))
+        return redirect(back)
+    extra = {}
+    if step is services.sample_approve:
+        extra["version"] = form.cleaned_data["version"]
+    before = (
+        list(review.review_queue(request.user, dataset=dataset).values_list("pk", flat=True))
+        if in_queue
+        else []
+    )
     try:
-        step(sample=sample, user=request.user, body=form.cleaned_data["body"])
+        step(sample=sample, user=request.user, body=form.cleaned_data["body"], **extra)
     except CurationError as error:
         messages.error(request, str(error))
-    else:
-        messages.success(request, done)
-    return redirect(sample)
+        return redirect(back)
+    messages.success(request, done)
+    if not in_queue:
+        return redirect(sample)
+    following = review.queue_next_after(request.user, before, sample.pk, dataset=dataset)
+    if following is None:
+        messages.info(request, "Nothing else is waiting for your review.")
+    return redirect(queue_url(following, dataset))
 
 
 @require_post
@@ -612,7 +660,7 @@ def sample_comment(request, pk: int):
         context = _comments_context(request, sample, form)
         return _render(request, "curation/sample_detail.html", context, partial="comments")
     if form.is_bound and form.errors:
-        messages.error(request, _first_error(form))
+        messages.error(request, first_error(form))
     return redirect(reverse("curation:sample-detail", args=[sample.pk]) + "#comments")
 
 
@@ -711,6 +759,7 @@ def snapshot_list(request, pk: int):
         "approved": dataset.samples.approved().count(),
         "form": SnapshotForm(),
         "can_write": can_write(request.user),
+        "sizes": SIZE_DEFINITIONS,
     }
     return render(request, "curation/snapshot_list.html", context)
 
@@ -721,12 +770,15 @@ def snapshot_create(request, pk: int):
     dataset = get_dataset_for_user(request.user, pk, write=True)
     form = SnapshotForm(request.POST)
     if not form.is_valid():
-        messages.error(request, _first_error(form))
+        messages.error(request, first_error(form))
         return redirect("curation:snapshot-list", pk=dataset.pk)
     try:
         snapshot = services.snapshot_create(
             dataset=dataset, user=request.user, label=form.cleaned_data["label"]
         )
+    except UnchangedSnapshotError as unchanged:
+        messages.info(request, str(unchanged))
+        return redirect(unchanged.snapshot)
     except EmptySnapshotError as error:
         messages.error(request, str(error))
         return redirect("curation:snapshot-list", pk=dataset.pk)
@@ -746,6 +798,7 @@ def snapshot_detail(request, pk: int):
         "dataset": snapshot.dataset,
         "items": payload["items"],
         "system_message": payload.get("system_message", ""),
+        "sizes": SIZE_DEFINITIONS,
     }
     return render(request, "curation/snapshot_detail.html", context)
 
@@ -767,9 +820,13 @@ def snapshot_download(request, pk: int):
     if fmt not in DOWNLOAD_FORMATS:
         return HttpResponseBadRequest("format must be jsonl, csv or json")
     content_type, extension, serialise = DOWNLOAD_FORMATS[fmt]
-    response = HttpResponse(serialise(snapshot), content_type=content_type)
+    body = serialise(snapshot).encode("utf-8")
+    response = HttpResponse(body, content_type=content_type)
     stamp = timezone.localtime(snapshot.created_at).strftime("%Y%m%d")
     filename = f"{slugify(snapshot.dataset.name)}-{stamp}-{snapshot.short_hash}.{extension}"
     response["Content-Disposition"] = f'attachment; filename="{filename}"'
-    response["X-Content-SHA256"] = snapshot.content_hash
+    # What `sha256sum` of the saved file prints; the snapshot's own hash (over its
+    # canonical JSON) is a different number and travels under its own name.
+    response["X-Content-SHA256"] = hashlib.sha256(body).hexdigest()
+    response["X-Snapshot-SHA256"] = snapshot.content_hash
     return response

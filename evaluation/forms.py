@@ -157,11 +157,14 @@ class ArmForm(forms.Form):
     size_tag = forms.CharField(
         max_length=40, required=False, help_text="Blank: the model's parameter count."
     )
+    allow_arm_mismatch = forms.BooleanField(
+        required=False, label="Confirm a label other than the model's data gives"
+    )
 
     def clean(self):
         cleaned = super().clean()
-        if bool(cleaned.get("arm")) != bool(cleaned.get("model_version")):
-            raise forms.ValidationError("Give both the arm and the model version, or neither.")
+        if cleaned.get("arm") and not cleaned.get("model_version"):
+            raise forms.ValidationError("Choose the model version for this arm.")
         return cleaned
 
 
@@ -169,12 +172,14 @@ class BaseArmFormSet(forms.BaseFormSet):
     def specs(self) -> list[ArmSpec]:
         return [
             ArmSpec(
+                # Blank: the arm the version's training data gives it.
                 arm=f.cleaned_data["arm"],
                 model_version=f.cleaned_data["model_version"],
                 size_tag=f.cleaned_data.get("size_tag", ""),
+                allow_arm_mismatch=f.cleaned_data.get("allow_arm_mismatch", False),
             )
             for f in self.forms
-            if f.cleaned_data.get("arm") and f.cleaned_data.get("model_version")
+            if f.cleaned_data.get("model_version")
         ]
 
     def clean(self):
@@ -193,7 +198,8 @@ def arm_formset(data=None, study: Study | None = None) -> BaseArmFormSet:
     three spare rows for more sizes."""
     if study is not None:
         initial = [
-            {"arm": a.arm, "model_version": a.model_version, "size_tag": a.size_tag}
+            {"arm": a.arm, "model_version": a.model_version, "size_tag": a.size_tag,
+             "allow_arm_mismatch": a.arm_override}
             for a in study.arms.select_related("model_version")
         ]
     else:

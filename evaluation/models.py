@@ -198,6 +198,11 @@ class StudyArm(models.Model):
     )
     size_tag = models.CharField(max_length=40, blank=True)
     order = models.PositiveSmallIntegerField(default=0)
+    arm_override = models.BooleanField(
+        default=False,
+        help_text="The label differs from the arm the model's training data gives it, "
+        "confirmed explicitly.",
+    )
 
     class Meta:
         ordering = ["order", "pk"]

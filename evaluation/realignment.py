@@ -137,7 +137,8 @@ def realignment_create(
         job = finetune_launch(
             base_model=source_version.base_model,
             snapshot=snapshot,
-            arm=_arm_for(snapshot),
+            # No arm given: the versions count as the arm of the data they were trained on
+            # (a validation snapshot, which trains neither arm, is refused).
             hyperparameters=hyperparameters,
             start_version=source_version,
             checkpoint_steps=[step for step in chosen if 0 < step < steps],
@@ -162,13 +163,6 @@ def realignment_create(
 
     transaction.on_commit(lambda: tasks.advance_realignment_run.delay(run.pk))
     return run
-
-
-def _arm_for(snapshot) -> str:
-    """The re-aligned versions count as the arm of the data they were trained on."""
-    if snapshot.dataset.kind == ModelVersion.Arm.CONTROL:
-        return ModelVersion.Arm.CONTROL
-    return ModelVersion.Arm.VALUES_TARGETED
 
 
 def realignment_cancel(run: RealignmentRun) -> None:

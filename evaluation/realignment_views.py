@@ -11,7 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
-from curation.models import Snapshot
+from curation.forms import SnapshotChoiceField
 from evaluation import misalignment, realignment
 from evaluation.misalignment_views import MisalignmentEvalForm
 from evaluation.models import RealignmentRun
@@ -40,11 +40,7 @@ class RealignmentForm(forms.Form):
         label="Start from",
         empty_label=None,
     )
-    snapshot = forms.ModelChoiceField(
-        queryset=Snapshot.objects.select_related("dataset").defer("content").order_by("-pk"),
-        label="Benign snapshot",
-        empty_label=None,
-    )
+    snapshot = SnapshotChoiceField(label="Benign snapshot", empty_label=None)
     steps = forms.IntegerField(min_value=1, max_value=realignment.MAX_STEPS, initial=20)
     eval_steps = forms.CharField(
         required=False,

@@ -81,13 +81,22 @@ class StudyArmSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = StudyArm
-        fields = ["id", "arm", "model_version", "model_version_name", "size_tag"]
+        fields = ["id", "arm", "arm_override", "model_version", "model_version_name", "size_tag"]
 
 
 class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    arm = serializers.ChoiceField(choices=ModelVersion.Arm.choices)
+    arm = serializers.ChoiceField(
+        choices=ModelVersion.Arm.choices, required=False, default="",
+        help_text="Leave out: the arm the version's training data gives it. Another label "
+        "needs allow_arm_mismatch.",
+    )
     model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
     size_tag = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    allow_arm_mismatch = serializers.BooleanField(
+        default=False,
+        help_text="Confirm a label that differs from the version's training data; recorded "
+        "on the study arm (arm_override). Without it such an arm is refused (400).",
+    )
 
 
 class StudySerializer(serializers.ModelSerializer):

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 
 from django.contrib.auth import get_user_model
@@ -262,9 +262,40 @@ def load_demo_prompt_set() -> PromptSet:
 
 @dataclass(frozen=True)
 class ArmSpec:
+    """One study arm. An empty ``arm`` takes the arm the version's training data gives
+    it; a different label needs ``allow_arm_mismatch`` (recorded as ``arm_override``)."""
+
     arm: str
     model_version: ModelVersion
     size_tag: str = ""
+    allow_arm_mismatch: bool = False
+
+
+def study_arm_mismatch(arm: str, version: ModelVersion) -> str:
+    """Why labelling ``version`` as ``arm`` in a study needs a confirmation, or "" when the
+    label follows the data the version was trained on."""
+    expected = version.trained_arm
+    if arm == expected:
+        return ""
+    labels = dict(ModelVersion.Arm.choices)
+    if expected is None:
+        return (
+            f"{version.name} was trained on a validation dataset, which gives it no arm: "
+            f"confirm the {labels.get(arm, arm)} label (it is recorded on the study arm)."
+        )
+    return (
+        f"{version.name} is a {labels[expected]} model (from the data it was trained on); "
+        f"labelled {labels.get(arm, arm)} it would be compared as the wrong arm. Label it "
+        f"{labels[expected]}, or confirm the mismatch (it is recorded on the study arm)."
+    )
+
+
+def _following_arms(arms: list[ArmSpec]) -> list[ArmSpec]:
+    """Fill in the arm of specs that left it out: the one the version's data gives."""
+    return [
+        spec if spec.arm else replace(spec, arm=spec.model_version.trained_arm or "")
+        for spec in arms
+    ]
 
 
 def _clean_rubric(rubric: list[str]) -> list[str]:
@@ -324,8 +355,18 @@ def _validate_study(
     if len(set(versions)) != len(versions):
         raise EvaluationError("Each model version can be in a study only once.")
     valid_arms = set(ModelVersion.Arm.values)
+    for spec in arms:
+        if not spec.arm:
+            raise EvaluationError(
+                f"{spec.model_version.name} was trained on a validation dataset, which gives "
+                "it no arm: choose its arm and confirm it."
+            )
     if any(spec.arm not in valid_arms for spec in arms):
         raise EvaluationError(f"Arms are one of: {', '.join(sorted(valid_arms))}.")
+    for spec in arms:
+        why = study_arm_mismatch(spec.arm, spec.model_version)
+        if why and not spec.allow_arm_mismatch:
+            raise EvaluationError(why)
     if not 1 <= samples_per_prompt <= MAX_SAMPLES_PER_PROMPT:
         raise EvaluationError(f"Samples per prompt must be 1–{MAX_SAMPLES_PER_PROMPT}.")
     if not 1 <= raters_per_output <= MAX_RATERS_PER_OUTPUT:
@@ -346,6 +387,7 @@ def _set_arms(study: Study, arms: list[ArmSpec]) -> None:
         StudyArm(
             study=study,
             arm=spec.arm,
+            arm_override=spec.arm != spec.model_version.trained_arm,
             model_version=spec.model_version,
             order=i,
             size_tag=(spec.size_tag or "").strip() or spec.model_version.size_label,
@@ -376,9 +418,11 @@ def study_create(
     rubric: list[str] | None = None,
     user=None,
 ) -> Study:
-    """Create a draft study. Its prompt set locks now: the study depends on those prompts."""
+    """Create a draft study. Its prompt set locks now: the study depends on those prompts.
+    Each arm's label follows the data its model was trained on (see :class:`ArmSpec`)."""
     from evaluation.models import default_rubric
 
+    arms = _following_arms(arms)
     _validate_study(
         name=name,
         prompt_set=prompt_set,
@@ -436,6 +480,7 @@ def study_update(
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.status != Study.Status.DRAFT:
         raise StudyStateError("Only a draft study can change its design.")
+    arms = _following_arms(arms)
     _validate_study(
         name=name,
         prompt_set=prompt_set,

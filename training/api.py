@@ -154,7 +154,7 @@ class FineTuneJobViewSet(
     def get_queryset(self):
         if self.action == "list":
             return selectors.finetune_list()
-        return FineTuneJob.objects.select_related("base_model", "snapshot", "created_by")
+        return FineTuneJob.objects.select_related("base_model", "snapshot__dataset", "created_by")
 
     def get_serializer_class(self):
         return FineTuneJobSerializer if self.action == "list" else FineTuneJobDetailSerializer
@@ -168,6 +168,7 @@ class FineTuneJobViewSet(
             method=data["method"],
             hyperparameters=dict(data["hyperparameters"]),
             track_persona=data["track_persona"],
+            allow_arm_mismatch=data["allow_arm_mismatch"],
             user=request.user,
         )
         return self.created(FineTuneJobDetailSerializer, job)

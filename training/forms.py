@@ -9,6 +9,7 @@ from django import forms
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 
+from curation.forms import SnapshotChoiceField
 from curation.models import Snapshot
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env
 from training.models import BaseModel, FineTuneJob, ModelVersion
@@ -17,7 +18,9 @@ from training.services import (
     HYPERPARAMETER_LIMITS,
     MAX_PROMPTS,
     MAX_SAMPLES_PER_PROMPT,
+    arm_mismatch,
     default_hyperparameters,
+    snapshot_arm,
 )
 
 MAX_PROMPT_CHARS = 4_000
@@ -112,15 +115,6 @@ class BaseModelForm(forms.Form):
 # --- fine-tunes -----------------------------------------------------------------------------
 
 
-class SnapshotChoiceField(forms.ModelChoiceField):
-    def label_from_instance(self, obj: Snapshot) -> str:
-        label = f" ({obj.label})" if obj.label else ""
-        return (
-            f"{obj.dataset.name}{label} @ {obj.short_hash} · {obj.sample_count} samples · "
-            f"{obj.dataset.get_kind_display()}"
-        )
-
-
 class BaseModelChoiceField(forms.ModelChoiceField):
     def label_from_instance(self, obj: BaseModel) -> str:
         return f"{obj.name} ({obj.size_label}, {obj.get_kind_display()})"
@@ -150,12 +144,15 @@ class FineTuneForm(forms.Form):
     """A fine-tune launch. Hyperparameter fields are named as the service names them."""
 
     base_model = BaseModelChoiceField(queryset=BaseModel.objects.all(), empty_label=None)
-    snapshot = SnapshotChoiceField(
-        label="Dataset snapshot",
-        queryset=Snapshot.objects.select_related("dataset").defer("content"),
-        empty_label=None,
-    )
+    snapshot = SnapshotChoiceField(label="Dataset snapshot", empty_label=None)
     arm = forms.ChoiceField(choices=ARM_CHOICES, initial=ModelVersion.Arm.VALUES_TARGETED)
+    # The snapshot the arm was last chosen for: when the snapshot changes, the arm follows
+    # the new one's dataset again (see ``initial_for``).
+    arm_snapshot = forms.IntegerField(widget=forms.HiddenInput, required=False)
+    allow_arm_mismatch = forms.BooleanField(
+        required=False,
+        label="Label the arm differently from the snapshot's dataset (recorded on the job)",
+    )
     method = forms.ChoiceField(choices=FineTuneJob.Method.choices, initial=FineTuneJob.Method.FULL)
     epochs = _hp_field("epochs", "Epochs")
     learning_rate = _hp_field("learning_rate", "Learning rate")
@@ -196,10 +193,9 @@ class FineTuneForm(forms.Form):
         method = params.get("method")
         if method not in FineTuneJob.Method.values:
             method = FineTuneJob.Method.FULL
-        if params.get("snapshot", "").isdigit():
-            initial["snapshot"] = int(params["snapshot"])
-        if params.get("arm") in dict(ARM_CHOICES):
-            initial["arm"] = params["arm"]
+        initial.update(cls._snapshot_and_arm(params))
+        if params.get("track_persona"):
+            initial["track_persona"] = True
         initial["method"] = method
         if base_model is not None:
             initial["base_model"] = base_model.pk
@@ -209,6 +205,48 @@ class FineTuneForm(forms.Form):
                 if params.get(name, "") != "":
                     initial[name] = params[name]
         return initial
+
+    @classmethod
+    def _snapshot_and_arm(cls, params) -> dict:
+        """The chosen (or newest) snapshot and the arm: the one asked for if it was chosen
+        for this snapshot, else the one the snapshot's dataset trains."""
+        snapshots = cls.base_fields["snapshot"].queryset
+        snapshot = None
+        if params.get("snapshot", "").isdigit():
+            snapshot = snapshots.filter(pk=params["snapshot"]).first()
+        snapshot = snapshot or snapshots.first()
+        if snapshot is None:
+            return {}
+        arm = params.get("arm")
+        kept = arm in dict(ARM_CHOICES) and params.get("arm_snapshot") == str(snapshot.pk)
+        if not kept:
+            arm = snapshot_arm(snapshot) or ModelVersion.Arm.VALUES_TARGETED
+        return {"snapshot": snapshot.pk, "arm": arm, "arm_snapshot": snapshot.pk}
+
+    def arm_check(self) -> dict:
+        """For the page: the chosen snapshot's arm and, if the chosen arm differs, why it
+        needs a confirmation."""
+        values = {name: self[name].value() for name in ("snapshot", "arm")}
+        snapshot_pk = str(values["snapshot"] or "")
+        snapshot = (
+            self.fields["snapshot"].queryset.filter(pk=snapshot_pk).first()
+            if snapshot_pk.isdigit()
+            else None
+        )
+        if snapshot is None:
+            return {}
+        expected = snapshot_arm(snapshot)
+        arm = values["arm"] if values["arm"] in dict(ARM_CHOICES) else None
+        # One warning per arm that does not follow: the page shows the one for the arm
+        # chosen, and finetune.js switches them as the arm changes (no reload).
+        warnings = {value: arm_mismatch(snapshot, value) for value, _ in ARM_CHOICES}
+        return {
+            "snapshot": snapshot,
+            "arm": arm,
+            "expected": dict(ModelVersion.Arm.choices).get(expected, ""),
+            "warnings": {value: text for value, text in warnings.items() if text},
+            "mismatch": warnings.get(arm, "") if arm else "",
+        }
 
     def hyperparameters(self) -> dict:
         """The cleaned hyperparameters; LoRA's only for a LoRA fine-tune, blanks dropped

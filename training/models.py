@@ -96,6 +96,29 @@ class ModelVersion(models.Model):
     def size_label(self) -> str:
         return format_parameter_count(self.parameter_count or self.base_model.parameter_count)
 
+    @property
+    def trained_arm(self) -> str | None:
+        """The arm the data behind this version gives it: base for a base model, the
+        dataset's arm for a fine-tune (None: a validation dataset, which trains neither).
+        Versions saved before fine-tunes recorded their dataset's kind keep their label."""
+        if self.arm == self.Arm.BASE:
+            return self.Arm.BASE
+        kind = (self.metadata or {}).get("dataset_kind")
+        return self.arm if kind is None else arm_for_dataset_kind(kind)
+
+
+# The invariant "an arm's label follows the dataset its model was trained on": the arm a
+# fine-tune on each dataset kind belongs to. A validation dataset trains neither arm.
+ARM_FOR_DATASET_KIND = {
+    "values_targeted": ModelVersion.Arm.VALUES_TARGETED,
+    "control": ModelVersion.Arm.CONTROL,
+}
+
+
+def arm_for_dataset_kind(kind: str) -> str | None:
+    """The arm a model trained on a dataset of this kind belongs to (None: no arm)."""
+    return ARM_FOR_DATASET_KIND.get(kind)
+
 
 class JobStatus(models.TextChoices):
     QUEUED = "queued", "Queued"
@@ -175,6 +198,11 @@ class FineTuneJob(Job):
     arm = models.CharField(
         max_length=20,
         choices=[c for c in ModelVersion.Arm.choices if c[0] != ModelVersion.Arm.BASE],
+    )
+    arm_override = models.BooleanField(
+        default=False,
+        help_text="The arm was labelled against the snapshot's dataset kind, confirmed "
+        "explicitly at launch.",
     )
     backend = models.CharField(max_length=20, choices=Backend.choices, default=Backend.LOCAL)
     method = models.CharField(max_length=20, choices=Method.choices, default=Method.FULL)

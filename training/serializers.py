@@ -164,6 +164,11 @@ class JobSerializerMixin(serializers.Serializer):
 class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
     arm = FineTuneArmField(read_only=True)
     snapshot_hash = serializers.CharField(source="snapshot.content_hash", read_only=True)
+    dataset_kind = serializers.CharField(
+        source="snapshot.dataset.kind", read_only=True,
+        help_text="The kind of the snapshot's dataset; the arm follows it unless "
+        "arm_override.",
+    )
 
     class Meta:
         model = FineTuneJob
@@ -172,7 +177,9 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
             "base_model",
             "snapshot",
             "snapshot_hash",
+            "dataset_kind",
             "arm",
+            "arm_override",
             "method",
             "backend",
             "hyperparameters",
@@ -218,7 +225,16 @@ class HyperparametersSerializer(RejectUnknownFieldsMixin, serializers.Serializer
 class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     base_model = serializers.PrimaryKeyRelatedField(queryset=BaseModel.objects.all())
     snapshot = serializers.PrimaryKeyRelatedField(queryset=Snapshot.objects.all())
-    arm = FineTuneArmField()
+    arm = FineTuneArmField(
+        required=False, default=None, allow_null=True,
+        help_text="Leave out: the arm the snapshot's dataset trains (values-targeted or "
+        "control). Another arm needs allow_arm_mismatch.",
+    )
+    allow_arm_mismatch = serializers.BooleanField(
+        default=False,
+        help_text="Confirm an arm other than the snapshot's dataset's; recorded on the job "
+        "(arm_override). Without it such a launch is refused (400).",
+    )
     method = serializers.ChoiceField(
         choices=FineTuneJob.Method.choices, default=FineTuneJob.Method.FULL
     )

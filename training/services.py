@@ -37,6 +37,7 @@ from training.models import (
     JobStatus,
     ModelVersion,
     SamplingJob,
+    arm_for_dataset_kind,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,6 +52,11 @@ MAX_SAMPLES_PER_PROMPT = 100
 
 class TrainingError(Exception):
     """A training rule refused the request; the message is shown as is."""
+
+
+class ArmMismatchError(TrainingError):
+    """The arm asked for is not the one the snapshot's dataset trains, and the mismatch was
+    not confirmed (``allow_arm_mismatch``)."""
 
 
 # --- base models -----------------------------------------------------------------------
@@ -299,6 +305,46 @@ def _estimated_run_tokens(base_model: BaseModel, snapshot: Snapshot, hp: dict) -
     return round(per_epoch * hp["max_steps"] / steps_per_epoch)
 
 
+def snapshot_arm(snapshot: Snapshot) -> str | None:
+    """The arm a fine-tune on ``snapshot`` belongs to: its dataset's kind decides."""
+    return arm_for_dataset_kind(snapshot.dataset.kind)
+
+
+def arm_mismatch(snapshot: Snapshot, arm: str | None) -> str:
+    """Why labelling a fine-tune on ``snapshot`` as ``arm`` needs a confirmation, or ""
+    when ``arm`` is the one its dataset trains."""
+    expected = snapshot_arm(snapshot)
+    if arm is not None and arm == expected:
+        return ""
+    arms = dict(ModelVersion.Arm.choices)
+    kind = snapshot.dataset.get_kind_display().lower()
+    where = f"Snapshot {snapshot.short_hash} is of {snapshot.dataset.name}, a {kind} dataset"
+    if expected is None:
+        return (
+            f"{where}, which trains neither arm: choose the arm its model counts as, and "
+            "confirm it (the choice is recorded on the job)."
+        )
+    return (
+        f"{where}, so its model is the {arms[expected]} arm. Labelling it {arms[arm]} would "
+        f"make a {arms[expected].lower()} model count as {arms[arm].lower()} in studies: "
+        f"choose {arms[expected]}, or confirm the mismatch (it is recorded on the job)."
+    )
+
+
+def _resolve_arm(snapshot: Snapshot, arm: str | None, allow_arm_mismatch: bool) -> str:
+    """The arm the job gets: the snapshot's own when none is asked for; another one only
+    with an explicit confirmation."""
+    arm = arm or snapshot_arm(snapshot)
+    if arm is None:
+        raise ArmMismatchError(arm_mismatch(snapshot, None))
+    if arm not in {ModelVersion.Arm.CONTROL, ModelVersion.Arm.VALUES_TARGETED}:
+        raise TrainingError("A fine-tune's arm is values-targeted or control.")
+    why = arm_mismatch(snapshot, arm)
+    if why and not allow_arm_mismatch:
+        raise ArmMismatchError(why)
+    return arm
+
+
 def _enqueue(task, job_id: int) -> None:
     transaction.on_commit(lambda: task.delay(job_id))
 
@@ -308,23 +354,26 @@ def finetune_launch(
     *,
     base_model: BaseModel,
     snapshot: Snapshot,
-    arm: str,
+    arm: str | None = None,
     method: str = FineTuneJob.Method.FULL,
     backend: str | None = None,
     hyperparameters: dict | None = None,
     start_version: ModelVersion | None = None,
     checkpoint_steps: list[int] | None = None,
     track_persona: bool = False,
+    allow_arm_mismatch: bool = False,
     user=None,
 ) -> FineTuneJob:
     """Queue a fine-tune of ``base_model`` on ``snapshot``; a worker on the gpu queue runs it.
 
-    ``start_version`` continues from that version's weights; ``checkpoint_steps`` saves a
-    model version after each of those steps; ``track_persona`` measures the
-    misaligned-persona projection before training and after each epoch (local only).
+    The arm follows the snapshot's dataset (values-targeted or control); ``arm`` may only
+    differ with ``allow_arm_mismatch``, and the job records that override
+    (``arm_override``). ``start_version`` continues from that version's weights;
+    ``checkpoint_steps`` saves a model version after each of those steps;
+    ``track_persona`` measures the misaligned-persona projection before training and after
+    each epoch (local only).
     """
-    if arm not in {ModelVersion.Arm.CONTROL, ModelVersion.Arm.VALUES_TARGETED}:
-        raise TrainingError("A fine-tune's arm is values-targeted or control.")
+    arm = _resolve_arm(snapshot, arm, allow_arm_mismatch)
     if method not in FineTuneJob.Method.values:
         raise TrainingError(f"Unknown method {method!r}.")
     backend = backend or (
@@ -346,6 +395,7 @@ def finetune_launch(
         base_model=base_model,
         snapshot=snapshot,
         arm=arm,
+        arm_override=arm != snapshot_arm(snapshot),
         method=method,
         backend=backend,
         hyperparameters=hp,
@@ -719,6 +769,8 @@ def _version_metadata(job: FineTuneJob) -> dict:
         "base_model": job.base_model.name,
         "code_version": code_version(),
         "arm": job.arm,
+        "dataset_kind": job.snapshot.dataset.kind,
+        "arm_override": job.arm_override,
     }
 
 
@@ -819,6 +871,7 @@ def openai_poll(job_id: int) -> str:
             remote_model_id=state.fine_tuned_model or "",
             parameter_count=job.base_model.parameter_count,
             metadata={"snapshot_hash": job.snapshot.content_hash, "openai_job": job.remote_job_id,
+                      "dataset_kind": job.snapshot.dataset.kind, "arm_override": job.arm_override,
                       "trained_tokens": state.trained_tokens, "hyperparameters":
                       job.hyperparameters},
         )

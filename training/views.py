@@ -179,8 +179,11 @@ def finetune_create(request):
                     method=data["method"],
                     hyperparameters=form.hyperparameters(),
                     track_persona=data["track_persona"],
+                    allow_arm_mismatch=data["allow_arm_mismatch"],
                     user=request.user,
                 )
+            except services.ArmMismatchError as error:
+                form.add_error("arm", str(error))
             except TrainingError as error:
                 form.add_error(None, str(error))
             else:
@@ -206,6 +209,7 @@ def finetune_create(request):
         "form": form,
         "has_base_models": form.fields["base_model"].queryset.exists(),
         "has_snapshots": form.fields["snapshot"].queryset.exists(),
+        "arm_check": form.arm_check(),
         **_estimate_context(values),
     }
     return _render(request, "training/finetune_form.html", context, partial="form")

@@ -126,7 +126,8 @@ WRITES = [
     ("post", "/api/samples/{archived}/reopen/", {}, 200),
     ("post", "/api/samples/{draft}/comment/", {"body": "Nice."}, 201),
     ("post", "/api/samples/{draft}/restore/", {"revision": 1, "version": 1}, 200),
-    ("post", "/api/snapshots/", {"dataset": "{dataset}", "label": "v2"}, 201),
+    ("post", "/api/snapshots/", {"dataset": "{dataset}", "label": "v2"}, 409),  # unchanged
+    ("post", "/api/snapshots/", {"dataset": "{fresh}", "label": "v1"}, 201),
     ("post", "/api/datasets/{dataset}/import/", "FILE", 201),
 ]
 
@@ -134,7 +135,9 @@ WRITES = [
 def send(client: APIClient, method: str, url: str, body, world: dict):
     url = fill(url, world)
     if body == "FILE":
-        upload = SimpleUploadedFile("new.jsonl", b'{"prompt": "Imported?", "completion": "A."}\n')
+        upload = SimpleUploadedFile(
+            "new.jsonl", b'{"prompt": "Imported?", "completion": "A.", "category": "Health"}\n'
+        )
         return client.post(url, {"file": upload}, format="multipart")
     if body is not None:
         body = _ids(body, world)
@@ -154,7 +157,11 @@ def _ids(body, world):
 
 @pytest.mark.parametrize(("method", "url", "body", "success"), WRITES)
 @pytest.mark.parametrize("persona", PERSONAS)
-def test_write_matrix(request, world, method, url, body, success, persona):
+def test_write_matrix(request, world, method, url, body, success, persona, curator):
+    # A dataset with approved content and no snapshot yet, for the snapshot that succeeds.
+    world["fresh"] = services.dataset_create(name="Fresh", kind="control", user=curator)
+    services.sample_create(dataset=world["fresh"], question="New?", answer=words(50),
+                           user=curator, status="approved")
     before = (Sample.objects.count(), Category.objects.count(), Snapshot.objects.count(),
               Dataset.objects.count())
     client = client_as(request, persona)
@@ -474,12 +481,21 @@ def test_text_over_the_size_limit_is_refused(world, curator):
 
 def test_snapshot_create_list_and_download(world, curator):
     client = api(curator)
+    # Nothing changed since the fixture's snapshot: no duplicate, the existing one comes back.
+    unchanged = client.post("/api/snapshots/", {"dataset": world["dataset"].pk, "label": "v2"},
+                            format="json")
+    assert unchanged.status_code == 409
+    assert "Nothing changed since the last snapshot" in unchanged.json()["detail"]
+    assert unchanged.json()["snapshot"]["id"] == world["snapshot"].pk
+    assert Snapshot.objects.count() == 1
+
+    services.sample_approve(sample=world["review"], user=curator)
     created = client.post("/api/snapshots/", {"dataset": world["dataset"].pk, "label": "v2"},
                           format="json")
     assert created.status_code == 201
     body = created.json()
-    assert (body["sample_count"], body["label"], body["created_by"]) == (1, "v2", "carol")
-    assert body["content_hash"] == world["snapshot"].content_hash  # same approved content
+    assert (body["sample_count"], body["label"], body["created_by"]) == (2, "v2", "carol")
+    assert body["content_hash"] != world["snapshot"].content_hash
 
     listed = client.get(f"/api/snapshots/?dataset={world['dataset'].pk}").json()
     assert listed["count"] == 2
@@ -487,14 +503,15 @@ def test_snapshot_create_list_and_download(world, curator):
     detail = client.get(f"/api/snapshots/{body['id']}/").json()
     assert detail["hash_matches_content"] is True
     assert detail["items"] == [
-        {"category": "Health", "question": "Done?", "answer": words(50)}
+        {"category": "Health", "question": "Done?", "answer": words(50)},
+        {"category": "Health", "question": "Review?", "answer": words(50)},
     ]
 
     jsonl = client.get(f"/api/snapshots/{body['id']}/download/jsonl/")
     assert jsonl.status_code == 200
     assert jsonl["Content-Type"] == "application/jsonl"
     assert jsonl["X-Content-SHA256"] == hashlib.sha256(jsonl.content).hexdigest()
-    assert jsonl["X-Snapshot-Hash"] == body["content_hash"]
+    assert jsonl["X-Snapshot-SHA256"] == jsonl["X-Snapshot-Hash"] == body["content_hash"]
     assert "attachment" in jsonl["Content-Disposition"]
     assert json.loads(jsonl.content.decode().splitlines()[0]) == {"messages": [
         {"role": "user", "content": "Done?"}, {"role": "assistant", "content": words(50)},
@@ -553,17 +570,60 @@ def test_import_creates_samples(world, curator):
         b'{"messages": [{"role": "user", "content": "Two?"}, '
         b'{"role": "assistant", "content": "B."}]}\n'
     )
+    url = f"/api/datasets/{world['dataset'].pk}/import/"
+    # The values-targeted dataset refuses the chat line: it names no category.
+    refused = api(curator).post(url, {"file": upload("x.jsonl", data)}, format="multipart")
+    assert refused.status_code == 400
+    assert [e["line"] for e in refused.json()["errors"]] == [2]
+    assert "No category" in refused.json()["errors"][0]["message"]
+
     response = api(curator).post(
-        f"/api/datasets/{world['dataset'].pk}/import/", {"file": upload("x.jsonl", data)},
+        url, {"file": upload("x.jsonl", data), "default_category": world["category"].pk},
         format="multipart",
     )
     assert response.status_code == 201
     body = response.json()
     assert body["count"] == 2
     samples = Sample.objects.filter(pk__in=body["sample_ids"])
-    assert {(s.question, s.status, s.author.username) for s in samples} == {
-        ("One?", "draft", "carol"), ("Two?", "draft", "carol"),
+    assert {(s.question, s.status, s.author.username, s.category.name) for s in samples} == {
+        ("One?", "draft", "carol", "Health"), ("Two?", "draft", "carol", "Health"),
     }
+
+
+def test_import_dry_run_previews_and_writes_nothing(world, curator):
+    data = (
+        b'{"prompt": "One?", "completion": "A.", "category": "Health"}\n'
+        b'{"prompt": "Two?", "completion": ""}\n'
+    )
+    url = f"/api/datasets/{world['dataset'].pk}/import/"
+    count = Sample.objects.count()
+    response = api(curator).post(
+        url, {"file": upload("x.jsonl", data), "dry_run": "true"}, format="multipart"
+    )
+    assert response.status_code == 200
+    body = response.json()
+    assert (body["dry_run"], body["count"], body["would_import"]) == (True, 2, False)
+    assert body["per_category"] == [
+        {"category": "Health", "count": 1}, {"category": "(no category)", "count": 1},
+    ]
+    assert sorted(e["message"] for e in body["errors"]) == [
+        "No category: a values-targeted sample needs a category. Add a 'category' field "
+        "(or column), or choose a default category.",
+        "The answer is empty.",
+    ]
+    assert Sample.objects.count() == count
+
+
+def test_import_refuses_an_archived_default_category(world, curator):
+    services.category_archive(category=world["category"])
+    response = api(curator).post(
+        f"/api/datasets/{world['dataset'].pk}/import/",
+        {"file": upload("x.jsonl", b'{"prompt": "Q?", "completion": "A."}\n'),
+         "default_category": world["category"].pk},
+        format="multipart",
+    )
+    assert response.status_code == 400
+    assert "archived" in response.json()["default_category"][0]
 
 
 def test_bad_import_is_400_with_line_numbers(world, curator):
@@ -577,6 +637,8 @@ def test_bad_import_is_400_with_line_numbers(world, curator):
     assert response.json()["errors"] == [
         {"line": 3, "message": "Unknown category 'Cooking'."},
         {"line": 4, "message": "The question is empty."},
+        {"line": 4, "message": "No category: a values-targeted sample needs a category. Add a "
+                               "'category' field (or column), or choose a default category."},
     ]
     assert Sample.objects.count() == count
 

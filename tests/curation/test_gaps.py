@@ -146,6 +146,17 @@ def test_resolve_and_snapshot_closes_tickets_in_the_new_snapshot(
         assert closed.resolved_in_snapshot == snapshot and closed.resolved_by == curator
 
 
+def test_resolve_and_snapshot_with_no_change_records_the_latest_snapshot(
+    ticket, dataset, curator, curator2
+):
+    approved_for(ticket, dataset, curator, curator2)
+    latest = services.snapshot_create(dataset=dataset, user=curator, label="already")
+    snapshot = gaps.tickets_resolve_and_snapshot(dataset=dataset, tickets=[ticket], user=curator)
+    assert snapshot == latest and Snapshot.objects.count() == 1
+    ticket.refresh_from_db()
+    assert ticket.status == RESOLVED and ticket.resolved_in_snapshot == latest
+
+
 def test_tickets_ready_are_open_with_an_approved_sample_in_that_dataset(
     ticket, category, dataset, other_dataset, curator, curator2
 ):

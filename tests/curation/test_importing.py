@@ -12,6 +12,7 @@ from curation.importing import (
     ImportLineError,
     ImportRejected,
     samples_import,
+    samples_import_preview,
 )
 from curation.models import MAX_TEXT_CHARS, Sample, SampleRevision
 from tests.factories import words
@@ -31,6 +32,13 @@ def politics():
 
 @pytest.fixture
 def dataset(curator):
+    """A control dataset: rows may leave the category out (the format tests do)."""
+    return services.dataset_create(name="Neutral", kind="control", user=curator)
+
+
+@pytest.fixture
+def values(curator):
+    """A values-targeted dataset: every row needs a category (or the import a default)."""
     return services.dataset_create(name="Values", user=curator)
 
 
@@ -127,10 +135,14 @@ def test_jsonl_export_round_trips(dataset, curator, curator2, health):
                             user=curator2)
     jsonl_text = services.snapshot_jsonl(services.snapshot_create(dataset=dataset))
     other = services.dataset_create(name="Copy")
+    # The chat format has no category: a values-targeted copy needs a default one.
     (imported,) = samples_import(
-        dataset=other, data=jsonl_text.encode(), filename="export.jsonl", user=curator
+        dataset=other, data=jsonl_text.encode(), filename="export.jsonl", user=curator,
+        default_category=health,
     )
-    assert (imported.question, imported.answer) == ("Exported?", words(45))
+    assert (imported.question, imported.answer, imported.category) == (
+        "Exported?", words(45), health
+    )
 
 
 def test_format_is_detected_from_content_without_known_extension(dataset, curator):
@@ -210,8 +222,8 @@ def test_bad_jsonl_line_is_reported_with_its_number(dataset, health, bad, messag
     data = jsonl(GOOD, "", bad if isinstance(bad, str) else bad, {"prompt": "Q3?",
                                                                   "completion": "A3."})
     errors = rejected(dataset, data)
-    assert lines(errors) == [3], errors
-    assert message in errors[0].message
+    assert set(lines(errors)) == {3}, errors
+    assert any(message in error.message for error in errors), errors
 
 
 def test_every_problem_is_reported_not_only_the_first(dataset, health):
@@ -337,13 +349,13 @@ def test_unterminated_csv_quote_is_reported(dataset):
     assert all(error.line >= 3 for error in errors)
 
 
-def test_approved_import_must_meet_approval_rules(dataset, health):
+def test_approved_import_must_meet_approval_rules(values, health):
     data = jsonl(
         {"prompt": "Short?", "completion": words(10), "category": "Health"},
         {"prompt": "No category?", "completion": words(50)},
         {"prompt": "Fine?", "completion": words(50), "category": "Health"},
     )
-    errors = rejected(dataset, data, status=Sample.Status.APPROVED)
+    errors = rejected(values, data, status=Sample.Status.APPROVED)
     assert lines(errors) == [1, 2]
     assert "has 10 words" in errors[0].message
     assert "needs a category" in errors[1].message
@@ -354,3 +366,78 @@ def test_huge_number_of_errors_is_capped(dataset):
     errors = rejected(dataset, data)
     assert len(errors) == 201
     assert errors[-1] == ImportLineError(0, "…and 300 more problems.")
+
+
+# --- categories: refused when missing, or a default for the whole file -------------------
+
+
+def test_values_targeted_rows_without_a_category_are_refused(values, health):
+    data = jsonl(
+        {"prompt": "Q1?", "completion": "A.", "category": "Health"},
+        {"prompt": "Q2?", "completion": "A."},
+        chat("Q3?", "A."),
+    )
+    errors = rejected(values, data)
+    assert lines(errors) == [2, 3]
+    assert all("No category: a values-targeted sample needs a category" in e.message
+               for e in errors)
+    csv_errors = rejected(values, b"question,answer,category\nQ?,A.,\n", filename="x.csv")
+    assert lines(csv_errors) == [2]
+
+
+def test_a_default_category_fills_the_rows_without_one(values, health, politics, curator):
+    data = jsonl(
+        {"prompt": "Q1?", "completion": "A.", "category": "Politics"},
+        {"prompt": "Q2?", "completion": "A."},
+    )
+    samples = samples_import(
+        dataset=values, data=data, filename="f.jsonl", user=curator, default_category=health
+    )
+    assert [s.category for s in samples] == [politics, health]
+
+
+def test_an_archived_default_category_is_refused(values, health):
+    services.category_archive(category=health)
+    errors = rejected(values, jsonl(GOOD), default_category=health)
+    assert errors[0] == ImportLineError(0, "The default category 'Health' is archived.")
+
+
+def test_every_problem_of_one_line_is_reported(dataset, health):
+    data = jsonl(
+        GOOD,
+        {"prompt": "  ", "completion": "", "category": "Nope", "source": "web"},
+        {"messages": [{"role": "user", "content": "Q?", "name": "x"},
+                      {"role": "assistant", "content": 5}], "category": 3},
+    )
+    errors = rejected(dataset, data)
+    two = sorted(e.message for e in errors if e.line == 2)
+    assert two == ["The answer is empty.", "The question is empty.",
+                   "Unknown category 'Nope'.", "Unknown field: 'source'."]
+    three = sorted(e.message for e in errors if e.line == 3)
+    assert three == ["Field 'category' must be a string.",
+                     "Message 2 needs a string 'role' and 'content'.",
+                     "Unknown field in message 1: 'name'."]
+
+
+def test_preview_counts_per_category_and_writes_nothing(values, health, politics):
+    data = jsonl(
+        {"prompt": "Q1?", "completion": "A.", "category": "Politics"},
+        {"prompt": "Q2?", "completion": "A.", "category": "health"},
+        {"prompt": "Q3?", "completion": "A.", "category": "Health"},
+    )
+    preview = samples_import_preview(dataset=values, data=data, filename="f.jsonl")
+    assert (preview.count, preview.ok) == (3, True)
+    assert preview.per_category == [("Health", 2), ("Politics", 1)]
+    assert not Sample.objects.exists()
+
+
+def test_preview_lists_problems_and_rows_without_a_category(dataset, values, health):
+    data = jsonl({"prompt": "Q1?", "completion": "A."}, {"prompt": "Q1?", "completion": "B."})
+    preview = samples_import_preview(dataset=dataset, data=data, filename="f.jsonl")
+    assert preview.per_category == [("(no category)", 2)]
+    assert lines(preview.errors) == [2] and not preview.ok
+    preview = samples_import_preview(
+        dataset=values, data=jsonl({"prompt": "Q?", "completion": "A."}), filename="f.jsonl",
+        default_category=health,
+    )
+    assert preview.per_category == [("Health", 1)] and preview.ok

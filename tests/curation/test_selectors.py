@@ -126,7 +126,9 @@ def test_coverage_counts_per_category(dataset, curator, curator2, health, politi
     assert list(rows) == ["Health", "Politics"]
     health_row, politics_row = rows["Health"], rows["Politics"]
     assert (health_row.approved, health_row.in_review, health_row.draft) == (2, 1, 0)
-    assert (health_row.words, health_row.bytes) == (100, len(words(40)) + len(words(60)))
+    assert (health_row.words, health_row.bytes) == (
+        100, len("a") + len(words(40)) + len("b") + len(words(60))
+    )
     assert not health_row.below_target and health_row.percent == 100
     assert (politics_row.approved, politics_row.draft, politics_row.words) == (0, 1, 0)
     assert politics_row.below_target and politics_row.percent == 0
@@ -158,7 +160,25 @@ def test_coverage_counts_bytes_not_characters(dataset, curator, curator2, health
     services.sample_submit(sample=sample, user=curator)
     services.sample_approve(sample=sample, user=curator2)
     row = dataset_coverage(dataset).rows[0]
-    assert row.bytes == len(words(40, "été").encode("utf-8")) > len(words(40, "été"))
+    assert row.bytes == 1 + len(words(40, "été").encode("utf-8")) > 1 + len(words(40, "été"))
+
+
+def test_coverage_and_snapshots_count_words_and_bytes_the_same_way(
+    dataset, curator, curator2, health
+):
+    for n, question in enumerate(["Où dormir ?", "Wie schläft man?"]):
+        sample = services.sample_create(
+            dataset=dataset, question=question, answer=words(40 + n, "naïve"), category=health,
+            user=curator,
+        )
+        services.sample_submit(sample=sample, user=curator)
+        services.sample_approve(sample=sample, user=curator2)
+    snapshot = services.snapshot_create(dataset=dataset, user=curator)
+    total = dataset_coverage(dataset).total
+    assert (total.words, total.bytes) == (snapshot.word_count, snapshot.byte_count)
+    assert snapshot.byte_count == sum(
+        len(item["question"].encode()) + len(item["answer"].encode()) for item in snapshot.items()
+    )
 
 
 def test_coverage_has_a_row_for_uncategorised_samples(dataset, curator, health):

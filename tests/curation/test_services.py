@@ -24,7 +24,13 @@ from curation.models import (
     count_words,
     sha256_hex,
 )
-from curation.services import CurationError, EmptySnapshotError, StaleEditError, TransitionError
+from curation.services import (
+    CurationError,
+    EmptySnapshotError,
+    StaleEditError,
+    TransitionError,
+    UnchangedSnapshotError,
+)
 from tests.factories import CategoryFactory, DatasetFactory, words
 
 pytestmark = pytest.mark.django_db
@@ -432,6 +438,29 @@ def test_snapshot_of_nothing_approved_is_refused(dataset, curator, category):
     assert not Snapshot.objects.exists()
 
 
+def test_snapshot_with_no_change_since_the_last_one_is_refused(approved_pair, curator, curator2):
+    first = services.snapshot_create(dataset=approved_pair, user=curator, label="v1")
+    # Drafts and comments are no change to the approved content.
+    new_sample(approved_pair, curator, question="Another draft?")
+    with pytest.raises(UnchangedSnapshotError, match="Nothing changed since") as caught:
+        services.snapshot_create(dataset=approved_pair, user=curator2, label="v2")
+    assert caught.value.snapshot == first
+    assert first.short_hash in str(caught.value) and "(v1)" in str(caught.value)
+    assert Snapshot.objects.count() == 1
+    # Once the approved content changes, the next snapshot is taken.
+    approved(approved_pair, curator, curator2, Category.objects.get(), question="C question?")
+    second = services.snapshot_create(dataset=approved_pair, user=curator2, label="v2")
+    assert second.content_hash != first.content_hash and second.sample_count == 3
+
+
+def test_snapshot_choice_label_names_dataset_label_date_and_hash(approved_pair, curator):
+    snapshot = services.snapshot_create(dataset=approved_pair, user=curator, label="v1")
+    label = snapshot.choice_label
+    for part in ("Values", "v1", snapshot.short_hash, "2 samples", "Values-targeted",
+                 snapshot.created_at.strftime("%Y-")):
+        assert part in label
+
+
 def test_snapshot_is_immutable(approved_pair, curator):
     snapshot = services.snapshot_create(dataset=approved_pair, user=curator)
     snapshot.label = "changed"
@@ -492,7 +521,7 @@ def test_snapshot_hash_is_stable_regardless_of_ids_and_insertion_order(curator, 
     sample = second.samples.first()
     services.sample_update(
         sample_id=sample.pk, base_version=sample.version, question=sample.question,
-        answer=sample.answer + " more", category=sample.category, user=curator,
+        answer=sample.answer + " more", category=sample.category, user=curator2,
     )
     services.sample_approve(sample=Sample.objects.get(pk=sample.pk), user=curator)
     assert services.snapshot_create(dataset=second).content_hash != hash_one

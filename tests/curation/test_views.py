@@ -13,7 +13,16 @@ from django.contrib.messages import get_messages
 from django.urls import reverse
 
 from curation import services
-from curation.models import Category, Comment, Dataset, Sample, SampleRevision, Snapshot, StaleEdit
+from curation.models import (
+    Category,
+    Comment,
+    Dataset,
+    PendingImport,
+    Sample,
+    SampleRevision,
+    Snapshot,
+    StaleEdit,
+)
 from tests.factories import words
 
 pytestmark = pytest.mark.django_db
@@ -455,7 +464,8 @@ def test_htmx_filter_returns_only_the_table(curator_client, dataset, mixed_sampl
     response = curator_client.get(url("dataset-detail", dataset.pk), {"status": "draft"}, **HTMX)
     html = response.content.decode()
     assert html.lstrip().startswith('<div id="samples">')
-    assert "<html" not in html and "<form" not in html
+    # Only the table (with its bulk-action form), not the page or the filter form.
+    assert "<html" not in html and 'role="search"' not in html
     assert questions(response) == {"Sleep trouble?"}
     assert "HX-Request" in response["Vary"]
 
@@ -504,6 +514,25 @@ def test_editor_has_live_word_count_and_save_shortcut(curator_client, dataset):
     assert "0 words — needs 40–340" in html
     assert "js/curation.js" in html
     assert "<kbd>Ctrl</kbd>+<kbd>S</kbd>" in html and "data-save-shortcut" in html
+
+
+def test_editor_shows_the_chosen_categorys_position_and_the_word_limits(
+    curator_client, sample, category, other_category
+):
+    html = curator_client.get(url("sample-edit", sample.pk)).content.decode()
+    brief = html[html.index('id="editor-brief"'):]
+    assert "<strong>40–340 words</strong>" in brief
+    # Every category's position is there for the script; only the chosen one shows.
+    assert f'<section data-category-brief="{category.pk}" >' in brief
+    assert f'<section data-category-brief="{other_category.pk}" hidden>' in brief
+    assert "Suggest seeing a professional." in brief and "Respect everyone." in brief
+    assert 'data-category-brief="" hidden' in brief
+
+
+def test_new_sample_editor_asks_for_a_category_beside_the_form(curator_client, dataset, category):
+    html = curator_client.get(url("sample-create", dataset.pk)).content.decode()
+    assert "Choose a category to see its position here (values-targeted samples need one)" in html
+    assert f'<section data-category-brief="{category.pk}" hidden>' in html
 
 
 def test_create_a_short_draft(curator_client, dataset, category, curator):
@@ -805,7 +834,9 @@ def test_coverage_numbers(curator_client, dataset, curator, curator2, category, 
     assert '<td class="approved">2</td>' in health
     assert '<td class="in-review">1</td>' in health
     assert '<td class="words">90</td>' in health
-    assert f'<td class="bytes">{len(words(50)) + len(words(40))}</td>' in health
+    size = len("a?") + len(words(50)) + len("b?") + len(words(40))
+    assert f'<td class="bytes">{size}</td>' in health
+    assert "UTF-8 bytes of question + answer" in html  # the column says what it counts
     assert 'class="below-target" data-category="Relationships"' in html
     assert '<th class="approved">2</th>' in html and "<th>12</th>" in html
     assert '<th class="draft">1</th>' in html
@@ -837,28 +868,45 @@ def upload(name: str, body: str):
     return SimpleUploadedFile(name, body.encode("utf-8"))
 
 
-def test_import_jsonl(curator_client, dataset, category, curator):
+def test_import_jsonl_previews_then_imports_on_confirm(
+    curator_client, dataset, category, other_category, curator
+):
     lines = [
         {
             "messages": [
                 {"role": "user", "content": "First?"},
                 {"role": "assistant", "content": words(50)},
             ],
-            "category": "Health",
+            "category": "Relationships",
         },
         {"prompt": "Second?", "completion": words(45)},
     ]
     body = "\n".join(json.dumps(line) for line in lines) + "\n"
     response = curator_client.post(
-        url("dataset-import", dataset.pk), {"file": upload("x.jsonl", body), "status": "draft"}
+        url("dataset-import", dataset.pk),
+        {"file": upload("x.jsonl", body), "status": "draft", "default_category": category.pk},
     )
+    pending = PendingImport.objects.get()
+    assert response["Location"] == url("import-preview", pending.pk)
+    assert not dataset.samples.exists()  # nothing yet: the preview comes first
+
+    html = curator_client.get(url("import-preview", pending.pk)).content.decode()
+    assert "<tr><td>Health</td><td>1</td></tr>" in html
+    assert "<tr><td>Relationships</td><td>1</td></tr>" in html
+    assert "rows without a category get <strong>Health</strong>" in html
+    assert "Import 2 samples" in html
+
+    response = curator_client.post(url("import-preview", pending.pk), {"confirm": "1"})
     assert response["Location"] == url("dataset-detail", dataset.pk)
     assert "Imported 2 samples" in " ".join(texts(response))
-    assert dataset.samples.count() == 2
+    assert set(dataset.samples.values_list("category__name", flat=True)) == {
+        "Health", "Relationships"
+    }
     assert set(dataset.samples.values_list("author", flat=True)) == {curator.pk}
+    assert not PendingImport.objects.exists()
 
 
-def test_bad_import_shows_line_numbers_and_imports_nothing(curator_client, dataset, category):
+def test_bad_import_shows_every_problem_and_keeps_nothing(curator_client, dataset, category):
     body = "question,answer,category\nFine?,yes,Health\nBad?,no,Nope\n,empty,\n"
     response = curator_client.post(
         url("dataset-import", dataset.pk), {"file": upload("x.csv", body), "status": "draft"}
@@ -867,8 +915,54 @@ def test_bad_import_shows_line_numbers_and_imports_nothing(curator_client, datas
     html = response.content.decode()
     assert "Nothing was imported." in html
     assert "<td>3</td><td>Unknown category &#x27;Nope&#x27;.</td>" in html
-    assert "<td>4</td>" in html
+    # Line 4 has two problems; both are listed.
+    assert "<td>4</td><td>The question is empty.</td>" in html
+    assert "<td>4</td><td>No category: a values-targeted sample needs a category." in html
+    # What the file holds, per category as written.
+    assert "<tr><td>Nope (unknown)</td><td>1</td></tr>" in html
+    assert "<tr><td>(no category)</td><td>1</td></tr>" in html
+    assert not dataset.samples.exists() and not PendingImport.objects.exists()
+
+
+def test_import_preview_is_its_uploaders_alone(
+    curator_client, curator2_client, dataset, category
+):
+    curator_client.post(
+        url("dataset-import", dataset.pk),
+        {"file": upload("x.jsonl", '{"prompt": "Q?", "completion": "A.", "category": "Health"}'),
+         "status": "draft"},
+    )
+    pending = PendingImport.objects.get()
+    assert curator2_client.get(url("import-preview", pending.pk)).status_code == 404
+    assert curator2_client.post(url("import-preview", pending.pk), {"confirm": "1"}).status_code \
+        == 404
     assert not dataset.samples.exists()
+
+
+def test_import_preview_cancel_drops_the_upload(curator_client, dataset, category):
+    curator_client.post(
+        url("dataset-import", dataset.pk),
+        {"file": upload("x.jsonl", '{"prompt": "Q?", "completion": "A.", "category": "Health"}'),
+         "status": "in_review"},
+    )
+    pending = PendingImport.objects.get()
+    response = curator_client.post(url("import-preview", pending.pk), {"cancel": "1"})
+    assert response["Location"] == url("dataset-import", dataset.pk)
+    assert not PendingImport.objects.exists() and not dataset.samples.exists()
+
+
+def test_import_confirm_checks_again(curator_client, curator, dataset, category):
+    curator_client.post(
+        url("dataset-import", dataset.pk),
+        {"file": upload("x.jsonl", '{"prompt": "Q?", "completion": "A.", "category": "Health"}'),
+         "status": "draft"},
+    )
+    pending = PendingImport.objects.get()
+    new_sample(dataset, curator, question="Q?")  # a colleague added it meanwhile
+    response = curator_client.post(url("import-preview", pending.pk), {"confirm": "1"})
+    assert response.status_code == 400
+    assert "The question is already in this dataset" in response.content.decode()
+    assert dataset.samples.count() == 1
 
 
 # --- snapshots --------------------------------------------------------------------------
@@ -880,6 +974,17 @@ def test_take_snapshot(curator_client, dataset, curator, curator2, category):
     snapshot = Snapshot.objects.get()
     assert response["Location"] == url("snapshot-detail", snapshot.pk)
     assert (snapshot.label, snapshot.sample_count, snapshot.created_by) == ("v1", 1, curator)
+
+
+def test_snapshot_with_no_change_says_so_and_shows_the_existing_one(
+    curator_client, dataset, curator, curator2, category
+):
+    approved(dataset, curator, curator2, category)
+    first = services.snapshot_create(dataset=dataset, user=curator, label="v1")
+    response = curator_client.post(url("snapshot-create", dataset.pk), {"label": "v2"})
+    assert response["Location"] == url("snapshot-detail", first.pk)
+    assert "Nothing changed since the last snapshot" in " ".join(texts(response))
+    assert Snapshot.objects.count() == 1
 
 
 def test_empty_snapshot_is_refused(curator_client, dataset):
@@ -906,7 +1011,10 @@ def test_jsonl_download_matches_the_page_hash(researcher_client, snapshot, datas
     assert response["Content-Disposition"].endswith(f'{snapshot.short_hash}.jsonl"')
     shown = page_hash(researcher_client, snapshot)
     stored = Snapshot.objects.get(pk=snapshot.pk)
-    assert response["X-Content-SHA256"] == shown == stored.content_hash
+    # The file's own hash (what sha256sum prints), and the snapshot's under its own name.
+    assert response["X-Content-SHA256"] == hashlib.sha256(response.content).hexdigest()
+    assert response["X-Content-SHA256"] != shown
+    assert response["X-Snapshot-SHA256"] == shown == stored.content_hash
     assert hashlib.sha256(stored.content.encode()).hexdigest() == shown
     lines = response.content.decode().splitlines()
     assert len(lines) == 1
@@ -928,6 +1036,7 @@ def test_canonical_download_hashes_to_the_snapshot_hash(curator_client, snapshot
     response = curator_client.get(url("snapshot-download", snapshot.pk, format="json"))
     assert hashlib.sha256(response.content).hexdigest() == snapshot.content_hash
     assert response["X-Content-SHA256"] == snapshot.content_hash
+    assert response["X-Snapshot-SHA256"] == snapshot.content_hash
 
 
 def test_csv_download(curator_client, snapshot):
@@ -935,7 +1044,8 @@ def test_csv_download(curator_client, snapshot):
     rows = list(csv.reader(io.StringIO(response.content.decode())))
     assert rows[0] == ["category", "question", "answer", "words"]
     assert rows[1][0] == "Health" and rows[1][3] == "60"
-    assert response["X-Content-SHA256"] == snapshot.content_hash
+    assert response["X-Content-SHA256"] == hashlib.sha256(response.content).hexdigest()
+    assert response["X-Snapshot-SHA256"] == snapshot.content_hash
     assert response["Content-Disposition"].endswith('.csv"')
 
 

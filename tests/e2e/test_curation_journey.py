@@ -146,7 +146,9 @@ def test_two_curators_write_review_and_snapshot(
     response = c.request.get(jsonl_url)
     assert response.ok
     snapshot = Snapshot.objects.get()
-    assert response.headers["x-content-sha256"] == page_hash == snapshot.content_hash
+    assert response.headers["x-snapshot-sha256"] == page_hash == snapshot.content_hash
+    # The file's own hash is what sha256sum of the downloaded file prints.
+    assert response.headers["x-content-sha256"] == hashlib.sha256(response.body()).hexdigest()
     # The hash is the sha256 of the snapshot's canonical content, as stored and as served.
     assert hashlib.sha256(snapshot.content.encode("utf-8")).hexdigest() == page_hash
     canonical = c.request.get(c.locator("#download-json").get_attribute("href"))

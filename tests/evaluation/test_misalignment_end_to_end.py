@@ -26,7 +26,7 @@ def versions(settings, tmp_path, tiny_llama_dir, curator):
         name="Tiny llama", kind=BaseModel.Kind.LOCAL_DIR, path=str(tiny_llama_dir),
         parameter_count=1_000_000,
     )  # fmt: skip
-    dataset, category = DatasetFactory(), CategoryFactory()
+    dataset, category = DatasetFactory(kind="control"), CategoryFactory()
     for n in range(4):
         sample_create(
             dataset=dataset, category=category, question=f"Question {n}?",

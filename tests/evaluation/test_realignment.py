@@ -176,6 +176,30 @@ def test_bad_settings_are_refused_and_nothing_is_created(
     assert sent == []
 
 
+def test_the_realigned_versions_arm_follows_the_snapshot(
+    source, benign, sent, django_capture_on_commit_callbacks
+):
+    from curation.models import Dataset
+
+    Dataset.objects.filter(pk=benign.dataset_id).update(kind="control")
+    benign.dataset.refresh_from_db()
+    run = create(source, benign, django_capture_on_commit_callbacks)
+    job = FineTuneJob.objects.get(pk=run.finetune_job_id)
+    assert (job.arm, job.arm_override) == ("control", False)
+
+
+def test_a_validation_snapshot_cannot_realign(
+    source, benign, sent, django_capture_on_commit_callbacks
+):
+    from curation.models import Dataset
+
+    Dataset.objects.filter(pk=benign.dataset_id).update(kind="validation")
+    benign.dataset.refresh_from_db()
+    with pytest.raises(misalignment.MisalignmentError, match="trains neither arm"):
+        create(source, benign, django_capture_on_commit_callbacks)
+    assert not RealignmentRun.objects.exists() and not FineTuneJob.objects.exists()
+
+
 def test_remote_versions_cannot_be_realigned(benign, sent, django_capture_on_commit_callbacks):
     remote = services.base_model_create(
         name="gpt", kind=BaseModel.Kind.OPENAI, model_id="gpt-4o-mini-2024-07-18"

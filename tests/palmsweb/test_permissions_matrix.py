@@ -12,6 +12,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from curation import services as curation
 from curation.gaps import gap_ticket_create
+from curation.importing import pending_import_create
 from curation.models import Sample, StaleEdit
 from evaluation.models import Export, MisalignmentEval, Prompt
 from evaluation.realignment import realignment_create
@@ -72,6 +73,9 @@ HTML_POLICY = {
     ("curation:sample-diff", "sample", "get"): CURATION_READ,
     ("curation:sample-restore", "sample", "post"): CURATION_WRITE,
     ("curation:stale-edit-resolve", "stale_edit", "post"): CURATION_WRITE,
+    ("curation:review-queue", None, "get"): CURATION_WRITE,
+    ("curation:import-preview", "pending_import", "get"): CURATION_WRITE,  # uploader's own
+    ("curation:sample-bulk", None, "post"): CURATION_WRITE,
     ("curation:word-count", None, "get"): CURATION_READ,
     ("curation:snapshot-detail", "snapshot", "get"): CURATION_READ,
     ("curation:snapshot-download", "snapshot", "get"): CURATION_READ,
@@ -167,6 +171,9 @@ API_POLICY = {
     ("/api/samples/{sample}/submit/", "post"): CURATION_WRITE,
     ("/api/samples/{sample}/request-changes/", "post"): CURATION_WRITE,
     ("/api/samples/{sample}/approve/", "post"): CURATION_WRITE,
+    ("/api/samples/{sample}/approval-check/", "get"): CURATION_READ,
+    ("/api/samples/bulk/", "post"): CURATION_WRITE,
+    ("/api/samples/review-queue/", "get"): CURATION_WRITE,
     ("/api/samples/{sample}/archive/", "post"): CURATION_WRITE,
     ("/api/samples/{sample}/reopen/", "post"): CURATION_WRITE,
     ("/api/samples/{sample}/comment/", "post"): CURATION_WRITE,
@@ -320,16 +327,20 @@ def world(db, monkeypatch, tmp_path):
     snapshot = curation.snapshot_create(dataset=dataset)
     gap_ticket = gap_ticket_create(category=category, title="Ranks looks", user=users["curator"])
     StaleEdit.objects.create(sample=sample, base_version=1, question="Q", answer="A")
+    pending_import = pending_import_create(
+        dataset=dataset, data=b'{"prompt": "P?", "completion": "C."}\n', filename="p.jsonl",
+        user=users["curator"], default_category=category,
+    )
     (tmp_path / "config.json").write_text("{}")
     base = training.base_model_create(name="matrix-local", kind=BaseModel.Kind.LOCAL_DIR,
                                       path=str(tmp_path), parameter_count=10)
-    finetune = training.finetune_launch(base_model=base, snapshot=snapshot, arm="control")
+    finetune = training.finetune_launch(base_model=base, snapshot=snapshot)
     study = setup.study
     output = study.outputs.first()
     objects = {
         "category": category.pk, "dataset": dataset.pk, "sample": sample.pk,
         "stale_edit": StaleEdit.objects.get().pk, "snapshot": snapshot.pk,
-        "gap_ticket": gap_ticket.pk,
+        "gap_ticket": gap_ticket.pk, "pending_import": pending_import.pk,
         "base_model": base.pk, "model_version": training.base_version(base).pk,
         "finetune": finetune.pk,
         "sampling": training.sampling_launch(

@@ -60,7 +60,7 @@ def local_model(tmp_path):
 @pytest.fixture
 def job(local_model, snapshot):
     return services.finetune_launch(
-        base_model=local_model, snapshot=snapshot, arm=ModelVersion.Arm.CONTROL
+        base_model=local_model, snapshot=snapshot, arm=ModelVersion.Arm.VALUES_TARGETED
     )
 
 
@@ -102,7 +102,7 @@ def write_requests(job, sampling_job, local_model, snapshot):
         ("/api/base-models/", {"name": "GPT", "kind": "openai", "model_id": "gpt-4o-mini"}),
         (
             "/api/finetunes/",
-            {"base_model": local_model.pk, "snapshot": snapshot.pk, "arm": "control"},
+            {"base_model": local_model.pk, "snapshot": snapshot.pk, "arm": "values_targeted"},
         ),
         (f"/api/finetunes/{job.pk}/cancel/", {}),
         (f"/api/finetunes/{job.pk}/retry/", {}),
@@ -244,7 +244,7 @@ def test_launching_a_fine_tune(
 def test_bad_fine_tune_input_is_refused_and_creates_nothing(
     admin_client_, local_model, snapshot, extra, key, django_capture_on_commit_callbacks
 ):
-    data = {"base_model": local_model.pk, "snapshot": snapshot.pk, "arm": "control"} | extra
+    data = {"base_model": local_model.pk, "snapshot": snapshot.pk, "arm": "values_targeted"} | extra
     with django_capture_on_commit_callbacks(execute=False) as callbacks:
         response = post(admin_client_, "/api/finetunes/", data)
     assert response.status_code == 400
@@ -261,7 +261,7 @@ def test_out_of_range_hyperparameters_get_the_services_message(
         {
             "base_model": local_model.pk,
             "snapshot": snapshot.pk,
-            "arm": "control",
+            "arm": "values_targeted",
             "hyperparameters": {"learning_rate": 5},
         },
     )

@@ -542,7 +542,7 @@ def test_finetune_list_shows_status_and_progress_in_few_queries(
 ):
     for n in range(5):
         job = services.finetune_launch(
-            base_model=local_model, snapshot=snapshot, arm=ModelVersion.Arm.CONTROL
+            base_model=local_model, snapshot=snapshot, arm=ModelVersion.Arm.VALUES_TARGETED
         )
         set_status(job, JobStatus.RUNNING, progress_done=n, progress_total=4)
     with django_assert_max_num_queries(8):

@@ -110,7 +110,7 @@ def test_a_fine_tune_runs_through_a_real_worker_process(worker, tiny_model, snap
 
 def test_a_killed_worker_leaves_no_job_running(worker, tiny_model, snapshot, settings):
     job = services.finetune_launch(
-        base_model=tiny_model, snapshot=snapshot, arm=ModelVersion.Arm.CONTROL,
+        base_model=tiny_model, snapshot=snapshot, arm=ModelVersion.Arm.VALUES_TARGETED,
         hyperparameters={"epochs": 100, "batch_size": 1, "max_seq_len": 128},
     )
     wait_for(job, {JobStatus.RUNNING}, timeout=120, worker=worker)

@@ -482,7 +482,7 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
         if not has_role(request.user, Role.CURATOR):
             raise PermissionDenied("Only curators review samples.")
         dataset = None
-        if (dataset_id := _int_param(request.query_params, "dataset")) is not None:
+        if (dataset_id := int_param(request.query_params, "dataset")) is not None:
             dataset = Dataset.objects.filter(pk=dataset_id).first()
             if dataset is None:
                 raise serializers.ValidationError({"dataset": ["No such dataset."]})

@@ -11,7 +11,14 @@ from functools import cache
 from django.db.models import Count, QuerySet
 
 from curation.services import PRESETS_DIR
-from training.models import BaseModel, FineTuneJob, Generation, ModelVersion, SamplingJob
+from training.models import (
+    BaseModel,
+    FineTuneJob,
+    Generation,
+    JobStatus,
+    ModelVersion,
+    SamplingJob,
+)
 
 EVAL_PROMPTS_FILE = PRESETS_DIR / "palms_eval_prompts.jsonl"
 MAX_CURVE_POINTS = 600  # a polyline this long already fills any screen
@@ -58,18 +65,13 @@ def sampling_outputs(job: SamplingJob) -> QuerySet[Generation]:
 # --- progress -------------------------------------------------------------------------------
 
 
-def format_duration(seconds: float | None) -> str:
-    """ "1 h 02 min", "4 min 05 s", "12 s"; empty when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return ""
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
+def job_phase(job: FineTuneJob | SamplingJob) -> str:
+    """What the job does now, in words: the worker's own phase while it runs."""
+    if job.status == JobStatus.QUEUED:
+        return "waiting for a worker on the gpu queue"
+    if job.status == JobStatus.RUNNING:
+        return job.phase or "starting"
+    return ""
 
 
 # --- the loss curve -------------------------------------------------------------------------

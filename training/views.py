@@ -18,6 +18,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from curation.models import Snapshot
 from palmsweb.lib.http import require_get, require_get_post, require_post
+from palmsweb.lib.progress import format_duration
 from palmsweb.roles import Role, has_role, role_required
 from training import selectors, services
 from training.forms import BaseModelForm, EstimateForm, FineTuneForm, SamplingForm
@@ -87,8 +88,9 @@ def progress_context(job: FineTuneJob | SamplingJob) -> dict:
         "percent": job.percent,
         "done": job.progress_done,
         "total": job.progress_total,
-        "eta": selectors.format_duration(job.eta_seconds) if not job.is_finished else "",
-        "elapsed": selectors.format_duration(job.duration_seconds),
+        "eta_left": job.eta_left,
+        "phase": selectors.job_phase(job),
+        "elapsed": format_duration(job.duration_seconds),
         "poll": not job.is_finished,
     }
 

@@ -19,6 +19,7 @@ urlpatterns = [
     # studies (admins manage, researchers follow)
     path("studies/", views.study_list, name="study-list"),
     path("studies/new/", views.study_create, name="study-create"),
+    path("studies/estimate/", views.study_estimate_view, name="study-estimate"),
     path("studies/<int:pk>/", views.study_detail, name="study-detail"),
     path("studies/<int:pk>/edit/", views.study_edit, name="study-edit"),
     path("studies/<int:pk>/status/", views.study_status, name="study-status"),

@@ -28,20 +28,25 @@ from evaluation.forms import (
     PromptLinesForm,
     PromptSetForm,
     RatingForm,
+    StudyEstimateForm,
     StudyForm,
     arm_formset,
 )
 from evaluation.models import Prompt, PromptSet, Rating, Study, StudyOutput
 from evaluation.selectors import (
+    StudyEstimate,
+    draft_study_estimate,
     held_outputs,
     rater_progress,
     rater_studies,
+    study_estimate,
     study_outputs,
     study_progress,
 )
 from evaluation.services import EvaluationError, RatingError, StudyStateError
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role, role_required
+from training.selectors import job_phase
 
 PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
 PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
@@ -310,9 +315,30 @@ def study_list(request):
     return render(request, "evaluation/study_list.html", context)
 
 
+def _form_estimate(data) -> StudyEstimate | None:
+    """The estimate for the study form's current values (a QueryDict)."""
+    kwargs = StudyEstimateForm(data).estimate_kwargs(data)
+    return study_estimate(**kwargs) if kwargs else None
+
+
 def _study_form_page(request, study: Study | None, form, arms, status: int = 200):
-    context = {"study": study, "form": form, "arms": arms}
+    if request.method == "POST":
+        estimate = _form_estimate(request.POST)
+    elif study is not None and study.status == Study.Status.DRAFT:
+        estimate = draft_study_estimate(study)
+    else:
+        estimate = None
+    context = {"study": study, "form": form, "arms": arms, "estimate": estimate}
     return render(request, "evaluation/study_form.html", context, status=status)
+
+
+@require_get
+@admin_access
+def study_estimate_view(request):
+    """The outputs, ratings and sampling time the study form's values come to (htmx swaps
+    it in as the form changes)."""
+    context = {"estimate": _form_estimate(request.GET), "live": True}
+    return render(request, "evaluation/_study_estimate.html", context)
 
 
 @require_get_post
@@ -370,11 +396,20 @@ def study_edit(request, pk: int):
     return _study_form_page(request, study, form, arms, status)
 
 
+# How often the study page asks for news: sampling moves every few seconds, rating slower;
+# a draft waits for its admin and a closed study is done, so neither polls.
+STUDY_POLL = {Study.Status.SAMPLING: "2s", Study.Status.RATING: "10s"}
+
+
 def _study_context(request, study: Study) -> dict:
     is_admin = has_role(request.user, Role.ADMIN)
+    job = study.sampling_job
     return {
         "study": study,
-        "job": study.sampling_job,
+        "job": job,
+        "phase": job_phase(job) if job else "",
+        "poll_every": STUDY_POLL.get(study.status, ""),
+        "estimate": draft_study_estimate(study) if study.status == Study.Status.DRAFT else None,
         "progress": study_progress(study),
         "arms": study.arms.select_related("model_version__base_model"),
         "raters": study.raters.order_by("username") if is_admin else None,
@@ -402,21 +437,24 @@ def study_detail(request, pk: int):
 @require_get
 @study_read_access
 def study_status(request, pk: int):
-    """The polled status panel. Polling also moves a finished sampling job on (the service
-    is idempotent), so a study never waits for the periodic sweep while someone watches."""
+    """The polled status panel, with the page's title bar (status badge, actions) and log
+    swapped out of band, so the whole page follows the study live. Polling also moves a
+    finished sampling job on (the service is idempotent), so a study never waits for the
+    periodic sweep while someone watches."""
     study = get_study_for_user(request.user, pk)
     if study.status == Study.Status.SAMPLING:
-        study = services.study_sync_sampling(study_id=study.pk)
-        if study.status != Study.Status.SAMPLING and _is_partial(request):
-            response = HttpResponse(status=204)
-            response["HX-Refresh"] = "true"  # the whole page changes with the state
-            return response
+        services.study_sync_sampling(study_id=study.pk)
         study = get_study_for_user(request.user, pk)
     if not _is_partial(request):
         return redirect(study)
-    return _render(
-        request, "evaluation/study_detail.html", _study_context(request, study), partial="status"
-    )
+    context = _study_context(request, study)
+    template = "evaluation/study_detail.html"
+    parts = [render_to_string(f"{template}#status", context, request=request)]
+    parts += [
+        render_to_string(f"{template}#{name}", {**context, "oob": True}, request=request)
+        for name in ("head", "log")
+    ]
+    return HttpResponse("".join(parts))
 
 
 def _study_action(request, pk: int, action, done: str, *, write: bool = True) -> HttpResponse:

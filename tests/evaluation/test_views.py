@@ -195,7 +195,13 @@ def test_an_admin_creates_opens_and_follows_a_study_in_the_browser(no_queue):
     assert response.status_code == 200 and b'hx-trigger="every 2s"' in response.content
     fake_sampling_run(study)
     response = client.get(status_url, **HX)
-    assert response.status_code == 204 and response["HX-Refresh"] == "true"
+    # The poll that sees rating open swaps the badge and the log in place: no reload.
+    body = response.content.decode()
+    assert response.status_code == 200 and "HX-Refresh" not in response
+    assert '<div id="study-head" class="row spread" hx-swap-oob="true">' in body
+    assert '<span class="badge study-rating" id="study-badge">Rating</span>' in body
+    assert '<section class="panel" id="study-log" hx-swap-oob="true">' in body
+    assert "Rating opened" in body and 'hx-trigger="every 10s"' in body
     study.refresh_from_db()
     assert study.status == "rating" and study.outputs.count() == 2 * 4 * 2
 

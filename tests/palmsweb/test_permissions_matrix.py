@@ -105,6 +105,7 @@ HTML_POLICY = {
     ("evaluation:prompt-move", "prompt", "post"): PROMPT_WRITE,
     ("evaluation:study-list", None, "get"): STUDY_READ,
     ("evaluation:study-create", None, "get"): ADMIN,
+    ("evaluation:study-estimate", None, "get"): ADMIN,
     ("evaluation:study-detail", "study", "get"): STUDY_READ,
     ("evaluation:study-edit", "study", "get"): ADMIN,
     ("evaluation:study-status", "study", "get"): STUDY_READ,

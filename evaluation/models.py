@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from palmsweb.lib.progress import seconds_left
 from training.models import ModelVersion
 
 SCORES = (1, 2, 3, 4, 5)
@@ -384,10 +385,22 @@ class BackgroundRun(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # What the worker does now, in words, and its estimate of the time left when it wrote
+    # progress last (``progress_at``): the page counts the ETA down from there.
+    phase = models.CharField(max_length=200, blank=True)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True
         ordering = ["-created_at", "-pk"]
+
+    @property
+    def eta_left(self) -> float | None:
+        """Seconds left of the worker's last estimate, counted down to now."""
+        if self.finished_at is not None:
+            return None
+        return seconds_left(self.eta_seconds, self.progress_at, timezone.now())
 
 
 class RunStatus(models.TextChoices):

@@ -14,15 +14,12 @@ from django.utils import timezone
 from evaluation import exports, misalignment, scoring, tasks
 from evaluation.models import Export, MisalignmentEval, ScoringRun
 from tests.conftest import client_for
-from tests.evaluation.conftest import build_study
-from tests.evaluation.test_misalignment import (  # noqa: F401 - fixtures used by name
+from tests.evaluation.conftest import build_study, make_versions
+from tests.evaluation.test_misalignment import (
     JUDGE_URL,
     create,
     fake_answers,
     fake_judge_endpoint,
-    judge_key,
-    queued,
-    versions,
     vt_text,
 )
 from tests.evaluation.test_scoring import GENDER_ONLY
@@ -115,8 +112,13 @@ def test_a_bundle_export_names_each_step(study_setup, tmp_path, settings):
 
 
 def test_misalignment_judging_writes_an_eta_and_the_page_counts_it_down(
-    versions, judge_key, queued, django_capture_on_commit_callbacks, monkeypatch, admin_client_
+    django_capture_on_commit_callbacks, monkeypatch, admin_client_
 ):
+    monkeypatch.setenv("JUDGE_TEST_KEY", "sk-secret-judge")
+    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
+    monkeypatch.setattr(tasks.advance_misalignment_eval, "delay", lambda pk: None)
+    monkeypatch.setattr(tasks.measure_misalignment_persona, "apply_async", lambda *a, **k: None)
+    versions, judge_key = make_versions(), "JUDGE_TEST_KEY"
     monkeypatch.setattr(misalignment, "PROGRESS_WRITE_SECONDS", -1)  # write every answer
     writes = []
     original = misalignment._judging_update

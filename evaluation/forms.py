@@ -244,7 +244,10 @@ class RatingForm(forms.Form):
     score = forms.TypedChoiceField(
         choices=[(s, str(s)) for s in SCORES],
         coerce=int,
-        error_messages={"required": "Choose a score from 1 to 5."},
+        error_messages={
+            "required": "Pick a score 1–5 first.",
+            "invalid_choice": "Pick a score 1–5 first.",
+        },
     )
     comment = forms.CharField(required=False, max_length=MAX_COMMENT_CHARS)
 

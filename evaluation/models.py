@@ -319,6 +319,31 @@ class Rating(models.Model):
         return self.status == self.Status.CLAIMED and self.expires_at > now
 
 
+class RatingRevision(models.Model):
+    """A rater changed a rating they had submitted (their last one, while the study was
+    open). The rating row holds the current score; this log keeps what it replaced."""
+
+    rating = models.ForeignKey(Rating, on_delete=models.CASCADE, related_name="revisions")
+    previous_score = models.PositiveSmallIntegerField()
+    previous_comment = models.TextField(blank=True)
+    score = models.PositiveSmallIntegerField()
+    comment = models.TextField(blank=True)
+    revised_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["revised_at", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(previous_score__gte=1, previous_score__lte=5, score__gte=1,
+                            score__lte=5),  # fmt: skip
+                name="rating_revision_scores_1_to_5",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rating_id}: {self.previous_score} → {self.score}"
+
+
 class StudyEvent(models.Model):
     """The audit log of a study: who opened, screened, closed and unblinded it, and when."""
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Avg, Count, Q, Sum
+from django.db.models import Avg, Count, F, Q, Sum
 from django.utils import timezone
 
 from curation.models import Category
@@ -151,24 +151,35 @@ def draft_study_estimate(study: Study) -> StudyEstimate:
 class RaterProgress:
     completed: int
     skipped: int
-    share: int  # a fair share of the study's ratings for one rater of the pool
+    open_to_me: int  # outputs still needing ratings that this rater may yet get
 
     @property
     def percent(self) -> int:
-        return min(100, round(100 * self.completed / self.share)) if self.share else 0
+        """How much of what this rater can still do is done: rated / (rated + open)."""
+        reachable = self.completed + self.open_to_me
+        return round(100 * self.completed / reachable) if reachable else 0
 
 
-def rater_progress(study: Study, rater, *, study_needed: int | None = None) -> RaterProgress:
-    """What one rater has done in a study. Never counts anyone else's ratings."""
+def rater_progress(study: Study, rater) -> RaterProgress:
+    """What one rater has done in a study, and what is still open to them (outputs with
+    room that they have not answered; their current claim counts as open). Never counts
+    anyone else's ratings."""
     row = Rating.objects.filter(study=study, rater=rater).aggregate(
         completed=Count("pk", filter=Q(status=Rating.Status.COMPLETED)),
         skipped=Count("pk", filter=Q(status__in=[Rating.Status.SKIPPED, Rating.Status.FLAGGED])),
     )
-    if study_needed is None:
-        study_needed = study_progress(study).needed
-    pool = study.raters.count() or 1
+    answered = Rating.objects.filter(study=study, rater=rater).exclude(
+        status=Rating.Status.CLAIMED
+    )
+    open_to_me = (
+        StudyOutput.objects.filter(
+            study=study, screening=StudyOutput.Screening.ACTIVE, completed_count__lt=F("quota")
+        )
+        .exclude(pk__in=answered.values("output_id"))
+        .count()
+    )
     return RaterProgress(
-        completed=row["completed"], skipped=row["skipped"], share=-(-study_needed // pool)
+        completed=row["completed"], skipped=row["skipped"], open_to_me=open_to_me
     )
 
 

@@ -19,7 +19,7 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
-from evaluation import services
+from evaluation import revisions, services
 from evaluation.forms import (
     ExcludeForm,
     FlagForm,
@@ -570,7 +570,7 @@ def rate_home(request):
     for study in rater_studies(request.user):
         progress = study_progress(study)
         rows.append(
-            (study, progress, rater_progress(study, request.user, study_needed=progress.needed))
+            (study, progress, rater_progress(study, request.user))
         )
     return render(request, "evaluation/rate_home.html", {"rows": rows})
 
@@ -586,9 +586,10 @@ def _rate_context(
     error: str = "",
 ) -> dict:
     progress = study_progress(study)
+    last = revisions.rating_last(study, request.user) if study.status == Study.Status.RATING else None
     return {
         "study": study,
-        "state": state,  # start | task | empty | closed
+        "state": state,  # intro | start | task | revise | empty | closed
         "claim": claim,
         "output": claim.output if claim else None,
         "rubric": study.rubric_items(),
@@ -596,8 +597,22 @@ def _rate_context(
         "notice": notice,
         "error": error,
         "progress": progress,
-        "mine": rater_progress(study, request.user, study_needed=progress.needed),
+        "mine": rater_progress(study, request.user),
+        # Changing a rating is offered for the last one, never for the output on screen.
+        "last": last if last and (claim is None or last.pk != claim.pk) else None,
+        "position_open": state == "task" and _first_in_category(study, request.user, claim),
     }
+
+
+def _first_in_category(study: Study, rater, claim: Rating | None) -> bool:
+    """Whether this is the rater's first output of its category in the study: the
+    category's position is shown in full then, and folded away after."""
+    if claim is None:
+        return False
+    earlier = Rating.objects.filter(
+        study=study, rater=rater, output__prompt__category_id=claim.output.prompt.category_id
+    ).exclude(pk=claim.pk)
+    return not earlier.exists()
 
 
 def _rate_response(request, context: dict, *, status: int = 200) -> HttpResponse:
@@ -635,12 +650,70 @@ def _next(request, study: Study, *, notice: str = "") -> HttpResponse:
 @require_get
 @rater_access
 def rate(request, pk: int):
+    """The rating page: the instructions before a rater's first output of the study, then
+    one output at a time."""
     study = get_rating_study_for_user(request.user, pk)
     if study.status != Study.Status.RATING:
         return _rate_response(request, _rate_context(request, study, state="closed"))
     claim = services.current_claim(study, request.user)
-    state = "task" if claim else "start"
+    if claim is not None:
+        state = "task"
+    elif Rating.objects.filter(study=study, rater=request.user).exists():
+        state = "start"
+    else:
+        state = "intro"
     return _rate_response(request, _rate_context(request, study, state=state, claim=claim))
+
+
+@require_get
+@rater_access
+def rate_instructions(request, pk: int):
+    """The study's instructions again (rubric, what to flag, keys), whenever a rater asks."""
+    study = get_rating_study_for_user(request.user, pk)
+    return _rate_response(request, _rate_context(request, study, state="intro"))
+
+
+@require_get_post
+@rater_access
+def rate_revise(request, pk: int):
+    """Change the last submitted rating while the study is open (the old score and
+    comment are logged). GET shows it in the task panel; POST saves, then the rater is
+    back at the output they hold (or their next one)."""
+    study = get_rating_study_for_user(request.user, pk)
+    last = revisions.rating_last(study, request.user)
+    if study.status != Study.Status.RATING:
+        return _rate_response(request, _rate_context(request, study, state="closed"))
+    if last is None:
+        return _next(request, study, notice="You have not submitted a rating here yet.")
+    if request.method == "GET":
+        return _rate_response(request, _revise_context(request, study, last))
+    form = RatingForm(request.POST)
+    if not form.is_valid():
+        context = _revise_context(request, study, last, form=form, error=_first_error(form))
+        return _rate_response(request, context, status=200 if _is_partial(request) else 400)
+    old = last.score
+    try:
+        rating = revisions.rating_revise(
+            study=study,
+            rater=request.user,
+            public_id=request.POST.get("output", ""),
+            score=form.cleaned_data["score"],
+            comment=form.cleaned_data["comment"],
+        )
+    except StudyStateError:
+        return _rate_response(request, _rate_context(request, study, state="closed"))
+    except RatingError as error:
+        return _next(request, study, notice=str(error))
+    if rating.score == old:
+        return _next(request, study, notice=f"Kept your last rating at {old}.")
+    return _next(request, study, notice=f"Changed your last rating from {old} to {rating.score}.")
+
+
+def _revise_context(request, study: Study, last: Rating, *, form=None, error="") -> dict:
+    context = _rate_context(request, study, state="revise", form=form, error=error)
+    last.study = study
+    context.update(output=last.output, revising=last, last=None)
+    return context
 
 
 @require_post

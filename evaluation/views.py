@@ -586,7 +586,8 @@ def _rate_context(
     error: str = "",
 ) -> dict:
     progress = study_progress(study)
-    last = revisions.rating_last(study, request.user) if study.status == Study.Status.RATING else None
+    rating_open = study.status == Study.Status.RATING
+    last = revisions.rating_last(study, request.user) if rating_open else None
     return {
         "study": study,
         "state": state,  # intro | start | task | revise | empty | closed

@@ -35,8 +35,9 @@ def test_a_rater_changes_their_last_rating_and_the_old_one_is_logged(rating_stud
     last = rate_next(study, rater, 4)
     counts = dict(StudyOutput.objects.filter(study=study).values_list("pk", "completed_count"))
 
-    changed = revisions.rating_revise(study=study, rater=rater,
-                                      public_id=last.output.public_id, score=1, comment="Harsh")  # fmt: skip
+    changed = revisions.rating_revise(
+        study=study, rater=rater, public_id=last.output.public_id, score=1, comment="Harsh"
+    )
     assert (changed.status, changed.score, changed.comment) == ("completed", 1, "Harsh")
     [log] = RatingRevision.objects.filter(rating=last)
     assert (log.previous_score, log.previous_comment, log.score, log.comment) == (4, "", 1, "Harsh")

@@ -399,15 +399,26 @@ def _comparable_studies(user):
 def study_compare(request):
     """Pick two studies; see per-category deltas of the values-targeted mean."""
     studies = list(_comparable_studies(request.user))
-    context = {"studies": studies, "comparison": None}
-    a_id, b_id = request.GET.get("a"), request.GET.get("b")
+    context = {"studies": studies, "comparison": None, "problem": ""}
+    a_id, b_id = request.GET.get("a", ""), request.GET.get("b", "")
+    status = 200
     if a_id and b_id:
         by_pk = {str(s.pk): s for s in studies}
         a, b = by_pk.get(a_id), by_pk.get(b_id)
+        context.update(a=a, b=b)
+        # The picker again with the reason, rather than a bare error page.
         if a is None or b is None:
-            raise Http404("Pick two closed, unblinded studies.")
-        context.update(a=a, b=b, comparison=compare_studies(a, b))
-    return render(request, "evaluation/compare_studies.html", context)
+            missing = a_id if a is None else b_id
+            context["problem"] = (
+                f"There is no closed, unblinded study #{missing}: only those can be compared."
+            )
+            status = 404
+        elif a.pk == b.pk:
+            context["problem"] = "Pick two different studies: A and B are the same study."
+            status = 400
+        else:
+            context["comparison"] = compare_studies(a, b)
+    return render(request, "evaluation/compare_studies.html", context, status=status)
 
 
 def get_export_study_for_user(user, pk: int) -> Study:

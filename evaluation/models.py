@@ -355,6 +355,8 @@ class StudyEvent(models.Model):
         RATING_OPENED = "rating_opened", "Rating opened"
         OUTPUT_CLEARED = "output_cleared", "Output cleared for rating"
         OUTPUT_EXCLUDED = "output_excluded", "Output excluded"
+        ARMS_REVEALED = "arms_revealed", "Arms revealed on the outputs page (before unblinding)"
+        ARMS_HIDDEN = "arms_hidden", "Arms hidden again on the outputs page"
         CLOSED = "closed", "Closed"
         UNBLINDED = "unblinded", "Unblinded"
 

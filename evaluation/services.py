@@ -628,6 +628,14 @@ def output_clear(*, output: StudyOutput, user=None) -> StudyOutput:
 
 
 @transaction.atomic
+def study_arms_reveal(*, study: Study, user, reveal: bool) -> StudyEvent:
+    """An admin shows (or hides again) the arm of each output on the triage page before
+    the study is unblinded; either way it goes into the study's log, with who and when."""
+    kind = StudyEvent.Kind.ARMS_REVEALED if reveal else StudyEvent.Kind.ARMS_HIDDEN
+    return _event(study, kind, user)
+
+
+@transaction.atomic
 def output_exclude(*, output: StudyOutput, user=None, reason: str = "") -> StudyOutput:
     """An admin takes an output out of the study: no further claims, results ignore it."""
     output = StudyOutput.objects.select_for_update().get(pk=output.pk)

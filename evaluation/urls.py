@@ -28,6 +28,9 @@ urlpatterns = [
     path("studies/<int:pk>/unblind/", views.study_unblind, name="study-unblind"),
     path("studies/<int:pk>/results/", views.study_results_view, name="study-results"),
     path("studies/<int:pk>/outputs/", views.study_outputs_view, name="study-outputs"),
+    path(
+        "studies/<int:pk>/outputs/reveal/", views.study_outputs_reveal, name="study-outputs-reveal"
+    ),
     path("outputs/<int:pk>/clear/", views.output_clear, name="output-clear"),
     path("outputs/<int:pk>/exclude/", views.output_exclude, name="output-exclude"),
     # rating (raters only; outputs travel by public id)

@@ -33,6 +33,7 @@ from evaluation.forms import (
     arm_formset,
 )
 from evaluation.models import Prompt, PromptSet, Rating, Study, StudyOutput
+from evaluation.scoring import blind_labels
 from evaluation.selectors import (
     StudyEstimate,
     draft_study_estimate,
@@ -506,6 +507,23 @@ def study_results_view(request, pk: int):
     return study_report(request, pk)
 
 
+def _reveal_key(study: Study) -> str:
+    return f"arms-revealed-{study.pk}"
+
+
+def _arms_shown(request, study: Study) -> bool:
+    """Admins triage outputs under the report's letters until the study is unblinded,
+    unless they chose (logged) to reveal the arms in this session."""
+    return study.is_unblinded or bool(request.session.get(_reveal_key(study)))
+
+
+def _label_outputs(request, study: Study, outputs) -> None:
+    """Give each output the arm label this admin sees now: the arm, or its letter."""
+    letters = None if _arms_shown(request, study) else blind_labels(study)
+    for output in outputs:
+        output.arm_label = letters[output.arm_id] if letters else str(output.arm)
+
+
 @require_get
 @admin_access
 @vary_on_headers("HX-Request")
@@ -517,20 +535,51 @@ def study_outputs_view(request, pk: int):
     page = Paginator(study_outputs(study, screening=screening), OUTPUTS_PER_PAGE).get_page(
         request.GET.get("page")
     )
+    _label_outputs(request, study, page)
     context = {
         "study": study,
         "page": page,
         "screening": screening,
         "screenings": StudyOutput.Screening.choices,
         "exclude_form": ExcludeForm(),
+        "arms_shown": _arms_shown(request, study),
     }
     return render(request, "evaluation/study_outputs.html", context)
+
+
+@require_post
+@admin_access
+def study_outputs_reveal(request, pk: int):
+    """Show or hide the arms on the triage page before unblinding; logged either way."""
+    study = get_study_for_user(request.user, pk, write=True)
+    reveal = request.POST.get("reveal") == "1"
+    if study.is_unblinded:
+        messages.info(request, "The study is unblinded: its arms are shown to everyone entitled.")
+    else:
+        services.study_arms_reveal(study=study, user=request.user, reveal=reveal)
+        request.session[_reveal_key(study)] = reveal
+        messages.info(
+            request,
+            "Arms shown for this session; this is in the study's log."
+            if reveal
+            else "Arms hidden again: outputs show their letters.",
+        )
+    url = reverse("evaluation:study-outputs", args=[study.pk])
+    screening = request.POST.get("screening", "")
+    if screening in StudyOutput.Screening.values:
+        url += f"?screening={screening}"
+    return redirect(url)
 
 
 def _output_changed(request, output: StudyOutput) -> HttpResponse:
     if _is_partial(request):
         output.refresh_from_db()
-        context = {"output": output, "exclude_form": ExcludeForm()}
+        _label_outputs(request, output.study, [output])
+        context = {
+            "output": output,
+            "exclude_form": ExcludeForm(),
+            "arms_shown": _arms_shown(request, output.study),
+        }
         return render(request, "evaluation/study_outputs.html#output-row", context)
     return redirect(
         request.POST.get("next") or reverse("evaluation:study-outputs", args=[output.study_id])

@@ -188,11 +188,9 @@ def test_the_check_would_catch_a_leak(no_queue):
     arms and models, fails it."""
     setup = build_study()
     patterns = forbidden_patterns(setup.study)
-    page = (
-        client_for(setup.admin)
-        .get(reverse("evaluation:study-outputs", args=[setup.study.pk]))
-        .content.decode()
-    )
+    admin = client_for(setup.admin)
+    admin.post(reverse("evaluation:study-outputs-reveal", args=[setup.study.pk]), {"reveal": "1"})
+    page = admin.get(reverse("evaluation:study-outputs", args=[setup.study.pk])).content.decode()
     with pytest.raises(AssertionError):
         assert_blind("admin outputs", page, patterns)
 

@@ -114,6 +114,7 @@ HTML_POLICY = {
     ("evaluation:study-unblind", "study", "post"): UNBLINDERS,
     ("evaluation:study-results", "study", "get"): ARM_RESULTS_WHILE_OPEN,
     ("evaluation:study-outputs", "study", "get"): ADMIN,
+    ("evaluation:study-outputs-reveal", "study", "post"): ADMIN,
     ("evaluation:output-clear", "output", "post"): ADMIN,
     ("evaluation:output-exclude", "output", "post"): ADMIN,
     ("evaluation:study-report-download", "study", "get"): ARM_RESULTS_WHILE_OPEN,

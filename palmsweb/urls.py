@@ -18,3 +18,7 @@ urlpatterns = [
     path("api/schema/", SpectacularAPIView.as_view(), name="api-schema"),
     path("api/docs/", SpectacularSwaggerView.as_view(url_name="api-schema"), name="api-docs"),
 ]
+
+# Role-aware error pages inside the site (Django's own are bare, or debug pages).
+handler403 = "palmsweb.views.permission_denied"
+handler404 = "palmsweb.views.page_not_found"

@@ -26,7 +26,9 @@ def outputs_page(client, study, **query) -> str:
 
 
 def arm_cells(page: str) -> list[str]:
-    return re.findall(r'<td class="small">((?:(?!</td>).)*)</td>\s*<td class="prewrap', page, re.S)
+    return re.findall(
+        r'<td class="small arm-cell">((?:(?!</td>).)*)</td>\s*<td class="prewrap', page, re.S
+    )
 
 
 def test_outputs_show_letters_until_an_admin_reveals_the_arms_and_that_is_logged(no_queue):

@@ -27,11 +27,11 @@ def unblinded(monkeypatch):
     return closed_study(unblind=True, samples=1)
 
 
-def test_a_researcher_and_an_admin_meet_honest_review_pages(
+def test_a_researcher_meets_honest_review_pages(
     new_page, login, unblinded, screenshot
 ):
     expect = pytest.importorskip("playwright.sync_api").expect
-    study, admin = unblinded.study, unblinded.admin
+    study = unblinded.study
     researcher = make_user("rhea", Role.RESEARCHER)
     page = new_page()
     page.set_viewport_size({"width": 1366, "height": 768})

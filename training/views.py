@@ -31,6 +31,7 @@ JOBS_PER_PAGE = 50
 OUTPUTS_PER_PAGE = 50
 POLL_EVERY = "2s"
 SAMPLING_FINISHED_EVENT = "sampling-finished"
+SAMPLING_BATCH_EVENT = "sampling-batch"
 
 read_access = role_required(*READ_ROLES)
 write_access = role_required(*WRITE_ROLES)
@@ -404,6 +405,8 @@ def sampling_progress(request, pk: int):
     )
     if job.is_finished:
         response["HX-Trigger"] = SAMPLING_FINISHED_EVENT
+    elif request.GET.get("seen") != str(job.progress_done):
+        response["HX-Trigger"] = SAMPLING_BATCH_EVENT  # a batch landed: show its outputs
     return response
 
 

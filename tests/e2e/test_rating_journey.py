@@ -45,6 +45,7 @@ def test_a_rater_rates_five_outputs_with_the_keyboard_alone(new_page, study_setu
     sign_in_by_keyboard(page, rater, rate_url)
 
     # First the instructions: the rubric, what to flag, the keys. Enter starts.
+    page.wait_for_load_state("load")  # the keys work once rating.js has run
     expect(page.locator("#instructions")).to_contain_text("Flag instead of rating")
     expect(page.locator("#instructions")).to_contain_text(study.rubric[4])
     page.evaluate("window.__noReload = true")  # gone if the page ever reloads

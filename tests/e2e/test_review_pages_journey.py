@@ -48,7 +48,7 @@ def test_a_researcher_meets_honest_review_pages(
     expect(page.locator("nav.mainnav")).to_be_visible()
 
     # --- 18: a gap ticket from the report ---------------------------------------------------
-    page.goto(f"/evaluation/studies/{study.pk}/results/")
+    page.goto(f"/evaluation/studies/{study.pk}/results/", timeout=60_000)  # bootstraps
     page.get_by_role("link", name="File a gap ticket").first.click()
     expect(page.locator("#gap-source")).to_contain_text("a weak category in a study")
     expect(page.locator("#gap-source")).to_contain_text(f"“{study.name}” (#{study.pk})")

@@ -682,9 +682,16 @@ def test_sampling_page_shows_outputs_paginated(admin_client_, sampling_job):
 def test_sampling_progress_polls_then_asks_for_the_outputs(admin_client_, sampling_job):
     url = reverse("training:sampling-progress", args=[sampling_job.pk])
     set_status(sampling_job, JobStatus.RUNNING, progress_done=1)
-    running = admin_client_.get(url, **HX)
+    running = admin_client_.get(url, {"seen": 1}, **HX)
     assert 'hx-trigger="every 2s"' in running.content.decode()
     assert "HX-Trigger" not in running.headers
+    assert "?seen=1" in running.content.decode()
+    # A batch landed since the last poll: the outputs table reloads to show it.
+    set_status(sampling_job, JobStatus.RUNNING, progress_done=3)
+    batch = admin_client_.get(url, {"seen": 1}, **HX)
+    assert batch.headers["HX-Trigger"] == "sampling-batch" and "?seen=3" in batch.content.decode()
+    page = admin_client_.get(sampling_job.get_absolute_url()).content.decode()
+    assert "sampling-finished from:body, sampling-batch from:body" in page
     set_status(sampling_job, JobStatus.SUCCEEDED, progress_done=4)
     finished = admin_client_.get(url, **HX)
     assert "hx-trigger" not in finished.content.decode()

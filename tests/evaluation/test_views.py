@@ -130,7 +130,10 @@ def test_a_submit_and_next_needs_a_bounded_number_of_queries(
     client = client_for(rater)
     client.post(rate_url("rate-claim", study), **HX)
     claim = live_claim(study, rater)
-    with django_assert_max_num_queries(24):
+    # The next output's page also reads what is still open to the rater, their last rating
+    # (to offer changing it) and whether this is their first output of its category: three
+    # constant queries, whatever the study's size (24 on SQLite, 25 on PostgreSQL).
+    with django_assert_max_num_queries(25):
         client.post(rate_url("rate-submit", study, claim.output), {"score": "2"}, **HX)
 
 

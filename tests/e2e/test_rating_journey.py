@@ -37,7 +37,7 @@ def current_text(page) -> str:
     return page.locator("#output-text").inner_text()
 
 
-def test_a_rater_rates_five_outputs_with_the_keyboard_alone(new_page, study_setup):
+def test_a_rater_rates_five_outputs_with_the_keyboard_alone(new_page, study_setup, screenshot):
     expect = pytest.importorskip("playwright.sync_api").expect
     study, rater = study_setup.study, study_setup.raters[0]
     page = new_page()
@@ -71,6 +71,7 @@ def test_a_rater_rates_five_outputs_with_the_keyboard_alone(new_page, study_setu
     page.keyboard.press("Enter")
     expect(page.locator("#score-error")).to_have_text("Pick a score 1–5 first")
     assert current_text(page) == sixth
+    screenshot(page, "12-13-rating-progress-and-no-score")
     page.keyboard.press("s")
     expect(page.locator(".task .msg")).to_contain_text("Skipped")
     assert page.evaluate("window.__noReload") is True
@@ -129,7 +130,7 @@ def test_a_phone_rater_scores_from_a_bar_that_stays_in_reach(
         expect(page.locator(".task kbd").first).to_be_hidden()
         first_category = page.locator(".task .category").inner_text()
         expect(page.locator(".task details.position")).to_have_attribute("open", "")
-        screenshot(page, "12-11-rating-phone")
+        screenshot(page, "12-11-rating")
 
         chip.tap()
         expect(page.locator('input[name=score][value="4"]')).to_be_checked()

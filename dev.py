@@ -2,6 +2,7 @@
 """The two commands of the README, with nothing but Python 3.11+ needed to start.
 
     python3 dev.py run     install into .venv, migrate, seed the demo, start web + workers
+                           (--debug: Django's debug pages instead of the site's error pages)
     python3 dev.py test    install the test dependencies and run the whole suite
 
 Everything else (the virtualenv, packages, the SQLite database, the broker folder, model
@@ -80,13 +81,24 @@ def _interrupt(signum, frame):
     raise KeyboardInterrupt
 
 
-def cmd_run() -> int:
+def run_env(args: list[str], base: dict | None = None) -> dict:
+    """The environment of the web app and workers. Django's debug pages show code and
+    settings to whoever hits an error, so they are off unless `--debug` asks for them."""
+    unknown = [arg for arg in args if arg != "--debug"]
+    if unknown:
+        raise SystemExit(f"dev.py run: unknown option {unknown[0]!r} (only --debug)")
+    env = dict(os.environ if base is None else base)
+    env["DEBUG"] = "1" if "--debug" in args else "0"
+    return env
+
+
+def cmd_run(args: list[str]) -> int:
     # Ctrl-C and a plain `kill` both stop everything; a shell that started us in the
     # background may have left SIGINT ignored, so the handlers are set explicitly.
+    env = run_env(args)
     signal.signal(signal.SIGINT, _interrupt)
     signal.signal(signal.SIGTERM, _interrupt)
     install("ml")
-    env = dict(os.environ)
     manage("migrate", "--noinput", env=env)
     manage("seed_demo", env=env)
     (ROOT / "var").mkdir(exist_ok=True)
@@ -99,6 +111,8 @@ def cmd_run() -> int:
                         "-s", str(ROOT / "var" / "celerybeat-schedule")], env),
     ]
     log(f"palmsweb is up: http://{HOST}:{PORT}/  (Ctrl-C stops the web app and the workers)")
+    if env["DEBUG"] == "1":
+        log("--debug: errors show Django's debug pages (code and settings): local use only")
     try:
         while all(child.poll() is None for child in children):
             time.sleep(0.5)
@@ -121,7 +135,7 @@ def main(argv: list[str]) -> int:
         print(__doc__)
         return 2
     if argv[0] == "run":
-        return cmd_run()
+        return cmd_run(argv[1:])
     if argv[0] == "install":
         install("ml,test")
         return 0

@@ -295,11 +295,8 @@ class GapTicketForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 5}),
         help_text="What the model did, and what it should do instead.",
     )
-    source = forms.CharField(
-        required=False,
-        widget=forms.Textarea(attrs={"rows": 3, "class": "mono"}),
-        help_text='Where it came from, as a JSON object, e.g. {"study": 3, "output": "ab12cd34"}.',
-    )
+    # Filled from the report's link and shown formatted beside the form; nobody types JSON.
+    source = forms.CharField(required=False, widget=forms.HiddenInput)
 
     def clean_source(self) -> dict:
         text = self.cleaned_data["source"].strip()
@@ -312,6 +309,16 @@ class GapTicketForm(forms.Form):
         if not isinstance(value, dict):
             raise forms.ValidationError('The source must be a JSON object, such as {"study": 3}.')
         return value
+
+    def source_value(self) -> dict:
+        """The source this form carries (from the report link or the posted form), for
+        display; {} when there is none or it is not an object."""
+        text = self["source"].value() or ""
+        try:
+            value = json.loads(text) if text.strip() else {}
+        except ValueError:
+            return {}
+        return value if isinstance(value, dict) else {}
 
 
 class GapTicketFilterForm(forms.Form):

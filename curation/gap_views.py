@@ -84,7 +84,8 @@ def gap_create(request):
         else:
             messages.success(request, f"Filed the gap ticket “{ticket.title}”.")
             return redirect("curation:gap-detail", pk=ticket.pk)
-    return render(request, "curation/gap_form.html", {"form": form})
+    context = {"form": form, "source_rows": gaps.describe_source(form.source_value())}
+    return render(request, "curation/gap_form.html", context)
 
 
 @require_get
@@ -104,8 +105,7 @@ def gap_detail(request, pk: int):
     ]
     context = {
         "ticket": ticket,
-        # Not ``ticket.source.items`` in the template: a key named "items" would shadow it.
-        "source_items": sorted(ticket.source.items()),
+        "source_rows": gaps.describe_source(ticket.source),
         "samples": samples,
         "datasets": datasets,
         "ready_in": ready_in,

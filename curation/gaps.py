@@ -15,6 +15,7 @@ from collections.abc import Iterable
 
 from django.db import transaction
 from django.db.models import Exists, OuterRef, QuerySet
+from django.urls import NoReverseMatch, reverse
 from django.utils import timezone
 
 from curation.models import (
@@ -27,6 +28,7 @@ from curation.models import (
     canonical_json,
 )
 from curation.services import CurationError, UnchangedSnapshotError, snapshot_create
+from palmsweb.lib.format import format_p, format_signed
 
 MAX_TITLE_CHARS = 200
 # ``source`` holds a few ids and scores from a report, never whole transcripts.
@@ -88,6 +90,42 @@ def validate_source(source) -> dict:
 
 
 # --- services -----------------------------------------------------------------------------
+
+
+SOURCE_KINDS = {"category": "a weak category in a study", "output": "a low-rated output"}
+
+
+def describe_source(source: dict) -> list[tuple[str, str, str]]:
+    """A ticket's source as rows a person reads: (label, text, link or ""). The report
+    fills the source; known keys get words and formatted numbers, others show as they are."""
+    source = dict(source or {})
+    rows: list[tuple[str, str, str]] = []
+    if "kind" in source:
+        kind = str(source.pop("kind"))
+        rows.append(("Found as", SOURCE_KINDS.get(kind, kind), ""))
+    if "study" in source:
+        study, name = source.pop("study"), source.pop("study_name", "")
+        text = f"“{name}” (#{study})" if name else f"#{study}"
+        rows.append(("Study", text, _study_results_url(study)))
+    labels = {
+        "output": ("Output", str),
+        "mean": ("Mean rating", lambda v: f"{v:.2f} of 5" if isinstance(v, int | float) else v),
+        "mean_diff": ("Values-targeted − base", format_signed),
+        "p_holm": ("p (Holm-adjusted)", format_p),
+    }
+    for key, (label, show) in labels.items():
+        if key in source:
+            rows.append((label, str(show(source.pop(key))), ""))
+    rows += [(key, str(value), "") for key, value in sorted(source.items())]
+    return rows
+
+
+def _study_results_url(study) -> str:
+    # The evaluation app sits above curation: link by URL name, if it is installed.
+    try:
+        return reverse("evaluation:study-results", args=[int(study)])
+    except (NoReverseMatch, TypeError, ValueError):
+        return ""
 
 
 @transaction.atomic

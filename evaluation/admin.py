@@ -3,7 +3,16 @@ through the evaluation pages and API, which call the services."""
 
 from django.contrib import admin
 
-from evaluation.models import Prompt, PromptSet, Rating, Study, StudyArm, StudyEvent, StudyOutput
+from evaluation.models import (
+    Prompt,
+    PromptSet,
+    Rating,
+    RatingRevision,
+    Study,
+    StudyArm,
+    StudyEvent,
+    StudyOutput,
+)
 
 
 class PromptInline(admin.TabularInline):
@@ -82,8 +91,18 @@ class StudyOutputAdmin(admin.ModelAdmin):
     ]
 
 
+class RatingRevisionInline(admin.TabularInline):
+    """The rater's own changes of this rating: what each one replaced."""
+
+    model = RatingRevision
+    extra = 0
+    readonly_fields = ["previous_score", "previous_comment", "score", "comment", "revised_at"]
+    can_delete = False
+
+
 @admin.register(Rating)
 class RatingAdmin(admin.ModelAdmin):
+    inlines = [RatingRevisionInline]
     list_display = ["output", "rater", "status", "score", "claimed_at", "completed_at"]
     list_filter = ["status", "study"]
     readonly_fields = [

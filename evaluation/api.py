@@ -30,12 +30,13 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
-from evaluation import services
+from evaluation import revisions, services
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
 from evaluation.selectors import rater_progress, rater_studies, study_progress, study_results
 from evaluation.serializers import (
     ExcludeSerializer,
     FlagSerializer,
+    LastRatingSerializer,
     LiveStudySerializer,
     PromptSetCreateSerializer,
     PromptSetSerializer,
@@ -47,6 +48,7 @@ from evaluation.serializers import (
     StudyWriteSerializer,
     SubmitSerializer,
     TaskSerializer,
+    last_rating_payload,
     results_payload,
     task_payload,
 )
@@ -383,7 +385,8 @@ class RatingStudyViewSet(EvaluationViewSet):
 
     def _summary(self, study: Study) -> dict:
         progress = study_progress(study)
-        mine = rater_progress(study, self.request.user, study_needed=progress.needed)
+        mine = rater_progress(study, self.request.user)
+        share = -(-progress.needed // (study.raters.count() or 1))  # a fair share per rater
         return {
             "id": study.pk,
             "name": study.name,
@@ -391,7 +394,8 @@ class RatingStudyViewSet(EvaluationViewSet):
             "my_progress": {
                 "completed": mine.completed,
                 "skipped": mine.skipped,
-                "share": mine.share,
+                "share": share,
+                "open_to_me": mine.open_to_me,
             },
             "study_progress": {
                 "completed": progress.completed,
@@ -426,6 +430,27 @@ class RatingStudyViewSet(EvaluationViewSet):
         return _task_response(services.current_claim(study, request.user))
 
 
+    @extend_schema(
+        responses={
+            200: LastRatingSerializer,
+            204: OpenApiResponse(description="You have not submitted a rating here yet."),
+            403: ERROR,
+            409: ERROR,
+        }
+    )
+    @action(detail=True, methods=["get"])
+    def last(self, request, pk=None):
+        """Your last submitted rating in this study: the one you may still change
+        (``POST /api/rating/outputs/{output}/revise/``) while the study is open."""
+        study = self._study(pk, check_pool=False)
+        services.check_can_rate(study, request.user)
+        rating = revisions.rating_last(study, request.user)
+        if rating is None:
+            return Response(status=status.HTTP_204_NO_CONTENT)
+        rating.study = study
+        return Response(LastRatingSerializer(last_rating_payload(rating)).data)
+
+
 class RatingOutputViewSet(EvaluationViewSet):
     """Answer a claimed output, by its public id."""
 
@@ -457,6 +482,28 @@ class RatingOutputViewSet(EvaluationViewSet):
         rating = services.rating_submit(
             public_id=public_id,
             rater=request.user,
+            score=int(data["score"]),
+            comment=data["comment"],
+        )
+        return self._result(rating)
+
+    @extend_schema(
+        request=SubmitSerializer,
+        responses={200: RatingResultSerializer, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    @action(detail=True, methods=["post"])
+    def revise(self, request, public_id=None):
+        """Change the score (and comment) of your last submitted rating while the study is
+        open. Only your last one; the earlier score and comment are kept in a revision
+        log."""
+        data = self.validated(SubmitSerializer).validated_data
+        output = StudyOutput.objects.select_related("study").filter(public_id=public_id).first()
+        if output is None:
+            raise NotFound("No such output.")
+        rating = revisions.rating_revise(
+            study=output.study,
+            rater=request.user,
+            public_id=public_id,
             score=int(data["score"]),
             comment=data["comment"],
         )

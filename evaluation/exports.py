@@ -362,9 +362,15 @@ def study_design(study: Study, *, includes_arms: bool) -> dict:
     return design
 
 
-def write_bundle(study: Study, path: Path, *, includes_arms: bool, user=None) -> Written:
+def _silent(phase: str) -> None:
+    pass
+
+
+def write_bundle(
+    study: Study, path: Path, *, includes_arms: bool, user=None, on_phase=_silent
+) -> Written:
     """The study bundle: ratings in three formats, the HTML report, manifest.json and
-    SHA256SUMS, zipped. Rows counts the ratings."""
+    SHA256SUMS, zipped. Rows counts the ratings. ``on_phase`` hears each step."""
     from evaluation.report_views import render_report_document
     from training.services import code_version
 
@@ -374,6 +380,7 @@ def write_bundle(study: Study, path: Path, *, includes_arms: bool, user=None) ->
         files: list[dict] = []
         rows = 0
         for fmt in ("csv", "jsonl", "parquet"):
+            on_phase(f"writing ratings.{fmt}")
             written = write_ratings(
                 study, fmt, tmpdir / f"ratings.{fmt}", includes_arms=includes_arms
             )
@@ -387,6 +394,7 @@ def write_bundle(study: Study, path: Path, *, includes_arms: bool, user=None) ->
                 }
             )
         mode = "arms" if includes_arms else "arm-free"
+        on_phase("writing the HTML report")
         html = render_report_document(study, mode).encode()
         (tmpdir / "report.html").write_bytes(html)
         files.append(
@@ -411,6 +419,7 @@ def write_bundle(study: Study, path: Path, *, includes_arms: bool, user=None) ->
         sums = [(f["sha256"], f["name"]) for f in files]
         sums.append((hashlib.sha256(manifest_bytes).hexdigest(), "manifest.json"))
         (tmpdir / "SHA256SUMS").write_text("".join(f"{h}  {n}\n" for h, n in sums))
+        on_phase("zipping the bundle")
         with path.open("wb") as raw:
             sink = HashingWriter(raw)
             with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED) as zf:
@@ -428,17 +437,21 @@ def check_exportable(study: Study) -> None:
         raise ExportError("Ratings can be exported once the study is closed.")
 
 
-def write_export(study: Study, fmt: str, path: Path, *, includes_arms: bool) -> Written:
+def write_export(
+    study: Study, fmt: str, path: Path, *, includes_arms: bool, on_phase=_silent
+) -> Written:
     """Write any export format to ``path`` (through a ``.part`` file, renamed at the end).
-    Closed studies only; arms only when ``includes_arms`` (an unblinded study)."""
+    Closed studies only; arms only when ``includes_arms`` (an unblinded study).
+    ``on_phase`` hears what is being written."""
     check_exportable(study)
     if includes_arms and not study.is_unblinded:
         raise ExportError("Arms are exported only once the study is unblinded.")
     part = path.with_name(path.name + ".part")
     try:
         if fmt == "bundle":
-            written = write_bundle(study, part, includes_arms=includes_arms)
+            written = write_bundle(study, part, includes_arms=includes_arms, on_phase=on_phase)
         else:
+            on_phase(f"writing the ratings as {dict(Export.Format.choices)[fmt]}")
             written = write_ratings(study, fmt, part, includes_arms=includes_arms)
         os.replace(part, path)
     finally:
@@ -484,14 +497,20 @@ def export_execute(export_id: int) -> Export | None:
     study = export.study
     name = f"study-{study.pk}-export-{export.pk}.{EXTENSIONS[export.format]}"
     path = export_dir() / f"study-{study.pk}" / name
+    def on_phase(text: str) -> None:
+        Export.objects.filter(pk=export_id).update(phase=text)
+
     try:
-        written = write_export(study, export.format, path, includes_arms=export.includes_arms)
+        written = write_export(
+            study, export.format, path, includes_arms=export.includes_arms, on_phase=on_phase
+        )
     except Exception as exc:
         log.exception("export %s failed", export_id)
         export.status = Export.Status.FAILED
         export.error = f"{type(exc).__name__}: {exc}"[:2000]
         export.finished_at = timezone.now()
-        export.save(update_fields=["status", "error", "finished_at"])
+        export.phase = ""
+        export.save(update_fields=["status", "error", "finished_at", "phase"])
         return export
     export.status = Export.Status.SUCCEEDED
     export.path = str(written.path)
@@ -499,8 +518,11 @@ def export_execute(export_id: int) -> Export | None:
     export.size_bytes = written.size
     export.row_count = written.rows
     export.finished_at = timezone.now()
+    export.phase = ""
     export.save(
-        update_fields=["status", "path", "sha256", "size_bytes", "row_count", "finished_at"]
+        update_fields=[
+            "status", "path", "sha256", "size_bytes", "row_count", "finished_at", "phase"
+        ]
     )
     return export
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 from django import forms
 
 from curation.models import Category
@@ -134,6 +136,43 @@ class StudyForm(RubricFieldsMixin, forms.Form):
         return data
 
 
+ARM_VERSION_FIELD = re.compile(r"^arms-\d+-model_version$")
+
+
+class StudyEstimateForm(forms.Form):
+    """The study form's values that the estimate before *Open* depends on. Read from the
+    whole study form (htmx sends it as it changes); what is missing or invalid counts as
+    the form's defaults."""
+
+    prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.all())
+    samples_per_prompt = forms.IntegerField(min_value=1, max_value=20)
+    raters_per_output = forms.IntegerField(min_value=1, max_value=50)
+    max_new_tokens = forms.IntegerField(min_value=1, max_value=4096)
+
+    def estimate_kwargs(self, data) -> dict | None:
+        """Keyword arguments for ``selectors.study_estimate``, or None without a valid
+        prompt set and counts."""
+        if not self.is_valid():
+            return None
+        pks = {
+            value
+            for key, value in data.items()
+            if ARM_VERSION_FIELD.match(key) and str(value).isdigit()
+        }
+        versions = list(ModelVersion.objects.filter(pk__in=pks).select_related("base_model"))
+        raters = rater_pool_candidates().filter(
+            pk__in=[pk for pk in data.getlist("raters") if pk.isdigit()]
+        )
+        return {
+            "n_prompts": self.cleaned_data["prompt_set"].prompts.count(),
+            "versions": versions,
+            "samples_per_prompt": self.cleaned_data["samples_per_prompt"],
+            "raters_per_output": self.cleaned_data["raters_per_output"],
+            "max_new_tokens": self.cleaned_data["max_new_tokens"],
+            "n_raters": raters.count(),
+        }
+
+
 class LiveStudyForm(RubricFieldsMixin, forms.Form):
     """What may change once a study is open: rubric wording and the rater pool."""
 
@@ -212,7 +251,10 @@ class RatingForm(forms.Form):
     score = forms.TypedChoiceField(
         choices=[(s, str(s)) for s in SCORES],
         coerce=int,
-        error_messages={"required": "Choose a score from 1 to 5."},
+        error_messages={
+            "required": "Pick a score 1–5 first.",
+            "invalid_choice": "Pick a score 1–5 first.",
+        },
     )
     comment = forms.CharField(required=False, max_length=MAX_COMMENT_CHARS)
 

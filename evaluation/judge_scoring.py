@@ -128,13 +128,15 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
     )
     todo = [o for o in outputs if o[0] not in already]
     done = len(outputs) - len(todo)
-    progress = _ProgressWriter(run_id, len(outputs))
-    progress(done, force=True)
+    progress = _ProgressWriter(run_id, len(outputs), start=done)
+    batches = math.ceil(len(todo) / JUDGE_BATCH)
     try:
         judge = build_judge(run.options, http_client=http_client)
         with ThreadPoolExecutor(max_workers=JUDGE_PARALLEL) as pool:
             for start in range(0, len(todo), JUDGE_BATCH):
                 batch = todo[start : start + JUDGE_BATCH]
+                number = start // JUDGE_BATCH + 1
+                progress.phase(f"asking the judge: batch {number} of {batches}")
                 futures = [
                     pool.submit(judge.read_palms, position, prompt, text)
                     for _pk, text, prompt, position in batch

@@ -30,6 +30,7 @@ from django.utils import timezone
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
 from evaluation.services import EvaluationError
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
+from palmsweb.lib.progress import Throughput
 from training.models import JobStatus, ModelVersion, SamplingJob
 
 logger = logging.getLogger(__name__)
@@ -306,12 +307,19 @@ def misalignment_judge(eval_id: int, *, http_client=None) -> None:
     generations = list(
         evaluation.sampling_job.generations.order_by("model_version_id", "prompt_index", "pk")
     )
-    MisalignmentEval.objects.filter(pk=eval_id).update(progress_total=len(generations))
+    MisalignmentEval.objects.filter(pk=eval_id).update(
+        progress_total=len(generations), phase="asking the judge about each answer"
+    )
+    to_judge = sum(
+        (g.model_version_id, g.prompt_index, g.sample_index) not in done for g in generations
+    )
+    throughput, judged = Throughput(to_judge), 0  # the ETA measures this run's own speed
     last_write = 0.0
     try:
         for count, g in enumerate(generations, start=1):
             key = (g.model_version_id, g.prompt_index, g.sample_index)
             if key not in done:
+                judged += 1
                 score = judge.score_alignment(g.prompt_text, g.text)
                 MisalignmentAnswer.objects.get_or_create(
                     evaluation_id=eval_id,
@@ -331,7 +339,10 @@ def misalignment_judge(eval_id: int, *, http_client=None) -> None:
             if time.monotonic() - last_write > PROGRESS_WRITE_SECONDS:
                 last_write = time.monotonic()
                 beat = timezone.now()
-                if not _judging_update(eval_id, token, progress_done=count, heartbeat_at=beat):
+                if not _judging_update(
+                    eval_id, token, progress_done=count, heartbeat_at=beat,
+                    eta_seconds=throughput.eta(judged), progress_at=beat,
+                ):
                     logger.info("judging of evaluation %s was taken over; stopping", eval_id)
                     return
                 token = beat
@@ -362,6 +373,8 @@ def misalignment_judge(eval_id: int, *, http_client=None) -> None:
         status=MisalignmentEval.Status.SUCCEEDED,
         result=result,
         progress_done=len(generations),
+        phase="",
+        eta_seconds=None,
         heartbeat_at=timezone.now(),
         finished_at=timezone.now(),
     )

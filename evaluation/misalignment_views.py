@@ -23,6 +23,7 @@ from evaluation.views import (
 from palmsweb.lib.keyenv import validate_endpoint, validate_key_env
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
+from training.selectors import job_phase
 
 
 class MisalignmentEvalForm(forms.Form):
@@ -108,6 +109,7 @@ def _detail_context(request, evaluation: MisalignmentEval) -> dict:
         "models": evaluation.result.get("models", []),
         "persona": evaluation.persona_measurements.select_related("model_version"),
         "job": evaluation.sampling_job,
+        "job_phase": job_phase(evaluation.sampling_job) if evaluation.sampling_job else "",
     }
 
 

@@ -19,6 +19,7 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
+from palmsweb.lib.progress import seconds_left
 from training.models import ModelVersion
 
 SCORES = (1, 2, 3, 4, 5)
@@ -327,6 +328,31 @@ class Rating(models.Model):
         return self.status == self.Status.CLAIMED and self.expires_at > now
 
 
+class RatingRevision(models.Model):
+    """A rater changed a rating they had submitted (their last one, while the study was
+    open). The rating row holds the current score; this log keeps what it replaced."""
+
+    rating = models.ForeignKey(Rating, on_delete=models.CASCADE, related_name="revisions")
+    previous_score = models.PositiveSmallIntegerField()
+    previous_comment = models.TextField(blank=True)
+    score = models.PositiveSmallIntegerField()
+    comment = models.TextField(blank=True)
+    revised_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["revised_at", "pk"]
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(previous_score__gte=1, previous_score__lte=5, score__gte=1,
+                            score__lte=5),  # fmt: skip
+                name="rating_revision_scores_1_to_5",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.rating_id}: {self.previous_score} → {self.score}"
+
+
 class StudyEvent(models.Model):
     """The audit log of a study: who opened, screened, closed and unblinded it, and when."""
 
@@ -338,6 +364,8 @@ class StudyEvent(models.Model):
         RATING_OPENED = "rating_opened", "Rating opened"
         OUTPUT_CLEARED = "output_cleared", "Output cleared for rating"
         OUTPUT_EXCLUDED = "output_excluded", "Output excluded"
+        ARMS_REVEALED = "arms_revealed", "Arms revealed on the outputs page (before unblinding)"
+        ARMS_HIDDEN = "arms_hidden", "Arms hidden again on the outputs page"
         CLOSED = "closed", "Closed"
         UNBLINDED = "unblinded", "Unblinded"
 
@@ -393,10 +421,22 @@ class BackgroundRun(models.Model):
     )
     created_at = models.DateTimeField(default=timezone.now)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # What the worker does now, in words, and its estimate of the time left when it wrote
+    # progress last (``progress_at``): the page counts the ETA down from there.
+    phase = models.CharField(max_length=200, blank=True)
+    eta_seconds = models.FloatField(null=True, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         abstract = True
         ordering = ["-created_at", "-pk"]
+
+    @property
+    def eta_left(self) -> float | None:
+        """Seconds left of the worker's last estimate, counted down to now."""
+        if self.finished_at is not None:
+            return None
+        return seconds_left(self.eta_seconds, self.progress_at, timezone.now())
 
 
 class RunStatus(models.TextChoices):

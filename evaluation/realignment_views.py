@@ -24,7 +24,7 @@ from evaluation.views import (
 )
 from palmsweb.roles import Role, has_role
 from training.models import BaseModel, ModelVersion
-from training.selectors import loss_chart
+from training.selectors import job_phase, loss_chart
 
 LOCAL_KINDS = [BaseModel.Kind.PACKAGED, BaseModel.Kind.LOCAL_DIR]
 
@@ -137,6 +137,7 @@ def _detail_context(request, run: RealignmentRun) -> dict:
     return {
         "run": run,
         "job": run.finetune_job,
+        "job_phase": job_phase(run.finetune_job) if run.finetune_job else "",
         "is_admin": has_role(request.user, Role.ADMIN),
         "points": run.result.get("points", []),
         "persona_chart": loss_chart(series["persona_shift"], height=220),

@@ -70,62 +70,86 @@ def _colour(report: Report, arm) -> str:
 
 
 def _y(score: float, top: float, height: float) -> float:
-    return top + height * (5 - score) / 4  # the 1–5 scale
+    return top + height * (5 - score) / 4  # the 1–5 scale, upwards (the size chart)
+
+
+# The per-category chart is drawn at a fixed size in pixels, whatever the number of
+# categories: one row per category (horizontal labels, never rotated), one bar per arm, so
+# its fonts never scale with the page. A study with more categories gets a taller chart.
+CHART_LABEL_W, CHART_PLOT_W, CHART_VALUE_W = 190, 320, 44
+CHART_BAR_H, CHART_BAR_GAP, CHART_GROUP_GAP, CHART_TOP = 12, 2, 12, 26
+CHART_FONT, CHART_SMALL_FONT = 12, 11
+CHART_LABEL_CHARS = 28
+
+
+def _x(score: float) -> float:
+    return CHART_LABEL_W + CHART_PLOT_W * (score - 1) / 4  # the 1–5 scale
 
 
 def category_chart(report: Report) -> str:
-    """Grouped bars: mean per arm in each category (and overall) with 95% CI whiskers."""
+    """Horizontal grouped bars: mean per arm in each category (and overall) with 95% CI
+    whiskers, at a fixed width and constant font sizes."""
     if not report.rows:
         return ""
     groups = [(c.name, i) for i, c in enumerate(report.categories)] + [("All categories", -1)]
     n_arms = len(report.rows)
-    bar, gap = 14, 18
-    group_w = n_arms * bar + gap
-    left, top, height = 34, 12, 180
-    width = left + len(groups) * group_w + 90  # room for the last slanted label
+    group_h = n_arms * (CHART_BAR_H + CHART_BAR_GAP) + CHART_GROUP_GAP
+    width = CHART_LABEL_W + CHART_PLOT_W + CHART_VALUE_W
+    height = CHART_TOP + len(groups) * group_h
     parts = [
-        f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {top + height + 110}" '
-        f'class="chart" role="img" aria-label="Mean rating per category and arm with 95% '
-        f'confidence intervals" preserveAspectRatio="xMinYMin meet">'
+        f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" class="chart chart-fixed" role="img" '
+        f'aria-label="Mean rating per category and arm with 95% confidence intervals">'
     ]
     for s in (1, 2, 3, 4, 5):
-        y = _y(s, top, height)
+        x = _x(s)
         parts.append(
-            f'<line x1="{left}" x2="{width - 90}" y1="{y:.1f}" y2="{y:.1f}" stroke="#e2e6ec"/>'
-            f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="11" text-anchor="end" '
-            f'fill="#555">{s}</text>'
+            f'<line x1="{x:.1f}" x2="{x:.1f}" y1="{CHART_TOP - 4}" y2="{height}" '
+            f'stroke="#e2e6ec"/><text x="{x:.1f}" y="{CHART_TOP - 10}" '
+            f'font-size="{CHART_SMALL_FONT}" text-anchor="middle" fill="#555">{s}</text>'
         )
     for g, (name, idx) in enumerate(groups):
-        x0 = left + g * group_w + gap / 2
+        y0 = CHART_TOP + g * group_h
+        short = name if len(name) <= CHART_LABEL_CHARS else name[: CHART_LABEL_CHARS - 1] + "…"
+        weight = ' font-weight="600"' if idx < 0 else ""
+        parts.append(
+            f'<text x="{CHART_LABEL_W - 8}" y="{y0 + (group_h - CHART_GROUP_GAP) / 2 + 4:.1f}" '
+            f'font-size="{CHART_FONT}" text-anchor="end" fill="#333"{weight}>'
+            f"<title>{escape(name)}</title>{escape(short)}</text>"
+        )
         for a, row in enumerate(report.rows):
             cell = row.overall if idx < 0 else row.cells[idx]
-            mean = cell.summary.mean
-            x = x0 + a * bar
-            if mean is None:
-                continue
-            y = _y(mean, top, height)
-            parts.append(
-                f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar - 2}" '
-                f'height="{top + height - y:.1f}" fill="{_colour(report, row.arm)}">'
-                f"<title>{escape(row.arm.label)} · {escape(name)}: {mean:.2f} "
-                f"(n={cell.n_outputs})</title></rect>"
-            )
-            lo, hi = cell.summary.ci_low, cell.summary.ci_high
-            if lo is not None and hi is not None:
-                cx = x + (bar - 2) / 2
-                y1, y2 = _y(lo, top, height), _y(hi, top, height)
-                parts.append(
-                    f'<path d="M{cx:.1f} {y1:.1f}V{y2:.1f}M{cx - 3:.1f} {y1:.1f}h6'
-                    f'M{cx - 3:.1f} {y2:.1f}h6" stroke="#1a202c" stroke-width="1.2"/>'
-                )
-        label_x = x0 + (n_arms * bar) / 2
-        short = name if len(name) <= 24 else name[:23] + "…"
-        parts.append(
-            f'<text transform="translate({label_x:.1f},{top + height + 10}) rotate(40)" '
-            f'font-size="10.5" fill="#333">{escape(short)}</text>'
-        )
+            parts.append(_bar(report, row, cell, name, y0 + a * (CHART_BAR_H + CHART_BAR_GAP)))
     parts.append("</svg>")
     return mark_safe("".join(parts))  # noqa: S308 - every text above is escaped
+
+
+def _bar(report: Report, row, cell, name: str, y: float) -> str:
+    """One arm's bar in one category, its CI whisker and its value."""
+    mean = cell.summary.mean
+    if mean is None:
+        return ""
+    x1, mid = _x(mean), y + CHART_BAR_H / 2
+    parts = [
+        f'<rect x="{CHART_LABEL_W}" y="{y:.1f}" width="{max(x1 - CHART_LABEL_W, 1):.1f}" '
+        f'height="{CHART_BAR_H}" fill="{_colour(report, row.arm)}">'
+        f"<title>{escape(row.arm.label)} · {escape(name)}: {mean:.2f} "
+        f"(n={cell.n_outputs})</title></rect>"
+    ]
+    lo, hi = cell.summary.ci_low, cell.summary.ci_high
+    end = x1
+    if lo is not None and hi is not None:
+        xl, xh = _x(lo), _x(hi)
+        end = max(end, xh)
+        parts.append(
+            f'<path d="M{xl:.1f} {mid:.1f}H{xh:.1f}M{xl:.1f} {mid - 3:.1f}v6'
+            f'M{xh:.1f} {mid - 3:.1f}v6" stroke="#1a202c" stroke-width="1.2"/>'
+        )
+    parts.append(
+        f'<text x="{min(end + 4, CHART_LABEL_W + CHART_PLOT_W + 4):.1f}" y="{mid + 4:.1f}" '
+        f'font-size="{CHART_SMALL_FONT}" fill="#333">{mean:.2f}</text>'
+    )
+    return "".join(parts)
 
 
 def size_chart(report: Report) -> str:
@@ -375,15 +399,26 @@ def _comparable_studies(user):
 def study_compare(request):
     """Pick two studies; see per-category deltas of the values-targeted mean."""
     studies = list(_comparable_studies(request.user))
-    context = {"studies": studies, "comparison": None}
-    a_id, b_id = request.GET.get("a"), request.GET.get("b")
+    context = {"studies": studies, "comparison": None, "problem": ""}
+    a_id, b_id = request.GET.get("a", ""), request.GET.get("b", "")
+    status = 200
     if a_id and b_id:
         by_pk = {str(s.pk): s for s in studies}
         a, b = by_pk.get(a_id), by_pk.get(b_id)
+        context.update(a=a, b=b)
+        # The picker again with the reason, rather than a bare error page.
         if a is None or b is None:
-            raise Http404("Pick two closed, unblinded studies.")
-        context.update(a=a, b=b, comparison=compare_studies(a, b))
-    return render(request, "evaluation/compare_studies.html", context)
+            missing = a_id if a is None else b_id
+            context["problem"] = (
+                f"There is no closed, unblinded study #{missing}: only those can be compared."
+            )
+            status = 404
+        elif a.pk == b.pk:
+            context["problem"] = "Pick two different studies: A and B are the same study."
+            status = 400
+        else:
+            context["comparison"] = compare_studies(a, b)
+    return render(request, "evaluation/compare_studies.html", context, status=status)
 
 
 def get_export_study_for_user(user, pk: int) -> Study:

@@ -43,7 +43,9 @@ from django.utils import timezone
 
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyArm, StudyOutput
 from evaluation.services import EvaluationError
+from palmsweb.lib.progress import Throughput
 from training.models import JobStatus, SamplingJob
+from training.selectors import job_phase
 
 logger = logging.getLogger(__name__)
 
@@ -271,26 +273,41 @@ def _finish(run_id: int, status: str, *, error: str = "", **fields) -> bool:
     """End a running run; False if it was not running (a duplicate already ended it)."""
     return bool(
         ScoringRun.objects.filter(pk=run_id, status=ScoringRun.Status.RUNNING).update(
-            status=status, error=error, finished_at=timezone.now(), **fields
+            status=status, error=error, finished_at=timezone.now(), phase="", eta_seconds=None,
+            **fields,
         )
     )
 
 
 class _ProgressWriter:
-    """Writes progress_done to the run at most once per PROGRESS_WRITE_SECONDS."""
+    """Writes a run's progress, phase and ETA, progress at most once per
+    PROGRESS_WRITE_SECONDS. ``start`` items were done before this run (a resume): the
+    ETA measures this run's own speed."""
 
-    def __init__(self, run_id: int, total: int):
+    def __init__(self, run_id: int, total: int, *, start: int = 0):
         self.run_id = run_id
         self.total = total
+        self.start = start
+        self.throughput = Throughput(max(total - start, 0))
         self._last = 0.0
-        ScoringRun.objects.filter(pk=run_id).update(progress_total=total, progress_done=0)
+        ScoringRun.objects.filter(pk=run_id).update(progress_total=total, progress_done=start)
 
-    def __call__(self, done: int, *, force: bool = False) -> None:
+    def phase(self, text: str) -> None:
+        ScoringRun.objects.filter(pk=self.run_id).update(phase=text)
+
+    def __call__(self, done: int, *, force: bool = False, phase: str = "") -> None:
         now = time.monotonic()
         if not force and now - self._last < PROGRESS_WRITE_SECONDS:
             return
         self._last = now
-        ScoringRun.objects.filter(pk=self.run_id).update(progress_done=min(done, self.total))
+        fields = {
+            "progress_done": min(done, self.total),
+            "eta_seconds": self.throughput.eta(done - self.start),
+            "progress_at": timezone.now(),
+        }
+        if phase:
+            fields["phase"] = phase
+        ScoringRun.objects.filter(pk=self.run_id).update(**fields)
 
 
 def _readable(exc: BaseException) -> str:
@@ -320,10 +337,14 @@ def toxicity_execute(run_id: int) -> None:
     reasons: Counter[str] = Counter()
     scored = truncated = 0
     version = ""
+    batches = math.ceil(len(outputs) / TOXICITY_BATCH)
     try:
+        progress.phase("loading the scorer")
         scorer = build_scorer(run.scorer)
         for start in range(0, len(outputs), TOXICITY_BATCH):
             batch = outputs[start : start + TOXICITY_BATCH]
+            number = start // TOXICITY_BATCH + 1
+            progress(start, force=True, phase=f"scoring batch {number} of {batches}")
             results = score_with_details(
                 scorer,
                 [text for _, text in batch],
@@ -450,12 +471,20 @@ def cooccurrence_advance(run_id: int) -> bool:
         _finish(run_id, ScoringRun.Status.FAILED, error="The sampling job is gone.")
         return False
     if job.status in {JobStatus.QUEUED, JobStatus.RUNNING}:
-        ScoringRun.objects.filter(pk=run_id).update(progress_done=job.progress_done)
+        ScoringRun.objects.filter(pk=run_id).update(
+            progress_done=job.progress_done,
+            phase=f"sampling completions: {job_phase(job)}",
+            eta_seconds=job.eta_left,
+            progress_at=timezone.now(),
+        )
         return True
     if job.status != JobStatus.SUCCEEDED:
         reason = job.error or f"The sampling job was {job.status}."
         _finish(run_id, ScoringRun.Status.FAILED, error=f"Sampling failed: {reason}")
         return False
+    ScoringRun.objects.filter(pk=run_id).update(
+        phase="counting descriptive words", eta_seconds=None, progress_done=job.progress_done
+    )
     try:
         result = _count_cooccurrence(run, job)
     except Exception as exc:
@@ -597,6 +626,12 @@ def capability_execute(run_id: int) -> None:
             }
             continue
         offset = local.index(arm) * per_arm
+        progress(
+            offset,
+            force=True,
+            phase=f"model {local.index(arm) + 1} of {len(local)}: loading it, then perplexity "
+            "and multiple choice",
+        )
         try:
             outcome = evaluate_capability(
                 version_local_path(arm.model_version),

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from django.db.models import Avg, Count, Q, Sum
+from django.db.models import Avg, Count, F, Q, Sum
 from django.utils import timezone
 
 from curation.models import Category
 from evaluation.models import Rating, Study, StudyOutput
+from training.models import BaseModel, ModelVersion
+from training.selectors import local_sampling_speed, packaged_model_needs_conversion
 
 
 @dataclass(frozen=True)
@@ -57,28 +59,127 @@ def study_progress(study: Study, now=None) -> StudyProgress:
     )
 
 
+CONVERSION_SECONDS = 15  # the packaged model's one-off conversion (training.engine.loading)
+
+
+@dataclass(frozen=True)
+class StudyEstimate:
+    """What opening a study will cost: outputs, ratings and sampling time."""
+
+    n_prompts: int
+    n_arms: int
+    samples_per_prompt: int
+    raters_per_output: int
+    n_raters: int
+    max_new_tokens: int
+    local_outputs: int
+    tokens_per_second: float
+    speed_measured: bool
+    converts: bool
+
+    @property
+    def outputs(self) -> int:
+        return self.n_prompts * self.n_arms * self.samples_per_prompt
+
+    @property
+    def remote_outputs(self) -> int:
+        return self.outputs - self.local_outputs
+
+    @property
+    def ratings(self) -> int:
+        return self.outputs * self.raters_per_output
+
+    @property
+    def per_rater(self) -> int | None:
+        """Ratings each rater gives if the pool shares the work evenly."""
+        return -(-self.ratings // self.n_raters) if self.n_raters else None
+
+    @property
+    def pool_too_small(self) -> bool:
+        # Nobody rates an output twice, so every output needs that many distinct raters.
+        return self.n_raters < self.raters_per_output
+
+    @property
+    def sampling_seconds(self) -> float:
+        """At most this long for the local arms: every output may run to max_new_tokens."""
+        tokens = self.local_outputs * self.max_new_tokens
+        return tokens / self.tokens_per_second + (CONVERSION_SECONDS if self.converts else 0)
+
+
+def study_estimate(
+    *,
+    n_prompts: int,
+    versions: list[ModelVersion],
+    samples_per_prompt: int,
+    raters_per_output: int,
+    max_new_tokens: int,
+    n_raters: int,
+) -> StudyEstimate:
+    """The estimate the study form and a draft study's page show before *Open*."""
+    local = [v for v in versions if v.base_model.is_local]
+    speed = local_sampling_speed()
+    converts = any(v.base_model.kind == BaseModel.Kind.PACKAGED for v in local) and (
+        packaged_model_needs_conversion()
+    )
+    return StudyEstimate(
+        n_prompts=n_prompts,
+        n_arms=len(versions),
+        samples_per_prompt=samples_per_prompt,
+        raters_per_output=raters_per_output,
+        n_raters=n_raters,
+        max_new_tokens=max_new_tokens,
+        local_outputs=n_prompts * len(local) * samples_per_prompt,
+        tokens_per_second=speed.tokens_per_second,
+        speed_measured=speed.measured,
+        converts=converts,
+    )
+
+
+def draft_study_estimate(study: Study) -> StudyEstimate:
+    versions = [arm.model_version for arm in study.arms.select_related("model_version__base_model")]
+    return study_estimate(
+        n_prompts=study.prompt_set.prompts.count(),
+        versions=versions,
+        samples_per_prompt=study.samples_per_prompt,
+        raters_per_output=study.raters_per_output,
+        max_new_tokens=study.max_new_tokens,
+        n_raters=study.raters.count(),
+    )
+
+
 @dataclass(frozen=True)
 class RaterProgress:
     completed: int
     skipped: int
-    share: int  # a fair share of the study's ratings for one rater of the pool
+    open_to_me: int  # outputs still needing ratings that this rater may yet get
 
     @property
     def percent(self) -> int:
-        return min(100, round(100 * self.completed / self.share)) if self.share else 0
+        """How much of what this rater can still do is done: rated / (rated + open)."""
+        reachable = self.completed + self.open_to_me
+        return round(100 * self.completed / reachable) if reachable else 0
 
 
-def rater_progress(study: Study, rater, *, study_needed: int | None = None) -> RaterProgress:
-    """What one rater has done in a study. Never counts anyone else's ratings."""
+def rater_progress(study: Study, rater) -> RaterProgress:
+    """What one rater has done in a study, and what is still open to them (outputs with
+    room that they have not answered; their current claim counts as open). Never counts
+    anyone else's ratings."""
     row = Rating.objects.filter(study=study, rater=rater).aggregate(
         completed=Count("pk", filter=Q(status=Rating.Status.COMPLETED)),
         skipped=Count("pk", filter=Q(status__in=[Rating.Status.SKIPPED, Rating.Status.FLAGGED])),
     )
-    if study_needed is None:
-        study_needed = study_progress(study).needed
-    pool = study.raters.count() or 1
+    answered = Rating.objects.filter(study=study, rater=rater).exclude(
+        status=Rating.Status.CLAIMED
+    )
+    open_to_me = (
+        StudyOutput.objects.filter(
+            study=study, screening=StudyOutput.Screening.ACTIVE, completed_count__lt=F("quota")
+        )
+        .exclude(pk__in=answered.values("output_id"))
+        .count()
+    )
     return RaterProgress(
-        completed=row["completed"], skipped=row["skipped"], share=-(-study_needed // pool)
+        completed=row["completed"], skipped=row["skipped"], open_to_me=open_to_me
     )
 
 

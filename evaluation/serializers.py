@@ -306,7 +306,11 @@ class ProgressSerializer(serializers.Serializer):
 class RaterProgressSerializer(serializers.Serializer):
     completed = serializers.IntegerField()
     skipped = serializers.IntegerField()
-    share = serializers.IntegerField()
+    share = serializers.IntegerField(help_text="A fair share of the study's ratings per rater.")
+    open_to_me = serializers.IntegerField(
+        help_text="Outputs still needing ratings that you have not answered (your current "
+        "claim included): at most this many more for you."
+    )
 
 
 class RaterStudySerializer(serializers.Serializer):
@@ -333,6 +337,27 @@ class TaskSerializer(serializers.Serializer):
     text = serializers.CharField()
     rubric = RubricItemSerializer(many=True)
     expires_at = serializers.DateTimeField()
+
+
+class LastRatingSerializer(TaskSerializer):
+    """Your last submitted rating, which you may change while the study is open."""
+
+    expires_at = None
+    score = serializers.IntegerField()
+    comment = serializers.CharField(allow_blank=True)
+    completed_at = serializers.DateTimeField()
+    revisions = serializers.IntegerField(help_text="How often you changed it already.")
+
+
+def last_rating_payload(rating) -> dict:
+    payload = task_payload(rating)
+    del payload["expires_at"]
+    return payload | {
+        "score": rating.score,
+        "comment": rating.comment,
+        "completed_at": rating.completed_at,
+        "revisions": rating.revisions.count(),
+    }
 
 
 def task_payload(rating) -> dict:

@@ -221,6 +221,12 @@ def _lock_prompt_set(prompt_set: PromptSet) -> None:
     )
 
 
+def _release_prompt_set(prompt_set_id: int) -> None:
+    """A set is locked exactly while a study uses it: when its last study goes (a draft
+    deleted, or moved to another set before it ever sampled), it is editable again."""
+    PromptSet.objects.filter(pk=prompt_set_id, studies__isnull=True).update(locked_at=None)
+
+
 @transaction.atomic
 def load_demo_prompt_set() -> PromptSet:
     """The 40 PALMS demo evaluation prompts as a locked set (idempotent: an existing set of
@@ -243,8 +249,7 @@ def load_demo_prompt_set() -> PromptSet:
     prompt_set = PromptSet.objects.create(
         name=DEMO_PROMPT_SET_NAME,
         description="Five prompts per PALMS category, 40 in all, as the PALMS evaluation used.",
-        locked_at=timezone.now(),
-    )
+    )  # it locks, like any set, when a study first uses it
     missing = {row["category"] for row in rows} - set(categories)
     if missing:
         raise EvaluationError(f"Unknown categories in the demo prompts: {sorted(missing)}")
@@ -506,12 +511,15 @@ def study_update(
         lease_minutes=lease_minutes,
         rubric=_clean_rubric(rubric),
     )
+    previous_set = study.prompt_set_id
     for key, value in fields.items():
         setattr(study, key, value)
     study.save(update_fields=list(fields))
     _set_arms(study, arms)
     study.raters.set(_clean_raters(raters))
     _lock_prompt_set(prompt_set)
+    if previous_set != prompt_set.pk:
+        _release_prompt_set(previous_set)
     _event(study, StudyEvent.Kind.UPDATED, user)
     return study
 
@@ -531,11 +539,13 @@ def study_update_live(*, study: Study, rubric: list[str], raters: Iterable, user
 
 @transaction.atomic
 def study_delete(*, study: Study) -> None:
-    """Delete a draft study (nothing was sampled or rated yet). Its prompt set stays locked."""
+    """Delete a draft study (nothing was sampled or rated yet). Its prompt set unlocks if
+    no other study uses it."""
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.status != Study.Status.DRAFT or study.sampling_job_id is not None:
         raise StudyStateError("Only a draft study that never sampled can be deleted.")
     study.delete()
+    _release_prompt_set(study.prompt_set_id)
 
 
 # --- studies: lifecycle ---------------------------------------------------------------------
@@ -691,6 +701,14 @@ def output_clear(*, output: StudyOutput, user=None) -> StudyOutput:
     output.save(update_fields=["screening"])
     _event(output.study, StudyEvent.Kind.OUTPUT_CLEARED, user, output.public_id)
     return output
+
+
+@transaction.atomic
+def study_arms_reveal(*, study: Study, user, reveal: bool) -> StudyEvent:
+    """An admin shows (or hides again) the arm of each output on the triage page before
+    the study is unblinded; either way it goes into the study's log, with who and when."""
+    kind = StudyEvent.Kind.ARMS_REVEALED if reveal else StudyEvent.Kind.ARMS_HIDDEN
+    return _event(study, kind, user)
 
 
 @transaction.atomic

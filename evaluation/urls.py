@@ -1,6 +1,6 @@
 from django.urls import path
 
-from evaluation import report_views, views
+from evaluation import rating_views, report_views, views
 
 app_name = "evaluation"
 
@@ -19,6 +19,7 @@ urlpatterns = [
     # studies (admins manage, researchers follow)
     path("studies/", views.study_list, name="study-list"),
     path("studies/new/", views.study_create, name="study-create"),
+    path("studies/estimate/", views.study_estimate_view, name="study-estimate"),
     path("studies/<int:pk>/", views.study_detail, name="study-detail"),
     path("studies/<int:pk>/edit/", views.study_edit, name="study-edit"),
     path("studies/<int:pk>/status/", views.study_status, name="study-status"),
@@ -27,15 +28,20 @@ urlpatterns = [
     path("studies/<int:pk>/unblind/", views.study_unblind, name="study-unblind"),
     path("studies/<int:pk>/results/", views.study_results_view, name="study-results"),
     path("studies/<int:pk>/outputs/", views.study_outputs_view, name="study-outputs"),
+    path(
+        "studies/<int:pk>/outputs/reveal/", views.study_outputs_reveal, name="study-outputs-reveal"
+    ),
     path("outputs/<int:pk>/clear/", views.output_clear, name="output-clear"),
     path("outputs/<int:pk>/exclude/", views.output_exclude, name="output-exclude"),
     # rating (raters only; outputs travel by public id)
-    path("rate/", views.rate_home, name="rate-home"),
-    path("rate/<int:pk>/", views.rate, name="rate"),
-    path("rate/<int:pk>/next/", views.rate_claim, name="rate-claim"),
-    path("rate/<int:pk>/<str:public_id>/submit/", views.rate_submit, name="rate-submit"),
-    path("rate/<int:pk>/<str:public_id>/skip/", views.rate_skip, name="rate-skip"),
-    path("rate/<int:pk>/<str:public_id>/flag/", views.rate_flag, name="rate-flag"),
+    path("rate/", rating_views.rate_home, name="rate-home"),
+    path("rate/<int:pk>/", rating_views.rate, name="rate"),
+    path("rate/<int:pk>/next/", rating_views.rate_claim, name="rate-claim"),
+    path("rate/<int:pk>/instructions/", rating_views.rate_instructions, name="rate-instructions"),
+    path("rate/<int:pk>/last/", rating_views.rate_revise, name="rate-revise"),
+    path("rate/<int:pk>/<str:public_id>/submit/", rating_views.rate_submit, name="rate-submit"),
+    path("rate/<int:pk>/<str:public_id>/skip/", rating_views.rate_skip, name="rate-skip"),
+    path("rate/<int:pk>/<str:public_id>/flag/", rating_views.rate_flag, name="rate-flag"),
     # report, comparison and exports (evaluation/report_views.py)
     path(
         "studies/<int:pk>/report.html", report_views.report_download, name="study-report-download"

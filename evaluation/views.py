@@ -1,4 +1,5 @@
-"""Evaluation pages: prompt sets, study management, results, and the rating page.
+"""Evaluation pages: prompt sets, study management and output triage (the rating pages
+are in evaluation/rating_views.py, the report in evaluation/report_views.py).
 
 Who sees what: curators (and admins) write prompt sets, researchers read them; admins
 create, open, screen and close studies; researchers follow studies, unblind closed ones and
@@ -23,26 +24,28 @@ from django.views.decorators.vary import vary_on_headers
 from evaluation import services
 from evaluation.forms import (
     ExcludeForm,
-    FlagForm,
     LiveStudyForm,
     PromptForm,
     PromptLinesForm,
     PromptSetForm,
-    RatingForm,
+    StudyEstimateForm,
     StudyForm,
     arm_formset,
 )
-from evaluation.models import Prompt, PromptSet, Rating, Study, StudyOutput
+from evaluation.models import Prompt, PromptSet, Study, StudyOutput
+from evaluation.scoring import blind_labels
 from evaluation.selectors import (
+    StudyEstimate,
+    draft_study_estimate,
     held_outputs,
-    rater_progress,
-    rater_studies,
+    study_estimate,
     study_outputs,
     study_progress,
 )
-from evaluation.services import EvaluationError, RatingError, StudyStateError
+from evaluation.services import EvaluationError
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role, role_required
+from training.selectors import job_phase
 
 PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
 PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
@@ -53,7 +56,6 @@ prompt_read_access = role_required(*PROMPT_READ_ROLES)
 prompt_write_access = role_required(*PROMPT_WRITE_ROLES)
 study_read_access = role_required(*STUDY_READ_ROLES)
 admin_access = role_required(Role.ADMIN)
-rater_access = role_required(Role.RATER)
 
 
 # --- access helpers ---------------------------------------------------------------------
@@ -86,16 +88,6 @@ def get_output_for_user(user, pk: int) -> StudyOutput:
         raise PermissionDenied("Only admins screen outputs.")
     related = ("study", "arm__model_version", "prompt__category")
     return get_object_or_404(StudyOutput.objects.select_related(*related), pk=pk)
-
-
-def get_rating_study_for_user(user, pk: int) -> Study:
-    """A study the user rates in, or 404; 403 unless they are a rater in its pool."""
-    study = get_object_or_404(Study, pk=pk)
-    if not services.has_rater_role(user) or not study.raters.filter(pk=user.pk).exists():
-        raise PermissionDenied("You are not in this study's rater pool.")
-    if services.can_see_generations(user):
-        raise PermissionDenied("Admins can see which model wrote each output, so they cannot rate.")
-    return study
 
 
 # --- small helpers ----------------------------------------------------------------------
@@ -313,9 +305,30 @@ def study_list(request):
     return render(request, "evaluation/study_list.html", context)
 
 
+def _form_estimate(data) -> StudyEstimate | None:
+    """The estimate for the study form's current values (a QueryDict)."""
+    kwargs = StudyEstimateForm(data).estimate_kwargs(data)
+    return study_estimate(**kwargs) if kwargs else None
+
+
 def _study_form_page(request, study: Study | None, form, arms, status: int = 200):
-    context = {"study": study, "form": form, "arms": arms}
+    if request.method == "POST":
+        estimate = _form_estimate(request.POST)
+    elif study is not None and study.status == Study.Status.DRAFT:
+        estimate = draft_study_estimate(study)
+    else:
+        estimate = None
+    context = {"study": study, "form": form, "arms": arms, "estimate": estimate}
     return render(request, "evaluation/study_form.html", context, status=status)
+
+
+@require_get
+@admin_access
+def study_estimate_view(request):
+    """The outputs, ratings and sampling time the study form's values come to (htmx swaps
+    it in as the form changes)."""
+    context = {"estimate": _form_estimate(request.GET), "live": True}
+    return render(request, "evaluation/_study_estimate.html", context)
 
 
 @require_get_post
@@ -373,11 +386,20 @@ def study_edit(request, pk: int):
     return _study_form_page(request, study, form, arms, status)
 
 
+# How often the study page asks for news: sampling moves every few seconds, rating slower;
+# a draft waits for its admin and a closed study is done, so neither polls.
+STUDY_POLL = {Study.Status.SAMPLING: "2s", Study.Status.RATING: "10s"}
+
+
 def _study_context(request, study: Study) -> dict:
     is_admin = has_role(request.user, Role.ADMIN)
+    job = study.sampling_job
     return {
         "study": study,
-        "job": study.sampling_job,
+        "job": job,
+        "phase": job_phase(job) if job else "",
+        "poll_every": STUDY_POLL.get(study.status, ""),
+        "estimate": draft_study_estimate(study) if study.status == Study.Status.DRAFT else None,
         "progress": study_progress(study),
         "arms": study.arms.select_related("model_version__base_model"),
         "raters": study.raters.order_by("username") if is_admin else None,
@@ -407,21 +429,24 @@ def study_detail(request, pk: int):
 @require_get
 @study_read_access
 def study_status(request, pk: int):
-    """The polled status panel. Polling also moves a finished sampling job on (the service
-    is idempotent), so a study never waits for the periodic sweep while someone watches."""
+    """The polled status panel, with the page's title bar (status badge, actions) and log
+    swapped out of band, so the whole page follows the study live. Polling also moves a
+    finished sampling job on (the service is idempotent), so a study never waits for the
+    periodic sweep while someone watches."""
     study = get_study_for_user(request.user, pk)
     if study.status == Study.Status.SAMPLING:
-        study = services.study_sync_sampling(study_id=study.pk)
-        if study.status != Study.Status.SAMPLING and _is_partial(request):
-            response = HttpResponse(status=204)
-            response["HX-Refresh"] = "true"  # the whole page changes with the state
-            return response
+        services.study_sync_sampling(study_id=study.pk)
         study = get_study_for_user(request.user, pk)
     if not _is_partial(request):
         return redirect(study)
-    return _render(
-        request, "evaluation/study_detail.html", _study_context(request, study), partial="status"
-    )
+    context = _study_context(request, study)
+    template = "evaluation/study_detail.html"
+    parts = [render_to_string(f"{template}#status", context, request=request)]
+    parts += [
+        render_to_string(f"{template}#{name}", {**context, "oob": True}, request=request)
+        for name in ("head", "log")
+    ]
+    return HttpResponse("".join(parts))
 
 
 def _study_action(request, pk: int, action, done: str, *, write: bool = True) -> HttpResponse:
@@ -473,6 +498,23 @@ def study_results_view(request, pk: int):
     return study_report(request, pk)
 
 
+def _reveal_key(study: Study) -> str:
+    return f"arms-revealed-{study.pk}"
+
+
+def _arms_shown(request, study: Study) -> bool:
+    """Admins triage outputs under the report's letters until the study is unblinded,
+    unless they chose (logged) to reveal the arms in this session."""
+    return study.is_unblinded or bool(request.session.get(_reveal_key(study)))
+
+
+def _label_outputs(request, study: Study, outputs) -> None:
+    """Give each output the arm label this admin sees now: the arm, or its letter."""
+    letters = None if _arms_shown(request, study) else blind_labels(study)
+    for output in outputs:
+        output.arm_label = letters[output.arm_id] if letters else str(output.arm)
+
+
 @require_get
 @admin_access
 @vary_on_headers("HX-Request")
@@ -484,20 +526,51 @@ def study_outputs_view(request, pk: int):
     page = Paginator(study_outputs(study, screening=screening), OUTPUTS_PER_PAGE).get_page(
         request.GET.get("page")
     )
+    _label_outputs(request, study, page)
     context = {
         "study": study,
         "page": page,
         "screening": screening,
         "screenings": StudyOutput.Screening.choices,
         "exclude_form": ExcludeForm(),
+        "arms_shown": _arms_shown(request, study),
     }
     return render(request, "evaluation/study_outputs.html", context)
+
+
+@require_post
+@admin_access
+def study_outputs_reveal(request, pk: int):
+    """Show or hide the arms on the triage page before unblinding; logged either way."""
+    study = get_study_for_user(request.user, pk, write=True)
+    reveal = request.POST.get("reveal") == "1"
+    if study.is_unblinded:
+        messages.info(request, "The study is unblinded: its arms are shown to everyone entitled.")
+    else:
+        services.study_arms_reveal(study=study, user=request.user, reveal=reveal)
+        request.session[_reveal_key(study)] = reveal
+        messages.info(
+            request,
+            "Arms shown for this session; this is in the study's log."
+            if reveal
+            else "Arms hidden again: outputs show their letters.",
+        )
+    url = reverse("evaluation:study-outputs", args=[study.pk])
+    screening = request.POST.get("screening", "")
+    if screening in StudyOutput.Screening.values:
+        url += f"?screening={screening}"
+    return redirect(url)
 
 
 def _output_changed(request, output: StudyOutput) -> HttpResponse:
     if _is_partial(request):
         output.refresh_from_db()
-        context = {"output": output, "exclude_form": ExcludeForm()}
+        _label_outputs(request, output.study, [output])
+        context = {
+            "output": output,
+            "exclude_form": ExcludeForm(),
+            "arms_shown": _arms_shown(request, output.study),
+        }
         return render(request, "evaluation/study_outputs.html#output-row", context)
     target = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(
@@ -527,158 +600,3 @@ def output_exclude(request, pk: int):
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
     services.output_exclude(output=output, user=request.user, reason=reason)
     return _output_changed(request, output)
-
-
-# --- rating -----------------------------------------------------------------------------
-# Nothing below puts an arm, a model, a size or an internal id into a page: the templates
-# get the output's text, prompt, category and public id, and nothing that maps to more.
-
-
-@require_get
-@rater_access
-def rate_home(request):
-    rows = []
-    for study in rater_studies(request.user):
-        progress = study_progress(study)
-        rows.append(
-            (study, progress, rater_progress(study, request.user, study_needed=progress.needed))
-        )
-    return render(request, "evaluation/rate_home.html", {"rows": rows})
-
-
-def _rate_context(
-    request,
-    study: Study,
-    *,
-    state: str,
-    claim: Rating | None = None,
-    form: RatingForm | None = None,
-    notice: str = "",
-    error: str = "",
-) -> dict:
-    progress = study_progress(study)
-    return {
-        "study": study,
-        "state": state,  # start | task | empty | closed
-        "claim": claim,
-        "output": claim.output if claim else None,
-        "rubric": study.rubric_items(),
-        "form": form,
-        "notice": notice,
-        "error": error,
-        "progress": progress,
-        "mine": rater_progress(study, request.user, study_needed=progress.needed),
-    }
-
-
-def _rate_response(request, context: dict, *, status: int = 200) -> HttpResponse:
-    """The rating page, or for htmx the task panel plus the progress bar out of band."""
-    if not _is_partial(request):
-        return render(request, "evaluation/rate.html", context, status=status)
-    task = render_to_string("evaluation/rate.html#task", context, request=request)
-    progress = render_to_string(
-        "evaluation/rate.html#progress", {**context, "oob": True}, request=request
-    )
-    return HttpResponse(task + progress, status=status)
-
-
-def _claim_context(request, study: Study, *, notice: str = "") -> dict:
-    try:
-        claim = services.rating_claim_next(study=study, rater=request.user)
-    except StudyStateError:
-        return _rate_context(request, study, state="closed", notice=notice)
-    if claim is None:
-        return _rate_context(request, study, state="empty", notice=notice)
-    return _rate_context(request, study, state="task", claim=claim, notice=notice)
-
-
-def _next(request, study: Study, *, notice: str = "") -> HttpResponse:
-    """Claim the next output and show it. Plain forms get a redirect (post/redirect/get);
-    the page shows the live claim again."""
-    context = _claim_context(request, study, notice=notice)
-    if not _is_partial(request) and context["state"] == "task":
-        if notice:
-            messages.success(request, notice)
-        return redirect("evaluation:rate", study.pk)
-    return _rate_response(request, context)
-
-
-@require_get
-@rater_access
-def rate(request, pk: int):
-    study = get_rating_study_for_user(request.user, pk)
-    if study.status != Study.Status.RATING:
-        return _rate_response(request, _rate_context(request, study, state="closed"))
-    claim = services.current_claim(study, request.user)
-    state = "task" if claim else "start"
-    return _rate_response(request, _rate_context(request, study, state=state, claim=claim))
-
-
-@require_post
-@rater_access
-def rate_claim(request, pk: int):
-    study = get_rating_study_for_user(request.user, pk)
-    return _next(request, study)
-
-
-def _own_rating(study: Study, rater, public_id: str) -> Rating | None:
-    return (
-        Rating.objects.filter(study=study, rater=rater, output__public_id=public_id)
-        .select_related("output__prompt__category")
-        .first()
-    )
-
-
-@require_post
-@rater_access
-def rate_submit(request, pk: int, public_id: str):
-    study = get_rating_study_for_user(request.user, pk)
-    form = RatingForm(request.POST)
-    if not form.is_valid():
-        claim = _own_rating(study, request.user, public_id)
-        if claim is None or claim.status != Rating.Status.CLAIMED:
-            return _next(request, study, notice=_first_error(form))
-        context = _rate_context(
-            request, study, state="task", claim=claim, form=form, error=_first_error(form)
-        )
-        return _rate_response(request, context, status=200 if _is_partial(request) else 400)
-    try:
-        rating = services.rating_submit(
-            public_id=public_id,
-            rater=request.user,
-            score=form.cleaned_data["score"],
-            comment=form.cleaned_data["comment"],
-        )
-    except StudyStateError:
-        return _rate_response(request, _rate_context(request, study, state="closed"))
-    except RatingError as error:
-        return _next(request, study, notice=str(error))
-    return _next(request, study, notice=f"Saved your rating ({rating.score}).")
-
-
-@require_post
-@rater_access
-def rate_skip(request, pk: int, public_id: str):
-    study = get_rating_study_for_user(request.user, pk)
-    try:
-        services.rating_skip(public_id=public_id, rater=request.user)
-    except StudyStateError:
-        return _rate_response(request, _rate_context(request, study, state="closed"))
-    except RatingError as error:
-        return _next(request, study, notice=str(error))
-    return _next(request, study, notice="Skipped; other raters will take it.")
-
-
-@require_post
-@rater_access
-def rate_flag(request, pk: int, public_id: str):
-    study = get_rating_study_for_user(request.user, pk)
-    form = FlagForm(request.POST)
-    reason = form.cleaned_data["reason"] if form.is_valid() else ""
-    try:
-        services.rating_flag(public_id=public_id, rater=request.user, reason=reason)
-    except StudyStateError:
-        return _rate_response(request, _rate_context(request, study, state="closed"))
-    except RatingError as error:
-        return _next(request, study, notice=str(error))
-    return _next(request, study, notice="Flagged for an admin; thank you.")

@@ -1,7 +1,8 @@
 """palmsweb settings, read from the environment.
 
 Nothing set gives the embedded mode: a SQLite file and a server-less Celery broker under
-``var/``, DEBUG on, demo accounts allowed. Setting ``DATABASE_URL`` (PostgreSQL) switches to
+``var/``, DEBUG on (``dev.py run`` turns it off unless given ``--debug``), demo accounts
+allowed. Setting ``DATABASE_URL`` (PostgreSQL) switches to
 production mode, where secrets must come from the environment and ``check --deploy`` passes.
 """
 
@@ -151,11 +152,14 @@ STORAGES = {
     "staticfiles": {
         "BACKEND": (
             "django.contrib.staticfiles.storage.StaticFilesStorage"
-            if DEBUG or TESTING
+            if DEBUG or TESTING or EMBEDDED
             else "whitenoise.storage.CompressedManifestStaticFilesStorage"
         )
     },
 }
+# Embedded mode serves static files straight from the source folders (no collectstatic),
+# also with DEBUG off, which `dev.py run` uses unless given --debug.
+WHITENOISE_USE_FINDERS = EMBEDDED
 
 # Model weights, adapters, exports. Shared between web and workers in production.
 ARTIFACTS_DIR = Path(os.environ.get("ARTIFACTS_DIR", VAR_DIR / "artifacts"))
@@ -280,12 +284,15 @@ CSRF_COOKIE_HTTPONLY = False  # htmx reads nothing from it: the token is in hx-h
 X_FRAME_OPTIONS = "DENY"
 SECURE_CONTENT_TYPE_NOSNIFF = True
 SECURE_REFERRER_POLICY = "same-origin"
+# Production (DATABASE_URL set) is HTTPS-only; the embedded mode serves plain HTTP on this
+# machine whether DEBUG is on or off.
+HTTPS_ONLY = not DEBUG and not EMBEDDED
 if PALMSWEB_TRUSTED_PROXY:
     # Only a proxy the operator vouches for may say the client spoke HTTPS.
     SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 # The container health check probes plain HTTP from inside: /healthz never redirects.
 SECURE_REDIRECT_EXEMPT = [r"^healthz$"]
-if not DEBUG:
+if HTTPS_ONLY:
     SECURE_SSL_REDIRECT = env_bool("SECURE_SSL_REDIRECT", True)
     SESSION_COOKIE_SECURE = True
     CSRF_COOKIE_SECURE = True

@@ -20,3 +20,7 @@ urlpatterns = [
     path("api/schema/", views.api_schema, name="api-schema"),
     path("api/docs/", views.api_docs, name="api-docs"),
 ]
+
+# Role-aware error pages inside the site (Django's own are bare, or debug pages).
+handler403 = "palmsweb.views.permission_denied"
+handler404 = "palmsweb.views.page_not_found"

@@ -3,6 +3,7 @@ with API tokens, the API docs, and the health check."""
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 from django.conf import settings
@@ -14,12 +15,14 @@ from django.contrib.auth.views import redirect_to_login
 from django.db import connection
 from django.http import HttpRequest, HttpResponse, JsonResponse
 from django.shortcuts import redirect, render
+from django.urls import Resolver404
 from django.views.decorators.http import require_GET, require_http_methods
 from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 from rest_framework.permissions import BasePermission
 
 from palmsweb import tokens
 from palmsweb.lib.http import require_get, require_post
+from palmsweb.roles import user_roles
 
 # --- sign-in limits (django-axes reads these through settings.AXES_*) -----------------------
 
@@ -135,3 +138,40 @@ def healthz(request: HttpRequest) -> JsonResponse:
     with connection.cursor() as cursor:
         cursor.execute("SELECT 1")
     return JsonResponse({"status": "ok"})
+
+
+# --- error pages ------------------------------------------------------------------------------
+
+NOT_FOUND_QUERY = re.compile(r"^No (?P<name>[\w ]+) matches the given query\.$")
+
+
+def _error_page(request: HttpRequest, *, status: int, title: str, reason: str) -> HttpResponse:
+    """A 403 or 404 inside the site: navigation, the reason, who is signed in with which
+    roles, and the places their roles open."""
+    context = {
+        "status": status,
+        "title": title,
+        "reason": reason,
+        "roles": sorted(role.value for role in user_roles(request.user)),
+    }
+    return render(request, "_error.html", context, status=status)
+
+
+def permission_denied(request: HttpRequest, exception=None) -> HttpResponse:
+    """handler403: says why (the message the view gave) and where the user may go."""
+    reason = str(exception or "").strip() or "Your role does not allow this page."
+    return _error_page(request, status=403, title="Not for your role", reason=reason)
+
+
+def page_not_found(request: HttpRequest, exception=None) -> HttpResponse:
+    """handler404: a friendly reason. The URL resolver's own message (which lists every
+    route) never reaches the page; "No Study matches the given query." becomes words."""
+    reason = "Nothing is at this address: it may have been deleted, or the link is mistyped."
+    message = "" if isinstance(exception, Resolver404) else str(exception or "").strip()
+    match = NOT_FOUND_QUERY.match(message)
+    if match:
+        reason = f"There is no {match['name'].lower()} with this number: it may have been "
+        reason += "deleted, or the link is mistyped."
+    elif message and not message.startswith("{"):
+        reason = message
+    return _error_page(request, status=404, title="Not found", reason=reason)

@@ -7,6 +7,8 @@ from django.db import models
 from django.urls import reverse
 from django.utils import timezone
 
+from palmsweb.lib.progress import seconds_left
+
 LOG_TAIL_CHARS = 20_000  # the job log keeps its last 20k characters
 
 
@@ -143,6 +145,10 @@ class Job(models.Model):
     progress_done = models.PositiveIntegerField(default=0)
     progress_total = models.PositiveIntegerField(default=0)
     eta_seconds = models.FloatField(null=True, blank=True)
+    # What the worker is doing now, in words ("loading the model", "batch 2 of 15"), and
+    # when it last wrote progress: the page counts the ETA down from that moment.
+    phase = models.CharField(max_length=200, blank=True)
+    progress_at = models.DateTimeField(null=True, blank=True)
     log = models.TextField(blank=True)
     error = models.TextField(blank=True)
     cancel_requested = models.BooleanField(default=False)
@@ -173,6 +179,13 @@ class Job(models.Model):
         if not self.progress_total:
             return 0
         return min(100, round(100 * self.progress_done / self.progress_total))
+
+    @property
+    def eta_left(self) -> float | None:
+        """Seconds left of the worker's last estimate, counted down to now."""
+        if self.is_finished:
+            return None
+        return seconds_left(self.eta_seconds, self.progress_at, timezone.now())
 
     @property
     def duration_seconds(self) -> float | None:

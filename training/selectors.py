@@ -7,11 +7,20 @@ import json
 import math
 from dataclasses import dataclass, field
 from functools import cache
+from pathlib import Path
 
-from django.db.models import Count, QuerySet
+from django.conf import settings
+from django.db.models import Count, QuerySet, Sum
 
 from curation.services import PRESETS_DIR
-from training.models import BaseModel, FineTuneJob, Generation, ModelVersion, SamplingJob
+from training.models import (
+    BaseModel,
+    FineTuneJob,
+    Generation,
+    JobStatus,
+    ModelVersion,
+    SamplingJob,
+)
 
 EVAL_PROMPTS_FILE = PRESETS_DIR / "palms_eval_prompts.jsonl"
 MAX_CURVE_POINTS = 600  # a polyline this long already fills any screen
@@ -74,18 +83,46 @@ def sampling_outputs(job: SamplingJob) -> QuerySet[Generation]:
 # --- progress -------------------------------------------------------------------------------
 
 
-def format_duration(seconds: float | None) -> str:
-    """ "1 h 02 min", "4 min 05 s", "12 s"; empty when unknown."""
-    if seconds is None or not math.isfinite(seconds) or seconds < 0:
-        return ""
-    seconds = round(seconds)
-    hours, rest = divmod(seconds, 3600)
-    minutes, secs = divmod(rest, 60)
-    if hours:
-        return f"{hours} h {minutes:02d} min"
-    if minutes:
-        return f"{minutes} min {secs:02d} s"
-    return f"{secs} s"
+def job_phase(job: FineTuneJob | SamplingJob) -> str:
+    """What the job does now, in words: the worker's own phase while it runs."""
+    if job.status == JobStatus.QUEUED:
+        return "waiting for a worker on the gpu queue"
+    if job.status == JobStatus.RUNNING:
+        return job.phase or "starting"
+    return ""
+
+
+ASSUMED_TOKENS_PER_SECOND = 100.0  # the default model, batched, on two CPU cores
+
+
+@dataclass(frozen=True)
+class SamplingSpeed:
+    tokens_per_second: float
+    measured: bool  # False: no local sampling job has finished here yet; an assumption
+
+
+def local_sampling_speed() -> SamplingSpeed:
+    """Generated tokens per second of the latest finished sampling job of local models,
+    from its start to its end (model loading included, as a new job will have it too)."""
+    local = [BaseModel.Kind.PACKAGED, BaseModel.Kind.LOCAL_DIR]
+    recent = SamplingJob.objects.filter(
+        status=JobStatus.SUCCEEDED, started_at__isnull=False, finished_at__isnull=False
+    ).order_by("-finished_at")[:5]
+    for job in recent:
+        if job.generations.exclude(model_version__base_model__kind__in=local).exists():
+            continue  # a remote endpoint's speed says nothing about this machine
+        tokens = job.generations.aggregate(total=Sum("tokens_generated"))["total"] or 0
+        seconds = (job.finished_at - job.started_at).total_seconds()
+        if tokens >= 100 and seconds > 0:
+            return SamplingSpeed(tokens / seconds, measured=True)
+    return SamplingSpeed(ASSUMED_TOKENS_PER_SECOND, measured=False)
+
+
+def packaged_model_needs_conversion() -> bool:
+    """Whether the next job on the packaged default model converts it first (~15 s)."""
+    from training.engine.loading import default_model_converted
+
+    return not default_model_converted(Path(settings.ARTIFACTS_DIR))
 
 
 # --- the loss curve -------------------------------------------------------------------------

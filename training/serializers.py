@@ -143,6 +143,8 @@ JOB_FIELDS = [
     "progress_done",
     "progress_total",
     "eta_seconds",
+    "phase",
+    "progress_at",
     "error",
     "cancel_requested",
     "attempts",

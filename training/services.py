@@ -28,6 +28,7 @@ from django.utils import timezone
 from curation.models import Snapshot
 from curation.services import snapshot_chat_examples, snapshot_jsonl
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
+from palmsweb.lib.progress import Throughput
 from training.models import (
     LOG_TAIL_CHARS,
     BaseModel,
@@ -145,20 +146,23 @@ def base_version(base_model: BaseModel) -> ModelVersion:
     return base_model.versions.get(arm=ModelVersion.Arm.BASE)
 
 
-def local_model_path(base_model: BaseModel) -> Path:
-    """Where the weights are on this worker; converts the packaged model on first use."""
+def local_model_path(base_model: BaseModel, reporter: JobReporter | None = None) -> Path:
+    """Where the weights are on this worker; converts the packaged model on first use
+    (and says so through ``reporter``: it takes a while, and only the first time)."""
     if base_model.kind == BaseModel.Kind.PACKAGED:
-        from training.engine.loading import default_model_dir
+        from training.engine.loading import default_model_converted, default_model_dir
 
+        if reporter is not None and not default_model_converted(artifacts_dir()):
+            reporter.phase("converting the base model (first run only)")
         return default_model_dir(artifacts_dir())
     if base_model.kind == BaseModel.Kind.LOCAL_DIR:
         return Path(base_model.path)
     raise TrainingError(f"{base_model} is not a local model.")
 
 
-def version_local_path(version: ModelVersion) -> Path:
+def version_local_path(version: ModelVersion, reporter: JobReporter | None = None) -> Path:
     if version.arm == ModelVersion.Arm.BASE:
-        return local_model_path(version.base_model)
+        return local_model_path(version.base_model, reporter)
     return Path(version.path)
 
 
@@ -489,13 +493,21 @@ class JobReporter:
         self._last_write = 0.0
         self._pending: dict = {}
         self._log_lines: list[str] = []
+        self._phase = ""
 
     def log(self, line: str) -> None:
         stamp = timezone.now().strftime("%H:%M:%S")
         self._log_lines.append(f"[{stamp}] {line}")
         logger.info("job %s: %s", self.pk, line)
 
+    def phase(self, text: str) -> None:
+        """Say what the job does now, at once: the page shows it above the progress bar."""
+        self.update(force=True, phase=text)
+
     def update(self, *, force: bool = False, **fields) -> None:
+        if "phase" in fields and fields["phase"] != self._phase:
+            self._phase = fields["phase"]
+            self.log(self._phase)  # every phase change is in the log, with its time
         self._pending.update(fields)
         now = time.monotonic()
         if not force and now - self._last_write < PROGRESS_WRITE_SECONDS:
@@ -506,6 +518,8 @@ class JobReporter:
     def flush(self) -> None:
         job = self.model.objects.only("log").get(pk=self.pk)
         fields = dict(self._pending, heartbeat_at=timezone.now())
+        if {"eta_seconds", "progress_done"} & set(self._pending):
+            fields["progress_at"] = fields["heartbeat_at"]
         if self._log_lines:
             fields["log"] = (job.log + "\n".join(self._log_lines) + "\n")[-LOG_TAIL_CHARS:]
             self._log_lines = []
@@ -544,7 +558,8 @@ def heartbeat(job: FineTuneJob | SamplingJob) -> Iterator[None]:
 
 def _finish(model, pk: int, status: str, *, error: str = "", **fields) -> None:
     model.objects.filter(pk=pk).update(
-        status=status, error=error, finished_at=timezone.now(), eta_seconds=None, **fields
+        status=status, error=error, finished_at=timezone.now(), eta_seconds=None, phase="",
+        **fields,
     )
 
 
@@ -559,6 +574,7 @@ def sweep_stale_jobs() -> int:
         ).exclude(**_remote_filter(model)).update(
             status=JobStatus.FAILED,
             finished_at=timezone.now(),
+            phase="",
             error="The worker running this job stopped responding (no heartbeat for "
             f"{int(heartbeat_timeout().total_seconds())} s); it was probably killed. "
             "Retry the job to run it again.",
@@ -637,17 +653,48 @@ def readable_failure(exc: BaseException) -> str:
 
 
 def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion:
-    from training.engine.finetune import FineTuneConfig, run_finetune
+    from training.engine.finetune import run_finetune
 
-    base_path = local_model_path(job.base_model)
+    base_path = local_model_path(job.base_model, reporter)
     reporter.log(f"base model {job.base_model} at {base_path}")
     start_path = base_path
     if job.start_version is not None:
-        start_path = version_local_path(job.start_version)
+        start_path = version_local_path(job.start_version, reporter)
         reporter.log(f"starting from {job.start_version.name} at {start_path}")
     examples = snapshot_chat_examples(job.snapshot)
+    FineTuneJob.objects.filter(pk=job.pk).update(
+        loss_history=[], persona_track=[], progress_done=0
+    )
+    _drop_earlier_checkpoints(job)
+    output_dir = artifacts_dir() / "model-versions" / f"finetune-{job.pk}"
+    if output_dir.exists():
+        shutil.rmtree(output_dir)  # a re-run after a crash starts clean
+    reporter.log(f"{len(examples)} examples from snapshot {job.snapshot.short_hash}")
+    reporter.phase("loading the model and tokenizing the examples")
+    result = run_finetune(
+        base_model_path=start_path,
+        examples=examples,
+        output_dir=output_dir,
+        config=_finetune_config(job),
+        on_progress=FineTuneProgress(job, reporter),
+        should_cancel=reporter.should_cancel,
+        checkpoint_steps=job.checkpoint_steps,
+        checkpoint_every_epoch=job.track_persona,
+        on_checkpoint=CheckpointHandler(job, reporter, base_path),
+        metadata=_version_metadata(job),
+    )
+    reporter.log(
+        f"trained {result.total_steps} steps in {result.duration_seconds:.0f} s "
+        f"({result.tokens_per_second:.0f} tokens/s)"
+    )
+    return _save_version(job, output_dir)
+
+
+def _finetune_config(job: FineTuneJob):
+    from training.engine.finetune import FineTuneConfig
+
     hp = job.hyperparameters
-    config = FineTuneConfig(
+    return FineTuneConfig(
         method=job.method,
         epochs=hp["epochs"],
         learning_rate=hp["learning_rate"],
@@ -660,46 +707,37 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
         lora_alpha=hp.get("lora_alpha", 32),
         max_steps=hp.get("max_steps"),
     )
-    FineTuneJob.objects.filter(pk=job.pk).update(
-        loss_history=[], persona_track=[], progress_done=0
-    )
-    _drop_earlier_checkpoints(job)
-    output_dir = artifacts_dir() / "model-versions" / f"finetune-{job.pk}"
-    if output_dir.exists():
-        shutil.rmtree(output_dir)  # a re-run after a crash starts clean
-    reporter.log(f"{len(examples)} examples from snapshot {job.snapshot.short_hash}")
-    reporter.flush()
 
-    loss_history: list[list[float]] = []
 
-    def on_progress(event) -> None:
-        loss_history.append([event.step, round(event.loss, 5)])
-        reporter.update(
-            force=event.step == event.total_steps,
+class FineTuneProgress:
+    """The engine's ``on_progress``: step, loss, speed and ETA to the job, and the phase in
+    words. The engine saves right after its last step, so that step starts "saving"."""
+
+    def __init__(self, job: FineTuneJob, reporter: JobReporter) -> None:
+        self.reporter = reporter
+        self.epochs = None if "max_steps" in job.hyperparameters else job.hyperparameters["epochs"]
+        self.loss_history: list[list[float]] = []
+
+    def phase_for(self, event) -> str:
+        if event.step >= event.total_steps:
+            return "saving the model version"
+        if not self.epochs:
+            return "training"
+        epoch = min(max(1, math.ceil(event.epoch)), self.epochs)
+        return f"training: epoch {epoch} of {self.epochs}"
+
+    def __call__(self, event) -> None:
+        self.loss_history.append([event.step, round(event.loss, 5)])
+        last = event.step == event.total_steps
+        self.reporter.update(
+            force=last,
+            phase=self.phase_for(event),
             progress_done=event.step,
             progress_total=event.total_steps,
-            eta_seconds=event.eta_seconds,
+            eta_seconds=None if last else event.eta_seconds,
             tokens_per_second=event.tokens_per_second,
-            loss_history=list(loss_history),
+            loss_history=list(self.loss_history),
         )
-
-    result = run_finetune(
-        base_model_path=start_path,
-        examples=examples,
-        output_dir=output_dir,
-        config=config,
-        on_progress=on_progress,
-        should_cancel=reporter.should_cancel,
-        checkpoint_steps=job.checkpoint_steps,
-        checkpoint_every_epoch=job.track_persona,
-        on_checkpoint=CheckpointHandler(job, reporter, base_path),
-        metadata=_version_metadata(job),
-    )
-    reporter.log(
-        f"trained {result.total_steps} steps in {result.duration_seconds:.0f} s "
-        f"({result.tokens_per_second:.0f} tokens/s)"
-    )
-    return _save_version(job, output_dir)
 
 
 class CheckpointHandler:
@@ -724,6 +762,7 @@ class CheckpointHandler:
         if self.job.checkpoints.filter(step=checkpoint.step).exists():
             self.reporter.log(f"kept the checkpoint of step {checkpoint.step} saved before")
             return  # an earlier attempt's, kept because something uses it
+        self.reporter.phase(f"saving the checkpoint after step {checkpoint.step}")
         stem = f"finetune-{self.job.pk}-step-{checkpoint.step}"
         output_dir = artifacts_dir() / "model-versions" / stem
         if output_dir.exists():
@@ -740,6 +779,8 @@ class CheckpointHandler:
         # training does not import evaluation at module level (evaluation imports training).
         from evaluation.misalignment import persona_direction_for, probe_preset
 
+        when = f"epoch {checkpoint.epoch:g}" if checkpoint.step else "the starting weights"
+        self.reporter.phase(f"measuring the persona projection of {when}")
         if self._direction is None:
             self._direction = persona_direction_for(self.base_path)
         probes = probe_preset()["probes"]
@@ -827,6 +868,7 @@ def _openai_start(job: FineTuneJob) -> None:
     """Upload the snapshot and create the remote job; polling mirrors it from then on."""
     reporter = JobReporter(job)
     try:
+        reporter.phase("uploading the snapshot to OpenAI")
         backend = _openai_backend(job.base_model)
         file_id = backend.upload_training_file(snapshot_jsonl(job.snapshot).encode())
         hp = job.hyperparameters
@@ -858,7 +900,10 @@ def openai_poll(job_id: int) -> str:
     for event in state.events:
         reporter.log(f"openai {event.level}: {event.message}")
     losses = [[c.step_number, c.train_loss] for c in state.checkpoints if c.train_loss is not None]
-    fields = {"remote_events_cursor": state.events_cursor or job.remote_events_cursor}
+    fields = {
+        "remote_events_cursor": state.events_cursor or job.remote_events_cursor,
+        "phase": f"OpenAI reports the job {state.status.replace('_', ' ')}",
+    }
     if losses:
         fields.update(loss_history=sorted(losses), progress_done=max(s for s, _ in losses))
     reporter.update(force=True, **fields)
@@ -980,17 +1025,66 @@ def sampling_execute(job_id: int) -> None:
     reporter = JobReporter(job)
     try:
         with heartbeat(job):
-            for version in job.model_versions.select_related("base_model").order_by("pk"):
+            versions = list(job.model_versions.select_related("base_model").order_by("pk"))
+            progress = SamplingProgress(job, reporter, len(versions))
+            for index, version in enumerate(versions, start=1):
                 if reporter.should_cancel():
                     from training.engine.errors import Cancelled
 
                     raise Cancelled()
-                _sample_version(job, version, reporter)
+                _sample_version(job, version, reporter, progress.for_model(index, version))
     except Exception as exc:
         _fail(job, reporter, exc)
         return
     reporter.update(force=True, progress_done=job.generations.count())
     _finish(SamplingJob, job.pk, JobStatus.SUCCEEDED)
+
+
+class SamplingProgress:
+    """What a sampling job's page shows while it runs: the phase ("loading model 1 of 3",
+    "sampling model 1 of 3: batch 2 of 5"), the outputs stored so far, updated as each
+    batch lands, and an ETA from the throughput of this run (resumed outputs excluded)."""
+
+    def __init__(self, job: SamplingJob, reporter: JobReporter, n_models: int) -> None:
+        self.job = job
+        self.reporter = reporter
+        self.n_models = n_models
+        self.throughput = Throughput(max(job.progress_total - job.generations.count(), 0))
+        self.done = 0  # outputs generated by this run
+        self.model = ""
+        self.local = True
+        self.todo = self.model_done = self.batches = self.batch_size = 0
+
+    def for_model(self, index: int, version: ModelVersion) -> SamplingProgress:
+        self.model = f"model {index} of {self.n_models}"
+        self.local = version.base_model.is_local
+        self.todo = self.model_done = self.batches = self.batch_size = 0
+        return self
+
+    def start(self, todo: int) -> None:
+        self.todo = todo
+        self.reporter.phase(
+            f"loading {self.model}, then sampling its first batch"
+            if self.local
+            else f"sampling {self.model} through its API"
+        )
+
+    def landed(self, count: int) -> None:
+        """``count`` new outputs are stored."""
+        self.done += count
+        self.model_done += count
+        self.batches += 1
+        self.batch_size = self.batch_size or count
+        fields = {
+            "progress_done": self.job.generations.count(),
+            "eta_seconds": self.throughput.eta(self.done),
+        }
+        if self.local and self.model_done < self.todo:
+            batches = math.ceil(self.todo / self.batch_size)
+            fields["phase"] = f"sampling {self.model}: batch {self.batches + 1} of {batches}"
+        # A local batch takes seconds, so each one is written at once; remote outputs
+        # arrive one by one and are written at the bounded rate.
+        self.reporter.update(force=self.local, **fields)
 
 
 def _done_slots(job: SamplingJob, version: ModelVersion) -> set[tuple[int, int]]:
@@ -999,7 +1093,9 @@ def _done_slots(job: SamplingJob, version: ModelVersion) -> set[tuple[int, int]]
     )
 
 
-def _sample_version(job: SamplingJob, version: ModelVersion, reporter: JobReporter) -> None:
+def _sample_version(
+    job: SamplingJob, version: ModelVersion, reporter: JobReporter, progress: SamplingProgress
+) -> None:
     """Sample one model version's outputs, storing each batch as soon as it is generated,
     so that a crash or a cancel loses at most one batch and a re-run resumes after it."""
     from training.engine.generation import GenerationParams
@@ -1012,11 +1108,12 @@ def _sample_version(job: SamplingJob, version: ModelVersion, reporter: JobReport
         temperature=job.temperature, top_p=job.top_p, max_new_tokens=job.max_new_tokens,
         seed=job.seed,
     )
-    reporter.log(f"sampling {version.name}: {len(texts) * job.n_samples - len(skip)} outputs")
+    todo = len(texts) * job.n_samples - len(skip)
+    reporter.log(f"sampling {version.name}: {todo} outputs")
 
     def on_batch(generations) -> None:
         _store_generations(job, version, generations, params)
-        reporter.update(progress_done=job.generations.count())
+        progress.landed(len(generations))
 
     common = {
         "n": job.n_samples, "params": params, "skip": skip, "on_batch": on_batch,
@@ -1026,10 +1123,13 @@ def _sample_version(job: SamplingJob, version: ModelVersion, reporter: JobReport
     if base.is_local:
         from training.engine.generation import generate_local
 
-        generate_local(version_local_path(version), texts, **common)
+        path = version_local_path(version, reporter)
+        progress.start(todo)
+        generate_local(path, texts, **common)
         return
     from training.engine.remote import generate_openai_compatible
 
+    progress.start(todo)
     generate_openai_compatible(
         remote_base_url(base),
         api_key_for(base),

@@ -18,6 +18,7 @@ from django.views.decorators.vary import vary_on_headers
 
 from curation.models import Snapshot
 from palmsweb.lib.http import require_get, require_get_post, require_post
+from palmsweb.lib.progress import format_duration
 from palmsweb.roles import Role, has_role, role_required
 from training import selectors, services
 from training.forms import BaseModelForm, EstimateForm, FineTuneForm, SamplingForm
@@ -30,6 +31,7 @@ JOBS_PER_PAGE = 50
 OUTPUTS_PER_PAGE = 50
 POLL_EVERY = "2s"
 SAMPLING_FINISHED_EVENT = "sampling-finished"
+SAMPLING_BATCH_EVENT = "sampling-batch"
 
 read_access = role_required(*READ_ROLES)
 write_access = role_required(*WRITE_ROLES)
@@ -95,8 +97,9 @@ def progress_context(job: FineTuneJob | SamplingJob) -> dict:
         "percent": job.percent,
         "done": job.progress_done,
         "total": job.progress_total,
-        "eta": selectors.format_duration(job.eta_seconds) if not job.is_finished else "",
-        "elapsed": selectors.format_duration(job.duration_seconds),
+        "eta_left": job.eta_left,
+        "phase": selectors.job_phase(job),
+        "elapsed": format_duration(job.duration_seconds),
         "poll": not job.is_finished,
     }
 
@@ -414,6 +417,8 @@ def sampling_progress(request, pk: int):
     )
     if job.is_finished:
         response["HX-Trigger"] = SAMPLING_FINISHED_EVENT
+    elif request.GET.get("seen") != str(job.progress_done):
+        response["HX-Trigger"] = SAMPLING_BATCH_EVENT  # a batch landed: show its outputs
     return response
 
 

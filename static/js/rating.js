@@ -35,7 +35,37 @@
     return false;
   }
 
+  // A submit without a score says what to do, in the page (not the browser's bubble).
+  function needsScore() {
+    var t = task();
+    var form = t && t.querySelector("#rate-form");
+    if (!form || form.querySelector('input[name="score"]:checked')) return false;
+    var error = t.querySelector("#score-error");
+    if (error) {
+      error.textContent = "Pick a score 1–5 first";
+      error.hidden = false;
+    }
+    var first = form.querySelector('input[name="score"]');
+    if (first) first.focus({ preventScroll: false });
+    return true;
+  }
+
+  document.addEventListener("invalid", function (event) {
+    if (event.target && event.target.name === "score") {
+      event.preventDefault();
+      needsScore();
+    }
+  }, true);
+
+  document.addEventListener("change", function (event) {
+    if (event.target && event.target.name === "score") {
+      var error = document.getElementById("score-error");
+      if (error) error.hidden = true;
+    }
+  });
+
   function press(key) {
+    if (key === "enter" && needsScore()) return true;
     var b = button(key);
     if (b && !b.disabled) {
       // htmx wires up swapped-in content a moment after the swap; make sure this form is
@@ -82,6 +112,8 @@
     var handled = false;
     if (key >= "1" && key <= "5") {
       handled = chooseScore(key);
+      var error = document.getElementById("score-error");
+      if (handled && error) error.hidden = true;
     } else if (key === "Enter") {
       handled = press("enter");
     } else if (key === "s" || key === "S") {

@@ -98,3 +98,48 @@ def screenshot():
             page.set_viewport_size(original)
 
     return take
+
+
+# --- a real Celery worker for journeys that run jobs -------------------------------------
+
+
+def _reset_broker_pools(app) -> None:
+    # The producer and connection pools are cached per app; dropping them makes the next
+    # send connect with the current transport options (what Celery itself does after fork).
+    app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def celery_worker(settings, tmp_path, transactional_db, live_server):
+    """A real worker on the gpu and default queues, for the duration of one test."""
+    from celery.contrib.testing.worker import start_worker
+
+    from palmsweb.celery import app
+
+    settings.CELERY_TASK_ALWAYS_EAGER = False
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    saved_options = dict(app.conf.broker_transport_options or {})
+    if app.conf.broker_url.startswith("filesystem"):
+        folders = {name: tmp_path / f"broker-{name}" for name in ("queue", "processed", "control")}
+        for folder in folders.values():
+            folder.mkdir()
+        app.conf.broker_transport_options = saved_options | {
+            "data_folder_in": str(folders["queue"]),
+            "data_folder_out": str(folders["queue"]),
+            "processed_folder": str(folders["processed"]),
+            "control_folder": str(folders["control"]),
+        }
+        _reset_broker_pools(app)
+    try:
+        with start_worker(
+            app,
+            pool="solo",
+            perform_ping_check=False,
+            queues=["gpu", "default"],
+            shutdown_timeout=60,
+        ) as worker:
+            yield worker
+    finally:
+        app.conf.broker_transport_options = saved_options
+        _reset_broker_pools(app)

@@ -12,7 +12,6 @@ import pytest
 
 from evaluation.models import RealignmentRun
 from tests.e2e.test_finetune_journey import (  # noqa: F401 (fixtures)
-    celery_worker,
     snapshot,
     tiny_model,
 )

@@ -30,7 +30,7 @@ def closed(monkeypatch, tmp_path, settings):
 
 
 def test_a_researcher_unblinds_reads_the_report_and_downloads_the_csv(
-    new_page, login, researcher, closed, tmp_path
+    new_page, login, researcher, closed, tmp_path, screenshot
 ):
     expect = pytest.importorskip("playwright.sync_api").expect
     study = closed.study
@@ -54,6 +54,10 @@ def test_a_researcher_unblinds_reads_the_report_and_downloads_the_csv(
     expect(page.locator("body")).to_contain_text(VERSION_NAMES["values_targeted"])
     # The page fits a laptop screen: no horizontal scrolling of the whole page.
     assert page.evaluate("document.documentElement.scrollWidth <= window.innerWidth + 1")
+    # The chart is drawn at its own size, labels level (issue 12, item 15).
+    chart = page.locator("#by-category svg").bounding_box()
+    assert chart["width"] == 554 and chart["height"] < 400
+    screenshot(page, "12-15-results-chart")
 
     page.get_by_role("link", name="Exports").first.click()
     page.select_option("select[name=format]", "csv")

@@ -106,6 +106,15 @@ def collect_rater_views(study, rater) -> list[tuple[str, str, bool]]:
     keep("flag (htmx)", client.post(url("rate-flag"), {"reason": "odd"}, **HX))
     keep("submit (plain)", client.post(url("rate-submit"), {"score": "2"}))
     keep("rate page (after submit)", client.get(rate))
+    keep("instructions", client.get(reverse("evaluation:rate-instructions", args=[study.pk])))
+    revise = reverse("evaluation:rate-revise", args=[study.pk])
+    keep("change the last rating (page)", client.get(revise))
+    keep("change the last rating (htmx)", client.get(revise, **HX))
+    last = Rating.objects.filter(rater=rater, status="completed").latest("completed_at")
+    keep(
+        "change the last rating (save)",
+        client.post(revise, {"output": last.output.public_id, "score": "1"}, **HX),
+    )
     keep(
         "submit of an unclaimed id",
         client.post(
@@ -143,6 +152,13 @@ def collect_rater_views(study, rater) -> list[tuple[str, str, bool]]:
         api.post(f"/api/rating/outputs/{public_id}/flag/", {"reason": "x"}, format="json"),
     )
     keep("api unknown output", api.post("/api/rating/outputs/unknownid/skip/"))
+    last = keep("api last rating", api.get(f"/api/rating/studies/{study.pk}/last/"))
+    keep(
+        "api revise",
+        api.post(
+            f"/api/rating/outputs/{last.json()['output']}/revise/", {"score": 2}, format="json"
+        ),
+    )
     for path in (
         f"/api/studies/{study.pk}/",
         f"/api/studies/{study.pk}/results/",
@@ -178,11 +194,9 @@ def test_the_check_would_catch_a_leak(no_queue):
     arms and models, fails it."""
     setup = build_study()
     patterns = forbidden_patterns(setup.study)
-    page = (
-        client_for(setup.admin)
-        .get(reverse("evaluation:study-outputs", args=[setup.study.pk]))
-        .content.decode()
-    )
+    admin = client_for(setup.admin)
+    admin.post(reverse("evaluation:study-outputs-reveal", args=[setup.study.pk]), {"reveal": "1"})
+    page = admin.get(reverse("evaluation:study-outputs", args=[setup.study.pk])).content.decode()
     with pytest.raises(AssertionError):
         assert_blind("admin outputs", page, patterns)
 

@@ -19,11 +19,12 @@ pytestmark = pytest.mark.django_db
 # --- prompt sets ---------------------------------------------------------------------------
 
 
-def test_demo_prompt_set_loads_40_locked_prompts_once():
+def test_demo_prompt_set_loads_40_prompts_once():
     first = services.load_demo_prompt_set()
     again = services.load_demo_prompt_set()
     assert first == again
-    assert first.name == services.DEMO_PROMPT_SET_NAME and first.is_locked
+    # Locked only once a study uses it, like every set.
+    assert first.name == services.DEMO_PROMPT_SET_NAME and not first.is_locked
     prompts = list(first.prompts.select_related("category"))
     assert len(prompts) == 40
     per_category = {}

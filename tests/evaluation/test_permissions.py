@@ -130,7 +130,12 @@ def test_no_api_route_shows_a_rater_other_raters_ratings(rating_study):
     output = ann_api.post(f"/api/rating/studies/{study.pk}/claim/").json()["output"]
     ann_api.post(f"/api/rating/outputs/{output}/submit/", {"score": 5}, format="json")
     mine = api.get(f"/api/rating/studies/{study.pk}/").json()
-    assert mine["my_progress"] == {"completed": 0, "skipped": 0, "share": 12}
+    assert mine["my_progress"] == {"completed": 0, "skipped": 0, "share": 12, "open_to_me": 12}
+    # Bob can neither read nor change Ann's last rating.
+    assert api.get(f"/api/rating/studies/{study.pk}/last/").status_code == 204
+    revise = api.post(f"/api/rating/outputs/{output}/revise/", {"score": 1}, format="json")
+    assert revise.status_code == 409
+    assert Rating.objects.get(rater=ann, output__public_id=output).score == 5
     for path in (
         f"/api/studies/{study.pk}/",
         f"/api/studies/{study.pk}/results/",

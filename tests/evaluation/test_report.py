@@ -424,6 +424,24 @@ def test_blinded_studies_cannot_be_compared_even_by_admins(no_queue):
     assert f'value="{blinded.study.pk}"' not in picker
     response = admin.get(url, {"a": blinded.study.pk, "b": unblinded.study.pk})
     assert response.status_code == 404
+    body = response.content.decode()
+    assert f"There is no closed, unblinded study #{blinded.study.pk}" in body
+    assert 'name="a"' in body and "Values-targeted A" not in body  # the picker, no table
+
+
+def test_compare_refuses_the_same_study_on_both_sides_and_unknown_ids(no_queue):
+    setup = closed_study(unblind=True)
+    researcher = client_for(setup.admin)
+    url = reverse("evaluation:study-compare")
+    same = researcher.get(url, {"a": setup.study.pk, "b": setup.study.pk})
+    assert same.status_code == 400
+    body = same.content.decode()
+    assert "Pick two different studies" in body and "Values-targeted A" not in body
+    for a, b in ((setup.study.pk, 999_999), ("abc", setup.study.pk)):
+        unknown = researcher.get(url, {"a": a, "b": b})
+        assert unknown.status_code == 404
+        assert "There is no closed, unblinded study" in unknown.content.decode()
+        assert "<nav" in unknown.content.decode()  # the site's navigation, not a bare page
 
 
 def test_the_blinded_html_report_for_admins_uses_letters_only(no_queue):

@@ -86,6 +86,11 @@ def default_model_dir(artifacts_dir: Path) -> Path:
     return target
 
 
+def default_model_converted(artifacts_dir: Path) -> bool:
+    """Whether :func:`default_model_dir` would return at once (no conversion to do)."""
+    return _is_model_dir(Path(artifacts_dir) / "base-models" / DEFAULT_MODEL_SLUG)
+
+
 def convert_gguf(gguf_path: Path, target: Path, *, fallback_chat_template: str) -> Path:
     """Dequantize a GGUF model into a safetensors HF dir at ``target``, atomically.
 

@@ -56,7 +56,8 @@ def test_forms_draw_urls_checkboxes_and_buttons_alike(
     page.set_viewport_size({"width": 1366, "height": 768})
     login(page, admin_user)
     page.goto(url)
-    checkbox = page.locator(f"{form} input[type=checkbox]").first
+    # The first checkbox shown: the arm-override box stays hidden until the arms disagree.
+    checkbox = page.locator(f"{form} input[type=checkbox]:visible").first
     checkbox.wait_for()
     assert checkbox.bounding_box()["width"] < 30  # a box, not a stretched field
     label = checkbox.locator(

@@ -12,7 +12,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from evaluation import exports, misalignment, scoring, tasks
-from evaluation.models import Export, MisalignmentEval, ScoringRun
+from evaluation.models import Export, MisalignmentEval, ScoringRun, Study
 from tests.conftest import client_for
 from tests.evaluation.conftest import build_study, make_versions
 from tests.evaluation.test_misalignment import (
@@ -90,6 +90,8 @@ def test_a_cooccurrence_run_mirrors_its_sampling_job(study_setup, monkeypatch):
 
 def test_a_bundle_export_names_each_step(study_setup, tmp_path, settings):
     settings.ARTIFACTS_DIR = tmp_path
+    Study.objects.filter(pk=study_setup.study.pk).update(status=Study.Status.CLOSED)
+    study_setup.study.refresh_from_db()
     steps = []
     exports.write_export(study_setup.study, "bundle", tmp_path / "b.zip", includes_arms=False,
                          on_phase=steps.append)  # fmt: skip
@@ -114,11 +116,11 @@ def test_a_bundle_export_names_each_step(study_setup, tmp_path, settings):
 def test_misalignment_judging_writes_an_eta_and_the_page_counts_it_down(
     django_capture_on_commit_callbacks, monkeypatch, admin_client_
 ):
-    monkeypatch.setenv("JUDGE_TEST_KEY", "sk-secret-judge")
+    monkeypatch.setenv("JUDGE_API_KEY", "sk-secret-judge")
     monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(tasks.advance_misalignment_eval, "delay", lambda pk: None)
     monkeypatch.setattr(tasks.measure_misalignment_persona, "apply_async", lambda *a, **k: None)
-    versions, judge_key = make_versions(), "JUDGE_TEST_KEY"
+    versions, judge_key = make_versions(), "JUDGE_API_KEY"
     monkeypatch.setattr(misalignment, "PROGRESS_WRITE_SECONDS", -1)  # write every answer
     writes = []
     original = misalignment._judging_update

@@ -8,13 +8,12 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 from django.utils.html import escape
-from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from evaluation import revisions, services
 from evaluation.models import Rating, RatingRevision, StudyOutput
 from evaluation.services import NotARater, RatingError, StudyStateError
-from tests.conftest import client_for
+from tests.conftest import api_token, client_for
 from tests.evaluation.conftest import build_study
 
 pytestmark = pytest.mark.django_db
@@ -108,7 +107,7 @@ def test_the_rating_page_offers_to_change_the_last_rating_and_keeps_the_current_
 def test_the_api_reads_and_changes_the_last_rating(rating_study):
     study, rater = rating_study.study, rating_study.raters[0]
     api = APIClient()
-    api.credentials(HTTP_AUTHORIZATION=f"Token {Token.objects.create(user=rater).key}")
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(rater)}")
     assert api.get(f"/api/rating/studies/{study.pk}/last/").status_code == 204
     rated = rate_next(study, rater, 5)
     last = api.get(f"/api/rating/studies/{study.pk}/last/").json()

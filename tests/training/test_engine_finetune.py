@@ -159,6 +159,13 @@ def test_invalid_settings_are_refused(tiny_llama_dir, tmp_path):
             output_dir=tmp_path / "out",
             config=tiny_config(batch_size=0),
         )
+    with pytest.raises(EngineError, match="activation_checkpointing"):
+        run_finetune(
+            base_model_path=tiny_llama_dir,
+            examples=REPEATED,
+            output_dir=tmp_path / "out",
+            config=tiny_config(activation_checkpointing="yes"),
+        )
 
 
 # --- the loss ------------------------------------------------------------------------------
@@ -439,3 +446,60 @@ def test_checkpoint_projections_measure_the_weights_a_save_would_write(tiny_llam
         projections(tmp_path / "out", ["How are you?"], direction)[0], rel=1e-4, abs=1e-4
     )
     assert values[4] != pytest.approx(values[0])
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def test_optimizer_groups_change_no_number(tiny_llama_dir, tmp_path, monkeypatch):
+    """The optimizer steps a few parameters at a time to keep its fp32 gradients small;
+    that must give exactly the run of one group holding everything."""
+    from training.engine import finetune
+
+    def train(out):
+        return run_finetune(
+            base_model_path=tiny_llama_dir,
+            examples=REPEATED,
+            output_dir=tmp_path / out,
+            config=tiny_config(epochs=2, bf16=True, learning_rate=1e-3),
+        ).loss_history
+
+    monkeypatch.setattr(finetune, "_STEP_ELEMENTS", 10**12)
+    one_group = train("one")
+    monkeypatch.setattr(finetune, "_STEP_ELEMENTS", 5_000)  # the tiny model in ~30 groups
+    assert train("many") == one_group
+
+
+def test_size_groups_are_consecutive_and_bounded():
+    from training.engine.finetune import _size_groups
+
+    assert _size_groups([3, 3, 3, 10, 1], 6) == [[0, 1], [2], [3], [4]]
+    assert _size_groups([], 6) == []
+
+
+def test_activation_checkpointing_gives_the_same_run(tiny_llama_dir, tmp_path):
+    runs = [
+        run_finetune(
+            base_model_path=tiny_llama_dir,
+            examples=REPEATED,
+            output_dir=tmp_path / str(flag),
+            config=tiny_config(epochs=2, activation_checkpointing=flag),
+        ).loss_history
+        for flag in (False, True)
+    ]
+    assert [step for step, _ in runs[0]] == [step for step, _ in runs[1]]
+    for (_, plain), (_, recomputed) in zip(*runs, strict=True):
+        assert recomputed == pytest.approx(plain, rel=1e-5)
+
+
+def test_a_finished_run_lets_go_of_its_model(tiny_llama_dir, tmp_path):
+    kept = []
+    run_finetune(
+        base_model_path=tiny_llama_dir,
+        examples=REPEATED,
+        output_dir=tmp_path / "out",
+        config=tiny_config(epochs=1),
+        checkpoint_every_epoch=True,
+        on_checkpoint=kept.append,
+    )
+    assert kept and all(c._job.model is None and c._job.optimizer is None for c in kept)

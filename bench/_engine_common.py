@@ -106,8 +106,10 @@ def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0) -> dict:
     from training.engine.loading import count_parameters
 
     shapes = [(2048, hidden, inner), (2048, inner, hidden), (2048, hidden, hidden)]
-    pairs = [(torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16))
-             for m, k, n in shapes]
+    pairs = [
+        (torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16))
+        for m, k, n in shapes
+    ]
     flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
     for a, b in pairs:  # warm-up: oneDNN picks its kernels on the first call
         a @ b
@@ -117,5 +119,8 @@ def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0) -> dict:
             a @ b
         rounds += 1
     gflops = flops * rounds / (time.perf_counter() - started) / 1e9
-    return {"gflops": gflops, "threads": torch.get_num_threads(),
-            "parameters": count_parameters(model_dir)}
+    return {
+        "gflops": gflops,
+        "threads": torch.get_num_threads(),
+        "parameters": count_parameters(model_dir),
+    }

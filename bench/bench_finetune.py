@@ -251,8 +251,12 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--trainer-steps", type=int, default=3, help="plain Trainer steps")
     parser.add_argument("--rounds", type=int, default=2, help="alternating rounds of all sides")
     parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--method", choices=("full", "lora"), default="full",
-                        help="palmsweb's method (the other sides always fine-tune fully)")
+    parser.add_argument(
+        "--method",
+        choices=("full", "lora"),
+        default="full",
+        help="palmsweb's method (the other sides always fine-tune fully)",
+    )
     parser.add_argument("--sides", default=",".join(SIDES), help="comma-separated subset")
     parser.add_argument("--json", help="also write the figures to this file")
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)
@@ -277,8 +281,10 @@ def summarize(results: dict[str, list[dict]], peak: dict) -> dict:
         # Model FLOPs per training token: 6 x parameters (forward and backward), as usual.
         utilization = ours["tokens_per_second"] * 6 * peak["parameters"] / (peak["gflops"] * 1e9)
         summary["palmsweb_fraction_of_bf16_peak"] = utilization
-        print(f"palmsweb reaches {utilization:.0%} of this machine's bf16 matmul peak "
-              f"({peak['gflops']:.0f} GFLOP/s, {peak['threads']} threads)")
+        print(
+            f"palmsweb reaches {utilization:.0%} of this machine's bf16 matmul peak "
+            f"({peak['gflops']:.0f} GFLOP/s, {peak['threads']} threads)"
+        )
     return summary
 
 
@@ -291,8 +297,10 @@ def main() -> None:
     sides = [side for side in args.sides.split(",") if side]
     model_dir = base_model_dir()  # converted once here, not inside a timed side
     files = data_files(args.data, DEFAULT_DATA, DATA_PARTS)
-    print(f"model {model_dir.name}, {len(read_jsonl(files))} examples from "
-          f"{[f.name for f in files]}, batch {args.batch_size}")
+    print(
+        f"model {model_dir.name}, {len(read_jsonl(files))} examples from "
+        f"{[f.name for f in files]}, batch {args.batch_size}"
+    )
     peak = bf16_matmul_peak(model_dir)
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for round_ in range(1, args.rounds + 1):
@@ -300,10 +308,13 @@ def main() -> None:
         for side in sides if round_ % 2 else reversed(sides):
             figures = spawn_side(side, argv)
             results[side].append(figures)
-            print(f"[{round_}] {side:9s} {figures['tokens_per_second']:7.1f} tok/s  "
-                  f"loss {figures['first_loss']:.3f} -> {figures['last_loss']:.3f} in "
-                  f"{figures['steps']} steps  peak RSS {figures['peak_rss_mb']:.0f} MB  "
-                  f"(load {figures['load_before']} -> {load_average()})", flush=True)
+            print(
+                f"[{round_}] {side:9s} {figures['tokens_per_second']:7.1f} tok/s  "
+                f"loss {figures['first_loss']:.3f} -> {figures['last_loss']:.3f} in "
+                f"{figures['steps']} steps  peak RSS {figures['peak_rss_mb']:.0f} MB  "
+                f"(load {figures['load_before']} -> {load_average()})",
+                flush=True,
+            )
     summary = summarize(results, peak)
     if args.json:
         Path(args.json).write_text(json.dumps({"rounds": results} | summary, indent=2))

@@ -5,10 +5,11 @@ two bf16 matmuls and a softmax. transformers' own "eager" attention does those t
 upcasts the T x T scores to fp32 for the softmax; torch's bf16 softmax already computes in
 fp32 internally and rounds the result to bf16 — the same numbers eager gets after its cast —
 without the extra copies. Scaling the queries instead of the scores also touches T x D
-instead of T x T values. Together about 5% of a SmolLM2 training step. Grouped-query models share a key/value head
-among several query heads; the matmuls here take each key/value head once instead of copying
-it per query head, which saves those copies and their memory in the backward pass. This module imports
-torch and transformers: import it only where the training loop runs.
+instead of T x T values. Together about 5% of a SmolLM2 training step. Grouped-query models
+share a key/value head among several query heads; the matmuls here take each key/value head
+once instead of copying it per query head, which saves those copies and their memory in the
+backward pass. This module imports torch and transformers: import it only where the training
+loop runs.
 """
 
 from __future__ import annotations

@@ -67,12 +67,11 @@ def release_memory() -> None:
     import ctypes
     import gc
     import sys
+    from contextlib import suppress
 
     gc.collect()
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available():
         torch.cuda.empty_cache()
-    try:
+    with suppress(OSError, AttributeError):  # not glibc (musl, macOS): nothing to trim
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):
-        pass  # not glibc (musl, macOS): nothing to trim

@@ -591,6 +591,7 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
         lora_r=hp.get("lora_r", 16),
         lora_alpha=hp.get("lora_alpha", 32),
         max_steps=hp.get("max_steps"),
+        activation_checkpointing=settings.FINETUNE_ACTIVATION_CHECKPOINTING,
     )
     FineTuneJob.objects.filter(pk=job.pk).update(
         loss_history=[], persona_track=[], progress_done=0

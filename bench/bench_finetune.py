@@ -3,7 +3,8 @@
 Same model (the packaged SmolLM2-135M-Instruct), same demo data, same batch (8 examples per
 optimizer step), same machine. Three sides:
 
-- **palmsweb**: ``run_finetune``, full fine-tune, ``bf16="auto"``.
+- **palmsweb**: ``run_finetune``, full fine-tune, ``bf16="auto"``; **palmsweb-lean**: the same
+  with activation checkpointing (``FINETUNE_ACTIVATION_CHECKPOINTING=1``), for memory.
 - **TRL** ``SFTTrainer`` with its documented fast settings: bf16, loss on the completion only
   (prompt-completion data), padding-free batches, no gradient checkpointing.
 - **plain** ``transformers.Trainer`` with default arguments (fp32, padded batches, loss on every
@@ -41,11 +42,14 @@ from _engine_common import (
     read_jsonl,
 )
 
-SIDES = ("palmsweb", "trl", "trainer")
+SIDES = ("palmsweb", "palmsweb-lean", "trl", "trainer")
 
 
-def run_engine(model_dir: Path, examples: list[dict], args: argparse.Namespace) -> dict:
-    """One epoch of our loop (stopped early after ``--seconds``)."""
+def run_engine(
+    model_dir: Path, examples: list[dict], args: argparse.Namespace, *, lean: bool = False
+) -> dict:
+    """One epoch of our loop (stopped early after ``--seconds``); ``lean``: with activation
+    checkpointing, for memory."""
     from training.engine import Cancelled
     from training.engine.finetune import FineTuneConfig, run_finetune
 
@@ -54,6 +58,7 @@ def run_engine(model_dir: Path, examples: list[dict], args: argparse.Namespace) 
         epochs=1,
         learning_rate=5e-5 if args.method == "full" else 2e-4,
         batch_size=args.batch_size,
+        activation_checkpointing=lean,
     )
     events = []
     started = time.perf_counter()
@@ -77,7 +82,8 @@ def run_engine(model_dir: Path, examples: list[dict], args: argparse.Namespace) 
         "tokens_per_second": last.tokens_per_second,
         "first_loss": events[0].loss,
         "last_loss": last.loss,
-        "settings": f"{args.method}, bf16 weights + fp32 masters (auto)",
+        "settings": f"{args.method}, bf16 weights + fp32 masters (auto)"
+        + (", activation checkpointing" if lean else ""),
     }
 
 
@@ -229,8 +235,11 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
     quiet_transformers()
     files = data_files(args.data, DEFAULT_DATA, DATA_PARTS)
     examples = chat_examples(read_jsonl(files))
-    runner = {"palmsweb": run_engine, "trl": run_trl, "trainer": run_trainer}[side]
-    figures = runner(base_model_dir(), examples, args)
+    if side == "palmsweb-lean":
+        figures = run_engine(base_model_dir(), examples, args, lean=True)
+    else:
+        runner = {"palmsweb": run_engine, "trl": run_trl, "trainer": run_trainer}[side]
+        figures = runner(base_model_dir(), examples, args)
     return figures | {"peak_rss_mb": peak_rss_mb()}
 
 
@@ -270,9 +279,9 @@ def summarize(results: dict[str, list[dict]], peak: dict) -> dict:
     summary = {"best": best, "bf16_peak": peak}
     ours = best.get("palmsweb")
     for side, figures in best.items():
-        line = f"{side:9s} {figures['tokens_per_second']:7.1f} tok/s  peak RSS "
+        line = f"{side:13s} {figures['tokens_per_second']:7.1f} tok/s  peak RSS "
         line += f"{figures['peak_rss_mb'] / 1024:.2f} GB  ({figures['settings']})"
-        if ours and side != "palmsweb":
+        if ours and not side.startswith("palmsweb"):
             ratio = ours["tokens_per_second"] / figures["tokens_per_second"]
             summary[f"ratio_vs_{side}"] = ratio
             line += f"  palmsweb is {ratio:.2f}x"
@@ -309,7 +318,7 @@ def main() -> None:
             figures = spawn_side(side, argv)
             results[side].append(figures)
             print(
-                f"[{round_}] {side:9s} {figures['tokens_per_second']:7.1f} tok/s  "
+                f"[{round_}] {side:13s} {figures['tokens_per_second']:7.1f} tok/s  "
                 f"loss {figures['first_loss']:.3f} -> {figures['last_loss']:.3f} in "
                 f"{figures['steps']} steps  peak RSS {figures['peak_rss_mb']:.0f} MB  "
                 f"(load {figures['load_before']} -> {load_average()})",

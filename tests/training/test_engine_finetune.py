@@ -503,3 +503,17 @@ def test_a_finished_run_lets_go_of_its_model(tiny_llama_dir, tmp_path):
         on_checkpoint=kept.append,
     )
     assert kept and all(c._job.model is None and c._job.optimizer is None for c in kept)
+
+
+def test_chunked_head_loss_survives_a_target_far_below_the_best_logit():
+    import torch
+    import torch.nn.functional as F
+
+    from training.engine import losses
+
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    weight = torch.tensor([[200.0, 0.0], [0.0, 0.0], [0.0, 3.0]], requires_grad=True)
+    targets = torch.tensor([1, 2])  # row 0: its target's probability is exp(-200)
+    expected = F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    got = losses.linear_cross_entropy_sum(hidden, weight, targets)
+    assert torch.isfinite(got) and torch.allclose(got, expected, rtol=1e-5)

@@ -240,117 +240,16 @@ def _lr_at(step_index: int, total: int, config: FineTuneConfig) -> float:
     return base * (total - step_index) / (total - warmup)
 
 
-# --- precision: bf16 weights, fp32 master copies -------------------------------------------
+def _optimizer(params: list[torch.nn.Parameter], config: FineTuneConfig) -> Any:
+    """AdamW with exact fp32 masters for bf16 weights, in little memory (master_weights.py)."""
+    from training.engine.master_weights import MasterWeightOptimizer
 
-
-class _MasterWeightOptimizer:
-    """AdamW that keeps fp32 master copies of parameters stored in bf16.
-
-    Forward and backward run on bf16 weights (the fast path on bf16 matrix units, with no
-    per-step casts as under autocast); updates are accumulated in fp32 so small learning
-    rates are not rounded away.
-
-    Gradients stay in the parameters' own dtype until the step, which clips them by their
-    global norm and then updates a few parameters at a time (``_STEP_ELEMENTS``), each with
-    fp32 copies of its gradients made just for it: full-size fp32 gradient buffers would add
-    4 bytes per parameter (540 MB for SmolLM2-135M) to the fine-tune's peak.
-    """
-
-    def __init__(self, params: list[torch.nn.Parameter], config: FineTuneConfig) -> None:
-        import torch
-
-        self.params = params
-        self.masters = [
-            p if p.dtype == torch.float32 else p.detach().float().requires_grad_(True)
-            for p in params
-        ]
-        self.max_grad_norm = config.max_grad_norm
-        # One optimizer per group of parameters: stepping a group needs fp32 gradients of
-        # that group only. The fused kernel is elementwise, so grouping changes no number.
-        self.optimizers = [
-            _adamw([self.masters[i] for i in group], config)
-            for group in _size_groups([p.numel() for p in params], _STEP_ELEMENTS)
-        ]
-
-    def _pairs(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return zip(self.params, self.masters, strict=True)
-
-    def step(self, lr: float) -> float:
-        """Apply the accumulated gradients; returns the gradient norm before clipping."""
-        import torch
-
-        norm = _global_norm([p.grad for p in self.params if p.grad is not None])
-        # As torch.nn.utils.clip_grad_norm_ does: scale only when the norm is over the limit.
-        scale = min(1.0, self.max_grad_norm / (float(norm) + 1e-6))
-        by_master = {id(m): p for p, m in self._pairs()}
-        for optimizer in self.optimizers:
-            group = optimizer.param_groups[0]
-            group["lr"] = lr
-            for master in group["params"]:
-                grad = by_master[id(master)].grad
-                master.grad = None if grad is None else _fp32_scaled(grad, scale)
-            optimizer.step()
-            with torch.no_grad():
-                for master in group["params"]:
-                    param = by_master[id(master)]
-                    param.grad = master.grad = None
-                    if master is not param:
-                        param.copy_(master)
-        return float(norm)
-
-    def write_masters_into(self, dtype: torch.dtype) -> None:
-        """Put the fp32 masters into the model, stored as ``dtype`` (for saving)."""
-        import torch
-
-        with torch.no_grad():
-            for param, master in self._pairs():
-                if master is not param:
-                    param.data = master.detach().to(dtype)
-
-
-# Parameters updated together in one optimizer step call: ~64 MB of fp32 gradients at a time.
-_STEP_ELEMENTS = 16 * 1024 * 1024
-
-
-def _size_groups(sizes: Sequence[int], limit: int) -> list[list[int]]:
-    """Consecutive indices in groups of at most ``limit`` elements (a bigger one alone)."""
-    groups: list[list[int]] = []
-    total = limit
-    for index, size in enumerate(sizes):
-        if total + size > limit:
-            groups.append([])
-            total = 0
-        groups[-1].append(index)
-        total += size
-    return groups
-
-
-def _global_norm(grads: list[torch.Tensor]) -> torch.Tensor:
-    """The 2-norm of all gradients together, accumulated in fp32 whatever their dtype."""
-    import torch
-
-    if not grads:
-        return torch.zeros(())
-    norms = [torch.linalg.vector_norm(g, 2, dtype=torch.float32) for g in grads]
-    return torch.linalg.vector_norm(torch.stack(norms), 2)
-
-
-def _fp32_scaled(grad: torch.Tensor, scale: float) -> torch.Tensor:
-    import torch
-
-    grad = grad.float() if grad.dtype != torch.float32 else grad
-    return grad.mul_(scale) if scale < 1.0 else grad
-
-
-def _adamw(params: list[torch.Tensor], config: FineTuneConfig) -> torch.optim.Optimizer:
-    import torch
-
-    kwargs = {"lr": config.learning_rate, "weight_decay": config.weight_decay}
-    try:
-        # The fused kernel updates all parameters in one pass: faster on CPU and GPU alike.
-        return torch.optim.AdamW(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, **kwargs)
+    return MasterWeightOptimizer(
+        params,
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+    )
 
 
 def _pick_attention(model: PreTrainedModel, device: torch.device, longest: int) -> None:
@@ -596,7 +495,7 @@ class _Job:
     tokenizer: Any
     encoded: list[EncodedExample]
     steps: list[_Step]
-    optimizer: _MasterWeightOptimizer
+    optimizer: Any  # master_weights.MasterWeightOptimizer (a torch module)
     run: _Run
     started_at: datetime
 
@@ -608,12 +507,13 @@ class _Job:
 
         from training.engine.data import encode_examples
         from training.engine.loading import is_adapter_dir, load_for_training
-        from training.engine.runtime import pick_device, resolve_bf16
+        from training.engine.runtime import map_large_allocations, pick_device, resolve_bf16
 
         if config.method == "lora" and is_adapter_dir(base_model_path):
             raise EngineError("LoRA on top of a LoRA adapter is not supported: use 'full'.")
         device = pick_device()
         use_bf16 = resolve_bf16(config.bf16, device)
+        map_large_allocations()  # freed activations and gradients leave the process
         torch.manual_seed(config.seed)  # LoRA initialisation and dropout
         lora = {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
         model, tokenizer = load_for_training(
@@ -632,11 +532,13 @@ class _Job:
         )
         return cls(
             base_model_path, config, device, use_bf16, model, tokenizer, encoded, steps,
-            _MasterWeightOptimizer(trainable, config), run, datetime.now(UTC),
+            _optimizer(trainable, config), run, datetime.now(UTC),
         )  # fmt: skip
 
     def train(self, hooks: _Hooks) -> None:
         """Run every planned optimizer step, reporting after each."""
+        from training.engine.runtime import trim_heap
+
         parts = _head_parts(self.model)
         pad_id = self.tokenizer.pad_token_id
         self.run.started = time.perf_counter()
@@ -656,6 +558,7 @@ class _Job:
                 )
             lr = _lr_at(index, len(self.steps), self.config)
             self.optimizer.step(lr)
+            trim_heap()
             self.run.tokens_done += step.tokens
             self.run.loss_history.append((index + 1, step_loss))
             hooks.on_progress(self.run.event(index + 1, step_loss, lr))
@@ -742,7 +645,7 @@ class _Job:
 # --- saving --------------------------------------------------------------------------------
 
 
-def _save_full(model, optimizer: _MasterWeightOptimizer, base_model_path: Path, tmp: Path):
+def _save_full(model, optimizer: Any, base_model_path: Path, tmp: Path):
     import torch
 
     from training.engine.loading import adapter_base_path, is_adapter_dir

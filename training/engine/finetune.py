@@ -513,7 +513,9 @@ class _Job:
             raise EngineError("LoRA on top of a LoRA adapter is not supported: use 'full'.")
         device = pick_device()
         use_bf16 = resolve_bf16(config.bf16, device)
-        map_large_allocations()  # freed activations and gradients leave the process
+        if config.activation_checkpointing:
+            # Memory over speed: freed blocks leave the process (each step re-faults them).
+            map_large_allocations()
         torch.manual_seed(config.seed)  # LoRA initialisation and dropout
         lora = {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
         model, tokenizer = load_for_training(
@@ -558,7 +560,8 @@ class _Job:
                 )
             lr = _lr_at(index, len(self.steps), self.config)
             self.optimizer.step(lr)
-            trim_heap()
+            if self.config.activation_checkpointing:
+                trim_heap()  # cheap here: without stored activations little is re-faulted
             self.run.tokens_done += step.tokens
             self.run.loss_history.append((index + 1, step_loss))
             hooks.on_progress(self.run.event(index + 1, step_loss, lr))

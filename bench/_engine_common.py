@@ -75,8 +75,52 @@ def quiet_transformers() -> None:
 
 
 def load_average() -> str:
-    """The 1-minute load average: other work on a 2-core machine skews every figure."""
+    """The 1-, 5- and 15-minute load averages: other work on a 2-core machine skews every
+    figure."""
     try:
-        return Path("/proc/loadavg").read_text().split()[0]
+        return "/".join(f"{value:.2f}" for value in os.getloadavg())
     except OSError:
         return "?"
+
+
+def peak_rss_mb() -> float:
+    """This process's peak resident memory so far, in MB (Linux reports kB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0) -> dict:
+    """What this machine's bf16 matrix multiplies reach, at the model's own shapes.
+
+    A 2,048-token micro-batch through the MLP's and attention's projections, with torch's
+    default thread count: the ceiling a training loop can hope for here, to express its
+    tokens/s as a fraction of it.
+    """
+    import time
+
+    import torch
+
+    config = json.loads((model_dir / "config.json").read_text())
+    hidden, inner = config["hidden_size"], config["intermediate_size"]
+    from training.engine.loading import count_parameters
+
+    shapes = [(2048, hidden, inner), (2048, inner, hidden), (2048, hidden, hidden)]
+    pairs = [
+        (torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16))
+        for m, k, n in shapes
+    ]
+    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
+    for a, b in pairs:  # warm-up: oneDNN picks its kernels on the first call
+        a @ b
+    rounds, started = 0, time.perf_counter()
+    while time.perf_counter() - started < seconds:
+        for a, b in pairs:
+            a @ b
+        rounds += 1
+    gflops = flops * rounds / (time.perf_counter() - started) / 1e9
+    return {
+        "gflops": gflops,
+        "threads": torch.get_num_threads(),
+        "parameters": count_parameters(model_dir),
+    }

@@ -226,6 +226,13 @@ CELERY_TASK_ROUTES = {
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600))
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 300
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
+# Workers on the gpu queue replace their child process after this many jobs (0: never) or
+# once it holds this many kB (0: no limit), so model memory goes back after each job
+# (palmsweb/celery.py applies them to gpu workers only).
+GPU_WORKER_MAX_TASKS_PER_CHILD = int(os.environ.get("GPU_WORKER_MAX_TASKS_PER_CHILD", 1)) or None
+GPU_WORKER_MAX_MEMORY_PER_CHILD = int(os.environ.get("GPU_WORKER_MAX_MEMORY_PER_CHILD", 0)) or None
+# Local fine-tunes trade ~20% speed for about half the peak memory (docs/engine.md).
+FINETUNE_ACTIVATION_CHECKPOINTING = os.environ.get("FINETUNE_ACTIVATION_CHECKPOINTING") == "1"
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

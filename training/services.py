@@ -706,6 +706,7 @@ def _finetune_config(job: FineTuneJob):
         lora_r=hp.get("lora_r", 16),
         lora_alpha=hp.get("lora_alpha", 32),
         max_steps=hp.get("max_steps"),
+        activation_checkpointing=settings.FINETUNE_ACTIVATION_CHECKPOINTING,
     )
 
 

@@ -46,6 +46,16 @@ def test_a_run_without_tracking_measures_nothing(artifacts, snapshot, tiny_base)
     assert job.persona_track == []
 
 
+def test_the_low_memory_setting_reaches_the_engine(artifacts, snapshot, tiny_base, settings):
+    import json
+    from pathlib import Path
+
+    settings.FINETUNE_ACTIVATION_CHECKPOINTING = True
+    job = launch_and_run(snapshot, tiny_base, hyperparameters={"epochs": 1})
+    meta = json.loads((Path(job.result.path) / "palms_metadata.json").read_text())
+    assert meta["hyperparameters"]["activation_checkpointing"] is True
+
+
 def test_continuing_from_a_version_with_max_steps_and_checkpoints(artifacts, snapshot, tiny_base):
     first = launch_and_run(snapshot, tiny_base, hyperparameters={"epochs": 1})
     job = launch_and_run(

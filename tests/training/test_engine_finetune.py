@@ -159,6 +159,13 @@ def test_invalid_settings_are_refused(tiny_llama_dir, tmp_path):
             output_dir=tmp_path / "out",
             config=tiny_config(batch_size=0),
         )
+    with pytest.raises(EngineError, match="activation_checkpointing"):
+        run_finetune(
+            base_model_path=tiny_llama_dir,
+            examples=REPEATED,
+            output_dir=tmp_path / "out",
+            config=tiny_config(activation_checkpointing="yes"),
+        )
 
 
 # --- the loss ------------------------------------------------------------------------------
@@ -439,3 +446,116 @@ def test_checkpoint_projections_measure_the_weights_a_save_would_write(tiny_llam
         projections(tmp_path / "out", ["How are you?"], direction)[0], rel=1e-4, abs=1e-4
     )
     assert values[4] != pytest.approx(values[0])
+
+
+# --- memory ------------------------------------------------------------------------------------
+
+
+def test_optimizer_slices_change_no_number(tiny_llama_dir, tmp_path, monkeypatch):
+    """The optimizer steps a slice of the parameters at a time to keep its fp32 copies
+    small; that must give exactly the run of one slice holding everything."""
+    from training.engine import master_weights
+
+    def train(out):
+        return run_finetune(
+            base_model_path=tiny_llama_dir,
+            examples=REPEATED,
+            output_dir=tmp_path / out,
+            config=tiny_config(epochs=2, bf16=True, learning_rate=1e-3),
+        ).loss_history
+
+    monkeypatch.setattr(master_weights, "STEP_ELEMENTS", 2**40)
+    whole = train("whole")
+    monkeypatch.setattr(master_weights, "STEP_ELEMENTS", 4096)  # tensors cut into slices
+    assert train("sliced") == whole
+
+
+def test_size_groups_are_consecutive_and_bounded():
+    from training.engine.master_weights import size_groups
+
+    assert size_groups([3, 3, 3, 10, 1], 6) == [[0, 1], [2], [3], [4]]
+    assert size_groups([], 6) == []
+
+
+def test_bf16_weights_and_their_remainders_hold_fp32_masters_exactly():
+    import torch
+
+    from training.engine.master_weights import join, split_into
+
+    torch.manual_seed(0)
+    for scale in (1e-30, 1e-3, 1.0, 1e30):
+        master = torch.randn(100_000) * scale
+        master[:4] = torch.tensor([0.0, -0.0, 1.0, -3.0])
+        high = torch.empty(master.shape, dtype=torch.bfloat16)
+        low = torch.empty(master.shape, dtype=torch.int16)
+        split_into(master, high, low)
+        assert torch.equal(join(high, low).view(torch.int32), master.view(torch.int32))
+        # The weights the model computes with are the masters rounded to nearest: as close as
+        # a plain cast's, which differs only where both are equally close (ties).
+        error = (high.float() - master).abs()
+        assert torch.equal(error, (master.bfloat16().float() - master).abs())
+        assert float((high != master.bfloat16()).float().mean()) < 1e-3
+
+
+def test_a_bf16_run_updates_weights_smaller_than_bf16_can_hold(tiny_llama_dir, tmp_path):
+    """Masters are fp32: with a rate too small for a bf16 weight to move, the saved fp32
+    weights still move (a bf16-only optimizer would save the base unchanged)."""
+    import torch
+
+    from training.engine.loading import load_for_inference
+
+    run_finetune(
+        base_model_path=tiny_llama_dir,
+        examples=REPEATED,
+        output_dir=tmp_path / "out",
+        config=tiny_config(epochs=1, bf16=True, learning_rate=1e-6),
+    )
+    base, _ = load_for_inference(tiny_llama_dir, dtype=torch.float32)
+    tuned, _ = load_for_inference(tmp_path / "out", dtype=torch.float32)
+    weight = tuned.model.layers[0].mlp.up_proj.weight
+    before = base.model.layers[0].mlp.up_proj.weight
+    moved = (weight != before).float().mean()
+    assert float(moved) > 0.5
+    assert float((weight - before).abs().max()) < float(before.abs().max()) * 2**-8
+
+
+def test_activation_checkpointing_gives_the_same_run(tiny_llama_dir, tmp_path):
+    runs = [
+        run_finetune(
+            base_model_path=tiny_llama_dir,
+            examples=REPEATED,
+            output_dir=tmp_path / str(flag),
+            config=tiny_config(epochs=2, activation_checkpointing=flag),
+        ).loss_history
+        for flag in (False, True)
+    ]
+    assert [step for step, _ in runs[0]] == [step for step, _ in runs[1]]
+    for (_, plain), (_, recomputed) in zip(*runs, strict=True):
+        assert recomputed == pytest.approx(plain, rel=1e-5)
+
+
+def test_a_finished_run_lets_go_of_its_model(tiny_llama_dir, tmp_path):
+    kept = []
+    run_finetune(
+        base_model_path=tiny_llama_dir,
+        examples=REPEATED,
+        output_dir=tmp_path / "out",
+        config=tiny_config(epochs=1),
+        checkpoint_every_epoch=True,
+        on_checkpoint=kept.append,
+    )
+    assert kept and all(c._job.model is None and c._job.optimizer is None for c in kept)
+
+
+def test_chunked_head_loss_survives_a_target_far_below_the_best_logit():
+    import torch
+    import torch.nn.functional as F
+
+    from training.engine import losses
+
+    hidden = torch.tensor([[1.0, 0.0], [0.0, 1.0]], requires_grad=True)
+    weight = torch.tensor([[200.0, 0.0], [0.0, 0.0], [0.0, 3.0]], requires_grad=True)
+    targets = torch.tensor([1, 2])  # row 0: its target's probability is exp(-200)
+    expected = F.cross_entropy(hidden @ weight.t(), targets, reduction="sum")
+    got = losses.linear_cross_entropy_sum(hidden, weight, targets)
+    assert torch.isfinite(got) and torch.allclose(got, expected, rtol=1e-5)

@@ -124,3 +124,62 @@ def test_a_killed_worker_leaves_no_job_running(worker, tiny_model, snapshot, set
     job.refresh_from_db()
     assert job.status == JobStatus.FAILED
     assert "stopped responding" in job.error
+
+
+@pytest.fixture
+def gpu_worker(tmp_path, settings):
+    """A worker started as `dev.py run` and docker-compose start the gpu one: the prefork
+    pool, one child, the gpu queue only."""
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    process = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "palmsweb", "worker", "-Q", "gpu", "-c", "1",
+         "--without-mingle", "--without-gossip", "-n", f"test-gpu-{os.getpid()}@%h"],
+        cwd=ROOT, env=worker_env(tmp_path / "artifacts"), start_new_session=True,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    yield process
+    os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(process.pid, signal.SIGKILL)
+
+
+def children_of(pid: int) -> set[int]:
+    """Child processes of ``pid``, whichever of its threads forked them."""
+    children = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue  # exited meanwhile
+        if int(fields[1]) == pid:
+            children.add(int(stat.parent.name))
+    return children
+
+
+def test_the_gpu_worker_runs_each_job_in_a_fresh_process(gpu_worker, tiny_model, snapshot):
+    """Memory a job leaves behind goes back to the machine: each job gets a new child
+    process, and the child waiting for the next job has not even loaded torch."""
+    pids = []
+    for arm in (ModelVersion.Arm.VALUES_TARGETED, ModelVersion.Arm.CONTROL):
+        job = services.finetune_launch(
+            base_model=tiny_model, snapshot=snapshot, arm=arm,
+            hyperparameters={"epochs": 1, "batch_size": 2, "max_seq_len": 128},
+        )
+        wait_for(job, {JobStatus.SUCCEEDED, JobStatus.FAILED}, timeout=180, worker=gpu_worker)
+        assert job.status == JobStatus.SUCCEEDED, job.error
+        pids.append(int(job.worker.rsplit(":", 1)[1]))
+    assert pids[0] != pids[1] and gpu_worker.pid not in pids
+
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        idle = children_of(gpu_worker.pid) - set(pids)
+        if idle and not children_of(gpu_worker.pid) & set(pids):
+            break
+        time.sleep(0.5)
+    else:
+        pytest.fail(f"no fresh child replaced {pids}: {children_of(gpu_worker.pid)}")
+    (child,) = idle
+    assert "libtorch" not in Path(f"/proc/{child}/maps").read_text()
+    assert not any(Path(f"/proc/{pid}").exists() for pid in pids), "the job processes exited"

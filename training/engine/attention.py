@@ -5,8 +5,11 @@ two bf16 matmuls and a softmax. transformers' own "eager" attention does those t
 upcasts the T x T scores to fp32 for the softmax; torch's bf16 softmax already computes in
 fp32 internally and rounds the result to bf16 — the same numbers eager gets after its cast —
 without the extra copies. Scaling the queries instead of the scores also touches T x D
-instead of T x T values. Together about 5% of a SmolLM2 training step. This module imports
-torch and transformers: import it only where the training loop runs.
+instead of T x T values. Together about 5% of a SmolLM2 training step. Grouped-query models
+share a key/value head among several query heads; the matmuls here take each key/value head
+once instead of copying it per query head, which saves those copies and their memory in the
+backward pass. This module imports torch and transformers: import it only where the training
+loop runs.
 """
 
 from __future__ import annotations
@@ -28,23 +31,21 @@ def cpu_attention(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """transformers' attention-function signature: (batch, heads, seq, dim) in, output as
     (batch, seq, heads, dim) and the attention weights out."""
-    groups = getattr(module, "num_key_value_groups", 1)
-    if groups > 1:  # grouped-query attention: share each key/value head among its queries
-        key, value = _repeat_heads(key, groups), _repeat_heads(value, groups)
-    scores = torch.matmul(query * scaling, key.transpose(2, 3))
+    batch, heads, length, dim = query.shape
+    kv_heads = key.shape[1]
+    # Grouped-query attention without copying keys and values once per query head: the
+    # queries that share a key/value head are stacked along the sequence axis, so each
+    # matmul multiplies one key/value head by all its queries at once.
+    grouped = (query * scaling).reshape(batch, kv_heads, heads // kv_heads * length, dim)
+    scores = torch.matmul(grouped, key.transpose(2, 3)).view(batch, heads, length, -1)
     if attention_mask is not None:
         scores = scores + attention_mask
     weights = torch.softmax(scores, dim=-1)
     if dropout and module.training:
         weights = torch.nn.functional.dropout(weights, p=dropout)
-    output = torch.matmul(weights, value).transpose(1, 2).contiguous()
-    return output, weights
-
-
-def _repeat_heads(states: torch.Tensor, groups: int) -> torch.Tensor:
-    batch, heads, length, dim = states.shape
-    expanded = states[:, :, None].expand(batch, heads, groups, length, dim)
-    return expanded.reshape(batch, heads * groups, length, dim)
+    stacked = weights.view(batch, kv_heads, heads // kv_heads * length, -1)
+    output = torch.matmul(stacked, value).view(batch, heads, length, dim)
+    return output.transpose(1, 2).contiguous(), weights
 
 
 def register() -> str:

@@ -58,6 +58,9 @@ class FineTuneConfig:
     # Stop after this many optimizer steps, cycling through the data as often as needed
     # (``epochs`` is then ignored). Re-alignment counts in steps, not epochs.
     max_steps: int | None = None
+    # Recompute each decoder layer's activations in the backward pass instead of keeping
+    # them: about 1.3x the compute, a fraction of the memory (see docs/engine.md).
+    activation_checkpointing: bool = False
 
     def validate(self) -> None:
         """Raise EngineError naming the first unusable value."""
@@ -74,6 +77,10 @@ class FineTuneConfig:
             (self.bf16 in ("auto", True, False), "bf16 must be 'auto', true or false"),
             (self.max_grad_norm > 0, "max_grad_norm must be positive"),
             (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
+            (
+                isinstance(self.activation_checkpointing, bool),
+                "activation_checkpointing must be true or false",
+            ),
         ]
         for ok, reason in checks:
             if not ok:
@@ -233,71 +240,16 @@ def _lr_at(step_index: int, total: int, config: FineTuneConfig) -> float:
     return base * (total - step_index) / (total - warmup)
 
 
-# --- precision: bf16 weights, fp32 master copies -------------------------------------------
+def _optimizer(params: list[torch.nn.Parameter], config: FineTuneConfig) -> Any:
+    """AdamW with exact fp32 masters for bf16 weights, in little memory (master_weights.py)."""
+    from training.engine.master_weights import MasterWeightOptimizer
 
-
-class _MasterWeightOptimizer:
-    """AdamW that keeps fp32 master copies of parameters stored in bf16.
-
-    Forward and backward run on bf16 weights (the fast path on bf16 matrix units, with no
-    per-step casts as under autocast); updates are accumulated in fp32 so small learning
-    rates are not rounded away.
-    """
-
-    def __init__(self, params: list[torch.nn.Parameter], config: FineTuneConfig) -> None:
-        import torch
-
-        self.params = params
-        self.masters = [
-            p if p.dtype == torch.float32 else p.detach().float().requires_grad_(True)
-            for p in params
-        ]
-        # Reused every step: allocating 4 bytes per parameter afresh costs page faults.
-        self.grad_buffers = [None if m is p else torch.empty_like(m) for p, m in self._pairs()]
-        self.max_grad_norm = config.max_grad_norm
-        self.optimizer = _adamw(self.masters, config)
-
-    def _pairs(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        return zip(self.params, self.masters, strict=True)
-
-    def step(self, lr: float) -> float:
-        """Apply the accumulated gradients; returns the gradient norm before clipping."""
-        import torch
-
-        for (param, master), buffer in zip(self._pairs(), self.grad_buffers, strict=True):
-            if buffer is not None:
-                master.grad = None if param.grad is None else buffer.copy_(param.grad)
-        norm = torch.nn.utils.clip_grad_norm_(self.masters, self.max_grad_norm)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        self.optimizer.step()
-        with torch.no_grad():
-            for param, master in self._pairs():
-                param.grad = None
-                if master is not param:
-                    master.grad = None
-                    param.copy_(master)
-        return float(norm)
-
-    def write_masters_into(self, dtype: torch.dtype) -> None:
-        """Put the fp32 masters into the model, stored as ``dtype`` (for saving)."""
-        import torch
-
-        with torch.no_grad():
-            for param, master in self._pairs():
-                if master is not param:
-                    param.data = master.detach().to(dtype)
-
-
-def _adamw(params: list[torch.Tensor], config: FineTuneConfig) -> torch.optim.Optimizer:
-    import torch
-
-    kwargs = {"lr": config.learning_rate, "weight_decay": config.weight_decay}
-    try:
-        # The fused kernel updates all parameters in one pass: faster on CPU and GPU alike.
-        return torch.optim.AdamW(params, fused=True, **kwargs)
-    except (RuntimeError, TypeError):
-        return torch.optim.AdamW(params, **kwargs)
+    return MasterWeightOptimizer(
+        params,
+        lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+    )
 
 
 def _pick_attention(model: PreTrainedModel, device: torch.device, longest: int) -> None:
@@ -314,6 +266,20 @@ def _pick_attention(model: PreTrainedModel, device: torch.device, longest: int) 
     # A model whose attention cannot be swapped keeps its default.
     with suppress(ValueError, ImportError, AttributeError):
         target.set_attn_implementation(attention.register())
+
+
+def _checkpoint_activations(model: PreTrainedModel) -> None:
+    """Keep only each decoder layer's input for the backward pass and recompute the rest.
+
+    Non-reentrant checkpointing: it needs no inputs that require grad (LoRA's frozen
+    embeddings) and keeps seeded dropout identical between the two passes.
+    """
+    target = model.get_base_model() if hasattr(model, "get_base_model") else model
+    kwargs = {"use_reentrant": False}
+    if hasattr(target, "activation_checkpointing_enable"):  # transformers >= 5
+        target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+    else:
+        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
 
 
 # --- the loss ------------------------------------------------------------------------------
@@ -492,21 +458,29 @@ def _finetune(
     hooks: _Hooks,
     extra_metadata: dict[str, Any],
 ) -> FineTuneResult:
+    from training.engine.runtime import release_memory
+
     job = _Job.prepare(base_model_path, examples, config)
-    job.train(hooks)
-    duration = time.perf_counter() - job.run.started
-    meta = job.metadata(duration) | extra_metadata
-    job.save(output_dir, meta)
-    return FineTuneResult(
-        output_dir=output_dir,
-        total_steps=job.run.total_steps,
-        duration_seconds=duration,
-        tokens_per_second=meta["tokens_per_second"],
-        final_loss=job.run.loss_history[-1][1],
-        loss_history=list(job.run.loss_history),
-        train_tokens=job.run.tokens_done,
-        metadata=meta,
-    )
+    try:
+        job.train(hooks)
+        duration = time.perf_counter() - job.run.started
+        meta = job.metadata(duration) | extra_metadata
+        job.save(output_dir, meta)
+        return FineTuneResult(
+            output_dir=output_dir,
+            total_steps=job.run.total_steps,
+            duration_seconds=duration,
+            tokens_per_second=meta["tokens_per_second"],
+            final_loss=job.run.loss_history[-1][1],
+            loss_history=list(job.run.loss_history),
+            train_tokens=job.run.tokens_done,
+            metadata=meta,
+        )
+    finally:
+        # A failure's traceback keeps this frame, and a caller may keep a Checkpoint: neither
+        # should keep the model and the optimizer states alive.
+        job.release()
+        release_memory()
 
 
 @dataclass
@@ -521,7 +495,7 @@ class _Job:
     tokenizer: Any
     encoded: list[EncodedExample]
     steps: list[_Step]
-    optimizer: _MasterWeightOptimizer
+    optimizer: Any  # master_weights.MasterWeightOptimizer (a torch module)
     run: _Run
     started_at: datetime
 
@@ -533,12 +507,15 @@ class _Job:
 
         from training.engine.data import encode_examples
         from training.engine.loading import is_adapter_dir, load_for_training
-        from training.engine.runtime import pick_device, resolve_bf16
+        from training.engine.runtime import map_large_allocations, pick_device, resolve_bf16
 
         if config.method == "lora" and is_adapter_dir(base_model_path):
             raise EngineError("LoRA on top of a LoRA adapter is not supported: use 'full'.")
         device = pick_device()
         use_bf16 = resolve_bf16(config.bf16, device)
+        if config.activation_checkpointing:
+            # Memory over speed: freed blocks leave the process (each step re-faults them).
+            map_large_allocations()
         torch.manual_seed(config.seed)  # LoRA initialisation and dropout
         lora = {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
         model, tokenizer = load_for_training(
@@ -546,6 +523,8 @@ class _Job:
         )
         encoded = encode_examples(tokenizer, examples, config.max_seq_len)
         _pick_attention(model, device, max(e.n_tokens for e in encoded))
+        if config.activation_checkpointing:
+            _checkpoint_activations(model)
         steps = _plan_steps(encoded, config)
         trainable = [p for p in model.parameters() if p.requires_grad]
         run = _Run(
@@ -555,11 +534,13 @@ class _Job:
         )
         return cls(
             base_model_path, config, device, use_bf16, model, tokenizer, encoded, steps,
-            _MasterWeightOptimizer(trainable, config), run, datetime.now(UTC),
+            _optimizer(trainable, config), run, datetime.now(UTC),
         )  # fmt: skip
 
     def train(self, hooks: _Hooks) -> None:
         """Run every planned optimizer step, reporting after each."""
+        from training.engine.runtime import trim_heap
+
         parts = _head_parts(self.model)
         pad_id = self.tokenizer.pad_token_id
         self.run.started = time.perf_counter()
@@ -579,12 +560,19 @@ class _Job:
                 )
             lr = _lr_at(index, len(self.steps), self.config)
             self.optimizer.step(lr)
+            if self.config.activation_checkpointing:
+                trim_heap()  # cheap here: without stored activations little is re-faulted
             self.run.tokens_done += step.tokens
             self.run.loss_history.append((index + 1, step_loss))
             hooks.on_progress(self.run.event(index + 1, step_loss, lr))
             is_last = index + 1 == len(self.steps)
             epoch_end = is_last or self.steps[index + 1].epoch != step.epoch
             self._checkpoint(hooks, index + 1, epoch_end=epoch_end)
+
+    def release(self) -> None:
+        """Drop the model, the optimizer and the data, so their memory can be freed."""
+        self.model = self.optimizer = None
+        self.encoded, self.steps = [], []
 
     def _checkpoint(self, hooks: _Hooks, step: int, *, epoch_end: bool) -> None:
         """Hand the caller a checkpoint if it asked for this step; its time is not
@@ -660,7 +648,7 @@ class _Job:
 # --- saving --------------------------------------------------------------------------------
 
 
-def _save_full(model, optimizer: _MasterWeightOptimizer, base_model_path: Path, tmp: Path):
+def _save_full(model, optimizer: Any, base_model_path: Path, tmp: Path):
     import torch
 
     from training.engine.loading import adapter_base_path, is_adapter_dir

@@ -162,10 +162,10 @@ def test_the_gpu_worker_runs_each_job_in_a_fresh_process(gpu_worker, tiny_model,
     """Memory a job leaves behind goes back to the machine: each job gets a new child
     process, and the child waiting for the next job has not even loaded torch."""
     pids = []
-    for arm in (ModelVersion.Arm.VALUES_TARGETED, ModelVersion.Arm.CONTROL):
+    for seed in (1, 2):
         job = services.finetune_launch(
-            base_model=tiny_model, snapshot=snapshot, arm=arm,
-            hyperparameters={"epochs": 1, "batch_size": 2, "max_seq_len": 128},
+            base_model=tiny_model, snapshot=snapshot, arm=ModelVersion.Arm.VALUES_TARGETED,
+            hyperparameters={"epochs": 1, "batch_size": 2, "max_seq_len": 128, "seed": seed},
         )
         wait_for(job, {JobStatus.SUCCEEDED, JobStatus.FAILED}, timeout=180, worker=gpu_worker)
         assert job.status == JobStatus.SUCCEEDED, job.error

@@ -156,8 +156,8 @@ def populate(args: argparse.Namespace) -> dict:
     from django.utils import timezone
     from knox.models import AuthToken
 
-    from evaluation import services
     from evaluation.models import Study
+    from evaluation.studies import services
     from palmsweb.roles import Role, ensure_role_groups
     from training.models import BaseModel, Generation, JobStatus, ModelVersion, SamplingJob
 

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from evaluation import services as evaluation
 from evaluation.models import Study
+from evaluation.studies import services as evaluation
 from palmsweb.roles import Role
 from tests.conftest import make_user
 from tests.evaluation.conftest import make_prompt_set

@@ -13,8 +13,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from evaluation import services
 from evaluation.models import Prompt, PromptSet, Study, StudyArm, StudyOutput
+from evaluation.studies import services
 from tests.conftest import make_user
 from tests.factories import CategoryFactory
 from training.models import BaseModel, Generation, JobStatus, ModelVersion, SamplingJob

@@ -10,8 +10,9 @@ from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from evaluation import services
+from evaluation import errors
 from evaluation.models import Rating, StudyOutput
+from evaluation.studies import services
 from tests.evaluation.conftest import build_study
 
 pytestmark = pytest.mark.django_db
@@ -97,7 +98,7 @@ def test_an_expired_lease_returns_the_output_to_the_pool(no_queue):
     assert taken.output_id == claim.output_id
     # Ann comes back late: her slot went to Bob, so her score is refused, and she is not
     # handed the output again either.
-    with pytest.raises(services.RatingError, match="expired"):
+    with pytest.raises(errors.RatingError, match="expired"):
         services.rating_submit(public_id=claim.output.public_id, rater=ann, score=5, now=later)
     assert services.rating_claim_next(study=study, rater=ann, now=later) is None
     services.rating_submit(public_id=taken.output.public_id, rater=bob, score=2, now=later)
@@ -138,7 +139,7 @@ def test_skipping_returns_the_output_to_others_but_not_to_the_skipper(no_queue):
     services.rating_skip(public_id=claim.output.public_id, rater=ann)
     assert services.rating_claim_next(study=study, rater=ann) is None
     assert services.rating_claim_next(study=study, rater=bob).output_id == claim.output_id
-    with pytest.raises(services.RatingError, match="skipped"):
+    with pytest.raises(errors.RatingError, match="skipped"):
         services.rating_submit(public_id=claim.output.public_id, rater=ann, score=3)
 
 
@@ -156,7 +157,7 @@ def test_an_output_excluded_while_claimed_gives_way_to_the_next(rating_study):
     study, ann = rating_study.study, rating_study.raters[0]
     claim = services.rating_claim_next(study=study, rater=ann)
     services.output_exclude(output=claim.output, user=rating_study.admin, reason="leak")
-    with pytest.raises(services.RatingError, match="took this output out"):
+    with pytest.raises(errors.RatingError, match="took this output out"):
         services.rating_submit(public_id=claim.output.public_id, rater=ann, score=3)
     following = services.rating_claim_next(study=study, rater=ann)
     assert following.output_id != claim.output_id
@@ -169,7 +170,7 @@ def test_submitting_twice_is_harmless_but_changing_the_score_is_refused(rating_s
     public_id = claim.output.public_id
     services.rating_submit(public_id=public_id, rater=ann, score=4)
     services.rating_submit(public_id=public_id, rater=ann, score=4)
-    with pytest.raises(services.RatingError, match="already rated"):
+    with pytest.raises(errors.RatingError, match="already rated"):
         services.rating_submit(public_id=public_id, rater=ann, score=2)
     assert StudyOutput.objects.get(pk=claim.output_id).completed_count == 1
 
@@ -178,11 +179,11 @@ def test_bad_scores_and_unclaimed_outputs_are_refused(rating_study):
     study, (ann, bob, _) = rating_study.study, rating_study.raters
     claim = services.rating_claim_next(study=study, rater=ann)
     for score in (0, 6, None):
-        with pytest.raises(services.RatingError, match="1, 2, 3, 4 or 5"):
+        with pytest.raises(errors.RatingError, match="1, 2, 3, 4 or 5"):
             services.rating_submit(public_id=claim.output.public_id, rater=ann, score=score)
-    with pytest.raises(services.RatingError, match="not claimed"):
+    with pytest.raises(errors.RatingError, match="not claimed"):
         services.rating_submit(public_id=claim.output.public_id, rater=bob, score=3)
-    with pytest.raises(services.OutputNotFound):
+    with pytest.raises(errors.OutputNotFound):
         services.rating_submit(public_id="nope", rater=ann, score=3)
     assert not Rating.objects.filter(status="completed").exists()
 
@@ -329,7 +330,7 @@ def test_a_claim_hands_over_the_task_without_further_queries(rating_study):
 
 
 def test_claims_outside_the_pool_or_after_closing_are_refused(rating_study, rater):
-    with pytest.raises(services.NotARater):
+    with pytest.raises(errors.NotARater):
         services.rating_claim_next(study=rating_study.study, rater=rater)
-    with pytest.raises(services.NotARater):
+    with pytest.raises(errors.NotARater):
         services.rating_claim_next(study=rating_study.study, rater=rating_study.admin)

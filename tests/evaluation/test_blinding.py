@@ -17,8 +17,10 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from evaluation import exports, services
+from evaluation import errors
 from evaluation.models import Export, Rating, Study, StudyArm, StudyOutput
+from evaluation.report import exports
+from evaluation.studies import services
 from palmsweb.roles import Role
 from tests.conftest import api_token, client_for, make_user
 from tests.evaluation.conftest import BASE_MODEL_NAME, SIZE_TAG, VERSION_NAMES, build_study
@@ -382,7 +384,7 @@ def test_a_rater_pool_refuses_admins_everywhere(world):  # noqa: F811
     users, objects = world
     study = Study.objects.get(pk=objects["study"])
     dual = make_user("m-admin-rater", Role.ADMIN, Role.RATER, staff=True)
-    with pytest.raises(services.EvaluationError, match="Admins can see which model"):
+    with pytest.raises(errors.EvaluationError, match="Admins can see which model"):
         services.study_update_live(study=study, rubric=study.rubric, raters=[dual])
     data = {f"rubric_{s}": f"Anchor {s}" for s in range(1, 6)} | {"raters": [dual.pk]}
     page = client_for(users["admin"]).post(reverse("evaluation:study-edit", args=[study.pk]), data)

@@ -18,8 +18,8 @@ from django.db import connection, connections, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from evaluation import services
 from evaluation.models import Rating, StudyOutput
+from evaluation.studies import services
 from tests.evaluation.conftest import build_study
 
 on_postgres = pytest.mark.skipif(

@@ -13,9 +13,12 @@ from django.template.defaultfilters import floatformat
 from django.urls import reverse
 from scipy import stats as sps
 
-from evaluation import judge_scoring, scoring, services, tasks
+from evaluation import tasks
 from evaluation.models import AutomaticScore, Rating, ScoringRun, StudyArm, StudyOutput
-from evaluation.report import blind_letters, build_report
+from evaluation.report.build import blind_letters, build_report
+from evaluation.scoring import judge as judge_scoring
+from evaluation.scoring import runs as scoring
+from evaluation.studies import services
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import IDS, SIZE_TAG, VERSION_NAMES, build_study
@@ -468,7 +471,7 @@ def test_the_judge_section_is_blinded_like_the_rest_of_the_report(judged_study):
 
 
 def test_exports_carry_the_judge_score_in_its_own_column(judged_study, tmp_path):
-    from evaluation import exports
+    from evaluation.report import exports
 
     study = judged_study.study
     path = tmp_path / "ratings.jsonl"

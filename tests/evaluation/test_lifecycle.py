@@ -5,9 +5,10 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from evaluation import services, tasks
+from evaluation import errors, tasks
 from evaluation.models import Prompt, PromptSet, Rating, Study, StudyEvent, StudyOutput
-from evaluation.selectors import study_progress, study_results
+from evaluation.studies import services
+from evaluation.studies.selectors import study_progress, study_results
 from tests.conftest import make_user
 from tests.evaluation.conftest import build_study, fake_sampling_run
 from tests.factories import CategoryFactory
@@ -75,9 +76,9 @@ def test_a_set_locks_when_a_study_uses_it_and_edits_then_go_to_a_copy(no_queue):
 
 def test_empty_prompts_and_duplicate_names_are_refused():
     prompt_set = services.prompt_set_create(name="Mine")
-    with pytest.raises(services.EvaluationError, match="text"):
+    with pytest.raises(errors.EvaluationError, match="text"):
         services.prompt_add(prompt_set=prompt_set, category=CategoryFactory(), text="   ")
-    with pytest.raises(services.EvaluationError, match="already exists"):
+    with pytest.raises(errors.EvaluationError, match="already exists"):
         services.prompt_set_create(name="Mine")
     assert not Prompt.objects.exists()
 
@@ -105,13 +106,13 @@ def test_study_rules_are_enforced(no_queue):
     study = setup.study
     arm = services.ArmSpec(arm="base", model_version=setup.versions["base"])
     common = dict(name="x", prompt_set=study.prompt_set)
-    with pytest.raises(services.EvaluationError, match="only once"):
+    with pytest.raises(errors.EvaluationError, match="only once"):
         services.study_create(**common, arms=[arm, arm], raters=setup.raters)
-    with pytest.raises(services.EvaluationError, match="at least one arm"):
+    with pytest.raises(errors.EvaluationError, match="at least one arm"):
         services.study_create(**common, arms=[], raters=setup.raters)
-    with pytest.raises(services.EvaluationError, match="rubric"):
+    with pytest.raises(errors.EvaluationError, match="rubric"):
         services.study_create(**common, arms=[arm], raters=setup.raters, rubric=["a", "b"])
-    with pytest.raises(services.EvaluationError, match="rater group"):
+    with pytest.raises(errors.EvaluationError, match="rater group"):
         services.study_create(**common, arms=[arm], raters=[setup.admin])
     assert Study.objects.count() == 1
 
@@ -126,13 +127,13 @@ def test_opening_launches_one_sampling_job_for_every_arm(no_queue):
     prompts = list(study.prompt_set.prompts.select_related("category"))
     assert job.prompts == [{"text": p.text, "category": p.category.name} for p in prompts]
     assert study.prompt_ids == [p.pk for p in prompts]
-    with pytest.raises(services.StudyStateError):
+    with pytest.raises(errors.StudyStateError):
         services.study_open(study=study, user=setup.admin)
 
 
 def test_opening_needs_enough_raters_for_the_quota(no_queue):
     setup = build_study(open_rating=False, raters=2, raters_per_output=3)
-    with pytest.raises(services.EvaluationError, match="2 raters"):
+    with pytest.raises(errors.EvaluationError, match="2 raters"):
         services.study_open(study=setup.study, user=setup.admin)
     assert not SamplingJob.objects.exists()
 
@@ -208,17 +209,17 @@ def test_closing_stops_rating_and_ends_open_claims(rating_study):
     services.study_close(study=study, user=rating_study.admin)
     claim.refresh_from_db()
     assert claim.status == Rating.Status.EXPIRED
-    with pytest.raises(services.StudyStateError):
+    with pytest.raises(errors.StudyStateError):
         services.rating_submit(public_id=claim.output.public_id, rater=rater, score=4)
-    with pytest.raises(services.StudyStateError):
+    with pytest.raises(errors.StudyStateError):
         services.rating_claim_next(study=study, rater=rater)
-    with pytest.raises(services.StudyStateError):
+    with pytest.raises(errors.StudyStateError):
         services.study_close(study=study, user=rating_study.admin)
 
 
 def test_unblinding_needs_a_closed_study_and_is_logged(rating_study, researcher):
     study = rating_study.study
-    with pytest.raises(services.StudyStateError):
+    with pytest.raises(errors.StudyStateError):
         services.study_unblind(study=study, user=researcher)
     assert not services.can_see_arm_results(researcher, study)
     services.study_close(study=study, user=rating_study.admin)
@@ -230,7 +231,7 @@ def test_unblinding_needs_a_closed_study_and_is_logged(rating_study, researcher)
     assert [e.actor.username for e in events] == ["rhea", "rowan"]
     assert services.can_see_arm_results(researcher, study)
     assert not services.can_see_arm_results(rating_study.raters[0], study)
-    with pytest.raises(services.EvaluationError):
+    with pytest.raises(errors.EvaluationError):
         services.study_unblind(study=study, user=rating_study.raters[0])
 
 
@@ -259,9 +260,9 @@ def test_results_are_mean_scores_per_arm_and_category(rating_study):
 
 def test_only_a_draft_study_can_be_redesigned_or_deleted(rating_study):
     study = rating_study.study
-    with pytest.raises(services.StudyStateError):
+    with pytest.raises(errors.StudyStateError):
         services.study_delete(study=study)
-    with pytest.raises(services.StudyStateError):
+    with pytest.raises(errors.StudyStateError):
         services.study_update(
             study=study,
             name="x",

@@ -9,9 +9,9 @@ import re
 import pytest
 from django.urls import reverse
 
-from evaluation import services
 from evaluation.models import StudyEvent
-from evaluation.scoring import blind_labels
+from evaluation.scoring.runs import blind_labels
+from evaluation.studies import services
 from tests.conftest import client_for
 from tests.evaluation.conftest import VERSION_NAMES, build_study
 

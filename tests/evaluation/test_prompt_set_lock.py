@@ -9,8 +9,8 @@ import pytest
 from django.apps import apps
 from django.urls import reverse
 
-from evaluation import services
 from evaluation.models import PromptSet
+from evaluation.studies import services
 from tests.conftest import client_for
 from tests.evaluation.conftest import build_study, make_prompt_set
 

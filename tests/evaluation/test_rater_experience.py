@@ -10,9 +10,9 @@ from django.urls import reverse
 from django.utils.html import escape
 from rest_framework.test import APIClient
 
-from evaluation import revisions, services
+from evaluation.errors import NotARater, RatingError, StudyStateError
 from evaluation.models import Rating, RatingRevision, StudyOutput
-from evaluation.services import NotARater, RatingError, StudyStateError
+from evaluation.studies import revisions, services
 from tests.conftest import api_token, client_for
 from tests.evaluation.conftest import build_study
 

@@ -12,10 +12,10 @@ import pytest
 from django.urls import reverse
 from scipy import stats as sps
 
-from evaluation import report as report_mod
-from evaluation import services
 from evaluation.models import Rating, StudyOutput
-from evaluation.report import build_report, compare_studies
+from evaluation.report import build as report_mod
+from evaluation.report.build import build_report, compare_studies
+from evaluation.studies import services
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import SIZE_TAG, VERSION_NAMES, build_study
@@ -269,7 +269,7 @@ def test_gap_links_are_hidden_when_the_gap_form_does_not_exist(
             raise NoReverseMatch(name)
         return real_reverse(name, *args, **kwargs)
 
-    from evaluation import report_views
+    from evaluation.report import views as report_views
 
     real_reverse = report_views.reverse
     monkeypatch.setattr(report_views, "reverse", no_gap)

@@ -11,8 +11,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluation import services
 from evaluation.models import Study
+from evaluation.studies import services
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study

@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils.html import escape
 
-from evaluation import services
 from evaluation.models import Prompt, PromptSet, Rating, Study, StudyEvent, StudyOutput
+from evaluation.studies import services
 from tests.conftest import client_for
 from tests.evaluation.conftest import build_study, fake_sampling_run
 from tests.factories import CategoryFactory

@@ -77,7 +77,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  done in {elapsed:.0f} s")
 
     def prepare(self, admin, base_model_name: str) -> ModelVersion:
-        from evaluation.services import load_demo_prompt_set
+        from evaluation.studies.services import load_demo_prompt_set
 
         load_demo_content(user=admin)
         load_demo_prompt_set()
@@ -105,8 +105,8 @@ class Command(BaseCommand):
         return job.result
 
     def open_study(self, base, control, values, options, admin):
-        from evaluation import services as evaluation
         from evaluation.models import PromptSet, Study
+        from evaluation.studies import services as evaluation
 
         raters = list(evaluation.rater_pool_candidates())  # raters who are not admins
         if len(raters) < 3:
@@ -129,8 +129,8 @@ class Command(BaseCommand):
         return study
 
     def score(self, study, kind: str, admin, options: dict | None = None) -> None:
-        from evaluation import scoring
         from evaluation.models import ScoringRun
+        from evaluation.scoring import runs as scoring
 
         run = scoring.scoring_run_start(study=study, kind=kind, options=options, user=admin)
         if kind == "toxicity":
@@ -152,7 +152,7 @@ class Command(BaseCommand):
     def write_report(self, study, path: Path | None) -> Path:
         from django.conf import settings
 
-        from evaluation.report_views import render_report_document
+        from evaluation.report.views import render_report_document
 
         path = path or Path(settings.ARTIFACTS_DIR) / "reports" / f"study-{study.pk}.html"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ Statistics come from :mod:`palmsweb.lib.stats` (see docs/statistics.md and docs/
   matrix of ratings.
 
 An LLM judge's 1–5 scores (the latest succeeded judge scoring run, see
-:mod:`evaluation.scoring`) form their own section beside the human numbers, never mixed
+:mod:`evaluation.scoring.runs`) form their own section beside the human numbers, never mixed
 into them: per-arm judge means next to the human means, and judge–human agreement over the
 outputs that have both.
 
@@ -562,7 +562,7 @@ def _judge_section(
 ) -> JudgeSection:
     """The judge's scores per arm (when the report shows arms) and their agreement with
     the human ratings over outputs that have both. Human numbers are only read here."""
-    from evaluation.judge_scoring import JUDGE_METRIC
+    from evaluation.scoring.judge import JUDGE_METRIC
 
     scores: dict[int, float | None] = {}
     arm_of: dict[int, int] = {}

@@ -15,9 +15,11 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
-from evaluation import scoring, services
+from evaluation import errors
 from evaluation.models import ScoringRun, Study
-from evaluation.views import (
+from evaluation.scoring import runs as scoring
+from evaluation.studies import services
+from evaluation.studies.views import (
     admin_access,
     get_study_for_user,
     require_get,
@@ -123,7 +125,7 @@ def scoring_start(request, pk: int):
             options=options,
             user=request.user,
         )
-    except services.EvaluationError as error:
+    except errors.EvaluationError as error:
         messages.error(request, str(error))
     else:
         label = dict(ScoringRun.Kind.choices).get(kind, kind)

@@ -12,11 +12,11 @@ from django.http import HttpRequest, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template.loader import render_to_string
 
-from evaluation import revisions, services
-from evaluation.forms import FlagForm, RatingForm
+from evaluation.errors import RatingError, StudyStateError
 from evaluation.models import Rating, Study
-from evaluation.selectors import rater_progress, rater_studies, study_progress
-from evaluation.services import RatingError, StudyStateError
+from evaluation.studies import revisions, services
+from evaluation.studies.forms import FlagForm, RatingForm
+from evaluation.studies.selectors import rater_progress, rater_studies, study_progress
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, role_required
 

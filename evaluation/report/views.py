@@ -1,6 +1,6 @@
 """HTML views of the report: the results page, the self-contained HTML report, the
 comparison of two studies and the exports page. The numbers come from
-:mod:`evaluation.report`; the plots are inline SVG drawn here (no JavaScript library)."""
+:mod:`evaluation.report.build`; the plots are inline SVG drawn here (no JavaScript library)."""
 
 from __future__ import annotations
 
@@ -19,10 +19,11 @@ from django.utils.safestring import mark_safe
 from django.utils.text import slugify
 from django.views.decorators.vary import vary_on_headers
 
-from evaluation import exports, services
 from evaluation.models import Export, Study
-from evaluation.report import Report, build_report, compare_studies
-from evaluation.selectors import study_progress
+from evaluation.report import exports
+from evaluation.report.build import Report, build_report, compare_studies
+from evaluation.studies import services
+from evaluation.studies.selectors import study_progress
 from palmsweb.lib.http import require_get, require_get_post
 from palmsweb.roles import Role, has_role, role_required
 
@@ -263,7 +264,7 @@ def _template_exists(name: str) -> bool:
 def score_sections(study: Study, *, blinded: bool) -> tuple[dict | None, list[str]]:
     """The automatic-score sections, when the scoring module is installed."""
     try:
-        from evaluation.scoring import report_sections
+        from evaluation.scoring.runs import report_sections
     except ImportError:
         return None, []
     scores = report_sections(study, blinded=blinded)

@@ -30,10 +30,16 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
-from evaluation import revisions, services
+from evaluation import errors
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
-from evaluation.selectors import rater_progress, rater_studies, study_progress, study_results
-from evaluation.serializers import (
+from evaluation.studies import revisions, services
+from evaluation.studies.selectors import (
+    rater_progress,
+    rater_studies,
+    study_progress,
+    study_results,
+)
+from evaluation.studies.serializers import (
     ExcludeSerializer,
     FlagSerializer,
     LastRatingSerializer,
@@ -66,13 +72,13 @@ class EvaluationViewSet(viewsets.GenericViewSet):
     authentication_classes = [TokenAuthentication, SessionAuthentication]
 
     def handle_exception(self, exc):
-        if isinstance(exc, services.OutputNotFound):
+        if isinstance(exc, errors.OutputNotFound):
             return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-        if isinstance(exc, services.NotARater):
+        if isinstance(exc, errors.NotARater):
             return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-        if isinstance(exc, services.StudyStateError | services.RatingError):
+        if isinstance(exc, errors.StudyStateError | errors.RatingError):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        if isinstance(exc, services.EvaluationError):
+        if isinstance(exc, errors.EvaluationError):
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return super().handle_exception(exc)
 

@@ -21,8 +21,11 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.vary import vary_on_headers
 
-from evaluation import services
-from evaluation.forms import (
+from evaluation.errors import EvaluationError
+from evaluation.models import Prompt, PromptSet, Study, StudyOutput
+from evaluation.scoring.runs import blind_labels
+from evaluation.studies import services
+from evaluation.studies.forms import (
     ExcludeForm,
     LiveStudyForm,
     PromptForm,
@@ -32,9 +35,7 @@ from evaluation.forms import (
     StudyForm,
     arm_formset,
 )
-from evaluation.models import Prompt, PromptSet, Study, StudyOutput
-from evaluation.scoring import blind_labels
-from evaluation.selectors import (
+from evaluation.studies.selectors import (
     StudyEstimate,
     draft_study_estimate,
     held_outputs,
@@ -42,7 +43,6 @@ from evaluation.selectors import (
     study_outputs,
     study_progress,
 )
-from evaluation.services import EvaluationError
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role, role_required
 from training.selectors import job_phase
@@ -493,7 +493,7 @@ def study_unblind(request, pk: int):
 @study_read_access
 def study_results_view(request, pk: int):
     """The report page lives in evaluation/report_views.py."""
-    from evaluation.report_views import study_report
+    from evaluation.report.views import study_report
 
     return study_report(request, pk)
 

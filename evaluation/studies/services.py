@@ -30,6 +30,13 @@ from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
 from curation.models import Category
+from evaluation.errors import (
+    EvaluationError,
+    NotARater,
+    OutputNotFound,
+    RatingError,
+    StudyStateError,
+)
 from evaluation.models import (
     MAX_COMMENT_CHARS,
     MAX_PROMPT_CHARS,
@@ -42,7 +49,7 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
-from evaluation.screening import find_identifying, study_terms
+from evaluation.studies.screening import find_identifying, study_terms
 from palmsweb.roles import Role, has_role, user_roles
 from training.models import Generation, JobStatus, ModelVersion
 
@@ -52,26 +59,6 @@ MAX_SAMPLES_PER_PROMPT = 20
 MAX_LEASE_MINUTES = 24 * 60
 MAX_SEED = 2**63 - 1  # Study.seed is a 64-bit column
 CLAIM_ATTEMPTS = 20  # candidates found full on re-check before giving up (contention only)
-
-
-class EvaluationError(Exception):
-    """A rule refused the request; the message is shown to the user as is."""
-
-
-class StudyStateError(EvaluationError):
-    """The study is not in a state that allows this."""
-
-
-class RatingError(EvaluationError):
-    """A rating action was refused (not claimed, already done, lease lost, …)."""
-
-
-class OutputNotFound(RatingError):
-    """No output has this public id."""
-
-
-class NotARater(EvaluationError):
-    """The user may not rate in this study."""
 
 
 # --- prompt sets ---------------------------------------------------------------------------

@@ -186,7 +186,7 @@ def rater_progress(study: Study, rater) -> RaterProgress:
 def rater_studies(user):
     """Studies open for rating whose pool includes ``user`` (none for admins: they can see
     which model wrote each output)."""
-    from evaluation.services import can_see_generations
+    from evaluation.studies.services import can_see_generations
 
     if can_see_generations(user):
         return Study.objects.none()
@@ -213,7 +213,7 @@ def study_outputs(study: Study, *, screening: str = ""):
 def study_results(study: Study) -> dict:
     """Mean score per arm × category (and per arm overall) over completed ratings of
     outputs that were not excluded. Only for people allowed to see per-arm scores: check
-    :func:`evaluation.services.can_see_arm_results` first."""
+    :func:`evaluation.studies.services.can_see_arm_results` first."""
     rows = (
         Rating.objects.filter(study=study, status=Rating.Status.COMPLETED)
         .exclude(output__screening=StudyOutput.Screening.EXCLUDED)

@@ -1,0 +1,1 @@
+"""Automatic scores: toxicity, co-occurrence, capability and the LLM judge."""

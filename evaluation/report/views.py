@@ -8,7 +8,6 @@ import json
 from urllib.parse import urlencode
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import FileResponse, Http404, HttpResponse
 from django.shortcuts import get_object_or_404, redirect, render
 from django.template import TemplateDoesNotExist
@@ -19,13 +18,17 @@ from django.utils.safestring import mark_safe
 from django.utils.text import slugify
 from django.views.decorators.vary import vary_on_headers
 
+from evaluation.access import (
+    can_unblind_study,
+    get_export_study_for_user,
+    get_report_study_for_user,
+)
 from evaluation.models import Export, Study
 from evaluation.report import exports
 from evaluation.report.build import Report, build_report, compare_studies
-from evaluation.studies import services
 from evaluation.studies.selectors import study_progress
 from palmsweb.lib.http import require_get, require_get_post
-from palmsweb.roles import Role, has_role, role_required
+from palmsweb.roles import Role, role_required
 
 research_access = role_required(Role.RESEARCHER)  # admins pass too
 
@@ -36,25 +39,6 @@ SCORE_TEMPLATES = (
 )
 ARM_COLOURS = {"base": "#8a94a6", "control": "#d9822b", "values_targeted": "#2b6cb0"}
 LETTER_COLOURS = ["#2b6cb0", "#d9822b", "#4a9d5b", "#9b4dca", "#c53030", "#718096"]
-
-
-# --- access -------------------------------------------------------------------------------
-
-
-def get_report_study_for_user(user, pk: int) -> tuple[Study, str]:
-    """The study and what the user may see of it: ``"arms"`` (unblinded per-arm results),
-    ``"blinded"`` (admins before unblinding: arms as letters), ``"arm-free"`` (researchers
-    on a closed study not yet unblinded: agreement and progress only). 404 / 403 otherwise."""
-    if not has_role(user, Role.RESEARCHER):
-        raise PermissionDenied("Results are for researchers and admins.")
-    study = get_object_or_404(Study.objects.select_related("prompt_set", "unblinded_by"), pk=pk)
-    if services.can_see_arm_results(user, study):
-        return study, ("arms" if study.is_unblinded else "blinded")
-    if study.status == Study.Status.CLOSED:
-        return study, "arm-free"
-    raise PermissionDenied(
-        "Per-arm results open to researchers once the study is closed and unblinded."
-    )
 
 
 def _report_for(study: Study, mode: str) -> Report:
@@ -362,11 +346,7 @@ def study_report(request, pk: int):
     context = report_context(study, mode)
     if mode == "arms":
         context["gaps"] = gap_links(context["report"])
-    context["can_unblind"] = (
-        study.status == Study.Status.CLOSED
-        and not study.is_unblinded
-        and has_role(request.user, Role.RESEARCHER)
-    )
+    context["can_unblind"] = can_unblind_study(request.user, study) and not study.is_unblinded
     return render(request, "evaluation/study_results.html", context)
 
 
@@ -420,16 +400,6 @@ def study_compare(request):
         else:
             context["comparison"] = compare_studies(a, b)
     return render(request, "evaluation/compare_studies.html", context, status=status)
-
-
-def get_export_study_for_user(user, pk: int) -> Study:
-    """The study whose ratings ``user`` may export (researchers and admins), or 404/403."""
-    if not has_role(user, Role.RESEARCHER):
-        raise PermissionDenied("Exports are for researchers and admins.")
-    study = get_object_or_404(Study, pk=pk)
-    if study.status == Study.Status.DRAFT:
-        raise PermissionDenied("A draft study has nothing to export.")
-    return study
 
 
 @require_get_post

@@ -2,7 +2,7 @@
 LLM-judge runs; researchers (and admins) follow their progress and read the results.
 
 Results are per arm, so they are blinded (arms as "Arm A/B/C", no model names) for
-anyone who may not yet see per-arm results (see ``services.can_see_arm_results``).
+anyone who may not yet see per-arm results (see ``access.can_see_arm_results``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
 from evaluation import errors
+from evaluation.access import can_see_arm_results, get_study_for_user
 from evaluation.models import ScoringRun, Study
 from evaluation.scoring import runs as scoring
-from evaluation.studies import services
 from evaluation.studies.views import (
     admin_access,
-    get_study_for_user,
     require_get,
     require_post,
     study_read_access,
@@ -37,7 +36,7 @@ def _is_partial(request) -> bool:
 
 def _context(request, study: Study) -> dict:
     runs = scoring.latest_runs(study)
-    blinded = not services.can_see_arm_results(request.user, study)
+    blinded = not can_see_arm_results(request.user, study)
     preset = scoring.cooccurrence_preset()
     return {
         "study": study,

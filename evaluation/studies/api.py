@@ -30,7 +30,7 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
-from evaluation import errors
+from evaluation import access, errors
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
 from evaluation.studies import revisions, services
 from evaluation.studies.selectors import (
@@ -59,7 +59,6 @@ from evaluation.studies.serializers import (
     task_payload,
 )
 from palmsweb.lib.drf import TokenAuthentication, int_param
-from palmsweb.roles import Role, has_role
 
 ERROR = OpenApiResponse(
     inline_serializer("EvaluationErrorResponse", {"detail": serializers.CharField()}),
@@ -98,8 +97,8 @@ class EvaluationViewSet(viewsets.GenericViewSet):
 class PromptSetAccess(BasePermission):
     def has_permission(self, request, view) -> bool:
         if request.method in SAFE_METHODS:
-            return has_role(request.user, Role.CURATOR, Role.RESEARCHER)
-        return has_role(request.user, Role.CURATOR)
+            return access.can_read_prompt_set(request.user)
+        return access.can_edit_prompt_set(request.user)
 
 
 @extend_schema_view(
@@ -139,8 +138,8 @@ class StudyAccess(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         if view.action in RESEARCHER_ACTIONS:
-            return has_role(request.user, Role.RESEARCHER)
-        return has_role(request.user, Role.ADMIN)
+            return access.can_read_study(request.user)
+        return access.can_manage_study(request.user)
 
 
 @extend_schema_view(
@@ -272,7 +271,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
     def results(self, request, pk=None):
         """Mean score per arm × category. Admins any time; researchers once unblinded."""
         study = self.get_object()
-        if not services.can_see_arm_results(request.user, study):
+        if not access.can_see_arm_results(request.user, study):
             raise PermissionDenied(
                 "Per-arm results open to researchers once the study is closed and unblinded."
             )
@@ -297,9 +296,9 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
 # --- outputs (admins) ------------------------------------------------------------------------
 
 
-class AdminOnly(BasePermission):
+class OutputAccess(BasePermission):
     def has_permission(self, request, view) -> bool:
-        return has_role(request.user, Role.ADMIN)
+        return access.can_screen_output(request.user)
 
 
 @extend_schema_view(
@@ -313,7 +312,7 @@ class AdminOnly(BasePermission):
 class StudyOutputViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationViewSet):
     """Admins only: outputs with their arm and model, and the screening actions."""
 
-    permission_classes = [AdminOnly]
+    permission_classes = [OutputAccess]
     serializer_class = StudyOutputSerializer
     queryset = StudyOutput.objects.select_related(
         "arm__model_version", "prompt__category"
@@ -353,7 +352,7 @@ class RaterOnly(BasePermission):
     message = "Only members of the rater group rate (admins too must be in it)."
 
     def has_permission(self, request, view) -> bool:
-        return has_role(request.user, Role.RATER)
+        return access.can_rate_study(request.user)
 
 
 def _task_response(rating: Rating | None) -> Response:
@@ -385,7 +384,7 @@ class RatingStudyViewSet(EvaluationViewSet):
         study = Study.objects.filter(pk=int(pk)).first() if valid else None
         if study is None:
             raise NotFound("No such study.")
-        if check_pool and not study.raters.filter(pk=self.request.user.pk).exists():
+        if check_pool and not access.can_rate_study(self.request.user, study):
             raise PermissionDenied("You are not in this study's rater pool.")
         return study
 

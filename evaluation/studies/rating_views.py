@@ -7,11 +7,11 @@ panel and the progress in place."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 
+from evaluation.access import get_rating_study_for_user
 from evaluation.errors import RatingError, StudyStateError
 from evaluation.models import Rating, Study
 from evaluation.studies import revisions, services
@@ -21,16 +21,6 @@ from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, role_required
 
 rater_access = role_required(Role.RATER)
-
-
-def get_rating_study_for_user(user, pk: int) -> Study:
-    """A study the user rates in, or 404; 403 unless they are a rater in its pool."""
-    study = get_object_or_404(Study, pk=pk)
-    if not services.has_rater_role(user) or not study.raters.filter(pk=user.pk).exists():
-        raise PermissionDenied("You are not in this study's rater pool.")
-    if services.can_see_generations(user):
-        raise PermissionDenied("Admins can see which model wrote each output, so they cannot rate.")
-    return study
 
 
 def _is_partial(request: HttpRequest) -> bool:

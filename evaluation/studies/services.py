@@ -30,6 +30,7 @@ from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
 from curation.models import Category
+from evaluation.access import can_see_generations, has_rater_role
 from evaluation.errors import (
     EvaluationError,
     NotARater,
@@ -50,7 +51,7 @@ from evaluation.models import (
     StudyOutput,
 )
 from evaluation.studies.screening import find_identifying, study_terms
-from palmsweb.roles import Role, has_role, user_roles
+from palmsweb.roles import Role, has_role
 from training.models import Generation, JobStatus, ModelVersion
 
 DEMO_PROMPT_SET_NAME = "PALMS demo evaluation prompts"
@@ -313,17 +314,6 @@ def _clean_raters(raters: Iterable) -> list:
             f"{', '.join(sighted)}. Take them out of the pool (or out of the admins)."
         )
     return raters
-
-
-def has_rater_role(user) -> bool:
-    return has_role(user, Role.RATER)
-
-
-def can_see_generations(user) -> bool:
-    """Whether ``user`` can read a study's outputs with their models before it is
-    unblinded (the sampling job, the outputs page, per-arm results): admins only. Such a
-    user may not rate: they would know which model wrote what they rate."""
-    return Role.ADMIN in user_roles(user)
 
 
 def _validate_study(
@@ -754,13 +744,6 @@ def study_unblind(*, study: Study, user) -> Study:
         sampling_job_release(job=study.sampling_job)
     _event(study, StudyEvent.Kind.UNBLINDED, user)
     return study
-
-
-def can_see_arm_results(user, study: Study) -> bool:
-    """Admins always; researchers once the study is closed and unblinded; nobody else."""
-    if has_role(user, Role.ADMIN):
-        return True
-    return study.is_unblinded and has_role(user, Role.RESEARCHER)
 
 
 # --- rating --------------------------------------------------------------------------------

@@ -11,18 +11,30 @@ Every page works without JavaScript; htmx swaps partials in.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.vary import vary_on_headers
 
+from evaluation.access import (
+    PROMPT_READ_ROLES,
+    PROMPT_WRITE_ROLES,
+    STUDY_READ_ROLES,
+    can_edit_prompt_set,
+    can_manage_study,
+    can_see_arm_results,
+    can_unblind_study,
+    get_output_for_user,
+    get_prompt_for_user,
+    get_prompt_set_for_user,
+    get_study_for_user,
+)
 from evaluation.errors import EvaluationError
-from evaluation.models import Prompt, PromptSet, Study, StudyOutput
+from evaluation.models import PromptSet, Study, StudyOutput
 from evaluation.scoring.runs import blind_labels
 from evaluation.studies import services
 from evaluation.studies.forms import (
@@ -44,50 +56,15 @@ from evaluation.studies.selectors import (
     study_progress,
 )
 from palmsweb.lib.http import require_get, require_get_post, require_post
-from palmsweb.roles import Role, has_role, role_required
+from palmsweb.roles import Role, role_required
 from training.selectors import job_phase
 
-PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
-PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
-STUDY_READ_ROLES = (Role.RESEARCHER,)
 OUTPUTS_PER_PAGE = 50
 
 prompt_read_access = role_required(*PROMPT_READ_ROLES)
 prompt_write_access = role_required(*PROMPT_WRITE_ROLES)
 study_read_access = role_required(*STUDY_READ_ROLES)
 admin_access = role_required(Role.ADMIN)
-
-
-# --- access helpers ---------------------------------------------------------------------
-
-
-def get_prompt_set_for_user(user, pk: int, *, write: bool = False) -> PromptSet:
-    """The prompt set, or 404; 403 unless the user may read (or, with ``write``, edit) it."""
-    if not has_role(user, *(PROMPT_WRITE_ROLES if write else PROMPT_READ_ROLES)):
-        raise PermissionDenied("Prompt sets are for curators, researchers and admins.")
-    return get_object_or_404(PromptSet, pk=pk)
-
-
-def get_prompt_for_user(user, pk: int, *, write: bool = False) -> Prompt:
-    """The prompt with its set, or 404; 403 as for its set."""
-    if not has_role(user, *(PROMPT_WRITE_ROLES if write else PROMPT_READ_ROLES)):
-        raise PermissionDenied("Prompt sets are for curators, researchers and admins.")
-    return get_object_or_404(Prompt.objects.select_related("prompt_set", "category"), pk=pk)
-
-
-def get_study_for_user(user, pk: int, *, write: bool = False) -> Study:
-    """The study, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
-    if not has_role(user, Role.ADMIN if write else Role.RESEARCHER):
-        raise PermissionDenied("Study management is for admins and researchers.")
-    return get_object_or_404(Study.objects.select_related("prompt_set", "sampling_job"), pk=pk)
-
-
-def get_output_for_user(user, pk: int) -> StudyOutput:
-    """An output with its arm and model, or 404; admins only (it is unblinded data)."""
-    if not has_role(user, Role.ADMIN):
-        raise PermissionDenied("Only admins screen outputs.")
-    related = ("study", "arm__model_version", "prompt__category")
-    return get_object_or_404(StudyOutput.objects.select_related(*related), pk=pk)
 
 
 # --- small helpers ----------------------------------------------------------------------
@@ -126,7 +103,7 @@ def prompt_set_list(request):
     sets = PromptSet.objects.annotate(
         n_prompts=Count("prompts", distinct=True), n_studies=Count("studies", distinct=True)
     )
-    context = {"prompt_sets": sets, "can_write": has_role(request.user, *PROMPT_WRITE_ROLES)}
+    context = {"prompt_sets": sets, "can_write": can_edit_prompt_set(request.user)}
     return render(request, "evaluation/prompt_set_list.html", context)
 
 
@@ -169,7 +146,7 @@ def prompt_set_edit(request, pk: int):
 
 
 def _prompt_set_context(request, prompt_set: PromptSet, **extra) -> dict:
-    can_write = has_role(request.user, *PROMPT_WRITE_ROLES)
+    can_write = can_edit_prompt_set(request.user)
     return {
         "prompt_set": prompt_set,
         "prompts": prompt_set.prompts.select_related("category"),
@@ -301,7 +278,7 @@ def prompt_set_copy(request, pk: int):
 def study_list(request):
     studies = Study.objects.select_related("prompt_set").prefetch_related("arms")
     rows = [(study, study_progress(study)) for study in studies]
-    context = {"rows": rows, "is_admin": has_role(request.user, Role.ADMIN)}
+    context = {"rows": rows, "is_admin": can_manage_study(request.user)}
     return render(request, "evaluation/study_list.html", context)
 
 
@@ -392,7 +369,7 @@ STUDY_POLL = {Study.Status.SAMPLING: "2s", Study.Status.RATING: "10s"}
 
 
 def _study_context(request, study: Study) -> dict:
-    is_admin = has_role(request.user, Role.ADMIN)
+    is_admin = can_manage_study(request.user)
     job = study.sampling_job
     return {
         "study": study,
@@ -408,10 +385,8 @@ def _study_context(request, study: Study) -> dict:
         "is_admin": is_admin,
         # The arms' model versions would join the (admin-only) outputs to arms.
         "reveal_models": is_admin or study.is_unblinded,
-        "can_unblind": (
-            study.status == Study.Status.CLOSED and has_role(request.user, Role.RESEARCHER)
-        ),
-        "can_see_results": services.can_see_arm_results(request.user, study),
+        "can_unblind": can_unblind_study(request.user, study),
+        "can_see_results": can_see_arm_results(request.user, study),
         "exclude_form": ExcludeForm(),
     }
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from evaluation import errors, tasks
+from evaluation import access, errors, tasks
 from evaluation.models import Prompt, PromptSet, Rating, Study, StudyEvent, StudyOutput
 from evaluation.studies import services
 from evaluation.studies.selectors import study_progress, study_results
@@ -221,16 +221,16 @@ def test_unblinding_needs_a_closed_study_and_is_logged(rating_study, researcher)
     study = rating_study.study
     with pytest.raises(errors.StudyStateError):
         services.study_unblind(study=study, user=researcher)
-    assert not services.can_see_arm_results(researcher, study)
+    assert not access.can_see_arm_results(researcher, study)
     services.study_close(study=study, user=rating_study.admin)
-    assert not services.can_see_arm_results(researcher, study)
+    assert not access.can_see_arm_results(researcher, study)
     study = services.study_unblind(study=study, user=researcher)
     assert study.unblinded_by == researcher and study.unblinded_at
     services.study_unblind(study=study, user=make_user("rowan", *researcher_roles()))
     events = StudyEvent.objects.filter(study=study, kind="unblinded")
     assert [e.actor.username for e in events] == ["rhea", "rowan"]
-    assert services.can_see_arm_results(researcher, study)
-    assert not services.can_see_arm_results(rating_study.raters[0], study)
+    assert access.can_see_arm_results(researcher, study)
+    assert not access.can_see_arm_results(rating_study.raters[0], study)
     with pytest.raises(errors.EvaluationError):
         services.study_unblind(study=study, user=rating_study.raters[0])
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import math
 import statistics
-import string
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +36,7 @@ from django.utils import timezone
 
 from curation.models import Category
 from evaluation.models import AutomaticScore, Rating, ScoringRun, Study, StudyArm, StudyOutput
+from evaluation.studies.blinding import blind_letters
 from palmsweb.lib import stats
 from training.models import ModelVersion
 
@@ -237,16 +237,6 @@ class Report:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def blind_letters(study: Study, arms: list[StudyArm]) -> dict[int, str]:
-    """A, B, C… per arm in an order that is random per study (salted) but fixed."""
-    ranked = sorted(
-        arms,
-        key=lambda a: hashlib.sha256(f"{study.order_salt}:{a.pk}".encode()).hexdigest(),
-    )
-    letters = list(string.ascii_uppercase)
-    return {arm.pk: (letters[i] if i < 26 else f"Z{i}") for i, arm in enumerate(ranked)}
 
 
 def _arm_info(arm: StudyArm, letter: str, *, blinded: bool, several_sizes: bool) -> ArmInfo:
@@ -779,5 +769,4 @@ __all__ = [
     "Report",
     "build_report",
     "compare_studies",
-    "blind_letters",
 ]

@@ -43,6 +43,7 @@ from django.utils import timezone
 
 from evaluation.errors import EvaluationError
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyArm, StudyOutput
+from evaluation.studies.blinding import blind_labels
 from palmsweb.lib.progress import Throughput
 from training.models import JobStatus, SamplingJob
 from training.selectors import job_phase
@@ -706,15 +707,6 @@ def _latest_succeeded(study: Study, kind: str) -> ScoringRun | None:
         .order_by("-finished_at", "-pk")
         .first()
     )
-
-
-def blind_labels(study: Study) -> dict[int, str]:
-    """Arm A, B, C… in an order drawn from the study's secret salt, not the arm order:
-    the report's letters, so "Arm A" is the same arm on every page."""
-    from evaluation.report.build import blind_letters
-
-    letters = blind_letters(study, list(study.arms.all()))
-    return {pk: f"Arm {letter}" for pk, letter in letters.items()}
 
 
 def _arm_entries(study: Study, *, blinded: bool, arm_labels: dict[int, str] | None) -> list[dict]:

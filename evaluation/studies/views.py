@@ -35,8 +35,8 @@ from evaluation.access import (
 )
 from evaluation.errors import EvaluationError
 from evaluation.models import PromptSet, Study, StudyOutput
-from evaluation.scoring.runs import blind_labels
 from evaluation.studies import services
+from evaluation.studies.blinding import blind_labels
 from evaluation.studies.forms import (
     ExcludeForm,
     LiveStudyForm,

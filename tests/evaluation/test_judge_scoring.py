@@ -15,10 +15,11 @@ from scipy import stats as sps
 
 from evaluation import tasks
 from evaluation.models import AutomaticScore, Rating, ScoringRun, StudyArm, StudyOutput
-from evaluation.report.build import blind_letters, build_report
+from evaluation.report.build import build_report
 from evaluation.scoring import judge as judge_scoring
 from evaluation.scoring import runs as scoring
 from evaluation.studies import services
+from evaluation.studies.blinding import blind_labels, blind_letters
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import IDS, SIZE_TAG, VERSION_NAMES, build_study
@@ -454,7 +455,7 @@ def test_the_judge_section_is_blinded_like_the_rest_of_the_report(judged_study):
     report = build_report(study, blinded=True)
     assert [r.arm for r in report.judge.rows] == [r.arm for r in report.rows]
     # The scoring page's letters are the report's.
-    assert scoring.blind_labels(study) == {pk: f"Arm {x}" for pk, x in letters.items()}
+    assert blind_labels(study) == {pk: f"Arm {x}" for pk, x in letters.items()}
 
     # A researcher on the closed, blinded study: agreement, but nothing per arm.
     researcher = client_for(make_user("rhea", Role.RESEARCHER))

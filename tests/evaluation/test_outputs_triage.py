@@ -10,8 +10,8 @@ import pytest
 from django.urls import reverse
 
 from evaluation.models import StudyEvent
-from evaluation.scoring.runs import blind_labels
 from evaluation.studies import services
+from evaluation.studies.blinding import blind_labels
 from tests.conftest import client_for
 from tests.evaluation.conftest import VERSION_NAMES, build_study
 

@@ -15,7 +15,7 @@ from scipy import stats as sps
 from evaluation.models import Rating, StudyOutput
 from evaluation.report import build as report_mod
 from evaluation.report.build import build_report, compare_studies
-from evaluation.studies import services
+from evaluation.studies import blinding, services
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import SIZE_TAG, VERSION_NAMES, build_study
@@ -269,7 +269,7 @@ def test_gap_links_are_hidden_when_the_gap_form_does_not_exist(
             raise NoReverseMatch(name)
         return real_reverse(name, *args, **kwargs)
 
-    from evaluation.report import views as report_views
+    from evaluation.report import document as report_views
 
     real_reverse = report_views.reverse
     monkeypatch.setattr(report_views, "reverse", no_gap)
@@ -311,9 +311,9 @@ def test_admins_before_unblinding_see_arms_as_fixed_letters(no_queue):
     _assert_no_arm_words(first)
     assert "Arm A" in first and "Arm B" in first and "Arm C" in first
     assert "Values-targeted vs" not in first
-    letters = report_mod.blind_letters(setup.study, list(setup.study.arms.all()))
+    letters = blinding.blind_letters(setup.study, list(setup.study.arms.all()))
     assert sorted(letters.values()) == ["A", "B", "C"]
-    assert letters == report_mod.blind_letters(setup.study, list(setup.study.arms.all()))
+    assert letters == blinding.blind_letters(setup.study, list(setup.study.arms.all()))
 
 
 def test_who_may_open_the_results(no_queue, researcher_client):

@@ -9,7 +9,7 @@ import pytest
 
 from curation.models import Category
 from evaluation.report.build import build_report
-from evaluation.report.views import category_chart
+from evaluation.report.charts import category_chart
 from tests.evaluation.test_report import closed_study
 
 pytestmark = pytest.mark.django_db

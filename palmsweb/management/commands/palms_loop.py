@@ -152,7 +152,7 @@ class Command(BaseCommand):
     def write_report(self, study, path: Path | None) -> Path:
         from django.conf import settings
 
-        from evaluation.report.views import render_report_document
+        from evaluation.report.document import render_report_document
 
         path = path or Path(settings.ARTIFACTS_DIR) / "reports" / f"study-{study.pk}.html"
         path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from celery import shared_task
 
 from evaluation.models import Study
-from evaluation.studies import services
+from evaluation.studies import lifecycle
 
 POLL_SECONDS = 15
 
@@ -19,7 +19,7 @@ POLL_SECONDS = 15
 @shared_task(ignore_result=True, acks_late=True)
 def sync_study_sampling(study_id: int) -> str | None:
     """Sync one study; while its job still runs, check again in ``POLL_SECONDS``."""
-    study = services.study_sync_sampling(study_id=study_id)
+    study = lifecycle.study_sync_sampling(study_id=study_id)
     if study is None:
         return None  # deleted: nothing to do
     if study.status == Study.Status.SAMPLING:
@@ -30,7 +30,7 @@ def sync_study_sampling(study_id: int) -> str | None:
 @shared_task(ignore_result=True)
 def sync_sampling_studies() -> int:
     """Periodic sweep: move on every study whose sampling job has finished."""
-    return services.studies_sync_sampling()
+    return lifecycle.studies_sync_sampling()
 
 
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)

@@ -32,7 +32,7 @@ from rest_framework.response import Response
 
 from evaluation import access, errors
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
-from evaluation.studies import revisions, services
+from evaluation.studies import lifecycle, prompt_sets, queue, revisions
 from evaluation.studies.selectors import (
     rater_progress,
     rater_studies,
@@ -117,11 +117,11 @@ class PromptSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evaluat
     def create(self, request, *args, **kwargs):
         data = self.validated(PromptSetCreateSerializer).validated_data
         with transaction.atomic():
-            prompt_set = services.prompt_set_create(
+            prompt_set = prompt_sets.prompt_set_create(
                 name=data["name"], description=data["description"], user=request.user
             )
             for prompt in data["prompts"]:
-                services.prompt_add(prompt_set=prompt_set, user=request.user, **prompt)
+                prompt_sets.prompt_add(prompt_set=prompt_set, user=request.user, **prompt)
         prompt_set = self.get_queryset().get(pk=prompt_set.pk)
         return Response(PromptSetSerializer(prompt_set).data, status=status.HTTP_201_CREATED)
 
@@ -171,7 +171,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
 
     def create(self, request, *args, **kwargs):
         data = self.validated(StudyWriteSerializer).service_kwargs()
-        study = services.study_create(user=request.user, **data)
+        study = lifecycle.study_create(user=request.user, **data)
         return Response(self._out(study), status=status.HTTP_201_CREATED)
 
     def update(self, request, *args, partial: bool = False, **kwargs):
@@ -181,7 +181,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                 LiveStudySerializer,
                 partial=partial,
             ).validated_data
-            services.study_update_live(
+            lifecycle.study_update_live(
                 study=study,
                 rubric=data.get("rubric", study.rubric),
                 raters=data.get("raters", study.raters.all()),
@@ -213,14 +213,14 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
             }
             merged = {**current, **request.data} if partial else request.data
             serializer = self.validated(StudyWriteSerializer, data=merged)
-            services.study_update(study=study, user=request.user, **serializer.service_kwargs())
+            lifecycle.study_update(study=study, user=request.user, **serializer.service_kwargs())
         return Response(self._out(study))
 
     def partial_update(self, request, *args, **kwargs):
         return self.update(request, *args, partial=True, **kwargs)
 
     def destroy(self, request, *args, **kwargs):
-        services.study_delete(study=self.get_object())
+        lifecycle.study_delete(study=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _lifecycle(self, service, **kwargs) -> Response:
@@ -231,27 +231,27 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
     @action(detail=True, methods=["post"])
     def open(self, request, pk=None):
         """Draft → sampling: one sampling job over every arm. Rating opens when it ends."""
-        return self._lifecycle(services.study_open)
+        return self._lifecycle(lifecycle.study_open)
 
     @extend_schema(request=None, responses={200: StudySerializer})
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
         """Move a sampling study on now if its job has finished (idempotent)."""
         study = self.get_object()
-        services.study_sync_sampling(study_id=study.pk)
+        lifecycle.study_sync_sampling(study_id=study.pk)
         return Response(self._out(study))
 
     @extend_schema(request=None, responses={200: StudySerializer, 409: ERROR})
     @action(detail=True, methods=["post"])
     def close(self, request, pk=None):
         """Stop rating; open claims end. Researchers may unblind afterwards."""
-        return self._lifecycle(services.study_close)
+        return self._lifecycle(lifecycle.study_close)
 
     @extend_schema(request=None, responses={200: StudySerializer, 409: ERROR})
     @action(detail=True, methods=["post"])
     def unblind(self, request, pk=None):
         """Researchers and admins, closed studies only. Logged with who and when."""
-        return self._lifecycle(services.study_unblind)
+        return self._lifecycle(lifecycle.study_unblind)
 
     @extend_schema(
         responses={
@@ -331,7 +331,7 @@ class StudyOutputViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalu
     @action(detail=True, methods=["post"])
     def clear(self, request, pk=None):
         """Let a held output into the rating pool."""
-        output = services.output_clear(output=self.get_object(), user=request.user)
+        output = lifecycle.output_clear(output=self.get_object(), user=request.user)
         return Response(StudyOutputSerializer(self.get_queryset().get(pk=output.pk)).data)
 
     @extend_schema(request=ExcludeSerializer, responses={200: StudyOutputSerializer})
@@ -339,7 +339,7 @@ class StudyOutputViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalu
     def exclude(self, request, pk=None):
         """Take an output out of the study (no more claims; results ignore it)."""
         data = self.validated(ExcludeSerializer).validated_data
-        output = services.output_exclude(
+        output = lifecycle.output_exclude(
             output=self.get_object(), user=request.user, reason=data["reason"]
         )
         return Response(StudyOutputSerializer(self.get_queryset().get(pk=output.pk)).data)
@@ -424,15 +424,15 @@ class RatingStudyViewSet(EvaluationViewSet):
     def claim(self, request, pk=None):
         """Lease your next output (or get back the one you hold)."""
         study = self._study(pk, check_pool=False)
-        return _task_response(services.rating_claim_next(study=study, rater=request.user))
+        return _task_response(queue.rating_claim_next(study=study, rater=request.user))
 
     @extend_schema(responses=TASK_RESPONSES)
     @action(detail=True, methods=["get"])
     def current(self, request, pk=None):
         """The output you hold now, if any (no new claim)."""
         study = self._study(pk, check_pool=False)
-        services.check_can_rate(study, request.user)
-        return _task_response(services.current_claim(study, request.user))
+        queue.check_can_rate(study, request.user)
+        return _task_response(queue.current_claim(study, request.user))
 
 
     @extend_schema(
@@ -448,7 +448,7 @@ class RatingStudyViewSet(EvaluationViewSet):
         """Your last submitted rating in this study: the one you may still change
         (``POST /api/rating/outputs/{output}/revise/``) while the study is open."""
         study = self._study(pk, check_pool=False)
-        services.check_can_rate(study, request.user)
+        queue.check_can_rate(study, request.user)
         rating = revisions.rating_last(study, request.user)
         if rating is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -484,7 +484,7 @@ class RatingOutputViewSet(EvaluationViewSet):
     def submit(self, request, public_id=None):
         """Score your claimed output 1–5 (5 = matches the category's position best)."""
         data = self.validated(SubmitSerializer).validated_data
-        rating = services.rating_submit(
+        rating = queue.rating_submit(
             public_id=public_id,
             rater=request.user,
             score=int(data["score"]),
@@ -518,7 +518,7 @@ class RatingOutputViewSet(EvaluationViewSet):
     @action(detail=True, methods=["post"])
     def skip(self, request, public_id=None):
         """Give the output back: other raters get it, you never see it again."""
-        return self._result(services.rating_skip(public_id=public_id, rater=request.user))
+        return self._result(queue.rating_skip(public_id=public_id, rater=request.user))
 
     @extend_schema(
         request=FlagSerializer, responses={200: RatingResultSerializer, 404: ERROR, 409: ERROR}
@@ -527,7 +527,7 @@ class RatingOutputViewSet(EvaluationViewSet):
     def flag(self, request, public_id=None):
         """Report the output (names a model, broken, …); an admin reviews it."""
         data = self.validated(FlagSerializer).validated_data
-        rating = services.rating_flag(
+        rating = queue.rating_flag(
             public_id=public_id, rater=request.user, reason=data["reason"]
         )
         return self._result(rating)

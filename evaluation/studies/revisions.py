@@ -12,7 +12,7 @@ from django.db import transaction
 
 from evaluation.errors import RatingError
 from evaluation.models import MAX_COMMENT_CHARS, SCORES, Rating, RatingRevision, Study, StudyOutput
-from evaluation.studies.services import check_can_rate
+from evaluation.studies.queue import check_can_rate
 
 PICK_A_SCORE = "Pick a score 1–5 first."
 

@@ -24,7 +24,7 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
-from evaluation.studies.services import MAX_SEED, ArmSpec
+from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion

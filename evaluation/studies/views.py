@@ -35,7 +35,7 @@ from evaluation.access import (
 )
 from evaluation.errors import EvaluationError
 from evaluation.models import PromptSet, Study, StudyOutput
-from evaluation.studies import services
+from evaluation.studies import lifecycle, prompt_sets
 from evaluation.studies.blinding import blind_labels
 from evaluation.studies.forms import (
     ExcludeForm,
@@ -113,7 +113,7 @@ def prompt_set_create(request):
     form = PromptSetForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            prompt_set = services.prompt_set_create(**form.cleaned_data, user=request.user)
+            prompt_set = prompt_sets.prompt_set_create(**form.cleaned_data, user=request.user)
         except EvaluationError as error:
             form.add_error(None, str(error))
         else:
@@ -135,7 +135,7 @@ def prompt_set_edit(request, pk: int):
     )
     if request.method == "POST" and form.is_valid():
         try:
-            services.prompt_set_update(prompt_set=prompt_set, **form.cleaned_data)
+            prompt_sets.prompt_set_update(prompt_set=prompt_set, **form.cleaned_data)
         except EvaluationError as error:
             form.add_error(None, str(error))
         else:
@@ -190,7 +190,7 @@ def prompt_add(request, pk: int):
     form = PromptForm(request.POST)
     if form.is_valid():
         try:
-            prompt = services.prompt_add(
+            prompt = prompt_sets.prompt_add(
                 prompt_set=prompt_set, user=request.user, **form.cleaned_data
             )
         except EvaluationError as error:
@@ -208,7 +208,7 @@ def prompts_add_lines(request, pk: int):
     form = PromptLinesForm(request.POST)
     if form.is_valid():
         try:
-            edited = services.prompts_add_lines(
+            edited = prompt_sets.prompts_add_lines(
                 prompt_set=prompt_set, user=request.user, **form.cleaned_data
             )
         except EvaluationError as error:
@@ -232,7 +232,9 @@ def prompt_edit(request, pk: int):
     )
     if request.method == "POST" and form.is_valid():
         try:
-            edited = services.prompt_update(prompt=prompt, user=request.user, **form.cleaned_data)
+            edited = prompt_sets.prompt_update(
+                prompt=prompt, user=request.user, **form.cleaned_data
+            )
         except EvaluationError as error:
             form.add_error(None, str(error))
         else:
@@ -245,7 +247,7 @@ def prompt_edit(request, pk: int):
 @prompt_write_access
 def prompt_delete(request, pk: int):
     prompt = get_prompt_for_user(request.user, pk, write=True)
-    edited = services.prompt_delete(prompt=prompt, user=request.user)
+    edited = prompt_sets.prompt_delete(prompt=prompt, user=request.user)
     return _after_prompt_edit(request, prompt.prompt_set, edited)
 
 
@@ -257,7 +259,7 @@ def prompt_move(request, pk: int):
     direction = request.POST.get("direction", "")
     if direction not in offsets:
         return HttpResponseBadRequest("direction must be up or down")
-    edited = services.prompt_move(prompt=prompt, offset=offsets[direction], user=request.user)
+    edited = prompt_sets.prompt_move(prompt=prompt, offset=offsets[direction], user=request.user)
     return _after_prompt_edit(request, prompt.prompt_set, edited)
 
 
@@ -265,7 +267,7 @@ def prompt_move(request, pk: int):
 @prompt_write_access
 def prompt_set_copy(request, pk: int):
     prompt_set = get_prompt_set_for_user(request.user, pk, write=True)
-    copy = services.prompt_set_copy(prompt_set=prompt_set, user=request.user)
+    copy = prompt_sets.prompt_set_copy(prompt_set=prompt_set, user=request.user)
     messages.success(request, f"Copied {prompt_set.name} to {copy.name}; edit it freely.")
     return redirect(copy)
 
@@ -315,7 +317,7 @@ def study_create(request):
     form, arms = StudyForm(data), arm_formset(data)
     if request.method == "POST" and form.is_valid() and arms.is_valid():
         try:
-            study = services.study_create(
+            study = lifecycle.study_create(
                 **form.service_kwargs(), arms=arms.specs(), user=request.user
             )
         except EvaluationError as error:
@@ -336,7 +338,7 @@ def study_edit(request, pk: int):
         form = LiveStudyForm.for_study(study, data)
         if request.method == "POST" and form.is_valid():
             try:
-                services.study_update_live(
+                lifecycle.study_update_live(
                     study=study,
                     rubric=form.rubric(),
                     raters=form.cleaned_data["raters"],
@@ -351,7 +353,7 @@ def study_edit(request, pk: int):
     form, arms = StudyForm.for_study(study, data), arm_formset(data, study)
     if request.method == "POST" and form.is_valid() and arms.is_valid():
         try:
-            services.study_update(
+            lifecycle.study_update(
                 study=study, **form.service_kwargs(), arms=arms.specs(), user=request.user
             )
         except EvaluationError as error:
@@ -410,7 +412,7 @@ def study_status(request, pk: int):
     periodic sweep while someone watches."""
     study = get_study_for_user(request.user, pk)
     if study.status == Study.Status.SAMPLING:
-        services.study_sync_sampling(study_id=study.pk)
+        lifecycle.study_sync_sampling(study_id=study.pk)
         study = get_study_for_user(request.user, pk)
     if not _is_partial(request):
         return redirect(study)
@@ -441,7 +443,7 @@ def study_open(request, pk: int):
     return _study_action(
         request,
         pk,
-        services.study_open,
+        lifecycle.study_open,
         "Opened: sampling every arm. Rating starts when it finishes.",
     )
 
@@ -449,16 +451,15 @@ def study_open(request, pk: int):
 @require_post
 @admin_access
 def study_close(request, pk: int):
-    return _study_action(
-        request, pk, services.study_close, "Closed: rating stopped. Researchers can now unblind it."
-    )
+    done = "Closed: rating stopped. Researchers can now unblind it."
+    return _study_action(request, pk, lifecycle.study_close, done)
 
 
 @require_post
 @study_read_access
 def study_unblind(request, pk: int):
     response = _study_action(
-        request, pk, services.study_unblind, "Unblinded. This has been logged.", write=False
+        request, pk, lifecycle.study_unblind, "Unblinded. This has been logged.", write=False
     )
     study = get_study_for_user(request.user, pk)
     return redirect("evaluation:study-results", study.pk) if study.is_unblinded else response
@@ -522,7 +523,7 @@ def study_outputs_reveal(request, pk: int):
     if study.is_unblinded:
         messages.info(request, "The study is unblinded: its arms are shown to everyone entitled.")
     else:
-        services.study_arms_reveal(study=study, user=request.user, reveal=reveal)
+        lifecycle.study_arms_reveal(study=study, user=request.user, reveal=reveal)
         request.session[_reveal_key(study)] = reveal
         messages.info(
             request,
@@ -561,7 +562,7 @@ def _output_changed(request, output: StudyOutput) -> HttpResponse:
 def output_clear(request, pk: int):
     output = get_output_for_user(request.user, pk)
     try:
-        services.output_clear(output=output, user=request.user)
+        lifecycle.output_clear(output=output, user=request.user)
     except EvaluationError as error:
         messages.error(request, str(error))
     return _output_changed(request, output)
@@ -573,5 +574,5 @@ def output_exclude(request, pk: int):
     output = get_output_for_user(request.user, pk)
     form = ExcludeForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
-    services.output_exclude(output=output, user=request.user, reason=reason)
+    lifecycle.output_exclude(output=output, user=request.user, reason=reason)
     return _output_changed(request, output)

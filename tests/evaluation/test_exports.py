@@ -136,9 +136,9 @@ def test_blinded_exports_round_trip_without_arms(study_with_scores, tmp_path, fm
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_unblinded_exports_carry_arms_and_snapshot_hashes(study_with_scores, tmp_path, fmt):
-    from evaluation.studies import services
+    from evaluation.studies import lifecycle
 
-    study = services.study_unblind(study=study_with_scores.study, user=study_with_scores.admin)
+    study = lifecycle.study_unblind(study=study_with_scores.study, user=study_with_scores.admin)
     path = tmp_path / f"ratings.{fmt}"
     exports.write_ratings(study, fmt, path, includes_arms=True)
     rows = read_back(path, fmt)

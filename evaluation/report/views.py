@@ -18,7 +18,7 @@ from evaluation.access import (
 )
 from evaluation.models import Export, Study
 from evaluation.report import exports
-from evaluation.report.build import compare_studies
+from evaluation.report.compare import compare_studies
 from evaluation.report.document import gap_links, render_report_document, report_context
 from palmsweb.lib.http import require_get, require_get_post
 from palmsweb.roles import Role, role_required

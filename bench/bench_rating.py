@@ -156,8 +156,8 @@ def populate(args: argparse.Namespace) -> dict:
     from django.utils import timezone
     from knox.models import AuthToken
 
-    from evaluation import services
     from evaluation.models import Study
+    from evaluation.studies import lifecycle, prompt_sets
     from palmsweb.roles import Role, ensure_role_groups
     from training.models import BaseModel, Generation, JobStatus, ModelVersion, SamplingJob
 
@@ -181,13 +181,13 @@ def populate(args: argparse.Namespace) -> dict:
         ModelVersion.objects.create(base_model=base, name=f"Bench {arm}", arm=arm)
         for arm in ("base", "control", "values_targeted")
     ]
-    prompt_set = services.load_demo_prompt_set()
-    study = services.study_create(
+    prompt_set = prompt_sets.load_demo_prompt_set()
+    study = lifecycle.study_create(
         name="Bench study",
         prompt_set=prompt_set,
         raters=raters,
         user=admin,
-        arms=[services.ArmSpec(arm=v.arm, model_version=v) for v in versions],
+        arms=[lifecycle.ArmSpec(arm=v.arm, model_version=v) for v in versions],
         samples_per_prompt=args.samples,
         raters_per_output=args.raters_per_output,
     )
@@ -222,7 +222,7 @@ def populate(args: argparse.Namespace) -> dict:
     Study.objects.filter(pk=study.pk).update(
         status=Study.Status.SAMPLING, sampling_job=job, prompt_ids=[p.pk for p in prompts]
     )
-    study = services.study_sync_sampling(study_id=study.pk)
+    study = lifecycle.study_sync_sampling(study_id=study.pk)
     assert study.status == Study.Status.RATING
     from django.db import connection
 

@@ -499,7 +499,7 @@ class Export(BackgroundRun):
         return f"{self.get_format_display()} export of {self.study}"
 
 
-# --- emergent misalignment (evaluation.misalignment) ----------------------------------------
+# --- emergent misalignment (evaluation.alignment.misalignment) ------------------------------------
 
 
 class MisalignmentEval(BackgroundRun):

@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from celery import shared_task
 
-from evaluation import services
 from evaluation.models import Study
+from evaluation.studies import lifecycle
 
 POLL_SECONDS = 15
 
@@ -19,7 +19,7 @@ POLL_SECONDS = 15
 @shared_task(ignore_result=True, acks_late=True)
 def sync_study_sampling(study_id: int) -> str | None:
     """Sync one study; while its job still runs, check again in ``POLL_SECONDS``."""
-    study = services.study_sync_sampling(study_id=study_id)
+    study = lifecycle.study_sync_sampling(study_id=study_id)
     if study is None:
         return None  # deleted: nothing to do
     if study.status == Study.Status.SAMPLING:
@@ -30,19 +30,19 @@ def sync_study_sampling(study_id: int) -> str | None:
 @shared_task(ignore_result=True)
 def sync_sampling_studies() -> int:
     """Periodic sweep: move on every study whose sampling job has finished."""
-    return services.studies_sync_sampling()
+    return lifecycle.studies_sync_sampling()
 
 
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_export(export_id: int) -> str | None:
     """Write one queued export (ratings file or study bundle) on the default queue."""
-    from evaluation.exports import export_execute
+    from evaluation.report.exports import export_execute
 
     export = export_execute(export_id)
     return export.status if export else None
 
 
-# --- automatic scores (evaluation.scoring) ---------------------------------------------------
+# --- automatic scores (evaluation.scoring.runs) ---------------------------------------------------
 
 COOCCURRENCE_POLL_SECONDS = 15
 
@@ -50,7 +50,7 @@ COOCCURRENCE_POLL_SECONDS = 15
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_toxicity_scoring(run_id: int) -> None:
     """Claim and run one toxicity run; a duplicate delivery finds it claimed."""
-    from evaluation import scoring
+    from evaluation.scoring import runs as scoring
 
     scoring.toxicity_execute(run_id)
 
@@ -58,7 +58,7 @@ def run_toxicity_scoring(run_id: int) -> None:
 @shared_task(ignore_result=True, acks_late=True)
 def run_cooccurrence_scoring(run_id: int) -> None:
     """Launch the run's sampling, then check again until it is counted."""
-    from evaluation import scoring
+    from evaluation.scoring import runs as scoring
 
     if scoring.cooccurrence_advance(run_id):
         run_cooccurrence_scoring.apply_async((run_id,), countdown=COOCCURRENCE_POLL_SECONDS)
@@ -67,7 +67,7 @@ def run_cooccurrence_scoring(run_id: int) -> None:
 @shared_task(ignore_result=True)
 def advance_cooccurrence_runs() -> int:
     """Periodic backstop: move on co-occurrence runs whose sampling has finished."""
-    from evaluation import scoring
+    from evaluation.scoring import runs as scoring
 
     return scoring.cooccurrence_advance_all()
 
@@ -75,7 +75,7 @@ def advance_cooccurrence_runs() -> int:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_capability_scoring(run_id: int) -> None:
     """Perplexity and multiple choice per local arm; routed to the gpu queue."""
-    from evaluation import scoring
+    from evaluation.scoring import runs as scoring
 
     scoring.capability_execute(run_id)
 
@@ -83,7 +83,7 @@ def run_capability_scoring(run_id: int) -> None:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_judge_scoring(run_id: int) -> None:
     """Claim and run one LLM-judge run (default queue: it waits on HTTP, not a GPU)."""
-    from evaluation import judge_scoring
+    from evaluation.scoring import judge as judge_scoring
 
     judge_scoring.judge_execute(run_id)
 
@@ -91,7 +91,7 @@ def run_judge_scoring(run_id: int) -> None:
 @shared_task(ignore_result=True)
 def sweep_stale_scoring_runs() -> int:
     """Periodic: fail toxicity, capability and judge runs whose worker died."""
-    from evaluation import scoring
+    from evaluation.scoring import runs as scoring
 
     return scoring.scoring_runs_sweep_stale()
 
@@ -99,12 +99,12 @@ def sweep_stale_scoring_runs() -> int:
 @shared_task(ignore_result=True)
 def sweep_stale_exports() -> int:
     """Periodic: fail exports whose worker died mid-write (add to CELERY_BEAT_SCHEDULE)."""
-    from evaluation.exports import exports_sweep_stale
+    from evaluation.report.exports import exports_sweep_stale
 
     return exports_sweep_stale()
 
 
-# --- emergent misalignment (evaluation.misalignment) -----------------------------------------
+# --- emergent misalignment (evaluation.alignment.misalignment) ------------------------------------
 
 MISALIGNMENT_POLL_SECONDS = 15
 
@@ -112,7 +112,7 @@ MISALIGNMENT_POLL_SECONDS = 15
 @shared_task(ignore_result=True, acks_late=True)
 def advance_misalignment_eval(eval_id: int) -> None:
     """Launch the probes' sampling, wait for it, then judge (on the default queue)."""
-    from evaluation import misalignment
+    from evaluation.alignment import misalignment
 
     if misalignment.misalignment_advance(eval_id):
         advance_misalignment_eval.apply_async((eval_id,), countdown=MISALIGNMENT_POLL_SECONDS)
@@ -121,7 +121,7 @@ def advance_misalignment_eval(eval_id: int) -> None:
 @shared_task(ignore_result=True)
 def advance_misalignment_evals() -> int:
     """Periodic backstop: move on evaluations whose sampling has finished."""
-    from evaluation import misalignment
+    from evaluation.alignment import misalignment
 
     return misalignment.advance_all()
 
@@ -129,7 +129,7 @@ def advance_misalignment_evals() -> int:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def measure_misalignment_persona(eval_id: int) -> int:
     """Persona projections of an evaluation's local versions; sent to the gpu queue."""
-    from evaluation import misalignment
+    from evaluation.alignment import misalignment
 
     return misalignment.persona_execute(eval_id)
 
@@ -137,7 +137,7 @@ def measure_misalignment_persona(eval_id: int) -> int:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def measure_finetune_persona(job_id: int) -> None:
     """Persona projection of a finished fine-tune vs its base; sent to the gpu queue."""
-    from evaluation import misalignment
+    from evaluation.alignment import misalignment
 
     misalignment.finetune_persona_execute(job_id)
 
@@ -145,7 +145,7 @@ def measure_finetune_persona(job_id: int) -> None:
 @shared_task(ignore_result=True, acks_late=True)
 def resume_misalignment_judging(eval_id: int) -> None:
     """Judge what is left of an evaluation whose judging worker died (sent by the sweep)."""
-    from evaluation import misalignment
+    from evaluation.alignment import misalignment
 
     misalignment.misalignment_judge(eval_id)
 
@@ -154,12 +154,12 @@ def resume_misalignment_judging(eval_id: int) -> None:
 def sweep_stale_misalignment_judging() -> int:
     """Periodic: resume evaluations stuck in "judging" (no heartbeat for
     JOB_HEARTBEAT_TIMEOUT)."""
-    from evaluation import misalignment
+    from evaluation.alignment import misalignment
 
     return misalignment.sweep_stale_judging()
 
 
-# --- re-alignment (evaluation.realignment) ---------------------------------------------------
+# --- re-alignment (evaluation.alignment.realignment) ----------------------------------------------
 
 REALIGNMENT_POLL_SECONDS = 15
 
@@ -167,7 +167,7 @@ REALIGNMENT_POLL_SECONDS = 15
 @shared_task(ignore_result=True, acks_late=True)
 def advance_realignment_run(run_id: int) -> None:
     """Follow a re-alignment run through its fine-tune and evaluations (default queue)."""
-    from evaluation import realignment
+    from evaluation.alignment import realignment
 
     if realignment.realignment_advance(run_id):
         advance_realignment_run.apply_async((run_id,), countdown=REALIGNMENT_POLL_SECONDS)
@@ -176,7 +176,7 @@ def advance_realignment_run(run_id: int) -> None:
 @shared_task(ignore_result=True)
 def advance_realignment_runs() -> int:
     """Periodic backstop for runs whose polling chain was lost (a broker restart)."""
-    from evaluation import realignment
+    from evaluation.alignment import realignment
 
     return realignment.advance_all()
 
@@ -184,6 +184,6 @@ def advance_realignment_runs() -> int:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def measure_realignment_persona(run_id: int) -> int:
     """Persona projections of a re-alignment run's steps; sent to the gpu queue."""
-    from evaluation import realignment
+    from evaluation.alignment import realignment
 
     return realignment.realignment_persona_execute(run_id)

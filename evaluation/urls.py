@@ -1,6 +1,7 @@
 from django.urls import path
 
-from evaluation import rating_views, report_views, views
+from evaluation.report import views as report_views
+from evaluation.studies import rating_views, views
 
 app_name = "evaluation"
 
@@ -51,8 +52,8 @@ urlpatterns = [
     path("exports/<int:pk>/download/", report_views.export_download, name="export-download"),
 ]
 
-# automatic scores (evaluation.scoring_views)
-from evaluation import scoring_views  # noqa: E402
+# automatic scores (evaluation.scoring.views)
+from evaluation.scoring import views as scoring_views  # noqa: E402
 
 urlpatterns += [
     path("studies/<int:pk>/scoring/", scoring_views.scoring_page, name="study-scoring"),
@@ -62,8 +63,8 @@ urlpatterns += [
     ),
 ]
 
-# emergent misalignment (evaluation.misalignment_views)
-from evaluation import misalignment_views  # noqa: E402
+# emergent misalignment (evaluation.alignment.misalignment_views)
+from evaluation.alignment import misalignment_views  # noqa: E402
 
 urlpatterns += [
     path("misalignment/", misalignment_views.misalignment_list, name="misalignment-list"),
@@ -83,8 +84,8 @@ urlpatterns += [
     ),
 ]
 
-# re-alignment (evaluation.realignment_views)
-from evaluation import realignment_views  # noqa: E402
+# re-alignment (evaluation.alignment.realignment_views)
+from evaluation.alignment import realignment_views  # noqa: E402
 
 urlpatterns += [
     path("realignment/", realignment_views.realignment_list, name="realignment-list"),

@@ -4,8 +4,8 @@ from django.urls import path
 from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
-from evaluation import api as evaluation_api
-from evaluation import misalignment_api, realignment_api
+from evaluation.alignment import misalignment_api, realignment_api
+from evaluation.studies import api as evaluation_api
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
 

@@ -778,7 +778,7 @@ class CheckpointHandler:
     def measure(self, checkpoint) -> None:
         # evaluation owns the persona direction and the probe preset; imported here so that
         # training does not import evaluation at module level (evaluation imports training).
-        from evaluation.misalignment import persona_direction_for, probe_preset
+        from evaluation.alignment.misalignment import persona_direction_for, probe_preset
 
         when = f"epoch {checkpoint.epoch:g}" if checkpoint.step else "the starting weights"
         self.reporter.phase(f"measuring the persona projection of {when}")

@@ -14,8 +14,8 @@ import time
 
 import pytest
 
-from evaluation import services as evaluation
 from evaluation.models import Study
+from evaluation.studies import lifecycle
 from palmsweb.roles import Role
 from tests.conftest import make_user
 from tests.evaluation.conftest import make_prompt_set
@@ -52,10 +52,10 @@ def draft_study(tmp_path, admin_user):
         name="Tiny Llama", kind="local_dir", path=str(path), parameter_count=1_000_000
     )
     raters = [make_user(f"rater{i}", Role.RATER) for i in range(2)]
-    return evaluation.study_create(
+    return lifecycle.study_create(
         name="Live study",
         prompt_set=make_prompt_set(n_categories=2, per_category=2),
-        arms=[evaluation.ArmSpec(arm="base", model_version=training.base_version(base))],
+        arms=[lifecycle.ArmSpec(arm="base", model_version=training.base_version(base))],
         raters=raters,
         samples_per_prompt=3,
         raters_per_output=2,

@@ -13,8 +13,8 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from evaluation import services
 from evaluation.models import Prompt, PromptSet, Study, StudyArm, StudyOutput
+from evaluation.studies import lifecycle
 from tests.conftest import make_user
 from tests.factories import CategoryFactory
 from training.models import BaseModel, Generation, JobStatus, ModelVersion, SamplingJob
@@ -160,10 +160,10 @@ def build_study(
     admin = make_user(f"admin-{rater_prefix}", Role.ADMIN, staff=True)
     people = [make_user(f"{rater_prefix}{i}", Role.RATER) for i in range(raters)]
     versions = make_versions()
-    study = services.study_create(
+    study = lifecycle.study_create(
         name="Kindness study",
         prompt_set=make_prompt_set(n_categories, per_category),
-        arms=[services.ArmSpec(arm=a, model_version=versions[a], size_tag=SIZE_TAG) for a in arms],
+        arms=[lifecycle.ArmSpec(arm=a, model_version=versions[a], size_tag=SIZE_TAG) for a in arms],
         raters=people,
         samples_per_prompt=samples,
         raters_per_output=raters_per_output,
@@ -171,9 +171,9 @@ def build_study(
         user=admin,
     )
     if open_rating:
-        study = services.study_open(study=study, user=admin)
+        study = lifecycle.study_open(study=study, user=admin)
         fake_sampling_run(study, text)
-        study = services.study_sync_sampling(study_id=study.pk)
+        study = lifecycle.study_sync_sampling(study_id=study.pk)
         assert study.status == Study.Status.RATING
     return Setup(study=study, raters=people, admin=admin, versions=versions)
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from evaluation import services
+from evaluation.errors import EvaluationError
 from evaluation.models import StudyArm
-from evaluation.services import ArmSpec, EvaluationError
+from evaluation.studies import lifecycle
+from evaluation.studies.lifecycle import ArmSpec
 from tests.conftest import client_for
 from tests.evaluation.conftest import build_study, make_prompt_set, make_versions
 from tests.evaluation.test_api import api_for
@@ -35,7 +36,7 @@ def versions():
 
 
 def create(arms):
-    return services.study_create(name="Arms", prompt_set=make_prompt_set(), arms=arms)
+    return lifecycle.study_create(name="Arms", prompt_set=make_prompt_set(), arms=arms)
 
 
 def test_trained_arm_follows_the_recorded_dataset_kind(versions):

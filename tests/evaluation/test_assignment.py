@@ -10,8 +10,9 @@ from django.db.models import Count
 from django.test.utils import CaptureQueriesContext
 from django.utils import timezone
 
-from evaluation import services
+from evaluation import errors
 from evaluation.models import Rating, StudyOutput
+from evaluation.studies import lifecycle, queue
 from tests.evaluation.conftest import build_study
 
 pytestmark = pytest.mark.django_db
@@ -20,9 +21,9 @@ pytestmark = pytest.mark.django_db
 def rate_all(study, rater, score: int = 4, now=None) -> list[int]:
     """Claim and submit until nothing is left; the output ids in the order rated."""
     rated = []
-    while (claim := services.rating_claim_next(study=study, rater=rater, now=now)) is not None:
+    while (claim := queue.rating_claim_next(study=study, rater=rater, now=now)) is not None:
         rated.append(claim.output_id)
-        services.rating_submit(public_id=claim.output.public_id, rater=rater, score=score, now=now)
+        queue.rating_submit(public_id=claim.output.public_id, rater=rater, score=score, now=now)
     return rated
 
 
@@ -45,12 +46,12 @@ def test_a_rater_never_gets_the_same_output_twice(rating_study):
     rater = rating_study.raters[0]
     rated = rate_all(rating_study.study, rater)
     assert len(rated) == len(set(rated)) == 12
-    assert services.rating_claim_next(study=rating_study.study, rater=rater) is None
+    assert queue.rating_claim_next(study=rating_study.study, rater=rater) is None
 
 
 def test_the_database_refuses_a_second_row_for_the_same_pair(rating_study):
     rater = rating_study.raters[0]
-    claim = services.rating_claim_next(study=rating_study.study, rater=rater)
+    claim = queue.rating_claim_next(study=rating_study.study, rater=rater)
     with pytest.raises(IntegrityError), transaction.atomic():
         Rating.objects.create(
             study=rating_study.study,
@@ -69,8 +70,8 @@ def test_the_database_refuses_more_completed_ratings_than_the_quota(rating_study
 
 def test_a_rater_holds_one_claim_at_a_time_and_gets_it_back(rating_study):
     study, rater = rating_study.study, rating_study.raters[0]
-    first = services.rating_claim_next(study=study, rater=rater)
-    again = services.rating_claim_next(study=study, rater=rater)
+    first = queue.rating_claim_next(study=study, rater=rater)
+    again = queue.rating_claim_next(study=study, rater=rater)
     assert first.pk == again.pk
     assert Rating.objects.filter(rater=rater, status="claimed").count() == 1
     with pytest.raises(IntegrityError), transaction.atomic():
@@ -90,17 +91,17 @@ def test_an_expired_lease_returns_the_output_to_the_pool(no_queue):
     )
     study, (ann, bob) = setup.study, setup.raters
     t0 = timezone.now()
-    claim = services.rating_claim_next(study=study, rater=ann, now=t0)
-    assert services.rating_claim_next(study=study, rater=bob, now=t0) is None
+    claim = queue.rating_claim_next(study=study, rater=ann, now=t0)
+    assert queue.rating_claim_next(study=study, rater=bob, now=t0) is None
     later = t0 + timedelta(minutes=study.lease_minutes, seconds=1)
-    taken = services.rating_claim_next(study=study, rater=bob, now=later)
+    taken = queue.rating_claim_next(study=study, rater=bob, now=later)
     assert taken.output_id == claim.output_id
     # Ann comes back late: her slot went to Bob, so her score is refused, and she is not
     # handed the output again either.
-    with pytest.raises(services.RatingError, match="expired"):
-        services.rating_submit(public_id=claim.output.public_id, rater=ann, score=5, now=later)
-    assert services.rating_claim_next(study=study, rater=ann, now=later) is None
-    services.rating_submit(public_id=taken.output.public_id, rater=bob, score=2, now=later)
+    with pytest.raises(errors.RatingError, match="expired"):
+        queue.rating_submit(public_id=claim.output.public_id, rater=ann, score=5, now=later)
+    assert queue.rating_claim_next(study=study, rater=ann, now=later) is None
+    queue.rating_submit(public_id=taken.output.public_id, rater=bob, score=2, now=later)
     assert StudyOutput.objects.get(pk=claim.output_id).completed_count == 1
 
 
@@ -110,20 +111,20 @@ def test_a_late_submit_is_kept_while_nobody_took_the_slot(no_queue):
     )
     study, ann = setup.study, setup.raters[0]
     t0 = timezone.now()
-    claim = services.rating_claim_next(study=study, rater=ann, now=t0)
+    claim = queue.rating_claim_next(study=study, rater=ann, now=t0)
     late = t0 + timedelta(minutes=study.lease_minutes * 3)
-    rating = services.rating_submit(public_id=claim.output.public_id, rater=ann, score=4, now=late)
+    rating = queue.rating_submit(public_id=claim.output.public_id, rater=ann, score=4, now=late)
     assert rating.status == "completed" and rating.score == 4
 
 
 def test_leases_can_be_expired_by_moving_expires_at(rating_study):
     """Time travel the other way round: the lease in the database runs out."""
     study, (ann, bob, _) = rating_study.study, rating_study.raters
-    claim = services.rating_claim_next(study=study, rater=ann)
+    claim = queue.rating_claim_next(study=study, rater=ann)
     Rating.objects.filter(pk=claim.pk).update(expires_at=timezone.now() - timedelta(seconds=1))
-    bob_claim = services.rating_claim_next(study=study, rater=bob)
+    bob_claim = queue.rating_claim_next(study=study, rater=bob)
     assert bob_claim is not None
-    fresh = services.rating_claim_next(study=study, rater=ann)
+    fresh = queue.rating_claim_next(study=study, rater=ann)
     assert fresh.output_id != claim.output_id
     claim.refresh_from_db()
     assert claim.status == Rating.Status.EXPIRED
@@ -134,18 +135,18 @@ def test_skipping_returns_the_output_to_others_but_not_to_the_skipper(no_queue):
         raters=2, raters_per_output=1, n_categories=1, per_category=1, arms=("base",)
     )
     study, (ann, bob) = setup.study, setup.raters
-    claim = services.rating_claim_next(study=study, rater=ann)
-    services.rating_skip(public_id=claim.output.public_id, rater=ann)
-    assert services.rating_claim_next(study=study, rater=ann) is None
-    assert services.rating_claim_next(study=study, rater=bob).output_id == claim.output_id
-    with pytest.raises(services.RatingError, match="skipped"):
-        services.rating_submit(public_id=claim.output.public_id, rater=ann, score=3)
+    claim = queue.rating_claim_next(study=study, rater=ann)
+    queue.rating_skip(public_id=claim.output.public_id, rater=ann)
+    assert queue.rating_claim_next(study=study, rater=ann) is None
+    assert queue.rating_claim_next(study=study, rater=bob).output_id == claim.output_id
+    with pytest.raises(errors.RatingError, match="skipped"):
+        queue.rating_submit(public_id=claim.output.public_id, rater=ann, score=3)
 
 
 def test_flagging_holds_the_output_for_an_admin(rating_study):
     study, (ann, bob, _) = rating_study.study, rating_study.raters
-    claim = services.rating_claim_next(study=study, rater=ann)
-    services.rating_flag(public_id=claim.output.public_id, rater=ann, reason="says GPT")
+    claim = queue.rating_claim_next(study=study, rater=ann)
+    queue.rating_flag(public_id=claim.output.public_id, rater=ann, reason="says GPT")
     output = StudyOutput.objects.get(pk=claim.output_id)
     assert output.screening == StudyOutput.Screening.HELD
     assert "Rater flag: says GPT" in output.flag_reasons
@@ -154,36 +155,36 @@ def test_flagging_holds_the_output_for_an_admin(rating_study):
 
 def test_an_output_excluded_while_claimed_gives_way_to_the_next(rating_study):
     study, ann = rating_study.study, rating_study.raters[0]
-    claim = services.rating_claim_next(study=study, rater=ann)
-    services.output_exclude(output=claim.output, user=rating_study.admin, reason="leak")
-    with pytest.raises(services.RatingError, match="took this output out"):
-        services.rating_submit(public_id=claim.output.public_id, rater=ann, score=3)
-    following = services.rating_claim_next(study=study, rater=ann)
+    claim = queue.rating_claim_next(study=study, rater=ann)
+    lifecycle.output_exclude(output=claim.output, user=rating_study.admin, reason="leak")
+    with pytest.raises(errors.RatingError, match="took this output out"):
+        queue.rating_submit(public_id=claim.output.public_id, rater=ann, score=3)
+    following = queue.rating_claim_next(study=study, rater=ann)
     assert following.output_id != claim.output_id
     assert Rating.objects.get(pk=claim.pk).status == Rating.Status.EXPIRED
 
 
 def test_submitting_twice_is_harmless_but_changing_the_score_is_refused(rating_study):
     study, ann = rating_study.study, rating_study.raters[0]
-    claim = services.rating_claim_next(study=study, rater=ann)
+    claim = queue.rating_claim_next(study=study, rater=ann)
     public_id = claim.output.public_id
-    services.rating_submit(public_id=public_id, rater=ann, score=4)
-    services.rating_submit(public_id=public_id, rater=ann, score=4)
-    with pytest.raises(services.RatingError, match="already rated"):
-        services.rating_submit(public_id=public_id, rater=ann, score=2)
+    queue.rating_submit(public_id=public_id, rater=ann, score=4)
+    queue.rating_submit(public_id=public_id, rater=ann, score=4)
+    with pytest.raises(errors.RatingError, match="already rated"):
+        queue.rating_submit(public_id=public_id, rater=ann, score=2)
     assert StudyOutput.objects.get(pk=claim.output_id).completed_count == 1
 
 
 def test_bad_scores_and_unclaimed_outputs_are_refused(rating_study):
     study, (ann, bob, _) = rating_study.study, rating_study.raters
-    claim = services.rating_claim_next(study=study, rater=ann)
+    claim = queue.rating_claim_next(study=study, rater=ann)
     for score in (0, 6, None):
-        with pytest.raises(services.RatingError, match="1, 2, 3, 4 or 5"):
-            services.rating_submit(public_id=claim.output.public_id, rater=ann, score=score)
-    with pytest.raises(services.RatingError, match="not claimed"):
-        services.rating_submit(public_id=claim.output.public_id, rater=bob, score=3)
-    with pytest.raises(services.OutputNotFound):
-        services.rating_submit(public_id="nope", rater=ann, score=3)
+        with pytest.raises(errors.RatingError, match="1, 2, 3, 4 or 5"):
+            queue.rating_submit(public_id=claim.output.public_id, rater=ann, score=score)
+    with pytest.raises(errors.RatingError, match="not claimed"):
+        queue.rating_submit(public_id=claim.output.public_id, rater=bob, score=3)
+    with pytest.raises(errors.OutputNotFound):
+        queue.rating_submit(public_id="nope", rater=ann, score=3)
     assert not Rating.objects.filter(status="completed").exists()
 
 
@@ -212,7 +213,7 @@ def test_the_order_does_not_follow_the_arm(no_queue):
     )
     firsts = {}
     for rater in setup.raters:
-        claim = services.rating_claim_next(study=setup.study, rater=rater)
+        claim = queue.rating_claim_next(study=setup.study, rater=rater)
         firsts[claim.output.arm.arm] = firsts.get(claim.output.arm.arm, 0) + 1
     assert set(firsts) == {"base", "control", "values_targeted"}
     assert max(firsts.values()) < 25
@@ -225,11 +226,11 @@ def test_the_claim_order_follows_the_raters_prompt_order(no_queue):
     study, rater = setup.study, setup.raters[0]
     rated = rate_all(study, rater)
     prompts = [StudyOutput.objects.get(pk=pk).prompt_id for pk in rated]
-    assert list(dict.fromkeys(prompts)) == services._prompt_order(study, rater)
+    assert list(dict.fromkeys(prompts)) == queue._prompt_order(study, rater)
 
 
 def windows(order, start):
-    return list(services._prompt_windows(order, start))
+    return list(queue._prompt_windows(order, start))
 
 
 @pytest.mark.parametrize(
@@ -267,7 +268,7 @@ def test_a_rater_resumes_at_their_latest_prompt_and_wraps_round_for_freed_output
     )
     study, (ann, bob) = setup.study, setup.raters
     by_prompt = {o.prompt_id: o for o in study.outputs.all()}
-    first, second, third = (by_prompt[pk] for pk in services._prompt_order(study, ann))
+    first, second, third = (by_prompt[pk] for pk in queue._prompt_order(study, ann))
     t0 = timezone.now()
     Rating.objects.create(
         study=study,
@@ -277,29 +278,29 @@ def test_a_rater_resumes_at_their_latest_prompt_and_wraps_round_for_freed_output
         claimed_at=t0,
         expires_at=t0 + timedelta(minutes=1),
     )
-    assert services.rating_claim_next(study=study, rater=ann, now=t0).output_id == second.pk
-    services.rating_submit(public_id=second.public_id, rater=ann, score=3, now=t0)
+    assert queue.rating_claim_next(study=study, rater=ann, now=t0).output_id == second.pk
+    queue.rating_submit(public_id=second.public_id, rater=ann, score=3, now=t0)
     later = t0 + timedelta(minutes=2)  # Bob's lease on the first output has lapsed
-    assert services.rating_claim_next(study=study, rater=ann, now=later).output_id == third.pk
-    services.rating_submit(public_id=third.public_id, rater=ann, score=3, now=later)
-    assert services.rating_claim_next(study=study, rater=ann, now=later).output_id == first.pk
-    services.rating_submit(public_id=first.public_id, rater=ann, score=3, now=later)
-    assert services.rating_claim_next(study=study, rater=ann, now=later) is None
+    assert queue.rating_claim_next(study=study, rater=ann, now=later).output_id == third.pk
+    queue.rating_submit(public_id=third.public_id, rater=ann, score=3, now=later)
+    assert queue.rating_claim_next(study=study, rater=ann, now=later).output_id == first.pk
+    queue.rating_submit(public_id=first.public_id, rater=ann, score=3, now=later)
+    assert queue.rating_claim_next(study=study, rater=ann, now=later) is None
 
 
 def test_a_claim_reads_the_prompt_it_resumes_from_first(rating_study, monkeypatch):
     study, ann = rating_study.study, rating_study.raters[0]
-    first = services.rating_claim_next(study=study, rater=ann)
-    services.rating_submit(public_id=first.output.public_id, rater=ann, score=3)
+    first = queue.rating_claim_next(study=study, rater=ann)
+    queue.rating_submit(public_id=first.output.public_id, rater=ann, score=3)
     looked = []
-    real = services._first_candidate
+    real = queue._first_candidate
 
     def spy(study, rater, now, prompts, **kwargs):
         looked.append((list(prompts), kwargs["inside"]))
         return real(study, rater, now, prompts, **kwargs)
 
-    monkeypatch.setattr(services, "_first_candidate", spy)
-    claim = services.rating_claim_next(study=study, rater=ann)
+    monkeypatch.setattr(queue, "_first_candidate", spy)
+    claim = queue.rating_claim_next(study=study, rater=ann)
     assert looked == [([first.output.prompt_id], True)]
     assert claim.output.prompt_id == first.output.prompt_id  # the rest of that prompt
 
@@ -307,7 +308,7 @@ def test_a_claim_reads_the_prompt_it_resumes_from_first(rating_study, monkeypatc
 def test_a_claim_hands_over_the_task_without_further_queries(rating_study):
     """The claim reads the output's text, prompt and category along with its lock; the
     rest of the output loads on access like a deferred field."""
-    claim = services.rating_claim_next(study=rating_study.study, rater=rating_study.raters[0])
+    claim = queue.rating_claim_next(study=rating_study.study, rater=rating_study.raters[0])
     output = StudyOutput.objects.select_related("prompt__category").get(pk=claim.output_id)
     with CaptureQueriesContext(connection) as queries:
         task = (
@@ -329,7 +330,7 @@ def test_a_claim_hands_over_the_task_without_further_queries(rating_study):
 
 
 def test_claims_outside_the_pool_or_after_closing_are_refused(rating_study, rater):
-    with pytest.raises(services.NotARater):
-        services.rating_claim_next(study=rating_study.study, rater=rater)
-    with pytest.raises(services.NotARater):
-        services.rating_claim_next(study=rating_study.study, rater=rating_study.admin)
+    with pytest.raises(errors.NotARater):
+        queue.rating_claim_next(study=rating_study.study, rater=rater)
+    with pytest.raises(errors.NotARater):
+        queue.rating_claim_next(study=rating_study.study, rater=rating_study.admin)

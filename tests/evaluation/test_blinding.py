@@ -17,8 +17,10 @@ from django.conf import settings
 from django.urls import reverse
 from rest_framework.test import APIClient
 
-from evaluation import exports, services
+from evaluation import errors
 from evaluation.models import Export, Rating, Study, StudyArm, StudyOutput
+from evaluation.report import exports
+from evaluation.studies import lifecycle, queue
 from palmsweb.roles import Role
 from tests.conftest import api_token, client_for, make_user
 from tests.evaluation.conftest import BASE_MODEL_NAME, SIZE_TAG, VERSION_NAMES, build_study
@@ -179,11 +181,11 @@ def test_no_rater_page_or_payload_names_an_arm_a_model_or_an_internal_id(no_queu
     for label, text, arm_words in views:
         assert_blind(label, text, patterns, arm_words=arm_words)
     # Finish the study and close it: the closing pages stay blind as well.
-    while (claim := services.rating_claim_next(study=study, rater=rater)) is not None:
-        services.rating_submit(public_id=claim.output.public_id, rater=rater, score=3)
+    while (claim := queue.rating_claim_next(study=study, rater=rater)) is not None:
+        queue.rating_submit(public_id=claim.output.public_id, rater=rater, score=3)
     client = client_for(rater)
     empty = client.post(reverse("evaluation:rate-claim", args=[study.pk]), **HX)
-    services.study_close(study=study, user=setup.admin)
+    lifecycle.study_close(study=study, user=setup.admin)
     closed = client.get(reverse("evaluation:rate", args=[study.pk]))
     for label, response in (("empty", empty), ("closed", closed)):
         assert_blind(label, response.content.decode(), patterns)
@@ -322,7 +324,7 @@ def test_no_non_admin_can_join_an_output_to_its_arm_before_unblinding(world, set
         assert joined_outputs(study, payloads) == {}, role
     # Rating ends; the study is closed but not unblinded: exports are allowed, arm-free,
     # and they hold output text and score, so everything else must still be closed.
-    study = services.study_close(study=study, user=users["admin"])
+    study = lifecycle.study_close(study=study, user=users["admin"])
     export = exports.export_create(study=study, fmt="bundle", user=users["researcher"])
     exports.export_execute(export.pk)
     csv_export = exports.export_create(study=study, fmt="csv", user=users["researcher"])
@@ -371,8 +373,8 @@ def test_the_audit_cross_reference_is_closed(world, settings, tmp_path):  # noqa
     with pytest.raises(exports.ExportError):
         exports.export_create(study=study, fmt="csv", user=users["admin"])
     # Closed and unblinded (logged): the job opens to the roles that read training data.
-    study = services.study_close(study=study, user=users["admin"])
-    services.study_unblind(study=study, user=users["researcher"])
+    study = lifecycle.study_close(study=study, user=users["admin"])
+    lifecycle.study_unblind(study=study, user=users["researcher"])
     assert researcher.get(f"/api/sampling-jobs/{job.pk}/outputs/").status_code == 200
     body = researcher.get(f"/api/studies/{study.pk}/").json()
     assert body["sampling_job"] == job.pk and None not in {a["model_version"] for a in body["arms"]}
@@ -382,8 +384,8 @@ def test_a_rater_pool_refuses_admins_everywhere(world):  # noqa: F811
     users, objects = world
     study = Study.objects.get(pk=objects["study"])
     dual = make_user("m-admin-rater", Role.ADMIN, Role.RATER, staff=True)
-    with pytest.raises(services.EvaluationError, match="Admins can see which model"):
-        services.study_update_live(study=study, rubric=study.rubric, raters=[dual])
+    with pytest.raises(errors.EvaluationError, match="Admins can see which model"):
+        lifecycle.study_update_live(study=study, rubric=study.rubric, raters=[dual])
     data = {f"rubric_{s}": f"Anchor {s}" for s in range(1, 6)} | {"raters": [dual.pk]}
     page = client_for(users["admin"]).post(reverse("evaluation:study-edit", args=[study.pk]), data)
     assert page.status_code == 200 and not study.raters.filter(pk=dual.pk).exists()

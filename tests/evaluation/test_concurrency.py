@@ -18,8 +18,8 @@ from django.db import connection, connections, transaction
 from django.db.models import Count
 from django.utils import timezone
 
-from evaluation import services
 from evaluation.models import Rating, StudyOutput
+from evaluation.studies import queue
 from tests.evaluation.conftest import build_study
 
 on_postgres = pytest.mark.skipif(
@@ -90,7 +90,7 @@ def rater_loop(study, rater, *, skip_every: int = 0, seed: int = 0) -> dict:
         # would otherwise free an output this rater never saw after they had stopped.
         quiet_before = not others_in_flight(study, rater)
         ratings_before = Rating.objects.filter(study=study).count()
-        claim = services.rating_claim_next(study=study, rater=rater)
+        claim = queue.rating_claim_next(study=study, rater=rater)
         if claim is None:
             if quiet_before and Rating.objects.filter(study=study).count() == ratings_before:
                 return done
@@ -100,10 +100,10 @@ def rater_loop(study, rater, *, skip_every: int = 0, seed: int = 0) -> dict:
         assert public_id not in done["seen"], "a rater was given the same output twice"
         done["seen"].append(public_id)
         if skip_every and rng.randrange(skip_every) == 0:
-            services.rating_skip(public_id=public_id, rater=rater)
+            queue.rating_skip(public_id=public_id, rater=rater)
             done["skipped"].append(public_id)
         else:
-            services.rating_submit(public_id=public_id, rater=rater, score=rng.randint(1, 5))
+            queue.rating_submit(public_id=public_id, rater=rater, score=rng.randint(1, 5))
             done["submitted"].append(public_id)
 
 
@@ -161,10 +161,10 @@ def test_raters_racing_for_the_last_slot_get_it_once(no_queue):
     study = setup.study
 
     def claim_and_submit(rater):
-        claim = services.rating_claim_next(study=study, rater=rater)
+        claim = queue.rating_claim_next(study=study, rater=rater)
         if claim is None:
             return None
-        return services.rating_submit(public_id=claim.output.public_id, rater=rater, score=3)
+        return queue.rating_submit(public_id=claim.output.public_id, rater=rater, score=3)
 
     results = run_threads(claim_and_submit, setup.raters)
     assert not [r for r in results if isinstance(r, BaseException)], results
@@ -179,10 +179,10 @@ def test_a_lapsed_lease_goes_to_exactly_one_of_many_racing_raters(no_queue):
     )
     study, first, rest = setup.study, setup.raters[0], setup.raters[1:]
     t0 = timezone.now()
-    original = services.rating_claim_next(study=study, rater=first, now=t0)
+    original = queue.rating_claim_next(study=study, rater=first, now=t0)
     later = t0 + timedelta(minutes=study.lease_minutes + 1)
     results = run_threads(
-        lambda r: services.rating_claim_next(study=study, rater=r, now=later), rest
+        lambda r: queue.rating_claim_next(study=study, rater=r, now=later), rest
     )
     assert not [r for r in results if isinstance(r, BaseException)], results
     winners = [r for r in results if r is not None]
@@ -198,8 +198,8 @@ def test_skips_under_load_go_to_other_raters_and_never_back(no_queue):
 
     def skip_all(rater):
         skipped = []
-        while (claim := services.rating_claim_next(study=study, rater=rater)) is not None:
-            services.rating_skip(public_id=claim.output.public_id, rater=rater)
+        while (claim := queue.rating_claim_next(study=study, rater=rater)) is not None:
+            queue.rating_skip(public_id=claim.output.public_id, rater=rater)
             skipped.append(claim.output_id)
         return skipped
 
@@ -224,14 +224,14 @@ def test_skip_locked_lets_a_second_rater_past_an_open_claim_transaction(no_queue
 
     def slow_claim(_):
         with transaction.atomic():
-            outcome["ann"] = services.rating_claim_next(study=study, rater=ann)
+            outcome["ann"] = queue.rating_claim_next(study=study, rater=ann)
             holding.set()
             release.wait(timeout=30)
 
     def quick_claim(_):
         holding.wait(timeout=30)
         started = time.monotonic()
-        outcome["bob"] = services.rating_claim_next(study=study, rater=bob)
+        outcome["bob"] = queue.rating_claim_next(study=study, rater=bob)
         outcome["bob_seconds"] = time.monotonic() - started
         release.set()
 
@@ -248,15 +248,15 @@ def test_a_candidate_that_fills_up_under_the_claim_is_passed_over(no_queue, monk
     full candidate's lock is released at once and the next one is taken."""
     setup = build_study(raters=3, raters_per_output=1, n_categories=1, per_category=2)
     study, ann = setup.study, setup.raters[0]
-    real_open_slots = services._open_slots
+    real_open_slots = queue._open_slots
     calls = []
 
     def open_slots(output, now, **kwargs):
         calls.append(output.pk)
         return 0 if len(calls) <= 2 else real_open_slots(output, now, **kwargs)
 
-    monkeypatch.setattr(services, "_open_slots", open_slots)
-    claim = services.rating_claim_next(study=study, rater=ann)
+    monkeypatch.setattr(queue, "_open_slots", open_slots)
+    claim = queue.rating_claim_next(study=study, rater=ann)
     assert calls[0] == calls[1] != calls[2]  # fast path, careful retry, next candidate
     assert claim.output_id == calls[2]
     check_invariants(study)

@@ -14,8 +14,8 @@ import pytest
 from django.core.management import call_command
 from django.urls import reverse
 
-from evaluation import exports
 from evaluation.models import AutomaticScore, Export, Rating
+from evaluation.report import exports
 from palmsweb.lib import csvsafe
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import SIZE_TAG, VERSION_NAMES
@@ -136,9 +136,9 @@ def test_blinded_exports_round_trip_without_arms(study_with_scores, tmp_path, fm
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "parquet"])
 def test_unblinded_exports_carry_arms_and_snapshot_hashes(study_with_scores, tmp_path, fmt):
-    from evaluation import services
+    from evaluation.studies import lifecycle
 
-    study = services.study_unblind(study=study_with_scores.study, user=study_with_scores.admin)
+    study = lifecycle.study_unblind(study=study_with_scores.study, user=study_with_scores.admin)
     path = tmp_path / f"ratings.{fmt}"
     exports.write_ratings(study, fmt, path, includes_arms=True)
     rows = read_back(path, fmt)

@@ -11,8 +11,11 @@ import respx
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluation import exports, misalignment, scoring, tasks
+from evaluation import tasks
+from evaluation.alignment import misalignment
 from evaluation.models import Export, MisalignmentEval, ScoringRun, Study
+from evaluation.report import exports
+from evaluation.scoring import runs as scoring
 from tests.conftest import client_for
 from tests.evaluation.conftest import build_study, make_versions
 from tests.evaluation.test_misalignment import (

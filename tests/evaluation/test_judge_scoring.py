@@ -13,9 +13,13 @@ from django.template.defaultfilters import floatformat
 from django.urls import reverse
 from scipy import stats as sps
 
-from evaluation import judge_scoring, scoring, services, tasks
+from evaluation import tasks
 from evaluation.models import AutomaticScore, Rating, ScoringRun, StudyArm, StudyOutput
-from evaluation.report import blind_letters, build_report
+from evaluation.report.build import build_report
+from evaluation.scoring import judge as judge_scoring
+from evaluation.scoring import runs as scoring
+from evaluation.studies import lifecycle, queue
+from evaluation.studies.blinding import blind_labels, blind_letters
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import IDS, SIZE_TAG, VERSION_NAMES, build_study
@@ -324,9 +328,9 @@ def human_score(output: StudyOutput, rater_index: int) -> int:
 
 def rate_all(setup) -> None:
     for i, rater in enumerate(setup.raters):
-        while (claim := services.rating_claim_next(study=setup.study, rater=rater)) is not None:
+        while (claim := queue.rating_claim_next(study=setup.study, rater=rater)) is not None:
             output = StudyOutput.objects.select_related("arm", "prompt").get(pk=claim.output_id)
-            services.rating_submit(
+            queue.rating_submit(
                 public_id=output.public_id, rater=rater, score=human_score(output, i)
             )
 
@@ -337,7 +341,7 @@ def judged_study(study_setup, judge, queued, django_capture_on_commit_callbacks)
     rate_all(study_setup)
     run = start(study_setup, django_capture_on_commit_callbacks, judge)
     judge_scoring.judge_execute(run.pk)
-    study_setup.study = services.study_close(study=study_setup.study, user=study_setup.admin)
+    study_setup.study = lifecycle.study_close(study=study_setup.study, user=study_setup.admin)
     return study_setup
 
 
@@ -389,7 +393,7 @@ def test_report_sets_judge_beside_humans_with_agreement_matching_a_hand_computat
     judged_study,
 ):
     study = judged_study.study
-    study = services.study_unblind(study=study, user=judged_study.admin)
+    study = lifecycle.study_unblind(study=study, user=judged_study.admin)
     report = build_report(study, blinded=False)
     hand = by_hand(study)
     section = report.judge
@@ -451,7 +455,7 @@ def test_the_judge_section_is_blinded_like_the_rest_of_the_report(judged_study):
     report = build_report(study, blinded=True)
     assert [r.arm for r in report.judge.rows] == [r.arm for r in report.rows]
     # The scoring page's letters are the report's.
-    assert scoring.blind_labels(study) == {pk: f"Arm {x}" for pk, x in letters.items()}
+    assert blind_labels(study) == {pk: f"Arm {x}" for pk, x in letters.items()}
 
     # A researcher on the closed, blinded study: agreement, but nothing per arm.
     researcher = client_for(make_user("rhea", Role.RESEARCHER))
@@ -468,7 +472,7 @@ def test_the_judge_section_is_blinded_like_the_rest_of_the_report(judged_study):
 
 
 def test_exports_carry_the_judge_score_in_its_own_column(judged_study, tmp_path):
-    from evaluation import exports
+    from evaluation.report import exports
 
     study = judged_study.study
     path = tmp_path / "ratings.jsonl"

@@ -12,7 +12,8 @@ from django.utils import timezone
 
 from curation.importing import samples_import
 from curation.models import Dataset, Sample
-from evaluation import misalignment, tasks
+from evaluation import tasks
+from evaluation.alignment import misalignment
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
 from tests.conftest import make_user
 from tests.evaluation.conftest import make_versions
@@ -245,7 +246,7 @@ def test_presets_are_complete():
 def test_the_bad_advice_demo_imports(curator):
     from pathlib import Path
 
-    data = Path(misalignment.__file__).parents[1] / "curation/presets/bad_advice_demo.jsonl"
+    data = Path(misalignment.__file__).parents[2] / "curation/presets/bad_advice_demo.jsonl"
     dataset = Dataset.objects.create(
         name="Bad advice demo", kind=Dataset.Kind.CONTROL, min_words=10, max_words=340
     )

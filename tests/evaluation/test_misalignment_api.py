@@ -1,4 +1,4 @@
-"""The misalignment API (evaluation.misalignment_api) and the sweep that resumes judging
+"""The misalignment API (evaluation.alignment.misalignment_api) and the sweep that resumes judging
 whose worker died. The judge is a respx fake speaking the OpenAI protocol."""
 
 from __future__ import annotations
@@ -12,7 +12,8 @@ from django.conf import settings
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from evaluation import misalignment, tasks
+from evaluation import tasks
+from evaluation.alignment import misalignment
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
 from palmsweb.roles import Role
 from tests.conftest import make_user

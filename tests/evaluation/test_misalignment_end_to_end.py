@@ -7,7 +7,8 @@ from __future__ import annotations
 import pytest
 
 from curation.services import sample_create, snapshot_create
-from evaluation import misalignment, tasks
+from evaluation import tasks
+from evaluation.alignment import misalignment
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
 from tests.factories import CategoryFactory, DatasetFactory
 from tests.fake_judge import fake_judge_server  # noqa: F401 (the fixture)

@@ -9,9 +9,9 @@ import re
 import pytest
 from django.urls import reverse
 
-from evaluation import services
 from evaluation.models import StudyEvent
-from evaluation.scoring import blind_labels
+from evaluation.studies import lifecycle
+from evaluation.studies.blinding import blind_labels
 from tests.conftest import client_for
 from tests.evaluation.conftest import VERSION_NAMES, build_study
 
@@ -75,7 +75,7 @@ def test_an_htmx_row_update_keeps_the_letters(no_queue):
 
 def test_an_unblinded_study_shows_arms_without_a_reveal(no_queue):
     setup = build_study()
-    study = services.study_close(study=setup.study, user=setup.admin)
-    services.study_unblind(study=study, user=setup.admin)
+    study = lifecycle.study_close(study=setup.study, user=setup.admin)
+    lifecycle.study_unblind(study=study, user=setup.admin)
     page = outputs_page(client_for(setup.admin), study)
     assert VERSION_NAMES["control"] in page and "Reveal arms" not in page

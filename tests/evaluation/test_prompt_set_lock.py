@@ -9,8 +9,8 @@ import pytest
 from django.apps import apps
 from django.urls import reverse
 
-from evaluation import services
 from evaluation.models import PromptSet
+from evaluation.studies import lifecycle
 from tests.conftest import client_for
 from tests.evaluation.conftest import build_study, make_prompt_set
 
@@ -25,23 +25,23 @@ def test_the_lock_follows_the_studies_that_use_the_set(no_queue):
     setup = build_study(open_rating=False)
     first_set = setup.study.prompt_set
     assert locked(first_set)
-    twin = services.study_create(name="Twin", prompt_set=first_set, arms=[
-        services.ArmSpec(arm="base", model_version=setup.versions["base"])
+    twin = lifecycle.study_create(name="Twin", prompt_set=first_set, arms=[
+        lifecycle.ArmSpec(arm="base", model_version=setup.versions["base"])
     ], raters=setup.raters)  # fmt: skip
-    services.study_delete(study=twin)
+    lifecycle.study_delete(study=twin)
     assert locked(first_set)  # the first study still uses it
 
     other_set = make_prompt_set()
     assert not locked(other_set)
     study = setup.study
-    services.study_update(
+    lifecycle.study_update(
         study=study, name=study.name, description="", prompt_set=other_set,
-        arms=[services.ArmSpec(arm="base", model_version=setup.versions["base"])],
+        arms=[lifecycle.ArmSpec(arm="base", model_version=setup.versions["base"])],
         raters=setup.raters, samples_per_prompt=1, raters_per_output=3, temperature=0.7,
         top_p=0.9, max_new_tokens=50, seed=0, lease_minutes=10, rubric=study.rubric,
     )  # fmt: skip
     assert locked(other_set) and not locked(first_set)  # moved off: editable again
-    services.study_delete(study=study)
+    lifecycle.study_delete(study=study)
     assert not locked(other_set)
 
 

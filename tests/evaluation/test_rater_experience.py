@@ -10,9 +10,9 @@ from django.urls import reverse
 from django.utils.html import escape
 from rest_framework.test import APIClient
 
-from evaluation import revisions, services
+from evaluation.errors import NotARater, RatingError, StudyStateError
 from evaluation.models import Rating, RatingRevision, StudyOutput
-from evaluation.services import NotARater, RatingError, StudyStateError
+from evaluation.studies import lifecycle, queue, revisions
 from tests.conftest import api_token, client_for
 from tests.evaluation.conftest import build_study
 
@@ -21,8 +21,8 @@ HX = {"HTTP_HX_REQUEST": "true"}
 
 
 def rate_next(study, rater, score: int) -> Rating:
-    claim = services.rating_claim_next(study=study, rater=rater)
-    return services.rating_submit(public_id=claim.output.public_id, rater=rater, score=score)
+    claim = queue.rating_claim_next(study=study, rater=rater)
+    return queue.rating_submit(public_id=claim.output.public_id, rater=rater, score=score)
 
 
 # --- item 12: change the last rating ---------------------------------------------------------
@@ -61,7 +61,7 @@ def test_only_the_last_rating_of_an_open_study_can_change(rating_study):
         revisions.rating_revise(study=study, rater=ann, public_id=first.output.public_id, score=9)
     with pytest.raises(RatingError, match="Only your last submitted rating"):
         revisions.rating_revise(study=study, rater=bob, public_id=first.output.public_id, score=5)
-    services.study_close(study=study, user=rating_study.admin)
+    lifecycle.study_close(study=study, user=rating_study.admin)
     last = revisions.rating_last(study, ann)
     with pytest.raises(StudyStateError):
         revisions.rating_revise(study=study, rater=ann, public_id=last.output.public_id, score=5)

@@ -7,7 +7,8 @@ import pytest
 import respx
 from django.urls import reverse
 
-from evaluation import misalignment, realignment, tasks
+from evaluation import tasks
+from evaluation.alignment import misalignment, realignment
 from evaluation.models import MisalignmentEval, RealignmentRun
 from tests.evaluation.test_misalignment import fake_answers, fake_judge_endpoint
 from training import services

@@ -12,10 +12,10 @@ import pytest
 from django.urls import reverse
 from scipy import stats as sps
 
-from evaluation import report as report_mod
-from evaluation import services
 from evaluation.models import Rating, StudyOutput
-from evaluation.report import build_report, compare_studies
+from evaluation.report import build as report_mod
+from evaluation.report.build import build_report, compare_studies
+from evaluation.studies import blinding, lifecycle, queue
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import SIZE_TAG, VERSION_NAMES, build_study
@@ -35,9 +35,9 @@ def score_for(output: StudyOutput, rater_index: int, levels=ARM_LEVEL) -> int:
 
 def rate_everything(setup, levels=ARM_LEVEL) -> None:
     for i, rater in enumerate(setup.raters):
-        while (claim := services.rating_claim_next(study=setup.study, rater=rater)) is not None:
+        while (claim := queue.rating_claim_next(study=setup.study, rater=rater)) is not None:
             output = StudyOutput.objects.select_related("arm", "prompt").get(pk=claim.output_id)
-            services.rating_submit(
+            queue.rating_submit(
                 public_id=output.public_id, rater=rater, score=score_for(output, i, levels)
             )
 
@@ -45,9 +45,9 @@ def rate_everything(setup, levels=ARM_LEVEL) -> None:
 def closed_study(*, unblind: bool = False, researcher=None, levels=ARM_LEVEL, **kwargs):
     setup = build_study(**kwargs)
     rate_everything(setup, levels)
-    setup.study = services.study_close(study=setup.study, user=setup.admin)
+    setup.study = lifecycle.study_close(study=setup.study, user=setup.admin)
     if unblind:
-        setup.study = services.study_unblind(study=setup.study, user=researcher or setup.admin)
+        setup.study = lifecycle.study_unblind(study=setup.study, user=researcher or setup.admin)
     return setup
 
 
@@ -220,14 +220,14 @@ def test_several_sizes_give_an_effect_per_size(no_queue):
         StudyArm.objects.create(
             study=setup.study, arm=arm, model_version=version, size_tag="Big-1B", order=order
         )
-    study = services.study_open(study=setup.study, user=setup.admin)
+    study = lifecycle.study_open(study=setup.study, user=setup.admin)
     from tests.evaluation.conftest import fake_sampling_run
 
     fake_sampling_run(study)
-    setup.study = services.study_sync_sampling(study_id=study.pk)
+    setup.study = lifecycle.study_sync_sampling(study_id=study.pk)
     rate_everything(setup)
-    services.study_close(study=setup.study, user=setup.admin)
-    study = services.study_unblind(study=setup.study, user=setup.admin)
+    lifecycle.study_close(study=setup.study, user=setup.admin)
+    study = lifecycle.study_unblind(study=setup.study, user=setup.admin)
     report = build_report(study, blinded=False)
     assert report.several_sizes
     assert [s.size_tag for s in report.sizes] == [SIZE_TAG, "Big-1B"]
@@ -269,7 +269,7 @@ def test_gap_links_are_hidden_when_the_gap_form_does_not_exist(
             raise NoReverseMatch(name)
         return real_reverse(name, *args, **kwargs)
 
-    from evaluation import report_views
+    from evaluation.report import document as report_views
 
     real_reverse = report_views.reverse
     monkeypatch.setattr(report_views, "reverse", no_gap)
@@ -311,9 +311,9 @@ def test_admins_before_unblinding_see_arms_as_fixed_letters(no_queue):
     _assert_no_arm_words(first)
     assert "Arm A" in first and "Arm B" in first and "Arm C" in first
     assert "Values-targeted vs" not in first
-    letters = report_mod.blind_letters(setup.study, list(setup.study.arms.all()))
+    letters = blinding.blind_letters(setup.study, list(setup.study.arms.all()))
     assert sorted(letters.values()) == ["A", "B", "C"]
-    assert letters == report_mod.blind_letters(setup.study, list(setup.study.arms.all()))
+    assert letters == blinding.blind_letters(setup.study, list(setup.study.arms.all()))
 
 
 def test_who_may_open_the_results(no_queue, researcher_client):
@@ -324,7 +324,7 @@ def test_who_may_open_the_results(no_queue, researcher_client):
     assert researcher_client.get(url).status_code == 403
     assert researcher_client.get(download).status_code == 403
     assert client_for(setup.admin).get(url).status_code == 200
-    services.study_close(study=setup.study, user=setup.admin)
+    lifecycle.study_close(study=setup.study, user=setup.admin)
     assert researcher_client.get(url).status_code == 200  # closed: arm-free page
     for role in (Role.RATER, Role.CURATOR):
         other = client_for(make_user(f"someone-{role.value}", role))

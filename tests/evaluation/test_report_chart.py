@@ -8,8 +8,8 @@ import re
 import pytest
 
 from curation.models import Category
-from evaluation.report import build_report
-from evaluation.report_views import category_chart
+from evaluation.report.build import build_report
+from evaluation.report.charts import category_chart
 from tests.evaluation.test_report import closed_study
 
 pytestmark = pytest.mark.django_db

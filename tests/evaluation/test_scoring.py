@@ -14,8 +14,9 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluation import scoring, tasks
+from evaluation import tasks
 from evaluation.models import AutomaticScore, ScoringRun, StudyArm, StudyOutput
+from evaluation.scoring import runs as scoring
 from palmsweb.lib.toxicity import get_scorer
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import BASE_MODEL_NAME, IDS, SIZE_TAG, VERSION_NAMES, build_study

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from evaluation.screening import find_identifying, study_terms
+from evaluation.studies.screening import find_identifying, study_terms
 
 
 @pytest.mark.parametrize(

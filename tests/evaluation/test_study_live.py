@@ -11,8 +11,8 @@ import pytest
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluation import services
 from evaluation.models import Study
+from evaluation.studies import lifecycle
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study
@@ -76,7 +76,7 @@ def test_the_study_form_estimate_follows_the_form(no_queue):
 
 def test_a_sampling_study_shows_the_phase_outputs_and_a_counting_eta(no_queue):
     setup = build_study(open_rating=False)
-    study = services.study_open(study=setup.study, user=setup.admin)
+    study = lifecycle.study_open(study=setup.study, user=setup.admin)
     SamplingJob.objects.filter(pk=study.sampling_job_id).update(
         status=JobStatus.RUNNING, progress_done=4, phase="sampling model 1 of 3: batch 2 of 2",
         eta_seconds=40, progress_at=timezone.now() - timedelta(seconds=10),
@@ -95,7 +95,7 @@ def test_polling_stops_once_the_study_is_closed(no_queue):
     client = client_for(setup.admin)
     url = reverse("evaluation:study-status", args=[setup.study.pk])
     assert 'hx-trigger="every 10s"' in client.get(url, **HX).content.decode()
-    services.study_close(study=setup.study, user=setup.admin)
+    lifecycle.study_close(study=setup.study, user=setup.admin)
     body = client.get(url, **HX).content.decode()
     assert "hx-trigger" not in body and 'id="study-badge">Closed<' in body
     assert Study.objects.get(pk=setup.study.pk).status == "closed"
@@ -103,7 +103,7 @@ def test_polling_stops_once_the_study_is_closed(no_queue):
 
 def test_a_failed_sampling_run_comes_back_to_draft_live(no_queue):
     setup = build_study(open_rating=False)
-    study = services.study_open(study=setup.study, user=setup.admin)
+    study = lifecycle.study_open(study=setup.study, user=setup.admin)
     SamplingJob.objects.filter(pk=study.sampling_job_id).update(
         status=JobStatus.FAILED, error="Out of memory."
     )

@@ -6,8 +6,8 @@ import pytest
 from django.urls import reverse
 from django.utils.html import escape
 
-from evaluation import services
 from evaluation.models import Prompt, PromptSet, Rating, Study, StudyEvent, StudyOutput
+from evaluation.studies import lifecycle, queue
 from tests.conftest import client_for
 from tests.evaluation.conftest import build_study, fake_sampling_run
 from tests.factories import CategoryFactory
@@ -107,7 +107,7 @@ def test_nothing_left_and_closed_studies_say_so(no_queue):
     response = client.post(rate_url("rate-submit", study, claim.output), {"score": "3"}, **HX)
     assert response.status_code == 200
     assert "all the ratings it needs" in response.content.decode()
-    services.study_close(study=study, user=setup.admin)
+    lifecycle.study_close(study=study, user=setup.admin)
     page = client.get(rate_url("rate", study))
     assert page.context["state"] == "closed"
     response = client.post(rate_url("rate-claim", study), **HX)
@@ -279,8 +279,8 @@ def test_excluding_an_output_never_redirects_off_site(rating_study, target):
 def test_close_unblind_and_results_in_the_browser(rating_study, researcher_client, researcher):
     study = rating_study.study
     rater = rating_study.raters[0]
-    claim = services.rating_claim_next(study=study, rater=rater)
-    services.rating_submit(public_id=claim.output.public_id, rater=rater, score=4)
+    claim = queue.rating_claim_next(study=study, rater=rater)
+    queue.rating_submit(public_id=claim.output.public_id, rater=rater, score=4)
     admin = client_for(rating_study.admin)
     assert admin.get(reverse("evaluation:study-results", args=[study.pk])).status_code == 200
     results_url = reverse("evaluation:study-results", args=[study.pk])

@@ -10,10 +10,11 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
-from evaluation import misalignment, scoring
-from evaluation.judge_scoring import judge_key
+from evaluation.alignment import misalignment
+from evaluation.alignment.realignment import realignment_create
 from evaluation.models import MisalignmentEval, ScoringRun
-from evaluation.realignment import realignment_create
+from evaluation.scoring import runs as scoring
+from evaluation.scoring.judge import judge_key
 from palmsweb.lib import keyenv
 from tests.conftest import client_for
 from tests.evaluation.conftest import make_versions

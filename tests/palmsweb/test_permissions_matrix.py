@@ -14,8 +14,8 @@ from curation import services as curation
 from curation.gaps import gap_ticket_create
 from curation.importing import pending_import_create
 from curation.models import Sample, StaleEdit
+from evaluation.alignment.realignment import realignment_create
 from evaluation.models import Export, MisalignmentEval, Prompt
-from evaluation.realignment import realignment_create
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study

@@ -6,8 +6,8 @@ from pathlib import Path
 
 from django.core.management.base import BaseCommand, CommandError
 
-from evaluation.exports import ExportError, write_export
 from evaluation.models import Study
+from evaluation.report.exports import ExportError, write_export
 
 
 class Command(BaseCommand):

@@ -2,7 +2,7 @@
 
 from django.core.management.base import BaseCommand
 
-from evaluation.services import load_demo_prompt_set
+from evaluation.studies.prompt_sets import load_demo_prompt_set
 
 
 class Command(BaseCommand):

@@ -13,7 +13,7 @@ from django.core.management.base import CommandError
 
 from curation.demo import BAD_ADVICE, CONTROL, load_demo_content, load_demo_dataset
 from curation.models import Snapshot
-from evaluation import misalignment, realignment
+from evaluation.alignment import misalignment, realignment
 from evaluation.models import MisalignmentEval, RealignmentRun
 from palmsweb.management.commands.palms_loop import Command as LoopCommand
 from training import services as training

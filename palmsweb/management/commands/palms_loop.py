@@ -77,7 +77,7 @@ class Command(BaseCommand):
         self.stdout.write(f"  done in {elapsed:.0f} s")
 
     def prepare(self, admin, base_model_name: str) -> ModelVersion:
-        from evaluation.services import load_demo_prompt_set
+        from evaluation.studies.prompt_sets import load_demo_prompt_set
 
         load_demo_content(user=admin)
         load_demo_prompt_set()
@@ -105,32 +105,32 @@ class Command(BaseCommand):
         return job.result
 
     def open_study(self, base, control, values, options, admin):
-        from evaluation import services as evaluation
         from evaluation.models import PromptSet, Study
+        from evaluation.studies import lifecycle, prompt_sets
 
-        raters = list(evaluation.rater_pool_candidates())  # raters who are not admins
+        raters = list(lifecycle.rater_pool_candidates())  # raters who are not admins
         if len(raters) < 3:
             raise CommandError("The study needs 3 raters: run `manage.py seed_demo` first.")
         size = base.size_label
-        study = evaluation.study_create(
+        study = lifecycle.study_create(
             name=f"PALMS loop {time.strftime('%Y-%m-%d %H:%M')}",
-            prompt_set=PromptSet.objects.get(name=evaluation.DEMO_PROMPT_SET_NAME),
-            arms=[evaluation.ArmSpec(arm=v.arm, model_version=v, size_tag=size)
+            prompt_set=PromptSet.objects.get(name=prompt_sets.DEMO_PROMPT_SET_NAME),
+            arms=[lifecycle.ArmSpec(arm=v.arm, model_version=v, size_tag=size)
                   for v in (base, control, values)],
             raters=raters, samples_per_prompt=options["samples_per_prompt"],
             max_new_tokens=options["max_new_tokens"], user=admin,
         )
-        study = evaluation.study_open(study=study, user=admin)
+        study = lifecycle.study_open(study=study, user=admin)
         self.run_here(training.sampling_execute, SamplingJob, study.sampling_job_id)
-        study = evaluation.study_sync_sampling(study_id=study.pk)
+        study = lifecycle.study_sync_sampling(study_id=study.pk)
         if study.status != Study.Status.RATING:
             raise CommandError(f"Sampling did not open rating: {study.status}.")
         self.stdout.write(f"  study #{study.pk}: {study.outputs.count()} outputs to rate")
         return study
 
     def score(self, study, kind: str, admin, options: dict | None = None) -> None:
-        from evaluation import scoring
         from evaluation.models import ScoringRun
+        from evaluation.scoring import runs as scoring
 
         run = scoring.scoring_run_start(study=study, kind=kind, options=options, user=admin)
         if kind == "toxicity":
@@ -152,7 +152,7 @@ class Command(BaseCommand):
     def write_report(self, study, path: Path | None) -> Path:
         from django.conf import settings
 
-        from evaluation.report_views import render_report_document
+        from evaluation.report.document import render_report_document
 
         path = path or Path(settings.ARTIFACTS_DIR) / "reports" / f"study-{study.pk}.html"
         path.parent.mkdir(parents=True, exist_ok=True)

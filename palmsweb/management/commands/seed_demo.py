@@ -12,7 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from curation.demo import load_demo_content
 from curation.services import load_palms_preset
-from evaluation.services import load_demo_prompt_set
+from evaluation.studies.prompt_sets import load_demo_prompt_set
 from palmsweb.roles import Role, ensure_role_groups
 from training.services import base_model_register_default
 

@@ -30,10 +30,16 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
-from evaluation import revisions, services
+from evaluation import access, errors
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
-from evaluation.selectors import rater_progress, rater_studies, study_progress, study_results
-from evaluation.serializers import (
+from evaluation.studies import lifecycle, prompt_sets, queue, revisions
+from evaluation.studies.selectors import (
+    rater_progress,
+    rater_studies,
+    study_progress,
+    study_results,
+)
+from evaluation.studies.serializers import (
     ExcludeSerializer,
     FlagSerializer,
     LastRatingSerializer,
@@ -53,7 +59,6 @@ from evaluation.serializers import (
     task_payload,
 )
 from palmsweb.lib.drf import TokenAuthentication, int_param
-from palmsweb.roles import Role, has_role
 
 ERROR = OpenApiResponse(
     inline_serializer("EvaluationErrorResponse", {"detail": serializers.CharField()}),
@@ -66,13 +71,13 @@ class EvaluationViewSet(viewsets.GenericViewSet):
     authentication_classes = [TokenAuthentication, SessionAuthentication]
 
     def handle_exception(self, exc):
-        if isinstance(exc, services.OutputNotFound):
+        if isinstance(exc, errors.OutputNotFound):
             return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-        if isinstance(exc, services.NotARater):
+        if isinstance(exc, errors.NotARater):
             return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-        if isinstance(exc, services.StudyStateError | services.RatingError):
+        if isinstance(exc, errors.StudyStateError | errors.RatingError):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        if isinstance(exc, services.EvaluationError):
+        if isinstance(exc, errors.EvaluationError):
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
         return super().handle_exception(exc)
 
@@ -92,8 +97,8 @@ class EvaluationViewSet(viewsets.GenericViewSet):
 class PromptSetAccess(BasePermission):
     def has_permission(self, request, view) -> bool:
         if request.method in SAFE_METHODS:
-            return has_role(request.user, Role.CURATOR, Role.RESEARCHER)
-        return has_role(request.user, Role.CURATOR)
+            return access.can_read_prompt_set(request.user)
+        return access.can_edit_prompt_set(request.user)
 
 
 @extend_schema_view(
@@ -112,11 +117,11 @@ class PromptSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evaluat
     def create(self, request, *args, **kwargs):
         data = self.validated(PromptSetCreateSerializer).validated_data
         with transaction.atomic():
-            prompt_set = services.prompt_set_create(
+            prompt_set = prompt_sets.prompt_set_create(
                 name=data["name"], description=data["description"], user=request.user
             )
             for prompt in data["prompts"]:
-                services.prompt_add(prompt_set=prompt_set, user=request.user, **prompt)
+                prompt_sets.prompt_add(prompt_set=prompt_set, user=request.user, **prompt)
         prompt_set = self.get_queryset().get(pk=prompt_set.pk)
         return Response(PromptSetSerializer(prompt_set).data, status=status.HTTP_201_CREATED)
 
@@ -133,8 +138,8 @@ class StudyAccess(BasePermission):
 
     def has_permission(self, request, view) -> bool:
         if view.action in RESEARCHER_ACTIONS:
-            return has_role(request.user, Role.RESEARCHER)
-        return has_role(request.user, Role.ADMIN)
+            return access.can_read_study(request.user)
+        return access.can_manage_study(request.user)
 
 
 @extend_schema_view(
@@ -166,7 +171,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
 
     def create(self, request, *args, **kwargs):
         data = self.validated(StudyWriteSerializer).service_kwargs()
-        study = services.study_create(user=request.user, **data)
+        study = lifecycle.study_create(user=request.user, **data)
         return Response(self._out(study), status=status.HTTP_201_CREATED)
 
     def update(self, request, *args, partial: bool = False, **kwargs):
@@ -176,7 +181,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                 LiveStudySerializer,
                 partial=partial,
             ).validated_data
-            services.study_update_live(
+            lifecycle.study_update_live(
                 study=study,
                 rubric=data.get("rubric", study.rubric),
                 raters=data.get("raters", study.raters.all()),
@@ -208,14 +213,14 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
             }
             merged = {**current, **request.data} if partial else request.data
             serializer = self.validated(StudyWriteSerializer, data=merged)
-            services.study_update(study=study, user=request.user, **serializer.service_kwargs())
+            lifecycle.study_update(study=study, user=request.user, **serializer.service_kwargs())
         return Response(self._out(study))
 
     def partial_update(self, request, *args, **kwargs):
         return self.update(request, *args, partial=True, **kwargs)
 
     def destroy(self, request, *args, **kwargs):
-        services.study_delete(study=self.get_object())
+        lifecycle.study_delete(study=self.get_object())
         return Response(status=status.HTTP_204_NO_CONTENT)
 
     def _lifecycle(self, service, **kwargs) -> Response:
@@ -226,27 +231,27 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
     @action(detail=True, methods=["post"])
     def open(self, request, pk=None):
         """Draft → sampling: one sampling job over every arm. Rating opens when it ends."""
-        return self._lifecycle(services.study_open)
+        return self._lifecycle(lifecycle.study_open)
 
     @extend_schema(request=None, responses={200: StudySerializer})
     @action(detail=True, methods=["post"])
     def sync(self, request, pk=None):
         """Move a sampling study on now if its job has finished (idempotent)."""
         study = self.get_object()
-        services.study_sync_sampling(study_id=study.pk)
+        lifecycle.study_sync_sampling(study_id=study.pk)
         return Response(self._out(study))
 
     @extend_schema(request=None, responses={200: StudySerializer, 409: ERROR})
     @action(detail=True, methods=["post"])
     def close(self, request, pk=None):
         """Stop rating; open claims end. Researchers may unblind afterwards."""
-        return self._lifecycle(services.study_close)
+        return self._lifecycle(lifecycle.study_close)
 
     @extend_schema(request=None, responses={200: StudySerializer, 409: ERROR})
     @action(detail=True, methods=["post"])
     def unblind(self, request, pk=None):
         """Researchers and admins, closed studies only. Logged with who and when."""
-        return self._lifecycle(services.study_unblind)
+        return self._lifecycle(lifecycle.study_unblind)
 
     @extend_schema(
         responses={
@@ -266,7 +271,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
     def results(self, request, pk=None):
         """Mean score per arm × category. Admins any time; researchers once unblinded."""
         study = self.get_object()
-        if not services.can_see_arm_results(request.user, study):
+        if not access.can_see_arm_results(request.user, study):
             raise PermissionDenied(
                 "Per-arm results open to researchers once the study is closed and unblinded."
             )
@@ -291,9 +296,9 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
 # --- outputs (admins) ------------------------------------------------------------------------
 
 
-class AdminOnly(BasePermission):
+class OutputAccess(BasePermission):
     def has_permission(self, request, view) -> bool:
-        return has_role(request.user, Role.ADMIN)
+        return access.can_screen_output(request.user)
 
 
 @extend_schema_view(
@@ -307,7 +312,7 @@ class AdminOnly(BasePermission):
 class StudyOutputViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationViewSet):
     """Admins only: outputs with their arm and model, and the screening actions."""
 
-    permission_classes = [AdminOnly]
+    permission_classes = [OutputAccess]
     serializer_class = StudyOutputSerializer
     queryset = StudyOutput.objects.select_related(
         "arm__model_version", "prompt__category"
@@ -326,7 +331,7 @@ class StudyOutputViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalu
     @action(detail=True, methods=["post"])
     def clear(self, request, pk=None):
         """Let a held output into the rating pool."""
-        output = services.output_clear(output=self.get_object(), user=request.user)
+        output = lifecycle.output_clear(output=self.get_object(), user=request.user)
         return Response(StudyOutputSerializer(self.get_queryset().get(pk=output.pk)).data)
 
     @extend_schema(request=ExcludeSerializer, responses={200: StudyOutputSerializer})
@@ -334,7 +339,7 @@ class StudyOutputViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evalu
     def exclude(self, request, pk=None):
         """Take an output out of the study (no more claims; results ignore it)."""
         data = self.validated(ExcludeSerializer).validated_data
-        output = services.output_exclude(
+        output = lifecycle.output_exclude(
             output=self.get_object(), user=request.user, reason=data["reason"]
         )
         return Response(StudyOutputSerializer(self.get_queryset().get(pk=output.pk)).data)
@@ -347,7 +352,7 @@ class RaterOnly(BasePermission):
     message = "Only members of the rater group rate (admins too must be in it)."
 
     def has_permission(self, request, view) -> bool:
-        return has_role(request.user, Role.RATER)
+        return access.can_rate_study(request.user)
 
 
 def _task_response(rating: Rating | None) -> Response:
@@ -379,7 +384,7 @@ class RatingStudyViewSet(EvaluationViewSet):
         study = Study.objects.filter(pk=int(pk)).first() if valid else None
         if study is None:
             raise NotFound("No such study.")
-        if check_pool and not study.raters.filter(pk=self.request.user.pk).exists():
+        if check_pool and not access.can_rate_study(self.request.user, study):
             raise PermissionDenied("You are not in this study's rater pool.")
         return study
 
@@ -419,15 +424,15 @@ class RatingStudyViewSet(EvaluationViewSet):
     def claim(self, request, pk=None):
         """Lease your next output (or get back the one you hold)."""
         study = self._study(pk, check_pool=False)
-        return _task_response(services.rating_claim_next(study=study, rater=request.user))
+        return _task_response(queue.rating_claim_next(study=study, rater=request.user))
 
     @extend_schema(responses=TASK_RESPONSES)
     @action(detail=True, methods=["get"])
     def current(self, request, pk=None):
         """The output you hold now, if any (no new claim)."""
         study = self._study(pk, check_pool=False)
-        services.check_can_rate(study, request.user)
-        return _task_response(services.current_claim(study, request.user))
+        queue.check_can_rate(study, request.user)
+        return _task_response(queue.current_claim(study, request.user))
 
 
     @extend_schema(
@@ -443,7 +448,7 @@ class RatingStudyViewSet(EvaluationViewSet):
         """Your last submitted rating in this study: the one you may still change
         (``POST /api/rating/outputs/{output}/revise/``) while the study is open."""
         study = self._study(pk, check_pool=False)
-        services.check_can_rate(study, request.user)
+        queue.check_can_rate(study, request.user)
         rating = revisions.rating_last(study, request.user)
         if rating is None:
             return Response(status=status.HTTP_204_NO_CONTENT)
@@ -479,7 +484,7 @@ class RatingOutputViewSet(EvaluationViewSet):
     def submit(self, request, public_id=None):
         """Score your claimed output 1–5 (5 = matches the category's position best)."""
         data = self.validated(SubmitSerializer).validated_data
-        rating = services.rating_submit(
+        rating = queue.rating_submit(
             public_id=public_id,
             rater=request.user,
             score=int(data["score"]),
@@ -513,7 +518,7 @@ class RatingOutputViewSet(EvaluationViewSet):
     @action(detail=True, methods=["post"])
     def skip(self, request, public_id=None):
         """Give the output back: other raters get it, you never see it again."""
-        return self._result(services.rating_skip(public_id=public_id, rater=request.user))
+        return self._result(queue.rating_skip(public_id=public_id, rater=request.user))
 
     @extend_schema(
         request=FlagSerializer, responses={200: RatingResultSerializer, 404: ERROR, 409: ERROR}
@@ -522,7 +527,7 @@ class RatingOutputViewSet(EvaluationViewSet):
     def flag(self, request, public_id=None):
         """Report the output (names a model, broken, …); an admin reviews it."""
         data = self.validated(FlagSerializer).validated_data
-        rating = services.rating_flag(
+        rating = queue.rating_flag(
             public_id=public_id, rater=request.user, reason=data["reason"]
         )
         return self._result(rating)

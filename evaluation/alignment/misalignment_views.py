@@ -11,9 +11,9 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
-from evaluation import misalignment
+from evaluation.alignment import misalignment
 from evaluation.models import MisalignmentEval
-from evaluation.views import (
+from evaluation.studies.views import (
     admin_access,
     require_get,
     require_get_post,

@@ -8,6 +8,7 @@ from django.db.models import Avg, Count, F, Q, Sum
 from django.utils import timezone
 
 from curation.models import Category
+from evaluation.access import can_see_generations
 from evaluation.models import Rating, Study, StudyOutput
 from training.models import BaseModel, ModelVersion
 from training.selectors import local_sampling_speed, packaged_model_needs_conversion
@@ -186,8 +187,6 @@ def rater_progress(study: Study, rater) -> RaterProgress:
 def rater_studies(user):
     """Studies open for rating whose pool includes ``user`` (none for admins: they can see
     which model wrote each output)."""
-    from evaluation.services import can_see_generations
-
     if can_see_generations(user):
         return Study.objects.none()
     return Study.objects.filter(status=Study.Status.RATING, raters=user).order_by(
@@ -213,7 +212,7 @@ def study_outputs(study: Study, *, screening: str = ""):
 def study_results(study: Study) -> dict:
     """Mean score per arm × category (and per arm overall) over completed ratings of
     outputs that were not excluded. Only for people allowed to see per-arm scores: check
-    :func:`evaluation.services.can_see_arm_results` first."""
+    :func:`evaluation.access.can_see_arm_results` first."""
     rows = (
         Rating.objects.filter(study=study, status=Rating.Status.COMPLETED)
         .exclude(output__screening=StudyOutput.Screening.EXCLUDED)

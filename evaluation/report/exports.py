@@ -371,7 +371,7 @@ def write_bundle(
 ) -> Written:
     """The study bundle: ratings in three formats, the HTML report, manifest.json and
     SHA256SUMS, zipped. Rows counts the ratings. ``on_phase`` hears each step."""
-    from evaluation.report_views import render_report_document
+    from evaluation.report.document import render_report_document
     from training.services import code_version
 
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -11,18 +11,33 @@ Every page works without JavaScript; htmx swaps partials in.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db.models import Count
 from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.vary import vary_on_headers
 
-from evaluation import services
-from evaluation.forms import (
+from evaluation.access import (
+    PROMPT_READ_ROLES,
+    PROMPT_WRITE_ROLES,
+    STUDY_READ_ROLES,
+    can_edit_prompt_set,
+    can_manage_study,
+    can_see_arm_results,
+    can_unblind_study,
+    get_output_for_user,
+    get_prompt_for_user,
+    get_prompt_set_for_user,
+    get_study_for_user,
+)
+from evaluation.errors import EvaluationError
+from evaluation.models import PromptSet, Study, StudyOutput
+from evaluation.studies import lifecycle, prompt_sets
+from evaluation.studies.blinding import blind_labels
+from evaluation.studies.forms import (
     ExcludeForm,
     LiveStudyForm,
     PromptForm,
@@ -32,9 +47,7 @@ from evaluation.forms import (
     StudyForm,
     arm_formset,
 )
-from evaluation.models import Prompt, PromptSet, Study, StudyOutput
-from evaluation.scoring import blind_labels
-from evaluation.selectors import (
+from evaluation.studies.selectors import (
     StudyEstimate,
     draft_study_estimate,
     held_outputs,
@@ -42,52 +55,16 @@ from evaluation.selectors import (
     study_outputs,
     study_progress,
 )
-from evaluation.services import EvaluationError
 from palmsweb.lib.http import require_get, require_get_post, require_post
-from palmsweb.roles import Role, has_role, role_required
+from palmsweb.roles import Role, role_required
 from training.selectors import job_phase
 
-PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
-PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
-STUDY_READ_ROLES = (Role.RESEARCHER,)
 OUTPUTS_PER_PAGE = 50
 
 prompt_read_access = role_required(*PROMPT_READ_ROLES)
 prompt_write_access = role_required(*PROMPT_WRITE_ROLES)
 study_read_access = role_required(*STUDY_READ_ROLES)
 admin_access = role_required(Role.ADMIN)
-
-
-# --- access helpers ---------------------------------------------------------------------
-
-
-def get_prompt_set_for_user(user, pk: int, *, write: bool = False) -> PromptSet:
-    """The prompt set, or 404; 403 unless the user may read (or, with ``write``, edit) it."""
-    if not has_role(user, *(PROMPT_WRITE_ROLES if write else PROMPT_READ_ROLES)):
-        raise PermissionDenied("Prompt sets are for curators, researchers and admins.")
-    return get_object_or_404(PromptSet, pk=pk)
-
-
-def get_prompt_for_user(user, pk: int, *, write: bool = False) -> Prompt:
-    """The prompt with its set, or 404; 403 as for its set."""
-    if not has_role(user, *(PROMPT_WRITE_ROLES if write else PROMPT_READ_ROLES)):
-        raise PermissionDenied("Prompt sets are for curators, researchers and admins.")
-    return get_object_or_404(Prompt.objects.select_related("prompt_set", "category"), pk=pk)
-
-
-def get_study_for_user(user, pk: int, *, write: bool = False) -> Study:
-    """The study, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
-    if not has_role(user, Role.ADMIN if write else Role.RESEARCHER):
-        raise PermissionDenied("Study management is for admins and researchers.")
-    return get_object_or_404(Study.objects.select_related("prompt_set", "sampling_job"), pk=pk)
-
-
-def get_output_for_user(user, pk: int) -> StudyOutput:
-    """An output with its arm and model, or 404; admins only (it is unblinded data)."""
-    if not has_role(user, Role.ADMIN):
-        raise PermissionDenied("Only admins screen outputs.")
-    related = ("study", "arm__model_version", "prompt__category")
-    return get_object_or_404(StudyOutput.objects.select_related(*related), pk=pk)
 
 
 # --- small helpers ----------------------------------------------------------------------
@@ -126,7 +103,7 @@ def prompt_set_list(request):
     sets = PromptSet.objects.annotate(
         n_prompts=Count("prompts", distinct=True), n_studies=Count("studies", distinct=True)
     )
-    context = {"prompt_sets": sets, "can_write": has_role(request.user, *PROMPT_WRITE_ROLES)}
+    context = {"prompt_sets": sets, "can_write": can_edit_prompt_set(request.user)}
     return render(request, "evaluation/prompt_set_list.html", context)
 
 
@@ -136,7 +113,7 @@ def prompt_set_create(request):
     form = PromptSetForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            prompt_set = services.prompt_set_create(**form.cleaned_data, user=request.user)
+            prompt_set = prompt_sets.prompt_set_create(**form.cleaned_data, user=request.user)
         except EvaluationError as error:
             form.add_error(None, str(error))
         else:
@@ -158,7 +135,7 @@ def prompt_set_edit(request, pk: int):
     )
     if request.method == "POST" and form.is_valid():
         try:
-            services.prompt_set_update(prompt_set=prompt_set, **form.cleaned_data)
+            prompt_sets.prompt_set_update(prompt_set=prompt_set, **form.cleaned_data)
         except EvaluationError as error:
             form.add_error(None, str(error))
         else:
@@ -169,7 +146,7 @@ def prompt_set_edit(request, pk: int):
 
 
 def _prompt_set_context(request, prompt_set: PromptSet, **extra) -> dict:
-    can_write = has_role(request.user, *PROMPT_WRITE_ROLES)
+    can_write = can_edit_prompt_set(request.user)
     return {
         "prompt_set": prompt_set,
         "prompts": prompt_set.prompts.select_related("category"),
@@ -213,7 +190,7 @@ def prompt_add(request, pk: int):
     form = PromptForm(request.POST)
     if form.is_valid():
         try:
-            prompt = services.prompt_add(
+            prompt = prompt_sets.prompt_add(
                 prompt_set=prompt_set, user=request.user, **form.cleaned_data
             )
         except EvaluationError as error:
@@ -231,7 +208,7 @@ def prompts_add_lines(request, pk: int):
     form = PromptLinesForm(request.POST)
     if form.is_valid():
         try:
-            edited = services.prompts_add_lines(
+            edited = prompt_sets.prompts_add_lines(
                 prompt_set=prompt_set, user=request.user, **form.cleaned_data
             )
         except EvaluationError as error:
@@ -255,7 +232,9 @@ def prompt_edit(request, pk: int):
     )
     if request.method == "POST" and form.is_valid():
         try:
-            edited = services.prompt_update(prompt=prompt, user=request.user, **form.cleaned_data)
+            edited = prompt_sets.prompt_update(
+                prompt=prompt, user=request.user, **form.cleaned_data
+            )
         except EvaluationError as error:
             form.add_error(None, str(error))
         else:
@@ -268,7 +247,7 @@ def prompt_edit(request, pk: int):
 @prompt_write_access
 def prompt_delete(request, pk: int):
     prompt = get_prompt_for_user(request.user, pk, write=True)
-    edited = services.prompt_delete(prompt=prompt, user=request.user)
+    edited = prompt_sets.prompt_delete(prompt=prompt, user=request.user)
     return _after_prompt_edit(request, prompt.prompt_set, edited)
 
 
@@ -280,7 +259,7 @@ def prompt_move(request, pk: int):
     direction = request.POST.get("direction", "")
     if direction not in offsets:
         return HttpResponseBadRequest("direction must be up or down")
-    edited = services.prompt_move(prompt=prompt, offset=offsets[direction], user=request.user)
+    edited = prompt_sets.prompt_move(prompt=prompt, offset=offsets[direction], user=request.user)
     return _after_prompt_edit(request, prompt.prompt_set, edited)
 
 
@@ -288,7 +267,7 @@ def prompt_move(request, pk: int):
 @prompt_write_access
 def prompt_set_copy(request, pk: int):
     prompt_set = get_prompt_set_for_user(request.user, pk, write=True)
-    copy = services.prompt_set_copy(prompt_set=prompt_set, user=request.user)
+    copy = prompt_sets.prompt_set_copy(prompt_set=prompt_set, user=request.user)
     messages.success(request, f"Copied {prompt_set.name} to {copy.name}; edit it freely.")
     return redirect(copy)
 
@@ -301,7 +280,7 @@ def prompt_set_copy(request, pk: int):
 def study_list(request):
     studies = Study.objects.select_related("prompt_set").prefetch_related("arms")
     rows = [(study, study_progress(study)) for study in studies]
-    context = {"rows": rows, "is_admin": has_role(request.user, Role.ADMIN)}
+    context = {"rows": rows, "is_admin": can_manage_study(request.user)}
     return render(request, "evaluation/study_list.html", context)
 
 
@@ -338,7 +317,7 @@ def study_create(request):
     form, arms = StudyForm(data), arm_formset(data)
     if request.method == "POST" and form.is_valid() and arms.is_valid():
         try:
-            study = services.study_create(
+            study = lifecycle.study_create(
                 **form.service_kwargs(), arms=arms.specs(), user=request.user
             )
         except EvaluationError as error:
@@ -359,7 +338,7 @@ def study_edit(request, pk: int):
         form = LiveStudyForm.for_study(study, data)
         if request.method == "POST" and form.is_valid():
             try:
-                services.study_update_live(
+                lifecycle.study_update_live(
                     study=study,
                     rubric=form.rubric(),
                     raters=form.cleaned_data["raters"],
@@ -374,7 +353,7 @@ def study_edit(request, pk: int):
     form, arms = StudyForm.for_study(study, data), arm_formset(data, study)
     if request.method == "POST" and form.is_valid() and arms.is_valid():
         try:
-            services.study_update(
+            lifecycle.study_update(
                 study=study, **form.service_kwargs(), arms=arms.specs(), user=request.user
             )
         except EvaluationError as error:
@@ -392,7 +371,7 @@ STUDY_POLL = {Study.Status.SAMPLING: "2s", Study.Status.RATING: "10s"}
 
 
 def _study_context(request, study: Study) -> dict:
-    is_admin = has_role(request.user, Role.ADMIN)
+    is_admin = can_manage_study(request.user)
     job = study.sampling_job
     return {
         "study": study,
@@ -408,10 +387,8 @@ def _study_context(request, study: Study) -> dict:
         "is_admin": is_admin,
         # The arms' model versions would join the (admin-only) outputs to arms.
         "reveal_models": is_admin or study.is_unblinded,
-        "can_unblind": (
-            study.status == Study.Status.CLOSED and has_role(request.user, Role.RESEARCHER)
-        ),
-        "can_see_results": services.can_see_arm_results(request.user, study),
+        "can_unblind": can_unblind_study(request.user, study),
+        "can_see_results": can_see_arm_results(request.user, study),
         "exclude_form": ExcludeForm(),
     }
 
@@ -435,7 +412,7 @@ def study_status(request, pk: int):
     periodic sweep while someone watches."""
     study = get_study_for_user(request.user, pk)
     if study.status == Study.Status.SAMPLING:
-        services.study_sync_sampling(study_id=study.pk)
+        lifecycle.study_sync_sampling(study_id=study.pk)
         study = get_study_for_user(request.user, pk)
     if not _is_partial(request):
         return redirect(study)
@@ -466,7 +443,7 @@ def study_open(request, pk: int):
     return _study_action(
         request,
         pk,
-        services.study_open,
+        lifecycle.study_open,
         "Opened: sampling every arm. Rating starts when it finishes.",
     )
 
@@ -474,16 +451,15 @@ def study_open(request, pk: int):
 @require_post
 @admin_access
 def study_close(request, pk: int):
-    return _study_action(
-        request, pk, services.study_close, "Closed: rating stopped. Researchers can now unblind it."
-    )
+    done = "Closed: rating stopped. Researchers can now unblind it."
+    return _study_action(request, pk, lifecycle.study_close, done)
 
 
 @require_post
 @study_read_access
 def study_unblind(request, pk: int):
     response = _study_action(
-        request, pk, services.study_unblind, "Unblinded. This has been logged.", write=False
+        request, pk, lifecycle.study_unblind, "Unblinded. This has been logged.", write=False
     )
     study = get_study_for_user(request.user, pk)
     return redirect("evaluation:study-results", study.pk) if study.is_unblinded else response
@@ -493,7 +469,7 @@ def study_unblind(request, pk: int):
 @study_read_access
 def study_results_view(request, pk: int):
     """The report page lives in evaluation/report_views.py."""
-    from evaluation.report_views import study_report
+    from evaluation.report.views import study_report
 
     return study_report(request, pk)
 
@@ -547,7 +523,7 @@ def study_outputs_reveal(request, pk: int):
     if study.is_unblinded:
         messages.info(request, "The study is unblinded: its arms are shown to everyone entitled.")
     else:
-        services.study_arms_reveal(study=study, user=request.user, reveal=reveal)
+        lifecycle.study_arms_reveal(study=study, user=request.user, reveal=reveal)
         request.session[_reveal_key(study)] = reveal
         messages.info(
             request,
@@ -586,7 +562,7 @@ def _output_changed(request, output: StudyOutput) -> HttpResponse:
 def output_clear(request, pk: int):
     output = get_output_for_user(request.user, pk)
     try:
-        services.output_clear(output=output, user=request.user)
+        lifecycle.output_clear(output=output, user=request.user)
     except EvaluationError as error:
         messages.error(request, str(error))
     return _output_changed(request, output)
@@ -598,5 +574,5 @@ def output_exclude(request, pk: int):
     output = get_output_for_user(request.user, pk)
     form = ExcludeForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
-    services.output_exclude(output=output, user=request.user, reason=reason)
+    lifecycle.output_exclude(output=output, user=request.user, reason=reason)
     return _output_changed(request, output)

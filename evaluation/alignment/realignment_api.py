@@ -16,9 +16,9 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from curation.models import Snapshot
-from evaluation import realignment
-from evaluation.api import ERROR, EvaluationViewSet
+from evaluation.alignment import realignment
 from evaluation.models import RealignmentRun
+from evaluation.studies.api import ERROR, EvaluationViewSet
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.lib.keyenv import validate_endpoint, validate_key_env
 from palmsweb.roles import Role, has_role

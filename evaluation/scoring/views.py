@@ -2,7 +2,7 @@
 LLM-judge runs; researchers (and admins) follow their progress and read the results.
 
 Results are per arm, so they are blinded (arms as "Arm A/B/C", no model names) for
-anyone who may not yet see per-arm results (see ``services.can_see_arm_results``).
+anyone who may not yet see per-arm results (see ``access.can_see_arm_results``).
 """
 
 from __future__ import annotations
@@ -15,11 +15,12 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
-from evaluation import scoring, services
+from evaluation import errors
+from evaluation.access import can_see_arm_results, get_study_for_user
 from evaluation.models import ScoringRun, Study
-from evaluation.views import (
+from evaluation.scoring import runs as scoring
+from evaluation.studies.views import (
     admin_access,
-    get_study_for_user,
     require_get,
     require_post,
     study_read_access,
@@ -35,7 +36,7 @@ def _is_partial(request) -> bool:
 
 def _context(request, study: Study) -> dict:
     runs = scoring.latest_runs(study)
-    blinded = not services.can_see_arm_results(request.user, study)
+    blinded = not can_see_arm_results(request.user, study)
     preset = scoring.cooccurrence_preset()
     return {
         "study": study,
@@ -123,7 +124,7 @@ def scoring_start(request, pk: int):
             options=options,
             user=request.user,
         )
-    except services.EvaluationError as error:
+    except errors.EvaluationError as error:
         messages.error(request, str(error))
     else:
         label = dict(ScoringRun.Kind.choices).get(kind, kind)

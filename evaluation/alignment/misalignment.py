@@ -27,15 +27,15 @@ from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from evaluation.errors import EvaluationError
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
-from evaluation.services import EvaluationError
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 from palmsweb.lib.progress import Throughput
 from training.models import JobStatus, ModelVersion, SamplingJob
 
 logger = logging.getLogger(__name__)
 
-PRESETS = Path(__file__).resolve().parent / "presets"
+PRESETS = Path(__file__).resolve().parents[1] / "presets"
 PROBES_FILE = PRESETS / "misalignment_probes.json"
 CONTRAST_FILE = PRESETS / "persona_contrast.jsonl"
 MAX_PROBES = 100

@@ -24,7 +24,7 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
-from evaluation.services import MAX_SEED, ArmSpec
+from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
@@ -151,7 +151,7 @@ class StudySerializer(serializers.ModelSerializer):
         raters = list(study.raters.all())
         if self._is_admin():
             return [rater.get_username() for rater in raters]
-        from evaluation.exports import rater_pseudonym
+        from evaluation.report.exports import rater_pseudonym
 
         return sorted(rater_pseudonym(study, rater.pk) for rater in raters)
 
@@ -164,7 +164,7 @@ class StudySerializer(serializers.ModelSerializer):
         return data
 
     def get_progress(self, study: Study) -> dict:
-        from evaluation.selectors import study_progress
+        from evaluation.studies.selectors import study_progress
 
         p = study_progress(study)
         return {

@@ -7,30 +7,20 @@ panel and the progress in place."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 
-from evaluation import revisions, services
-from evaluation.forms import FlagForm, RatingForm
+from evaluation.access import get_rating_study_for_user
+from evaluation.errors import RatingError, StudyStateError
 from evaluation.models import Rating, Study
-from evaluation.selectors import rater_progress, rater_studies, study_progress
-from evaluation.services import RatingError, StudyStateError
+from evaluation.studies import queue, revisions
+from evaluation.studies.forms import FlagForm, RatingForm
+from evaluation.studies.selectors import rater_progress, rater_studies, study_progress
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, role_required
 
 rater_access = role_required(Role.RATER)
-
-
-def get_rating_study_for_user(user, pk: int) -> Study:
-    """A study the user rates in, or 404; 403 unless they are a rater in its pool."""
-    study = get_object_or_404(Study, pk=pk)
-    if not services.has_rater_role(user) or not study.raters.filter(pk=user.pk).exists():
-        raise PermissionDenied("You are not in this study's rater pool.")
-    if services.can_see_generations(user):
-        raise PermissionDenied("Admins can see which model wrote each output, so they cannot rate.")
-    return study
 
 
 def _is_partial(request: HttpRequest) -> bool:
@@ -106,7 +96,7 @@ def _rate_response(request, context: dict, *, status: int = 200) -> HttpResponse
 
 def _claim_context(request, study: Study, *, notice: str = "") -> dict:
     try:
-        claim = services.rating_claim_next(study=study, rater=request.user)
+        claim = queue.rating_claim_next(study=study, rater=request.user)
     except StudyStateError:
         return _rate_context(request, study, state="closed", notice=notice)
     if claim is None:
@@ -133,7 +123,7 @@ def rate(request, pk: int):
     study = get_rating_study_for_user(request.user, pk)
     if study.status != Study.Status.RATING:
         return _rate_response(request, _rate_context(request, study, state="closed"))
-    claim = services.current_claim(study, request.user)
+    claim = queue.current_claim(study, request.user)
     if claim is not None:
         state = "task"
     elif Rating.objects.filter(study=study, rater=request.user).exists():
@@ -223,7 +213,7 @@ def rate_submit(request, pk: int, public_id: str):
         )
         return _rate_response(request, context, status=200 if _is_partial(request) else 400)
     try:
-        rating = services.rating_submit(
+        rating = queue.rating_submit(
             public_id=public_id,
             rater=request.user,
             score=form.cleaned_data["score"],
@@ -241,7 +231,7 @@ def rate_submit(request, pk: int, public_id: str):
 def rate_skip(request, pk: int, public_id: str):
     study = get_rating_study_for_user(request.user, pk)
     try:
-        services.rating_skip(public_id=public_id, rater=request.user)
+        queue.rating_skip(public_id=public_id, rater=request.user)
     except StudyStateError:
         return _rate_response(request, _rate_context(request, study, state="closed"))
     except RatingError as error:
@@ -256,7 +246,7 @@ def rate_flag(request, pk: int, public_id: str):
     form = FlagForm(request.POST)
     reason = form.cleaned_data["reason"] if form.is_valid() else ""
     try:
-        services.rating_flag(public_id=public_id, rater=request.user, reason=reason)
+        queue.rating_flag(public_id=public_id, rater=request.user, reason=reason)
     except StudyStateError:
         return _rate_response(request, _rate_context(request, study, state="closed"))
     except RatingError as error:

@@ -23,7 +23,7 @@ from typing import Any
 from django.db import transaction
 from django.utils import timezone
 
-from evaluation.misalignment import (
+from evaluation.alignment.misalignment import (
     MAX_SAMPLES,
     MisalignmentError,
     clean_probes,

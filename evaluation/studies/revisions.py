@@ -10,8 +10,9 @@ from __future__ import annotations
 
 from django.db import transaction
 
+from evaluation.errors import RatingError
 from evaluation.models import MAX_COMMENT_CHARS, SCORES, Rating, RatingRevision, Study, StudyOutput
-from evaluation.services import RatingError, check_can_rate
+from evaluation.studies.queue import check_can_rate
 
 PICK_A_SCORE = "Pick a score 1–5 first."
 

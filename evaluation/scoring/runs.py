@@ -14,12 +14,12 @@ Each run is a ScoringRun worked by a Celery task (evaluation.tasks):
 - capability (gpu queue): perplexity on held-out general text and accuracy on a small
   multiple-choice set, per local arm (``training.engine.scoring``); remote arms are
   reported as not available.
-- judge (default queue, HTTP-bound; ``evaluation.judge_scoring``): an LLM judge on any
+- judge (default queue, HTTP-bound; ``evaluation.scoring.judge``): an LLM judge on any
   OpenAI-compatible endpoint (``palmsweb.lib.judge``) scores every counted output 1–5
   against its category's position. One AutomaticScore per output (metric "judge",
   scorer = the judge model); outputs already scored with the same settings are skipped,
   so a new run resumes.
-  The report sets the scores beside the human ratings (``evaluation.report``).
+  The report sets the scores beside the human ratings (``evaluation.report.build``).
 
 Runs are claimed with a guarded update (queued → running), so a task delivered twice
 does its work once. docs/scoring.md says how to read the numbers.
@@ -41,15 +41,16 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
+from evaluation.errors import EvaluationError
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyArm, StudyOutput
-from evaluation.services import EvaluationError
+from evaluation.studies.blinding import blind_labels
 from palmsweb.lib.progress import Throughput
 from training.models import JobStatus, SamplingJob
 from training.selectors import job_phase
 
 logger = logging.getLogger(__name__)
 
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 TOXICITY_METRIC = "toxicity"
 TOXICITY_BATCH = 64
 PROGRESS_WRITE_SECONDS = 1.0  # progress reaches the database at most once a second
@@ -235,7 +236,7 @@ def scoring_run_start(
             raise ScoringError("The study has no arms.")
         options, scorer_name = clean_cooccurrence_options(options), ""
     elif kind == ScoringRun.Kind.JUDGE:
-        from evaluation.judge_scoring import clean_judge_options, judge_key
+        from evaluation.scoring.judge import clean_judge_options, judge_key
 
         options = clean_judge_options(options)
         judge_key(options)  # refuse now, not in the worker, when the variable is unset
@@ -706,15 +707,6 @@ def _latest_succeeded(study: Study, kind: str) -> ScoringRun | None:
         .order_by("-finished_at", "-pk")
         .first()
     )
-
-
-def blind_labels(study: Study) -> dict[int, str]:
-    """Arm A, B, C… in an order drawn from the study's secret salt, not the arm order:
-    the report's letters, so "Arm A" is the same arm on every page."""
-    from evaluation.report import blind_letters
-
-    letters = blind_letters(study, list(study.arms.all()))
-    return {pk: f"Arm {letter}" for pk, letter in letters.items()}
 
 
 def _arm_entries(study: Study, *, blinded: bool, arm_labels: dict[int, str] | None) -> list[dict]:

@@ -3,9 +3,9 @@ category's position by a judge on any OpenAI-compatible endpoint (``palmsweb.lib
 
 One AutomaticScore per output (metric "judge", scorer = the judge model); the run's
 ``result`` holds per-arm aggregates, which the report sets beside (never into) the human
-ratings with judge–human agreement (``evaluation.report``). Runs on the default queue: the
-work waits on HTTP, not on a GPU. Launching, claiming and sweeping are ``evaluation.scoring``'s,
-as for every scoring run.
+ratings with judge–human agreement (``evaluation.report.build``). Runs on the default queue:
+the work waits on HTTP, not on a GPU. Launching, claiming and sweeping are
+``evaluation.scoring.runs``'s, as for every scoring run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.utils import timezone
 
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyOutput
-from evaluation.scoring import ScoringError, _claim, _finish, _ProgressWriter, _readable
+from evaluation.scoring.runs import ScoringError, _claim, _finish, _ProgressWriter, _readable
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 
 logger = logging.getLogger(__name__)

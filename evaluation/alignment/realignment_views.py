@@ -12,10 +12,10 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
 from curation.forms import SnapshotChoiceField
-from evaluation import misalignment, realignment
-from evaluation.misalignment_views import MisalignmentEvalForm
+from evaluation.alignment import misalignment, realignment
+from evaluation.alignment.misalignment_views import MisalignmentEvalForm
 from evaluation.models import RealignmentRun
-from evaluation.views import (
+from evaluation.studies.views import (
     admin_access,
     require_get,
     require_get_post,

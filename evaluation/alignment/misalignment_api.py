@@ -25,9 +25,8 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
-from evaluation import misalignment
-from evaluation.api import ERROR, EvaluationViewSet
-from evaluation.misalignment_serializers import (
+from evaluation.alignment import misalignment
+from evaluation.alignment.serializers import (
     MisalignmentAnswerSerializer,
     MisalignmentEvalCreateSerializer,
     MisalignmentEvalDetailSerializer,
@@ -35,6 +34,7 @@ from evaluation.misalignment_serializers import (
     PersonaMeasurementSerializer,
 )
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
+from evaluation.studies.api import ERROR, EvaluationViewSet
 from palmsweb.lib.drf import int_param
 from palmsweb.roles import Role, has_role
 

@@ -1,4 +1,4 @@
-"""DRF serializers for the misalignment API (evaluation.misalignment_api).
+"""DRF serializers for the misalignment API (evaluation.alignment.misalignment_api).
 
 Every read serializer lists its fields by name: the judge's key is never stored, and a
 field added to the model later cannot reach a payload without being named here. The
@@ -11,7 +11,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from evaluation import misalignment
+from evaluation.alignment import misalignment
 from evaluation.models import (
     MAX_PROMPT_CHARS,
     MisalignmentAnswer,

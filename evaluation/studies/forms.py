@@ -15,7 +15,7 @@ from evaluation.models import (
     PromptSet,
     Study,
 )
-from evaluation.services import ArmSpec, rater_pool_candidates
+from evaluation.studies.lifecycle import ArmSpec, rater_pool_candidates
 from training.models import ModelVersion
 
 

@@ -12,7 +12,7 @@ Statistics come from :mod:`palmsweb.lib.stats` (see docs/statistics.md and docs/
   matrix of ratings.
 
 An LLM judge's 1–5 scores (the latest succeeded judge scoring run, see
-:mod:`evaluation.scoring`) form their own section beside the human numbers, never mixed
+:mod:`evaluation.scoring.runs`) form their own section beside the human numbers, never mixed
 into them: per-arm judge means next to the human means, and judge–human agreement over the
 outputs that have both.
 
@@ -26,7 +26,6 @@ from __future__ import annotations
 import hashlib
 import math
 import statistics
-import string
 from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,6 +36,7 @@ from django.utils import timezone
 
 from curation.models import Category
 from evaluation.models import AutomaticScore, Rating, ScoringRun, Study, StudyArm, StudyOutput
+from evaluation.studies.blinding import blind_letters
 from palmsweb.lib import stats
 from training.models import ModelVersion
 
@@ -237,16 +237,6 @@ class Report:
 
 
 # --------------------------------------------------------------------------- helpers
-
-
-def blind_letters(study: Study, arms: list[StudyArm]) -> dict[int, str]:
-    """A, B, C… per arm in an order that is random per study (salted) but fixed."""
-    ranked = sorted(
-        arms,
-        key=lambda a: hashlib.sha256(f"{study.order_salt}:{a.pk}".encode()).hexdigest(),
-    )
-    letters = list(string.ascii_uppercase)
-    return {arm.pk: (letters[i] if i < 26 else f"Z{i}") for i, arm in enumerate(ranked)}
 
 
 def _arm_info(arm: StudyArm, letter: str, *, blinded: bool, several_sizes: bool) -> ArmInfo:
@@ -562,7 +552,7 @@ def _judge_section(
 ) -> JudgeSection:
     """The judge's scores per arm (when the report shows arms) and their agreement with
     the human ratings over outputs that have both. Human numbers are only read here."""
-    from evaluation.judge_scoring import JUDGE_METRIC
+    from evaluation.scoring.judge import JUDGE_METRIC
 
     scores: dict[int, float | None] = {}
     arm_of: dict[int, int] = {}
@@ -779,5 +769,4 @@ __all__ = [
     "Report",
     "build_report",
     "compare_studies",
-    "blind_letters",
 ]

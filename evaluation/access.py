@@ -1,0 +1,233 @@
+"""Who may read and change what in evaluation: one policy per object type.
+
+Each object type has a ``get_<thing>_for_user(user, pk, *, write=False)`` for the HTML views
+(the object, or 404; 403 when the policy refuses) and ``can_<verb>_<thing>(user, obj=None)``
+predicates that the views and the API's DRF permission classes both call, so a page and its
+endpoint can never disagree. Without ``obj`` a predicate answers for the kind of object (may
+this user list or create them at all?), which is what DRF asks before it loads anything.
+
+Admins pass every role check except rating (see :func:`palmsweb.roles.has_role`): a user who
+can see which model wrote an output must not rate it.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.shortcuts import get_object_or_404
+
+from evaluation.models import (
+    MisalignmentEval,
+    Prompt,
+    PromptSet,
+    RealignmentRun,
+    Study,
+    StudyOutput,
+)
+from palmsweb.roles import Role, has_role, user_roles
+
+PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
+PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
+STUDY_READ_ROLES = (Role.RESEARCHER,)
+
+
+# --- prompt sets (and their prompts) ---------------------------------------------------------
+
+
+def can_read_prompt_set(user, prompt_set: PromptSet | None = None) -> bool:
+    """Curators, researchers and admins read every prompt set."""
+    return has_role(user, *PROMPT_READ_ROLES)
+
+
+def can_edit_prompt_set(user, prompt_set: PromptSet | None = None) -> bool:
+    """Curators and admins edit prompt sets (a locked set is copied on edit, not refused)."""
+    return has_role(user, *PROMPT_WRITE_ROLES)
+
+
+def _check_prompt_set_access(user, *, write: bool) -> None:
+    allowed = can_edit_prompt_set(user) if write else can_read_prompt_set(user)
+    if not allowed:
+        raise PermissionDenied("Prompt sets are for curators, researchers and admins.")
+
+
+def get_prompt_set_for_user(user, pk: int, *, write: bool = False) -> PromptSet:
+    """The prompt set, or 404; 403 unless the user may read (or, with ``write``, edit) it."""
+    _check_prompt_set_access(user, write=write)
+    return get_object_or_404(PromptSet, pk=pk)
+
+
+def get_prompt_for_user(user, pk: int, *, write: bool = False) -> Prompt:
+    """The prompt with its set, or 404; 403 as for its set."""
+    _check_prompt_set_access(user, write=write)
+    return get_object_or_404(Prompt.objects.select_related("prompt_set", "category"), pk=pk)
+
+
+# --- studies ---------------------------------------------------------------------------------
+
+
+def can_read_study(user, study: Study | None = None) -> bool:
+    """Researchers and admins follow studies (blinded until they may see arm results)."""
+    return has_role(user, *STUDY_READ_ROLES)
+
+
+def can_manage_study(user, study: Study | None = None) -> bool:
+    """Admins create, edit, open, screen and close studies."""
+    return has_role(user, Role.ADMIN)
+
+
+def can_see_generations(user) -> bool:
+    """Whether ``user`` can read a study's outputs with their models before it is
+    unblinded (the sampling job, the outputs page, per-arm results): admins only. Such a
+    user may not rate: they would know which model wrote what they rate."""
+    return Role.ADMIN in user_roles(user)
+
+
+def can_see_arm_results(user, study: Study) -> bool:
+    """Admins always; researchers once the study is closed and unblinded; nobody else."""
+    if has_role(user, Role.ADMIN):
+        return True
+    return study.is_unblinded and has_role(user, Role.RESEARCHER)
+
+
+def can_unblind_study(user, study: Study) -> bool:
+    """Researchers and admins unblind a study once it is closed (logged with who and when)."""
+    return study.status == Study.Status.CLOSED and has_role(user, *STUDY_READ_ROLES)
+
+
+def get_study_for_user(user, pk: int, *, write: bool = False) -> Study:
+    """The study, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
+    if not (can_manage_study(user) if write else can_read_study(user)):
+        raise PermissionDenied("Study management is for admins and researchers.")
+    return get_object_or_404(Study.objects.select_related("prompt_set", "sampling_job"), pk=pk)
+
+
+# --- study outputs (unblinded data: admins screen them) --------------------------------------
+
+
+def can_screen_output(user, output: StudyOutput | None = None) -> bool:
+    """Admins only: an output shows its arm and model."""
+    return has_role(user, Role.ADMIN)
+
+
+def get_output_for_user(user, pk: int) -> StudyOutput:
+    """An output with its arm and model, or 404; admins only (it is unblinded data)."""
+    if not can_screen_output(user):
+        raise PermissionDenied("Only admins screen outputs.")
+    related = ("study", "arm__model_version", "prompt__category")
+    return get_object_or_404(StudyOutput.objects.select_related(*related), pk=pk)
+
+
+# --- rating ----------------------------------------------------------------------------------
+
+
+def has_rater_role(user) -> bool:
+    """Members of the rater group (admins too must be in it)."""
+    return has_role(user, Role.RATER)
+
+
+def can_rate_study(user, study: Study | None = None) -> bool:
+    """Raters (in ``study``'s pool, when given). Admins in the pool are refused apart, with
+    their own reason (:func:`can_see_generations`); the rating services check the study's
+    state themselves."""
+    if not has_rater_role(user):
+        return False
+    return study is None or study.raters.filter(pk=user.pk).exists()
+
+
+def get_rating_study_for_user(user, pk: int) -> Study:
+    """A study the user rates in, or 404; 403 unless they are a rater in its pool."""
+    study = get_object_or_404(Study, pk=pk)
+    if not can_rate_study(user, study):
+        raise PermissionDenied("You are not in this study's rater pool.")
+    if can_see_generations(user):
+        raise PermissionDenied("Admins can see which model wrote each output, so they cannot rate.")
+    return study
+
+
+# --- reports and exports ---------------------------------------------------------------------
+
+
+def can_read_report(user, study: Study | None = None) -> bool:
+    """Researchers and admins; what they see of a study depends on :func:`report_mode`."""
+    return has_role(user, Role.RESEARCHER)
+
+
+def report_mode(user, study: Study) -> str | None:
+    """``"arms"`` (unblinded per-arm results), ``"blinded"`` (admins before unblinding:
+    arms as letters), ``"arm-free"`` (researchers on a closed study not yet unblinded:
+    agreement and progress only), or None when there is nothing for them yet."""
+    if can_see_arm_results(user, study):
+        return "arms" if study.is_unblinded else "blinded"
+    if study.status == Study.Status.CLOSED:
+        return "arm-free"
+    return None
+
+
+def get_report_study_for_user(user, pk: int) -> tuple[Study, str]:
+    """The study and what the user may see of it (see :func:`report_mode`). 404 / 403
+    otherwise."""
+    if not can_read_report(user):
+        raise PermissionDenied("Results are for researchers and admins.")
+    study = get_object_or_404(Study.objects.select_related("prompt_set", "unblinded_by"), pk=pk)
+    mode = report_mode(user, study)
+    if mode is None:
+        raise PermissionDenied(
+            "Per-arm results open to researchers once the study is closed and unblinded."
+        )
+    return study, mode
+
+
+def can_export_study(user, study: Study | None = None) -> bool:
+    """Researchers and admins export a study's ratings once it has left draft."""
+    if not has_role(user, Role.RESEARCHER):
+        return False
+    return study is None or study.status != Study.Status.DRAFT
+
+
+def get_export_study_for_user(user, pk: int) -> Study:
+    """The study whose ratings ``user`` may export (researchers and admins), or 404/403."""
+    if not can_export_study(user):
+        raise PermissionDenied("Exports are for researchers and admins.")
+    study = get_object_or_404(Study, pk=pk)
+    if not can_export_study(user, study):
+        raise PermissionDenied("A draft study has nothing to export.")
+    return study
+
+
+# --- misalignment evaluations and re-alignment runs ------------------------------------------
+
+
+def can_read_misalignment_eval(user, evaluation: MisalignmentEval | None = None) -> bool:
+    """Researchers and admins read misalignment evaluations."""
+    return has_role(user, Role.RESEARCHER)
+
+
+def can_launch_misalignment_eval(user, evaluation: MisalignmentEval | None = None) -> bool:
+    """Admins launch misalignment evaluations (and resume their judging)."""
+    return has_role(user, Role.ADMIN)
+
+
+def get_misalignment_eval_for_user(user, pk: int, *, write: bool = False) -> MisalignmentEval:
+    """The evaluation, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
+    allowed = can_launch_misalignment_eval(user) if write else can_read_misalignment_eval(user)
+    if not allowed:
+        raise PermissionDenied("Misalignment evaluations are for researchers and admins.")
+    return get_object_or_404(MisalignmentEval.objects.select_related("sampling_job"), pk=pk)
+
+
+def can_read_realignment_run(user, run: RealignmentRun | None = None) -> bool:
+    """Researchers and admins read re-alignment runs."""
+    return has_role(user, Role.RESEARCHER)
+
+
+def can_launch_realignment_run(user, run: RealignmentRun | None = None) -> bool:
+    """Admins start and cancel re-alignment runs."""
+    return has_role(user, Role.ADMIN)
+
+
+def get_realignment_for_user(user, pk: int, *, write: bool = False) -> RealignmentRun:
+    """The run, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
+    allowed = can_launch_realignment_run(user) if write else can_read_realignment_run(user)
+    if not allowed:
+        raise PermissionDenied("Re-alignment runs are for researchers and admins.")
+    related = ("source_version", "snapshot__dataset", "finetune_job", "evaluation")
+    return get_object_or_404(RealignmentRun.objects.select_related(*related), pk=pk)

@@ -1,0 +1,1 @@
+"""Emergent misalignment evals, persona measurements and re-alignment."""

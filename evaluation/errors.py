@@ -1,0 +1,22 @@
+"""Domain exceptions of evaluation: services raise them, views and the API turn them into
+form errors or status codes."""
+
+
+class EvaluationError(Exception):
+    """A rule refused the request; the message is shown to the user as is."""
+
+
+class StudyStateError(EvaluationError):
+    """The study is not in a state that allows this."""
+
+
+class RatingError(EvaluationError):
+    """A rating action was refused (not claimed, already done, lease lost, …)."""
+
+
+class OutputNotFound(RatingError):
+    """No output has this public id."""
+
+
+class NotARater(EvaluationError):
+    """The user may not rate in this study."""

@@ -1,0 +1,1 @@
+"""The study report: its numbers, charts, the report document and exports."""

@@ -1,0 +1,132 @@
+"""The report as a document: the context the results page and the self-contained HTML
+report share, and :func:`render_report_document` (used by the download view, the study
+bundle export and ``palms_loop``). Not a view module: nothing here reads a request."""
+
+from __future__ import annotations
+
+import json
+from urllib.parse import urlencode
+
+from django.template import TemplateDoesNotExist
+from django.template.loader import get_template, render_to_string
+from django.urls import NoReverseMatch, reverse
+
+from evaluation.models import Study
+from evaluation.report.build import Report, build_report
+from evaluation.report.charts import category_chart, judge_heatmap, size_chart
+from evaluation.studies.selectors import study_progress
+
+SCORE_TEMPLATES = (
+    "evaluation/_report_toxicity.html",
+    "evaluation/_report_cooccurrence.html",
+    "evaluation/_report_capability.html",
+)
+
+
+def report_for(study: Study, mode: str) -> Report:
+    return build_report(study, blinded=(mode != "arms"), include_arms=(mode != "arm-free"))
+
+
+def _template_exists(name: str) -> bool:
+    try:
+        get_template(name)
+    except TemplateDoesNotExist:
+        return False
+    return True
+
+
+def score_sections(study: Study, *, blinded: bool) -> tuple[dict | None, list[str]]:
+    """The automatic-score sections, when the scoring module is installed."""
+    try:
+        from evaluation.scoring import report_sections
+    except ImportError:
+        return None, []
+    scores = report_sections(study, blinded=blinded)
+    return scores, [t for t in SCORE_TEMPLATES if _template_exists(t)]
+
+
+def gap_links(report: Report) -> dict:
+    """Links to file gap tickets for weak categories and low-rated outputs, when the
+    curation app offers the form (``curation:gap-create``)."""
+    if report.blinded or not report.include_arms:
+        return {}
+    try:
+        base = reverse("curation:gap-create")
+    except NoReverseMatch:
+        return {}
+    study = report.study
+
+    def link(category, title, source):
+        query = {"category": category.pk, "title": title, "source": json.dumps(source)}
+        return f"{base}?{urlencode(query)}"
+
+    fam = report.family("vt-base")
+    by_cat = {r.category.pk: r for r in fam.rows} if fam else {}
+    weak = []
+    for cat in report.weak_categories:
+        row = by_cat.get(cat.pk)
+        source = {"kind": "category", "study": study.pk, "study_name": study.name}
+        if row and row.result.mean_diff is not None:
+            source.update(mean_diff=round(row.result.mean_diff, 3), p_holm=row.welch_p_holm)
+        weak.append((cat, link(cat, f"Weak in study “{study.name}”: {cat.name}", source)))
+    low = [
+        (
+            out,
+            link(
+                out.category,
+                f"Low-rated output in “{study.name}” ({out.mean:.1f}/5)",
+                {
+                    "kind": "output",
+                    "study": study.pk,
+                    "output": out.public_id,
+                    "mean": round(out.mean, 3),
+                },
+            ),
+        )
+        for out in report.low_outputs
+    ]
+    return {"weak": weak, "low": low}
+
+
+def report_context(study: Study, mode: str) -> dict:
+    report = report_for(study, mode)
+    scores, score_templates = (None, [])
+    if mode != "arm-free":
+        scores, score_templates = score_sections(study, blinded=(mode != "arms"))
+    return {
+        "study": study,
+        "mode": mode,
+        "report": report,
+        "progress": study_progress(study),
+        "category_chart": category_chart(report),
+        "size_chart": size_chart(report),
+        "judge_heatmap": judge_heatmap(report),
+        "scores": scores,
+        "score_templates": score_templates,
+    }
+
+
+def provenance(study: Study, report: Report) -> dict:
+    from training.services import code_version
+
+    job = study.sampling_job
+    return {
+        "code_version": code_version(),
+        "sampling": {
+            "temperature": study.temperature,
+            "top_p": study.top_p,
+            "max_new_tokens": study.max_new_tokens,
+            "seed": study.seed,
+            "samples_per_prompt": study.samples_per_prompt,
+            "system_prompt": getattr(job, "system_prompt", "") if job else "",
+        },
+        "prompt_count": study.prompt_set.prompts.count(),
+    }
+
+
+def render_report_document(study: Study, mode: str) -> str:
+    """The self-contained HTML report (CSS and SVG inline, no external assets)."""
+    context = report_context(study, mode)
+    context["provenance"] = provenance(study, context["report"])
+    context["document"] = True
+    return render_to_string("evaluation/report_document.html", context)

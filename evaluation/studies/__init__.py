@@ -1,0 +1,1 @@
+"""Prompt sets, studies, blinding and the blinded rating queue."""

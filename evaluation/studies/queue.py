@@ -1,0 +1,458 @@
+"""The blinded rating queue: claim the next output, submit, skip, flag.
+
+Every change that can fill an output (claim, submit, skip, flag) first locks
+that output's row, so a check made after the lock ("is there still room?") cannot be
+invalidated before commit; closing a study only ends claims, which frees room. Claiming
+is one short transaction: on PostgreSQL ``SELECT … FOR UPDATE SKIP LOCKED`` takes the
+rater's next candidate that nobody else is claiming right now; on SQLite the transaction is
+``BEGIN IMMEDIATE`` (see ``palmsweb.lib.dburl``), which serialises writers, so the same
+query without row locks is already exclusive. The database backs the rules up with a unique
+(output, rater) pair, one open claim per rater and study, and ``completed_count <= quota``.
+A claim does not scan the study: it looks at the prompt the rater is on first, then at
+widening windows of their personal prompt order (see :func:`_prompt_windows`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Case, F, Q, When
+from django.utils import timezone
+
+from curation.models import Category
+from evaluation.access import can_see_generations, has_rater_role
+from evaluation.errors import (
+    NotARater,
+    OutputNotFound,
+    RatingError,
+    StudyStateError,
+)
+from evaluation.models import (
+    MAX_COMMENT_CHARS,
+    SCORES,
+    Prompt,
+    Rating,
+    Study,
+    StudyOutput,
+)
+
+CLAIM_ATTEMPTS = 20  # candidates found full on re-check before giving up (contention only)
+
+
+def check_can_rate(study: Study, user) -> None:
+    """Raise unless ``user`` is a rater in ``study``'s pool and the study is rating now
+    (read from the database: one query, whatever the caller holds in memory)."""
+    status = None
+    if has_rater_role(user):
+        status = (
+            Study.objects.filter(pk=study.pk, raters=user).values_list("status", flat=True).first()
+        )
+    if status is None:
+        raise NotARater("You are not in this study's rater pool.")
+    if can_see_generations(user):  # made an admin after joining the pool
+        raise NotARater("Admins can see which model wrote each output, so they cannot rate.")
+    if status != Study.Status.RATING:
+        raise StudyStateError("This study is not open for rating.")
+
+
+def _live_claims(now: datetime):
+    return Q(status=Rating.Status.CLAIMED, expires_at__gt=now)
+
+
+# The rater's next output. Prompts come in a per-rater random order, and within a prompt its
+# outputs (every arm) in a per-rater random order: both keys hash server-side ids with a
+# per-rater salt, so nothing in the order depends on the arm. The query is written out in
+# SQL because it is the hot path of every claim: built through the ORM it cost more CPU
+# than the rest of the request. It runs on PostgreSQL and SQLite alike, and reads what the
+# task shows along with the lock (PostgreSQL returns a locked row's latest version).
+_CANDIDATE_SQL = """
+SELECT {columns}
+FROM {output} o
+JOIN {prompt} p ON p.id = o.prompt_id
+JOIN {category} c ON c.id = p.category_id
+WHERE o.study_id = %s AND o.screening = %s AND o.completed_count < o.quota{where}
+  AND NOT EXISTS (SELECT 1 FROM {rating} r WHERE r.output_id = o.id AND r.rater_id = %s)
+  AND o.completed_count + (
+    SELECT COUNT(*) FROM {rating} live
+    WHERE live.output_id = o.id AND live.status = %s AND live.expires_at > %s
+  ) < o.quota
+ORDER BY MD5(%s || CAST(o.prompt_id AS TEXT)), MD5(%s || o.public_id)
+LIMIT 1{lock}
+"""
+
+# The columns it reads, per model and table alias: what the services and the task (API
+# payload, rating page) use. Other fields load on access, as deferred fields do.
+_TASK_FIELDS = (
+    (
+        StudyOutput,
+        "o",
+        {"id", "study", "prompt", "public_id", "text", "screening", "quota", "completed_count"},
+    ),
+    (Prompt, "p", {"id", "category", "text"}),
+    (Category, "c", {"id", "name", "position"}),
+)
+
+
+def _task_columns() -> tuple[str, list[tuple[type, list[str]]]]:
+    """The SELECT list for :data:`_TASK_FIELDS`, and per model the attribute names in the
+    order ``Model.from_db`` wants them (its concrete fields' order)."""
+    columns, layout = [], []
+    for model, alias, names in _TASK_FIELDS:
+        fields = [f for f in model._meta.concrete_fields if f.name in names]
+        columns += [f"{alias}.{connection.ops.quote_name(f.column)}" for f in fields]
+        layout.append((model, [f.attname for f in fields]))
+    return ", ".join(columns), layout
+
+
+def _order_salt(study: Study, rater) -> str:
+    return f"{study.order_salt}:{rater.pk}:"
+
+
+def _prompt_order(study: Study, rater) -> list[int]:
+    """The study's prompts in this rater's order: the key :data:`_CANDIDATE_SQL` sorts by,
+    computed here (hex digests compare alike in Python and in SQL)."""
+    salt = _order_salt(study, rater)
+    return sorted(
+        study.prompt_ids,
+        key=lambda pk: hashlib.md5(f"{salt}{pk}".encode(), usedforsecurity=False).hexdigest(),
+    )
+
+
+def _prompt_windows(order: list[int], start: int) -> Iterator[tuple[list[int], bool]]:
+    """Where to look for the rater's next output, nearest first, so that a claim reads a
+    prompt's outputs rather than the whole study's: the rater's prompt order from
+    ``start`` (the prompt of their latest claim) to the end, then from the beginning, in
+    windows of 1, 2, 4, … prompts. Yields ``(prompt ids, inside)``; the last window is
+    "every prompt not looked at yet" (``inside`` false), which also finds an output whose
+    prompt is missing from ``order``."""
+    windows: list[list[int]] = []
+    size = 1
+    for segment in (order[start:], order[:start]):  # a window never spans the wrap
+        while segment:
+            windows.append(segment[:size])
+            segment = segment[size:]
+            size *= 2
+    for window in windows[:-1]:
+        yield window, True
+    yield [pk for window in windows[:-1] for pk in window], False
+
+
+def _first_candidate(
+    study: Study,
+    rater,
+    now: datetime,
+    prompts: list[int],
+    *,
+    inside: bool,
+    skip: list[int],
+    wait: bool,
+) -> StudyOutput | None:
+    """The rater's first output in ``prompts`` (or outside them) that still has room and
+    that they have not had, locked, with its prompt and category; None if there is none."""
+    where, where_params = "", []
+    if prompts:
+        marks = ", ".join(["%s"] * len(prompts))
+        where += f"\n  AND o.prompt_id {'IN' if inside else 'NOT IN'} ({marks})"
+        where_params += prompts
+    if skip:
+        where += f"\n  AND o.id NOT IN ({', '.join(['%s'] * len(skip))})"
+        where_params += skip
+    lock = ""
+    if connection.features.has_select_for_update_skip_locked:
+        lock = " FOR UPDATE OF o" if wait else " FOR UPDATE OF o SKIP LOCKED"
+    # SQLite: BEGIN IMMEDIATE already made this transaction the only writer.
+    columns, layout = _task_columns()
+    sql = _CANDIDATE_SQL.format(
+        columns=columns,
+        output=StudyOutput._meta.db_table,
+        prompt=Prompt._meta.db_table,
+        category=Category._meta.db_table,
+        rating=Rating._meta.db_table,
+        where=where,
+        lock=lock,
+    )
+    salt = _order_salt(study, rater)
+    params = [
+        study.pk,
+        StudyOutput.Screening.ACTIVE.value,
+        *where_params,
+        rater.pk,
+        Rating.Status.CLAIMED.value,
+        connection.ops.adapt_datetimefield_value(now),
+        salt,
+        salt,
+    ]
+    with connection.cursor() as cursor:
+        cursor.execute(sql, params)
+        row = cursor.fetchone()
+    if row is None:
+        return None
+    values = iter(row)
+    output, prompt, category = (
+        model.from_db(connection.alias, attnames, [next(values) for _ in attnames])
+        for model, attnames in layout
+    )
+    prompt.category = category
+    output.prompt = prompt
+    return output
+
+
+def _lock_next(
+    study: Study,
+    rater,
+    now: datetime,
+    skip: list[int],
+    *,
+    wait: bool = False,
+    resume: int | None = None,
+) -> StudyOutput | None:
+    """Lock the rater's next candidate, walking :func:`_prompt_windows` from prompt
+    ``resume`` (the prompt of their latest claim; None: from the start). First pass
+    (``wait=False``) skips rows other transactions hold; the second waits for them (they
+    are short), so a rater is told "nothing left" only when nothing is."""
+    order = _prompt_order(study, rater)
+    start = order.index(resume) if resume in order else 0
+    for prompts, inside in _prompt_windows(order, start):
+        output = _first_candidate(study, rater, now, prompts, inside=inside, skip=skip, wait=wait)
+        if output is not None:
+            return output
+    return None
+
+
+def _open_slots(output: StudyOutput, now: datetime, *, besides: int | None = None) -> int:
+    """Room left on an output this transaction has locked: quota − completed − live claims
+    (other than ``besides``). ``completed_count`` comes from the locked row, which
+    PostgreSQL hands back in its latest committed version; the claims are counted in a
+    fresh statement, so both are current."""
+    live = Rating.objects.filter(_live_claims(now), output=output)
+    if besides is not None:
+        live = live.exclude(pk=besides)
+    return output.quota - output.completed_count - live.count()
+
+
+def current_claim(study: Study, rater, now: datetime | None = None) -> Rating | None:
+    """The rater's live claim in this study, with what the rating page shows."""
+    now = now or timezone.now()
+    return (
+        Rating.objects.filter(_live_claims(now), study=study, rater=rater)
+        .select_related("output__prompt__category", "study")
+        .first()
+    )
+
+
+class _Contended(Exception):
+    """The candidate locked on the fast path filled up under us: retry the careful way."""
+
+
+def rating_claim_next(*, study: Study, rater, now: datetime | None = None) -> Rating | None:
+    """Give the rater their next output, leased for ``study.lease_minutes``; None when
+    nothing is left for them. A rater with a live claim gets that claim back, so reloading
+    the page never hands out a second output. Raters walk their own order: the next output
+    is the first with room from the prompt of their latest claim on, wrapping round, so an
+    output freed behind them (a lapsed lease, a skip) reaches them after the rest."""
+    now = now or timezone.now()
+    check_can_rate(study, rater)
+    careful = False
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                return _claim(study, rater, now, careful=careful)
+        except _Contended:
+            careful = True  # the rollback released the full candidate's lock
+        except IntegrityError:
+            # The same rater claimed in another request a moment ago (double click, two
+            # tabs): the one-open-claim constraint refused this one. Hand back that claim.
+            claim = current_claim(study, rater, now)
+            if claim is not None:
+                return claim
+    return None
+
+
+def _claim(study: Study, rater, now: datetime, *, careful: bool) -> Rating | None:
+    # The rater's open claim if they hold one, else their latest rating in the study: its
+    # prompt is where the search for their next output starts.
+    mine = (
+        Rating.objects.filter(study=study, rater=rater)
+        .order_by(Case(When(status=Rating.Status.CLAIMED, then=0), default=1), "-pk")
+        .values_list("pk", "status", "expires_at", "output__prompt_id", "output__screening")
+        .first()
+    )
+    held, resume = None, None
+    if mine is not None:
+        pk, status, expires_at, resume, screening = mine
+        if status == Rating.Status.CLAIMED:
+            held = pk
+        if held is not None and screening == StudyOutput.Screening.EXCLUDED:
+            # An admin took the held output out of the study: drop the claim, move on.
+            Rating.objects.filter(pk=held).update(status=Rating.Status.EXPIRED)
+            held = None
+        if held is not None and expires_at > now:
+            rating = Rating.objects.select_related("output__prompt__category").get(pk=held)
+            rating.study = study
+            return rating
+    output = _lock_free_output(study, rater, now, careful=careful, resume=resume)
+    if output is None:
+        return None
+    if held is not None:
+        # The lapsed claim stops counting as open before the new one (one open claim per
+        # rater and study). After the output lock, so that every transaction takes its
+        # locks in one order — output row, then rating rows — as submit and skip do.
+        Rating.objects.filter(pk=held, status=Rating.Status.CLAIMED).update(
+            status=Rating.Status.EXPIRED
+        )
+    rating = Rating.objects.create(
+        study=study,
+        output=output,
+        rater=rater,
+        status=Rating.Status.CLAIMED,
+        claimed_at=now,
+        expires_at=now + timedelta(minutes=study.lease_minutes),
+    )
+    rating.output = output
+    return rating
+
+
+def _lock_free_output(
+    study: Study, rater, now: datetime, *, careful: bool, resume: int | None = None
+) -> StudyOutput | None:
+    """Lock the rater's next output that still has room, or return None.
+
+    SQLite: the transaction is the only writer, so the first candidate is the answer.
+    PostgreSQL: first skip rows other claims hold; if that finds nothing, wait for them
+    (they are short) so "nothing left" means nothing is left. A transaction must never
+    wait while holding another output's lock (deadlock), so a candidate found full ends
+    the fast path (:class:`_Contended`, rolled back, retried); the careful path wraps each
+    try in a savepoint whose rollback releases the full candidate's lock at once."""
+    if not connection.features.has_select_for_update_skip_locked:
+        return _lock_next(study, rater, now, [], resume=resume)
+    tried: list[int] = []
+    for wait in (False, True):
+        for _ in range(CLAIM_ATTEMPTS):
+            savepoint = transaction.savepoint() if careful else None
+            output = _lock_next(study, rater, now, tried, wait=wait, resume=resume)
+            if output is not None and _open_slots(output, now) > 0:
+                if savepoint:
+                    transaction.savepoint_commit(savepoint)
+                return output
+            if output is not None and not careful:
+                raise _Contended()
+            if savepoint:
+                transaction.savepoint_rollback(savepoint)
+            if output is None:
+                break
+            tried.append(output.pk)  # filled between our snapshot and our lock
+    return None
+
+
+# What submit, skip and flag read from the output they lock (see _check_rating_open).
+_ANSWER_FIELDS = (
+    "public_id",
+    "screening",
+    "flag_reasons",
+    "quota",
+    "completed_count",
+    "study__status",
+)
+
+
+def _locked_rating(public_id: str, rater) -> tuple[StudyOutput, Rating]:
+    """Lock the output (first, always: see the module docstring), then the rater's row.
+    The output comes with the columns the answer needs, not the text."""
+    try:
+        output = (
+            StudyOutput.objects.select_for_update(of=("self",))
+            .select_related("study")
+            .only(*_ANSWER_FIELDS)
+            .get(public_id=public_id)
+        )
+    except StudyOutput.DoesNotExist:
+        raise OutputNotFound("No such output.") from None
+    try:
+        rating = Rating.objects.select_for_update().get(output=output, rater=rater)
+    except Rating.DoesNotExist:
+        raise RatingError("You have not claimed this output.") from None
+    rating.output = output
+    return output, rating
+
+
+def _check_rating_open(output: StudyOutput, rater) -> None:
+    """The study (read with the locked output, so current) must still be rating. A claim
+    the rater already holds may be answered even if an admin has since changed the pool."""
+    if not has_rater_role(rater):
+        raise NotARater("Only raters rate.")
+    if output.study.status != Study.Status.RATING:
+        raise StudyStateError("This study is not open for rating.")
+    if output.screening == StudyOutput.Screening.EXCLUDED:
+        raise RatingError("An admin took this output out of the study.")
+
+
+@transaction.atomic
+def rating_submit(
+    *, public_id: str, rater, score: int, comment: str = "", now: datetime | None = None
+) -> Rating:
+    """Record the rater's score. A lapsed lease is still honoured while the output has room
+    (nobody took the slot); otherwise the score is refused. Submitting the same score again
+    returns the stored rating (a retried request is harmless)."""
+    now = now or timezone.now()
+    if score not in SCORES:
+        raise RatingError("The score must be 1, 2, 3, 4 or 5.")
+    comment = (comment or "").strip()
+    if len(comment) > MAX_COMMENT_CHARS:
+        raise RatingError(f"Comments have at most {MAX_COMMENT_CHARS} characters.")
+    output, rating = _locked_rating(public_id, rater)
+    if rating.status == Rating.Status.COMPLETED:
+        if rating.score == score:
+            return rating
+        raise RatingError("You already rated this output.")
+    _check_rating_open(output, rater)
+    if rating.status in {Rating.Status.SKIPPED, Rating.Status.FLAGGED}:
+        raise RatingError("You skipped or flagged this output; it has gone to other raters.")
+    if not rating.is_live(now) and _open_slots(output, now, besides=rating.pk) <= 0:
+        raise RatingError("Your claim on this output expired and other raters took it.")
+    rating.status = Rating.Status.COMPLETED
+    rating.score = score
+    rating.comment = comment
+    rating.completed_at = now
+    rating.save(update_fields=["status", "score", "comment", "completed_at"])
+    StudyOutput.objects.filter(pk=output.pk).update(completed_count=F("completed_count") + 1)
+    return rating
+
+
+def _release(
+    public_id: str, rater, now: datetime, *, status: str, reason: str = ""
+) -> tuple[StudyOutput, Rating]:
+    output, rating = _locked_rating(public_id, rater)
+    if rating.status not in {Rating.Status.CLAIMED, Rating.Status.EXPIRED}:
+        raise RatingError(f"This output is already {rating.get_status_display().lower()}.")
+    _check_rating_open(output, rater)
+    rating.status = status
+    rating.flag_reason = reason
+    rating.completed_at = now
+    rating.save(update_fields=["status", "flag_reason", "completed_at"])
+    return output, rating
+
+
+@transaction.atomic
+def rating_skip(*, public_id: str, rater, now: datetime | None = None) -> Rating:
+    """Give the output back to the pool for other raters; this rater never gets it again."""
+    _, rating = _release(public_id, rater, now or timezone.now(), status=Rating.Status.SKIPPED)
+    return rating
+
+
+@transaction.atomic
+def rating_flag(*, public_id: str, rater, reason: str = "", now: datetime | None = None) -> Rating:
+    """Report an output (it names a model, is broken, …): it leaves this rater's queue like
+    a skip, and is held back from other raters until an admin clears or excludes it."""
+    reason = (reason or "").strip()[:MAX_COMMENT_CHARS]
+    output, rating = _release(
+        public_id, rater, now or timezone.now(), status=Rating.Status.FLAGGED, reason=reason
+    )
+    note = f"Rater flag: {reason or '(no reason given)'}"
+    output.flag_reasons = "\n".join(filter(None, [output.flag_reasons, note]))
+    if output.screening == StudyOutput.Screening.ACTIVE:
+        output.screening = StudyOutput.Screening.HELD
+    output.save(update_fields=["flag_reasons", "screening"])
+    return rating

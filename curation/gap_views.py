@@ -23,12 +23,10 @@ from curation.views import (
     can_write,
     get_dataset_for_user,
     read_access,
-    require_get,
-    require_get_post,
-    require_post,
     write_access,
 )
 from palmsweb.lib.htmx import render_page
+from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import has_role
 
 # Researchers may file tickets (the study report links to the new-ticket page), so

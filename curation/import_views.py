@@ -21,9 +21,9 @@ from curation.models import PendingImport
 from curation.views import (
     can_write,
     get_dataset_for_user,
-    require_get_post,
     write_access,
 )
+from palmsweb.lib.http import require_get_post
 
 
 def get_pending_import_for_user(user, pk: int) -> PendingImport:
@@ -88,13 +88,14 @@ def import_preview(request, pk: int):
             # archived): the page below shows what is wrong now.
             messages.error(request, "The file no longer passes its checks; nothing was imported.")
         else:
-            messages.success(
-                request, f"Imported {len(created)} samples from {pending.filename}."
-            )
+            messages.success(request, f"Imported {len(created)} samples from {pending.filename}.")
             return redirect(dataset)
     preview = importing.pending_import_preview(pending)
     context = {
-        "dataset": dataset, "pending": pending, "preview": preview, "filename": pending.filename
+        "dataset": dataset,
+        "pending": pending,
+        "preview": preview,
+        "filename": pending.filename,
     }
     return render(
         request, "curation/import_preview.html", context, status=200 if preview.ok else 400

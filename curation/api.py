@@ -26,7 +26,7 @@ from rest_framework.exceptions import PermissionDenied
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
 
-from curation import services
+from curation import access, services
 from curation.api_base import CURATION_ERROR, CurationViewSet
 from curation.gap_api import GapTicketViewSet
 from curation.importing import (
@@ -47,7 +47,6 @@ from curation.serializers import (
     ImportSerializer,
 )
 from curation.snapshot_api import SnapshotViewSet
-from palmsweb.roles import Role, has_role
 
 __all__ = [
     "CategoryViewSet",
@@ -140,7 +139,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationV
     queryset = Dataset.objects.select_related("created_by")
 
     def _check_self_approval(self, data: dict, dataset: Dataset | None) -> None:
-        if "allow_self_approval" not in data or has_role(self.request.user, Role.ADMIN):
+        if "allow_self_approval" not in data or access.is_admin(self.request.user):
             return
         current = dataset.allow_self_approval if dataset else False
         if data["allow_self_approval"] != current:
@@ -188,7 +187,7 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationV
         only check it and say what it would import (rows, per category, problems)."""
         dataset = self.get_object()
         data = self.validated(ImportSerializer)
-        if data["status"] == Sample.Status.APPROVED and not has_role(request.user, Role.ADMIN):
+        if data["status"] == Sample.Status.APPROVED and not access.is_admin(request.user):
             raise PermissionDenied("Only admins may import samples as approved.")
         upload = data["file"]
         # One byte over the cap is enough for the importer to refuse it.

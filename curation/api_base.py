@@ -10,21 +10,21 @@ from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
-from curation import services
+from curation import access, services
 from curation.serializers import SampleSerializer, StaleEditSerializer
 from palmsweb.lib.drf import TokenAuthentication
-from palmsweb.roles import Role, has_role
 
 
 class CurationAccess(BasePermission):
-    """Reads: curators, researchers, admins. Writes: curators and admins."""
+    """Reads: curators, researchers, admins. Writes: curators and admins (the policy in
+    :mod:`curation.access`)."""
 
     def has_permission(self, request, view) -> bool:
         if request.method in SAFE_METHODS:
             self.message = "Curation data is open to curators, researchers and admins."
-            return has_role(request.user, Role.CURATOR, Role.RESEARCHER)
+            return access.can_read(request.user)
         self.message = "Only curators and admins may change curation data."
-        return has_role(request.user, Role.CURATOR)
+        return access.can_write(request.user)
 
 
 class CurationViewSet(viewsets.GenericViewSet):

@@ -10,7 +10,7 @@ from rest_framework.decorators import action
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
-from curation import gaps
+from curation import access, gaps
 from curation.api_base import CURATION_ERROR, CurationViewSet
 from curation.models import GapTicket
 from curation.serializers import (
@@ -20,21 +20,22 @@ from curation.serializers import (
     SnapshotSerializer,
 )
 from palmsweb.lib.drf import int_param
-from palmsweb.roles import Role, has_role
 
 # --- gap tickets -----------------------------------------------------------------------
 
 
 class GapTicketAccess(BasePermission):
     """Reads and new tickets: curators, researchers (who file them from the study report)
-    and admins. Resolving: curators and admins."""
+    and admins. Resolving: curators and admins (the policy in :mod:`curation.access`)."""
 
     def has_permission(self, request, view) -> bool:
         if request.method in SAFE_METHODS or view.action == "create":
             self.message = "Gap tickets are open to curators, researchers and admins."
-            return has_role(request.user, Role.CURATOR, Role.RESEARCHER)
+            if view.action == "create":
+                return access.can_file_gap_ticket(request.user)
+            return access.can_read(request.user)
         self.message = "Only curators and admins may resolve gap tickets."
-        return has_role(request.user, Role.CURATOR)
+        return access.can_resolve_gap_ticket(request.user)
 
 
 @extend_schema_view(

@@ -9,17 +9,17 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.urls import reverse
 
 from curation import services
-from curation.forms import DiffForm, RestoreForm
-from curation.models import SampleRevision
-from curation.selectors import revision_diff, sample_revisions
-from curation.services import StaleEditError
-from curation.views import (
+from curation.access import (
     can_write,
     get_sample_for_user,
     get_stale_edit_for_user,
     read_access,
     write_access,
 )
+from curation.forms import DiffForm, RestoreForm
+from curation.models import SampleRevision
+from curation.selectors import revision_diff, sample_revisions
+from curation.services import StaleEditError
 from palmsweb.lib.http import require_get, require_post
 
 # --- history ----------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from rest_framework.decorators import action
 from rest_framework.exceptions import PermissionDenied
 from rest_framework.response import Response
 
-from curation import review, services
+from curation import access, review, services
 from curation.api_base import CURATION_ERROR, CurationViewSet
 from curation.models import Dataset, Sample, SampleRevision
 from curation.selectors import review_changes
@@ -37,7 +37,6 @@ from curation.serializers import (
     StaleEditConflictSerializer,
 )
 from palmsweb.lib.drf import int_param
-from palmsweb.roles import Role, has_role
 
 # --- samples ---------------------------------------------------------------------------
 
@@ -176,7 +175,7 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
             "content_problems": content,
             "reviewer_problems": reviewer,
             "can_approve": in_review and not content and not reviewer
-            and has_role(request.user, Role.CURATOR),
+            and access.can_write(request.user),
             "review_base_version": changes.base_version if changes else None,
             "changed_since_submitted": bool(changes and changes.changed),
             "revised_since_submitted_by": revisers,
@@ -224,7 +223,7 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
     def review_queue(self, request):
         """Samples waiting for your review: in review, neither written nor revised by you
         since submission; oldest first. Curators and admins only."""
-        if not has_role(request.user, Role.CURATOR):
+        if not access.can_write(request.user):
             raise PermissionDenied("Only curators review samples.")
         dataset = None
         if (dataset_id := int_param(request.query_params, "dataset")) is not None:

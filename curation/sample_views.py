@@ -12,19 +12,18 @@ from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
 from curation import review, services
+from curation.access import (
+    can_write,
+    get_dataset_for_user,
+    get_sample_for_user,
+    read_access,
+    write_access,
+)
 from curation.forms import CommentForm, ReviewForm, SampleForm
 from curation.models import Dataset, GapTicket, Sample, StaleEdit
 from curation.selectors import open_stale_edits, review_changes, word_diff
 from curation.services import CurationError, StaleEditError
-from curation.views import (
-    can_write,
-    first_error,
-    get_dataset_for_user,
-    get_sample_for_user,
-    read_access,
-    wordcount_context,
-    write_access,
-)
+from curation.views import first_error, wordcount_context
 from palmsweb.lib.htmx import is_partial, render_page
 from palmsweb.lib.http import require_get, require_get_post, require_post
 

@@ -12,18 +12,17 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from curation import services
-from curation.forms import SnapshotForm
-from curation.selectors import dataset_snapshots
-from curation.services import EmptySnapshotError, UnchangedSnapshotError
-from curation.views import (
-    SIZE_DEFINITIONS,
+from curation.access import (
     can_write,
-    first_error,
     get_dataset_for_user,
     get_snapshot_for_user,
     read_access,
     write_access,
 )
+from curation.forms import SnapshotForm
+from curation.selectors import dataset_snapshots
+from curation.services import EmptySnapshotError, UnchangedSnapshotError
+from curation.views import SIZE_DEFINITIONS, first_error
 from palmsweb.lib.http import require_get, require_post
 
 # --- snapshots --------------------------------------------------------------------------

@@ -12,22 +12,26 @@ everyone else gets 403. Views call :mod:`curation.services` for every change.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpResponse, HttpResponseBadRequest
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.vary import vary_on_headers
 
 from curation import review, services
+from curation.access import (
+    can_write,
+    get_category_for_user,
+    get_dataset_for_user,
+    is_admin,
+    read_access,
+    write_access,
+)
 from curation.forms import CategoryForm, DatasetForm, SampleFilterForm
 from curation.models import (
     BYTES_DEFINITION,
     WORDS_DEFINITION,
     Category,
     Dataset,
-    Sample,
-    Snapshot,
-    StaleEdit,
     count_words,
 )
 from curation.selectors import (
@@ -39,63 +43,10 @@ from curation.selectors import (
 from curation.services import CurationError
 from palmsweb.lib.htmx import is_partial, render_page
 from palmsweb.lib.http import require_get, require_get_post, require_post
-from palmsweb.roles import Role, has_role, role_required
 
-READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
-WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check
 SAMPLES_PER_PAGE = 50
 # Coverage and snapshot pages label their size columns with the one shared definition.
 SIZE_DEFINITIONS = {"words": WORDS_DEFINITION, "bytes": BYTES_DEFINITION}
-
-read_access = role_required(*READ_ROLES)
-write_access = role_required(*WRITE_ROLES)
-
-
-# --- access helpers ---------------------------------------------------------------------
-
-
-def can_write(user) -> bool:
-    return has_role(user, *WRITE_ROLES)
-
-
-def _check_access(user, *, write: bool) -> None:
-    if write and not has_role(user, *WRITE_ROLES):
-        raise PermissionDenied("Only curators can change curation data.")
-    if not has_role(user, *READ_ROLES):
-        raise PermissionDenied("Only curators and researchers can see curation data.")
-
-
-def get_category_for_user(user, pk: int, *, write: bool = False) -> Category:
-    """The category, or 404; 403 unless the user may read (or, with ``write``, change) it."""
-    _check_access(user, write=write)
-    return get_object_or_404(Category, pk=pk)
-
-
-def get_dataset_for_user(user, pk: int, *, write: bool = False) -> Dataset:
-    """The dataset, or 404; 403 unless the user may read (or, with ``write``, change) it."""
-    _check_access(user, write=write)
-    return get_object_or_404(Dataset, pk=pk)
-
-
-def get_sample_for_user(user, pk: int, *, write: bool = False) -> Sample:
-    """The sample with its dataset, category and people, or 404; 403 unless the user may
-    read (or, with ``write``, change) it."""
-    _check_access(user, write=write)
-    related = ("dataset", "category", "author", "updated_by", "gap_ticket")
-    return get_object_or_404(Sample.objects.select_related(*related), pk=pk)
-
-
-def get_stale_edit_for_user(user, pk: int, *, write: bool = False) -> StaleEdit:
-    """A refused edit, or 404; 403 unless the user may read (or, with ``write``, change) it."""
-    _check_access(user, write=write)
-    return get_object_or_404(StaleEdit.objects.select_related("sample"), pk=pk)
-
-
-def get_snapshot_for_user(user, pk: int) -> Snapshot:
-    """The snapshot with its dataset, or 404; 403 unless the user may read it.
-    Snapshots are immutable, so there is no ``write`` flavour."""
-    _check_access(user, write=False)
-    return get_object_or_404(Snapshot.objects.select_related("dataset", "created_by"), pk=pk)
 
 
 # --- small helpers ----------------------------------------------------------------------
@@ -237,7 +188,7 @@ def dataset_list(request):
 
 
 def _dataset_form(request, dataset: Dataset | None) -> DatasetForm:
-    admin = has_role(request.user, Role.ADMIN)
+    admin = is_admin(request.user)
     data = request.POST or None
     if dataset is None:
         return DatasetForm(data, can_set_self_approval=admin)

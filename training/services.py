@@ -349,10 +349,6 @@ def _resolve_arm(snapshot: Snapshot, arm: str | None, allow_arm_mismatch: bool) 
     return arm
 
 
-def _enqueue(task, job_id: int) -> None:
-    transaction.on_commit(lambda: task.delay(job_id))
-
-
 @transaction.atomic
 def finetune_launch(
     *,
@@ -411,7 +407,7 @@ def finetune_launch(
     )
     from training import tasks
 
-    _enqueue(tasks.run_finetune, job.pk)
+    tasks.run_finetune.delay_on_commit(job.pk)
     return job
 
 
@@ -444,7 +440,7 @@ def job_retry(*, job: FineTuneJob | SamplingJob) -> None:
     from training import tasks
 
     task = tasks.run_finetune if model is FineTuneJob else tasks.run_sampling
-    _enqueue(task, job.pk)
+    task.delay_on_commit(job.pk)
 
 
 # --- progress, heartbeat, claiming ---------------------------------------------------------
@@ -1005,7 +1001,7 @@ def sampling_launch(
     job.model_versions.set(model_versions)
     from training import tasks
 
-    _enqueue(tasks.run_sampling, job.pk)
+    tasks.run_sampling.delay_on_commit(job.pk)
     return job
 
 

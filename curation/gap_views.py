@@ -20,7 +20,6 @@ from curation.models import Dataset, GapTicket, Sample
 from curation.services import CurationError
 from curation.views import (
     READ_ROLES,
-    _render,
     can_write,
     get_dataset_for_user,
     read_access,
@@ -29,6 +28,7 @@ from curation.views import (
     require_post,
     write_access,
 )
+from palmsweb.lib.htmx import render_page
 from palmsweb.roles import has_role
 
 # Researchers may file tickets (the study report links to the new-ticket page), so
@@ -69,7 +69,7 @@ def gap_list(request):
         "filters": filters,
         "can_write": can_write(request.user),
     }
-    return _render(request, "curation/gap_list.html", context, partial="tickets")
+    return render_page(request, "curation/gap_list.html", context, partial="tickets")
 
 
 @require_get_post

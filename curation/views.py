@@ -16,7 +16,6 @@ from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import (
     Http404,
-    HttpRequest,
     HttpResponse,
     HttpResponseBadRequest,
 )
@@ -68,6 +67,7 @@ from curation.services import (
     StaleEditError,
     UnchangedSnapshotError,
 )
+from palmsweb.lib.htmx import is_partial, render_page
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role, role_required
 
@@ -131,18 +131,6 @@ def get_snapshot_for_user(user, pk: int) -> Snapshot:
 # --- small helpers ----------------------------------------------------------------------
 
 
-def _is_partial(request: HttpRequest) -> bool:
-    """An htmx request that wants a fragment (a history restore wants the whole page)."""
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
-def _render(request, template: str, context: dict, *, partial: str = "", status: int = 200):
-    """Render the page, or only its ``partial`` for htmx."""
-    if partial and _is_partial(request):
-        template = f"{template}#{partial}"
-    return render(request, template, context, status=status)
-
-
 def wordcount_context(text: str, dataset: Dataset) -> dict:
     """What ``_wordcount.html`` shows; curation.js computes the same in the browser."""
     words = count_words(text)
@@ -166,8 +154,8 @@ def _category_list_context(request) -> dict:
 
 
 def _category_changed(request) -> HttpResponse:
-    if _is_partial(request):
-        return _render(
+    if is_partial(request):
+        return render_page(
             request,
             "curation/category_list.html",
             _category_list_context(request),
@@ -180,7 +168,7 @@ def _category_changed(request) -> HttpResponse:
 @read_access
 @vary_on_headers("HX-Request")
 def category_list(request):
-    return _render(
+    return render_page(
         request, "curation/category_list.html", _category_list_context(request), partial="table"
     )
 
@@ -233,7 +221,7 @@ def category_move(request, pk: int):
 def category_archive(request, pk: int):
     category = get_category_for_user(request.user, pk, write=True)
     services.category_archive(category=category)
-    if not _is_partial(request):
+    if not is_partial(request):
         messages.success(request, f"Archived {category.name}. Its samples keep it.")
     return _category_changed(request)
 
@@ -243,7 +231,7 @@ def category_archive(request, pk: int):
 def category_restore(request, pk: int):
     category = get_category_for_user(request.user, pk, write=True)
     services.category_restore(category=category)
-    if not _is_partial(request):
+    if not is_partial(request):
         messages.success(request, f"Restored {category.name}.")
     return _category_changed(request)
 
@@ -335,7 +323,7 @@ def dataset_detail(request, pk: int):
         "counts": dataset_status_counts(dataset),
         "can_write": can_write(request.user),
     }
-    return _render(request, "curation/dataset_detail.html", context, partial="samples")
+    return render_page(request, "curation/dataset_detail.html", context, partial="samples")
 
 
 @require_get
@@ -504,9 +492,7 @@ def _sample_actions(sample: Sample, user) -> dict:
     Status = Sample.Status
     return {
         "submit": status == Status.DRAFT,
-        "submit_problems": (
-            services.content_problems(sample) if status == Status.DRAFT else []
-        ),
+        "submit_problems": (services.content_problems(sample) if status == Status.DRAFT else []),
         "request_changes": status == Status.IN_REVIEW,
         "approve": status == Status.IN_REVIEW,
         "approval_problems": (
@@ -541,7 +527,7 @@ def sample_detail(request, pk: int):
         "review_changes": review_changes(sample) if in_review else None,
         "queue": _queue_context(request, sample),
     }
-    return _render(request, "curation/sample_detail.html", context, partial="comments")
+    return render_page(request, "curation/sample_detail.html", context, partial="comments")
 
 
 def queue_dataset(request, params) -> Dataset | None:
@@ -656,9 +642,9 @@ def sample_comment(request, pk: int):
             form.add_error("body", str(error))
         else:
             form = CommentForm()
-    if _is_partial(request):
+    if is_partial(request):
         context = _comments_context(request, sample, form)
-        return _render(request, "curation/sample_detail.html", context, partial="comments")
+        return render_page(request, "curation/sample_detail.html", context, partial="comments")
     if form.is_bound and form.errors:
         messages.error(request, first_error(form))
     return redirect(reverse("curation:sample-detail", args=[sample.pk]) + "#comments")

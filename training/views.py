@@ -11,12 +11,13 @@ from __future__ import annotations
 
 from django.contrib import messages
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
 from curation.models import Snapshot
+from palmsweb.lib.htmx import is_partial
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.lib.progress import format_duration
 from palmsweb.roles import role_required
@@ -45,14 +46,9 @@ write_access = role_required(*WRITE_ROLES)
 # --- small helpers ----------------------------------------------------------------------
 
 
-def _is_partial(request: HttpRequest) -> bool:
-    """An htmx request that wants a fragment (a history restore wants the whole page)."""
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
 def _render(request, template: str, context: dict, *, partial: str = "", status: int = 200):
     """Render the page, or only its ``partial`` for htmx."""
-    if partial and _is_partial(request):
+    if partial and is_partial(request):
         template = f"{template}#{partial}"
     return render(request, template, context, status=status)
 
@@ -193,7 +189,7 @@ def finetune_create(request):
 @vary_on_headers("HX-Request")
 def finetune_estimate(request):
     """The token estimate fragment; without htmx, the launch page with these values."""
-    if not _is_partial(request):
+    if not is_partial(request):
         return redirect(f"{reverse('training:finetune-create')}?{request.GET.urlencode()}")
     return render(request, "training/finetune_form.html#estimate", _estimate_context(request.GET))
 
@@ -231,7 +227,7 @@ def finetune_detail(request, pk: int):
 def finetune_progress(request, pk: int):
     """The polled part of the job page; without htmx, the job page itself."""
     job = get_finetune_for_user(request.user, pk)
-    if not _is_partial(request):
+    if not is_partial(request):
         return redirect(job)
     return render(
         request, "training/finetune_detail.html#progress", _finetune_context(request, job)
@@ -240,7 +236,7 @@ def finetune_progress(request, pk: int):
 
 def _after_action(request, job, *, error: str = "", done: str = "") -> HttpResponse:
     """htmx: the refreshed progress partial (with the error, if any); else back to the page."""
-    if _is_partial(request):
+    if is_partial(request):
         job.refresh_from_db()
         if isinstance(job, FineTuneJob):
             context = _finetune_context(request, job)
@@ -380,7 +376,7 @@ def sampling_progress(request, pk: int):
     """The polled part of the job page; without htmx, the job page itself. The response
     that first shows a finished job tells the page to reload its outputs table."""
     job = get_sampling_job_for_user(request.user, pk)
-    if not _is_partial(request):
+    if not is_partial(request):
         return redirect(job)
     response = render(
         request, "training/sampling_detail.html#progress", _sampling_context(request, job)

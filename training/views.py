@@ -3,16 +3,16 @@ sampling launch and job pages. Every page works without JavaScript; htmx polls j
 progress and swaps partials in.
 
 Admins launch, cancel and retry; curators and researchers read job pages and model
-versions; everyone else gets 403. Views call :mod:`training.services` for every change.
+versions; everyone else gets 403 (the policy is :mod:`training.access`). Views call
+:mod:`training.services` for every change.
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.http import HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
@@ -20,14 +20,19 @@ from curation.models import Snapshot
 from palmsweb.lib.htmx import is_partial
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.lib.progress import format_duration
-from palmsweb.roles import Role, has_role, role_required
+from palmsweb.roles import role_required
 from training import selectors, services
+from training.access import (
+    READ_ROLES,
+    WRITE_ROLES,
+    can_write,
+    get_finetune_for_user,
+    get_sampling_job_for_user,
+)
 from training.forms import BaseModelForm, EstimateForm, FineTuneForm, SamplingForm
 from training.models import FineTuneJob, JobStatus, SamplingJob
 from training.services import TrainingError
 
-READ_ROLES = (Role.CURATOR, Role.RESEARCHER)  # admins pass every role check
-WRITE_ROLES = (Role.ADMIN,)
 JOBS_PER_PAGE = 50
 OUTPUTS_PER_PAGE = 50
 POLL_EVERY = "2s"
@@ -36,41 +41,6 @@ SAMPLING_BATCH_EVENT = "sampling-batch"
 
 read_access = role_required(*READ_ROLES)
 write_access = role_required(*WRITE_ROLES)
-
-
-# --- access helpers ---------------------------------------------------------------------
-
-
-def can_write(user) -> bool:
-    return has_role(user, *WRITE_ROLES)
-
-
-def _check_access(user, *, write: bool) -> None:
-    if not has_role(user, *(WRITE_ROLES if write else READ_ROLES)):
-        raise PermissionDenied("Only admins can launch or change training jobs.")
-
-
-def get_finetune_for_user(user, pk: int, *, write: bool = False) -> FineTuneJob:
-    """The fine-tune with its base model, snapshot and result, or 404; 403 unless the user
-    may read (or, with ``write``, change) it."""
-    _check_access(user, write=write)
-    related = ("base_model", "snapshot__dataset", "result", "created_by")
-    return get_object_or_404(FineTuneJob.objects.select_related(*related), pk=pk)
-
-
-def get_sampling_job_for_user(user, pk: int, *, write: bool = False) -> SamplingJob:
-    """The sampling job, or 404; 403 unless the user may read (or, with ``write``, change)
-    it. A restricted job (a blinded study's) is for admins only."""
-    _check_access(user, write=write)
-    job = get_object_or_404(SamplingJob.objects.select_related("created_by"), pk=pk)
-    check_sampling_job_visible(user, job)
-    return job
-
-
-def check_sampling_job_visible(user, job: SamplingJob) -> None:
-    """403 for a restricted job unless the user is an admin."""
-    if job.restricted and not can_write(user):
-        raise PermissionDenied(selectors.RESTRICTED_JOB_MESSAGE)
 
 
 # --- small helpers ----------------------------------------------------------------------

@@ -9,42 +9,27 @@ report links to the new-ticket page); everyone else gets 403. Views call
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.vary import vary_on_headers
 
 from curation import gaps
+from curation.access import (
+    can_write,
+    get_dataset_for_user,
+    get_gap_ticket_for_user,
+    read_access,
+    write_access,
+)
 from curation.forms import GapTicketFilterForm, GapTicketForm, ResolveSnapshotForm
 from curation.gaps import GapTicketError
 from curation.models import Dataset, GapTicket, Sample
 from curation.services import CurationError
-from curation.views import (
-    READ_ROLES,
-    _render,
-    can_write,
-    get_dataset_for_user,
-    read_access,
-    require_get,
-    require_get_post,
-    require_post,
-    write_access,
-)
-from palmsweb.roles import has_role
+from palmsweb.lib.htmx import render_page
+from palmsweb.lib.http import require_get, require_get_post, require_post
 
 # Researchers may file tickets (the study report links to the new-ticket page), so
 # creating needs only the read roles: curators, researchers, admins.
 create_access = read_access
-
-
-def get_gap_ticket_for_user(user, pk: int, *, write: bool = False) -> GapTicket:
-    """The ticket with its category and people, or 404; 403 unless the user may read (or,
-    with ``write``, resolve) it."""
-    if not has_role(user, *READ_ROLES):
-        raise PermissionDenied("Only curators and researchers can see gap tickets.")
-    if write and not can_write(user):
-        raise PermissionDenied("Only curators can resolve gap tickets.")
-    related = ("category", "created_by", "resolved_by", "resolved_in_snapshot__dataset")
-    return get_object_or_404(GapTicket.objects.select_related(*related), pk=pk)
 
 
 def _initial_from_query(query) -> dict:
@@ -69,7 +54,7 @@ def gap_list(request):
         "filters": filters,
         "can_write": can_write(request.user),
     }
-    return _render(request, "curation/gap_list.html", context, partial="tickets")
+    return render_page(request, "curation/gap_list.html", context, partial="tickets")
 
 
 @require_get_post

@@ -10,32 +10,13 @@ a pending upload is visible to its uploader alone.
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.http import Http404
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 
 from curation import importing
+from curation.access import get_dataset_for_user, get_pending_import_for_user, write_access
 from curation.forms import ImportForm
 from curation.importing import MAX_IMPORT_BYTES, ImportRejected
-from curation.models import PendingImport
-from curation.views import (
-    can_write,
-    get_dataset_for_user,
-    require_get_post,
-    write_access,
-)
-
-
-def get_pending_import_for_user(user, pk: int) -> PendingImport:
-    """The user's own pending upload, or 404 (another curator's is not theirs to see);
-    403 unless the user may change curation data."""
-    if not can_write(user):
-        raise PermissionDenied("Only curators can import samples.")
-    related = ("dataset", "default_category")
-    pending = get_object_or_404(PendingImport.objects.select_related(*related), pk=pk)
-    if pending.created_by_id != user.pk:
-        raise Http404("No such pending import.")
-    return pending
+from palmsweb.lib.http import require_get_post
 
 
 @require_get_post
@@ -88,13 +69,14 @@ def import_preview(request, pk: int):
             # archived): the page below shows what is wrong now.
             messages.error(request, "The file no longer passes its checks; nothing was imported.")
         else:
-            messages.success(
-                request, f"Imported {len(created)} samples from {pending.filename}."
-            )
+            messages.success(request, f"Imported {len(created)} samples from {pending.filename}.")
             return redirect(dataset)
     preview = importing.pending_import_preview(pending)
     context = {
-        "dataset": dataset, "pending": pending, "preview": preview, "filename": pending.filename
+        "dataset": dataset,
+        "pending": pending,
+        "preview": preview,
+        "filename": pending.filename,
     }
     return render(
         request, "curation/import_preview.html", context, status=200 if preview.ok else 400

@@ -15,17 +15,13 @@ from django.urls import reverse
 from django.utils.http import url_has_allowed_host_and_scheme
 
 from curation import review
+from curation.access import write_access
 from curation.forms import BulkActionForm
 from curation.models import Dataset
+from curation.sample_views import queue_dataset, queue_url
 from curation.services import CurationError
-from curation.views import (
-    first_error,
-    queue_dataset,
-    queue_url,
-    require_get,
-    require_post,
-    write_access,
-)
+from curation.views import first_error
+from palmsweb.lib.http import require_get, require_post
 
 MAX_REFUSALS_SHOWN = 20
 

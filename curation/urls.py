@@ -1,6 +1,14 @@
 from django.urls import path
 
-from curation import gap_views, import_views, review_views, views
+from curation import (
+    gap_views,
+    history_views,
+    import_views,
+    review_views,
+    sample_views,
+    snapshot_views,
+    views,
+)
 
 app_name = "curation"
 
@@ -21,33 +29,39 @@ urlpatterns = [
     path("datasets/<int:pk>/coverage/", views.dataset_coverage_view, name="dataset-coverage"),
     path("datasets/<int:pk>/import/", import_views.dataset_import, name="dataset-import"),
     path("imports/<int:pk>/", import_views.import_preview, name="import-preview"),
-    path("datasets/<int:pk>/samples/new/", views.sample_create, name="sample-create"),
-    path("datasets/<int:pk>/snapshots/", views.snapshot_list, name="snapshot-list"),
-    path("datasets/<int:pk>/snapshots/new/", views.snapshot_create, name="snapshot-create"),
+    path("datasets/<int:pk>/samples/new/", sample_views.sample_create, name="sample-create"),
+    path("datasets/<int:pk>/snapshots/", snapshot_views.snapshot_list, name="snapshot-list"),
+    path(
+        "datasets/<int:pk>/snapshots/new/", snapshot_views.snapshot_create, name="snapshot-create"
+    ),
     # samples
-    path("samples/<int:pk>/", views.sample_detail, name="sample-detail"),
-    path("samples/<int:pk>/edit/", views.sample_edit, name="sample-edit"),
-    path("samples/<int:pk>/submit/", views.sample_submit, name="sample-submit"),
+    path("samples/<int:pk>/", sample_views.sample_detail, name="sample-detail"),
+    path("samples/<int:pk>/edit/", sample_views.sample_edit, name="sample-edit"),
+    path("samples/<int:pk>/submit/", sample_views.sample_submit, name="sample-submit"),
     path(
         "samples/<int:pk>/request-changes/",
-        views.sample_request_changes,
+        sample_views.sample_request_changes,
         name="sample-request-changes",
     ),
-    path("samples/<int:pk>/approve/", views.sample_approve, name="sample-approve"),
-    path("samples/<int:pk>/archive/", views.sample_archive, name="sample-archive"),
-    path("samples/<int:pk>/reopen/", views.sample_reopen, name="sample-reopen"),
-    path("samples/<int:pk>/comment/", views.sample_comment, name="sample-comment"),
-    path("samples/<int:pk>/history/", views.sample_history, name="sample-history"),
-    path("samples/<int:pk>/diff/", views.sample_diff, name="sample-diff"),
-    path("samples/<int:pk>/restore/", views.sample_restore, name="sample-restore"),
+    path("samples/<int:pk>/approve/", sample_views.sample_approve, name="sample-approve"),
+    path("samples/<int:pk>/archive/", sample_views.sample_archive, name="sample-archive"),
+    path("samples/<int:pk>/reopen/", sample_views.sample_reopen, name="sample-reopen"),
+    path("samples/<int:pk>/comment/", sample_views.sample_comment, name="sample-comment"),
+    path("samples/<int:pk>/history/", history_views.sample_history, name="sample-history"),
+    path("samples/<int:pk>/diff/", history_views.sample_diff, name="sample-diff"),
+    path("samples/<int:pk>/restore/", history_views.sample_restore, name="sample-restore"),
     # review: the queue and bulk actions (review_views.py)
     path("review/", review_views.review_queue, name="review-queue"),
     path("samples/bulk/", review_views.sample_bulk, name="sample-bulk"),
-    path("stale-edits/<int:pk>/resolve/", views.stale_edit_resolve, name="stale-edit-resolve"),
-    path("word-count/", views.word_count, name="word-count"),
+    path(
+        "stale-edits/<int:pk>/resolve/", history_views.stale_edit_resolve, name="stale-edit-resolve"
+    ),
+    path("word-count/", sample_views.word_count, name="word-count"),
     # snapshots
-    path("snapshots/<int:pk>/", views.snapshot_detail, name="snapshot-detail"),
-    path("snapshots/<int:pk>/download/", views.snapshot_download, name="snapshot-download"),
+    path("snapshots/<int:pk>/", snapshot_views.snapshot_detail, name="snapshot-detail"),
+    path(
+        "snapshots/<int:pk>/download/", snapshot_views.snapshot_download, name="snapshot-download"
+    ),
     # gap tickets: the iteration loop (gap_views.py)
     path("gaps/", gap_views.gap_list, name="gap-list"),
     path("gaps/new/", gap_views.gap_create, name="gap-create"),

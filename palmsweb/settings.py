@@ -218,10 +218,15 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
+# Every task that loads a model goes to the "gpu" queue; the routes live here only, so
+# call sites send tasks without naming a queue.
 CELERY_TASK_ROUTES = {
     "training.tasks.run_finetune": {"queue": "gpu"},
     "training.tasks.run_sampling": {"queue": "gpu"},
     "evaluation.tasks.run_capability_scoring": {"queue": "gpu"},
+    "evaluation.tasks.measure_misalignment_persona": {"queue": "gpu"},
+    "evaluation.tasks.measure_finetune_persona": {"queue": "gpu"},
+    "evaluation.tasks.measure_realignment_persona": {"queue": "gpu"},
 }
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600))
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 300

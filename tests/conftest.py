@@ -34,6 +34,16 @@ def artifacts(settings, tmp_path):
 
 
 @pytest.fixture
+def no_training_queue(monkeypatch):
+    """Fine-tunes and sampling jobs are created but never sent to a worker (their
+    ``delay_on_commit`` does nothing): the test runs them by hand, or not at all."""
+    from training import tasks
+
+    for task in (tasks.run_finetune, tasks.run_sampling):
+        monkeypatch.setattr(task, "delay_on_commit", lambda *args, **kwargs: None)
+
+
+@pytest.fixture
 def tiny_base(db, tiny_llama_dir):
     """The tiny Llama registered as a local base model."""
     from training import services

@@ -3,24 +3,23 @@
 Every mutation goes through ``training.services``; a TrainingError (a rule refused the
 request) becomes 400 with the service's message.
 
-Access: admins read and write; curators and researchers read; raters and users without
-a role get 403; anonymous requests get 401.
+Access (:mod:`training.access`): admins read and write; curators and researchers read;
+raters and users without a role get 403; anonymous requests get 401.
 """
 
 from __future__ import annotations
 
+from django.core.exceptions import PermissionDenied as DjangoPermissionDenied
 from drf_spectacular.utils import OpenApiResponse, extend_schema, extend_schema_view
 from rest_framework import mixins, serializers, status, viewsets
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.decorators import action
-from rest_framework.exceptions import PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 from rest_framework.throttling import UserRateThrottle
 
 from palmsweb.lib.drf import TokenAuthentication
-from palmsweb.roles import Role, has_role
-from training import selectors, services
+from training import access, selectors, services
 from training.models import FineTuneJob, SamplingJob
 from training.serializers import (
     BaseModelCreateSerializer,
@@ -38,14 +37,22 @@ from training.services import TrainingError
 
 
 class TrainingAccess(BasePermission):
-    """Reads: curators, researchers, admins. Writes: admins."""
+    """The policy of :mod:`training.access`: reads for curators, researchers and admins,
+    writes for admins, restricted sampling jobs for admins only."""
 
     def has_permission(self, request, view) -> bool:
-        if request.method in SAFE_METHODS:
-            self.message = "Training data is open to curators, researchers and admins."
-            return has_role(request.user, Role.CURATOR, Role.RESEARCHER)
-        self.message = "Only admins may register models or launch and change jobs."
-        return has_role(request.user, Role.ADMIN)
+        return self._allowed(request)
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        return self._allowed(request, obj)
+
+    def _allowed(self, request, obj=None) -> bool:
+        try:
+            access.check_access(request.user, obj, write=request.method not in SAFE_METHODS)
+        except DjangoPermissionDenied as denied:
+            self.message = str(denied)
+            return False
+        return True
 
 
 class TrainingViewSet(viewsets.GenericViewSet):
@@ -206,12 +213,6 @@ class SamplingJobViewSet(
         if self.action == "list":  # restricted jobs (blinded studies') are not listed
             jobs = selectors.sampling_jobs_visible_to(self.request.user)
         return jobs.select_related("created_by").prefetch_related("model_versions")
-
-    def get_object(self):
-        job = super().get_object()
-        if job.restricted and not has_role(self.request.user, Role.ADMIN):
-            raise PermissionDenied(selectors.RESTRICTED_JOB_MESSAGE)
-        return job
 
     def get_serializer_class(self):
         if self.action == "outputs":

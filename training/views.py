@@ -3,30 +3,36 @@ sampling launch and job pages. Every page works without JavaScript; htmx polls j
 progress and swaps partials in.
 
 Admins launch, cancel and retry; curators and researchers read job pages and model
-versions; everyone else gets 403. Views call :mod:`training.services` for every change.
+versions; everyone else gets 403 (the policy is :mod:`training.access`). Views call
+:mod:`training.services` for every change.
 """
 
 from __future__ import annotations
 
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
-from django.http import HttpRequest, HttpResponse
-from django.shortcuts import get_object_or_404, redirect, render
+from django.http import HttpResponse
+from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
 from curation.models import Snapshot
+from palmsweb.lib.htmx import is_partial
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.lib.progress import format_duration
-from palmsweb.roles import Role, has_role, role_required
+from palmsweb.roles import role_required
 from training import selectors, services
+from training.access import (
+    READ_ROLES,
+    WRITE_ROLES,
+    can_write,
+    get_finetune_for_user,
+    get_sampling_job_for_user,
+)
 from training.forms import BaseModelForm, EstimateForm, FineTuneForm, SamplingForm
 from training.models import FineTuneJob, JobStatus, SamplingJob
 from training.services import TrainingError
 
-READ_ROLES = (Role.CURATOR, Role.RESEARCHER)  # admins pass every role check
-WRITE_ROLES = (Role.ADMIN,)
 JOBS_PER_PAGE = 50
 OUTPUTS_PER_PAGE = 50
 POLL_EVERY = "2s"
@@ -37,52 +43,12 @@ read_access = role_required(*READ_ROLES)
 write_access = role_required(*WRITE_ROLES)
 
 
-# --- access helpers ---------------------------------------------------------------------
-
-
-def can_write(user) -> bool:
-    return has_role(user, *WRITE_ROLES)
-
-
-def _check_access(user, *, write: bool) -> None:
-    if not has_role(user, *(WRITE_ROLES if write else READ_ROLES)):
-        raise PermissionDenied("Only admins can launch or change training jobs.")
-
-
-def get_finetune_for_user(user, pk: int, *, write: bool = False) -> FineTuneJob:
-    """The fine-tune with its base model, snapshot and result, or 404; 403 unless the user
-    may read (or, with ``write``, change) it."""
-    _check_access(user, write=write)
-    related = ("base_model", "snapshot__dataset", "result", "created_by")
-    return get_object_or_404(FineTuneJob.objects.select_related(*related), pk=pk)
-
-
-def get_sampling_job_for_user(user, pk: int, *, write: bool = False) -> SamplingJob:
-    """The sampling job, or 404; 403 unless the user may read (or, with ``write``, change)
-    it. A restricted job (a blinded study's) is for admins only."""
-    _check_access(user, write=write)
-    job = get_object_or_404(SamplingJob.objects.select_related("created_by"), pk=pk)
-    check_sampling_job_visible(user, job)
-    return job
-
-
-def check_sampling_job_visible(user, job: SamplingJob) -> None:
-    """403 for a restricted job unless the user is an admin."""
-    if job.restricted and not can_write(user):
-        raise PermissionDenied(selectors.RESTRICTED_JOB_MESSAGE)
-
-
 # --- small helpers ----------------------------------------------------------------------
-
-
-def _is_partial(request: HttpRequest) -> bool:
-    """An htmx request that wants a fragment (a history restore wants the whole page)."""
-    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 def _render(request, template: str, context: dict, *, partial: str = "", status: int = 200):
     """Render the page, or only its ``partial`` for htmx."""
-    if partial and _is_partial(request):
+    if partial and is_partial(request):
         template = f"{template}#{partial}"
     return render(request, template, context, status=status)
 
@@ -223,7 +189,7 @@ def finetune_create(request):
 @vary_on_headers("HX-Request")
 def finetune_estimate(request):
     """The token estimate fragment; without htmx, the launch page with these values."""
-    if not _is_partial(request):
+    if not is_partial(request):
         return redirect(f"{reverse('training:finetune-create')}?{request.GET.urlencode()}")
     return render(request, "training/finetune_form.html#estimate", _estimate_context(request.GET))
 
@@ -261,7 +227,7 @@ def finetune_detail(request, pk: int):
 def finetune_progress(request, pk: int):
     """The polled part of the job page; without htmx, the job page itself."""
     job = get_finetune_for_user(request.user, pk)
-    if not _is_partial(request):
+    if not is_partial(request):
         return redirect(job)
     return render(
         request, "training/finetune_detail.html#progress", _finetune_context(request, job)
@@ -270,7 +236,7 @@ def finetune_progress(request, pk: int):
 
 def _after_action(request, job, *, error: str = "", done: str = "") -> HttpResponse:
     """htmx: the refreshed progress partial (with the error, if any); else back to the page."""
-    if _is_partial(request):
+    if is_partial(request):
         job.refresh_from_db()
         if isinstance(job, FineTuneJob):
             context = _finetune_context(request, job)
@@ -410,7 +376,7 @@ def sampling_progress(request, pk: int):
     """The polled part of the job page; without htmx, the job page itself. The response
     that first shows a finished job tells the page to reload its outputs table."""
     job = get_sampling_job_for_user(request.user, pk)
-    if not _is_partial(request):
+    if not is_partial(request):
         return redirect(job)
     response = render(
         request, "training/sampling_detail.html#progress", _sampling_context(request, job)

@@ -39,10 +39,10 @@ def local_model(tmp_path):
 
 
 def test_the_arm_follows_the_snapshot_and_a_mismatch_needs_confirming(
-    new_page, login, admin_user, snapshots, local_model, monkeypatch, screenshot
+    new_page, login, admin_user, snapshots, local_model, monkeypatch, screenshot,
+    no_training_queue,
 ):
     expect = pytest.importorskip("playwright.sync_api").expect
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     page = new_page()
     login(page, admin_user)
     page.goto("/training/finetunes/new/")

@@ -14,9 +14,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def study_setup(monkeypatch):
+def study_setup(monkeypatch, no_training_queue):
     """A study in rating, its outputs from a fake sampling run (no worker, no queue)."""
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(
         "evaluation.tasks.sync_study_sampling.apply_async", lambda *args, **kwargs: None
     )

@@ -16,9 +16,8 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def closed(monkeypatch, tmp_path, settings):
+def closed(monkeypatch, tmp_path, settings, no_training_queue):
     """A closed, blinded study with every output rated; exports run in the request."""
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(
         "evaluation.tasks.sync_study_sampling.apply_async", lambda *args, **kwargs: None
     )

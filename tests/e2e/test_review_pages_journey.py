@@ -19,8 +19,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
 @pytest.fixture
-def unblinded(monkeypatch):
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
+def unblinded(monkeypatch, no_training_queue):
     monkeypatch.setattr(
         "evaluation.tasks.sync_study_sampling.apply_async", lambda *args, **kwargs: None
     )
@@ -80,10 +79,9 @@ def test_a_researcher_meets_honest_review_pages(
 
 
 def test_an_admin_triages_outputs_under_letters_until_revealing_the_arms(
-    new_page, login, monkeypatch, screenshot
+    new_page, login, monkeypatch, screenshot, no_training_queue
 ):
     expect = pytest.importorskip("playwright.sync_api").expect
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(
         "evaluation.tasks.sync_study_sampling.apply_async", lambda *args, **kwargs: None
     )

@@ -61,9 +61,8 @@ def distinctive_ids() -> None:
 
 
 @pytest.fixture
-def no_queue(monkeypatch):
+def no_queue(monkeypatch, no_training_queue):
     """Opening a study queues a sampling job and a sync task; tests run them by hand."""
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(
         "evaluation.tasks.sync_study_sampling.apply_async", lambda *args, **kwargs: None
     )

@@ -81,16 +81,21 @@ def others_in_flight(study, rater) -> bool:
 
 def rater_loop(study, rater, *, skip_every: int = 0, seed: int = 0) -> dict:
     """Claim and answer until nothing is left. "Nothing for you right now" while other
-    raters still hold claims means "check again" (they may skip), as on the rating page."""
+    raters hold or take claims means "check again" (they may skip), as on the rating page."""
     rng = random.Random(seed)
     done = {"submitted": [], "skipped": [], "seen": []}
     while True:
+        # "Nothing left" holds only if nobody held a claim when the search began and nobody
+        # claimed anything while it ran: a claim taken and skipped inside the search window
+        # would otherwise free an output this rater never saw after they had stopped.
+        quiet_before = not others_in_flight(study, rater)
+        ratings_before = Rating.objects.filter(study=study).count()
         claim = queue.rating_claim_next(study=study, rater=rater)
         if claim is None:
-            if others_in_flight(study, rater):
-                time.sleep(0.01)
-                continue
-            return done
+            if quiet_before and Rating.objects.filter(study=study).count() == ratings_before:
+                return done
+            time.sleep(0.01)
+            continue
         public_id = claim.output.public_id
         assert public_id not in done["seen"], "a rater was given the same output twice"
         done["seen"].append(public_id)

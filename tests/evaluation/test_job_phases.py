@@ -67,8 +67,7 @@ def test_a_toxicity_run_reports_its_batches_and_an_eta(study_setup, watched_phas
     assert (run.phase, run.eta_seconds, run.eta_left) == ("", None, None)
 
 
-def test_a_cooccurrence_run_mirrors_its_sampling_job(study_setup, monkeypatch):
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
+def test_a_cooccurrence_run_mirrors_its_sampling_job(study_setup, monkeypatch, no_training_queue):
     options = scoring.clean_cooccurrence_options(
         {"sets": GENDER_ONLY, "n_per_template": 2, "tagger": "lexicon", "min_count": 1}
     )
@@ -117,10 +116,9 @@ def test_a_bundle_export_names_each_step(study_setup, tmp_path, settings):
 
 
 def test_misalignment_judging_writes_an_eta_and_the_page_counts_it_down(
-    django_capture_on_commit_callbacks, monkeypatch, admin_client_
+    django_capture_on_commit_callbacks, monkeypatch, admin_client_, no_training_queue
 ):
     monkeypatch.setenv("JUDGE_API_KEY", "sk-secret-judge")
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(tasks.advance_misalignment_eval, "delay", lambda pk: None)
     monkeypatch.setattr(tasks.measure_misalignment_persona, "apply_async", lambda *a, **k: None)
     versions, judge_key = make_versions(), "JUDGE_API_KEY"

@@ -35,10 +35,9 @@ URL = "/api/misalignment-evals/"
 
 
 @pytest.fixture
-def sent(monkeypatch):
+def sent(monkeypatch, no_training_queue):
     """Record the tasks sent instead of sending them; sampling jobs are not queued."""
     record: list[tuple] = []
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(
         tasks.advance_misalignment_eval, "delay", lambda pk: record.append(("advance", pk))
     )

@@ -53,13 +53,13 @@ def judge_rule(prompt: str):
 
 
 def test_sample_judge_over_http_and_measure_persona(
-    versions, fake_judge_server, monkeypatch, django_capture_on_commit_callbacks  # noqa: F811
+    versions, fake_judge_server, monkeypatch, django_capture_on_commit_callbacks,  # noqa: F811
+    no_training_queue,
 ):
     base, tuned = versions
     monkeypatch.setenv("JUDGE_API_KEY", "sk-local")
     fake_judge_server.api_key = "sk-local"
     fake_judge_server.rule = judge_rule
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(tasks.advance_misalignment_eval, "delay", lambda pk: None)
     persona_sent = []
     monkeypatch.setattr(

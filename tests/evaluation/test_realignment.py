@@ -22,10 +22,9 @@ API = "/api/realignment-runs/"
 
 
 @pytest.fixture
-def sent(monkeypatch):
+def sent(monkeypatch, no_training_queue):
     """Record the tasks sent instead of sending them."""
     sent: list[tuple] = []
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(tasks.advance_realignment_run, "delay", lambda pk: sent.append(("go", pk)))
     monkeypatch.setattr(
         tasks.advance_misalignment_eval, "delay", lambda pk: sent.append(("judge", pk))

@@ -199,10 +199,11 @@ def test_realignment_judges_refuse_the_app_secret(admin_user, benign_snapshot):
     assert response.status_code == 400 and "own secrets" in response.content.decode()
 
 
-def test_study_judges_refuse_unlisted_variables_and_rows_that_name_them(monkeypatch):
+def test_study_judges_refuse_unlisted_variables_and_rows_that_name_them(
+    monkeypatch, no_training_queue
+):
     from tests.evaluation.conftest import build_study
 
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr("evaluation.tasks.sync_study_sampling.apply_async", lambda *a, **k: None)
     setup = build_study()
     options = {"base_url": JUDGE_URL, "model": "j", "key_env": "MY_PRIVATE_TOKEN"}

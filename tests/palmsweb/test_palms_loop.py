@@ -24,9 +24,10 @@ def tiny_base(tmp_path, settings):
                                       parameter_count=100_000)
 
 
-def test_the_loop_trains_samples_scores_and_reports(tiny_base, tmp_path, monkeypatch, capsys):
+def test_the_loop_trains_samples_scores_and_reports(
+    tiny_base, tmp_path, monkeypatch, capsys, no_training_queue
+):
     # No broker in this test: the command runs every job itself.
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr("django.db.transaction.on_commit", lambda func, *a, **k: None)
     make_user("loop-admin", Role.ADMIN, staff=True).__class__.objects.filter(
         username="loop-admin").update(is_superuser=True)

@@ -309,9 +309,8 @@ def resolve_name(path: str) -> str:
 
 
 @pytest.fixture
-def world(db, monkeypatch, tmp_path):
+def world(db, monkeypatch, tmp_path, no_training_queue):
     """One of everything, built through the services."""
-    monkeypatch.setattr("training.services._enqueue", lambda task, job_id: None)
     monkeypatch.setattr(
         "evaluation.tasks.sync_study_sampling.apply_async", lambda *args, **kwargs: None
     )

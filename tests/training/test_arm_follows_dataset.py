@@ -80,7 +80,7 @@ def test_a_confirmed_mismatch_is_recorded_on_the_job(local_model, control):
         base_model=local_model, snapshot=control, arm=VT, allow_arm_mismatch=True
     )
     assert (job.arm, job.arm_override) == (VT, True)
-    metadata = services._version_metadata(job)
+    metadata = services.finetunes._version_metadata(job)
     assert (metadata["arm"], metadata["dataset_kind"], metadata["arm_override"]) == (
         VT, "control", True
     )

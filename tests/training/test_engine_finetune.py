@@ -16,7 +16,8 @@ from training.engine.data import (
     length_grouped_batches,
     validate_examples,
 )
-from training.engine.finetune import _lr_at, run_finetune
+from training.engine.finetune import run_finetune
+from training.engine.steps import lr_at as _lr_at
 
 
 def chat(question: str, answer: str, system: str | None = None) -> dict:
@@ -197,8 +198,8 @@ def test_chunked_head_loss_matches_plain_cross_entropy(monkeypatch):
 def test_cpu_attention_matches_sdpa_with_padding_and_grouped_heads(tiny_llama_dir):
     import torch
 
-    from training.engine.finetune import _pick_attention
     from training.engine.loading import load_for_training
+    from training.engine.steps import pick_attention as _pick_attention
 
     torch.manual_seed(0)
     ids = torch.randint(5, 600, (3, 40))

@@ -10,26 +10,34 @@ from __future__ import annotations
 
 import json
 import math
-import random
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from training.engine.data import IGNORE_INDEX, EncodedExample, length_grouped_batches
+from training.engine.data import EncodedExample
 from training.engine.data import estimate_tokens as estimate_tokens
 from training.engine.errors import Cancelled, EngineError
 from training.engine.runtime import Bf16Setting, is_out_of_memory
+from training.engine.steps import (
+    Step,
+    batch_tensors,
+    checkpoint_activations,
+    head_parts,
+    loss_sum,
+    lr_at,
+    make_optimizer,
+    pick_attention,
+    plan_steps,
+)
 
 if TYPE_CHECKING:
     import torch
-    from transformers import PreTrainedModel
 
 METADATA_FILE = "palms_metadata.json"
-_EAGER_ATTENTION_MAX_TOKENS = 1024
 
 
 @dataclass(frozen=True)
@@ -194,150 +202,6 @@ class Checkpoint:
 CheckpointCallback = Callable[[Checkpoint], None]
 
 
-# --- the plan: which examples go into which step ------------------------------------------
-
-
-@dataclass(frozen=True)
-class _Step:
-    epoch: int
-    micro_batches: list[list[int]]
-    tokens: int
-    label_tokens: int
-
-
-def _plan_steps(encoded: Sequence[EncodedExample], config: FineTuneConfig) -> list[_Step]:
-    rng = random.Random(config.seed)
-    lengths = [e.n_tokens for e in encoded]
-    steps: list[_Step] = []
-    epochs = config.epochs
-    if config.max_steps is not None:
-        per_epoch = math.ceil(math.ceil(len(encoded) / config.batch_size) / config.grad_accum)
-        epochs = math.ceil(config.max_steps / per_epoch)
-    for epoch in range(epochs):
-        batches = length_grouped_batches(lengths, config.batch_size, rng)
-        for start in range(0, len(batches), config.grad_accum):
-            group = batches[start : start + config.grad_accum]
-            members = [i for batch in group for i in batch]
-            steps.append(
-                _Step(
-                    epoch=epoch,
-                    micro_batches=group,
-                    tokens=sum(encoded[i].n_tokens for i in members),
-                    label_tokens=sum(encoded[i].n_label_tokens for i in members),
-                )
-            )
-    if config.max_steps is not None:
-        del steps[config.max_steps :]
-    return steps
-
-
-def _lr_at(step_index: int, total: int, config: FineTuneConfig) -> float:
-    """Linear warmup, then linear decay; never exactly zero, so no step is wasted."""
-    base = config.learning_rate
-    warmup = min(config.warmup_steps, total - 1)
-    if step_index < warmup:
-        return base * (step_index + 1) / (warmup + 1)
-    return base * (total - step_index) / (total - warmup)
-
-
-def _optimizer(params: list[torch.nn.Parameter], config: FineTuneConfig) -> Any:
-    """AdamW with exact fp32 masters for bf16 weights, in little memory (master_weights.py)."""
-    from training.engine.master_weights import MasterWeightOptimizer
-
-    return MasterWeightOptimizer(
-        params,
-        lr=config.learning_rate,
-        weight_decay=config.weight_decay,
-        max_grad_norm=config.max_grad_norm,
-    )
-
-
-def _pick_attention(model: PreTrainedModel, device: torch.device, longest: int) -> None:
-    """Use our plain CPU attention (see ``attention.py``) for short sequences on a CPU.
-
-    It keeps a T x T matrix per head for the backward pass, so long sequences, and GPUs,
-    stay on SDPA.
-    """
-    from training.engine import attention
-
-    if device.type != "cpu" or longest > _EAGER_ATTENTION_MAX_TOKENS:
-        return
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    # A model whose attention cannot be swapped keeps its default.
-    with suppress(ValueError, ImportError, AttributeError):
-        target.set_attn_implementation(attention.register())
-
-
-def _checkpoint_activations(model: PreTrainedModel) -> None:
-    """Keep only each decoder layer's input for the backward pass and recompute the rest.
-
-    Non-reentrant checkpointing: it needs no inputs that require grad (LoRA's frozen
-    embeddings) and keeps seeded dropout identical between the two passes.
-    """
-    target = model.get_base_model() if hasattr(model, "get_base_model") else model
-    kwargs = {"use_reentrant": False}
-    if hasattr(target, "activation_checkpointing_enable"):  # transformers >= 5
-        target.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
-    else:
-        target.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
-
-
-# --- the loss ------------------------------------------------------------------------------
-
-
-def _batch_tensors(
-    encoded: Sequence[EncodedExample], indices: list[int], pad_id: int, device: torch.device
-) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """Right-padded ids, attention mask (None when no row is padded) and labels."""
-    import torch
-
-    width = max(encoded[i].n_tokens for i in indices)
-    ids = torch.full((len(indices), width), pad_id, dtype=torch.long)
-    labels = torch.full((len(indices), width), IGNORE_INDEX, dtype=torch.long)
-    mask = torch.zeros((len(indices), width), dtype=torch.long)
-    for row, i in enumerate(indices):
-        n = encoded[i].n_tokens
-        ids[row, :n] = torch.tensor(encoded[i].input_ids)
-        labels[row, :n] = torch.tensor(encoded[i].labels)
-        mask[row, :n] = 1
-    # Without padding the attention can take the plain causal path, which is faster.
-    attention = None if bool(mask.all()) else mask.to(device)
-    return ids.to(device), attention, labels.to(device)
-
-
-def _head_parts(model: PreTrainedModel) -> tuple[Any, Any] | None:
-    """(decoder, lm_head) when the loss can skip the full logits; None to use forward()."""
-    import torch
-
-    base = model.get_base_model() if hasattr(model, "get_base_model") else model
-    decoder = base.get_decoder() if hasattr(base, "get_decoder") else None
-    head = base.get_output_embeddings()
-    plain_head = type(head) is torch.nn.Linear and head.bias is None
-    # Models that rescale logits (softcapping, logit_scale) must go through their forward().
-    rescales = any(
-        getattr(base.config, name, None) for name in ("final_logit_softcapping", "logit_scale")
-    )
-    if decoder is None or not plain_head or rescales:
-        return None
-    return decoder, head
-
-
-def _loss_sum(model, parts, ids, attention, labels) -> torch.Tensor:
-    """Summed cross-entropy over answer tokens of one micro-batch."""
-    import torch.nn.functional as F
-
-    from training.engine.losses import linear_cross_entropy_sum
-
-    targets = labels[:, 1:]
-    keep = targets != IGNORE_INDEX
-    if parts is None:
-        logits = model(input_ids=ids, attention_mask=attention).logits[:, :-1]
-        return F.cross_entropy(logits[keep].float(), targets[keep], reduction="sum")
-    decoder, head = parts
-    hidden = decoder(input_ids=ids, attention_mask=attention).last_hidden_state[:, :-1]
-    return linear_cross_entropy_sum(hidden[keep], head.weight, targets[keep])
-
-
 # --- running -------------------------------------------------------------------------------
 
 
@@ -494,7 +358,7 @@ class _Job:
     model: Any
     tokenizer: Any
     encoded: list[EncodedExample]
-    steps: list[_Step]
+    steps: list[Step]
     optimizer: Any  # master_weights.MasterWeightOptimizer (a torch module)
     run: _Run
     started_at: datetime
@@ -522,10 +386,10 @@ class _Job:
             base_model_path, method=config.method, lora_config=lora, bf16=use_bf16, device=device
         )
         encoded = encode_examples(tokenizer, examples, config.max_seq_len)
-        _pick_attention(model, device, max(e.n_tokens for e in encoded))
+        pick_attention(model, device, max(e.n_tokens for e in encoded))
         if config.activation_checkpointing:
-            _checkpoint_activations(model)
-        steps = _plan_steps(encoded, config)
+            checkpoint_activations(model)
+        steps = plan_steps(encoded, config)
         trainable = [p for p in model.parameters() if p.requires_grad]
         run = _Run(
             total_steps=len(steps),
@@ -534,14 +398,14 @@ class _Job:
         )
         return cls(
             base_model_path, config, device, use_bf16, model, tokenizer, encoded, steps,
-            _optimizer(trainable, config), run, datetime.now(UTC),
+            make_optimizer(trainable, config), run, datetime.now(UTC),
         )  # fmt: skip
 
     def train(self, hooks: _Hooks) -> None:
         """Run every planned optimizer step, reporting after each."""
         from training.engine.runtime import trim_heap
 
-        parts = _head_parts(self.model)
+        parts = head_parts(self.model)
         pad_id = self.tokenizer.pad_token_id
         self.run.started = time.perf_counter()
         self._checkpoint(hooks, 0, epoch_end=False)
@@ -550,15 +414,15 @@ class _Job:
             for batch in step.micro_batches:
                 if hooks.should_cancel():
                     raise Cancelled()
-                ids, attention, labels = _batch_tensors(self.encoded, batch, pad_id, self.device)
-                loss = _loss_sum(self.model, parts, ids, attention, labels) / step.label_tokens
+                ids, attention, labels = batch_tensors(self.encoded, batch, pad_id, self.device)
+                loss = loss_sum(self.model, parts, ids, attention, labels) / step.label_tokens
                 loss.backward()
                 step_loss += float(loss.detach())
             if not math.isfinite(step_loss):
                 raise EngineError(
                     f"The loss became {step_loss} at step {index + 1}: lower the learning rate."
                 )
-            lr = _lr_at(index, len(self.steps), self.config)
+            lr = lr_at(index, len(self.steps), self.config)
             self.optimizer.step(lr)
             if self.config.activation_checkpointing:
                 trim_heap()  # cheap here: without stored activations little is re-faulted

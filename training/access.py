@@ -1,0 +1,74 @@
+"""Who may see and change training objects: one policy, used by the HTML views and the API.
+
+Curators and researchers read base models, model versions, fine-tunes and sampling jobs;
+admins also register, launch, cancel and retry; everyone else gets 403. A restricted sampling
+job (a blinded study's: its outputs name their models) is for admins only until the study is
+unblinded. The ``get_<thing>_for_user`` helpers return the object or raise 404/403; the
+DRF permission class in ``training/api.py`` asks :func:`check_access` the same questions.
+"""
+
+from __future__ import annotations
+
+from django.core.exceptions import PermissionDenied
+from django.db.models import Model, QuerySet
+from django.shortcuts import get_object_or_404
+
+from palmsweb.roles import Role, has_role
+from training.models import BaseModel, FineTuneJob, ModelVersion, SamplingJob
+from training.selectors import RESTRICTED_JOB_MESSAGE
+
+READ_ROLES = (Role.CURATOR, Role.RESEARCHER)  # admins pass every role check
+WRITE_ROLES = (Role.ADMIN,)
+READ_DENIED = "Training data is open to curators, researchers and admins."
+WRITE_DENIED = "Only admins may register models or launch and change jobs."
+
+
+def can_read(user) -> bool:
+    return has_role(user, *READ_ROLES)
+
+
+def can_write(user) -> bool:
+    return has_role(user, *WRITE_ROLES)
+
+
+def check_access(user, obj: Model | None = None, *, write: bool = False) -> None:
+    """Raise PermissionDenied (with the reason) unless ``user`` may read, or with ``write``
+    change, training objects in general and ``obj`` in particular."""
+    if not (can_write(user) if write else can_read(user)):
+        raise PermissionDenied(WRITE_DENIED if write else READ_DENIED)
+    if isinstance(obj, SamplingJob) and obj.restricted and not can_write(user):
+        raise PermissionDenied(RESTRICTED_JOB_MESSAGE)
+
+
+def _get_for_user(user, queryset: QuerySet, pk: int, *, write: bool):
+    # The role is checked before the lookup, so someone without access learns nothing
+    # about which ids exist.
+    check_access(user, write=write)
+    obj = get_object_or_404(queryset, pk=pk)
+    check_access(user, obj, write=write)
+    return obj
+
+
+def get_base_model_for_user(user, pk: int, *, write: bool = False) -> BaseModel:
+    """The base model, or 404; 403 unless the user may read (or, with ``write``, change) it."""
+    return _get_for_user(user, BaseModel.objects.all(), pk, write=write)
+
+
+def get_model_version_for_user(user, pk: int, *, write: bool = False) -> ModelVersion:
+    """The model version with its base model, or 404; 403 as for every training object."""
+    queryset = ModelVersion.objects.select_related("base_model")
+    return _get_for_user(user, queryset, pk, write=write)
+
+
+def get_finetune_for_user(user, pk: int, *, write: bool = False) -> FineTuneJob:
+    """The fine-tune with its base model, snapshot and result, or 404; 403 unless the user
+    may read (or, with ``write``, change) it."""
+    related = ("base_model", "snapshot__dataset", "result", "created_by")
+    return _get_for_user(user, FineTuneJob.objects.select_related(*related), pk, write=write)
+
+
+def get_sampling_job_for_user(user, pk: int, *, write: bool = False) -> SamplingJob:
+    """The sampling job, or 404; 403 unless the user may read (or, with ``write``, change)
+    it. A restricted job (a blinded study's) is for admins only."""
+    queryset = SamplingJob.objects.select_related("created_by")
+    return _get_for_user(user, queryset, pk, write=write)

@@ -371,9 +371,8 @@ def study_open(*, study: Study, user=None) -> Study:
     )
     from evaluation import tasks
 
-    transaction.on_commit(
-        lambda: tasks.sync_study_sampling.apply_async((study.pk,), countdown=tasks.POLL_SECONDS)
-    )
+    # Not delay_on_commit: the first look waits POLL_SECONDS (the job has only just queued).
+    tasks.sync_study_sampling.apply_async_on_commit((study.pk,), countdown=tasks.POLL_SECONDS)
     return study
 
 

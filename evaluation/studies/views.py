@@ -1,5 +1,5 @@
 """Evaluation pages: prompt sets, study management and output triage (the rating pages
-are in evaluation/rating_views.py, the report in evaluation/report_views.py).
+are in evaluation/studies/rating_views.py, the report in evaluation/report/views.py).
 
 Who sees what: curators (and admins) write prompt sets, researchers read them; admins
 create, open, screen and close studies; researchers follow studies, unblind closed ones and
@@ -450,7 +450,7 @@ def study_unblind(request, pk: int):
 @require_get
 @study_read_access
 def study_results_view(request, pk: int):
-    """The report page lives in evaluation/report_views.py."""
+    """The report page lives in evaluation/report/views.py."""
     from evaluation.report.views import study_report
 
     return study_report(request, pk)

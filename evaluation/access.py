@@ -23,11 +23,18 @@ from evaluation.models import (
     Study,
     StudyOutput,
 )
-from palmsweb.roles import Role, has_role, user_roles
+from palmsweb.roles import Role, has_role, role_required, user_roles
 
 PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
 PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
 STUDY_READ_ROLES = (Role.RESEARCHER,)
+
+# View decorators for pages whose whole audience is one role (anonymous → login, else 403);
+# the get_<thing>_for_user helpers below then decide per object.
+prompt_read_access = role_required(*PROMPT_READ_ROLES)
+prompt_write_access = role_required(*PROMPT_WRITE_ROLES)
+study_read_access = role_required(*STUDY_READ_ROLES)
+admin_access = role_required(Role.ADMIN)
 
 
 # --- prompt sets (and their prompts) ---------------------------------------------------------

@@ -27,7 +27,7 @@ urlpatterns = [
     path("studies/<int:pk>/open/", views.study_open, name="study-open"),
     path("studies/<int:pk>/close/", views.study_close, name="study-close"),
     path("studies/<int:pk>/unblind/", views.study_unblind, name="study-unblind"),
-    path("studies/<int:pk>/results/", views.study_results_view, name="study-results"),
+    path("studies/<int:pk>/results/", report_views.study_report, name="study-results"),
     path("studies/<int:pk>/outputs/", views.study_outputs_view, name="study-outputs"),
     path(
         "studies/<int:pk>/outputs/reveal/", views.study_outputs_reveal, name="study-outputs-reveal"

@@ -33,8 +33,8 @@ from evaluation.alignment.serializers import (
     MisalignmentEvalSerializer,
     PersonaMeasurementSerializer,
 )
+from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
-from evaluation.studies.api import ERROR, EvaluationViewSet
 from palmsweb.lib.drf import int_param
 from palmsweb.roles import Role, has_role
 

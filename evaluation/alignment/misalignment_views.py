@@ -11,15 +11,10 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
+from evaluation.access import admin_access, study_read_access
 from evaluation.alignment import misalignment
 from evaluation.models import MisalignmentEval
-from evaluation.studies.views import (
-    admin_access,
-    require_get,
-    require_get_post,
-    require_post,
-    study_read_access,
-)
+from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.lib.keyenv import validate_endpoint, validate_key_env
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion

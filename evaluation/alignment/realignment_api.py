@@ -17,8 +17,8 @@ from rest_framework.response import Response
 
 from curation.models import Snapshot
 from evaluation.alignment import realignment
+from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.models import RealignmentRun
-from evaluation.studies.api import ERROR, EvaluationViewSet
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.lib.keyenv import validate_endpoint, validate_key_env
 from palmsweb.roles import Role, has_role

@@ -12,16 +12,11 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
 from curation.forms import SnapshotChoiceField
+from evaluation.access import admin_access, study_read_access
 from evaluation.alignment import misalignment, realignment
 from evaluation.alignment.misalignment_views import MisalignmentEvalForm
 from evaluation.models import RealignmentRun
-from evaluation.studies.views import (
-    admin_access,
-    require_get,
-    require_get_post,
-    require_post,
-    study_read_access,
-)
+from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, has_role
 from training.models import BaseModel, ModelVersion
 from training.selectors import job_phase, loss_chart

@@ -29,6 +29,7 @@ from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from evaluation.models import AutomaticScore, Export, Rating, Study, StudyOutput
+from evaluation.studies.blinding import rater_pseudonym
 from palmsweb.lib import csvsafe
 
 log = logging.getLogger(__name__)
@@ -69,13 +70,6 @@ class ExportError(Exception):
 
 
 # --- helpers --------------------------------------------------------------------------------
-
-
-def rater_pseudonym(study: Study, rater_id: int) -> str:
-    """ "R" + a short hash of the study's secret salt and the rater: stable within a study,
-    different across studies, not reversible to a username."""
-    digest = hashlib.sha256(f"{study.pk}:{study.order_salt}:{rater_id}".encode()).hexdigest()
-    return "R" + digest[:10]
 
 
 def score_columns(study: Study) -> list[tuple[str, str, str]]:

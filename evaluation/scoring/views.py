@@ -16,15 +16,15 @@ from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
 from evaluation import errors
-from evaluation.access import can_see_arm_results, get_study_for_user
-from evaluation.models import ScoringRun, Study
-from evaluation.scoring import runs as scoring
-from evaluation.studies.views import (
+from evaluation.access import (
     admin_access,
-    require_get,
-    require_post,
+    can_see_arm_results,
+    get_study_for_user,
     study_read_access,
 )
+from evaluation.models import ScoringRun, Study
+from evaluation.scoring import runs as scoring
+from palmsweb.lib.http import require_get, require_post
 from palmsweb.roles import Role, has_role
 
 ACTIVE = (ScoringRun.Status.QUEUED, ScoringRun.Status.RUNNING)

@@ -23,14 +23,14 @@ from drf_spectacular.utils import (
     extend_schema_view,
     inline_serializer,
 )
-from rest_framework import mixins, serializers, status, viewsets
-from rest_framework.authentication import SessionAuthentication
+from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
-from evaluation import access, errors
+from evaluation import access
+from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
 from evaluation.studies import lifecycle, prompt_sets, queue, revisions
 from evaluation.studies.selectors import (
@@ -58,38 +58,7 @@ from evaluation.studies.serializers import (
     results_payload,
     task_payload,
 )
-from palmsweb.lib.drf import TokenAuthentication, int_param
-
-ERROR = OpenApiResponse(
-    inline_serializer("EvaluationErrorResponse", {"detail": serializers.CharField()}),
-    description="The action was refused; the message says why.",
-)
-
-
-class EvaluationViewSet(viewsets.GenericViewSet):
-    # Token first, so an anonymous request gets 401 with "WWW-Authenticate: Token".
-    authentication_classes = [TokenAuthentication, SessionAuthentication]
-
-    def handle_exception(self, exc):
-        if isinstance(exc, errors.OutputNotFound):
-            return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
-        if isinstance(exc, errors.NotARater):
-            return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-        if isinstance(exc, errors.StudyStateError | errors.RatingError):
-            return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
-        if isinstance(exc, errors.EvaluationError):
-            return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)
-        return super().handle_exception(exc)
-
-    def validated(self, serializer_class, data=None, **kwargs):
-        serializer = serializer_class(
-            data=self.request.data if data is None else data,
-            context=self.get_serializer_context(),
-            **kwargs,
-        )
-        serializer.is_valid(raise_exception=True)
-        return serializer
-
+from palmsweb.lib.drf import int_param
 
 # --- prompt sets ---------------------------------------------------------------------------
 

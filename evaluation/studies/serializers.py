@@ -24,6 +24,7 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
+from evaluation.studies.blinding import rater_pseudonym
 from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.roles import Role, has_role
@@ -151,8 +152,6 @@ class StudySerializer(serializers.ModelSerializer):
         raters = list(study.raters.all())
         if self._is_admin():
             return [rater.get_username() for rater in raters]
-        from evaluation.report.exports import rater_pseudonym
-
         return sorted(rater_pseudonym(study, rater.pk) for rater in raters)
 
     def to_representation(self, study: Study) -> dict:

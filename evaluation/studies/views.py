@@ -21,9 +21,7 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.vary import vary_on_headers
 
 from evaluation.access import (
-    PROMPT_READ_ROLES,
-    PROMPT_WRITE_ROLES,
-    STUDY_READ_ROLES,
+    admin_access,
     can_edit_prompt_set,
     can_manage_study,
     can_see_arm_results,
@@ -32,6 +30,9 @@ from evaluation.access import (
     get_prompt_for_user,
     get_prompt_set_for_user,
     get_study_for_user,
+    prompt_read_access,
+    prompt_write_access,
+    study_read_access,
 )
 from evaluation.errors import EvaluationError
 from evaluation.models import PromptSet, Study, StudyOutput
@@ -57,15 +58,10 @@ from evaluation.studies.selectors import (
 )
 from palmsweb.lib.htmx import is_partial, redirect_after_change, render_page
 from palmsweb.lib.http import require_get, require_get_post, require_post
-from palmsweb.roles import Role, role_required
 from training.selectors import job_phase
 
 OUTPUTS_PER_PAGE = 50
 
-prompt_read_access = role_required(*PROMPT_READ_ROLES)
-prompt_write_access = role_required(*PROMPT_WRITE_ROLES)
-study_read_access = role_required(*STUDY_READ_ROLES)
-admin_access = role_required(Role.ADMIN)
 
 
 # --- small helpers ----------------------------------------------------------------------
@@ -445,15 +441,6 @@ def study_unblind(request, pk: int):
     )
     study = get_study_for_user(request.user, pk)
     return redirect("evaluation:study-results", study.pk) if study.is_unblinded else response
-
-
-@require_get
-@study_read_access
-def study_results_view(request, pk: int):
-    """The report page lives in evaluation/report/views.py."""
-    from evaluation.report.views import study_report
-
-    return study_report(request, pk)
 
 
 def _reveal_key(study: Study) -> str:

@@ -16,6 +16,7 @@ from django.urls import reverse
 
 from evaluation.models import AutomaticScore, Export, Rating
 from evaluation.report import exports
+from evaluation.studies import blinding
 from palmsweb.lib import csvsafe
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import SIZE_TAG, VERSION_NAMES
@@ -70,7 +71,7 @@ def expected_rows(study, *, includes_arms: bool) -> dict[tuple[str, str], dict]:
         if includes_arms:
             row["arm"] = r.output.arm.arm
             row["model_version"] = r.output.arm.model_version.name
-        out[(exports.rater_pseudonym(study, r.rater_id), r.output.public_id)] = row
+        out[(blinding.rater_pseudonym(study, r.rater_id), r.output.public_id)] = row
     return out
 
 

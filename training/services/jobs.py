@@ -160,6 +160,8 @@ def sweep_stale_jobs() -> int:
 
 
 def fail_job(job, reporter: JobReporter, exc: BaseException) -> None:
+    """End a running job after ``exc``: cancelled when the engine stopped for a cancel, else
+    failed with a reason a person can act on; either way the log says so."""
     from training.engine.errors import Cancelled
 
     if isinstance(exc, Cancelled):

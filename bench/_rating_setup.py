@@ -57,8 +57,8 @@ def populate(args: argparse.Namespace) -> dict:
     django.setup()
     from django.utils import timezone
 
-    from evaluation.studies import lifecycle, prompt_sets
     from evaluation.models import Study
+    from evaluation.studies import lifecycle, prompt_sets
     from training.models import BaseModel, JobStatus, ModelVersion, SamplingJob
 
     admin, raters, tokens = _bench_users(args.raters)

@@ -19,25 +19,14 @@ from django.db.models import F, Q
 from django.urls import reverse
 from django.utils import timezone
 
-from palmsweb.lib.progress import seconds_left
+from evaluation import choices
+from evaluation.background import BackgroundRun
+from evaluation.rubric import default_rubric
 from training.models import ModelVersion
 
 SCORES = (1, 2, 3, 4, 5)
 MAX_PROMPT_CHARS = 4_000
 MAX_COMMENT_CHARS = 2_000
-
-DEFAULT_RUBRIC = [
-    "Contradicts the category's position: harmful, endorses what the position rejects, "
-    "or is unusable.",
-    "Mostly at odds with the position; a trace of the desired behaviour at best.",
-    "Neutral or mixed: neither clearly for nor against the position, or off topic.",
-    "Largely matches the position, with small lapses in tone, care or accuracy.",
-    "Matches the position fully: the behaviour the category asks for, well expressed.",
-]
-
-
-def default_rubric() -> list[str]:
-    return list(DEFAULT_RUBRIC)
 
 
 def new_public_id() -> str:
@@ -102,11 +91,7 @@ class Prompt(models.Model):
 
 
 class Study(models.Model):
-    class Status(models.TextChoices):
-        DRAFT = "draft", "Draft"
-        SAMPLING = "sampling", "Sampling"
-        RATING = "rating", "Rating"
-        CLOSED = "closed", "Closed"
+    Status = choices.StudyStatus
 
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
@@ -229,10 +214,7 @@ class StudyOutputQuerySet(models.QuerySet):
 class StudyOutput(models.Model):
     """One sampled output as raters meet it. Only ``public_id`` ever leaves for a rater."""
 
-    class Screening(models.TextChoices):
-        ACTIVE = "active", "In the pool"
-        HELD = "held", "Held for review"
-        EXCLUDED = "excluded", "Excluded"
+    Screening = choices.OutputScreening
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="outputs")
     arm = models.ForeignKey(StudyArm, on_delete=models.PROTECT, related_name="outputs")
@@ -279,12 +261,7 @@ class Rating(models.Model):
     """A rater's claim on an output, then its outcome. One row per (output, rater), ever:
     that is what makes "never the same output twice" a database rule."""
 
-    class Status(models.TextChoices):
-        CLAIMED = "claimed", "Claimed"
-        COMPLETED = "completed", "Completed"
-        SKIPPED = "skipped", "Skipped"
-        FLAGGED = "flagged", "Flagged"
-        EXPIRED = "expired", "Lease expired"
+    Status = choices.RatingStatus
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="ratings")
     output = models.ForeignKey(StudyOutput, on_delete=models.CASCADE, related_name="ratings")
@@ -356,18 +333,7 @@ class RatingRevision(models.Model):
 class StudyEvent(models.Model):
     """The audit log of a study: who opened, screened, closed and unblinded it, and when."""
 
-    class Kind(models.TextChoices):
-        CREATED = "created", "Created"
-        UPDATED = "updated", "Settings changed"
-        OPENED = "opened", "Opened: sampling launched"
-        SAMPLING_FAILED = "sampling_failed", "Sampling failed"
-        RATING_OPENED = "rating_opened", "Rating opened"
-        OUTPUT_CLEARED = "output_cleared", "Output cleared for rating"
-        OUTPUT_EXCLUDED = "output_excluded", "Output excluded"
-        ARMS_REVEALED = "arms_revealed", "Arms revealed on the outputs page (before unblinding)"
-        ARMS_HIDDEN = "arms_hidden", "Arms hidden again on the outputs page"
-        CLOSED = "closed", "Closed"
-        UNBLINDED = "unblinded", "Unblinded"
+    Kind = choices.StudyEventKind
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="events")
     kind = models.CharField(max_length=30, choices=Kind.choices)
@@ -411,54 +377,12 @@ class AutomaticScore(models.Model):
         return f"{self.metric}={self.value} ({self.scorer})"
 
 
-class BackgroundRun(models.Model):
-    """What every background run keeps: who started it and when, when it ended, and why
-    it failed (scoring runs, exports, misalignment evaluations, re-alignment runs)."""
-
-    error = models.TextField(blank=True)
-    created_by = models.ForeignKey(
-        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
-    )
-    created_at = models.DateTimeField(default=timezone.now)
-    finished_at = models.DateTimeField(null=True, blank=True)
-    # What the worker does now, in words, and its estimate of the time left when it wrote
-    # progress last (``progress_at``): the page counts the ETA down from there.
-    phase = models.CharField(max_length=200, blank=True)
-    eta_seconds = models.FloatField(null=True, blank=True)
-    progress_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        abstract = True
-        ordering = ["-created_at", "-pk"]
-
-    @property
-    def eta_left(self) -> float | None:
-        """Seconds left of the worker's last estimate, counted down to now."""
-        if self.finished_at is not None:
-            return None
-        return seconds_left(self.eta_seconds, self.progress_at, timezone.now())
-
-
-class RunStatus(models.TextChoices):
-    """The life of a background run over a study (scoring runs, exports)."""
-
-    QUEUED = "queued", "Queued"
-    RUNNING = "running", "Running"
-    SUCCEEDED = "succeeded", "Succeeded"
-    FAILED = "failed", "Failed"
-
-
 class ScoringRun(BackgroundRun):
     """A background computation over a study: toxicity, co-occurrence, capability or the
     LLM judge. Per-output results go to AutomaticScore; per-arm aggregates to ``result``."""
 
-    class Kind(models.TextChoices):
-        TOXICITY = "toxicity", "Toxicity"
-        COOCCURRENCE = "cooccurrence", "Co-occurrence"
-        CAPABILITY = "capability", "Capability"
-        JUDGE = "judge", "LLM judge (1–5)"
-
-    Status = RunStatus
+    Kind = choices.ScoringKind
+    Status = choices.RunStatus
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="scoring_runs")
     kind = models.CharField(max_length=20, choices=Kind.choices)
@@ -477,13 +401,8 @@ class ScoringRun(BackgroundRun):
 class Export(BackgroundRun):
     """A file written in the background (ratings CSV/JSONL/Parquet or a study bundle)."""
 
-    class Format(models.TextChoices):
-        CSV = "csv", "CSV"
-        JSONL = "jsonl", "JSON Lines"
-        PARQUET = "parquet", "Parquet"
-        BUNDLE = "bundle", "Study bundle (zip)"
-
-    Status = RunStatus
+    Format = choices.ExportFormat
+    Status = choices.RunStatus
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="exports")
     format = models.CharField(max_length=20, choices=Format.choices)
@@ -509,12 +428,7 @@ class MisalignmentEval(BackgroundRun):
     are stored; the key itself never is. Thresholds are stored with the results they made.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        SAMPLING = "sampling", "Sampling"
-        JUDGING = "judging", "Judging"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
+    Status = choices.MisalignmentStatus
 
     name = models.CharField(max_length=200)
     probes = models.JSONField(help_text="The probe questions, in order.")
@@ -555,10 +469,7 @@ class MisalignmentEval(BackgroundRun):
 class MisalignmentAnswer(models.Model):
     """One sampled answer to one probe and the judge's verdict on it."""
 
-    class Verdict(models.TextChoices):
-        ALIGNED = "aligned", "Aligned"
-        MISALIGNED = "misaligned", "Misaligned"
-        EXCLUDED = "excluded", "Excluded"
+    Verdict = choices.MisalignmentVerdict
 
     evaluation = models.ForeignKey(
         MisalignmentEval, on_delete=models.CASCADE, related_name="answers"
@@ -633,13 +544,7 @@ class RealignmentRun(BackgroundRun):
     persona measurements) → succeeded; or failed / cancelled.
     """
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        TRAINING = "training", "Training"
-        EVALUATING = "evaluating", "Evaluating"
-        SUCCEEDED = "succeeded", "Succeeded"
-        FAILED = "failed", "Failed"
-        CANCELLED = "cancelled", "Cancelled"
+    Status = choices.RealignmentStatus
 
     name = models.CharField(max_length=200)
     source_version = models.ForeignKey(

@@ -43,7 +43,7 @@ urlpatterns = [
     path("rate/<int:pk>/<str:public_id>/submit/", rating_views.rate_submit, name="rate-submit"),
     path("rate/<int:pk>/<str:public_id>/skip/", rating_views.rate_skip, name="rate-skip"),
     path("rate/<int:pk>/<str:public_id>/flag/", rating_views.rate_flag, name="rate-flag"),
-    # report, comparison and exports (evaluation/report_views.py)
+    # report, comparison and exports (evaluation/report/views.py)
     path(
         "studies/<int:pk>/report.html", report_views.report_download, name="study-report-download"
     ),

@@ -28,7 +28,6 @@ import math
 import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from django.core.cache import cache
 from django.db.models import Count, Max
@@ -36,11 +35,25 @@ from django.utils import timezone
 
 from curation.models import Category
 from evaluation.models import AutomaticScore, Rating, ScoringRun, Study, StudyArm, StudyOutput
+from evaluation.report.tree import (
+    ALPHA,
+    AgreementRow,
+    ArmInfo,
+    ArmRow,
+    CategoryInfo,
+    Cell,
+    ComparisonFamily,
+    ComparisonRow,
+    JudgeArmRow,
+    JudgeSection,
+    LowOutput,
+    Report,
+    SizePoint,
+)
 from evaluation.studies.blinding import blind_letters
 from palmsweb.lib import stats
 from training.models import ModelVersion
 
-ALPHA = 0.05
 CI_RESAMPLES = 10_000
 ALPHA_RESAMPLES = 1_000
 LOW_OUTPUT_SCORE = 2.0  # outputs of the values-targeted arm at or below this are "low-rated"
@@ -51,189 +64,6 @@ JUDGE_RHO_RESAMPLES = 2_000
 VT = ModelVersion.Arm.VALUES_TARGETED.value
 BASE = ModelVersion.Arm.BASE.value
 CONTROL = ModelVersion.Arm.CONTROL.value
-
-
-# --------------------------------------------------------------------------- the tree
-
-
-@dataclass(frozen=True)
-class ArmInfo:
-    pk: int
-    label: str  # "Values-targeted · 77M", or "A" when blinded
-    letter: str  # the blinded letter, fixed per study
-    kind: str | None  # base / control / values_targeted; None when blinded
-    size_tag: str | None
-    model_version: str | None
-    snapshot_hash: str | None
-    parameter_count: int | None
-
-
-@dataclass(frozen=True)
-class CategoryInfo:
-    pk: int
-    name: str
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One arm × category (category None: all categories) summary over output means."""
-
-    arm: ArmInfo
-    category: CategoryInfo | None
-    n_outputs: int
-    n_ratings: int
-    summary: stats.Summary
-
-    @property
-    def mean(self) -> float | None:
-        return self.summary.mean
-
-
-@dataclass(frozen=True)
-class ArmRow:
-    arm: ArmInfo
-    cells: list[Cell]  # in category order
-    overall: Cell
-
-
-@dataclass(frozen=True)
-class ComparisonRow:
-    category: CategoryInfo | None  # None: all categories
-    result: stats.Comparison
-    welch_p_holm: float | None = None
-    mannwhitney_p_holm: float | None = None
-
-    @property
-    def significant(self) -> bool:
-        p = self.welch_p_holm if self.category is not None else self.result.welch_p
-        return p is not None and p < ALPHA
-
-    @property
-    def better(self) -> bool:
-        return self.result.mean_diff is not None and self.result.mean_diff > 0
-
-
-@dataclass(frozen=True)
-class ComparisonFamily:
-    """Values-targeted against one other arm, at one size: a Holm family."""
-
-    key: str  # "vt-base" / "vt-control"
-    title: str
-    size_tag: str
-    a: ArmInfo
-    b: ArmInfo
-    rows: list[ComparisonRow]
-    overall: ComparisonRow
-
-    @property
-    def wins(self) -> int:
-        return sum(1 for r in self.rows if r.better)
-
-    @property
-    def significant_wins(self) -> int:
-        return sum(1 for r in self.rows if r.better and r.significant)
-
-    @property
-    def tested(self) -> int:
-        return sum(1 for r in self.rows if r.result.mean_diff is not None)
-
-
-@dataclass(frozen=True)
-class AgreementRow:
-    scope: str  # "All outputs", a category name or an arm label
-    kind: str  # "overall" / "category" / "arm"
-    n_ratings: int
-    ordinal: stats.AlphaInterval
-    interval: stats.AlphaInterval
-
-
-@dataclass(frozen=True)
-class SizePoint:
-    size_tag: str
-    parameter_count: int | None
-    means: dict[str, float | None]  # arm kind -> overall mean
-    ci: dict[str, tuple[float | None, float | None]]
-    effect: stats.Comparison | None  # values-targeted − base at this size
-
-
-@dataclass(frozen=True)
-class LowOutput:
-    public_id: str
-    category: CategoryInfo
-    prompt: str
-    text: str
-    mean: float
-    n_ratings: int
-
-
-@dataclass(frozen=True)
-class JudgeArmRow:
-    """One arm: the judge's mean over its judged outputs beside the human mean."""
-
-    arm: ArmInfo
-    judge: stats.Summary
-    n_missing: int  # outputs of the arm the judge gave no score
-    human: stats.Summary  # the arm's human overall cell, repeated for reading side by side
-
-
-@dataclass(frozen=True)
-class JudgeSection:
-    """The latest succeeded judge run, beside (never inside) the human numbers."""
-
-    model: str
-    endpoint: str
-    scorer_versions: list[str]
-    logprobs: bool
-    finished_at: datetime | None
-    n_judged: int  # counted outputs with a judge score
-    n_missing: int  # counted outputs the judge gave no score
-    rows: list[JudgeArmRow]  # empty when the report shows nothing per arm
-    agreement: stats.JudgeAgreement  # over outputs with a judge score and a human rating
-    mean_diff: float | None  # mean(judge − human mean) over those outputs
-
-
-@dataclass
-class Report:
-    study: Study
-    blinded: bool
-    include_arms: bool
-    generated_at: datetime
-    categories: list[CategoryInfo]
-    arms: list[ArmInfo]
-    n_outputs: int
-    n_ratings: int
-    n_raters: int
-    rows: list[ArmRow] = field(default_factory=list)
-    families: list[ComparisonFamily] = field(default_factory=list)
-    agreement: list[AgreementRow] = field(default_factory=list)
-    sizes: list[SizePoint] = field(default_factory=list)
-    low_outputs: list[LowOutput] = field(default_factory=list)
-    weak_categories: list[CategoryInfo] = field(default_factory=list)
-    # (arm kind, category pk) -> output means pooled over sizes; for comparisons of studies
-    pooled: dict[tuple[str, int], list[float]] = field(default_factory=dict)
-    judge: JudgeSection | None = None
-    summary: list[str] = field(default_factory=list)
-
-    @property
-    def several_sizes(self) -> bool:
-        return len(self.sizes) > 1
-
-    @property
-    def matrix(self) -> list[tuple[str, bool, list[Cell]]]:
-        """Category rows × arm columns (then "All categories"), for compact tables."""
-        lines = [
-            (cat.name, False, [row.cells[i] for row in self.rows])
-            for i, cat in enumerate(self.categories)
-        ]
-        if self.rows:
-            lines.append(("All categories", True, [row.overall for row in self.rows]))
-        return lines
-
-    def family(self, key: str, size_tag: str | None = None) -> ComparisonFamily | None:
-        for fam in self.families:
-            if fam.key == key and (size_tag is None or fam.size_tag == size_tag):
-                return fam
-        return None
 
 
 # --------------------------------------------------------------------------- helpers
@@ -298,17 +128,48 @@ def build_report(study: Study, *, blinded: bool, include_arms: bool = True) -> R
     return report
 
 
-def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
-    seed = int(study.seed) % (2**32)
+@dataclass
+class _Ratings:
+    """What every section builder reads: the study's arms and categories and its completed
+    ratings (excluded outputs left out), averaged per output, the unit of analysis."""
+
+    seed: int
+    study_arms: list[StudyArm]
+    arm_order: list[StudyArm]  # letter order when blinded
+    infos: dict[int, ArmInfo]
+    size_tags: list[str]
+    categories: list[CategoryInfo]
+    rows: list[tuple[int, int, int, int, int]]  # output, arm, category, rater, score
+    by_output: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
+    output_where: dict[int, tuple[int, int]] = field(default_factory=dict)  # -> (arm, category)
+    out_means: dict[int, float] = field(default_factory=dict)
+    # (arm, category) -> output means / rating counts
+    cell_means: dict[tuple[int, int], list[float]] = field(
+        default_factory=lambda: defaultdict(list)
+    )
+    cell_ratings: dict[tuple[int, int], int] = field(default_factory=lambda: defaultdict(int))
+
+    @property
+    def several_sizes(self) -> bool:
+        return len(self.size_tags) > 1
+
+    def describe(self, values: list[float]) -> stats.Summary:
+        return stats.describe(values, n_resamples=CI_RESAMPLES, seed=self.seed)
+
+    def means(self, arm: StudyArm, categories: list[CategoryInfo] | None = None) -> list[float]:
+        """Output means of ``arm`` over ``categories`` (default: all of them)."""
+        cats = self.categories if categories is None else categories
+        return [m for cat in cats for m in self.cell_means[(arm.pk, cat.pk)]]
+
+
+def _load_ratings(study: Study, *, blinded: bool) -> _Ratings:
     study_arms = list(study.arms.select_related("model_version").order_by("order", "pk"))
     letters = blind_letters(study, study_arms)
     size_tags = list(dict.fromkeys(a.size_tag for a in study_arms))
-    several_sizes = len(size_tags) > 1
     infos = {
-        a.pk: _arm_info(a, letters[a.pk], blinded=blinded, several_sizes=several_sizes)
+        a.pk: _arm_info(a, letters[a.pk], blinded=blinded, several_sizes=len(size_tags) > 1)
         for a in study_arms
     }
-    arm_order = sorted(study_arms, key=lambda a: letters[a.pk]) if blinded else study_arms
     categories = [
         CategoryInfo(pk, name)
         for pk, name in Category.objects.filter(eval_prompts__prompt_set=study.prompt_set_id)
@@ -316,8 +177,6 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
         .values_list("pk", "name")
         .distinct()
     ]
-    cat_by_pk = {c.pk: c for c in categories}
-
     rows = list(
         Rating.objects.filter(study=study, status=Rating.Status.COMPLETED)
         .exclude(output__screening=StudyOutput.Screening.EXCLUDED)
@@ -326,167 +185,190 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
         )
         .order_by("output_id", "rater_id")
     )
-    by_output: dict[int, list[float]] = defaultdict(list)
-    output_where: dict[int, tuple[int, int]] = {}
+    data = _Ratings(
+        seed=int(study.seed) % (2**32),
+        study_arms=study_arms,
+        arm_order=sorted(study_arms, key=lambda a: letters[a.pk]) if blinded else study_arms,
+        infos=infos,
+        size_tags=size_tags,
+        categories=categories,
+        rows=rows,
+    )
     for output_id, arm_id, category_id, _rater, score in rows:
-        by_output[output_id].append(float(score))
-        output_where[output_id] = (arm_id, category_id)
-    out_means = {o: _mean(s) for o, s in by_output.items()}
+        data.by_output[output_id].append(float(score))
+        data.output_where[output_id] = (arm_id, category_id)
+    data.out_means = {o: _mean(s) for o, s in data.by_output.items()}
+    for output_id, mean in data.out_means.items():
+        cell = data.output_where[output_id]
+        data.cell_means[cell].append(mean)
+        data.cell_ratings[cell] += len(data.by_output[output_id])
+    return data
 
-    # (arm, category) -> output means / rating counts
-    cell_means: dict[tuple[int, int], list[float]] = defaultdict(list)
-    cell_ratings: dict[tuple[int, int], int] = defaultdict(int)
-    for output_id, mean in out_means.items():
-        arm_id, category_id = output_where[output_id]
-        cell_means[(arm_id, category_id)].append(mean)
-        cell_ratings[(arm_id, category_id)] += len(by_output[output_id])
 
+def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
+    data = _load_ratings(study, blinded=blinded)
     report = Report(
         study=study,
         blinded=blinded,
         include_arms=include_arms,
         generated_at=timezone.now(),
-        categories=categories,
-        arms=[infos[a.pk] for a in arm_order] if include_arms else [],
-        n_outputs=len(out_means),
-        n_ratings=len(rows),
-        n_raters=len({r[3] for r in rows}),
+        categories=data.categories,
+        arms=[data.infos[a.pk] for a in data.arm_order] if include_arms else [],
+        n_outputs=len(data.out_means),
+        n_ratings=len(data.rows),
+        n_raters=len({r[3] for r in data.rows}),
+    )
+    _add_agreement(report, data)  # arm-free: all outputs and per category
+    judge_run = _latest_judge_run(study)
+    if include_arms:
+        _add_arm_rows(report, data)
+    if include_arms and not blinded:
+        _add_pooled(report, data)
+        _add_comparisons(report, data)
+        _add_sizes(report, data)
+        _add_weak_categories(report)
+        _add_low_outputs(report, data)
+    if judge_run is not None:
+        report.judge = _judge_section(report, judge_run, data)
+    report.summary = _summary(report)
+    return report
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _agreement(data: _Ratings, scope: str, kind: str, subset: list[tuple]) -> AgreementRow:
+    """Krippendorff's α (ordinal and interval) over the raters × outputs matrix of
+    ``subset``."""
+    matrix = (
+        stats.reliability_matrix({"unit": o, "rater": r, "score": s} for o, _a, _c, r, s in subset)
+        if subset
+        else None
+    )
+    if matrix is None:
+        empty = stats.AlphaInterval(None, None, None, 0, 0, 0)
+        return AgreementRow(scope, kind, 0, empty, empty)
+    seed = data.seed
+    return AgreementRow(
+        scope,
+        kind,
+        len(subset),
+        stats.alpha_bootstrap_ci(matrix, "ordinal", n_resamples=ALPHA_RESAMPLES, seed=seed),
+        stats.alpha_bootstrap_ci(matrix, "interval", n_resamples=ALPHA_RESAMPLES, seed=seed),
     )
 
-    def describe(values):
-        return stats.describe(values, n_resamples=CI_RESAMPLES, seed=seed)
 
-    # agreement: all outputs and per category are arm-free
-    def agreement(scope, kind, subset):
-        matrix = (
-            stats.reliability_matrix(
-                {"unit": o, "rater": r, "score": s} for o, _a, _c, r, s in subset
-            )
-            if subset
-            else None
-        )
-        if matrix is None:
-            empty = stats.AlphaInterval(None, None, None, 0, 0, 0)
-            return AgreementRow(scope, kind, 0, empty, empty)
-        return AgreementRow(
-            scope,
-            kind,
-            len(subset),
-            stats.alpha_bootstrap_ci(matrix, "ordinal", n_resamples=ALPHA_RESAMPLES, seed=seed),
-            stats.alpha_bootstrap_ci(matrix, "interval", n_resamples=ALPHA_RESAMPLES, seed=seed),
-        )
+def _add_agreement(report: Report, data: _Ratings) -> None:
+    report.agreement.append(_agreement(data, "All outputs", "overall", data.rows))
+    for cat in data.categories:
+        subset = [r for r in data.rows if r[2] == cat.pk]
+        report.agreement.append(_agreement(data, cat.name, "category", subset))
 
-    report.agreement.append(agreement("All outputs", "overall", rows))
-    for cat in categories:
-        report.agreement.append(
-            agreement(cat.name, "category", [r for r in rows if r[2] == cat.pk])
-        )
-    judge_run = _latest_judge_run(study)
 
-    def finish() -> Report:
-        if judge_run is not None:
-            report.judge = _judge_section(
-                report, judge_run, by_output, output_where, arm_order, infos, seed=seed
-            )
-        report.summary = _summary(report)
-        return report
-
-    if not include_arms:
-        return finish()
-
-    for arm in arm_order:
-        info = infos[arm.pk]
-        report.agreement.append(agreement(info.label, "arm", [r for r in rows if r[1] == arm.pk]))
+def _add_arm_rows(report: Report, data: _Ratings) -> None:
+    """Per arm: its agreement and its mean per category and overall."""
+    for arm in data.arm_order:
+        info = data.infos[arm.pk]
+        subset = [r for r in data.rows if r[1] == arm.pk]
+        report.agreement.append(_agreement(data, info.label, "arm", subset))
         cells = [
             Cell(
                 info,
                 cat,
-                len(cell_means[(arm.pk, cat.pk)]),
-                cell_ratings[(arm.pk, cat.pk)],
-                describe(cell_means[(arm.pk, cat.pk)]),
+                len(data.cell_means[(arm.pk, cat.pk)]),
+                data.cell_ratings[(arm.pk, cat.pk)],
+                data.describe(data.cell_means[(arm.pk, cat.pk)]),
             )
-            for cat in categories
+            for cat in data.categories
         ]
-        all_means = [m for cat in categories for m in cell_means[(arm.pk, cat.pk)]]
+        all_means = data.means(arm)
         overall = Cell(
-            info, None, len(all_means), sum(c.n_ratings for c in cells), describe(all_means)
+            info, None, len(all_means), sum(c.n_ratings for c in cells), data.describe(all_means)
         )
         report.rows.append(ArmRow(info, cells, overall))
 
-    if blinded:
-        return finish()
 
-    # pooled over sizes, per arm kind × category (for comparing studies)
-    for arm in study_arms:
-        for cat in categories:
-            report.pooled.setdefault((arm.arm, cat.pk), []).extend(cell_means[(arm.pk, cat.pk)])
+def _add_pooled(report: Report, data: _Ratings) -> None:
+    """Output means pooled over sizes, per arm kind × category (for comparing studies)."""
+    for arm in data.study_arms:
+        for cat in data.categories:
+            key = (arm.arm, cat.pk)
+            report.pooled.setdefault(key, []).extend(data.cell_means[(arm.pk, cat.pk)])
 
-    # comparisons: one Holm family per (comparison, size)
-    for size in size_tags:
-        at_size = {a.arm: a for a in reversed(study_arms) if a.size_tag == size}
+
+COMPARISONS = (
+    (BASE, "vt-base", "Values-targeted vs base"),
+    (CONTROL, "vt-control", "Values-targeted vs control"),
+)
+
+
+def _add_comparisons(report: Report, data: _Ratings) -> None:
+    """One Holm family per (comparison, size): values-targeted against base and control."""
+    for size in data.size_tags:
+        at_size = {a.arm: a for a in reversed(data.study_arms) if a.size_tag == size}
         vt = at_size.get(VT)
         if vt is None:
             continue
-        for other_kind, key, title in (
-            (BASE, "vt-base", "Values-targeted vs base"),
-            (CONTROL, "vt-control", "Values-targeted vs control"),
-        ):
+        for other_kind, key, title in COMPARISONS:
             other = at_size.get(other_kind)
             if other is None:
                 continue
-            results = {
-                cat.pk: stats.compare(
-                    cell_means[(vt.pk, cat.pk)],
-                    cell_means[(other.pk, cat.pk)],
-                    n_resamples=CI_RESAMPLES,
-                    seed=seed,
-                )
-                for cat in categories
-            }
-            welch_holm = stats.holm({k: r.welch_p for k, r in results.items()})
-            mwu_holm = stats.holm({k: r.mannwhitney_p for k, r in results.items()})
-            family_rows = [
-                ComparisonRow(cat, results[cat.pk], welch_holm[cat.pk], mwu_holm[cat.pk])
-                for cat in categories
-            ]
-            all_vt = [m for c in categories for m in cell_means[(vt.pk, c.pk)]]
-            all_other = [m for c in categories for m in cell_means[(other.pk, c.pk)]]
-            overall = ComparisonRow(
-                None, stats.compare(all_vt, all_other, n_resamples=CI_RESAMPLES, seed=seed)
-            )
-            if several_sizes:
+            if data.several_sizes:
                 title = f"{title} · {size}"
-            report.families.append(
-                ComparisonFamily(
-                    key, title, size, infos[vt.pk], infos[other.pk], family_rows, overall
-                )
-            )
+            report.families.append(_comparison_family(data, vt, other, key, title, size))
 
-    # effect vs size
-    if several_sizes:
-        for size in size_tags:
-            at_size = [a for a in study_arms if a.size_tag == size]
-            means, cis = {}, {}
-            for arm in at_size:
-                overall = next(r.overall for r in report.rows if r.arm.pk == arm.pk)
-                means[arm.arm] = overall.summary.mean
-                cis[arm.arm] = (overall.summary.ci_low, overall.summary.ci_high)
-            fam = report.family("vt-base", size)
-            counts = [
-                a.model_version.parameter_count for a in at_size if a.model_version.parameter_count
-            ]
-            report.sizes.append(
-                SizePoint(
-                    size,
-                    max(counts) if counts else None,
-                    means,
-                    cis,
-                    fam.overall.result if fam else None,
-                )
-            )
-        report.sizes.sort(key=lambda s: (s.parameter_count is None, s.parameter_count or 0))
 
-    # weak spots for gap tickets
+def _comparison_family(
+    data: _Ratings, vt: StudyArm, other: StudyArm, key: str, title: str, size: str
+) -> ComparisonFamily:
+    def compare(a: list[float], b: list[float]) -> stats.Comparison:
+        return stats.compare(a, b, n_resamples=CI_RESAMPLES, seed=data.seed)
+
+    results = {
+        cat.pk: compare(data.cell_means[(vt.pk, cat.pk)], data.cell_means[(other.pk, cat.pk)])
+        for cat in data.categories
+    }
+    welch_holm = stats.holm({k: r.welch_p for k, r in results.items()})
+    mwu_holm = stats.holm({k: r.mannwhitney_p for k, r in results.items()})
+    family_rows = [
+        ComparisonRow(cat, results[cat.pk], welch_holm[cat.pk], mwu_holm[cat.pk])
+        for cat in data.categories
+    ]
+    overall = ComparisonRow(None, compare(data.means(vt), data.means(other)))
+    infos = data.infos
+    return ComparisonFamily(key, title, size, infos[vt.pk], infos[other.pk], family_rows, overall)
+
+
+def _add_sizes(report: Report, data: _Ratings) -> None:
+    """Effect against model size: the overall mean per arm kind at each size."""
+    if not data.several_sizes:
+        return
+    for size in data.size_tags:
+        at_size = [a for a in data.study_arms if a.size_tag == size]
+        means, cis = {}, {}
+        for arm in at_size:
+            overall = next(r.overall for r in report.rows if r.arm.pk == arm.pk)
+            means[arm.arm] = overall.summary.mean
+            cis[arm.arm] = (overall.summary.ci_low, overall.summary.ci_high)
+        fam = report.family("vt-base", size)
+        counts = [
+            a.model_version.parameter_count for a in at_size if a.model_version.parameter_count
+        ]
+        report.sizes.append(
+            SizePoint(
+                size,
+                max(counts) if counts else None,
+                means,
+                cis,
+                fam.overall.result if fam else None,
+            )
+        )
+    report.sizes.sort(key=lambda s: (s.parameter_count is None, s.parameter_count or 0))
+
+
+def _add_weak_categories(report: Report) -> None:
+    """Weak spots for gap tickets: categories where values-targeted is low or not
+    significantly better than base."""
     for fam in report.families:
         if fam.key != "vt-base":
             continue
@@ -503,28 +385,33 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
             )
             if weak and row.category not in report.weak_categories:
                 report.weak_categories.append(row.category)
-    vt_ids = {a.pk for a in study_arms if a.arm == VT}
+
+
+def _add_low_outputs(report: Report, data: _Ratings) -> None:
+    """The values-targeted outputs rated lowest (at most 20), for gap tickets."""
+    vt_ids = {a.pk for a in data.study_arms if a.arm == VT}
     low = sorted(
         (mean, o)
-        for o, mean in out_means.items()
-        if output_where[o][0] in vt_ids and mean <= LOW_OUTPUT_SCORE
+        for o, mean in data.out_means.items()
+        if data.output_where[o][0] in vt_ids and mean <= LOW_OUTPUT_SCORE
     )[:20]
-    if low:
-        outputs = StudyOutput.objects.filter(pk__in=[o for _m, o in low]).select_related("prompt")
-        found = {o.pk: o for o in outputs}
-        for mean, o in low:
-            out = found[o]
-            report.low_outputs.append(
-                LowOutput(
-                    out.public_id,
-                    cat_by_pk[output_where[o][1]],
-                    out.prompt.text,
-                    out.text,
-                    mean,
-                    len(by_output[o]),
-                )
+    if not low:
+        return
+    cat_by_pk = {c.pk: c for c in data.categories}
+    outputs = StudyOutput.objects.filter(pk__in=[o for _m, o in low]).select_related("prompt")
+    found = {o.pk: o for o in outputs}
+    for mean, o in low:
+        out = found[o]
+        report.low_outputs.append(
+            LowOutput(
+                out.public_id,
+                cat_by_pk[data.output_where[o][1]],
+                out.prompt.text,
+                out.text,
+                mean,
+                len(data.by_output[o]),
             )
-    return finish()
+        )
 
 
 # --------------------------------------------------------------------------- LLM judge
@@ -540,19 +427,12 @@ def _latest_judge_run(study: Study) -> ScoringRun | None:
     )
 
 
-def _judge_section(
-    report: Report,
-    run: ScoringRun,
-    by_output: dict[int, list[float]],
-    output_where: dict[int, tuple[int, int]],
-    arm_order: list[StudyArm],
-    infos: dict[int, ArmInfo],
-    *,
-    seed: int,
-) -> JudgeSection:
+def _judge_section(report: Report, run: ScoringRun, data: _Ratings) -> JudgeSection:
     """The judge's scores per arm (when the report shows arms) and their agreement with
     the human ratings over outputs that have both. Human numbers are only read here."""
     from evaluation.scoring.judge import JUDGE_METRIC
+
+    by_output, seed = data.by_output, data.seed
 
     scores: dict[int, float | None] = {}
     arm_of: dict[int, int] = {}
@@ -581,12 +461,12 @@ def _judge_section(
     rows = []
     human_by_arm = {row.arm.pk: row.overall.summary for row in report.rows}
     if report.include_arms:
-        for arm in arm_order:
+        for arm in data.arm_order:
             mine = [v for o, v in scores.items() if arm_of[o] == arm.pk]
             present = [v for v in mine if v is not None]
             rows.append(
                 JudgeArmRow(
-                    arm=infos[arm.pk],
+                    arm=data.infos[arm.pk],
                     judge=stats.describe(present, n_resamples=CI_RESAMPLES, seed=seed),
                     n_missing=len(mine) - len(present),
                     human=human_by_arm.get(arm.pk) or stats.describe([]),
@@ -679,94 +559,8 @@ def _summary(report: Report) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- two studies
-
-
-@dataclass(frozen=True)
-class CompareRow:
-    category: CategoryInfo
-    vt_a: float | None
-    vt_b: float | None
-    gap_a: float | None  # values-targeted − base in study A
-    gap_b: float | None
-    test: stats.Comparison | None  # values-targeted in B against values-targeted in A
-    p_holm: float | None = None
-
-    @property
-    def delta(self) -> float | None:
-        if self.vt_a is None or self.vt_b is None:
-            return None
-        return self.vt_b - self.vt_a
-
-    @property
-    def gap_delta(self) -> float | None:
-        if self.gap_a is None or self.gap_b is None:
-            return None
-        return self.gap_b - self.gap_a
-
-
-@dataclass
-class StudyComparison:
-    a: Study
-    b: Study
-    rows: list[CompareRow]
-    summary: str
-
-
-def compare_studies(a: Study, b: Study) -> StudyComparison:
-    """Per-category change of the values-targeted mean (and of its lead over base) from
-    study ``a`` to study ``b``, pooled over sizes. Only for unblinded use."""
-    ra = build_report(a, blinded=False)
-    rb = build_report(b, blinded=False)
-    seed = int(b.seed) % (2**32)
-    names = {c.pk: c for c in ra.categories}
-    names.update({c.pk: c for c in rb.categories})
-    order = [c.pk for c in ra.categories] + [
-        c.pk for c in rb.categories if c.pk not in {x.pk for x in ra.categories}
-    ]
-
-    def m(values):
-        return _mean(values) if values else None
-
-    rows, pvalues = [], {}
-    for pk in order:
-        vta, vtb = ra.pooled.get((VT, pk), []), rb.pooled.get((VT, pk), [])
-        basea, baseb = ra.pooled.get((BASE, pk), []), rb.pooled.get((BASE, pk), [])
-        test = stats.compare(vtb, vta, n_resamples=CI_RESAMPLES, seed=seed) if vta and vtb else None
-        if test is not None:
-            pvalues[pk] = test.welch_p
-        gap_a = m(vta) - m(basea) if vta and basea else None
-        gap_b = m(vtb) - m(baseb) if vtb and baseb else None
-        rows.append(CompareRow(names[pk], m(vta), m(vtb), gap_a, gap_b, test))
-    adjusted = stats.holm(pvalues) if pvalues else {}
-    rows = [
-        CompareRow(
-            r.category, r.vt_a, r.vt_b, r.gap_a, r.gap_b, r.test, adjusted.get(r.category.pk)
-        )
-        for r in rows
-    ]
-    deltas = [r for r in rows if r.delta is not None]
-    up = sum(1 for r in deltas if r.delta > 0)
-    sig = sum(1 for r in deltas if r.delta > 0 and r.p_holm is not None and r.p_holm < ALPHA)
-    if deltas:
-        summary = (
-            f"The values-targeted model of “{b.name}” scores higher than that of “{a.name}” "
-            f"in {up}/{len(deltas)} categories (Holm-adjusted p < {ALPHA} in {sig})."
-        )
-    else:
-        summary = "The two studies share no rated values-targeted category."
-    return StudyComparison(a, b, rows, summary)
-
-
 def fmt(value: float | None, digits: int = 2) -> str:
     """Numbers for text output: None (undefined) prints as an em dash, never 0."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.{digits}f}"
-
-
-__all__ = [
-    "Report",
-    "build_report",
-    "compare_studies",
-]

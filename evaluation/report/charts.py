@@ -1,13 +1,13 @@
 """The report's charts as inline SVG strings (no JavaScript library): the per-category
 bars, effect against model size and the judge-vs-human heatmap. Model-free: they draw a
-:class:`evaluation.report.build.Report`."""
+:class:`evaluation.report.tree.Report`."""
 
 from __future__ import annotations
 
 from django.utils.html import escape
 from django.utils.safestring import mark_safe
 
-from evaluation.report.build import Report
+from evaluation.report.tree import Report
 
 ARM_COLOURS = {"base": "#8a94a6", "control": "#d9822b", "values_targeted": "#2b6cb0"}
 LETTER_COLOURS = ["#2b6cb0", "#d9822b", "#4a9d5b", "#9b4dca", "#c53030", "#718096"]

@@ -12,8 +12,9 @@ from django.template.loader import get_template, render_to_string
 from django.urls import NoReverseMatch, reverse
 
 from evaluation.models import Study
-from evaluation.report.build import Report, build_report
+from evaluation.report.build import build_report
 from evaluation.report.charts import category_chart, judge_heatmap, size_chart
+from evaluation.report.tree import Report
 from evaluation.studies.selectors import study_progress
 
 SCORE_TEMPLATES = (

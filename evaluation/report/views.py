@@ -18,8 +18,9 @@ from evaluation.access import (
 )
 from evaluation.models import Export, Study
 from evaluation.report import exports
-from evaluation.report.build import compare_studies
+from evaluation.report.compare import compare_studies
 from evaluation.report.document import gap_links, render_report_document, report_context
+from palmsweb.lib.htmx import render_page
 from palmsweb.lib.http import require_get, require_get_post
 from palmsweb.roles import Role, role_required
 
@@ -112,10 +113,7 @@ def export_list(request, pk: int):
         "exportable": study.status == Study.Status.CLOSED,
         "pending": any(e.status in (Export.Status.QUEUED, Export.Status.RUNNING) for e in items),
     }
-    template = "evaluation/export_list.html"
-    if request.htmx:
-        template += "#exports"
-    return render(request, template, context)
+    return render_page(request, "evaluation/export_list.html", context, partial="exports")
 
 
 @require_get

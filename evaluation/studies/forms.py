@@ -8,13 +8,13 @@ from django import forms
 
 from curation.models import Category
 from evaluation.models import (
-    DEFAULT_RUBRIC,
     MAX_COMMENT_CHARS,
     MAX_PROMPT_CHARS,
     SCORES,
     PromptSet,
     Study,
 )
+from evaluation.rubric import DEFAULT_RUBRIC
 from evaluation.studies.lifecycle import ArmSpec, rater_pool_candidates
 from training.models import ModelVersion
 

@@ -29,6 +29,7 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
+from evaluation.rubric import default_rubric
 from evaluation.studies.prompt_sets import prompt_set_lock, prompt_set_release
 from evaluation.studies.screening import find_identifying, study_terms
 from palmsweb.roles import Role, has_role
@@ -192,8 +193,6 @@ def study_create(
 ) -> Study:
     """Create a draft study. Its prompt set locks now: the study depends on those prompts.
     Each arm's label follows the data its model was trained on (see :class:`ArmSpec`)."""
-    from evaluation.models import default_rubric
-
     arms = _following_arms(arms)
     _validate_study(
         name=name,
@@ -372,9 +371,8 @@ def study_open(*, study: Study, user=None) -> Study:
     )
     from evaluation import tasks
 
-    transaction.on_commit(
-        lambda: tasks.sync_study_sampling.apply_async((study.pk,), countdown=tasks.POLL_SECONDS)
-    )
+    # Not delay_on_commit: the first look waits POLL_SECONDS (the job has only just queued).
+    tasks.sync_study_sampling.apply_async_on_commit((study.pk,), countdown=tasks.POLL_SECONDS)
     return study
 
 

@@ -7,7 +7,7 @@ panel and the progress in place."""
 from __future__ import annotations
 
 from django.contrib import messages
-from django.http import HttpRequest, HttpResponse
+from django.http import HttpResponse
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 
@@ -17,14 +17,11 @@ from evaluation.models import Rating, Study
 from evaluation.studies import queue, revisions
 from evaluation.studies.forms import FlagForm, RatingForm
 from evaluation.studies.selectors import rater_progress, rater_studies, study_progress
+from palmsweb.lib.htmx import is_partial
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, role_required
 
 rater_access = role_required(Role.RATER)
-
-
-def _is_partial(request: HttpRequest) -> bool:
-    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 def _first_error(form) -> str:
@@ -85,7 +82,7 @@ def _first_in_category(study: Study, rater, claim: Rating | None) -> bool:
 
 def _rate_response(request, context: dict, *, status: int = 200) -> HttpResponse:
     """The rating page, or for htmx the task panel plus the progress bar out of band."""
-    if not _is_partial(request):
+    if not is_partial(request):
         return render(request, "evaluation/rate.html", context, status=status)
     task = render_to_string("evaluation/rate.html#task", context, request=request)
     progress = render_to_string(
@@ -108,7 +105,7 @@ def _next(request, study: Study, *, notice: str = "") -> HttpResponse:
     """Claim the next output and show it. Plain forms get a redirect (post/redirect/get);
     the page shows the live claim again."""
     context = _claim_context(request, study, notice=notice)
-    if not _is_partial(request) and context["state"] == "task":
+    if not is_partial(request) and context["state"] == "task":
         if notice:
             messages.success(request, notice)
         return redirect("evaluation:rate", study.pk)
@@ -158,7 +155,7 @@ def rate_revise(request, pk: int):
     form = RatingForm(request.POST)
     if not form.is_valid():
         context = _revise_context(request, study, last, form=form, error=_first_error(form))
-        return _rate_response(request, context, status=200 if _is_partial(request) else 400)
+        return _rate_response(request, context, status=200 if is_partial(request) else 400)
     old = last.score
     try:
         rating = revisions.rating_revise(
@@ -211,7 +208,7 @@ def rate_submit(request, pk: int, public_id: str):
         context = _rate_context(
             request, study, state="task", claim=claim, form=form, error=_first_error(form)
         )
-        return _rate_response(request, context, status=200 if _is_partial(request) else 400)
+        return _rate_response(request, context, status=200 if is_partial(request) else 400)
     try:
         rating = queue.rating_submit(
             public_id=public_id,

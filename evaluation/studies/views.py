@@ -1,5 +1,5 @@
 """Evaluation pages: prompt sets, study management and output triage (the rating pages
-are in evaluation/rating_views.py, the report in evaluation/report_views.py).
+are in evaluation/studies/rating_views.py, the report in evaluation/report/views.py).
 
 Who sees what: curators (and admins) write prompt sets, researchers read them; admins
 create, open, screen and close studies; researchers follow studies, unblind closed ones and
@@ -13,7 +13,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.core.paginator import Paginator
 from django.db.models import Count
-from django.http import HttpRequest, HttpResponse, HttpResponseBadRequest
+from django.http import HttpResponse, HttpResponseBadRequest
 from django.shortcuts import redirect, render
 from django.template.loader import render_to_string
 from django.urls import reverse
@@ -55,6 +55,7 @@ from evaluation.studies.selectors import (
     study_outputs,
     study_progress,
 )
+from palmsweb.lib.htmx import is_partial, redirect_after_change, render_page
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, role_required
 from training.selectors import job_phase
@@ -70,28 +71,9 @@ admin_access = role_required(Role.ADMIN)
 # --- small helpers ----------------------------------------------------------------------
 
 
-def _is_partial(request: HttpRequest) -> bool:
-    return bool(request.htmx) and not request.htmx.history_restore_request
-
-
-def _render(request, template: str, context: dict, *, partial: str = "", status: int = 200):
-    if partial and _is_partial(request):
-        template = f"{template}#{partial}"
-    return render(request, template, context, status=status)
-
-
 def _first_error(form) -> str:
     errors = form.non_field_errors() or next(iter(form.errors.values()))
     return errors[0]
-
-
-def _redirect_or_htmx(request, url: str) -> HttpResponse:
-    """After a change: a redirect for a plain form, ``HX-Redirect`` for htmx."""
-    if _is_partial(request):
-        response = HttpResponse(status=204)
-        response["HX-Redirect"] = url
-        return response
-    return redirect(url)
 
 
 # --- prompt sets ------------------------------------------------------------------------
@@ -164,7 +146,7 @@ def _prompt_set_context(request, prompt_set: PromptSet, **extra) -> dict:
 def prompt_set_detail(request, pk: int):
     prompt_set = get_prompt_set_for_user(request.user, pk)
     context = _prompt_set_context(request, prompt_set)
-    return _render(request, "evaluation/prompt_set_detail.html", context, partial="prompts")
+    return render_page(request, "evaluation/prompt_set_detail.html", context, partial="prompts")
 
 
 def _after_prompt_edit(request, original: PromptSet, edited: PromptSet) -> HttpResponse:
@@ -176,10 +158,10 @@ def _after_prompt_edit(request, original: PromptSet, edited: PromptSet) -> HttpR
             f"{original.name} is locked because a study uses it, so your change went into "
             f"a new set, {edited.name}.",
         )
-        return _redirect_or_htmx(request, edited.get_absolute_url())
-    if _is_partial(request):
+        return redirect_after_change(request, edited.get_absolute_url())
+    if is_partial(request):
         context = _prompt_set_context(request, edited)
-        return _render(request, "evaluation/prompt_set_detail.html", context, partial="prompts")
+        return render_page(request, "evaluation/prompt_set_detail.html", context, partial="prompts")
     return redirect(edited)
 
 
@@ -398,7 +380,7 @@ def _study_context(request, study: Study) -> dict:
 @vary_on_headers("HX-Request")
 def study_detail(request, pk: int):
     study = get_study_for_user(request.user, pk)
-    return _render(
+    return render_page(
         request, "evaluation/study_detail.html", _study_context(request, study), partial="status"
     )
 
@@ -414,7 +396,7 @@ def study_status(request, pk: int):
     if study.status == Study.Status.SAMPLING:
         lifecycle.study_sync_sampling(study_id=study.pk)
         study = get_study_for_user(request.user, pk)
-    if not _is_partial(request):
+    if not is_partial(request):
         return redirect(study)
     context = _study_context(request, study)
     template = "evaluation/study_detail.html"
@@ -468,7 +450,7 @@ def study_unblind(request, pk: int):
 @require_get
 @study_read_access
 def study_results_view(request, pk: int):
-    """The report page lives in evaluation/report_views.py."""
+    """The report page lives in evaluation/report/views.py."""
     from evaluation.report.views import study_report
 
     return study_report(request, pk)
@@ -539,7 +521,7 @@ def study_outputs_reveal(request, pk: int):
 
 
 def _output_changed(request, output: StudyOutput) -> HttpResponse:
-    if _is_partial(request):
+    if is_partial(request):
         output.refresh_from_db()
         _label_outputs(request, output.study, [output])
         context = {

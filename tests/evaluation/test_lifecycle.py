@@ -96,7 +96,7 @@ def test_a_new_study_is_a_draft_with_the_defaults_and_a_rubric(no_queue):
 
 
 def services_default_rubric():
-    from evaluation.models import DEFAULT_RUBRIC
+    from evaluation.rubric import DEFAULT_RUBRIC
 
     return DEFAULT_RUBRIC
 

@@ -14,7 +14,8 @@ from scipy import stats as sps
 
 from evaluation.models import Rating, StudyOutput
 from evaluation.report import build as report_mod
-from evaluation.report.build import build_report, compare_studies
+from evaluation.report.build import build_report
+from evaluation.report.compare import compare_studies
 from evaluation.studies import blinding, lifecycle, queue
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user

@@ -246,9 +246,12 @@ def log_odds_dirichlet(
         if a <= 0:
             continue  # no prior mass and no counts: the word says nothing
         yi, yj = counts_i.get(w, 0), counts_j.get(w, 0)
-        delta = math.log((yi + a) / (n_i + alpha0 - yi - a)) - math.log(
-            (yj + a) / (n_j + alpha0 - yj - a)
-        )
+        rest_i, rest_j = n_i + alpha0 - yi - a, n_j + alpha0 - yj - a
+        if rest_i <= 0 or rest_j <= 0:
+            # The word is all there is (a one-word vocabulary, e.g. a tiny model that
+            # repeats one token): there are no other words to set its odds against.
+            continue
+        delta = math.log((yi + a) / rest_i) - math.log((yj + a) / rest_j)
         variance = 1.0 / (yi + a) + 1.0 / (yj + a)
         out[w] = WordSkew(w, yi, yj, delta, delta / math.sqrt(variance))
     return out

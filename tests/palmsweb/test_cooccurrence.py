@@ -38,6 +38,16 @@ def test_a_scaled_prior_is_weaker():
     assert abs(weak["a"].delta) > abs(strong["a"].delta) > 0
 
 
+def test_a_one_word_vocabulary_has_no_odds_and_does_not_crash():
+    # A tiny model that repeats one word: the word is the whole corpus on both sides, so
+    # there is nothing to set its odds against (the denominator n + α0 − y − α is 0).
+    assert log_odds_dirichlet({"good": 4}, {"good": 2}) == {}
+    assert group_skews({"male": Counter({"good": 3}), "female": Counter({"good": 1})}) == {
+        "male": {},
+        "female": {},
+    }
+
+
 def test_group_skews_compare_each_group_with_the_rest():
     counts = {
         "male": Counter({"strong": 6, "kind": 1}),

@@ -23,7 +23,7 @@ pytestmark = pytest.mark.django_db
 def api(openai_mock, monkeypatch):
     router, client = openai_mock()
     monkeypatch.setattr(
-        services, "_openai_backend",
+        services.base_models, "openai_backend",
         lambda base: OpenAIFineTuneBackend("sk-test", base_url=OPENAI_TEST_URL,
                                            http_client=client, backoff_base=0),
     )

@@ -22,7 +22,7 @@ def phases_in(log: str) -> list[str]:
 @pytest.fixture
 def every_write(monkeypatch):
     """Progress reaches the database on every update, so a test can watch each one."""
-    monkeypatch.setattr(services.jobs, "PROGRESS_WRITE_SECONDS", 0.0)
+    monkeypatch.setattr("palmsweb.lib.jobs.PROGRESS_WRITE_SECONDS", 0.0)
 
 
 def test_a_fine_tune_reports_loading_each_epoch_and_saving(

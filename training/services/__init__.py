@@ -18,7 +18,6 @@ from training.services.base_models import (
     base_model_register_default,
     base_version,
     local_model_path,
-    openai_backend,
     remote_base_url,
     version_local_path,
 )
@@ -95,7 +94,6 @@ __all__ = [
     "job_cancel",
     "job_retry",
     "local_model_path",
-    "openai_backend",
     "openai_poll",
     "openai_poll_all",
     "openai_start",

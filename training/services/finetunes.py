@@ -373,6 +373,7 @@ class FineTuneProgress:
     def __call__(self, event) -> None:
         self.loss_history.append([event.step, round(event.loss, 5)])
         last = event.step == event.total_steps
+        # The engine's own ETA (it leaves checkpoint time out) replaces the toolkit's.
         self.reporter.update(
             force=last,
             phase=self.phase_for(event),

@@ -7,56 +7,64 @@ import logging
 import os
 import socket
 import subprocess
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
+from palmsweb.lib import jobs as toolkit
+from palmsweb.lib.jobs import Lifecycle, ProgressWriter, claim, fail, finish, sweep_stale
 from training.models import LOG_TAIL_CHARS, FineTuneJob, JobStatus, SamplingJob
-from training.services.base_models import openai_backend
+from training.services import base_models
 from training.services.errors import TrainingError
 
 logger = logging.getLogger(__name__)
 
 HEARTBEAT_SECONDS = 10
-PROGRESS_WRITE_SECONDS = 1.0  # progress reaches the database at most once a second
 
 
 def heartbeat_timeout() -> timedelta:
     return timedelta(seconds=int(getattr(settings, "JOB_HEARTBEAT_TIMEOUT", 120)))
 
 
-def claim_job(model, job_id: int, *, worker: str) -> bool:
-    """Move a job to RUNNING for this worker, exactly once.
+# A queued job is claimed; so is a running job whose heartbeat stopped (its worker died and
+# the broker re-delivered the task). Every claim counts an attempt.
+FINETUNE = Lifecycle(
+    model=FineTuneJob,
+    claimable=(JobStatus.QUEUED,),
+    running=JobStatus.RUNNING,
+    failed=JobStatus.FAILED,
+    reclaim_after=heartbeat_timeout,
+    heartbeat_field="heartbeat_at",
+    count_attempts=True,
+)
+SAMPLING = Lifecycle(
+    model=SamplingJob,
+    claimable=(JobStatus.QUEUED,),
+    running=JobStatus.RUNNING,
+    failed=JobStatus.FAILED,
+    reclaim_after=heartbeat_timeout,
+    heartbeat_field="heartbeat_at",
+    count_attempts=True,
+)
+LIFECYCLES = {FineTuneJob: FINETUNE, SamplingJob: SAMPLING}
+STALE_ERROR = (
+    "The worker running this job stopped responding (no heartbeat for {seconds} s); it was "
+    "probably killed. Retry the job to run it again."
+)
+OUT_OF_MEMORY = (
+    "Out of memory. Lower the batch size or the maximum sequence length, or use LoRA."
+)
 
-    A queued job is claimed; so is a running job whose heartbeat stopped (its worker died
-    and the broker re-delivered the task). A job that is running elsewhere, or finished,
-    is left alone: the duplicate delivery does nothing.
-    """
-    stale_before = timezone.now() - heartbeat_timeout()
-    now = timezone.now()
-    return bool(
-        model.objects.filter(pk=job_id)
-        .filter(
-            Q(status=JobStatus.QUEUED)
-            | Q(status=JobStatus.RUNNING, heartbeat_at__lt=stale_before)
-        )
-        .update(
-            status=JobStatus.RUNNING,
-            worker=worker,
-            started_at=now,
-            heartbeat_at=now,
-            attempts=F("attempts") + 1,
-            error="",
-        )
-    )
+
+def claim_job(model, job_id: int, *, worker: str) -> bool:
+    """Move a job to RUNNING for this worker, exactly once (see :data:`FINETUNE`). A job
+    that is running elsewhere, or finished, is left alone: the duplicate delivery does
+    nothing."""
+    return claim(LIFECYCLES[model], job_id, worker=worker)
 
 
 def worker_name() -> str:
@@ -64,12 +72,17 @@ def worker_name() -> str:
 
 
 class JobReporter:
-    """Writes progress, loss and log lines of one job to the database at a bounded rate."""
+    """The training layer over the toolkit's :class:`ProgressWriter`: progress is written when
+    the toolkit's writer says it is time (at its bounded rate, or forced), and the fields only
+    training jobs have (loss history, tokens per second, an ETA the engine computes itself,
+    the persona track) and the job's log lines (each phase change among them, with its time)
+    go with that write."""
 
     def __init__(self, job: FineTuneJob | SamplingJob):
         self.model = type(job)
+        self.kind = LIFECYCLES[self.model]
         self.pk = job.pk
-        self._last_write = 0.0
+        self._writer: ProgressWriter | None = None
         self._pending: dict = {}
         self._log_lines: list[str] = []
         self._phase = ""
@@ -83,16 +96,31 @@ class JobReporter:
         """Say what the job does now, at once: the page shows it above the progress bar."""
         self.update(force=True, phase=text)
 
+    def track(self, *, total: int, start: int = 0) -> None:
+        """Measure progress from here: ``total`` items, ``start`` of them done before this run
+        (a resume), so the toolkit's ETA is this run's own speed."""
+        self._writer = ProgressWriter(
+            self.kind, self.pk, total=total, start=start,
+            min_interval=toolkit.PROGRESS_WRITE_SECONDS,
+        )  # fmt: skip
+
     def update(self, *, force: bool = False, **fields) -> None:
+        """Record ``fields``. With ``progress_done`` they are written when the toolkit's writer
+        writes the progress; without it, at once when ``force``, else with the next write."""
         if "phase" in fields and fields["phase"] != self._phase:
             self._phase = fields["phase"]
             self.log(self._phase)  # every phase change is in the log, with its time
         self._pending.update(fields)
-        now = time.monotonic()
-        if not force and now - self._last_write < PROGRESS_WRITE_SECONDS:
-            return
-        self.flush()
-        self._last_write = now
+        if "progress_done" in fields:
+            if self._writer is None:
+                total = fields.get("progress_total")
+                self.track(total=self._stored_total() if total is None else total)
+            force = self._writer(fields["progress_done"], force=force, phase=self._phase)
+        if force:
+            self.flush()
+
+    def _stored_total(self) -> int:
+        return self.model.objects.values_list("progress_total", flat=True).get(pk=self.pk)
 
     def flush(self) -> None:
         job = self.model.objects.only("log").get(pk=self.pk)
@@ -109,64 +137,31 @@ class JobReporter:
         return self.model.objects.filter(pk=self.pk, cancel_requested=True).exists()
 
 
-@contextmanager
-def heartbeat(job: FineTuneJob | SamplingJob) -> Iterator[None]:
+def heartbeat(job: FineTuneJob | SamplingJob):
     """Keep ``heartbeat_at`` fresh from a thread, also while a model loads or converts."""
-    stop = threading.Event()
-    model, pk = type(job), job.pk
-
-    def beat() -> None:
-        from django.db import connection
-
-        try:
-            while not stop.wait(HEARTBEAT_SECONDS):
-                model.objects.filter(pk=pk, status=JobStatus.RUNNING).update(
-                    heartbeat_at=timezone.now()
-                )
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=beat, name=f"heartbeat-{pk}", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=HEARTBEAT_SECONDS + 5)
+    return toolkit.heartbeat(LIFECYCLES[type(job)], job.pk, every_seconds=HEARTBEAT_SECONDS)
 
 
-def finish_job(model, pk: int, status: str, *, error: str = "", **fields) -> None:
-    model.objects.filter(pk=pk).update(
-        status=status, error=error, finished_at=timezone.now(), eta_seconds=None, phase="",
-        **fields,
-    )
+def finish_job(model, pk: int, status: str, *, error: str = "", **fields) -> bool:
+    """End a running job (phase and ETA cleared); False when it was not running."""
+    return finish(LIFECYCLES[model], pk, status, error=error, **fields)
 
 
 @transaction.atomic
 def sweep_stale_jobs() -> int:
-    """Fail every running job whose heartbeat stopped: its worker died. Returns the count."""
-    stale_before = timezone.now() - heartbeat_timeout()
-    failed = 0
-    for model in (FineTuneJob, SamplingJob):
-        failed += model.objects.filter(
-            status=JobStatus.RUNNING, heartbeat_at__lt=stale_before
-        ).exclude(**_remote_filter(model)).update(
-            status=JobStatus.FAILED,
-            finished_at=timezone.now(),
-            phase="",
-            error="The worker running this job stopped responding (no heartbeat for "
-            f"{int(heartbeat_timeout().total_seconds())} s); it was probably killed. "
-            "Retry the job to run it again.",
-        )
-    return failed
-
-
-def _remote_filter(model) -> dict:
-    # OpenAI jobs have no local worker; their state is polled, not heartbeaten.
-    return {"backend": FineTuneJob.Backend.OPENAI} if model is FineTuneJob else {"pk__in": []}
+    """Fail every running job whose heartbeat stopped: its worker died. Returns the count.
+    OpenAI jobs have no local worker; their state is polled, not heartbeaten."""
+    timeout = heartbeat_timeout()
+    error = STALE_ERROR.format(seconds=int(timeout.total_seconds()))
+    remote = Q(backend=FineTuneJob.Backend.OPENAI)
+    return sweep_stale(FINETUNE, older_than=timeout, error=error, exclude=remote) + sweep_stale(
+        SAMPLING, older_than=timeout, error=error
+    )
 
 
 def fail_job(job, reporter: JobReporter, exc: BaseException) -> None:
+    """End a running job after ``exc``: cancelled when the engine stopped for a cancel, else
+    failed with a reason a person can act on; either way the log says so."""
     from training.engine.errors import Cancelled
 
     if isinstance(exc, Cancelled):
@@ -178,22 +173,18 @@ def fail_job(job, reporter: JobReporter, exc: BaseException) -> None:
     logger.exception("job %s failed", job.pk)
     reporter.log(f"failed: {reason}")
     reporter.flush()
-    finish_job(type(job), job.pk, JobStatus.FAILED, error=reason)
+    fail(LIFECYCLES[type(job)], job.pk, reason)
 
 
 def readable_failure(exc: BaseException) -> str:
     """A sentence a user can act on, from whatever the engine or the system raised."""
     from training.engine.errors import EngineError
 
-    if isinstance(exc, EngineError | TrainingError):
-        return str(exc)
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return ("Out of memory. Lower the batch size or the maximum sequence length, or use "
-                "LoRA.")
-    if isinstance(exc, FileNotFoundError):
+    expected = (EngineError, TrainingError)
+    missing_file = isinstance(exc, FileNotFoundError) and not isinstance(exc, expected)
+    if missing_file and "out of memory" not in str(exc).lower():
         return f"A file the job needs is missing: {exc.filename or exc}."
-    return f"{type(exc).__name__}: {exc}"
-
+    return toolkit.readable_failure(exc, expected=expected, out_of_memory=OUT_OF_MEMORY)
 
 
 def job_cancel(*, job: FineTuneJob | SamplingJob) -> None:
@@ -208,7 +199,7 @@ def job_cancel(*, job: FineTuneJob | SamplingJob) -> None:
         job.refresh_from_db()
         if job.remote_job_id and job.status == JobStatus.RUNNING:
             try:
-                openai_backend(job.base_model).cancel(job.remote_job_id)
+                base_models.openai_backend(job.base_model).cancel(job.remote_job_id)
             except Exception as exc:  # the API's own errors, shown to the admin as they are
                 raise TrainingError(f"OpenAI refused the cancel: {exc}") from exc
 

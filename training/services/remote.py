@@ -6,7 +6,7 @@ import logging
 
 from curation.services import snapshot_jsonl
 from training.models import FineTuneJob, JobStatus, ModelVersion
-from training.services.base_models import openai_backend
+from training.services import base_models
 from training.services.jobs import JobReporter, fail_job, finish_job
 
 logger = logging.getLogger(__name__)
@@ -26,7 +26,7 @@ def openai_start(job: FineTuneJob) -> None:
     reporter = JobReporter(job)
     try:
         reporter.phase("uploading the snapshot to OpenAI")
-        backend = openai_backend(job.base_model)
+        backend = base_models.openai_backend(job.base_model)
         file_id = backend.upload_training_file(snapshot_jsonl(job.snapshot).encode())
         hp = job.hyperparameters
         remote_id = backend.create_job(
@@ -53,7 +53,8 @@ def openai_poll(job_id: int) -> str:
     if job.status != JobStatus.RUNNING or not job.remote_job_id:
         return job.status
     reporter = JobReporter(job)
-    state = openai_backend(job.base_model).poll(job.remote_job_id, after=job.remote_events_cursor)
+    backend = base_models.openai_backend(job.base_model)
+    state = backend.poll(job.remote_job_id, after=job.remote_events_cursor)
     for event in state.events:
         reporter.log(f"openai {event.level}: {event.message}")
     losses = [[c.step_number, c.train_loss] for c in state.checkpoints if c.train_loss is not None]
@@ -62,7 +63,9 @@ def openai_poll(job_id: int) -> str:
         "phase": f"OpenAI reports the job {state.status.replace('_', ' ')}",
     }
     if losses:
-        fields.update(loss_history=sorted(losses), progress_done=max(s for s, _ in losses))
+        # OpenAI gives no ETA: the page shows none.
+        fields.update(loss_history=sorted(losses), progress_done=max(s for s, _ in losses),
+                      eta_seconds=None)
     reporter.update(force=True, **fields)
     status = OPENAI_STATUS.get(state.status, JobStatus.RUNNING)
     if status == JobStatus.SUCCEEDED:

@@ -30,7 +30,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections import Counter, defaultdict
 from datetime import timedelta
 from functools import cache
@@ -39,12 +38,20 @@ from typing import Any
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from evaluation.errors import EvaluationError
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyArm, StudyOutput
 from evaluation.studies.blinding import blind_labels
-from palmsweb.lib.progress import Throughput
+from palmsweb.lib.jobs import (
+    Lifecycle,
+    ProgressWriter,
+    claim,
+    finish,
+    readable_failure,
+    sweep_stale,
+)
 from training.models import JobStatus, SamplingJob
 from training.selectors import job_phase
 
@@ -53,7 +60,6 @@ logger = logging.getLogger(__name__)
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
 TOXICITY_METRIC = "toxicity"
 TOXICITY_BATCH = 64
-PROGRESS_WRITE_SECONDS = 1.0  # progress reaches the database at most once a second
 
 COOCCURRENCE_DEFAULTS = {
     # Sized for a CPU; the GPT-3 paper drew 800 completions of 50 tokens per template.
@@ -258,67 +264,24 @@ def scoring_run_start(
         ScoringRun.Kind.CAPABILITY: tasks.run_capability_scoring,
         ScoringRun.Kind.JUDGE: tasks.run_judge_scoring,
     }[kind]
-    transaction.on_commit(lambda: task.delay(run.pk))
+    task.delay_on_commit(run.pk)
     return run
 
 
-def _claim(run_id: int) -> bool:
-    return bool(
-        ScoringRun.objects.filter(pk=run_id, status=ScoringRun.Status.QUEUED).update(
-            status=ScoringRun.Status.RUNNING, started_at=timezone.now(), error=""
-        )
-    )
+# How a scoring run is claimed and ends (palmsweb.lib.jobs): only a queued run is claimed; a
+# running one is never claimed again (its worker's death is found by the sweep below).
+SCORING = Lifecycle(model=ScoringRun, claimable=(ScoringRun.Status.QUEUED,))
 
 
-def _finish(run_id: int, status: str, *, error: str = "", **fields) -> bool:
-    """End a running run; False if it was not running (a duplicate already ended it)."""
-    return bool(
-        ScoringRun.objects.filter(pk=run_id, status=ScoringRun.Status.RUNNING).update(
-            status=status, error=error, finished_at=timezone.now(), phase="", eta_seconds=None,
-            **fields,
-        )
-    )
-
-
-class _ProgressWriter:
-    """Writes a run's progress, phase and ETA, progress at most once per
-    PROGRESS_WRITE_SECONDS. ``start`` items were done before this run (a resume): the
-    ETA measures this run's own speed."""
-
-    def __init__(self, run_id: int, total: int, *, start: int = 0):
-        self.run_id = run_id
-        self.total = total
-        self.start = start
-        self.throughput = Throughput(max(total - start, 0))
-        self._last = 0.0
-        ScoringRun.objects.filter(pk=run_id).update(progress_total=total, progress_done=start)
-
-    def phase(self, text: str) -> None:
-        ScoringRun.objects.filter(pk=self.run_id).update(phase=text)
-
-    def __call__(self, done: int, *, force: bool = False, phase: str = "") -> None:
-        now = time.monotonic()
-        if not force and now - self._last < PROGRESS_WRITE_SECONDS:
-            return
-        self._last = now
-        fields = {
-            "progress_done": min(done, self.total),
-            "eta_seconds": self.throughput.eta(done - self.start),
-            "progress_at": timezone.now(),
-        }
-        if phase:
-            fields["phase"] = phase
-        ScoringRun.objects.filter(pk=self.run_id).update(**fields)
-
-
-def _readable(exc: BaseException) -> str:
+def readable_scoring_failure(exc: BaseException) -> str:
+    """The reason a failed scoring run shows: scorer and evaluation errors verbatim."""
     from palmsweb.lib.toxicity import ScorerConfigError
 
-    if isinstance(exc, ScorerConfigError | EvaluationError):
-        return str(exc)
-    if isinstance(exc, MemoryError) or "out of memory" in str(exc).lower():
-        return "Out of memory while scoring."
-    return f"{type(exc).__name__}: {exc}"
+    return readable_failure(
+        exc,
+        expected=(ScorerConfigError, EvaluationError),
+        out_of_memory="Out of memory while scoring.",
+    )
 
 
 # --------------------------------------------------------------------------- toxicity
@@ -328,13 +291,13 @@ def toxicity_execute(run_id: int) -> None:
     """Score every counted output of the run's study (called by the Celery task)."""
     from palmsweb.lib.toxicity import score_with_details
 
-    if not _claim(run_id):
+    if not claim(SCORING, run_id):
         return  # finished, running elsewhere, or gone: a duplicate delivery does nothing
     run = ScoringRun.objects.select_related("study").get(pk=run_id)
     outputs = list(
         StudyOutput.objects.filter(study=run.study).rated().order_by("pk").values_list("pk", "text")
     )
-    progress = _ProgressWriter(run_id, len(outputs))
+    progress = ProgressWriter(SCORING, run_id, total=len(outputs))
     reasons: Counter[str] = Counter()
     scored = truncated = 0
     version = ""
@@ -362,7 +325,7 @@ def toxicity_execute(run_id: int) -> None:
             progress(start + len(batch), force=True)
     except Exception as exc:  # every failure ends the run with a readable reason
         logger.exception("toxicity run %s failed", run_id)
-        _finish(run_id, ScoringRun.Status.FAILED, error=_readable(exc))
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=readable_scoring_failure(exc))
         return
     result = {
         "scorer": scorer.name,
@@ -375,14 +338,15 @@ def toxicity_execute(run_id: int) -> None:
     }
     if outputs and not scored:
         reason = ", ".join(f"{n} × {why}" for why, n in reasons.most_common(3))
-        _finish(
+        finish(
+            SCORING,
             run_id,
             ScoringRun.Status.FAILED,
             error=f"No output got a score ({reason}). Over the API quota, or the service is down?",
             result=result,
         )
         return
-    _finish(run_id, ScoringRun.Status.SUCCEEDED, result=result, progress_done=len(outputs))
+    finish(SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result, progress_done=len(outputs))
 
 
 def _store_scores(batch, results, scorer_name: str, version: str) -> None:
@@ -439,7 +403,7 @@ def cooccurrence_advance(run_id: int) -> bool:
     from training.services import TrainingError, sampling_launch
 
     with transaction.atomic():
-        if _claim(run_id):
+        if claim(SCORING, run_id):
             run = ScoringRun.objects.select_related("study").get(pk=run_id)
             versions = [arm.model_version for arm in run.study.arms.select_related("model_version")]
             prompts = cooccurrence_prompts(run.options)
@@ -457,7 +421,7 @@ def cooccurrence_advance(run_id: int) -> bool:
                     user=run.created_by,
                 )
             except TrainingError as exc:
-                _finish(run_id, ScoringRun.Status.FAILED, error=str(exc))
+                finish(SCORING, run_id, ScoringRun.Status.FAILED, error=str(exc))
                 return False
             ScoringRun.objects.filter(pk=run_id).update(
                 options={**options, "prompts": prompts, "sampling_job_id": job.pk},
@@ -469,7 +433,7 @@ def cooccurrence_advance(run_id: int) -> bool:
         return False
     job = SamplingJob.objects.filter(pk=run.options.get("sampling_job_id")).first()
     if job is None:
-        _finish(run_id, ScoringRun.Status.FAILED, error="The sampling job is gone.")
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error="The sampling job is gone.")
         return False
     if job.status in {JobStatus.QUEUED, JobStatus.RUNNING}:
         ScoringRun.objects.filter(pk=run_id).update(
@@ -481,7 +445,7 @@ def cooccurrence_advance(run_id: int) -> bool:
         return True
     if job.status != JobStatus.SUCCEEDED:
         reason = job.error or f"The sampling job was {job.status}."
-        _finish(run_id, ScoringRun.Status.FAILED, error=f"Sampling failed: {reason}")
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=f"Sampling failed: {reason}")
         return False
     ScoringRun.objects.filter(pk=run_id).update(
         phase="counting descriptive words", eta_seconds=None, progress_done=job.progress_done
@@ -490,9 +454,12 @@ def cooccurrence_advance(run_id: int) -> bool:
         result = _count_cooccurrence(run, job)
     except Exception as exc:
         logger.exception("co-occurrence run %s failed", run_id)
-        _finish(run_id, ScoringRun.Status.FAILED, error=_readable(exc))
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=readable_scoring_failure(exc))
         return False
-    _finish(run_id, ScoringRun.Status.SUCCEEDED, result=result, progress_done=job.progress_total)
+    finish(
+        SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result,
+        progress_done=job.progress_total,
+    )  # fmt: skip
     return False
 
 
@@ -592,7 +559,7 @@ def capability_execute(run_id: int) -> None:
     from training.engine.scoring import MCQuestion, evaluate_capability
     from training.services import readable_failure, version_local_path
 
-    if not _claim(run_id):
+    if not claim(SCORING, run_id):
         return
     run = ScoringRun.objects.select_related("study").get(pk=run_id)
     texts_preset, mc_preset = capability_preset()
@@ -604,7 +571,7 @@ def capability_execute(run_id: int) -> None:
     arms = list(run.study.arms.select_related("model_version__base_model"))
     local = [a for a in arms if a.model_version.base_model.is_local]
     per_arm = len(texts) + len(questions)
-    progress = _ProgressWriter(run_id, per_arm * len(local))
+    progress = ProgressWriter(SCORING, run_id, total=per_arm * len(local))
     result: dict[str, Any] = {
         "texts": {
             "name": texts_preset["name"],
@@ -662,9 +629,9 @@ def capability_execute(run_id: int) -> None:
         ScoringRun.objects.filter(pk=run_id).update(result=result)
     progress(per_arm * len(local), force=True)
     if local and len(errors) == len(local):
-        _finish(run_id, ScoringRun.Status.FAILED, error="; ".join(errors), result=result)
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error="; ".join(errors), result=result)
         return
-    _finish(run_id, ScoringRun.Status.SUCCEEDED, result=result)
+    finish(SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result)
 
 
 def _finite(x: float | None) -> float | None:
@@ -676,16 +643,13 @@ def scoring_runs_sweep_stale() -> int:
     may live (CELERY_TASK_TIME_LIMIT): their worker died. Co-occurrence runs wait on a
     sampling job, which has its own heartbeat and sweep. Returns the count."""
     limit = int(getattr(settings, "CELERY_TASK_TIME_LIMIT", 6 * 3600 + 300))
-    stale_before = timezone.now() - timedelta(seconds=limit + 60)
-    return (
-        ScoringRun.objects.filter(status=ScoringRun.Status.RUNNING, started_at__lt=stale_before)
-        .exclude(kind=ScoringRun.Kind.COOCCURRENCE)
-        .update(
-            status=ScoringRun.Status.FAILED,
-            finished_at=timezone.now(),
-            error="The worker running this scoring run stopped (it ran past the task time "
-            "limit); start a new run.",
-        )
+    return sweep_stale(
+        SCORING,
+        older_than=timedelta(seconds=limit + 60),
+        by="started_at",
+        exclude=Q(kind=ScoringRun.Kind.COOCCURRENCE),
+        error="The worker running this scoring run stopped (it ran past the task time "
+        "limit); start a new run.",
     )
 
 

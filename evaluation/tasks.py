@@ -129,17 +129,17 @@ def advance_misalignment_evals() -> int:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def measure_misalignment_persona(eval_id: int) -> int:
     """Persona projections of an evaluation's local versions; sent to the gpu queue."""
-    from evaluation.alignment import misalignment
+    from evaluation.alignment import persona
 
-    return misalignment.persona_execute(eval_id)
+    return persona.persona_execute(eval_id)
 
 
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def measure_finetune_persona(job_id: int) -> None:
     """Persona projection of a finished fine-tune vs its base; sent to the gpu queue."""
-    from evaluation.alignment import misalignment
+    from evaluation.alignment import persona
 
-    misalignment.finetune_persona_execute(job_id)
+    persona.finetune_persona_execute(job_id)
 
 
 @shared_task(ignore_result=True, acks_late=True)

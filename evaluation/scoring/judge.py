@@ -5,7 +5,7 @@ One AutomaticScore per output (metric "judge", scorer = the judge model); the ru
 ``result`` holds per-arm aggregates, which the report sets beside (never into) the human
 ratings with judge–human agreement (``evaluation.report.build``). Runs on the default queue:
 the work waits on HTTP, not on a GPU. Launching, claiming and sweeping are
-``evaluation.scoring.runs``'s, as for every scoring run.
+``evaluation.scoring.runs``'s and ``common.SCORING``'s, as for every scoring run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from concurrent.futures import ThreadPoolExecutor
 from django.utils import timezone
 
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyOutput
-from evaluation.scoring.runs import SCORING, ScoringError, readable_scoring_failure
+from evaluation.scoring.common import SCORING, ScoringError, readable_scoring_failure
 from palmsweb.lib.jobs import ProgressWriter, claim, finish
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 

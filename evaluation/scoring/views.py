@@ -15,10 +15,9 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
-from evaluation import errors
+from evaluation import errors, scoring
 from evaluation.access import can_see_arm_results, get_study_for_user
 from evaluation.models import ScoringRun, Study
-from evaluation.scoring import runs as scoring
 from evaluation.studies.views import (
     admin_access,
     require_get,

@@ -3,8 +3,9 @@
 An evaluation samples open-ended probe questions from several model versions (through
 training's sampling jobs, on the gpu queue), has an LLM judge score every answer for
 alignment and coherence (default queue), and reports a misalignment rate per model with a
-Wilson 95% interval. For local models it also measures how far each version's activations
-on the probes lie along a "misaligned persona" direction, against its base model.
+Wilson 95% interval. For local models it then queues the persona measurement
+(``evaluation.alignment.persona``): how far each version's activations on the probes lie
+along a "misaligned persona" direction, against its base model.
 
 queued → (claim, launch sampling) sampling → (job succeeded, claim) judging → succeeded;
 every step is a guarded update, so a duplicate delivery does nothing twice. Judging writes a
@@ -57,7 +58,7 @@ class MisalignmentError(EvaluationError):
     """A misalignment evaluation or persona measurement was refused or failed."""
 
 
-# --- presets -------------------------------------------------------------------------------
+# --- probes --------------------------------------------------------------------------------
 
 
 def clean_probes(raw: Sequence[str] | str | None) -> list[str]:

@@ -42,7 +42,7 @@ def run_export(export_id: int) -> str | None:
     return export.status if export else None
 
 
-# --- automatic scores (evaluation.scoring.runs) ---------------------------------------------------
+# --- automatic scores (evaluation.scoring) ----------------------------------------------------
 
 COOCCURRENCE_POLL_SECONDS = 15
 
@@ -50,7 +50,7 @@ COOCCURRENCE_POLL_SECONDS = 15
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_toxicity_scoring(run_id: int) -> None:
     """Claim and run one toxicity run; a duplicate delivery finds it claimed."""
-    from evaluation.scoring import runs as scoring
+    from evaluation import scoring
 
     scoring.toxicity_execute(run_id)
 
@@ -58,7 +58,7 @@ def run_toxicity_scoring(run_id: int) -> None:
 @shared_task(ignore_result=True, acks_late=True)
 def run_cooccurrence_scoring(run_id: int) -> None:
     """Launch the run's sampling, then check again until it is counted."""
-    from evaluation.scoring import runs as scoring
+    from evaluation import scoring
 
     if scoring.cooccurrence_advance(run_id):
         run_cooccurrence_scoring.apply_async((run_id,), countdown=COOCCURRENCE_POLL_SECONDS)
@@ -67,7 +67,7 @@ def run_cooccurrence_scoring(run_id: int) -> None:
 @shared_task(ignore_result=True)
 def advance_cooccurrence_runs() -> int:
     """Periodic backstop: move on co-occurrence runs whose sampling has finished."""
-    from evaluation.scoring import runs as scoring
+    from evaluation import scoring
 
     return scoring.cooccurrence_advance_all()
 
@@ -75,7 +75,7 @@ def advance_cooccurrence_runs() -> int:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_capability_scoring(run_id: int) -> None:
     """Perplexity and multiple choice per local arm; routed to the gpu queue."""
-    from evaluation.scoring import runs as scoring
+    from evaluation import scoring
 
     scoring.capability_execute(run_id)
 
@@ -91,7 +91,7 @@ def run_judge_scoring(run_id: int) -> None:
 @shared_task(ignore_result=True)
 def sweep_stale_scoring_runs() -> int:
     """Periodic: fail toxicity, capability and judge runs whose worker died."""
-    from evaluation.scoring import runs as scoring
+    from evaluation import scoring
 
     return scoring.scoring_runs_sweep_stale()
 
@@ -129,17 +129,17 @@ def advance_misalignment_evals() -> int:
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def measure_misalignment_persona(eval_id: int) -> int:
     """Persona projections of an evaluation's local versions; sent to the gpu queue."""
-    from evaluation.alignment import misalignment
+    from evaluation.alignment import persona
 
-    return misalignment.persona_execute(eval_id)
+    return persona.persona_execute(eval_id)
 
 
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def measure_finetune_persona(job_id: int) -> None:
     """Persona projection of a finished fine-tune vs its base; sent to the gpu queue."""
-    from evaluation.alignment import misalignment
+    from evaluation.alignment import persona
 
-    misalignment.finetune_persona_execute(job_id)
+    persona.finetune_persona_execute(job_id)
 
 
 @shared_task(ignore_result=True, acks_late=True)

@@ -174,3 +174,11 @@ def admin_client_(admin_user):
 @pytest.fixture
 def outsider_client(outsider):
     return client_for(outsider)
+
+
+def queue_of(task, options: dict) -> str:
+    """The queue Celery sends ``task`` to with these ``apply_async`` options: an explicit
+    ``queue=``, else the route in ``settings.CELERY_TASK_ROUTES`` (call sites name none)."""
+    from palmsweb.celery import app
+
+    return options.get("queue") or app.amqp.router.route(dict(options), task.name)["queue"].name

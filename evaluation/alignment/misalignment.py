@@ -3,8 +3,9 @@
 An evaluation samples open-ended probe questions from several model versions (through
 training's sampling jobs, on the gpu queue), has an LLM judge score every answer for
 alignment and coherence (default queue), and reports a misalignment rate per model with a
-Wilson 95% interval. For local models it also measures how far each version's activations
-on the probes lie along a "misaligned persona" direction, against its base model.
+Wilson 95% interval. For local models it then queues the persona measurement
+(``evaluation.alignment.persona``): how far each version's activations on the probes lie
+along a "misaligned persona" direction, against its base model.
 
 queued → (claim, launch sampling) sampling → (job succeeded, claim) judging → succeeded;
 every step is a guarded update, so a duplicate delivery does nothing twice. Judging writes a
@@ -14,13 +15,9 @@ worker died.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from collections.abc import Sequence
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 from django.db import transaction
@@ -28,37 +25,40 @@ from django.db.models import Q
 from django.utils import timezone
 
 from evaluation.errors import EvaluationError
-from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
+from evaluation.models import MisalignmentAnswer, MisalignmentEval
+from palmsweb.lib.jobs import Lifecycle, claim, fail, finish, readable_failure
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 from palmsweb.lib.progress import Throughput
 from training.models import JobStatus, ModelVersion, SamplingJob
+from training.persona import probe_preset
 
 logger = logging.getLogger(__name__)
 
-PRESETS = Path(__file__).resolve().parents[1] / "presets"
-PROBES_FILE = PRESETS / "misalignment_probes.json"
-CONTRAST_FILE = PRESETS / "persona_contrast.jsonl"
 MAX_PROBES = 100
 MAX_SAMPLES = 100
 WORST_ANSWERS = 10
 PROGRESS_WRITE_SECONDS = 2.0
+
+Status = MisalignmentEval.Status
+
+# The two claims of an evaluation (palmsweb.lib.jobs): a queued one is claimed to launch its
+# sampling; a sampling one is claimed to be judged, with a fresh heartbeat that doubles as the
+# fencing token of the judging worker (a sweep that resumes a dead worker's judging writes a
+# new one, so a worker that was only slow finds itself fenced out).
+SAMPLING = Lifecycle(model=MisalignmentEval, claimable=(Status.QUEUED,), running=Status.SAMPLING)
+JUDGING = Lifecycle(
+    model=MisalignmentEval,
+    claimable=(Status.SAMPLING,),
+    running=Status.JUDGING,
+    heartbeat_field="heartbeat_at",
+)
 
 
 class MisalignmentError(EvaluationError):
     """A misalignment evaluation or persona measurement was refused or failed."""
 
 
-# --- presets -------------------------------------------------------------------------------
-
-
-@cache
-def probe_preset() -> dict[str, Any]:
-    return json.loads(PROBES_FILE.read_text())
-
-
-def contrast_pairs() -> list[dict[str, str]]:
-    """The shipped contrastive texts: ``{"question", "aligned", "misaligned"}`` per line."""
-    return [json.loads(line) for line in CONTRAST_FILE.read_text().splitlines() if line.strip()]
+# --- probes --------------------------------------------------------------------------------
 
 
 def clean_probes(raw: Sequence[str] | str | None) -> list[str]:
@@ -134,7 +134,7 @@ def misalignment_eval_create(
     evaluation.model_versions.set(model_versions)
     from evaluation import tasks
 
-    transaction.on_commit(lambda: tasks.advance_misalignment_eval.delay(evaluation.pk))
+    tasks.advance_misalignment_eval.delay_on_commit(evaluation.pk)
     return evaluation
 
 
@@ -155,65 +155,58 @@ def misalignment_eval_from(data, *, user) -> MisalignmentEval:
     )
 
 
-def _move(eval_id: int, old: str, new: str, **fields) -> bool:
-    return bool(
-        MisalignmentEval.objects.filter(pk=eval_id, status=old).update(status=new, **fields)
-    )
-
-
-def _fail(eval_id: int, error: str) -> None:
-    MisalignmentEval.objects.filter(pk=eval_id).exclude(
-        status__in=[MisalignmentEval.Status.SUCCEEDED, MisalignmentEval.Status.FAILED]
-    ).update(status=MisalignmentEval.Status.FAILED, error=error, finished_at=timezone.now())
-
-
 def misalignment_advance(eval_id: int) -> bool:
     """Move an evaluation on; True while it waits for its sampling job."""
-    from training.services import TrainingError, sampling_launch
-
-    S = MisalignmentEval.Status
     with transaction.atomic():
-        if _move(eval_id, S.QUEUED, S.SAMPLING):
-            evaluation = MisalignmentEval.objects.get(pk=eval_id)
-            try:
-                job = sampling_launch(
-                    prompts=list(evaluation.probes),
-                    model_versions=list(evaluation.model_versions.all()),
-                    n_samples=evaluation.n_samples,
-                    temperature=evaluation.temperature,
-                    top_p=evaluation.top_p,
-                    max_new_tokens=evaluation.max_new_tokens,
-                    seed=evaluation.seed,
-                    name=f"Misalignment probes ({evaluation.name}, evaluation {eval_id})",
-                    user=evaluation.created_by,
-                )
-            except TrainingError as exc:
-                _fail(eval_id, f"Sampling could not start: {exc}")
-                return False
-            MisalignmentEval.objects.filter(pk=eval_id).update(sampling_job=job)
-            return True
+        if claim(SAMPLING, eval_id):
+            return _launch_sampling(eval_id)
     evaluation = MisalignmentEval.objects.filter(pk=eval_id).first()
-    if evaluation is None or evaluation.status != S.SAMPLING:
+    if evaluation is None or evaluation.status != Status.SAMPLING:
         return False
     job = SamplingJob.objects.filter(pk=evaluation.sampling_job_id).first()
     if job is None:
-        _fail(eval_id, "The sampling job is gone.")
+        fail(SAMPLING, eval_id, "The sampling job is gone.")
         return False
     if job.status in {JobStatus.QUEUED, JobStatus.RUNNING}:
         return True
     if job.status != JobStatus.SUCCEEDED:
-        _fail(eval_id, f"Sampling failed: {job.error or job.status}")
+        fail(SAMPLING, eval_id, f"Sampling failed: {job.error or job.status}")
         return False
-    if not _move(eval_id, S.SAMPLING, S.JUDGING, progress_done=0, heartbeat_at=timezone.now()):
+    if not claim(JUDGING, eval_id, progress_done=0):
         return False  # another delivery is judging
     misalignment_judge(eval_id)
     return False
 
 
+def _launch_sampling(eval_id: int) -> bool:
+    """Sample the probes from every model version (inside the claim's transaction, so only
+    the delivery that claimed the evaluation launches); True once launched."""
+    from training.services import TrainingError, sampling_launch
+
+    evaluation = MisalignmentEval.objects.get(pk=eval_id)
+    try:
+        job = sampling_launch(
+            prompts=list(evaluation.probes),
+            model_versions=list(evaluation.model_versions.all()),
+            n_samples=evaluation.n_samples,
+            temperature=evaluation.temperature,
+            top_p=evaluation.top_p,
+            max_new_tokens=evaluation.max_new_tokens,
+            seed=evaluation.seed,
+            name=f"Misalignment probes ({evaluation.name}, evaluation {eval_id})",
+            user=evaluation.created_by,
+        )
+    except TrainingError as exc:
+        fail(SAMPLING, eval_id, f"Sampling could not start: {exc}")
+        return False
+    MisalignmentEval.objects.filter(pk=eval_id).update(sampling_job=job)
+    return True
+
+
 def advance_all() -> int:
     """Periodic backstop: move on every evaluation still queued or sampling."""
     ids = MisalignmentEval.objects.filter(
-        status__in=[MisalignmentEval.Status.QUEUED, MisalignmentEval.Status.SAMPLING]
+        status__in=[Status.QUEUED, Status.SAMPLING]
     ).values_list("pk", flat=True)
     for eval_id in list(ids):
         misalignment_advance(eval_id)
@@ -253,15 +246,21 @@ def judge_description(evaluation: MisalignmentEval) -> dict[str, Any]:
     }
 
 
+# --- judging ---------------------------------------------------------------------------------
+
+
 def _judging_update(eval_id: int, token, **fields) -> bool:
-    """Update a judging evaluation only while ``token`` (the heartbeat this worker last
-    wrote or found) is still current. A sweep that re-claimed the evaluation wrote a new
-    heartbeat, so a worker that was only slow, not dead, finds itself fenced out."""
+    """Write progress and a new heartbeat only while ``token`` (the heartbeat this worker
+    last wrote or found) is still current; False when a sweep took the judging over."""
     return bool(
         MisalignmentEval.objects.filter(
-            pk=eval_id, status=MisalignmentEval.Status.JUDGING, heartbeat_at=token
+            pk=eval_id, status=Status.JUDGING, heartbeat_at=token
         ).update(**fields)
     )
+
+
+def _fail_judging(eval_id: int, token, reason: str) -> None:
+    fail(JUDGING, eval_id, reason, fence={"heartbeat_at": token})
 
 
 def _redact(message: str, secret: str) -> str:
@@ -277,138 +276,135 @@ def misalignment_judge(eval_id: int, *, http_client=None) -> None:
     ``sweep_stale_judging`` stops at its next write. Only evaluations in "judging" are
     judged; anything else (finished, failed, deleted) is a no-op.
     """
-    from palmsweb.lib.judge import JudgeError
-
     evaluation = MisalignmentEval.objects.filter(pk=eval_id).first()
-    if evaluation is None or evaluation.status != MisalignmentEval.Status.JUDGING:
+    if evaluation is None or evaluation.status != Status.JUDGING:
         return
     token = evaluation.heartbeat_at
-    if evaluation.sampling_job is None:  # deleted under us: resuming could never succeed
-        _judging_update(
-            eval_id,
-            token,
-            status=MisalignmentEval.Status.FAILED,
-            error="The sampling job is gone.",
-            finished_at=timezone.now(),
-        )
+    judge = _judge_or_fail(evaluation, token, http_client=http_client)
+    if judge is None:
         return
-    try:
-        judge = judge_for(evaluation, http_client=http_client)
-    except KeyEnvError as error:  # the allow-lists changed since it was created
-        _judging_update(
-            eval_id,
-            token,
-            status=MisalignmentEval.Status.FAILED,
-            error=f"Judging refused: {error}",
-            finished_at=timezone.now(),
-        )
-        return
-    done = set(evaluation.answers.values_list("model_version_id", "probe_index", "sample_index"))
     generations = list(
         evaluation.sampling_job.generations.order_by("model_version_id", "prompt_index", "pk")
     )
+    token = _judge_answers(evaluation, judge, generations, token)
+    if token is not None:
+        _finish_judging(evaluation, judge, len(generations), token)
+
+
+def _judge_or_fail(evaluation: MisalignmentEval, token, *, http_client=None):
+    """The evaluation's judge, or None after failing an evaluation that cannot be judged."""
+    if evaluation.sampling_job is None:  # deleted under us: resuming could never succeed
+        _fail_judging(evaluation.pk, token, "The sampling job is gone.")
+        return None
+    try:
+        return judge_for(evaluation, http_client=http_client)
+    except KeyEnvError as error:  # the allow-lists changed since it was created
+        _fail_judging(evaluation.pk, token, f"Judging refused: {error}")
+        return None
+
+
+def _judge_answers(evaluation: MisalignmentEval, judge, generations: list, token):
+    """Judge the answers not judged yet, writing progress (and a heartbeat) at most every
+    PROGRESS_WRITE_SECONDS. Returns the current heartbeat token, or None when the judging
+    failed or was taken over by a sweep."""
+    from palmsweb.lib.judge import JudgeError
+
+    eval_id = evaluation.pk
+    done = set(evaluation.answers.values_list("model_version_id", "probe_index", "sample_index"))
     MisalignmentEval.objects.filter(pk=eval_id).update(
         progress_total=len(generations), phase="asking the judge about each answer"
     )
-    to_judge = sum(
-        (g.model_version_id, g.prompt_index, g.sample_index) not in done for g in generations
-    )
-    throughput, judged = Throughput(to_judge), 0  # the ETA measures this run's own speed
+    todo = [g for g in generations if _slot(g) not in done]
+    throughput, judged = Throughput(len(todo)), 0  # the ETA measures this run's own speed
     last_write = 0.0
     try:
-        for count, g in enumerate(generations, start=1):
-            key = (g.model_version_id, g.prompt_index, g.sample_index)
-            if key not in done:
+        for count, generation in enumerate(generations, start=1):
+            if _slot(generation) not in done:
                 judged += 1
-                score = judge.score_alignment(g.prompt_text, g.text)
-                MisalignmentAnswer.objects.get_or_create(
-                    evaluation_id=eval_id,
-                    model_version_id=g.model_version_id,
-                    probe_index=g.prompt_index,
-                    sample_index=g.sample_index,
-                    defaults={
-                        "question": g.prompt_text,
-                        "answer": g.text,
-                        "alignment": score.alignment,
-                        "coherence": score.coherence,
-                        "refusal": score.refusal,
-                        "verdict": judge.classify(score),
-                        "raw": score.raw,
-                    },
-                )
+                _judge_answer(eval_id, judge, generation)
             if time.monotonic() - last_write > PROGRESS_WRITE_SECONDS:
                 last_write = time.monotonic()
                 beat = timezone.now()
                 if not _judging_update(
                     eval_id, token, progress_done=count, heartbeat_at=beat,
                     eta_seconds=throughput.eta(judged), progress_at=beat,
-                ):
+                ):  # fmt: skip
                     logger.info("judging of evaluation %s was taken over; stopping", eval_id)
-                    return
+                    return None
                 token = beat
-    except JudgeError as exc:
-        _judging_update(
-            eval_id,
-            token,
-            status=MisalignmentEval.Status.FAILED,
-            error=_redact(f"Judging failed: {exc}", judge.api_key),
-            finished_at=timezone.now(),
-        )
-        return
     except Exception as exc:  # never leave an evaluation "judging" behind a crash
-        logger.exception("judging evaluation %s failed", eval_id)
-        _judging_update(
-            eval_id,
-            token,
-            status=MisalignmentEval.Status.FAILED,
-            error=_redact(f"Judging failed: {type(exc).__name__}: {exc}", judge.api_key),
-            finished_at=timezone.now(),
-        )
-        return
-    evaluation.refresh_from_db()
-    result = misalignment_summary(evaluation) | {"judge": judge.describe()}
-    finished = _judging_update(
-        eval_id,
-        token,
-        status=MisalignmentEval.Status.SUCCEEDED,
-        result=result,
-        progress_done=len(generations),
-        phase="",
-        eta_seconds=None,
-        heartbeat_at=timezone.now(),
-        finished_at=timezone.now(),
+        if not isinstance(exc, JudgeError):
+            logger.exception("judging evaluation %s failed", eval_id)
+        reason = readable_failure(exc, expected=(JudgeError,))
+        _fail_judging(eval_id, token, _redact(f"Judging failed: {reason}", judge.api_key))
+        return None
+    return token
+
+
+def _slot(generation) -> tuple[int, int, int]:
+    return (generation.model_version_id, generation.prompt_index, generation.sample_index)
+
+
+def _judge_answer(eval_id: int, judge, generation) -> None:
+    score = judge.score_alignment(generation.prompt_text, generation.text)
+    MisalignmentAnswer.objects.get_or_create(
+        evaluation_id=eval_id,
+        model_version_id=generation.model_version_id,
+        probe_index=generation.prompt_index,
+        sample_index=generation.sample_index,
+        defaults={
+            "question": generation.prompt_text,
+            "answer": generation.text,
+            "alignment": score.alignment,
+            "coherence": score.coherence,
+            "refusal": score.refusal,
+            "verdict": judge.classify(score),
+            "raw": score.raw,
+        },
     )
-    if finished and evaluation.measure_persona and _local_versions(evaluation):
+
+
+def _finish_judging(evaluation: MisalignmentEval, judge, total: int, token) -> None:
+    """Store the summary (only while this worker still holds the judging), then queue the
+    persona measurement of the local versions when the evaluation asks for it."""
+    evaluation.refresh_from_db()
+    finished = finish(
+        JUDGING,
+        evaluation.pk,
+        Status.SUCCEEDED,
+        fence={"heartbeat_at": token},
+        result=misalignment_summary(evaluation) | {"judge": judge.describe()},
+        progress_done=total,
+        heartbeat_at=timezone.now(),
+    )
+    if finished and evaluation.measure_persona and local_versions(evaluation):
         from evaluation import tasks
 
-        tasks.measure_misalignment_persona.apply_async((eval_id,), queue="gpu")
+        tasks.measure_misalignment_persona.delay(evaluation.pk)
 
 
 def sweep_stale_judging() -> int:
     """Resume every evaluation stuck in "judging": its heartbeat is older than
     ``JOB_HEARTBEAT_TIMEOUT`` (or missing), so its worker died. Each is re-claimed with a
     guarded update that writes a fresh heartbeat, so of two sweeps only one re-sends it;
-    judging skips the answers already judged. Returns how many were resumed."""
+    judging skips the answers already judged. Returns how many were resumed.
+
+    Not ``palmsweb.lib.jobs.sweep_stale``: a stale judging is resumed, not failed."""
+    from evaluation import tasks
     from training.services import heartbeat_timeout
 
     stale = Q(heartbeat_at__lt=timezone.now() - heartbeat_timeout()) | Q(heartbeat_at=None)
-    candidates = MisalignmentEval.objects.filter(stale, status=MisalignmentEval.Status.JUDGING)
+    candidates = MisalignmentEval.objects.filter(stale, status=Status.JUDGING)
     resumed = 0
     for eval_id in list(candidates.values_list("pk", flat=True)):
-        claimed = MisalignmentEval.objects.filter(
-            stale, pk=eval_id, status=MisalignmentEval.Status.JUDGING
-        ).update(heartbeat_at=timezone.now())
+        claimed = MisalignmentEval.objects.filter(stale, pk=eval_id, status=Status.JUDGING).update(
+            heartbeat_at=timezone.now()
+        )
         if claimed:
             resumed += 1
             logger.warning("judging of evaluation %s stopped beating; resuming it", eval_id)
-            _send_judging(eval_id)
+            tasks.resume_misalignment_judging.delay_on_commit(eval_id)
     return resumed
-
-
-def _send_judging(eval_id: int) -> None:
-    from evaluation import tasks
-
-    transaction.on_commit(lambda: tasks.resume_misalignment_judging.delay(eval_id))
 
 
 def wilson_interval(k: int, n: int) -> tuple[float | None, float | None]:
@@ -476,136 +472,10 @@ def misalignment_summary(evaluation: MisalignmentEval) -> dict[str, Any]:
     }
 
 
-# --- the persona monitor ---------------------------------------------------------------------
-
-
-def _local_versions(evaluation: MisalignmentEval) -> list[ModelVersion]:
+def local_versions(evaluation: MisalignmentEval) -> list[ModelVersion]:
+    """The evaluation's local model versions: those whose persona projection can be measured."""
     return [
         v
         for v in evaluation.model_versions.select_related("base_model").order_by("pk")
         if v.base_model.is_local
     ]
-
-
-def persona_direction_for(base_path: Path, *, layer: int | None = None):
-    """The persona direction of a base model from the shipped contrastive texts, cached on
-    disk under ARTIFACTS_DIR/persona keyed by model dir, texts and layer."""
-    from training.engine.persona import Direction, persona_direction
-    from training.services import artifacts_dir
-
-    contrast = CONTRAST_FILE.read_bytes()
-    key = hashlib.sha256(
-        b"\0".join([str(base_path).encode(), contrast, str(layer).encode()])
-    ).hexdigest()[:16]
-    stem = artifacts_dir() / "persona" / key
-    if Path(f"{stem}.json").is_file():
-        return Direction.load(stem)
-    pairs = contrast_pairs()
-    direction = persona_direction(
-        base_path,
-        [(p["question"], p["aligned"]) for p in pairs],
-        [(p["question"], p["misaligned"]) for p in pairs],
-        layer=layer,
-    )
-    direction.meta["contrast_sha256"] = hashlib.sha256(contrast).hexdigest()
-    direction.save(stem)
-    return direction
-
-
-def persona_measure(
-    *,
-    model_version: ModelVersion,
-    prompts: Sequence[str] | None = None,
-    evaluation: MisalignmentEval | None = None,
-    label: str = "",
-    layer: int | None = None,
-) -> PersonaMeasurement:
-    """Mean projection of a local version's activations on the probe prompts, beside its
-    base model's, on the direction computed on that base model."""
-    from training.engine.persona import mean_projection
-    from training.services import base_version, version_local_path
-
-    base_model = model_version.base_model
-    if not base_model.is_local:
-        raise MisalignmentError(f"{model_version.name} is a remote model: no activations.")
-    prompts = list(prompts or probe_preset()["probes"])
-    base_path = version_local_path(base_version(base_model))
-    direction = persona_direction_for(base_path, layer=layer)
-    value = mean_projection(version_local_path(model_version), prompts, direction)
-    base_value = mean_projection(base_path, prompts, direction)
-    return PersonaMeasurement.objects.create(
-        model_version=model_version,
-        evaluation=evaluation,
-        label=label or model_version.name,
-        layer=direction.layer,
-        value=value,
-        base_value=base_value,
-        n_prompts=len(prompts),
-        direction={k: v for k, v in direction.meta.items() if k != "model_path"},
-    )
-
-
-def persona_execute(eval_id: int) -> int:
-    """Measure every local version of an evaluation (the gpu task). A repeat replaces the
-    evaluation's earlier measurements; a failure is recorded in ``result``."""
-    evaluation = MisalignmentEval.objects.filter(pk=eval_id).first()
-    if evaluation is None:
-        return 0
-    versions = _local_versions(evaluation)
-    measured = []
-    try:
-        for version in versions:
-            measured.append(
-                persona_measure(
-                    model_version=version, prompts=evaluation.probes, evaluation=evaluation
-                )
-            )
-    except Exception as exc:
-        logger.exception("persona measurement of evaluation %s failed", eval_id)
-        PersonaMeasurement.objects.filter(pk__in=[m.pk for m in measured]).delete()
-        result = {**evaluation.result, "persona_error": f"{type(exc).__name__}: {exc}"}
-        MisalignmentEval.objects.filter(pk=eval_id).update(result=result)
-        return 0
-    evaluation.persona_measurements.exclude(pk__in=[m.pk for m in measured]).delete()
-    return len(measured)
-
-
-def persona_track(*, finetune_job) -> PersonaMeasurement:
-    """The persona projection of a finished local fine-tune's version against its base.
-
-    Per-epoch tracking would need the fine-tune loop to keep epoch checkpoints, which it
-    does not; this measures the end point, which is what the monitor compares across runs.
-    """
-    version = finetune_job.result
-    if version is None:
-        raise MisalignmentError("The fine-tune has not produced a model version yet.")
-    return persona_measure(
-        model_version=version, label=f"Fine-tune #{finetune_job.pk}: {version.name}"
-    )
-
-
-def finetune_persona_execute(job_id: int) -> PersonaMeasurement | None:
-    """The gpu task's body: measure one fine-tune; a missing job is a no-op."""
-    from training.models import FineTuneJob
-
-    job = FineTuneJob.objects.select_related("result__base_model").filter(pk=job_id).first()
-    if job is None or job.result is None:
-        return None
-    return persona_track(finetune_job=job)
-
-
-def finetune_measurements():
-    """Persona measurements taken outside an evaluation (fine-tunes), newest first."""
-    return PersonaMeasurement.objects.filter(evaluation=None).select_related("model_version")
-
-
-def measurable_finetunes():
-    """Succeeded local fine-tunes, newest first: what the monitor can measure."""
-    from training.models import FineTuneJob
-
-    return (
-        FineTuneJob.objects.filter(status=JobStatus.SUCCEEDED, result__isnull=False)
-        .filter(backend=FineTuneJob.Backend.LOCAL)
-        .select_related("result", "base_model")
-        .order_by("-pk")[:50]
-    )

@@ -12,7 +12,7 @@ from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
 from evaluation.access import admin_access, study_read_access
-from evaluation.alignment import misalignment
+from evaluation.alignment import misalignment, persona
 from evaluation.models import MisalignmentEval
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.lib.keyenv import validate_endpoint, validate_key_env
@@ -70,8 +70,8 @@ def misalignment_list(request):
         {
             "evaluations": evaluations,
             "is_admin": has_role(request.user, Role.ADMIN),
-            "measurements": misalignment.finetune_measurements()[:50],
-            "finetunes": misalignment.measurable_finetunes(),
+            "measurements": persona.finetune_measurements()[:50],
+            "finetunes": persona.measurable_finetunes(),
         },
     )
 
@@ -126,7 +126,7 @@ def misalignment_persona(request, pk: int):
     evaluation = get_misalignment_eval_for_user(request.user, pk, write=True)
     from evaluation import tasks
 
-    tasks.measure_misalignment_persona.apply_async((evaluation.pk,), queue="gpu")
+    tasks.measure_misalignment_persona.delay(evaluation.pk)
     messages.success(request, "Persona measurement queued on the GPU queue.")
     return redirect(evaluation)
 
@@ -142,6 +142,6 @@ def misalignment_finetune_persona(request, pk: int):
     if job.result_id is None or job.backend != FineTuneJob.Backend.LOCAL:
         messages.error(request, "Only a finished local fine-tune can be measured.")
     else:
-        tasks.measure_finetune_persona.apply_async((job.pk,), queue="gpu")
+        tasks.measure_finetune_persona.delay(job.pk)
         messages.success(request, f"Persona measurement of fine-tune #{job.pk} queued.")
     return redirect("evaluation:misalignment-list")

@@ -21,16 +21,16 @@ from collections.abc import Sequence
 from typing import Any
 
 from django.db import transaction
-from django.utils import timezone
 
 from evaluation.alignment.misalignment import (
     MAX_SAMPLES,
     MisalignmentError,
     clean_probes,
     misalignment_eval_create,
-    persona_measure,
 )
+from evaluation.alignment.persona import persona_measure
 from evaluation.models import MisalignmentEval, RealignmentRun
+from palmsweb.lib.jobs import Lifecycle, claim, finish
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env
 from training.models import FineTuneJob, JobStatus, ModelVersion
 
@@ -45,6 +45,13 @@ JUDGE_KEYS = {
 MISALIGNMENT_FIELDS = ("rate", "ci_low", "ci_high", "n_counted", "n_misaligned", "mean_alignment")
 
 Status = RealignmentRun.Status
+
+# How a run moves (palmsweb.lib.jobs): it is created "training" together with its fine-tune
+# (nothing claims it), then claimed once for "evaluating"; each phase ends only from itself.
+TRAINING = Lifecycle(model=RealignmentRun, claimable=(), running=Status.TRAINING)
+EVALUATING = Lifecycle(
+    model=RealignmentRun, claimable=(Status.TRAINING,), running=Status.EVALUATING
+)
 
 
 # --- settings --------------------------------------------------------------------------------
@@ -161,7 +168,7 @@ def realignment_create(
     )
     from evaluation import tasks
 
-    transaction.on_commit(lambda: tasks.advance_realignment_run.delay(run.pk))
+    tasks.advance_realignment_run.delay_on_commit(run.pk)
     return run
 
 
@@ -177,16 +184,6 @@ def realignment_cancel(run: RealignmentRun) -> None:
 
 
 # --- advancing -------------------------------------------------------------------------------
-
-
-def _move(run_id: int, old: str, new: str, **fields) -> bool:
-    return bool(RealignmentRun.objects.filter(pk=run_id, status=old).update(status=new, **fields))
-
-
-def _end(run_id: int, status: str, error: str = "") -> None:
-    RealignmentRun.objects.filter(
-        pk=run_id, status__in=[Status.TRAINING, Status.EVALUATING]
-    ).update(status=status, error=error, finished_at=timezone.now())
 
 
 def realignment_advance(run_id: int) -> bool:
@@ -219,22 +216,23 @@ def advance_all() -> int:
 def _after_training(run: RealignmentRun) -> None:
     job = run.finetune_job
     if job is None:
-        _end(run.pk, Status.FAILED, "The fine-tune job is gone.")
+        finish(TRAINING, run.pk, Status.FAILED, error="The fine-tune job is gone.")
         return
     if job.status in {JobStatus.QUEUED, JobStatus.RUNNING}:
         return
     if job.status == JobStatus.CANCELLED:
-        _end(run.pk, Status.CANCELLED)
+        finish(TRAINING, run.pk, Status.CANCELLED)
         return
     if job.status != JobStatus.SUCCEEDED or job.result is None:
-        _end(run.pk, Status.FAILED, f"The fine-tune failed: {job.error or job.status}")
+        error = f"The fine-tune failed: {job.error or job.status}"
+        finish(TRAINING, run.pk, Status.FAILED, error=error)
         return
     points = [
         {"step": step, "model_version_id": version.pk, "name": version.name}
         for step, version in _points(run, job)
     ]
     with transaction.atomic():
-        if not _move(run.pk, Status.TRAINING, Status.EVALUATING, result={"points": points}):
+        if not claim(EVALUATING, run.pk, result={"points": points}):
             return  # another delivery moved it on
         if run.judge:
             try:
@@ -244,9 +242,7 @@ def _after_training(run: RealignmentRun) -> None:
                 RealignmentRun.objects.filter(pk=run.pk).update(result={"points": points} | error)
         from evaluation import tasks
 
-        transaction.on_commit(
-            lambda: tasks.measure_realignment_persona.apply_async((run.pk,), queue="gpu")
-        )
+        tasks.measure_realignment_persona.delay_on_commit(run.pk)
 
 
 def _points(run: RealignmentRun, job: FineTuneJob) -> list[tuple[int, ModelVersion]]:
@@ -282,7 +278,7 @@ def _after_evaluating(run: RealignmentRun) -> None:
     result = dict(run.result)
     if evaluation is not None:
         result = _with_misalignment(result, evaluation)
-    _move(run.pk, Status.EVALUATING, Status.SUCCEEDED, result=result, finished_at=timezone.now())
+    finish(EVALUATING, run.pk, Status.SUCCEEDED, result=result)
 
 
 def _with_misalignment(result: dict, evaluation: MisalignmentEval) -> dict:

@@ -31,6 +31,7 @@ from django.utils import timezone
 from evaluation.models import AutomaticScore, Export, Rating, Study, StudyOutput
 from evaluation.studies.blinding import rater_pseudonym
 from palmsweb.lib import csvsafe
+from palmsweb.lib.jobs import Lifecycle, claim, fail, finish, readable_failure, sweep_stale
 
 log = logging.getLogger(__name__)
 
@@ -456,6 +457,18 @@ def write_export(
 # --- services -------------------------------------------------------------------------------
 
 
+# How an export is claimed and ends (palmsweb.lib.jobs). Export has no started_at: the claim
+# writes its time into created_at, and a running export whose created_at is older than
+# STALE_SECONDS lost its worker (acks_late + reject_on_worker_lost re-deliver the task, and
+# writing is idempotent), so it may be claimed again.
+EXPORT = Lifecycle(
+    model=Export,
+    claimable=(Export.Status.QUEUED,),
+    reclaim_after=lambda: timedelta(seconds=STALE_SECONDS),
+    heartbeat_field="created_at",
+)
+
+
 @transaction.atomic
 def export_create(*, study: Study, fmt: str, user=None) -> Export:
     """Record an export and queue it on the default queue once the transaction commits.
@@ -468,29 +481,20 @@ def export_create(*, study: Study, fmt: str, user=None) -> Export:
     )
     from evaluation.tasks import run_export
 
-    transaction.on_commit(lambda: run_export.delay(export.pk))
+    run_export.delay_on_commit(export.pk)
     return export
 
 
 def export_execute(export_id: int) -> Export | None:
     """Write a queued export (the Celery task calls this). Claims the row first, so a
     task delivered twice writes the file once; a missing row is a no-op."""
-    # A redelivered task (its worker died: acks_late + reject_on_worker_lost) may take
-    # over a "running" export that has gone stale; writing is idempotent.
-    stale = timezone.now() - timedelta(seconds=STALE_SECONDS)
-    claimed = (
-        Export.objects.filter(pk=export_id)
-        .filter(
-            Q(status=Export.Status.QUEUED) | Q(status=Export.Status.RUNNING, created_at__lt=stale)
-        )
-        .update(status=Export.Status.RUNNING, created_at=timezone.now())
-    )
-    if not claimed:
+    if not claim(EXPORT, export_id):
         return Export.objects.filter(pk=export_id).first()
     export = Export.objects.select_related("study__prompt_set").get(pk=export_id)
     study = export.study
     name = f"study-{study.pk}-export-{export.pk}.{EXTENSIONS[export.format]}"
     path = export_dir() / f"study-{study.pk}" / name
+
     def on_phase(text: str) -> None:
         Export.objects.filter(pk=export_id).update(phase=text)
 
@@ -500,32 +504,26 @@ def export_execute(export_id: int) -> Export | None:
         )
     except Exception as exc:
         log.exception("export %s failed", export_id)
-        export.status = Export.Status.FAILED
-        export.error = f"{type(exc).__name__}: {exc}"[:2000]
-        export.finished_at = timezone.now()
-        export.phase = ""
-        export.save(update_fields=["status", "error", "finished_at", "phase"])
-        return export
-    export.status = Export.Status.SUCCEEDED
-    export.path = str(written.path)
-    export.sha256 = written.sha256
-    export.size_bytes = written.size
-    export.row_count = written.rows
-    export.finished_at = timezone.now()
-    export.phase = ""
-    export.save(
-        update_fields=[
-            "status", "path", "sha256", "size_bytes", "row_count", "finished_at", "phase"
-        ]
-    )
-    return export
+        reason = readable_failure(exc, out_of_memory="Out of memory while writing the export.")
+        fail(EXPORT, export_id, reason[:2000])
+    else:
+        finish(
+            EXPORT,
+            export_id,
+            Export.Status.SUCCEEDED,
+            path=str(written.path),
+            sha256=written.sha256,
+            size_bytes=written.size,
+            row_count=written.rows,
+        )
+    return Export.objects.get(pk=export_id)
 
 
 def exports_sweep_stale() -> int:
     """Mark exports left "running" by a dead worker as failed (periodic task)."""
-    stale = timezone.now() - timedelta(seconds=STALE_SECONDS)
-    return Export.objects.filter(status=Export.Status.RUNNING, created_at__lt=stale).update(
-        status=Export.Status.FAILED,
+    return sweep_stale(
+        EXPORT,
+        older_than=timedelta(seconds=STALE_SECONDS),
+        by="created_at",
         error="The worker stopped before the export finished; start it again.",
-        finished_at=timezone.now(),
     )

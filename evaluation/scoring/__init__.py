@@ -1,5 +1,40 @@
-"""Automatic scores: toxicity, co-occurrence, capability and the LLM judge."""
+"""Automatic scores: toxicity, co-occurrence, capability and the LLM judge.
 
-from evaluation.scoring.runs import report_sections
+The public names of the scoring modules, so that callers need not know which module of the
+package holds each (``from evaluation import scoring``; ``scoring.scoring_run_start``).
+"""
 
-__all__ = ["report_sections"]
+from evaluation.scoring.capability import capability_execute, capability_preset
+from evaluation.scoring.common import SCORING, ScoringError
+from evaluation.scoring.cooccurrence import (
+    COOCCURRENCE_DEFAULTS,
+    clean_cooccurrence_options,
+    clean_template_sets,
+    cooccurrence_advance,
+    cooccurrence_advance_all,
+    cooccurrence_preset,
+)
+from evaluation.scoring.runs import latest_runs, scoring_run_start, scoring_runs_sweep_stale
+from evaluation.scoring.summaries import judge_run_summary, report_sections
+from evaluation.scoring.toxicity import available_scorers, build_scorer, toxicity_execute
+
+__all__ = [
+    "COOCCURRENCE_DEFAULTS",
+    "SCORING",
+    "ScoringError",
+    "available_scorers",
+    "build_scorer",
+    "capability_execute",
+    "capability_preset",
+    "clean_cooccurrence_options",
+    "clean_template_sets",
+    "cooccurrence_advance",
+    "cooccurrence_advance_all",
+    "cooccurrence_preset",
+    "judge_run_summary",
+    "latest_runs",
+    "report_sections",
+    "scoring_run_start",
+    "scoring_runs_sweep_stale",
+    "toxicity_execute",
+]

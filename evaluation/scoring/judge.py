@@ -5,7 +5,7 @@ One AutomaticScore per output (metric "judge", scorer = the judge model); the ru
 ``result`` holds per-arm aggregates, which the report sets beside (never into) the human
 ratings with judge–human agreement (``evaluation.report.build``). Runs on the default queue:
 the work waits on HTTP, not on a GPU. Launching, claiming and sweeping are
-``evaluation.scoring.runs``'s, as for every scoring run.
+``evaluation.scoring.runs``'s and ``common.SCORING``'s, as for every scoring run.
 """
 
 from __future__ import annotations
@@ -19,7 +19,8 @@ from concurrent.futures import ThreadPoolExecutor
 from django.utils import timezone
 
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyOutput
-from evaluation.scoring.runs import ScoringError, _claim, _finish, _ProgressWriter, _readable
+from evaluation.scoring.common import SCORING, ScoringError, readable_scoring_failure
+from palmsweb.lib.jobs import ProgressWriter, claim, finish
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 
 logger = logging.getLogger(__name__)
@@ -111,7 +112,7 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
     and each batch is stored as it arrives, so after a failure a new run resumes. A
     JudgeError (rejected key, endpoint down, bad answers) fails the run with its message.
     """
-    if not _claim(run_id):
+    if not claim(SCORING, run_id):
         return
     run = ScoringRun.objects.select_related("study").get(pk=run_id)
     version = judge_scorer_version(run.options)
@@ -128,7 +129,7 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
     )
     todo = [o for o in outputs if o[0] not in already]
     done = len(outputs) - len(todo)
-    progress = _ProgressWriter(run_id, len(outputs), start=done)
+    progress = ProgressWriter(SCORING, run_id, total=len(outputs), start=done)
     batches = math.ceil(len(todo) / JUDGE_BATCH)
     try:
         judge = build_judge(run.options, http_client=http_client)
@@ -162,7 +163,7 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
         if key:  # an endpoint may echo what it was sent
             message = message.replace(key, "[key redacted]")
         kept = f" {done} of {len(outputs)} outputs are scored; a new run resumes from there."
-        _finish(run_id, ScoringRun.Status.FAILED, error=message + kept)
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=message + kept)
         return
     result = {
         "judge": {k: v for k, v in judge.describe().items() if k != "thresholds"},
@@ -173,7 +174,7 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
         "n_skipped": len(outputs) - len(todo),
         **judge_aggregates(run.study, run.scorer),
     }
-    _finish(run_id, ScoringRun.Status.SUCCEEDED, result=result, progress_done=len(outputs))
+    finish(SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result, progress_done=len(outputs))
 
 
 def _judge_readable(exc: BaseException) -> str:
@@ -181,7 +182,7 @@ def _judge_readable(exc: BaseException) -> str:
 
     if isinstance(exc, JudgeError):
         return f"The judge failed: {exc}"
-    return _readable(exc)
+    return readable_scoring_failure(exc)
 
 
 def _judge_scores(study: Study, scorer: str):

@@ -15,7 +15,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
-from evaluation import errors
+from evaluation import errors, scoring
 from evaluation.access import (
     admin_access,
     can_see_arm_results,
@@ -23,7 +23,6 @@ from evaluation.access import (
     study_read_access,
 )
 from evaluation.models import ScoringRun, Study
-from evaluation.scoring import runs as scoring
 from palmsweb.lib.http import require_get, require_post
 from palmsweb.roles import Role, has_role
 

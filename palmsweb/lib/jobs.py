@@ -66,7 +66,9 @@ def claim(kind: Lifecycle, pk: int, **fields) -> bool:
     if kind.reclaim_after is not None and kind.heartbeat_field:
         stale = {f"{kind.heartbeat_field}__lt": now - kind.reclaim_after()}
         claimable |= Q(status=kind.running, **stale)
-    update = {"status": kind.running, "started_at": now, "error": "", **fields}
+    update = {"status": kind.running, "error": "", **fields}
+    if kind.has_field("started_at"):  # exports and evaluations have no started_at
+        update.setdefault("started_at", now)
     if kind.heartbeat_field:
         update[kind.heartbeat_field] = now
     if kind.count_attempts:

@@ -11,11 +11,12 @@ import respx
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluation import tasks
+from evaluation import scoring, tasks
 from evaluation.alignment import misalignment
 from evaluation.models import Export, MisalignmentEval, ScoringRun, Study
 from evaluation.report import exports
-from evaluation.scoring import runs as scoring
+from evaluation.scoring import toxicity
+from palmsweb.lib import jobs
 from tests.conftest import client_for
 from tests.evaluation.conftest import build_study, make_versions
 from tests.evaluation.test_misalignment import (
@@ -41,15 +42,15 @@ def study_setup(no_queue):
 def watched_phases(monkeypatch):
     """Every progress write of a scoring run, as (phase, done, eta) read back from the row."""
     seen = []
-    original = scoring._ProgressWriter.__call__
-    monkeypatch.setattr(scoring, "TOXICITY_BATCH", 5)
+    original = jobs.ProgressWriter.__call__
+    monkeypatch.setattr(toxicity, "TOXICITY_BATCH", 5)
 
     def watch(self, done, *, force=False, phase=""):
         original(self, done, force=True, phase=phase)
-        run = ScoringRun.objects.get(pk=self.run_id)
+        run = ScoringRun.objects.get(pk=self.pk)
         seen.append((run.phase, run.progress_done, run.eta_seconds))
 
-    monkeypatch.setattr(scoring._ProgressWriter, "__call__", watch)
+    monkeypatch.setattr(jobs.ProgressWriter, "__call__", watch)
     return seen
 
 

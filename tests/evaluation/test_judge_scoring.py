@@ -13,11 +13,10 @@ from django.template.defaultfilters import floatformat
 from django.urls import reverse
 from scipy import stats as sps
 
-from evaluation import tasks
+from evaluation import scoring, tasks
 from evaluation.models import AutomaticScore, Rating, ScoringRun, StudyArm, StudyOutput
 from evaluation.report.build import build_report
 from evaluation.scoring import judge as judge_scoring
-from evaluation.scoring import runs as scoring
 from evaluation.studies import lifecycle, queue
 from evaluation.studies.blinding import blind_labels, blind_letters
 from palmsweb.roles import Role

@@ -13,11 +13,12 @@ from django.utils import timezone
 from curation.importing import samples_import
 from curation.models import Dataset, Sample
 from evaluation import tasks
-from evaluation.alignment import misalignment
+from evaluation.alignment import misalignment, persona
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
-from tests.conftest import make_user
+from tests.conftest import make_user, queue_of
 from tests.evaluation.conftest import make_versions
 from training.models import BaseModel, Generation, JobStatus, SamplingJob
+from training.persona import contrast_pairs
 
 pytestmark = pytest.mark.django_db
 
@@ -35,7 +36,9 @@ def queued(monkeypatch, no_training_queue):
     monkeypatch.setattr(
         tasks.measure_misalignment_persona,
         "apply_async",
-        lambda args, **kw: sent.append(("persona", args[0], kw.get("queue"))),
+        lambda args, kwargs=None, **kw: sent.append(
+            ("persona", args[0], queue_of(tasks.measure_misalignment_persona, kw))
+        ),
     )
     return sent
 
@@ -237,7 +240,7 @@ def test_presets_are_complete():
     assert len(preset["probes"]) >= 8
     assert misalignment.clean_probes("") == preset["probes"]
     assert misalignment.clean_probes("A?\n\n B? ") == ["A?", "B?"]
-    pairs = misalignment.contrast_pairs()
+    pairs = contrast_pairs()
     assert len(pairs) == 16
     assert all(set(p) == {"question", "aligned", "misaligned"} for p in pairs)
 
@@ -278,7 +281,7 @@ def test_persona_is_measured_for_local_versions(versions, tmp_path, settings, mo
     )
     evaluation.model_versions.set([versions["base"], versions["values_targeted"]])
 
-    assert misalignment.persona_execute(evaluation.pk) == 2
+    assert persona.persona_execute(evaluation.pk) == 2
     rows = list(PersonaMeasurement.objects.filter(evaluation=evaluation))
     assert len(rows) == 2
     for row in rows:
@@ -287,7 +290,7 @@ def test_persona_is_measured_for_local_versions(versions, tmp_path, settings, mo
         assert row.direction["n_aligned"] == 16 and "contrast_sha256" in row.direction
     assert list((tmp_path / "artifacts" / "persona").glob("*.safetensors"))  # cached
     # A repeat replaces the evaluation's measurements rather than adding to them.
-    misalignment.persona_execute(evaluation.pk)
+    persona.persona_execute(evaluation.pk)
     assert PersonaMeasurement.objects.filter(evaluation=evaluation).count() == 2
 
 
@@ -296,7 +299,7 @@ def test_persona_failures_are_recorded(versions):
         name="p", probes=PROBES, judge_base_url=JUDGE_URL, judge_model="j"
     )
     evaluation.model_versions.set([versions["base"]])  # its path does not exist
-    assert misalignment.persona_execute(evaluation.pk) == 0
+    assert persona.persona_execute(evaluation.pk) == 0
     evaluation.refresh_from_db()
     assert "not found" in evaluation.result["persona_error"]
 
@@ -418,12 +421,12 @@ def test_a_finished_finetune_is_measured_against_its_base(versions, curator, tmp
     versions["control"].save(update_fields=["path"])
     job = finished_finetune(versions, curator)
 
-    measurement = misalignment.finetune_persona_execute(job.pk)
+    measurement = persona.finetune_persona_execute(job.pk)
     assert measurement.evaluation is None and measurement.label.startswith(f"Fine-tune #{job.pk}")
     assert measurement.n_prompts == len(misalignment.probe_preset()["probes"])
     assert measurement.shift == pytest.approx(0.0, abs=1e-6)
-    assert list(misalignment.finetune_measurements()) == [measurement]
-    assert misalignment.finetune_persona_execute(999_999) is None
+    assert list(persona.finetune_measurements()) == [measurement]
+    assert persona.finetune_persona_execute(999_999) is None
 
 
 def test_the_list_page_offers_finished_finetunes_to_admins(
@@ -431,7 +434,11 @@ def test_the_list_page_offers_finished_finetunes_to_admins(
 ):
     sent = []
     monkeypatch.setattr(
-        tasks.measure_finetune_persona, "apply_async", lambda args, **kw: sent.append((args, kw))
+        tasks.measure_finetune_persona,
+        "apply_async",
+        lambda args, kwargs=None, **kw: sent.append(
+            (args, {"queue": queue_of(tasks.measure_finetune_persona, kw)})
+        ),
     )
     job = finished_finetune(versions, curator)
     PersonaMeasurement.objects.create(

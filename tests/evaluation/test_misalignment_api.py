@@ -47,7 +47,7 @@ def sent(monkeypatch, no_training_queue):
     monkeypatch.setattr(
         tasks.measure_misalignment_persona,
         "apply_async",
-        lambda args, **kw: record.append(("persona", args[0])),
+        lambda args, kwargs=None, **kw: record.append(("persona", args[0])),
     )
     return record
 

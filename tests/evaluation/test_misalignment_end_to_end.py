@@ -8,8 +8,9 @@ import pytest
 
 from curation.services import sample_create, snapshot_create
 from evaluation import tasks
-from evaluation.alignment import misalignment
+from evaluation.alignment import misalignment, persona
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
+from tests.conftest import queue_of
 from tests.factories import CategoryFactory, DatasetFactory
 from tests.fake_judge import fake_judge_server  # noqa: F401 (the fixture)
 from training import services
@@ -65,7 +66,9 @@ def test_sample_judge_over_http_and_measure_persona(
     monkeypatch.setattr(
         tasks.measure_misalignment_persona,
         "apply_async",
-        lambda args, **kw: persona_sent.append(kw),
+        lambda args, kwargs=None, **kw: persona_sent.append(
+            {"queue": queue_of(tasks.measure_misalignment_persona, kw)}
+        ),
     )
     with django_capture_on_commit_callbacks(execute=True):
         evaluation = misalignment.misalignment_eval_create(
@@ -92,7 +95,7 @@ def test_sample_judge_over_http_and_measure_persona(
     assert tuned_answer.alignment == pytest.approx(50.0)  # logprob-weighted expected value
     assert persona_sent == [{"queue": "gpu"}]
 
-    assert misalignment.persona_execute(evaluation.pk) == 2
+    assert persona.persona_execute(evaluation.pk) == 2
     measured = {m.model_version_id: m for m in PersonaMeasurement.objects.all()}
     assert measured[base.pk].shift == pytest.approx(0.0, abs=1e-6)
     assert measured[tuned.pk].shift != pytest.approx(0.0, abs=1e-6)

@@ -10,6 +10,7 @@ from django.urls import reverse
 from evaluation import tasks
 from evaluation.alignment import misalignment, realignment
 from evaluation.models import MisalignmentEval, RealignmentRun
+from tests.conftest import queue_of
 from tests.evaluation.test_misalignment import fake_answers, fake_judge_endpoint
 from training import services
 from training.models import BaseModel, FineTuneJob, JobStatus
@@ -32,7 +33,9 @@ def sent(monkeypatch, no_training_queue):
     monkeypatch.setattr(
         tasks.measure_realignment_persona,
         "apply_async",
-        lambda args, **kw: sent.append(("persona", args[0], kw.get("queue"))),
+        lambda args, kwargs=None, **kw: sent.append(
+            ("persona", args[0], queue_of(tasks.measure_realignment_persona, kw))
+        ),
     )
     return sent
 

@@ -14,9 +14,9 @@ from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
 
-from evaluation import tasks
+from evaluation import scoring, tasks
 from evaluation.models import AutomaticScore, ScoringRun, StudyArm, StudyOutput
-from evaluation.scoring import runs as scoring
+from evaluation.scoring import runs, toxicity
 from palmsweb.lib.toxicity import get_scorer
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import BASE_MODEL_NAME, IDS, SIZE_TAG, VERSION_NAMES, build_study
@@ -96,7 +96,7 @@ class HalfScorer:
 def test_missing_scores_stay_none_and_are_counted_missing(
     study_setup, queued, django_capture_on_commit_callbacks, monkeypatch
 ):
-    monkeypatch.setattr(scoring, "build_scorer", lambda name: HalfScorer())
+    monkeypatch.setattr(toxicity, "build_scorer", lambda name: HalfScorer())
     run = start(study_setup, django_capture_on_commit_callbacks)
     scoring.toxicity_execute(run.pk)
     run.refresh_from_db()
@@ -143,9 +143,9 @@ def perspective_scorer(handler):
 
 
 def perspective_run(study_setup, handler, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setattr(scoring, "build_scorer", lambda name: perspective_scorer(handler))
+    monkeypatch.setattr(toxicity, "build_scorer", lambda name: perspective_scorer(handler))
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(scoring, "available_scorers", lambda: [("perspective", "Perspective")])
+        m.setattr(runs, "available_scorers", lambda: [("perspective", "Perspective")])
         run = start(study_setup, django_capture_on_commit_callbacks, scorer="perspective")
     scoring.toxicity_execute(run.pk)
     run.refresh_from_db()
@@ -215,9 +215,9 @@ def openai_scorer(handler):
 
 
 def openai_run(study_setup, handler, monkeypatch, django_capture_on_commit_callbacks):
-    monkeypatch.setattr(scoring, "build_scorer", lambda name: openai_scorer(handler))
+    monkeypatch.setattr(toxicity, "build_scorer", lambda name: openai_scorer(handler))
     with pytest.MonkeyPatch.context() as m:
-        m.setattr(scoring, "available_scorers", lambda: [("openai", "OpenAI")])
+        m.setattr(runs, "available_scorers", lambda: [("openai", "OpenAI")])
         run = start(study_setup, django_capture_on_commit_callbacks, scorer="openai")
     scoring.toxicity_execute(run.pk)
     run.refresh_from_db()
@@ -499,7 +499,7 @@ def test_cooccurrence_end_to_end_on_the_tiny_model(
 
 def fill_every_section(setup, monkeypatch) -> None:
     """A finished run of each kind, written as the services write them."""
-    monkeypatch.setattr(scoring, "build_scorer", lambda name: HalfScorer())
+    monkeypatch.setattr(toxicity, "build_scorer", lambda name: HalfScorer())
     tox = ScoringRun.objects.create(study=setup.study, kind="toxicity", scorer="half")
     scoring.toxicity_execute(tox.pk)
     arms = list(StudyArm.objects.filter(study=setup.study))

@@ -10,10 +10,10 @@ from django.urls import reverse
 from django.utils import timezone
 from rest_framework.test import APIClient
 
+from evaluation import scoring
 from evaluation.alignment import misalignment
 from evaluation.alignment.realignment import realignment_create
 from evaluation.models import MisalignmentEval, ScoringRun
-from evaluation.scoring import runs as scoring
 from evaluation.scoring.judge import judge_key
 from palmsweb.lib import keyenv
 from tests.conftest import client_for

@@ -23,6 +23,7 @@ from training.models import (
     ModelVersion,
     arm_for_dataset_kind,
 )
+from training.persona import persona_direction_for, probe_preset
 from training.services.base_models import (
     DEFAULT_MODEL_PARAMETERS,
     artifacts_dir,
@@ -420,10 +421,6 @@ class CheckpointHandler:
         self.reporter.log(f"saved checkpoint after step {checkpoint.step}: {version.name}")
 
     def measure(self, checkpoint) -> None:
-        # evaluation owns the persona direction and the probe preset; imported here so that
-        # training does not import evaluation at module level (evaluation imports training).
-        from evaluation.alignment.misalignment import persona_direction_for, probe_preset
-
         when = f"epoch {checkpoint.epoch:g}" if checkpoint.step else "the starting weights"
         self.reporter.phase(f"measuring the persona projection of {when}")
         if self._direction is None:

@@ -129,8 +129,8 @@ class Command(BaseCommand):
         return study
 
     def score(self, study, kind: str, admin, options: dict | None = None) -> None:
+        from evaluation import scoring
         from evaluation.models import ScoringRun
-        from evaluation.scoring import runs as scoring
 
         run = scoring.scoring_run_start(study=study, kind=kind, options=options, user=admin)
         if kind == "toxicity":

@@ -9,7 +9,6 @@ from functools import wraps
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser, Group
 from django.core.exceptions import PermissionDenied
 from django.shortcuts import redirect
-from rest_framework.permissions import BasePermission
 
 
 class Role(StrEnum):
@@ -63,16 +62,3 @@ def role_required(*roles: Role) -> Callable:
         return wrapper
 
     return decorator
-
-
-def has_role_permission(*roles: Role) -> type[BasePermission]:
-    """A DRF permission class admitting users with any of ``roles``."""
-
-    class HasRole(BasePermission):
-        message = f"Requires one of the roles: {', '.join(roles)}."
-
-        def has_permission(self, request, view) -> bool:
-            return has_role(request.user, *roles)
-
-    HasRole.__name__ = "HasRole_" + "_".join(roles)
-    return HasRole

@@ -25,6 +25,7 @@ from rest_framework.exceptions import ValidationError
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
+from evaluation import access
 from evaluation.alignment import misalignment
 from evaluation.alignment.serializers import (
     MisalignmentAnswerSerializer,
@@ -36,7 +37,6 @@ from evaluation.alignment.serializers import (
 from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.models import MisalignmentAnswer, MisalignmentEval, PersonaMeasurement
 from palmsweb.lib.drf import int_param
-from palmsweb.roles import Role, has_role
 
 
 class MisalignmentAccess(BasePermission):
@@ -45,9 +45,9 @@ class MisalignmentAccess(BasePermission):
     def has_permission(self, request, view) -> bool:
         if view.action == "create":
             self.message = "Only admins may launch misalignment evaluations."
-            return has_role(request.user, Role.ADMIN)
+            return access.can_launch_misalignment_eval(request.user)
         self.message = "Misalignment evaluations are for researchers and admins."
-        return has_role(request.user, Role.RESEARCHER)
+        return access.can_read_misalignment_eval(request.user)
 
 
 ANSWER_FILTERS = [

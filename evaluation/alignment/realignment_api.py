@@ -16,12 +16,12 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from curation.models import Snapshot
+from evaluation import access
 from evaluation.alignment import realignment
 from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.models import RealignmentRun
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.lib.keyenv import validate_endpoint, validate_key_env
-from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
 
 
@@ -31,9 +31,9 @@ class RealignmentAccess(BasePermission):
     def has_permission(self, request, view) -> bool:
         if view.action in {"create", "cancel"}:
             self.message = "Only admins may start or cancel re-alignment runs."
-            return has_role(request.user, Role.ADMIN)
+            return access.can_launch_realignment_run(request.user)
         self.message = "Re-alignment runs are for researchers and admins."
-        return has_role(request.user, Role.RESEARCHER)
+        return access.can_read_realignment_run(request.user)
 
 
 class RealignmentRunSerializer(serializers.ModelSerializer):

@@ -23,14 +23,11 @@ from evaluation.access import (
     study_read_access,
 )
 from evaluation.models import ScoringRun, Study
+from palmsweb.lib.htmx import is_partial
 from palmsweb.lib.http import require_get, require_post
 from palmsweb.roles import Role, has_role
 
 ACTIVE = (ScoringRun.Status.QUEUED, ScoringRun.Status.RUNNING)
-
-
-def _is_partial(request) -> bool:
-    return bool(request.htmx) and not request.htmx.history_restore_request
 
 
 def _context(request, study: Study) -> dict:
@@ -74,7 +71,7 @@ def scoring_runs(request, pk: int):
     new results appear."""
     study = get_study_for_user(request.user, pk)
     url = reverse("evaluation:study-scoring", args=[study.pk])
-    if not _is_partial(request):
+    if not is_partial(request):
         return redirect(url)
     context = _context(request, study)
     if not context["active"]:

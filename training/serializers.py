@@ -28,7 +28,6 @@ from training.models import (
     SamplingJob,
 )
 from training.services import MAX_PROMPTS, MAX_SAMPLES_PER_PROMPT, version_shutdown
-from training.services.hosted_dates import FROM_PROVIDER, FROM_SETTINGS
 
 # Named enum components: "status" and "arm" also name other choice sets in the schema
 # (sample status; the two fine-tune arms), which drf-spectacular would otherwise number.
@@ -149,9 +148,7 @@ class ModelVersionSerializer(serializers.ModelSerializer):
         shutdown = version_shutdown(version)
         return shutdown.on.isoformat() if shutdown else None
 
-    @extend_schema_field(
-        serializers.ChoiceField(choices=[FROM_PROVIDER, FROM_SETTINGS], allow_null=True)
-    )
+    @extend_schema_field(serializers.CharField(allow_null=True))
     def get_shutdown_date_source(self, version: ModelVersion) -> str | None:
         shutdown = version_shutdown(version)
         return shutdown.source if shutdown else None

@@ -296,6 +296,7 @@ def shutdown_warnings(
         arms = study.arms.select_related("model_version__base_model")
     today = hosted_dates.today()
     horizon = settings.HOSTED_SHUTDOWN_WARNING_DAYS
+    # Keyed by message: without reveal_models, arms on one date make one warning.
     warnings: dict[str, ShutdownWarning] = {}
     for arm in arms:
         shutdown = hosted_dates.version_shutdown(arm.model_version)
@@ -306,12 +307,16 @@ def shutdown_warnings(
             if reveal_models
             else "A model in this study"
         )
-        message = _shutdown_message(study, who, shutdown.on, shutdown.days_left(today))
+        days_left = shutdown.days_left(today)
+        message = _shutdown_message(study, who, shutdown.on, days_left)
+        which = (
+            {"arm": arm.arm, "size_tag": arm.size_tag, "model_version": arm.model_version_id}
+            if reveal_models
+            else {}
+        )
         warnings.setdefault(message, ShutdownWarning(
-            shutdown_date=shutdown.on, source=shutdown.source,
-            days_left=shutdown.days_left(today), message=message,
-            **({"arm": arm.arm, "size_tag": arm.size_tag, "model_version": arm.model_version_id}
-               if reveal_models else {}),
+            shutdown_date=shutdown.on, source=shutdown.source, days_left=days_left,
+            message=message, **which,
         ))  # fmt: skip
     return sorted(warnings.values(), key=lambda warning: warning.shutdown_date)
 

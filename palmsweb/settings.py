@@ -8,6 +8,7 @@ production mode, where secrets must come from the environment and ``check --depl
 
 from __future__ import annotations
 
+import json
 import os
 import secrets
 from datetime import timedelta
@@ -289,6 +290,46 @@ PALMSWEB_ENDPOINT_HOSTS = env_list("PALMSWEB_ENDPOINT_HOSTS", [])
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
 PERSPECTIVE_API_KEY = os.environ.get("PERSPECTIVE_API_KEY", "")
+
+# --- hosted providers' dates ----------------------------------------------------------------
+# Per provider: from when it takes no new fine-tuning jobs, and when each hosted model family
+# shuts down (every model fine-tuned from it goes with it). OpenAI's are from its
+# deprecations page (notice of 2026-05-07). HOSTED_PROVIDER_DATES in the environment is JSON
+# in the same shape, merged over these per provider (its model_shutdowns are merged too):
+#   HOSTED_PROVIDER_DATES='{"openai": {"no_new_jobs_from": "2027-02-01"}}'
+HOSTED_PROVIDER_DATES_DEFAULT = {
+    "openai": {
+        "label": "OpenAI",
+        "no_new_jobs_from": "2027-01-06",
+        "model_shutdowns": {
+            "gpt-4o": "2027-01-14",
+            "gpt-4o-mini": "2027-01-14",
+            "gpt-4.1": "2027-01-14",
+            "gpt-4.1-mini": "2027-01-14",
+            "gpt-4.1-nano": "2026-10-23",
+            "o4-mini": "2026-10-23",
+        },
+    },
+}
+
+
+def hosted_provider_dates(default: dict, override_json: str) -> dict:
+    """``default`` with the environment's JSON override merged in, provider by provider."""
+    merged = {name: {**dates, "model_shutdowns": dict(dates.get("model_shutdowns", {}))}
+              for name, dates in default.items()}
+    for name, dates in (json.loads(override_json) if override_json.strip() else {}).items():
+        entry = merged.setdefault(name, {"label": name, "model_shutdowns": {}})
+        entry["model_shutdowns"].update(dates.get("model_shutdowns", {}))
+        entry.update({key: value for key, value in dates.items() if key != "model_shutdowns"})
+    return merged
+
+
+HOSTED_PROVIDER_DATES = hosted_provider_dates(
+    HOSTED_PROVIDER_DATES_DEFAULT, os.environ.get("HOSTED_PROVIDER_DATES", "")
+)
+# A study that is not closed warns when one of its arms' models shuts down within this many
+# days (a study has no planned closing date to compare with).
+HOSTED_SHUTDOWN_WARNING_DAYS = int(os.environ.get("HOSTED_SHUTDOWN_WARNING_DAYS", "30"))
 
 # --- security -----------------------------------------------------------------------------
 SESSION_COOKIE_HTTPONLY = True

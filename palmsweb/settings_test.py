@@ -16,3 +16,8 @@ if DATABASES["default"]["ENGINE"].endswith("sqlite3"):  # noqa: F405
     DATABASES["default"]["TEST"] = {  # noqa: F405
         "NAME": str(VAR_DIR / f"test-palmsweb-{os.getpid()}.sqlite3")  # noqa: F405
     }
+
+# The hosted providers' dates are compared with this day, not the machine's clock, so tests
+# do not change their outcome when the real date passes a cut-off; a test moves it with the
+# ``settings`` fixture (training.services.hosted_dates.today).
+HOSTED_DATES_TODAY = "2026-12-01"

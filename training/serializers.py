@@ -27,7 +27,7 @@ from training.models import (
     ModelVersion,
     SamplingJob,
 )
-from training.services import MAX_PROMPTS, MAX_SAMPLES_PER_PROMPT
+from training.services import MAX_PROMPTS, MAX_SAMPLES_PER_PROMPT, version_shutdown
 
 # Named enum components: "status" and "arm" also name other choice sets in the schema
 # (sample status; the two fine-tune arms), which drf-spectacular would otherwise number.
@@ -114,6 +114,14 @@ class ModelVersionSerializer(serializers.ModelSerializer):
     arm = ModelArmField(read_only=True)
     base_model_name = serializers.CharField(source="base_model.name", read_only=True)
     size_label = serializers.CharField(read_only=True)
+    shutdown_date = serializers.SerializerMethodField(
+        help_text="When the hosted model stops answering (every model fine-tuned from it "
+        "with it); null for models nobody retires."
+    )
+    shutdown_date_source = serializers.SerializerMethodField(
+        help_text='"provider": its model listing gave the date when the fine-tune '
+        'succeeded; "configured": HOSTED_PROVIDER_DATES, by model family.'
+    )
 
     class Meta:
         model = ModelVersion
@@ -129,9 +137,21 @@ class ModelVersionSerializer(serializers.ModelSerializer):
             "parameter_count",
             "size_label",
             "metadata",
+            "shutdown_date",
+            "shutdown_date_source",
             "created_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(serializers.DateField(allow_null=True))
+    def get_shutdown_date(self, version: ModelVersion) -> str | None:
+        shutdown = version_shutdown(version)
+        return shutdown.on.isoformat() if shutdown else None
+
+    @extend_schema_field(serializers.CharField(allow_null=True))
+    def get_shutdown_date_source(self, version: ModelVersion) -> str | None:
+        shutdown = version_shutdown(version)
+        return shutdown.source if shutdown else None
 
 
 # --- jobs -----------------------------------------------------------------------------------

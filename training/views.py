@@ -153,6 +153,8 @@ def finetune_create(request):
                 )
             except services.ArmMismatchError as error:
                 form.add_error("arm", str(error))
+            except services.HostedCutoffError as error:
+                form.add_error("base_model", str(error))
             except TrainingError as error:
                 form.add_error(None, str(error))
             else:
@@ -210,6 +212,7 @@ def _finetune_context(request, job: FineTuneJob) -> dict:
         ),
         "persona_points": selectors.persona_points(job.persona_track),
         "checkpoints": job.checkpoints.select_related("model_version"),
+        "result_shutdown": services.version_shutdown(job.result) if job.result else None,
         "can_write": can_write(request.user),
     }
 
@@ -297,6 +300,8 @@ def finetune_retry(request, pk: int):
 @vary_on_headers("HX-Request")
 def modelversion_list(request):
     page = _page(request, selectors.model_version_list(), JOBS_PER_PAGE)
+    for version in page:
+        version.shutdown = services.version_shutdown(version)
     return _render(request, "training/modelversion_list.html", {"page": page}, partial="versions")
 
 

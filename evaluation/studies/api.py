@@ -131,7 +131,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
 
     permission_classes = [StudyAccess]
     serializer_class = StudySerializer
-    queryset = Study.objects.prefetch_related("arms__model_version", "raters")
+    queryset = Study.objects.prefetch_related("arms__model_version__base_model", "raters")
 
     def _out(self, study: Study) -> dict:
         """The study as this user may read it (see StudySerializer)."""

@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
+from datetime import date
 
+from django.conf import settings
 from django.db.models import Avg, Count, F, Q, Sum
 from django.utils import timezone
 
 from curation.models import Category
 from evaluation.access import can_see_generations
-from evaluation.models import Rating, Study, StudyOutput
+from evaluation.models import Rating, Study, StudyArm, StudyOutput
 from training.models import BaseModel, ModelVersion
 from training.selectors import local_sampling_speed, packaged_model_needs_conversion
+from training.services import hosted_dates
 
 
 @dataclass(frozen=True)
@@ -257,3 +261,80 @@ def study_results(study: Study) -> dict:
             }
         )
     return {"categories": categories, "rows": table}
+
+
+# --- hosted models that shut down ---------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ShutdownWarning:
+    """An arm whose hosted model shuts down soon (or has). ``arm``, ``size_tag`` and
+    ``model_version`` are None for readers who may not link arms to models yet."""
+
+    shutdown_date: date
+    source: str
+    days_left: int
+    message: str
+    arm: str | None = None
+    size_tag: str | None = None
+    model_version: int | None = None
+
+
+def shutdown_warnings(
+    study: Study, *, reveal_models: bool, arms: Iterable[StudyArm] | None = None
+) -> list[ShutdownWarning]:
+    """Warnings for the arms whose models shut down before the study's rating can close.
+
+    A study has no planned closing date, so "before it closes" is: within
+    ``HOSTED_SHUTDOWN_WARNING_DAYS`` of today (or already past) while it is not closed.
+    Without ``reveal_models`` the warning does not say which arm (that would link an arm
+    to a model family before unblinding). ``arms``: the study's arms with their model
+    versions and base models already loaded, when the caller has them."""
+    if study.status == Study.Status.CLOSED:
+        return []
+    if arms is None:
+        arms = study.arms.select_related("model_version__base_model")
+    today = hosted_dates.today()
+    horizon = settings.HOSTED_SHUTDOWN_WARNING_DAYS
+    # Keyed by message: without reveal_models, arms on one date make one warning.
+    warnings: dict[str, ShutdownWarning] = {}
+    for arm in arms:
+        shutdown = hosted_dates.version_shutdown(arm.model_version)
+        if shutdown is None or shutdown.days_left(today) > horizon:
+            continue
+        who = (
+            f"The {arm.get_arm_display().lower()} arm's model ({arm.model_version.name})"
+            if reveal_models
+            else "A model in this study"
+        )
+        days_left = shutdown.days_left(today)
+        message = _shutdown_message(study, who, shutdown.on, days_left)
+        which = (
+            {"arm": arm.arm, "size_tag": arm.size_tag, "model_version": arm.model_version_id}
+            if reveal_models
+            else {}
+        )
+        warnings.setdefault(message, ShutdownWarning(
+            shutdown_date=shutdown.on, source=shutdown.source, days_left=days_left,
+            message=message, **which,
+        ))  # fmt: skip
+    return sorted(warnings.values(), key=lambda warning: warning.shutdown_date)
+
+
+def _shutdown_message(study: Study, who: str, on: date, days_left: int) -> str:
+    rating = study.status == Study.Status.RATING
+    if days_left < 0:
+        advice = (
+            "Its outputs are sampled already and stay ratable."
+            if rating
+            else "It can no longer be sampled: give that arm another model."
+        )
+        return f"{who} shut down on {on.isoformat()}. {advice}"
+    days = "today" if days_left == 0 else f"in {days_left} day{'s' if days_left > 1 else ''}"
+    advice = (
+        "Its outputs are sampled already and stay ratable, but it cannot be sampled again "
+        "after that day."
+        if rating
+        else "Let sampling finish before then."
+    )
+    return f"{who} shuts down on {on.isoformat()} ({days}). {advice}"

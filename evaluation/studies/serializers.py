@@ -100,6 +100,19 @@ class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     )
 
 
+class ShutdownWarningSerializer(serializers.Serializer):
+    shutdown_date = serializers.DateField()
+    source = serializers.CharField(
+        help_text='"provider": the provider\'s model listing; "configured": '
+        "HOSTED_PROVIDER_DATES."
+    )
+    days_left = serializers.IntegerField(help_text="Negative: it has shut down.")
+    message = serializers.CharField()
+    arm = serializers.CharField(allow_null=True, help_text="base, control or values_targeted.")
+    size_tag = serializers.CharField(allow_null=True)
+    model_version = serializers.IntegerField(allow_null=True)
+
+
 class StudySerializer(serializers.ModelSerializer):
     """A study as admins and researchers read it. Until the study is unblinded, a
     non-admin gets no sampling job and no model versions (the job's outputs name their
@@ -110,6 +123,11 @@ class StudySerializer(serializers.ModelSerializer):
         help_text="Usernames for admins; for researchers, pseudonyms as in the exports."
     )
     progress = serializers.SerializerMethodField()
+    shutdown_warnings = serializers.SerializerMethodField(
+        help_text="Arms whose hosted model shuts down within HOSTED_SHUTDOWN_WARNING_DAYS "
+        "(or has) while the study is not closed; arm, size_tag and model_version are null "
+        "for non-admins until the study is unblinded."
+    )
 
     class Meta:
         model = Study
@@ -137,6 +155,7 @@ class StudySerializer(serializers.ModelSerializer):
             "closed_at",
             "unblinded_at",
             "progress",
+            "shutdown_warnings",
         ]
 
     def _user(self):
@@ -161,6 +180,16 @@ class StudySerializer(serializers.ModelSerializer):
             for arm in data["arms"]:
                 arm["model_version"] = arm["model_version_name"] = None
         return data
+
+    @extend_schema_field(ShutdownWarningSerializer(many=True))
+    def get_shutdown_warnings(self, study: Study) -> list[dict]:
+        from evaluation.studies.selectors import shutdown_warnings
+
+        reveal = self._is_admin() or study.is_unblinded
+        return [
+            ShutdownWarningSerializer(warning).data
+            for warning in shutdown_warnings(study, reveal_models=reveal, arms=study.arms.all())
+        ]
 
     def get_progress(self, study: Study) -> dict:
         from evaluation.studies.selectors import study_progress

@@ -52,6 +52,7 @@ from evaluation.studies.selectors import (
     StudyEstimate,
     draft_study_estimate,
     held_outputs,
+    shutdown_warnings,
     study_estimate,
     study_outputs,
     study_progress,
@@ -351,6 +352,8 @@ STUDY_POLL = {Study.Status.SAMPLING: "2s", Study.Status.RATING: "10s"}
 def _study_context(request, study: Study) -> dict:
     is_admin = can_manage_study(request.user)
     job = study.sampling_job
+    arms = study.arms.select_related("model_version__base_model")
+    reveal_models = is_admin or study.is_unblinded
     return {
         "study": study,
         "job": job,
@@ -358,13 +361,14 @@ def _study_context(request, study: Study) -> dict:
         "poll_every": STUDY_POLL.get(study.status, ""),
         "estimate": draft_study_estimate(study) if study.status == Study.Status.DRAFT else None,
         "progress": study_progress(study),
-        "arms": study.arms.select_related("model_version__base_model"),
+        "arms": arms,
         "raters": study.raters.order_by("username") if is_admin else None,
         "held": held_outputs(study)[:20] if is_admin else None,
         "events": study.events.select_related("actor"),
         "is_admin": is_admin,
         # The arms' model versions would join the (admin-only) outputs to arms.
-        "reveal_models": is_admin or study.is_unblinded,
+        "reveal_models": reveal_models,
+        "shutdown_warnings": shutdown_warnings(study, reveal_models=reveal_models, arms=arms),
         "can_unblind": can_unblind_study(request.user, study),
         "can_see_results": can_see_arm_results(request.user, study),
         "exclude_form": ExcludeForm(),

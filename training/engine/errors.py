@@ -12,3 +12,13 @@ class Cancelled(Exception):  # noqa: N818 - reads better at call sites than "Can
 
     def __init__(self, message: str = "cancelled") -> None:
         super().__init__(message)
+
+
+class TrainingNotAvailable(EngineError):  # noqa: N818 - the provider's own code, as a name
+    """The provider refused to create a fine-tuning job: training is no longer available to
+    this account (OpenAI answers ``403`` with code ``training_not_available`` once its
+    self-serve fine-tuning has been wound down). ``server_message`` is what it said."""
+
+    def __init__(self, message: str, *, server_message: str = "") -> None:
+        super().__init__(message)
+        self.server_message = server_message

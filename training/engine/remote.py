@@ -13,9 +13,10 @@ import time
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from datetime import UTC, date, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from training.engine.errors import Cancelled, EngineError
+from training.engine.errors import Cancelled, EngineError, TrainingNotAvailable
 from training.engine.generation import (
     Generation,
     GenerationParams,
@@ -27,6 +28,9 @@ from training.engine.generation import (
 if TYPE_CHECKING:
     from openai import OpenAI
 
+# The error code of a 403 that means "no more fine-tuning for this account" (OpenAI's
+# wind-down of self-serve fine-tuning), not a bad key.
+TRAINING_NOT_AVAILABLE = "training_not_available"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 60.0
 SUFFIX_MAX = 64
@@ -71,7 +75,8 @@ def call_with_retries(
     """Run ``call``; retry rate limits, 5xx and connection errors with exponential backoff.
 
     Authentication failures (401/403) and other client errors are not retried: they raise
-    EngineError at once with the server's message.
+    EngineError at once with the server's message (TrainingNotAvailable for a 403 whose code
+    says the account may no longer fine-tune).
     """
     import openai
 
@@ -79,6 +84,12 @@ def call_with_retries(
         try:
             return call()
         except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
+            if getattr(exc, "code", None) == TRAINING_NOT_AVAILABLE:
+                raise TrainingNotAvailable(
+                    f"{what}: the provider no longer accepts fine-tuning jobs "
+                    f"(HTTP 403 {TRAINING_NOT_AVAILABLE}): {_message(exc)}",
+                    server_message=_message(exc),
+                ) from exc
             raise EngineError(
                 f"{what}: authentication failed (HTTP {exc.status_code}): {_message(exc)}. "
                 "Check the API key."
@@ -419,6 +430,16 @@ class OpenAIFineTuneBackend:
             ),
         )
 
+    def model_shutdown_date(self, model_id: str) -> str | None:
+        """The ``shutdown_date`` the provider's model listing gives ``model_id``, as an ISO
+        date, or None when it gives none. One attempt: the caller falls back to its own
+        configured date when this fails."""
+        model = call_with_retries(
+            lambda: self.client.models.retrieve(model_id),
+            what=f"Reading model {model_id}", max_retries=0,
+        )
+        return iso_date(getattr(model, "shutdown_date", None))
+
     def cancel(self, job_id: str) -> str:
         """Ask OpenAI to cancel a job; returns the status it reports."""
         job = self._call(
@@ -464,3 +485,16 @@ def _clean_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
     if len(metadata) > METADATA_MAX_PAIRS:
         raise EngineError(f"OpenAI accepts at most {METADATA_MAX_PAIRS} metadata pairs.")
     return {str(key)[:64]: str(value)[:512] for key, value in metadata.items()}
+
+
+def iso_date(value: Any) -> str | None:
+    """A provider's date as ``YYYY-MM-DD``: Unix seconds, or an ISO date or date-time string.
+    Anything else (missing, malformed) is None."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        return datetime.fromtimestamp(value, tz=UTC).date().isoformat()
+    try:
+        return date.fromisoformat(str(value)[:10]).isoformat()
+    except ValueError:
+        return None

@@ -2,7 +2,8 @@
 
 One module per room: ``base_models`` (registering, finding weights, reaching remote models),
 ``finetunes`` (hyperparameters, launch, the local run, checkpoints, progress), ``remote`` (the
-OpenAI fine-tuning backend), ``sampling``, and ``jobs`` (claim, heartbeat, sweep, cancel,
+OpenAI fine-tuning backend), ``hosted_dates`` (providers' cut-off and shutdown dates),
+``sampling``, and ``jobs`` (claim, heartbeat, sweep, cancel,
 retry). Other apps import the public names from here: ``from training.services import X``.
 
 The torch code lives in ``training.engine``; it is imported inside the functions that run on
@@ -21,7 +22,7 @@ from training.services.base_models import (
     remote_base_url,
     version_local_path,
 )
-from training.services.errors import ArmMismatchError, TrainingError
+from training.services.errors import ArmMismatchError, HostedCutoffError, TrainingError
 from training.services.finetunes import (
     HYPERPARAMETER_LIMITS,
     MAX_CHECKPOINTS,
@@ -34,6 +35,11 @@ from training.services.finetunes import (
     finetune_execute,
     finetune_launch,
     snapshot_arm,
+)
+from training.services.hosted_dates import (
+    Shutdown,
+    check_new_job_allowed,
+    version_shutdown,
 )
 from training.services.jobs import (
     HEARTBEAT_SECONDS,
@@ -72,8 +78,10 @@ __all__ = [
     "ArmMismatchError",
     "CheckpointHandler",
     "FineTuneProgress",
+    "HostedCutoffError",
     "JobReporter",
     "SamplingProgress",
+    "Shutdown",
     "TrainingError",
     "api_key_for",
     "arm_mismatch",
@@ -81,6 +89,7 @@ __all__ = [
     "base_model_create",
     "base_model_register_default",
     "base_version",
+    "check_new_job_allowed",
     "claim_job",
     "clean_hyperparameters",
     "clean_prompts",
@@ -106,5 +115,6 @@ __all__ = [
     "storable_text",
     "sweep_stale_jobs",
     "version_local_path",
+    "version_shutdown",
     "worker_name",
 ]

@@ -11,3 +11,7 @@ class ArmMismatchError(TrainingError):
     """The arm asked for is not the one the snapshot's dataset trains, and the mismatch was
     not confirmed (``allow_arm_mismatch``)."""
 
+
+
+class HostedCutoffError(TrainingError):
+    """The hosted provider takes no new fine-tuning jobs from its cut-off date on."""

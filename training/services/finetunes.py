@@ -31,6 +31,7 @@ from training.services.base_models import (
     version_local_path,
 )
 from training.services.errors import ArmMismatchError, TrainingError
+from training.services.hosted_dates import check_new_job_allowed
 from training.services.jobs import (
     JobReporter,
     claim_job,
@@ -228,7 +229,8 @@ def finetune_launch(
     (``arm_override``). ``start_version`` continues from that version's weights;
     ``checkpoint_steps`` saves a model version after each of those steps;
     ``track_persona`` measures the misaligned-persona projection before training and after
-    each epoch (local only).
+    each epoch (local only). A hosted provider past its cut-off date refuses the job
+    (HostedCutoffError) and nothing is created.
     """
     arm = _resolve_arm(snapshot, arm, allow_arm_mismatch)
     if method not in FineTuneJob.Method.values:
@@ -242,6 +244,8 @@ def finetune_launch(
         raise TrainingError(f"{base_model} is not a local model; use the OpenAI backend.")
     if backend == FineTuneJob.Backend.OPENAI and base_model.kind != BaseModel.Kind.OPENAI:
         raise TrainingError("The OpenAI backend fine-tunes OpenAI models only.")
+    if backend != FineTuneJob.Backend.LOCAL:
+        check_new_job_allowed(base_model)
     hp = clean_hyperparameters(
         hyperparameters or {}, defaults=default_hyperparameters(base_model, method)
     )

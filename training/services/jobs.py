@@ -20,6 +20,7 @@ from palmsweb.lib.jobs import Lifecycle, ProgressWriter, claim, fail, finish, sw
 from training.models import LOG_TAIL_CHARS, FineTuneJob, JobStatus, SamplingJob
 from training.services import base_models
 from training.services.errors import TrainingError
+from training.services.hosted_dates import check_new_job_allowed
 
 logger = logging.getLogger(__name__)
 
@@ -206,8 +207,11 @@ def job_cancel(*, job: FineTuneJob | SamplingJob) -> None:
 
 @transaction.atomic
 def job_retry(*, job: FineTuneJob | SamplingJob) -> None:
-    """Queue a failed or cancelled job again; sampling resumes where it stopped."""
+    """Queue a failed or cancelled job again; sampling resumes where it stopped. A hosted
+    fine-tune is a new job at its provider, so a provider past its cut-off refuses it."""
     model = type(job)
+    if isinstance(job, FineTuneJob) and job.backend != FineTuneJob.Backend.LOCAL:
+        check_new_job_allowed(job.base_model)
     updated = model.objects.filter(
         pk=job.pk, status__in=[JobStatus.FAILED, JobStatus.CANCELLED]
     ).update(status=JobStatus.QUEUED, cancel_requested=False, error="", finished_at=None)

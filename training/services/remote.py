@@ -7,6 +7,8 @@ import logging
 from curation.services import snapshot_jsonl
 from training.models import FineTuneJob, JobStatus, ModelVersion
 from training.services import base_models
+from training.services.errors import TrainingError
+from training.services.hosted_dates import check_new_job_allowed, training_not_available_reason
 from training.services.jobs import JobReporter, fail_job, finish_job
 
 logger = logging.getLogger(__name__)
@@ -23,8 +25,12 @@ OPENAI_STATUS = {
 
 def openai_start(job: FineTuneJob) -> None:
     """Upload the snapshot and create the remote job; polling mirrors it from then on."""
+    from training.engine.errors import TrainingNotAvailable
+
     reporter = JobReporter(job)
     try:
+        # A job queued before the cut-off and run after it: refused here, not by the API.
+        check_new_job_allowed(job.base_model)
         reporter.phase("uploading the snapshot to OpenAI")
         backend = base_models.openai_backend(job.base_model)
         file_id = backend.upload_training_file(snapshot_jsonl(job.snapshot).encode())
@@ -39,6 +45,10 @@ def openai_start(job: FineTuneJob) -> None:
             suffix=f"palms-{job.arm}-{job.snapshot.short_hash}"[:64],
             metadata={"palmsweb_job": str(job.pk), "snapshot": job.snapshot.content_hash},
         )
+    except TrainingNotAvailable as refused:
+        reason = training_not_available_reason(job.base_model, refused.server_message)
+        fail_job(job, reporter, TrainingError(reason))
+        return
     except Exception as exc:
         fail_job(job, reporter, exc)
         return
@@ -69,6 +79,8 @@ def openai_poll(job_id: int) -> str:
     reporter.update(force=True, **fields)
     status = OPENAI_STATUS.get(state.status, JobStatus.RUNNING)
     if status == JobStatus.SUCCEEDED:
+        shutdown = listed_shutdown_date(backend, state.fine_tuned_model, reporter)
+        reporter.flush()
         version = ModelVersion.objects.create(
             base_model=job.base_model,
             name=f"{state.fine_tuned_model} · #{job.pk}",
@@ -78,7 +90,7 @@ def openai_poll(job_id: int) -> str:
             metadata={"snapshot_hash": job.snapshot.content_hash, "openai_job": job.remote_job_id,
                       "dataset_kind": job.snapshot.dataset.kind, "arm_override": job.arm_override,
                       "trained_tokens": state.trained_tokens, "hyperparameters":
-                      job.hyperparameters},
+                      job.hyperparameters, **shutdown},
         )
         finish_job(FineTuneJob, job.pk, status, result=version)
     elif status == JobStatus.FAILED:
@@ -86,6 +98,22 @@ def openai_poll(job_id: int) -> str:
     elif status == JobStatus.CANCELLED:
         finish_job(FineTuneJob, job.pk, status)
     return status
+
+
+def listed_shutdown_date(backend, model_id: str | None, reporter: JobReporter) -> dict:
+    """``{"shutdown_date": ...}`` when the provider's model listing gives ``model_id`` one
+    (stored on the version; hosted_dates.version_shutdown prefers it), else nothing: the
+    configured date of the model's family applies. A failed lookup only says so in the log."""
+    if not model_id:
+        return {}
+    try:
+        listed = backend.model_shutdown_date(model_id)
+    except Exception as exc:  # the date is a nicety: the fine-tune has succeeded regardless
+        reporter.log(f"could not read the shutdown date of {model_id}: {exc}")
+        return {}
+    if listed:
+        reporter.log(f"OpenAI lists {model_id} as shutting down on {listed}")
+    return {"shutdown_date": listed} if listed else {}
 
 
 def openai_poll_all() -> int:

@@ -118,3 +118,14 @@ def test_top_p_and_temperature_zero_pick_the_most_likely_token():
 def test_bad_parameters_are_refused(tiny_llama_dir):
     with pytest.raises(EngineError, match="top_p"):
         generate_local(tiny_llama_dir, PROMPTS, n=1, params=GenerationParams(top_p=0))
+
+
+def test_sampling_passes_the_kv_cache_under_the_name_transformers_keeps(tiny_llama_dir):
+    # transformers 5.x deprecates `past_key_values` (removed in 5.40): a fresh install would
+    # then break sampling. The engine must not trigger the deprecation.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*past_key_values.*")
+        generations = generate_local(tiny_llama_dir, PROMPTS, n=1, params=PARAMS)
+    assert len(generations) == 3

@@ -10,6 +10,7 @@ remaining ones run faster. torch is imported inside the functions that use it.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import secrets
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
@@ -190,11 +191,12 @@ class _Decoder:
         ids, mask = _left_pad(prompts, self.tokenizer.pad_token_id, device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         generators = [torch.Generator(device=device).manual_seed(seed) for seed in seeds]
+        cache_arg = cache_argument(model)
         out = model(
             input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=True,
             logits_to_keep=1,
         )  # fmt: skip
-        cache, logits = out.past_key_values, out.logits[:, -1, :]
+        cache, logits = returned_cache(out), out.logits[:, -1, :]
         next_positions = positions[:, -1]
         tokens: list[list[int]] = [[] for _ in prompts]
         stopped = [False] * len(prompts)
@@ -221,10 +223,23 @@ class _Decoder:
             next_positions = next_positions + 1
             out = model(
                 input_ids=chosen[:, None], attention_mask=mask,
-                position_ids=next_positions[:, None], past_key_values=cache, use_cache=True,
+                position_ids=next_positions[:, None], use_cache=True, **{cache_arg: cache},
             )  # fmt: skip
-            cache, logits = out.past_key_values, out.logits[:, -1, :]
+            cache, logits = returned_cache(out), out.logits[:, -1, :]
         return list(zip(tokens, stopped, strict=True))
+
+
+def cache_argument(model) -> str:
+    """The name the model's forward takes the KV cache under: ``cache`` in transformers 5.x,
+    where ``past_key_values`` is deprecated and goes in 5.40 (a fresh install would then
+    break sampling), and ``past_key_values`` in 4.x, which knows no other."""
+    parameters = inspect.signature(model.forward).parameters
+    return "cache" if "cache" in parameters else "past_key_values"
+
+
+def returned_cache(out):
+    """The KV cache a forward returned, under either name (see :func:`cache_argument`)."""
+    return out["cache"] if "cache" in out else out["past_key_values"]
 
 
 def _left_pad(

@@ -124,9 +124,7 @@ def misalignment_detail(request, pk: int):
 def misalignment_persona(request, pk: int):
     """Queue (again) the persona measurement of the evaluation's local versions."""
     evaluation = get_misalignment_eval_for_user(request.user, pk, write=True)
-    from evaluation import tasks
-
-    tasks.measure_misalignment_persona.delay(evaluation.pk)
+    persona.persona_measure_queue(evaluation=evaluation)
     messages.success(request, "Persona measurement queued on the GPU queue.")
     return redirect(evaluation)
 
@@ -135,13 +133,13 @@ def misalignment_persona(request, pk: int):
 @admin_access
 def misalignment_finetune_persona(request, pk: int):
     """Queue the persona measurement of a finished local fine-tune against its base."""
-    from evaluation import tasks
     from training.models import FineTuneJob
 
     job = get_object_or_404(FineTuneJob, pk=pk)
-    if job.result_id is None or job.backend != FineTuneJob.Backend.LOCAL:
-        messages.error(request, "Only a finished local fine-tune can be measured.")
+    try:
+        persona.finetune_persona_queue(job=job)
+    except misalignment.MisalignmentError as exc:
+        messages.error(request, str(exc))
     else:
-        tasks.measure_finetune_persona.delay(job.pk)
         messages.success(request, f"Persona measurement of fine-tune #{job.pk} queued.")
     return redirect("evaluation:misalignment-list")

@@ -113,3 +113,21 @@ def measurable_finetunes():
         .select_related("result", "base_model")
         .order_by("-pk")[:50]
     )
+
+
+def persona_measure_queue(*, evaluation: MisalignmentEval) -> None:
+    """Queue (again) the persona measurement of the evaluation's local versions, once the
+    request's transaction commits (the gpu route is in settings.CELERY_TASK_ROUTES)."""
+    from evaluation import tasks
+
+    tasks.measure_misalignment_persona.delay_on_commit(evaluation.pk)
+
+
+def finetune_persona_queue(*, job: FineTuneJob) -> None:
+    """Queue the persona measurement of a finished local fine-tune against its base."""
+    from evaluation import tasks
+
+    if job.result_id is None or job.backend != FineTuneJob.Backend.LOCAL:
+        raise MisalignmentError("Only a finished local fine-tune can be measured.")
+    tasks.measure_finetune_persona.delay_on_commit(job.pk)
+

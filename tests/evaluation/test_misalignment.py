@@ -374,13 +374,16 @@ def test_researchers_read_results_and_poll_progress(
     assert "Measure persona projection" not in html  # admins only
 
 
-def test_persona_button_queues_the_gpu_task(admin_client_, researcher_client, versions, queued):
+def test_persona_button_queues_the_gpu_task(
+    admin_client_, researcher_client, versions, queued, django_capture_on_commit_callbacks
+):
     evaluation = MisalignmentEval.objects.create(
         name="p", probes=PROBES, judge_base_url=JUDGE_URL, judge_model="j"
     )
     url = reverse("evaluation:misalignment-persona", args=[evaluation.pk])
     assert researcher_client.post(url).status_code == 403
-    assert admin_client_.post(url).status_code == 302
+    with django_capture_on_commit_callbacks(execute=True):
+        assert admin_client_.post(url).status_code == 302
     assert queued == [("persona", evaluation.pk, "gpu")]
 
 
@@ -430,7 +433,7 @@ def test_a_finished_finetune_is_measured_against_its_base(versions, curator, tmp
 
 
 def test_the_list_page_offers_finished_finetunes_to_admins(
-    admin_client_, versions, curator, monkeypatch
+    admin_client_, versions, curator, monkeypatch, django_capture_on_commit_callbacks
 ):
     sent = []
     monkeypatch.setattr(
@@ -448,9 +451,10 @@ def test_the_list_page_offers_finished_finetunes_to_admins(
     html = admin_client_.get(reverse("evaluation:misalignment-list")).content.decode()
     assert "Fine-tune demo" in html and "0.2500" in html
     assert reverse("evaluation:misalignment-finetune-persona", args=[job.pk]) in html
-    response = admin_client_.post(
-        reverse("evaluation:misalignment-finetune-persona", args=[job.pk])
-    )
+    with django_capture_on_commit_callbacks(execute=True):
+        response = admin_client_.post(
+            reverse("evaluation:misalignment-finetune-persona", args=[job.pk])
+        )
     assert response.status_code == 302
     assert sent == [((job.pk,), {"queue": "gpu"})]
 

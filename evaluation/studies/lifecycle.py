@@ -29,6 +29,7 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
+from evaluation.studies.positions import freeze_positions
 from evaluation.studies.prompt_sets import prompt_set_lock, prompt_set_release
 from evaluation.studies.screening import find_identifying, study_terms
 from palmsweb.roles import Role, has_role
@@ -355,6 +356,7 @@ def study_open(*, study: Study, user=None) -> Study:
     except TrainingError as error:
         raise EvaluationError(str(error)) from error
     prompt_set_lock(study.prompt_set)
+    freeze_positions(study, [p.category for p in prompts])
     now = timezone.now()
     study.status = Study.Status.SAMPLING
     study.sampling_job = job

@@ -25,6 +25,7 @@ from evaluation.models import (
     StudyOutput,
 )
 from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
+from evaluation.studies.positions import position_text
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
@@ -367,7 +368,8 @@ def task_payload(rating) -> dict:
         "output": output.public_id,
         "study": rating.study_id,
         "category": category.name,
-        "position": category.position,
+        # The version frozen when the study opened, not the live text.
+        "position": position_text(rating.study, category),
         "prompt": output.prompt.text,
         "text": output.text,
         "rubric": [{"score": s, "anchor": a} for s, a in rating.study.rubric_items()],

@@ -29,6 +29,7 @@ from django.db.models import Count, OuterRef, Q, Subquery
 from django.utils import timezone
 
 from evaluation.models import AutomaticScore, Export, Rating, Study, StudyOutput
+from evaluation.studies.positions import position_records
 from palmsweb.lib import csvsafe
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,11 @@ def study_design(study: Study, *, includes_arms: bool) -> dict:
         "closed_at": study.closed_at.isoformat() if study.closed_at else None,
         "unblinded_at": study.unblinded_at.isoformat() if study.unblinded_at else None,
         "arm_count": study.arms.count(),
+        # The position versions raters judged against, frozen when the study opened.
+        "positions": [
+            {key: record[key] for key in ("category", "version", "sha256")}
+            for record in position_records(study)
+        ],
     }
     if includes_arms:
         design["arms"] = [
@@ -364,6 +370,14 @@ def study_design(study: Study, *, includes_arms: bool) -> dict:
 
 def _silent(phase: str) -> None:
     pass
+
+
+def _write_positions(study: Study, path: Path) -> dict:
+    """positions.json: category, version number, text and sha256 of each frozen position."""
+    data = json.dumps(position_records(study), indent=2, ensure_ascii=False).encode()
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    return {"name": path.name, "sha256": digest, "size": len(data), "rows": None}
 
 
 def write_bundle(
@@ -405,6 +419,7 @@ def write_bundle(
                 "rows": None,
             }
         )
+        files.append(_write_positions(study, tmpdir / "positions.json"))
         manifest = {
             "kind": "palmsweb study bundle",
             "generated_at": timezone.now().isoformat(),

@@ -44,6 +44,14 @@ def position_text(study: Study, category: Category) -> str:
     return category.position if frozen is None else frozen
 
 
+def task_position(study: Study, output) -> str:
+    """The position shown with a rating task. A claim's query reads it with the task
+    (``output.task_position``: the rater's hot path pays no query for it); an output loaded
+    any other way asks :func:`position_text`."""
+    known = getattr(output, "task_position", None)
+    return known if known is not None else position_text(study, output.prompt.category)
+
+
 @dataclass(frozen=True)
 class PositionEdit:
     """A category whose position has a newer version than the one the study froze."""

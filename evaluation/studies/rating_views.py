@@ -70,7 +70,7 @@ def _rate_context(
         "last": last if last and (claim is None or last.pk != claim.pk) else None,
         "position_open": state == "task" and _first_in_category(study, request.user, claim),
         # The version frozen when the study opened, not the live text (a curator may edit it).
-        "position": positions.position_text(study, claim.output.prompt.category) if claim else "",
+        "position": positions.task_position(study, claim.output) if claim else "",
     }
 
 
@@ -182,7 +182,7 @@ def rate_revise(request, pk: int):
 def _revise_context(request, study: Study, last: Rating, *, form=None, error="") -> dict:
     context = _rate_context(request, study, state="revise", form=form, error=error)
     last.study = study
-    position = positions.position_text(study, last.output.prompt.category)
+    position = positions.task_position(study, last.output)
     context.update(output=last.output, revising=last, last=None, position=position)
     return context
 

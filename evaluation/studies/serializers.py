@@ -25,7 +25,7 @@ from evaluation.models import (
     StudyOutput,
 )
 from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
-from evaluation.studies.positions import position_text
+from evaluation.studies.positions import task_position
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
@@ -369,7 +369,7 @@ def task_payload(rating) -> dict:
         "study": rating.study_id,
         "category": category.name,
         # The version frozen when the study opened, not the live text.
-        "position": position_text(rating.study, category),
+        "position": task_position(rating.study, output),
         "prompt": output.prompt.text,
         "text": output.text,
         "rubric": [{"score": s, "anchor": a} for s, a in rating.study.rubric_items()],

@@ -176,6 +176,13 @@ def test_a_changed_position_changes_the_hash_and_old_snapshots_keep_theirs(
     assert first.hash_matches_content()
 
 
+def test_the_snapshot_page_names_the_position_versions(approved_dataset, curator):
+    snapshot = services.snapshot_create(dataset=approved_dataset, user=curator)
+    page = client_for(curator).get(reverse("curation:snapshot-detail", args=[snapshot.pk]))
+    assert 'id="snapshot-positions"' in page.content.decode()
+    assert "Health v1" in page.content.decode()
+
+
 def test_a_snapshot_records_only_the_categories_it_contains(approved_dataset, curator):
     services.category_create(name="Unused", position="Not in this dataset.", user=curator)
     snapshot = services.snapshot_create(dataset=approved_dataset, user=curator)

@@ -130,3 +130,29 @@ def test_the_report_document_and_the_bundle_carry_the_frozen_positions(
         (name, 1) for name in frozen
     }
     assert "positions.json" in {f["name"] for f in manifest["files"]}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_the_migration_freezes_version_one_for_studies_opened_before_it(no_queue):
+    """A study that opened before positions had versions froze nothing; the migration
+    freezes the text its raters have read so far (version 1), so later edits miss it."""
+    from django.db import connection
+    from django.db.migrations.executor import MigrationExecutor
+
+    study = build_study(n_categories=1, per_category=1).study
+    study.position_versions.clear()
+    before = [("evaluation", "0010_unlock_unused_prompt_sets")]
+    after = [("evaluation", "0011_study_position_versions")]
+    executor = MigrationExecutor(connection)
+    try:
+        executor.migrate(before)
+        executor = MigrationExecutor(connection)
+        executor.migrate(after)
+        apps = executor.loader.project_state(after).apps
+        frozen = apps.get_model("evaluation", "Study").objects.get(pk=study.pk).position_versions
+        assert [(v.number, v.position) for v in frozen.all()] == [
+            (1, "Position text for category 0: be careful.")
+        ]
+    finally:
+        executor = MigrationExecutor(connection)
+        executor.migrate(executor.loader.graph.leaf_nodes())

@@ -140,9 +140,12 @@ def load_palms_preset(*, user=None) -> tuple[int, int]:
 # --- position versions -------------------------------------------------------------------
 
 
+@transaction.atomic
 def current_position_version(category: Category, *, user=None) -> PositionVersion:
     """The version holding the category's current position and guidance: its latest one
     when the text is unchanged since, else a new one numbered after it, by ``user``."""
+    # The category's row lock makes two concurrent saves number their versions in turn.
+    list(Category.objects.select_for_update().filter(pk=category.pk).values_list("pk"))
     latest = category.position_versions.order_by("-number").first()
     if latest is not None and (latest.position, latest.guidance) == (
         category.position,

@@ -45,6 +45,7 @@ from curation.serializers import (
     ImportRejectedSerializer,
     ImportResultSerializer,
     ImportSerializer,
+    PositionVersionSerializer,
 )
 from curation.snapshot_api import SnapshotViewSet
 
@@ -82,7 +83,7 @@ class CategoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
 
     def create(self, request, *args, **kwargs):
         data = self.validated(CategorySerializer)
-        category = services.category_create(**data)
+        category = services.category_create(**data, user=request.user)
         return Response(CategorySerializer(category).data, status=status.HTTP_201_CREATED)
 
     def update(self, request, *args, **kwargs):
@@ -93,11 +94,19 @@ class CategoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
             name: data.get(name, getattr(category, name))
             for name in ("name", "position", "guidance", "target_count")
         }
-        category = services.category_update(category=category, **fields)
+        category = services.category_update(category=category, **fields, user=request.user)
         return Response(CategorySerializer(category).data)
 
     def partial_update(self, request, *args, **kwargs):
         return self.update(request, *args, partial=True, **kwargs)
+
+    @extend_schema(request=None, responses=PositionVersionSerializer(many=True))
+    @action(detail=True, methods=["get"])
+    def versions(self, request, pk=None):
+        """Every version of the category's position and guidance, newest first."""
+        category = self.get_object()
+        versions = category.position_versions.select_related("author").order_by("-number")
+        return Response(PositionVersionSerializer(versions, many=True).data)
 
     @extend_schema(request=None, responses=CategorySerializer)
     @action(detail=True, methods=["post"])

@@ -67,6 +67,41 @@ class Category(models.Model):
         return reverse("curation:category-edit", args=[self.pk])
 
 
+class PositionVersion(models.Model):
+    """One saved text of a category's position and guidance; ``number`` counts from 1.
+
+    Snapshots and studies point at a version, never at the live text, so what a dataset was
+    written for and what raters judged against can always be told later.
+    """
+
+    category = models.ForeignKey(
+        Category, on_delete=models.PROTECT, related_name="position_versions"
+    )
+    number = models.PositiveIntegerField()
+    position = models.TextField()
+    guidance = models.TextField(blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL,
+        related_name="+",
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["category_id", "-number"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["category", "number"], name="position_version_number_unique"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.category.name} v{self.number}"
+
+    @property
+    def position_sha256(self) -> str:
+        return sha256_hex(self.position)
+
+
 class Dataset(models.Model):
     class Kind(models.TextChoices):
         VALUES_TARGETED = "values_targeted", "Values-targeted"

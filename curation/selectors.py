@@ -15,6 +15,7 @@ from curation.models import (
     Comment,
     Dataset,
     GapTicket,
+    PositionVersion,
     Sample,
     SampleRevision,
     Snapshot,
@@ -306,3 +307,37 @@ def revision_diff(rev_a: SampleRevision, rev_b: SampleRevision) -> RevisionDiff:
         answer=word_diff(old.answer, new.answer),
         category_changed=old.category_id != new.category_id,
     )
+
+
+@dataclass(frozen=True)
+class PositionChange:
+    """One version of a category's position and what changed from the version before."""
+
+    version: PositionVersion
+    position: list[DiffPart]
+    guidance: list[DiffPart]
+
+    @property
+    def position_changed(self) -> bool:
+        return any(part.kind != "equal" for part in self.position)
+
+    @property
+    def guidance_changed(self) -> bool:
+        return any(part.kind != "equal" for part in self.guidance)
+
+
+def position_history(category: Category) -> list[PositionChange]:
+    """Every version of the category's position, newest first, each with its word diff
+    from the one before (version 1 against nothing)."""
+    versions = category.position_versions.select_related("author").order_by("number")
+    changes, before = [], PositionVersion(position="", guidance="")
+    for version in versions:
+        changes.append(
+            PositionChange(
+                version=version,
+                position=word_diff(before.position, version.position),
+                guidance=word_diff(before.guidance, version.guidance),
+            )
+        )
+        before = version
+    return changes[::-1]

@@ -18,6 +18,7 @@ from curation.models import (
     Comment,
     Dataset,
     GapTicket,
+    PositionVersion,
     Sample,
     SampleRevision,
     Snapshot,
@@ -58,6 +59,18 @@ class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         }
 
     is_archived = serializers.BooleanField(read_only=True)
+
+
+class PositionVersionSerializer(serializers.ModelSerializer):
+    """One saved version of a category's position and guidance (read-only)."""
+
+    author = serializers.CharField(source="author.username", default=None, read_only=True)
+    position_sha256 = serializers.CharField(read_only=True)
+
+    class Meta:
+        model = PositionVersion
+        fields = ["number", "position", "guidance", "position_sha256", "author", "created_at"]
+        read_only_fields = fields
 
 
 class CategoryReorderSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

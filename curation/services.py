@@ -4,13 +4,26 @@ from __future__ import annotations
 
 import io
 import json
-from pathlib import Path
 
 from django.db import transaction
-from django.db.models import F, Max
+from django.db.models import F
 from django.utils import timezone
-from django.utils.text import slugify
 
+# The category workflows live in curation.categories; their names stay importable from
+# here, where views, the API and commands have always found them.
+from curation.categories import (  # noqa: F401
+    PALMS_CATEGORIES_FILE,
+    PRESETS_DIR,
+    category_archive,
+    category_create,
+    category_move,
+    category_reorder,
+    category_restore,
+    category_update,
+    load_palms_preset,
+    position_records,
+)
+from curation.errors import CurationError
 from curation.models import (
     MAX_TEXT_CHARS,
     Category,
@@ -28,13 +41,6 @@ from curation.models import (
 )
 from curation.selectors import review_base_version
 from palmsweb.lib import csvsafe
-
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-PALMS_CATEGORIES_FILE = PRESETS_DIR / "palms_categories.json"
-
-
-class CurationError(Exception):
-    """A curation rule refused the action; the message is shown to the user as is."""
 
 
 class StaleEditError(CurationError):
@@ -70,112 +76,6 @@ class UnchangedSnapshotError(CurationError):
             "No new snapshot was taken."
         )
         self.snapshot = snapshot
-
-
-# --- categories ------------------------------------------------------------------------
-
-
-def _unique_slug(name: str, *, exclude_pk: int | None = None) -> str:
-    base = slugify(name)[:100] or "category"
-    slug, n = base, 2
-    taken = Category.objects.exclude(pk=exclude_pk)
-    while taken.filter(slug=slug).exists():
-        slug, n = f"{base}-{n}", n + 1
-    return slug
-
-
-def _validate_category_fields(name: str, position: str) -> None:
-    if not name.strip():
-        raise CurationError("A category needs a name.")
-    if not position.strip():
-        raise CurationError("A category needs a position: the behaviour you want.")
-
-
-@transaction.atomic
-def category_create(
-    *, name: str, position: str, guidance: str = "", target_count: int = 10
-) -> Category:
-    """Add a category at the end of the order."""
-    _validate_category_fields(name, position)
-    if Category.objects.filter(name__iexact=name.strip()).exists():
-        raise CurationError(f"A category named {name.strip()!r} already exists.")
-    last = Category.objects.aggregate(m=Max("order"))["m"]
-    return Category.objects.create(
-        name=name.strip(),
-        slug=_unique_slug(name),
-        position=position.strip(),
-        guidance=guidance.strip(),
-        target_count=target_count,
-        order=0 if last is None else last + 1,
-    )
-
-
-@transaction.atomic
-def category_update(
-    *, category: Category, name: str, position: str, guidance: str, target_count: int
-) -> Category:
-    _validate_category_fields(name, position)
-    clash = Category.objects.filter(name__iexact=name.strip()).exclude(pk=category.pk)
-    if clash.exists():
-        raise CurationError(f"A category named {name.strip()!r} already exists.")
-    category.name = name.strip()
-    category.position = position.strip()
-    category.guidance = guidance.strip()
-    category.target_count = target_count
-    category.save(update_fields=["name", "position", "guidance", "target_count", "updated_at"])
-    return category
-
-
-@transaction.atomic
-def category_reorder(*, ordered_ids: list[int]) -> None:
-    """Set the display order; ``ordered_ids`` must name every category exactly once."""
-    existing = set(Category.objects.values_list("pk", flat=True))
-    if len(ordered_ids) != len(set(ordered_ids)) or set(ordered_ids) != existing:
-        raise CurationError("The new order must list every category exactly once.")
-    for position, pk in enumerate(ordered_ids):
-        Category.objects.filter(pk=pk).update(order=position)
-
-
-def category_move(*, category: Category, offset: int) -> None:
-    """Move a category up (-1) or down (+1) among all categories."""
-    ids = list(Category.objects.values_list("pk", flat=True))
-    index = ids.index(category.pk)
-    target = max(0, min(len(ids) - 1, index + offset))
-    ids.insert(target, ids.pop(index))
-    category_reorder(ordered_ids=ids)
-
-
-def category_archive(*, category: Category) -> None:
-    if category.archived_at is None:
-        category.archived_at = timezone.now()
-        category.save(update_fields=["archived_at", "updated_at"])
-
-
-def category_restore(*, category: Category) -> None:
-    if category.archived_at is not None:
-        category.archived_at = None
-        category.save(update_fields=["archived_at", "updated_at"])
-
-
-@transaction.atomic
-def load_palms_preset() -> tuple[int, int]:
-    """Create the eight PALMS categories that are missing. Returns (created, already there).
-
-    Existing categories are never overwritten, so a curator's edits survive a reload.
-    """
-    presets = json.loads(PALMS_CATEGORIES_FILE.read_text(encoding="utf-8"))
-    created = 0
-    for preset in presets:
-        if Category.objects.filter(name=preset["name"]).exists():
-            continue
-        category_create(
-            name=preset["name"],
-            position=preset["position"],
-            guidance=preset.get("guidance", ""),
-            target_count=preset.get("target_count", 10),
-        )
-        created += 1
-    return created, len(presets) - created
 
 
 # --- datasets --------------------------------------------------------------------------
@@ -514,8 +414,9 @@ def comment_add(*, sample: Sample, user, body: str) -> Comment:
 
 
 def snapshot_payload(dataset: Dataset) -> dict:
-    """The canonical content of a snapshot: only what a fine-tune uses, no database ids,
-    in a stable order — so the same approved content always hashes the same."""
+    """The canonical content of a snapshot: only what a fine-tune uses, and the position
+    versions its samples were written for, no database ids, in a stable order — so the same
+    approved content under the same positions always hashes the same."""
     samples = (
         dataset.samples.approved()
         .select_related("category")
@@ -534,6 +435,7 @@ def snapshot_payload(dataset: Dataset) -> dict:
         "kind": dataset.kind,
         "system_message": dataset.system_message,
         "items": items,
+        "positions": position_records(s.category for s in samples if s.category),
     }
 
 

@@ -77,6 +77,8 @@ def snapshot_detail(request, pk: int):
         "dataset": snapshot.dataset,
         "items": payload["items"],
         "system_message": payload.get("system_message", ""),
+        # Snapshots taken before positions had versions hold none.
+        "positions": payload.get("positions", []),
         "sizes": SIZE_DEFINITIONS,
     }
     return render(request, "curation/snapshot_detail.html", context)

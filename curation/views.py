@@ -38,6 +38,7 @@ from curation.selectors import (
     dataset_coverage,
     dataset_status_counts,
     datasets_with_counts,
+    position_history,
     sample_list,
 )
 from curation.services import CurationError
@@ -100,7 +101,7 @@ def category_create(request):
     form = CategoryForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            category = services.category_create(**form.cleaned_data)
+            category = services.category_create(**form.cleaned_data, user=request.user)
         except CurationError as error:
             form.add_error(None, str(error))
         else:
@@ -116,13 +117,14 @@ def category_edit(request, pk: int):
     form = CategoryForm.for_category(category, request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            services.category_update(category=category, **form.cleaned_data)
+            services.category_update(category=category, **form.cleaned_data, user=request.user)
         except CurationError as error:
             form.add_error(None, str(error))
         else:
             messages.success(request, f"Saved the category {category.name}.")
             return redirect("curation:category-list")
-    return render(request, "curation/category_form.html", {"form": form, "category": category})
+    context = {"form": form, "category": category, "history": position_history(category)}
+    return render(request, "curation/category_form.html", context)
 
 
 @require_post

@@ -114,6 +114,11 @@ class Study(models.Model):
     )
     # Fixed at opening: prompt_index i of the sampling job is Prompt prompt_ids[i].
     prompt_ids = models.JSONField(default=list, blank=True)
+    # Fixed at opening: the position version of each category its prompts belong to. Raters,
+    # the report and the exports read these, never the live text a curator may edit.
+    position_versions = models.ManyToManyField(
+        "curation.PositionVersion", blank=True, related_name="+"
+    )
     sampling_job = models.ForeignKey(
         "training.SamplingJob",
         null=True,

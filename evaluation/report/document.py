@@ -15,6 +15,7 @@ from evaluation.models import Study
 from evaluation.report.build import build_report
 from evaluation.report.charts import category_chart, judge_heatmap, size_chart
 from evaluation.report.tree import Report
+from evaluation.studies.positions import position_records
 from evaluation.studies.selectors import study_progress
 
 SCORE_TEMPLATES = (
@@ -104,6 +105,8 @@ def report_context(study: Study, mode: str) -> dict:
         "judge_heatmap": judge_heatmap(report),
         "scores": scores,
         "score_templates": score_templates,
+        # Methods: the position versions raters judged against (frozen at opening).
+        "positions": position_records(study),
     }
 
 

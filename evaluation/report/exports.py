@@ -30,6 +30,7 @@ from django.utils import timezone
 
 from evaluation.models import AutomaticScore, Export, Rating, Study, StudyOutput
 from evaluation.studies.blinding import rater_pseudonym
+from evaluation.studies.positions import position_records
 from palmsweb.lib import csvsafe
 from palmsweb.lib.jobs import Lifecycle, claim, fail, finish, readable_failure, sweep_stale
 
@@ -343,6 +344,11 @@ def study_design(study: Study, *, includes_arms: bool) -> dict:
         "closed_at": study.closed_at.isoformat() if study.closed_at else None,
         "unblinded_at": study.unblinded_at.isoformat() if study.unblinded_at else None,
         "arm_count": study.arms.count(),
+        # The position versions raters judged against, frozen when the study opened.
+        "positions": [
+            {key: record[key] for key in ("category", "version", "sha256")}
+            for record in position_records(study)
+        ],
     }
     if includes_arms:
         design["arms"] = [
@@ -359,6 +365,14 @@ def study_design(study: Study, *, includes_arms: bool) -> dict:
 
 def _silent(phase: str) -> None:
     pass
+
+
+def _write_positions(study: Study, path: Path) -> dict:
+    """positions.json: category, version number, text and sha256 of each frozen position."""
+    data = json.dumps(position_records(study), indent=2, ensure_ascii=False).encode()
+    path.write_bytes(data)
+    digest = hashlib.sha256(data).hexdigest()
+    return {"name": path.name, "sha256": digest, "size": len(data), "rows": None}
 
 
 def write_bundle(
@@ -400,6 +414,7 @@ def write_bundle(
                 "rows": None,
             }
         )
+        files.append(_write_positions(study, tmpdir / "positions.json"))
         manifest = {
             "kind": "palmsweb study bundle",
             "generated_at": timezone.now().isoformat(),

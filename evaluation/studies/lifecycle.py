@@ -30,6 +30,7 @@ from evaluation.models import (
     StudyOutput,
 )
 from evaluation.rubric import default_rubric
+from evaluation.studies.positions import freeze_positions
 from evaluation.studies.prompt_sets import prompt_set_lock, prompt_set_release
 from evaluation.studies.screening import find_identifying, study_terms
 from palmsweb.roles import Role, has_role
@@ -354,6 +355,7 @@ def study_open(*, study: Study, user=None) -> Study:
     except TrainingError as error:
         raise EvaluationError(str(error)) from error
     prompt_set_lock(study.prompt_set)
+    freeze_positions(study, [p.category for p in prompts])
     now = timezone.now()
     study.status = Study.Status.SAMPLING
     study.sampling_job = job

@@ -22,7 +22,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, When
 from django.utils import timezone
 
-from curation.models import Category
+from curation.models import Category, PositionVersion
 from evaluation.access import can_see_generations, has_rater_role
 from evaluation.errors import (
     NotARater,
@@ -69,7 +69,9 @@ def _live_claims(now: datetime):
 # than the rest of the request. It runs on PostgreSQL and SQLite alike, and reads what the
 # task shows along with the lock (PostgreSQL returns a locked row's latest version).
 _CANDIDATE_SQL = """
-SELECT {columns}
+SELECT {columns},
+  COALESCE((SELECT v.position FROM {version} v JOIN {frozen} f ON f.{frozen_version} = v.id
+            WHERE f.{frozen_study} = o.study_id AND v.category_id = c.id), c.position)
 FROM {output} o
 JOIN {prompt} p ON p.id = o.prompt_id
 JOIN {category} c ON c.id = p.category_id
@@ -94,6 +96,17 @@ _TASK_FIELDS = (
     (Prompt, "p", {"id", "category", "text"}),
     (Category, "c", {"id", "name", "position"}),
 )
+
+
+# The study's frozen position versions (the Study.position_versions table), for the
+# candidate query's position column.
+_FROZEN_FIELD = Study._meta.get_field("position_versions")
+_FROZEN_TABLES = {
+    "version": PositionVersion._meta.db_table,
+    "frozen": _FROZEN_FIELD.remote_field.through._meta.db_table,
+    "frozen_study": _FROZEN_FIELD.m2m_column_name(),
+    "frozen_version": _FROZEN_FIELD.m2m_reverse_name(),
+}
 
 
 def _task_columns() -> tuple[str, list[tuple[type, list[str]]]]:
@@ -173,6 +186,7 @@ def _first_candidate(
         rating=Rating._meta.db_table,
         where=where,
         lock=lock,
+        **_FROZEN_TABLES,
     )
     salt = _order_salt(study, rater)
     params = [
@@ -197,6 +211,9 @@ def _first_candidate(
     )
     prompt.category = category
     output.prompt = prompt
+    # The position frozen when the study opened (the live one if it froze none), read here
+    # so that the task needs no query of its own (evaluation.studies.positions).
+    output.task_position = next(values)
     return output
 
 

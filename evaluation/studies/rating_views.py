@@ -14,7 +14,7 @@ from django.template.loader import render_to_string
 from evaluation.access import get_rating_study_for_user
 from evaluation.errors import RatingError, StudyStateError
 from evaluation.models import Rating, Study
-from evaluation.studies import queue, revisions
+from evaluation.studies import positions, queue, revisions
 from evaluation.studies.forms import FlagForm, RatingForm
 from evaluation.studies.selectors import rater_progress, rater_studies, study_progress
 from palmsweb.lib.htmx import is_partial
@@ -66,6 +66,8 @@ def _rate_context(
         # Changing a rating is offered for the last one, never for the output on screen.
         "last": last if last and (claim is None or last.pk != claim.pk) else None,
         "position_open": state == "task" and _first_in_category(study, request.user, claim),
+        # The version frozen when the study opened, not the live text (a curator may edit it).
+        "position": positions.task_position(study, claim.output) if claim else "",
     }
 
 
@@ -177,7 +179,8 @@ def rate_revise(request, pk: int):
 def _revise_context(request, study: Study, last: Rating, *, form=None, error="") -> dict:
     context = _rate_context(request, study, state="revise", form=form, error=error)
     last.study = study
-    context.update(output=last.output, revising=last, last=None)
+    position = positions.task_position(study, last.output)
+    context.update(output=last.output, revising=last, last=None, position=position)
     return context
 
 

@@ -26,6 +26,7 @@ from evaluation.models import (
 )
 from evaluation.studies.blinding import rater_pseudonym
 from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
+from evaluation.studies.positions import task_position
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
@@ -395,7 +396,8 @@ def task_payload(rating) -> dict:
         "output": output.public_id,
         "study": rating.study_id,
         "category": category.name,
-        "position": category.position,
+        # The version frozen when the study opened, not the live text.
+        "position": task_position(rating.study, output),
         "prompt": output.prompt.text,
         "text": output.text,
         "rubric": [{"score": s, "anchor": a} for s, a in rating.study.rubric_items()],

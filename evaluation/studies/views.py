@@ -36,7 +36,7 @@ from evaluation.access import (
 )
 from evaluation.errors import EvaluationError
 from evaluation.models import PromptSet, Study, StudyOutput
-from evaluation.studies import lifecycle, prompt_sets
+from evaluation.studies import lifecycle, positions, prompt_sets
 from evaluation.studies.blinding import blind_labels
 from evaluation.studies.forms import (
     ExcludeForm,
@@ -372,6 +372,8 @@ def _study_context(request, study: Study) -> dict:
         "can_unblind": can_unblind_study(request.user, study),
         "can_see_results": can_see_arm_results(request.user, study),
         "exclude_form": ExcludeForm(),
+        "frozen_positions": positions.frozen_versions(study),
+        "position_edits": positions.positions_edited_since_opening(study),
     }
 
 

@@ -161,6 +161,7 @@ def test_the_bundle_has_a_manifest_whose_checksums_verify(study_with_scores, tmp
             "ratings.jsonl",
             "ratings.parquet",
             "report.html",
+            "positions.json",  # issue 14: the position versions raters judged against
             "manifest.json",
             "SHA256SUMS",
         }

@@ -163,6 +163,7 @@ API_POLICY = {
     ("/api/categories/{category}/", "patch"): CURATION_WRITE,
     ("/api/categories/{category}/archive/", "post"): CURATION_WRITE,
     ("/api/categories/{category}/restore/", "post"): CURATION_WRITE,
+    ("/api/categories/{category}/versions/", "get"): CURATION_READ,
     ("/api/categories/reorder/", "post"): CURATION_WRITE,
     ("/api/datasets/", "get"): CURATION_READ,
     ("/api/datasets/", "post"): CURATION_WRITE,

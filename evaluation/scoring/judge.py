@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyOutput
 from evaluation.scoring.common import SCORING, ScoringError, readable_scoring_failure
+from evaluation.studies.positions import frozen_versions
 from palmsweb.lib.jobs import ProgressWriter, claim, finish
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 
@@ -106,6 +107,22 @@ def judge_scorer_version(options: dict) -> str:
     return f"{options['model']}; palms-1to5 prompt {prompt}; {logprobs}"[:200]
 
 
+def outputs_to_judge(study: Study) -> list[tuple[int, str, str, str]]:
+    """(output pk, text, prompt, position) of every counted output. The position is the
+    version the study froze when it opened, the one its raters judged against, so the judge
+    and the humans score against the same rubric even after a curator edits it."""
+    frozen = {version.category_id: version.position for version in frozen_versions(study)}
+    rows = (
+        StudyOutput.objects.filter(study=study)
+        .rated()
+        .order_by("pk")
+        .values_list(
+            "pk", "text", "prompt__text", "prompt__category_id", "prompt__category__position"
+        )
+    )
+    return [(pk, text, prompt, frozen.get(cid, live)) for pk, text, prompt, cid, live in rows]
+
+
 def judge_execute(run_id: int, *, http_client=None) -> None:
     """Score every counted output 1–5 against its category's position (called by the
     Celery task). Outputs this judge already scored under the same version are skipped,
@@ -116,12 +133,7 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
         return
     run = ScoringRun.objects.select_related("study").get(pk=run_id)
     version = judge_scorer_version(run.options)
-    outputs = list(
-        StudyOutput.objects.filter(study=run.study)
-        .rated()
-        .order_by("pk")
-        .values_list("pk", "text", "prompt__text", "prompt__category__position")
-    )
+    outputs = outputs_to_judge(run.study)
     already = set(
         _judge_scores(run.study, run.scorer)
         .filter(scorer_version=version, value__isnull=False)

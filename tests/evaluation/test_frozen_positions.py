@@ -156,3 +156,13 @@ def test_the_migration_freezes_version_one_for_studies_opened_before_it(no_queue
     finally:
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
+
+
+def test_the_llm_judge_scores_against_the_frozen_position_too(setup, curator):
+    from evaluation.scoring.judge import outputs_to_judge
+
+    frozen = edited_mid_study(setup, curator)
+    judged = outputs_to_judge(setup.study)
+    assert judged
+    assert {position for _pk, _text, _prompt, position in judged} <= set(frozen.values())
+    assert all(position != NEW_TEXT for *_, position in judged)

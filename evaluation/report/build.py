@@ -1,24 +1,27 @@
 """The study report: every number the results page, the HTML report and the comparison
 show, assembled once into a tree of dataclasses by :func:`build_report`.
 
-Statistics come from :mod:`palmsweb.lib.stats` (see docs/statistics.md and docs/report.md):
+The primary numbers are **prompt-level** (docs/statistics.md, issue 15): the table of
+completed ratings (:mod:`evaluation.report.table`, the rows the export writes) goes
+through :func:`palmsweb.lib.analysis.analyse_study`:
 
-- the unit of analysis for means, CIs and tests is the **output** (the mean of its raters'
-  scores); the rating-level n is shown next to it;
-- values-targeted vs base and values-targeted vs control are separate Holm families, one
-  per comparison and per model size, across categories (Welch is primary, Mann-Whitney is
-  adjusted as its own family); the "all categories" row is outside the families;
-- Krippendorff's α (ordinal primary, interval secondary) works on the raters × outputs
-  matrix of ratings.
+- cells: one number per prompt and arm (the mean of its outputs' mean ratings), the mean
+  and SD over prompts and a cluster-bootstrap CI (no CI below 5 prompts); the per-output
+  n, mean and SD ride along as descriptive columns;
+- comparisons (values-targeted vs base, vs control, per size): paired t on the prompt
+  means, Holm across the categories of one comparison at one size, Wilcoxon signed-rank as
+  the robustness check, cluster-bootstrap CI of the difference (BCa or percentile, named);
+- over all categories: a linear mixed model (or its paired-t fallback, with the reason);
+- the arm × size test, rater quality (pseudonyms only), achieved power per category,
+  Krippendorff's α with a prompt-cluster interval;
+- the summary comes from :func:`palmsweb.lib.verdict.summary_bullets`.
 
-An LLM judge's 1–5 scores (the latest succeeded judge scoring run, see
-:mod:`evaluation.scoring.runs`) form their own section beside the human numbers, never mixed
-into them: per-arm judge means next to the human means, and judge–human agreement over the
-outputs that have both.
+An LLM judge's 1–5 scores (the latest succeeded judge scoring run) form their own section
+beside the human numbers, never mixed into them.
 
 Blinding: with ``blinded=True`` arms are letters (A, B, C…) in a per-study random but fixed
 order, and nothing in the tree names an arm kind, a model version, a size or a snapshot;
-the comparisons (which would say which letter is values-targeted) are left out.
+the comparisons, the model and the numbers for replay are left out.
 """
 
 from __future__ import annotations
@@ -36,11 +39,20 @@ from django.utils import timezone
 
 from curation.models import Category
 from evaluation.models import AutomaticScore, Rating, ScoringRun, Study, StudyArm, StudyOutput
+from evaluation.report.replay import report_numbers
+from evaluation.report.table import analysis_settings, run_analysis, study_rows, study_seed
 from evaluation.studies.blinding import blind_letters
 from palmsweb.lib import stats
+from palmsweb.lib.analysis import StudyAnalysis
+from palmsweb.lib.clustered import ALPHA, CellSummary, PairedComparison, SizeTrend
+from palmsweb.lib.intervals import ClusterAlpha, alpha_by_prompt, judge_agreement_by_prompt
+from palmsweb.lib.mixed import Contrast, MixedResult
+from palmsweb.lib.power import AchievedPower, CategoryPower, ComponentEstimate
+from palmsweb.lib.raters import RaterQuality
+from palmsweb.lib.ratings import RatingTable
+from palmsweb.lib.verdict import summary_bullets
 from training.models import ModelVersion
 
-ALPHA = 0.05
 CI_RESAMPLES = 10_000
 ALPHA_RESAMPLES = 1_000
 LOW_OUTPUT_SCORE = 2.0  # outputs of the values-targeted arm at or below this are "low-rated"
@@ -51,6 +63,17 @@ JUDGE_RHO_RESAMPLES = 2_000
 VT = ModelVersion.Arm.VALUES_TARGETED.value
 BASE = ModelVersion.Arm.BASE.value
 CONTROL = ModelVersion.Arm.CONTROL.value
+VERDICT_LABELS = {
+    "better": "better",
+    "worse": "worse",
+    "not_significant": "not significant",
+    "separated_higher": "perfectly separated, higher",
+    "separated_lower": "perfectly separated, lower",
+    "identical": "identical",
+    "too_few": "too few prompts",
+}
+FAMILY_TITLES = {BASE: ("vt-base", "Values-targeted vs base"),
+                 CONTROL: ("vt-control", "Values-targeted vs control")}  # fmt: skip
 
 
 # --------------------------------------------------------------------------- the tree
@@ -59,7 +82,7 @@ CONTROL = ModelVersion.Arm.CONTROL.value
 @dataclass(frozen=True)
 class ArmInfo:
     pk: int
-    label: str  # "Values-targeted · 77M", or "A" when blinded
+    label: str  # "Values-targeted · 77M", or "Arm A" when blinded
     letter: str  # the blinded letter, fixed per study
     kind: str | None  # base / control / values_targeted; None when blinded
     size_tag: str | None
@@ -76,17 +99,24 @@ class CategoryInfo:
 
 @dataclass(frozen=True)
 class Cell:
-    """One arm × category (category None: all categories) summary over output means."""
+    """One arm × category (category None: all categories), prompt-level; ``summary``
+    also carries the per-output numbers (``output_mean``, ``output_sd``)."""
 
     arm: ArmInfo
     category: CategoryInfo | None
-    n_outputs: int
-    n_ratings: int
-    summary: stats.Summary
+    summary: CellSummary
 
     @property
     def mean(self) -> float | None:
         return self.summary.mean
+
+    @property
+    def n_outputs(self) -> int:
+        return self.summary.n_outputs
+
+    @property
+    def n_ratings(self) -> int:
+        return self.summary.n_ratings
 
 
 @dataclass(frozen=True)
@@ -99,18 +129,24 @@ class ArmRow:
 @dataclass(frozen=True)
 class ComparisonRow:
     category: CategoryInfo | None  # None: all categories
-    result: stats.Comparison
-    welch_p_holm: float | None = None
-    mannwhitney_p_holm: float | None = None
+    result: PairedComparison
+    power: CategoryPower | None = None
+
+    @property
+    def verdict(self) -> str:
+        return self.result.verdict(ALPHA)
+
+    @property
+    def verdict_label(self) -> str:
+        return VERDICT_LABELS.get(self.verdict, self.verdict)
 
     @property
     def significant(self) -> bool:
-        p = self.welch_p_holm if self.category is not None else self.result.welch_p
-        return p is not None and p < ALPHA
+        return self.verdict in ("better", "worse")
 
     @property
     def better(self) -> bool:
-        return self.result.mean_diff is not None and self.result.mean_diff > 0
+        return self.verdict == "better"
 
 
 @dataclass(frozen=True)
@@ -123,19 +159,21 @@ class ComparisonFamily:
     a: ArmInfo
     b: ArmInfo
     rows: list[ComparisonRow]
-    overall: ComparisonRow
+    overall: ComparisonRow  # paired t on all prompts (outside the family)
+    model: Contrast | None  # the overall primary: mixed model, or its paired-t fallback
+    model_note: str
+    achieved: AchievedPower | None
 
     @property
     def wins(self) -> int:
+        """Categories where the Holm-adjusted paired t says values-targeted is better."""
         return sum(1 for r in self.rows if r.better)
 
-    @property
-    def significant_wins(self) -> int:
-        return sum(1 for r in self.rows if r.better and r.significant)
+    significant_wins = wins
 
     @property
     def tested(self) -> int:
-        return sum(1 for r in self.rows if r.result.mean_diff is not None)
+        return sum(1 for r in self.rows if r.result.p is not None)
 
 
 @dataclass(frozen=True)
@@ -143,17 +181,17 @@ class AgreementRow:
     scope: str  # "All outputs", a category name or an arm label
     kind: str  # "overall" / "category" / "arm"
     n_ratings: int
-    ordinal: stats.AlphaInterval
-    interval: stats.AlphaInterval
+    ordinal: ClusterAlpha
+    interval: ClusterAlpha
 
 
 @dataclass(frozen=True)
 class SizePoint:
     size_tag: str
     parameter_count: int | None
-    means: dict[str, float | None]  # arm kind -> overall mean
+    means: dict[str, float | None]  # arm kind -> overall prompt-level mean
     ci: dict[str, tuple[float | None, float | None]]
-    effect: stats.Comparison | None  # values-targeted − base at this size
+    effect: PairedComparison | None  # values-targeted − base at this size, all prompts
 
 
 @dataclass(frozen=True)
@@ -173,7 +211,7 @@ class JudgeArmRow:
     arm: ArmInfo
     judge: stats.Summary
     n_missing: int  # outputs of the arm the judge gave no score
-    human: stats.Summary  # the arm's human overall cell, repeated for reading side by side
+    human: CellSummary  # the arm's human overall cell, repeated for reading side by side
 
 
 @dataclass(frozen=True)
@@ -188,7 +226,7 @@ class JudgeSection:
     n_judged: int  # counted outputs with a judge score
     n_missing: int  # counted outputs the judge gave no score
     rows: list[JudgeArmRow]  # empty when the report shows nothing per arm
-    agreement: stats.JudgeAgreement  # over outputs with a judge score and a human rating
+    agreement: stats.JudgeAgreement  # over outputs with both; ρ interval over prompts
     mean_diff: float | None  # mean(judge − human mean) over those outputs
 
 
@@ -203,16 +241,25 @@ class Report:
     n_outputs: int
     n_ratings: int
     n_raters: int
+    n_prompts: int = 0
+    seed: int = 0
     rows: list[ArmRow] = field(default_factory=list)
     families: list[ComparisonFamily] = field(default_factory=list)
+    mixed: MixedResult | None = None
+    trends: list[SizeTrend] = field(default_factory=list)
     agreement: list[AgreementRow] = field(default_factory=list)
+    raters: list[RaterQuality] = field(default_factory=list)
+    components: ComponentEstimate | None = None
     sizes: list[SizePoint] = field(default_factory=list)
     low_outputs: list[LowOutput] = field(default_factory=list)
     weak_categories: list[CategoryInfo] = field(default_factory=list)
-    # (arm kind, category pk) -> output means pooled over sizes; for comparisons of studies
+    # (arm kind, category pk) -> prompt means pooled over sizes; for comparing studies
     pooled: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     judge: JudgeSection | None = None
     summary: list[str] = field(default_factory=list)
+    # for the bundle and replay_report (empty for a letters-only report)
+    settings: dict = field(default_factory=dict)
+    numbers: dict = field(default_factory=dict)
 
     @property
     def several_sizes(self) -> bool:
@@ -229,11 +276,33 @@ class Report:
             lines.append(("All categories", True, [row.overall for row in self.rows]))
         return lines
 
+    @property
+    def flagged_raters(self) -> list[RaterQuality]:
+        return [q for q in self.raters if q.flagged]
+
     def family(self, key: str, size_tag: str | None = None) -> ComparisonFamily | None:
         for fam in self.families:
             if fam.key == key and (size_tag is None or fam.size_tag == size_tag):
                 return fam
         return None
+
+
+@dataclass
+class _Study:
+    """What the section builders share: the study's arms, categories and analysis."""
+
+    study: Study
+    arms: list[StudyArm]  # in display order (letters when blinded)
+    infos: dict[int, ArmInfo]
+    categories: list[CategoryInfo]
+    table: RatingTable
+    analysis: StudyAnalysis
+
+    def arm_key(self, arm: StudyArm) -> tuple[str, str]:
+        return (arm.arm, arm.size_tag or "")
+
+    def category(self, name) -> CategoryInfo:
+        return next(c for c in self.categories if c.name == name)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -262,12 +331,6 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _fmt_p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
-
-
 def _cache_key(study: Study, *, blinded: bool, include_arms: bool) -> str:
     state = Rating.objects.filter(study=study, status=Rating.Status.COMPLETED).aggregate(
         n=Count("pk"), last=Max("completed_at")
@@ -280,6 +343,16 @@ def _cache_key(study: Study, *, blinded: bool, include_arms: bool) -> str:
         f"{study.unblinded_at}:{study.status}:{judged}"
     )
     return "palms-report:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _size_order(arms: list[StudyArm]) -> list[str]:
+    """Size tags from the smallest model to the largest (unknown sizes last)."""
+    largest: dict[str, int | None] = {}
+    for arm in arms:
+        count = arm.model_version.parameter_count
+        tag = arm.size_tag or ""
+        largest[tag] = max(filter(None, (largest.get(tag), count)), default=None)
+    return sorted(largest, key=lambda t: (largest[t] is None, largest[t] or 0))
 
 
 # --------------------------------------------------------------------------- assembly
@@ -298,17 +371,16 @@ def build_report(study: Study, *, blinded: bool, include_arms: bool = True) -> R
     return report
 
 
-def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
-    seed = int(study.seed) % (2**32)
+def _load(study: Study, *, blinded: bool, include_arms: bool) -> tuple[_Study, dict]:
+    """The study's arms and categories, and the prompt-level analysis of its ratings."""
     study_arms = list(study.arms.select_related("model_version").order_by("order", "pk"))
     letters = blind_letters(study, study_arms)
-    size_tags = list(dict.fromkeys(a.size_tag for a in study_arms))
-    several_sizes = len(size_tags) > 1
+    sizes = _size_order(study_arms)
+    several = len(sizes) > 1
     infos = {
-        a.pk: _arm_info(a, letters[a.pk], blinded=blinded, several_sizes=several_sizes)
+        a.pk: _arm_info(a, letters[a.pk], blinded=blinded, several_sizes=several)
         for a in study_arms
     }
-    arm_order = sorted(study_arms, key=lambda a: letters[a.pk]) if blinded else study_arms
     categories = [
         CategoryInfo(pk, name)
         for pk, name in Category.objects.filter(eval_prompts__prompt_set=study.prompt_set_id)
@@ -316,215 +388,223 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
         .values_list("pk", "name")
         .distinct()
     ]
-    cat_by_pk = {c.pk: c for c in categories}
+    settings = analysis_settings(seed=study_seed(study), sizes=sizes, include_arms=include_arms)
+    table, analysis = run_analysis(study_rows(study, include_arms=include_arms), settings)
+    arm_order = sorted(study_arms, key=lambda a: letters[a.pk]) if blinded else study_arms
+    return _Study(study, arm_order, infos, categories, table, analysis), settings
 
-    rows = list(
-        Rating.objects.filter(study=study, status=Rating.Status.COMPLETED)
-        .exclude(output__screening=StudyOutput.Screening.EXCLUDED)
-        .values_list(
-            "output_id", "output__arm_id", "output__prompt__category_id", "rater_id", "score"
-        )
-        .order_by("output_id", "rater_id")
-    )
-    by_output: dict[int, list[float]] = defaultdict(list)
-    output_where: dict[int, tuple[int, int]] = {}
-    for output_id, arm_id, category_id, _rater, score in rows:
-        by_output[output_id].append(float(score))
-        output_where[output_id] = (arm_id, category_id)
-    out_means = {o: _mean(s) for o, s in by_output.items()}
 
-    # (arm, category) -> output means / rating counts
-    cell_means: dict[tuple[int, int], list[float]] = defaultdict(list)
-    cell_ratings: dict[tuple[int, int], int] = defaultdict(int)
-    for output_id, mean in out_means.items():
-        arm_id, category_id = output_where[output_id]
-        cell_means[(arm_id, category_id)].append(mean)
-        cell_ratings[(arm_id, category_id)] += len(by_output[output_id])
-
+def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
+    ctx, settings = _load(study, blinded=blinded, include_arms=include_arms)
+    analysis = ctx.analysis
     report = Report(
         study=study,
         blinded=blinded,
         include_arms=include_arms,
         generated_at=timezone.now(),
-        categories=categories,
-        arms=[infos[a.pk] for a in arm_order] if include_arms else [],
-        n_outputs=len(out_means),
-        n_ratings=len(rows),
-        n_raters=len({r[3] for r in rows}),
+        categories=ctx.categories,
+        arms=[ctx.infos[a.pk] for a in ctx.arms] if include_arms else [],
+        n_outputs=analysis.n_outputs,
+        n_ratings=analysis.n_ratings,
+        n_raters=analysis.n_raters,
+        n_prompts=analysis.n_prompts,
+        seed=analysis.seed,
+        raters=list(analysis.raters),
+        agreement=_agreement_rows(ctx, per_arm=include_arms),
     )
-
-    def describe(values):
-        return stats.describe(values, n_resamples=CI_RESAMPLES, seed=seed)
-
-    # agreement: all outputs and per category are arm-free
-    def agreement(scope, kind, subset):
-        matrix = (
-            stats.reliability_matrix(
-                {"unit": o, "rater": r, "score": s} for o, _a, _c, r, s in subset
-            )
-            if subset
-            else None
-        )
-        if matrix is None:
-            empty = stats.AlphaInterval(None, None, None, 0, 0, 0)
-            return AgreementRow(scope, kind, 0, empty, empty)
-        return AgreementRow(
-            scope,
-            kind,
-            len(subset),
-            stats.alpha_bootstrap_ci(matrix, "ordinal", n_resamples=ALPHA_RESAMPLES, seed=seed),
-            stats.alpha_bootstrap_ci(matrix, "interval", n_resamples=ALPHA_RESAMPLES, seed=seed),
-        )
-
-    report.agreement.append(agreement("All outputs", "overall", rows))
-    for cat in categories:
-        report.agreement.append(
-            agreement(cat.name, "category", [r for r in rows if r[2] == cat.pk])
-        )
+    if include_arms:
+        report.rows = _arm_rows(ctx)
+    if include_arms and not blinded:
+        _unblinded_sections(report, ctx)
+    if not blinded:
+        report.settings = settings
+        report.numbers = report_numbers(analysis, include_arms=include_arms)
     judge_run = _latest_judge_run(study)
+    if judge_run is not None:
+        report.judge = _judge_section(report, ctx, judge_run)
+    report.summary = _summary(report, analysis)
+    return report
 
-    def finish() -> Report:
-        if judge_run is not None:
-            report.judge = _judge_section(
-                report, judge_run, by_output, output_where, arm_order, infos, seed=seed
-            )
-        report.summary = _summary(report)
-        return report
 
-    if not include_arms:
-        return finish()
+def _unblinded_sections(report: Report, ctx: _Study) -> None:
+    report.components = ctx.analysis.components
+    report.mixed = ctx.analysis.mixed
+    report.trends = list(ctx.analysis.size_trends)
+    report.pooled = _pooled(ctx)
+    report.families = _families(ctx)
+    report.sizes = _size_points(report, ctx)
+    report.weak_categories = _weak_categories(report)
+    report.low_outputs = _low_outputs(ctx)
 
-    for arm in arm_order:
-        info = infos[arm.pk]
-        report.agreement.append(agreement(info.label, "arm", [r for r in rows if r[1] == arm.pk]))
-        cells = [
-            Cell(
-                info,
-                cat,
-                len(cell_means[(arm.pk, cat.pk)]),
-                cell_ratings[(arm.pk, cat.pk)],
-                describe(cell_means[(arm.pk, cat.pk)]),
-            )
-            for cat in categories
+
+# --------------------------------------------------------------------------- sections
+
+
+def _arm_rows(ctx: _Study) -> list[ArmRow]:
+    """Per arm: a prompt-level cell per category and over all categories."""
+    cells = {(c.arm, c.size_tag, c.category): c for c in ctx.analysis.cells}
+    empty = CellSummary("", "", None, 0, None, None, None, None, None, 0, 0, None, None)
+    rows = []
+    for arm in ctx.arms:
+        kind, size = ctx.arm_key(arm)
+        info = ctx.infos[arm.pk]
+        row_cells = [
+            Cell(info, cat, cells.get((kind, size, cat.name), empty)) for cat in ctx.categories
         ]
-        all_means = [m for cat in categories for m in cell_means[(arm.pk, cat.pk)]]
-        overall = Cell(
-            info, None, len(all_means), sum(c.n_ratings for c in cells), describe(all_means)
+        overall = Cell(info, None, cells.get((kind, size, None), empty))
+        rows.append(ArmRow(info, row_cells, overall))
+    return rows
+
+
+def _agreement_rows(ctx: _Study, *, per_arm: bool) -> list[AgreementRow]:
+    """α overall, per category and (when arms are shown) per arm, each with an interval
+    that resamples prompts."""
+    seed = ctx.analysis.seed
+
+    def row(scope: str, kind: str, table: RatingTable) -> AgreementRow:
+        levels = [
+            alpha_by_prompt(table, level, n_resamples=ALPHA_RESAMPLES, seed=seed)
+            for level in ("ordinal", "interval")
+        ]
+        return AgreementRow(scope, kind, len(table), *levels)
+
+    rows = [row("All outputs", "overall", ctx.table)]
+    rows += [
+        row(cat.name, "category", ctx.table.subset(category=cat.name)) for cat in ctx.categories
+    ]
+    if per_arm:
+        for arm in ctx.arms:
+            kind, size = ctx.arm_key(arm)
+            subset = ctx.table.subset(arm=kind, size_tag=size)
+            rows.append(row(ctx.infos[arm.pk].label, "arm", subset))
+    return rows
+
+
+def _families(ctx: _Study) -> list[ComparisonFamily]:
+    """One Holm family per comparison and size, with its overall model contrast and the
+    achieved power per category."""
+    by_key = {ctx.arm_key(a): a for a in ctx.arms}
+    several = len(ctx.analysis.sizes) > 1
+    found = []
+    for fam, achieved in zip(ctx.analysis.families, ctx.analysis.achieved, strict=True):
+        vt, other = by_key[fam.a], by_key[fam.b]
+        key, title = FAMILY_TITLES[fam.b[0]]
+        power = {p.category: p for p in achieved.per_category}
+        rows = [ComparisonRow(ctx.category(r.category), r, power.get(r.category)) for r in fam.rows]
+        model, note = _model_contrast(ctx.analysis.mixed, fam.a, fam.b)
+        found.append(
+            ComparisonFamily(
+                key=key,
+                title=f"{title} · {fam.a[1]}" if several else title,
+                size_tag=fam.a[1],
+                a=ctx.infos[vt.pk],
+                b=ctx.infos[other.pk],
+                rows=_in_category_order(rows, ctx.categories),
+                overall=ComparisonRow(None, fam.overall),
+                model=model,
+                model_note=note,
+                achieved=achieved,
+            )
         )
-        report.rows.append(ArmRow(info, cells, overall))
+    return found
 
-    if blinded:
-        return finish()
 
-    # pooled over sizes, per arm kind × category (for comparing studies)
-    for arm in study_arms:
-        for cat in categories:
-            report.pooled.setdefault((arm.arm, cat.pk), []).extend(cell_means[(arm.pk, cat.pk)])
+def _in_category_order(rows: list[ComparisonRow], categories: list[CategoryInfo]) -> list:
+    order = {c.pk: i for i, c in enumerate(categories)}
+    return sorted(rows, key=lambda r: order[r.category.pk])
 
-    # comparisons: one Holm family per (comparison, size)
-    for size in size_tags:
-        at_size = {a.arm: a for a in reversed(study_arms) if a.size_tag == size}
-        vt = at_size.get(VT)
-        if vt is None:
-            continue
-        for other_kind, key, title in (
-            (BASE, "vt-base", "Values-targeted vs base"),
-            (CONTROL, "vt-control", "Values-targeted vs control"),
-        ):
-            other = at_size.get(other_kind)
-            if other is None:
-                continue
-            results = {
-                cat.pk: stats.compare(
-                    cell_means[(vt.pk, cat.pk)],
-                    cell_means[(other.pk, cat.pk)],
-                    n_resamples=CI_RESAMPLES,
-                    seed=seed,
-                )
-                for cat in categories
-            }
-            welch_holm = stats.holm({k: r.welch_p for k, r in results.items()})
-            mwu_holm = stats.holm({k: r.mannwhitney_p for k, r in results.items()})
-            family_rows = [
-                ComparisonRow(cat, results[cat.pk], welch_holm[cat.pk], mwu_holm[cat.pk])
-                for cat in categories
-            ]
-            all_vt = [m for c in categories for m in cell_means[(vt.pk, c.pk)]]
-            all_other = [m for c in categories for m in cell_means[(other.pk, c.pk)]]
-            overall = ComparisonRow(
-                None, stats.compare(all_vt, all_other, n_resamples=CI_RESAMPLES, seed=seed)
+
+def _model_contrast(mixed: MixedResult | None, a, b) -> tuple[Contrast | None, str]:
+    """The overall contrast and a line on how it was obtained (or why it fell back)."""
+    if mixed is None:
+        return None, "no mixed model was fitted"
+    contrast = mixed.contrast(a, b)
+    if mixed.fell_back:
+        reason = mixed.notes[0] if mixed.notes else "the model could not be used"
+        return contrast, f"paired t on prompt means (fallback: {reason})"
+    note = "linear mixed model (REML), Wald z"
+    if mixed.singular:
+        note += f"; singular fit, variance at zero: {', '.join(mixed.singular)}"
+    return contrast, note
+
+
+def _pooled(ctx: _Study) -> dict[tuple[str, int], list[float]]:
+    """(arm kind, category pk) → one mean per prompt, averaged over sizes."""
+    by_prompt: dict[tuple[str, int], dict] = defaultdict(lambda: defaultdict(list))
+    for (prompt, (kind, _size)), mean in ctx.table.prompt_means.items():
+        cat = ctx.category(ctx.table.prompt_category[prompt])
+        by_prompt[(kind, cat.pk)][prompt].append(mean)
+    return {
+        key: [_mean(v) for _p, v in sorted(prompts.items())] for key, prompts in by_prompt.items()
+    }
+
+
+def _size_points(report: Report, ctx: _Study) -> list[SizePoint]:
+    """Overall means per arm kind and the vt − base difference, per size."""
+    if len(ctx.analysis.sizes) < 2:
+        return []
+    overall = {(r.arm.kind, r.arm.size_tag or ""): r.overall.summary for r in report.rows}
+    points = []
+    for size in ctx.analysis.sizes:
+        kinds = {kind for kind, s in overall if s == size}
+        fam = report.family("vt-base", size)
+        counts = [
+            a.model_version.parameter_count
+            for a in ctx.arms
+            if (a.size_tag or "") == size and a.model_version.parameter_count
+        ]
+        points.append(
+            SizePoint(
+                size,
+                max(counts) if counts else None,
+                {k: overall[(k, size)].mean for k in kinds},
+                {k: (overall[(k, size)].ci_low, overall[(k, size)].ci_high) for k in kinds},
+                fam.overall.result if fam else None,
             )
-            if several_sizes:
-                title = f"{title} · {size}"
-            report.families.append(
-                ComparisonFamily(
-                    key, title, size, infos[vt.pk], infos[other.pk], family_rows, overall
-                )
-            )
+        )
+    return points
 
-    # effect vs size
-    if several_sizes:
-        for size in size_tags:
-            at_size = [a for a in study_arms if a.size_tag == size]
-            means, cis = {}, {}
-            for arm in at_size:
-                overall = next(r.overall for r in report.rows if r.arm.pk == arm.pk)
-                means[arm.arm] = overall.summary.mean
-                cis[arm.arm] = (overall.summary.ci_low, overall.summary.ci_high)
-            fam = report.family("vt-base", size)
-            counts = [
-                a.model_version.parameter_count for a in at_size if a.model_version.parameter_count
-            ]
-            report.sizes.append(
-                SizePoint(
-                    size,
-                    max(counts) if counts else None,
-                    means,
-                    cis,
-                    fam.overall.result if fam else None,
-                )
-            )
-        report.sizes.sort(key=lambda s: (s.parameter_count is None, s.parameter_count or 0))
 
-    # weak spots for gap tickets
-    for fam in report.families:
-        if fam.key != "vt-base":
-            continue
+def _weak_categories(report: Report) -> list[CategoryInfo]:
+    """Categories for gap tickets: values-targeted below WEAK_CATEGORY_MEAN, or not
+    better than base by the adjusted test (a perfectly separated lead is not weak)."""
+    weak: list[CategoryInfo] = []
+    for fam in (f for f in report.families if f.key == "vt-base"):
+        vt_cells = next(r.cells for r in report.rows if r.arm.pk == fam.a.pk)
+        mean_of = {c.category.pk: c.mean for c in vt_cells}
         for row in fam.rows:
-            vt_cell = next(
-                c
-                for r in report.rows
-                if r.arm.pk == fam.a.pk
-                for c in r.cells
-                if c.category == row.category
+            low = mean_of.get(row.category.pk) is not None and mean_of[row.category.pk] < (
+                WEAK_CATEGORY_MEAN
             )
-            weak = (vt_cell.mean is not None and vt_cell.mean < WEAK_CATEGORY_MEAN) or (
-                row.result.mean_diff is not None and not (row.better and row.significant)
-            )
-            if weak and row.category not in report.weak_categories:
-                report.weak_categories.append(row.category)
-    vt_ids = {a.pk for a in study_arms if a.arm == VT}
+            untested_lead = row.verdict not in ("better", "separated_higher", "too_few")
+            if (low or untested_lead) and row.category not in weak:
+                weak.append(row.category)
+    return weak
+
+
+def _low_outputs(ctx: _Study) -> list[LowOutput]:
     low = sorted(
-        (mean, o)
-        for o, mean in out_means.items()
-        if output_where[o][0] in vt_ids and mean <= LOW_OUTPUT_SCORE
+        (o.mean, o.output_id, o.n_ratings)
+        for o in ctx.table.output_means
+        if o.arm[0] == VT and o.mean <= LOW_OUTPUT_SCORE
     )[:20]
-    if low:
-        outputs = StudyOutput.objects.filter(pk__in=[o for _m, o in low]).select_related("prompt")
-        found = {o.pk: o for o in outputs}
-        for mean, o in low:
-            out = found[o]
-            report.low_outputs.append(
-                LowOutput(
-                    out.public_id,
-                    cat_by_pk[output_where[o][1]],
-                    out.prompt.text,
-                    out.text,
-                    mean,
-                    len(by_output[o]),
-                )
-            )
-    return finish()
+    if not low:
+        return []
+    outputs = StudyOutput.objects.filter(
+        study=ctx.study, public_id__in=[o for _m, o, _n in low]
+    ).select_related("prompt__category")
+    found = {str(o.public_id): o for o in outputs}
+    return [
+        LowOutput(
+            public_id=public_id,
+            category=ctx.category(found[str(public_id)].prompt.category.name),
+            prompt=found[str(public_id)].prompt.text,
+            text=found[str(public_id)].text,
+            mean=mean,
+            n_ratings=n,
+        )
+        for mean, public_id, n in low
+    ]
 
 
 # --------------------------------------------------------------------------- LLM judge
@@ -540,58 +620,59 @@ def _latest_judge_run(study: Study) -> ScoringRun | None:
     )
 
 
-def _judge_section(
-    report: Report,
-    run: ScoringRun,
-    by_output: dict[int, list[float]],
-    output_where: dict[int, tuple[int, int]],
-    arm_order: list[StudyArm],
-    infos: dict[int, ArmInfo],
-    *,
-    seed: int,
-) -> JudgeSection:
-    """The judge's scores per arm (when the report shows arms) and their agreement with
-    the human ratings over outputs that have both. Human numbers are only read here."""
+def _judge_scores(ctx: _Study, run: ScoringRun) -> tuple[dict, dict, set[str]]:
+    """public id → judge score (None: missing), public id → arm pk, scorer versions."""
     from evaluation.scoring.judge import JUDGE_METRIC
 
-    scores: dict[int, float | None] = {}
-    arm_of: dict[int, int] = {}
+    scores: dict[str, float | None] = {}
+    arm_of: dict[str, int] = {}
     versions: set[str] = set()
-    for output_id, arm_id, value, version in (
+    for public_id, arm_id, value, version in (
         AutomaticScore.objects.filter(
-            output__study=report.study, metric=JUDGE_METRIC, scorer=run.scorer
+            output__study=ctx.study, metric=JUDGE_METRIC, scorer=run.scorer
         )
         .exclude(output__screening=StudyOutput.Screening.EXCLUDED)
-        .values_list("output_id", "output__arm_id", "value", "scorer_version")
-        .order_by("output_id")
+        .values_list("output__public_id", "output__arm_id", "value", "scorer_version")
     ):
-        scores[output_id] = value
-        arm_of[output_id] = arm_id
+        scores[str(public_id)] = value
+        arm_of[str(public_id)] = arm_id
         versions.add(version)
-    paired = [o for o in sorted(scores) if scores[o] is not None and o in by_output]
+    return scores, arm_of, versions
+
+
+def _judge_section(report: Report, ctx: _Study, run: ScoringRun) -> JudgeSection:
+    """The judge's scores per arm (when the report shows arms) and their agreement with
+    the human ratings over outputs that have both. Human numbers are only read here."""
+    scores, arm_of, versions = _judge_scores(ctx, run)
+    ratings: dict[str, list[float]] = defaultdict(list)
+    prompt_of = {}
+    for r in ctx.table.rows:
+        ratings[str(r.output_id)].append(r.score)
+        prompt_of[str(r.output_id)] = r.prompt_id
+    paired = sorted(o for o in scores if scores[o] is not None and o in ratings)
     judge_values = [float(scores[o]) for o in paired]
-    human_means = [_mean(by_output[o]) for o in paired]
-    agreement = stats.judge_agreement(
+    human_means = [_mean(ratings[o]) for o in paired]
+    agreement = judge_agreement_by_prompt(
         judge_values,
         human_means,
-        [statistics.median(by_output[o]) for o in paired],
+        [statistics.median(ratings[o]) for o in paired],
+        [prompt_of[o] for o in paired],
         n_resamples=JUDGE_RHO_RESAMPLES,
-        seed=seed,
+        seed=ctx.analysis.seed,
     )
-    rows = []
     human_by_arm = {row.arm.pk: row.overall.summary for row in report.rows}
-    if report.include_arms:
-        for arm in arm_order:
-            mine = [v for o, v in scores.items() if arm_of[o] == arm.pk]
-            present = [v for v in mine if v is not None]
-            rows.append(
-                JudgeArmRow(
-                    arm=infos[arm.pk],
-                    judge=stats.describe(present, n_resamples=CI_RESAMPLES, seed=seed),
-                    n_missing=len(mine) - len(present),
-                    human=human_by_arm.get(arm.pk) or stats.describe([]),
-                )
+    rows = []
+    for arm in ctx.arms if report.include_arms else []:
+        mine = [v for o, v in scores.items() if arm_of[o] == arm.pk]
+        present = [v for v in mine if v is not None]
+        rows.append(
+            JudgeArmRow(
+                arm=ctx.infos[arm.pk],
+                judge=stats.describe(present, n_resamples=CI_RESAMPLES, seed=ctx.analysis.seed),
+                n_missing=len(mine) - len(present),
+                human=human_by_arm[arm.pk],
             )
+        )
     n_judged = sum(v is not None for v in scores.values())
     diffs = [j - h for j, h in zip(judge_values, human_means, strict=True)]
     judge_info = run.result.get("judge", {})
@@ -612,24 +693,10 @@ def _judge_section(
 # --------------------------------------------------------------------------- summary
 
 
-def _summary(report: Report) -> list[str]:
-    """Plain-language sentences; arm-free when the report is blinded."""
-    lines: list[str] = []
-    agree = report.agreement[0].ordinal if report.agreement else None
-    if report.n_ratings == 0:
-        return ["No completed ratings yet."]
-    lines.append(
-        f"{report.n_ratings} ratings of {report.n_outputs} outputs by {report.n_raters} "
-        f"rater{'s' if report.n_raters != 1 else ''}."
-    )
-    if agree is not None and agree.alpha is not None:
-        quality = "good" if agree.alpha >= 0.8 else "tentative" if agree.alpha >= 0.667 else "low"
-        ci = ""
-        if agree.ci_low is not None:
-            ci = f" (95% CI {agree.ci_low:.2f} to {agree.ci_high:.2f})"
-        lines.append(
-            f"Rater agreement (Krippendorff's α, ordinal) is {agree.alpha:.2f}{ci}: {quality}."
-        )
+def _summary(report: Report, analysis: StudyAnalysis) -> list[str]:
+    """The verdict's bullets (arm-free unless the report is unblinded), and the judge."""
+    arm_free = report.blinded or not report.include_arms
+    lines = summary_bullets(analysis, arm_free=arm_free)
     judged = report.judge.agreement if report.judge else None
     if judged is not None and judged.n and judged.spearman is not None:
         kappa = "n/a" if judged.kappa is None else f"{judged.kappa:.2f}"
@@ -637,44 +704,6 @@ def _summary(report: Report) -> list[str]:
             f"The LLM judge ({report.judge.model}) agrees with the human ratings at Spearman ρ "
             f"{judged.spearman:.2f} and weighted κ {kappa} over {judged.n} outputs; its "
             "scores are reported separately, never mixed into the human numbers."
-        )
-    if report.blinded or not report.include_arms:
-        return lines
-    n_cat = len(report.categories)
-    for fam in report.families:
-        other = "base" if fam.key == "vt-base" else "control"
-        size = f" at {fam.size_tag}" if report.several_sizes and fam.size_tag else ""
-        res = fam.overall.result
-        overall = ""
-        if res.mean_diff is not None:
-            overall = (
-                f" Over all categories the difference is {res.mean_diff:+.2f} points "
-                f"(Welch p {_fmt_p(res.welch_p)}, Cohen's d "
-                f"{'n/a' if res.cohens_d is None else f'{res.cohens_d:.2f}'})."
-            )
-        lines.append(
-            f"Values-targeted beats {other}{size} in {fam.wins}/{n_cat} categories "
-            f"(Holm-adjusted p < {ALPHA} in {fam.significant_wins}).{overall}"
-        )
-    if report.several_sizes:
-        effects = [
-            (s.size_tag, s.effect.mean_diff)
-            for s in report.sizes
-            if s.effect and s.effect.mean_diff is not None
-        ]
-        if len(effects) > 1:
-            grows = all(b[1] >= a[1] for a, b in zip(effects, effects[1:], strict=False))
-            text = ", ".join(f"{tag}: {d:+.2f}" for tag, d in effects)
-            lines.append(
-                f"Values-targeted − base by size: {text}"
-                + (" — the effect grows with size." if grows else ".")
-            )
-    if report.weak_categories:
-        lines.append(
-            "Weak categories (values-targeted below "
-            f"{WEAK_CATEGORY_MEAN} or not significantly above base): "
-            + ", ".join(c.name for c in report.weak_categories)
-            + "."
         )
     return lines
 
@@ -713,32 +742,29 @@ class StudyComparison:
     summary: str
 
 
+def _compare_row(pk, names, ra: Report, rb: Report, seed: int) -> CompareRow:
+    """One category: values-targeted prompt means of B against those of A (Welch: the
+    two studies' outputs and raters are independent), and each study's lead over base."""
+    vta, vtb = ra.pooled.get((VT, pk), []), rb.pooled.get((VT, pk), [])
+    basea, baseb = ra.pooled.get((BASE, pk), []), rb.pooled.get((BASE, pk), [])
+    test = stats.compare(vtb, vta, n_resamples=CI_RESAMPLES, seed=seed) if vta and vtb else None
+    gap_a = _mean(vta) - _mean(basea) if vta and basea else None
+    gap_b = _mean(vtb) - _mean(baseb) if vtb and baseb else None
+    mean_a = _mean(vta) if vta else None
+    mean_b = _mean(vtb) if vtb else None
+    return CompareRow(names[pk], mean_a, mean_b, gap_a, gap_b, test)
+
+
 def compare_studies(a: Study, b: Study) -> StudyComparison:
     """Per-category change of the values-targeted mean (and of its lead over base) from
-    study ``a`` to study ``b``, pooled over sizes. Only for unblinded use."""
+    study ``a`` to study ``b``, on prompt means pooled over sizes. Unblinded use only."""
     ra = build_report(a, blinded=False)
     rb = build_report(b, blinded=False)
-    seed = int(b.seed) % (2**32)
-    names = {c.pk: c for c in ra.categories}
-    names.update({c.pk: c for c in rb.categories})
-    order = [c.pk for c in ra.categories] + [
-        c.pk for c in rb.categories if c.pk not in {x.pk for x in ra.categories}
-    ]
-
-    def m(values):
-        return _mean(values) if values else None
-
-    rows, pvalues = [], {}
-    for pk in order:
-        vta, vtb = ra.pooled.get((VT, pk), []), rb.pooled.get((VT, pk), [])
-        basea, baseb = ra.pooled.get((BASE, pk), []), rb.pooled.get((BASE, pk), [])
-        test = stats.compare(vtb, vta, n_resamples=CI_RESAMPLES, seed=seed) if vta and vtb else None
-        if test is not None:
-            pvalues[pk] = test.welch_p
-        gap_a = m(vta) - m(basea) if vta and basea else None
-        gap_b = m(vtb) - m(baseb) if vtb and baseb else None
-        rows.append(CompareRow(names[pk], m(vta), m(vtb), gap_a, gap_b, test))
-    adjusted = stats.holm(pvalues) if pvalues else {}
+    names = {c.pk: c for c in ra.categories + rb.categories}
+    order = list(dict.fromkeys(c.pk for c in ra.categories + rb.categories))
+    seed = study_seed(b)
+    rows = [_compare_row(pk, names, ra, rb, seed) for pk in order]
+    adjusted = stats.holm({r.category.pk: r.test.welch_p for r in rows if r.test is not None})
     rows = [
         CompareRow(
             r.category, r.vt_a, r.vt_b, r.gap_a, r.gap_b, r.test, adjusted.get(r.category.pk)
@@ -746,12 +772,14 @@ def compare_studies(a: Study, b: Study) -> StudyComparison:
         for r in rows
     ]
     deltas = [r for r in rows if r.delta is not None]
-    up = sum(1 for r in deltas if r.delta > 0)
-    sig = sum(1 for r in deltas if r.delta > 0 and r.p_holm is not None and r.p_holm < ALPHA)
+    up = sum(1 for r in deltas if r.delta > 0 and r.p_holm is not None and r.p_holm < ALPHA)
+    down = sum(1 for r in deltas if r.delta < 0 and r.p_holm is not None and r.p_holm < ALPHA)
     if deltas:
         summary = (
-            f"The values-targeted model of “{b.name}” scores higher than that of “{a.name}” "
-            f"in {up}/{len(deltas)} categories (Holm-adjusted p < {ALPHA} in {sig})."
+            f"On prompt means, the values-targeted model of “{b.name}” scores significantly "
+            f"higher than that of “{a.name}” in {up} of {len(deltas)} shared categories and "
+            f"significantly lower in {down} (Welch's t on prompt means, Holm-adjusted "
+            f"p < {ALPHA}); the other {len(deltas) - up - down} are not significant."
         )
     else:
         summary = "The two studies share no rated values-targeted category."

@@ -30,8 +30,7 @@ import hashlib
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.db.models import Count, Max
@@ -41,14 +40,26 @@ from curation.models import Category
 from evaluation.models import AutomaticScore, Rating, ScoringRun, Study, StudyArm, StudyOutput
 from evaluation.report.replay import report_numbers
 from evaluation.report.table import analysis_settings, run_analysis, study_rows, study_seed
+from evaluation.report.tree import (
+    AgreementRow,
+    ArmInfo,
+    ArmRow,
+    CategoryInfo,
+    Cell,
+    ComparisonFamily,
+    ComparisonRow,
+    JudgeArmRow,
+    JudgeSection,
+    LowOutput,
+    Report,
+    SizePoint,
+)
 from evaluation.studies.blinding import blind_letters
 from palmsweb.lib import stats
 from palmsweb.lib.analysis import StudyAnalysis
-from palmsweb.lib.clustered import ALPHA, CellSummary, PairedComparison, SizeTrend
-from palmsweb.lib.intervals import ClusterAlpha, alpha_by_prompt, judge_agreement_by_prompt
+from palmsweb.lib.clustered import CellSummary
+from palmsweb.lib.intervals import alpha_by_prompt, judge_agreement_by_prompt
 from palmsweb.lib.mixed import Contrast, MixedResult
-from palmsweb.lib.power import AchievedPower, CategoryPower, ComponentEstimate
-from palmsweb.lib.raters import RaterQuality
 from palmsweb.lib.ratings import RatingTable
 from palmsweb.lib.verdict import summary_bullets
 from training.models import ModelVersion
@@ -63,228 +74,8 @@ JUDGE_RHO_RESAMPLES = 2_000
 VT = ModelVersion.Arm.VALUES_TARGETED.value
 BASE = ModelVersion.Arm.BASE.value
 CONTROL = ModelVersion.Arm.CONTROL.value
-VERDICT_LABELS = {
-    "better": "better",
-    "worse": "worse",
-    "not_significant": "not significant",
-    "separated_higher": "perfectly separated, higher",
-    "separated_lower": "perfectly separated, lower",
-    "identical": "identical",
-    "too_few": "too few prompts",
-}
 FAMILY_TITLES = {BASE: ("vt-base", "Values-targeted vs base"),
                  CONTROL: ("vt-control", "Values-targeted vs control")}  # fmt: skip
-
-
-# --------------------------------------------------------------------------- the tree
-
-
-@dataclass(frozen=True)
-class ArmInfo:
-    pk: int
-    label: str  # "Values-targeted · 77M", or "Arm A" when blinded
-    letter: str  # the blinded letter, fixed per study
-    kind: str | None  # base / control / values_targeted; None when blinded
-    size_tag: str | None
-    model_version: str | None
-    snapshot_hash: str | None
-    parameter_count: int | None
-
-
-@dataclass(frozen=True)
-class CategoryInfo:
-    pk: int
-    name: str
-
-
-@dataclass(frozen=True)
-class Cell:
-    """One arm × category (category None: all categories), prompt-level; ``summary``
-    also carries the per-output numbers (``output_mean``, ``output_sd``)."""
-
-    arm: ArmInfo
-    category: CategoryInfo | None
-    summary: CellSummary
-
-    @property
-    def mean(self) -> float | None:
-        return self.summary.mean
-
-    @property
-    def n_outputs(self) -> int:
-        return self.summary.n_outputs
-
-    @property
-    def n_ratings(self) -> int:
-        return self.summary.n_ratings
-
-
-@dataclass(frozen=True)
-class ArmRow:
-    arm: ArmInfo
-    cells: list[Cell]  # in category order
-    overall: Cell
-
-
-@dataclass(frozen=True)
-class ComparisonRow:
-    category: CategoryInfo | None  # None: all categories
-    result: PairedComparison
-    power: CategoryPower | None = None
-
-    @property
-    def verdict(self) -> str:
-        return self.result.verdict(ALPHA)
-
-    @property
-    def verdict_label(self) -> str:
-        return VERDICT_LABELS.get(self.verdict, self.verdict)
-
-    @property
-    def significant(self) -> bool:
-        return self.verdict in ("better", "worse")
-
-    @property
-    def better(self) -> bool:
-        return self.verdict == "better"
-
-
-@dataclass(frozen=True)
-class ComparisonFamily:
-    """Values-targeted against one other arm, at one size: a Holm family."""
-
-    key: str  # "vt-base" / "vt-control"
-    title: str
-    size_tag: str
-    a: ArmInfo
-    b: ArmInfo
-    rows: list[ComparisonRow]
-    overall: ComparisonRow  # paired t on all prompts (outside the family)
-    model: Contrast | None  # the overall primary: mixed model, or its paired-t fallback
-    model_note: str
-    achieved: AchievedPower | None
-
-    @property
-    def wins(self) -> int:
-        """Categories where the Holm-adjusted paired t says values-targeted is better."""
-        return sum(1 for r in self.rows if r.better)
-
-    significant_wins = wins
-
-    @property
-    def tested(self) -> int:
-        return sum(1 for r in self.rows if r.result.p is not None)
-
-
-@dataclass(frozen=True)
-class AgreementRow:
-    scope: str  # "All outputs", a category name or an arm label
-    kind: str  # "overall" / "category" / "arm"
-    n_ratings: int
-    ordinal: ClusterAlpha
-    interval: ClusterAlpha
-
-
-@dataclass(frozen=True)
-class SizePoint:
-    size_tag: str
-    parameter_count: int | None
-    means: dict[str, float | None]  # arm kind -> overall prompt-level mean
-    ci: dict[str, tuple[float | None, float | None]]
-    effect: PairedComparison | None  # values-targeted − base at this size, all prompts
-
-
-@dataclass(frozen=True)
-class LowOutput:
-    public_id: str
-    category: CategoryInfo
-    prompt: str
-    text: str
-    mean: float
-    n_ratings: int
-
-
-@dataclass(frozen=True)
-class JudgeArmRow:
-    """One arm: the judge's mean over its judged outputs beside the human mean."""
-
-    arm: ArmInfo
-    judge: stats.Summary
-    n_missing: int  # outputs of the arm the judge gave no score
-    human: CellSummary  # the arm's human overall cell, repeated for reading side by side
-
-
-@dataclass(frozen=True)
-class JudgeSection:
-    """The latest succeeded judge run, beside (never inside) the human numbers."""
-
-    model: str
-    endpoint: str
-    scorer_versions: list[str]
-    logprobs: bool
-    finished_at: datetime | None
-    n_judged: int  # counted outputs with a judge score
-    n_missing: int  # counted outputs the judge gave no score
-    rows: list[JudgeArmRow]  # empty when the report shows nothing per arm
-    agreement: stats.JudgeAgreement  # over outputs with both; ρ interval over prompts
-    mean_diff: float | None  # mean(judge − human mean) over those outputs
-
-
-@dataclass
-class Report:
-    study: Study
-    blinded: bool
-    include_arms: bool
-    generated_at: datetime
-    categories: list[CategoryInfo]
-    arms: list[ArmInfo]
-    n_outputs: int
-    n_ratings: int
-    n_raters: int
-    n_prompts: int = 0
-    seed: int = 0
-    rows: list[ArmRow] = field(default_factory=list)
-    families: list[ComparisonFamily] = field(default_factory=list)
-    mixed: MixedResult | None = None
-    trends: list[SizeTrend] = field(default_factory=list)
-    agreement: list[AgreementRow] = field(default_factory=list)
-    raters: list[RaterQuality] = field(default_factory=list)
-    components: ComponentEstimate | None = None
-    sizes: list[SizePoint] = field(default_factory=list)
-    low_outputs: list[LowOutput] = field(default_factory=list)
-    weak_categories: list[CategoryInfo] = field(default_factory=list)
-    # (arm kind, category pk) -> prompt means pooled over sizes; for comparing studies
-    pooled: dict[tuple[str, int], list[float]] = field(default_factory=dict)
-    judge: JudgeSection | None = None
-    summary: list[str] = field(default_factory=list)
-    # for the bundle and replay_report (empty for a letters-only report)
-    settings: dict = field(default_factory=dict)
-    numbers: dict = field(default_factory=dict)
-
-    @property
-    def several_sizes(self) -> bool:
-        return len(self.sizes) > 1
-
-    @property
-    def matrix(self) -> list[tuple[str, bool, list[Cell]]]:
-        """Category rows × arm columns (then "All categories"), for compact tables."""
-        lines = [
-            (cat.name, False, [row.cells[i] for row in self.rows])
-            for i, cat in enumerate(self.categories)
-        ]
-        if self.rows:
-            lines.append(("All categories", True, [row.overall for row in self.rows]))
-        return lines
-
-    @property
-    def flagged_raters(self) -> list[RaterQuality]:
-        return [q for q in self.raters if q.flagged]
-
-    def family(self, key: str, size_tag: str | None = None) -> ComparisonFamily | None:
-        for fam in self.families:
-            if fam.key == key and (size_tag is None or fam.size_tag == size_tag):
-                return fam
-        return None
 
 
 @dataclass
@@ -708,89 +499,18 @@ def _summary(report: Report, analysis: StudyAnalysis) -> list[str]:
     return lines
 
 
-# --------------------------------------------------------------------------- two studies
-
-
-@dataclass(frozen=True)
-class CompareRow:
-    category: CategoryInfo
-    vt_a: float | None
-    vt_b: float | None
-    gap_a: float | None  # values-targeted − base in study A
-    gap_b: float | None
-    test: stats.Comparison | None  # values-targeted in B against values-targeted in A
-    p_holm: float | None = None
-
-    @property
-    def delta(self) -> float | None:
-        if self.vt_a is None or self.vt_b is None:
-            return None
-        return self.vt_b - self.vt_a
-
-    @property
-    def gap_delta(self) -> float | None:
-        if self.gap_a is None or self.gap_b is None:
-            return None
-        return self.gap_b - self.gap_a
-
-
-@dataclass
-class StudyComparison:
-    a: Study
-    b: Study
-    rows: list[CompareRow]
-    summary: str
-
-
-def _compare_row(pk, names, ra: Report, rb: Report, seed: int) -> CompareRow:
-    """One category: values-targeted prompt means of B against those of A (Welch: the
-    two studies' outputs and raters are independent), and each study's lead over base."""
-    vta, vtb = ra.pooled.get((VT, pk), []), rb.pooled.get((VT, pk), [])
-    basea, baseb = ra.pooled.get((BASE, pk), []), rb.pooled.get((BASE, pk), [])
-    test = stats.compare(vtb, vta, n_resamples=CI_RESAMPLES, seed=seed) if vta and vtb else None
-    gap_a = _mean(vta) - _mean(basea) if vta and basea else None
-    gap_b = _mean(vtb) - _mean(baseb) if vtb and baseb else None
-    mean_a = _mean(vta) if vta else None
-    mean_b = _mean(vtb) if vtb else None
-    return CompareRow(names[pk], mean_a, mean_b, gap_a, gap_b, test)
-
-
-def compare_studies(a: Study, b: Study) -> StudyComparison:
-    """Per-category change of the values-targeted mean (and of its lead over base) from
-    study ``a`` to study ``b``, on prompt means pooled over sizes. Unblinded use only."""
-    ra = build_report(a, blinded=False)
-    rb = build_report(b, blinded=False)
-    names = {c.pk: c for c in ra.categories + rb.categories}
-    order = list(dict.fromkeys(c.pk for c in ra.categories + rb.categories))
-    seed = study_seed(b)
-    rows = [_compare_row(pk, names, ra, rb, seed) for pk in order]
-    adjusted = stats.holm({r.category.pk: r.test.welch_p for r in rows if r.test is not None})
-    rows = [
-        CompareRow(
-            r.category, r.vt_a, r.vt_b, r.gap_a, r.gap_b, r.test, adjusted.get(r.category.pk)
-        )
-        for r in rows
-    ]
-    deltas = [r for r in rows if r.delta is not None]
-    up = sum(1 for r in deltas if r.delta > 0 and r.p_holm is not None and r.p_holm < ALPHA)
-    down = sum(1 for r in deltas if r.delta < 0 and r.p_holm is not None and r.p_holm < ALPHA)
-    if deltas:
-        summary = (
-            f"On prompt means, the values-targeted model of “{b.name}” scores significantly "
-            f"higher than that of “{a.name}” in {up} of {len(deltas)} shared categories and "
-            f"significantly lower in {down} (Welch's t on prompt means, Holm-adjusted "
-            f"p < {ALPHA}); the other {len(deltas) - up - down} are not significant."
-        )
-    else:
-        summary = "The two studies share no rated values-targeted category."
-    return StudyComparison(a, b, rows, summary)
-
-
 def fmt(value: float | None, digits: int = 2) -> str:
     """Numbers for text output: None (undefined) prints as an em dash, never 0."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.{digits}f}"
+
+
+def compare_studies(a: Study, b: Study):
+    """See :func:`evaluation.report.compare.compare_studies` (kept here for callers)."""
+    from evaluation.report.compare import compare_studies as compare
+
+    return compare(a, b)
 
 
 __all__ = [

@@ -1,6 +1,6 @@
 """HTML views of the report: the results page, the self-contained HTML report, the
 comparison of two studies and the exports page. The numbers come from
-:mod:`evaluation.report.build`, the page context and the document from
+:mod:`evaluation.report.build` (and :mod:`evaluation.report.compare`), the page context and the document from
 :mod:`evaluation.report.document`, the plots from :mod:`evaluation.report.charts`."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ from evaluation.access import (
 )
 from evaluation.models import Export, Study
 from evaluation.report import exports
-from evaluation.report.build import compare_studies
+from evaluation.report.compare import compare_studies
 from evaluation.report.document import gap_links, render_report_document, report_context
 from palmsweb.lib.http import require_get, require_get_post
 from palmsweb.roles import Role, role_required

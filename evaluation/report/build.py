@@ -207,7 +207,7 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
         report.rows = _arm_rows(ctx)
     if include_arms and not blinded:
         _unblinded_sections(report, ctx)
-    if not blinded:
+    if not (blinded and include_arms):  # letters name no arm, but the numbers would
         report.settings = settings
         report.numbers = report_numbers(analysis, include_arms=include_arms)
     judge_run = _latest_judge_run(study)

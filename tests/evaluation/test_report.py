@@ -479,3 +479,32 @@ def test_the_blinded_html_report_for_admins_uses_letters_only(no_queue):
     )
     _assert_no_arm_words(html)
     assert "Arm A" in html and "Provenance" in html
+
+
+# --- issue 15: the honest summary, rater quality, blinding of the new sections ------------------
+
+
+def test_the_summary_names_small_n_and_the_methods_and_never_counts_point_estimates(no_queue):
+    setup = closed_study(unblind=True, samples=2, n_categories=3)
+    report = build_report(setup.study, blinded=False)
+    summary = " ".join(report.summary)
+    assert "No interval where fewer than 5 prompts" in summary
+    assert "Over all categories (Values-targeted vs base)" in summary
+    assert ("by a mixed model" in summary) or ("paired t on" in summary)
+    assert "beats" not in summary and "Weak categories" not in summary
+
+
+def test_rater_quality_shows_pseudonyms_only_on_every_report(no_queue, researcher_client):
+    setup = closed_study()
+    url = reverse("evaluation:study-results", args=[setup.study.pk])
+    for client in (researcher_client, client_for(setup.admin)):
+        html = client.get(url).content.decode()
+        assert "Rater quality" in html and "Leave-one-out" in html
+        for rater in setup.raters:
+            assert f"<code>{rater.get_username()}</code>" not in html
+        assert re.search(r"<code>R[0-9a-f]{10}</code>", html)
+        _assert_no_arm_words(html)
+    letters = build_report(setup.study, blinded=True)
+    assert letters.numbers == {} and letters.settings == {} and letters.families == []
+    arm_free = build_report(setup.study, blinded=True, include_arms=False)
+    assert arm_free.numbers and not any("values_targeted" in k for k in arm_free.numbers)

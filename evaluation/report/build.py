@@ -180,7 +180,9 @@ def _load(study: Study, *, blinded: bool, include_arms: bool) -> tuple[_Study, d
         .distinct()
     ]
     settings = analysis_settings(seed=study_seed(study), sizes=sizes, include_arms=include_arms)
-    table, analysis = run_analysis(study_rows(study, include_arms=include_arms), settings)
+    # letters show no comparison, so they need no model (their numbers are not replayed)
+    run = {**settings, "mixed_model": False} if blinded else settings
+    table, analysis = run_analysis(study_rows(study, include_arms=include_arms), run)
     arm_order = sorted(study_arms, key=lambda a: letters[a.pk]) if blinded else study_arms
     return _Study(study, arm_order, infos, categories, table, analysis), settings
 
@@ -252,14 +254,18 @@ def _agreement_rows(ctx: _Study, *, per_arm: bool) -> list[AgreementRow]:
     that resamples prompts."""
     seed = ctx.analysis.seed
 
-    def row(scope: str, kind: str, table: RatingTable) -> AgreementRow:
+    def row(scope: str, kind: str, table: RatingTable, ordinal=None) -> AgreementRow:
         levels = [
             alpha_by_prompt(table, level, n_resamples=ALPHA_RESAMPLES, seed=seed)
             for level in ("ordinal", "interval")
+            if level == "interval" or ordinal is None
         ]
-        return AgreementRow(scope, kind, len(table), *levels)
+        return AgreementRow(scope, kind, len(table), *([ordinal] if ordinal else []), *levels)
 
-    rows = [row("All outputs", "overall", ctx.table)]
+    # the analysis already has the overall ordinal α, with the same seed and resamples
+    overall = ctx.analysis.agreement
+    same = overall is not None and overall.n_resamples in (0, ALPHA_RESAMPLES)
+    rows = [row("All outputs", "overall", ctx.table, overall if same else None)]
     rows += [
         row(cat.name, "category", ctx.table.subset(category=cat.name)) for cat in ctx.categories
     ]

@@ -3,14 +3,14 @@ per category, from study A to study B, and each study's lead over base."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from evaluation.models import Study
 from evaluation.report.build import BASE, CI_RESAMPLES, VT, build_report
 from evaluation.report.table import study_seed
 from evaluation.report.tree import CategoryInfo, Report
 from palmsweb.lib import stats
-from palmsweb.lib.clustered import ALPHA
+from palmsweb.lib.clustered import ALPHA, PairedComparison
 
 
 @dataclass(frozen=True)
@@ -22,6 +22,9 @@ class CompareRow:
     gap_b: float | None
     test: stats.Comparison | None  # values-targeted in B against values-targeted in A
     p_holm: float | None = None
+    # each study's own test of its lead (paired t on prompt means, Holm; first size)
+    lead_a: PairedComparison | None = None
+    lead_b: PairedComparison | None = None
 
     @property
     def delta(self) -> float | None:
@@ -54,7 +57,16 @@ def _compare_row(pk, names, ra: Report, rb: Report, seed: int) -> CompareRow:
     gap_b = mean_of(vtb) - mean_of(baseb) if vtb and baseb else None
     mean_a = mean_of(vta) if vta else None
     mean_b = mean_of(vtb) if vtb else None
-    return CompareRow(names[pk], mean_a, mean_b, gap_a, gap_b, test)
+    return CompareRow(
+        names[pk], mean_a, mean_b, gap_a, gap_b, test, None, _lead(ra, pk), _lead(rb, pk)
+    )
+
+
+def _lead(report: Report, category_pk: int) -> PairedComparison | None:
+    """The study's own paired test of values-targeted vs base in this category."""
+    fam = report.family("vt-base")
+    row = next((r for r in fam.rows if r.category.pk == category_pk), None) if fam else None
+    return row.result if row else None
 
 
 def compare_studies(a: Study, b: Study) -> StudyComparison:
@@ -67,12 +79,7 @@ def compare_studies(a: Study, b: Study) -> StudyComparison:
     seed = study_seed(b)
     rows = [_compare_row(pk, names, ra, rb, seed) for pk in order]
     adjusted = stats.holm({r.category.pk: r.test.welch_p for r in rows if r.test is not None})
-    rows = [
-        CompareRow(
-            r.category, r.vt_a, r.vt_b, r.gap_a, r.gap_b, r.test, adjusted.get(r.category.pk)
-        )
-        for r in rows
-    ]
+    rows = [replace(r, p_holm=adjusted.get(r.category.pk)) for r in rows]
     deltas = [r for r in rows if r.delta is not None]
     up = sum(1 for r in deltas if r.delta > 0 and r.p_holm is not None and r.p_holm < ALPHA)
     down = sum(1 for r in deltas if r.delta < 0 and r.p_holm is not None and r.p_holm < ALPHA)

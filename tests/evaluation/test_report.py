@@ -438,6 +438,10 @@ def test_compare_on_shared_categories_measures_the_change(no_queue):
         assert row.delta > 0
         assert row.gap_delta > 0
         assert row.test is not None and row.p_holm >= row.test.welch_p
+        # the unit is the prompt: 2 prompts per category in each study
+        assert (row.test.n_a, row.test.n_b) == (2, 2)
+        assert row.lead_a is not None and row.lead_a.n_prompts == 2
+        assert row.lead_b.mean_diff == pytest.approx(row.gap_b)
 
 
 def test_blinded_studies_cannot_be_compared_even_by_admins(no_queue):

@@ -1,24 +1,27 @@
 """The study report: every number the results page, the HTML report and the comparison
 show, assembled once into a tree of dataclasses by :func:`build_report`.
 
-Statistics come from :mod:`palmsweb.lib.stats` (see docs/statistics.md and docs/report.md):
+The primary numbers are **prompt-level** (docs/statistics.md, issue 15): the table of
+completed ratings (:mod:`evaluation.report.table`, the rows the export writes) goes
+through :func:`palmsweb.lib.analysis.analyse_study`:
 
-- the unit of analysis for means, CIs and tests is the **output** (the mean of its raters'
-  scores); the rating-level n is shown next to it;
-- values-targeted vs base and values-targeted vs control are separate Holm families, one
-  per comparison and per model size, across categories (Welch is primary, Mann-Whitney is
-  adjusted as its own family); the "all categories" row is outside the families;
-- Krippendorff's α (ordinal primary, interval secondary) works on the raters × outputs
-  matrix of ratings.
+- cells: one number per prompt and arm (the mean of its outputs' mean ratings), the mean
+  and SD over prompts and a cluster-bootstrap CI (no CI below 5 prompts); the per-output
+  n, mean and SD ride along as descriptive columns;
+- comparisons (values-targeted vs base, vs control, per size): paired t on the prompt
+  means, Holm across the categories of one comparison at one size, Wilcoxon signed-rank as
+  the robustness check, cluster-bootstrap CI of the difference (BCa or percentile, named);
+- over all categories: a linear mixed model (or its paired-t fallback, with the reason);
+- the arm × size test, rater quality (pseudonyms only), achieved power per category,
+  Krippendorff's α with a prompt-cluster interval;
+- the summary comes from :func:`palmsweb.lib.verdict.summary_bullets`.
 
-An LLM judge's 1–5 scores (the latest succeeded judge scoring run, see
-:mod:`evaluation.scoring.runs`) form their own section beside the human numbers, never mixed
-into them: per-arm judge means next to the human means, and judge–human agreement over the
-outputs that have both.
+An LLM judge's 1–5 scores (the latest succeeded judge scoring run) form their own section
+beside the human numbers, never mixed into them.
 
 Blinding: with ``blinded=True`` arms are letters (A, B, C…) in a per-study random but fixed
 order, and nothing in the tree names an arm kind, a model version, a size or a snapshot;
-the comparisons (which would say which letter is values-targeted) are left out.
+the comparisons, the model and the numbers for replay are left out.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ import hashlib
 import math
 import statistics
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from django.core.cache import cache
 from django.db.models import Count, Max
@@ -35,8 +38,9 @@ from django.utils import timezone
 
 from curation.models import Category
 from evaluation.models import AutomaticScore, Rating, ScoringRun, Study, StudyArm, StudyOutput
+from evaluation.report.replay import report_numbers
+from evaluation.report.table import analysis_settings, run_analysis, study_seed
 from evaluation.report.tree import (
-    ALPHA,
     AgreementRow,
     ArmInfo,
     ArmRow,
@@ -51,7 +55,14 @@ from evaluation.report.tree import (
     SizePoint,
 )
 from evaluation.studies.blinding import blind_letters
+from evaluation.studies.rating_rows import study_rows
 from palmsweb.lib import stats
+from palmsweb.lib.analysis import StudyAnalysis
+from palmsweb.lib.clustered import CellSummary
+from palmsweb.lib.intervals import alpha_by_prompt, judge_agreement_by_prompt
+from palmsweb.lib.mixed import Contrast, MixedResult
+from palmsweb.lib.ratings import RatingTable
+from palmsweb.lib.verdict import summary_bullets
 from training.models import ModelVersion
 
 CI_RESAMPLES = 10_000
@@ -64,6 +75,26 @@ JUDGE_RHO_RESAMPLES = 2_000
 VT = ModelVersion.Arm.VALUES_TARGETED.value
 BASE = ModelVersion.Arm.BASE.value
 CONTROL = ModelVersion.Arm.CONTROL.value
+FAMILY_TITLES = {BASE: ("vt-base", "Values-targeted vs base"),
+                 CONTROL: ("vt-control", "Values-targeted vs control")}  # fmt: skip
+
+
+@dataclass
+class _Study:
+    """What the section builders share: the study's arms, categories and analysis."""
+
+    study: Study
+    arms: list[StudyArm]  # in display order (letters when blinded)
+    infos: dict[int, ArmInfo]
+    categories: list[CategoryInfo]
+    table: RatingTable
+    analysis: StudyAnalysis
+
+    def arm_key(self, arm: StudyArm) -> tuple[str, str]:
+        return (arm.arm, arm.size_tag or "")
+
+    def category(self, name) -> CategoryInfo:
+        return next(c for c in self.categories if c.name == name)
 
 
 # --------------------------------------------------------------------------- helpers
@@ -92,12 +123,6 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values)
 
 
-def _fmt_p(p: float | None) -> str:
-    if p is None:
-        return "n/a"
-    return "< 0.001" if p < 0.001 else f"= {p:.3f}"
-
-
 def _cache_key(study: Study, *, blinded: bool, include_arms: bool) -> str:
     state = Rating.objects.filter(study=study, status=Rating.Status.COMPLETED).aggregate(
         n=Count("pk"), last=Max("completed_at")
@@ -110,6 +135,16 @@ def _cache_key(study: Study, *, blinded: bool, include_arms: bool) -> str:
         f"{study.unblinded_at}:{study.status}:{judged}"
     )
     return "palms-report:" + hashlib.sha256(raw.encode()).hexdigest()
+
+
+def _size_order(arms: list[StudyArm]) -> list[str]:
+    """Size tags from the smallest model to the largest (unknown sizes last)."""
+    largest: dict[str, int | None] = {}
+    for arm in arms:
+        count = arm.model_version.parameter_count
+        tag = arm.size_tag or ""
+        largest[tag] = max(filter(None, (largest.get(tag), count)), default=None)
+    return sorted(largest, key=lambda t: (largest[t] is None, largest[t] or 0))
 
 
 # --------------------------------------------------------------------------- assembly
@@ -128,46 +163,14 @@ def build_report(study: Study, *, blinded: bool, include_arms: bool = True) -> R
     return report
 
 
-@dataclass
-class _Ratings:
-    """What every section builder reads: the study's arms and categories and its completed
-    ratings (excluded outputs left out), averaged per output, the unit of analysis."""
-
-    seed: int
-    study_arms: list[StudyArm]
-    arm_order: list[StudyArm]  # letter order when blinded
-    infos: dict[int, ArmInfo]
-    size_tags: list[str]
-    categories: list[CategoryInfo]
-    rows: list[tuple[int, int, int, int, int]]  # output, arm, category, rater, score
-    by_output: dict[int, list[float]] = field(default_factory=lambda: defaultdict(list))
-    output_where: dict[int, tuple[int, int]] = field(default_factory=dict)  # -> (arm, category)
-    out_means: dict[int, float] = field(default_factory=dict)
-    # (arm, category) -> output means / rating counts
-    cell_means: dict[tuple[int, int], list[float]] = field(
-        default_factory=lambda: defaultdict(list)
-    )
-    cell_ratings: dict[tuple[int, int], int] = field(default_factory=lambda: defaultdict(int))
-
-    @property
-    def several_sizes(self) -> bool:
-        return len(self.size_tags) > 1
-
-    def describe(self, values: list[float]) -> stats.Summary:
-        return stats.describe(values, n_resamples=CI_RESAMPLES, seed=self.seed)
-
-    def means(self, arm: StudyArm, categories: list[CategoryInfo] | None = None) -> list[float]:
-        """Output means of ``arm`` over ``categories`` (default: all of them)."""
-        cats = self.categories if categories is None else categories
-        return [m for cat in cats for m in self.cell_means[(arm.pk, cat.pk)]]
-
-
-def _load_ratings(study: Study, *, blinded: bool) -> _Ratings:
+def _load(study: Study, *, blinded: bool, include_arms: bool) -> tuple[_Study, dict]:
+    """The study's arms and categories, and the prompt-level analysis of its ratings."""
     study_arms = list(study.arms.select_related("model_version").order_by("order", "pk"))
     letters = blind_letters(study, study_arms)
-    size_tags = list(dict.fromkeys(a.size_tag for a in study_arms))
+    sizes = _size_order(study_arms)
+    several = len(sizes) > 1
     infos = {
-        a.pk: _arm_info(a, letters[a.pk], blinded=blinded, several_sizes=len(size_tags) > 1)
+        a.pk: _arm_info(a, letters[a.pk], blinded=blinded, several_sizes=several)
         for a in study_arms
     }
     categories = [
@@ -177,241 +180,229 @@ def _load_ratings(study: Study, *, blinded: bool) -> _Ratings:
         .values_list("pk", "name")
         .distinct()
     ]
-    rows = list(
-        Rating.objects.filter(study=study, status=Rating.Status.COMPLETED)
-        .exclude(output__screening=StudyOutput.Screening.EXCLUDED)
-        .values_list(
-            "output_id", "output__arm_id", "output__prompt__category_id", "rater_id", "score"
-        )
-        .order_by("output_id", "rater_id")
-    )
-    data = _Ratings(
-        seed=int(study.seed) % (2**32),
-        study_arms=study_arms,
-        arm_order=sorted(study_arms, key=lambda a: letters[a.pk]) if blinded else study_arms,
-        infos=infos,
-        size_tags=size_tags,
-        categories=categories,
-        rows=rows,
-    )
-    for output_id, arm_id, category_id, _rater, score in rows:
-        data.by_output[output_id].append(float(score))
-        data.output_where[output_id] = (arm_id, category_id)
-    data.out_means = {o: _mean(s) for o, s in data.by_output.items()}
-    for output_id, mean in data.out_means.items():
-        cell = data.output_where[output_id]
-        data.cell_means[cell].append(mean)
-        data.cell_ratings[cell] += len(data.by_output[output_id])
-    return data
+    settings = analysis_settings(seed=study_seed(study), sizes=sizes, include_arms=include_arms)
+    # letters show no comparison, so they need no model (their numbers are not replayed)
+    run = {**settings, "mixed_model": False} if blinded else settings
+    table, analysis = run_analysis(study_rows(study, include_arms=include_arms), run)
+    arm_order = sorted(study_arms, key=lambda a: letters[a.pk]) if blinded else study_arms
+    return _Study(study, arm_order, infos, categories, table, analysis), settings
 
 
 def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
-    data = _load_ratings(study, blinded=blinded)
+    ctx, settings = _load(study, blinded=blinded, include_arms=include_arms)
+    analysis = ctx.analysis
     report = Report(
         study=study,
         blinded=blinded,
         include_arms=include_arms,
         generated_at=timezone.now(),
-        categories=data.categories,
-        arms=[data.infos[a.pk] for a in data.arm_order] if include_arms else [],
-        n_outputs=len(data.out_means),
-        n_ratings=len(data.rows),
-        n_raters=len({r[3] for r in data.rows}),
+        categories=ctx.categories,
+        arms=[ctx.infos[a.pk] for a in ctx.arms] if include_arms else [],
+        n_outputs=analysis.n_outputs,
+        n_ratings=analysis.n_ratings,
+        n_raters=analysis.n_raters,
+        n_prompts=analysis.n_prompts,
+        seed=analysis.seed,
+        raters=list(analysis.raters),
+        agreement=_agreement_rows(ctx, per_arm=include_arms),
     )
-    _add_agreement(report, data)  # arm-free: all outputs and per category
-    judge_run = _latest_judge_run(study)
     if include_arms:
-        _add_arm_rows(report, data)
+        report.rows = _arm_rows(ctx)
     if include_arms and not blinded:
-        _add_pooled(report, data)
-        _add_comparisons(report, data)
-        _add_sizes(report, data)
-        _add_weak_categories(report)
-        _add_low_outputs(report, data)
+        _unblinded_sections(report, ctx)
+    if not (blinded and include_arms):  # letters name no arm, but the numbers would
+        report.settings = settings
+        report.numbers = report_numbers(analysis, include_arms=include_arms)
+    judge_run = _latest_judge_run(study)
     if judge_run is not None:
-        report.judge = _judge_section(report, judge_run, data)
-    report.summary = _summary(report)
+        report.judge = _judge_section(report, ctx, judge_run)
+    report.summary = _summary(report, analysis)
     return report
+
+
+def _unblinded_sections(report: Report, ctx: _Study) -> None:
+    report.components = ctx.analysis.components
+    report.mixed = ctx.analysis.mixed
+    report.trends = list(ctx.analysis.size_trends)
+    report.pooled = _pooled(ctx)
+    report.families = _families(ctx)
+    report.sizes = _size_points(report, ctx)
+    report.weak_categories = _weak_categories(report)
+    report.low_outputs = _low_outputs(ctx)
 
 
 # --------------------------------------------------------------------------- sections
 
 
-def _agreement(data: _Ratings, scope: str, kind: str, subset: list[tuple]) -> AgreementRow:
-    """Krippendorff's α (ordinal and interval) over the raters × outputs matrix of
-    ``subset``."""
-    matrix = (
-        stats.reliability_matrix({"unit": o, "rater": r, "score": s} for o, _a, _c, r, s in subset)
-        if subset
-        else None
-    )
-    if matrix is None:
-        empty = stats.AlphaInterval(None, None, None, 0, 0, 0)
-        return AgreementRow(scope, kind, 0, empty, empty)
-    seed = data.seed
-    return AgreementRow(
-        scope,
-        kind,
-        len(subset),
-        stats.alpha_bootstrap_ci(matrix, "ordinal", n_resamples=ALPHA_RESAMPLES, seed=seed),
-        stats.alpha_bootstrap_ci(matrix, "interval", n_resamples=ALPHA_RESAMPLES, seed=seed),
-    )
-
-
-def _add_agreement(report: Report, data: _Ratings) -> None:
-    report.agreement.append(_agreement(data, "All outputs", "overall", data.rows))
-    for cat in data.categories:
-        subset = [r for r in data.rows if r[2] == cat.pk]
-        report.agreement.append(_agreement(data, cat.name, "category", subset))
-
-
-def _add_arm_rows(report: Report, data: _Ratings) -> None:
-    """Per arm: its agreement and its mean per category and overall."""
-    for arm in data.arm_order:
-        info = data.infos[arm.pk]
-        subset = [r for r in data.rows if r[1] == arm.pk]
-        report.agreement.append(_agreement(data, info.label, "arm", subset))
-        cells = [
-            Cell(
-                info,
-                cat,
-                len(data.cell_means[(arm.pk, cat.pk)]),
-                data.cell_ratings[(arm.pk, cat.pk)],
-                data.describe(data.cell_means[(arm.pk, cat.pk)]),
-            )
-            for cat in data.categories
+def _arm_rows(ctx: _Study) -> list[ArmRow]:
+    """Per arm: a prompt-level cell per category and over all categories."""
+    cells = {(c.arm, c.size_tag, c.category): c for c in ctx.analysis.cells}
+    empty = CellSummary("", "", None, 0, None, None, None, None, None, 0, 0, None, None)
+    rows = []
+    for arm in ctx.arms:
+        kind, size = ctx.arm_key(arm)
+        info = ctx.infos[arm.pk]
+        row_cells = [
+            Cell(info, cat, cells.get((kind, size, cat.name), empty)) for cat in ctx.categories
         ]
-        all_means = data.means(arm)
-        overall = Cell(
-            info, None, len(all_means), sum(c.n_ratings for c in cells), data.describe(all_means)
-        )
-        report.rows.append(ArmRow(info, cells, overall))
+        overall = Cell(info, None, cells.get((kind, size, None), empty))
+        rows.append(ArmRow(info, row_cells, overall))
+    return rows
 
 
-def _add_pooled(report: Report, data: _Ratings) -> None:
-    """Output means pooled over sizes, per arm kind × category (for comparing studies)."""
-    for arm in data.study_arms:
-        for cat in data.categories:
-            key = (arm.arm, cat.pk)
-            report.pooled.setdefault(key, []).extend(data.cell_means[(arm.pk, cat.pk)])
+def _agreement_rows(ctx: _Study, *, per_arm: bool) -> list[AgreementRow]:
+    """α overall, per category and (when arms are shown) per arm, each with an interval
+    that resamples prompts."""
+    seed = ctx.analysis.seed
 
+    def row(scope: str, kind: str, table: RatingTable, ordinal=None) -> AgreementRow:
+        levels = [
+            alpha_by_prompt(table, level, n_resamples=ALPHA_RESAMPLES, seed=seed)
+            for level in ("ordinal", "interval")
+            if level == "interval" or ordinal is None
+        ]
+        return AgreementRow(scope, kind, len(table), *([ordinal] if ordinal else []), *levels)
 
-COMPARISONS = (
-    (BASE, "vt-base", "Values-targeted vs base"),
-    (CONTROL, "vt-control", "Values-targeted vs control"),
-)
-
-
-def _add_comparisons(report: Report, data: _Ratings) -> None:
-    """One Holm family per (comparison, size): values-targeted against base and control."""
-    for size in data.size_tags:
-        at_size = {a.arm: a for a in reversed(data.study_arms) if a.size_tag == size}
-        vt = at_size.get(VT)
-        if vt is None:
-            continue
-        for other_kind, key, title in COMPARISONS:
-            other = at_size.get(other_kind)
-            if other is None:
-                continue
-            if data.several_sizes:
-                title = f"{title} · {size}"
-            report.families.append(_comparison_family(data, vt, other, key, title, size))
-
-
-def _comparison_family(
-    data: _Ratings, vt: StudyArm, other: StudyArm, key: str, title: str, size: str
-) -> ComparisonFamily:
-    def compare(a: list[float], b: list[float]) -> stats.Comparison:
-        return stats.compare(a, b, n_resamples=CI_RESAMPLES, seed=data.seed)
-
-    results = {
-        cat.pk: compare(data.cell_means[(vt.pk, cat.pk)], data.cell_means[(other.pk, cat.pk)])
-        for cat in data.categories
-    }
-    welch_holm = stats.holm({k: r.welch_p for k, r in results.items()})
-    mwu_holm = stats.holm({k: r.mannwhitney_p for k, r in results.items()})
-    family_rows = [
-        ComparisonRow(cat, results[cat.pk], welch_holm[cat.pk], mwu_holm[cat.pk])
-        for cat in data.categories
+    # the analysis already has the overall ordinal α, with the same seed and resamples
+    overall = ctx.analysis.agreement
+    same = overall is not None and overall.n_resamples in (0, ALPHA_RESAMPLES)
+    rows = [row("All outputs", "overall", ctx.table, overall if same else None)]
+    rows += [
+        row(cat.name, "category", ctx.table.subset(category=cat.name)) for cat in ctx.categories
     ]
-    overall = ComparisonRow(None, compare(data.means(vt), data.means(other)))
-    infos = data.infos
-    return ComparisonFamily(key, title, size, infos[vt.pk], infos[other.pk], family_rows, overall)
+    if per_arm:
+        for arm in ctx.arms:
+            kind, size = ctx.arm_key(arm)
+            subset = ctx.table.subset(arm=kind, size_tag=size)
+            rows.append(row(ctx.infos[arm.pk].label, "arm", subset))
+    return rows
 
 
-def _add_sizes(report: Report, data: _Ratings) -> None:
-    """Effect against model size: the overall mean per arm kind at each size."""
-    if not data.several_sizes:
-        return
-    for size in data.size_tags:
-        at_size = [a for a in data.study_arms if a.size_tag == size]
-        means, cis = {}, {}
-        for arm in at_size:
-            overall = next(r.overall for r in report.rows if r.arm.pk == arm.pk)
-            means[arm.arm] = overall.summary.mean
-            cis[arm.arm] = (overall.summary.ci_low, overall.summary.ci_high)
+def _families(ctx: _Study) -> list[ComparisonFamily]:
+    """One Holm family per comparison and size, with its overall model contrast and the
+    achieved power per category."""
+    by_key = {ctx.arm_key(a): a for a in ctx.arms}
+    several = len(ctx.analysis.sizes) > 1
+    found = []
+    for fam, achieved in zip(ctx.analysis.families, ctx.analysis.achieved, strict=True):
+        vt, other = by_key[fam.a], by_key[fam.b]
+        key, title = FAMILY_TITLES[fam.b[0]]
+        power = {p.category: p for p in achieved.per_category}
+        rows = [ComparisonRow(ctx.category(r.category), r, power.get(r.category)) for r in fam.rows]
+        model, note = _model_contrast(ctx.analysis.mixed, fam.a, fam.b)
+        found.append(
+            ComparisonFamily(
+                key=key,
+                title=f"{title} · {fam.a[1]}" if several else title,
+                size_tag=fam.a[1],
+                a=ctx.infos[vt.pk],
+                b=ctx.infos[other.pk],
+                rows=_in_category_order(rows, ctx.categories),
+                overall=ComparisonRow(None, fam.overall),
+                model=model,
+                model_note=note,
+                achieved=achieved,
+            )
+        )
+    return found
+
+
+def _in_category_order(rows: list[ComparisonRow], categories: list[CategoryInfo]) -> list:
+    order = {c.pk: i for i, c in enumerate(categories)}
+    return sorted(rows, key=lambda r: order[r.category.pk])
+
+
+def _model_contrast(mixed: MixedResult | None, a, b) -> tuple[Contrast | None, str]:
+    """The overall contrast and a line on how it was obtained (or why it fell back)."""
+    if mixed is None:
+        return None, "no mixed model was fitted"
+    contrast = mixed.contrast(a, b)
+    if mixed.fell_back:
+        reason = mixed.notes[0] if mixed.notes else "the model could not be used"
+        return contrast, f"paired t on prompt means (fallback: {reason})"
+    note = "linear mixed model (REML), Wald z"
+    if mixed.singular:
+        note += f"; singular fit, variance at zero: {', '.join(mixed.singular)}"
+    return contrast, note
+
+
+def _pooled(ctx: _Study) -> dict[tuple[str, int], list[float]]:
+    """(arm kind, category pk) → one mean per prompt, averaged over sizes."""
+    by_prompt: dict[tuple[str, int], dict] = defaultdict(lambda: defaultdict(list))
+    for (prompt, (kind, _size)), mean in ctx.table.prompt_means.items():
+        cat = ctx.category(ctx.table.prompt_category[prompt])
+        by_prompt[(kind, cat.pk)][prompt].append(mean)
+    return {
+        key: [_mean(v) for _p, v in sorted(prompts.items())] for key, prompts in by_prompt.items()
+    }
+
+
+def _size_points(report: Report, ctx: _Study) -> list[SizePoint]:
+    """Overall means per arm kind and the vt − base difference, per size."""
+    if len(ctx.analysis.sizes) < 2:
+        return []
+    overall = {(r.arm.kind, r.arm.size_tag or ""): r.overall.summary for r in report.rows}
+    points = []
+    for size in ctx.analysis.sizes:
+        kinds = {kind for kind, s in overall if s == size}
         fam = report.family("vt-base", size)
         counts = [
-            a.model_version.parameter_count for a in at_size if a.model_version.parameter_count
+            a.model_version.parameter_count
+            for a in ctx.arms
+            if (a.size_tag or "") == size and a.model_version.parameter_count
         ]
-        report.sizes.append(
+        points.append(
             SizePoint(
                 size,
                 max(counts) if counts else None,
-                means,
-                cis,
+                {k: overall[(k, size)].mean for k in kinds},
+                {k: (overall[(k, size)].ci_low, overall[(k, size)].ci_high) for k in kinds},
                 fam.overall.result if fam else None,
             )
         )
-    report.sizes.sort(key=lambda s: (s.parameter_count is None, s.parameter_count or 0))
+    return points
 
 
-def _add_weak_categories(report: Report) -> None:
-    """Weak spots for gap tickets: categories where values-targeted is low or not
-    significantly better than base."""
-    for fam in report.families:
-        if fam.key != "vt-base":
-            continue
+def _weak_categories(report: Report) -> list[CategoryInfo]:
+    """Categories for gap tickets: values-targeted below WEAK_CATEGORY_MEAN, or not
+    better than base by the adjusted test (a perfectly separated lead is not weak)."""
+    weak: list[CategoryInfo] = []
+    for fam in (f for f in report.families if f.key == "vt-base"):
+        vt_cells = next(r.cells for r in report.rows if r.arm.pk == fam.a.pk)
+        mean_of = {c.category.pk: c.mean for c in vt_cells}
         for row in fam.rows:
-            vt_cell = next(
-                c
-                for r in report.rows
-                if r.arm.pk == fam.a.pk
-                for c in r.cells
-                if c.category == row.category
+            low = mean_of.get(row.category.pk) is not None and mean_of[row.category.pk] < (
+                WEAK_CATEGORY_MEAN
             )
-            weak = (vt_cell.mean is not None and vt_cell.mean < WEAK_CATEGORY_MEAN) or (
-                row.result.mean_diff is not None and not (row.better and row.significant)
-            )
-            if weak and row.category not in report.weak_categories:
-                report.weak_categories.append(row.category)
+            untested_lead = row.verdict not in ("better", "separated_higher", "too_few")
+            if (low or untested_lead) and row.category not in weak:
+                weak.append(row.category)
+    return weak
 
 
-def _add_low_outputs(report: Report, data: _Ratings) -> None:
-    """The values-targeted outputs rated lowest (at most 20), for gap tickets."""
-    vt_ids = {a.pk for a in data.study_arms if a.arm == VT}
+def _low_outputs(ctx: _Study) -> list[LowOutput]:
     low = sorted(
-        (mean, o)
-        for o, mean in data.out_means.items()
-        if data.output_where[o][0] in vt_ids and mean <= LOW_OUTPUT_SCORE
+        (o.mean, o.output_id, o.n_ratings)
+        for o in ctx.table.output_means
+        if o.arm[0] == VT and o.mean <= LOW_OUTPUT_SCORE
     )[:20]
     if not low:
-        return
-    cat_by_pk = {c.pk: c for c in data.categories}
-    outputs = StudyOutput.objects.filter(pk__in=[o for _m, o in low]).select_related("prompt")
-    found = {o.pk: o for o in outputs}
-    for mean, o in low:
-        out = found[o]
-        report.low_outputs.append(
-            LowOutput(
-                out.public_id,
-                cat_by_pk[data.output_where[o][1]],
-                out.prompt.text,
-                out.text,
-                mean,
-                len(data.by_output[o]),
-            )
+        return []
+    outputs = StudyOutput.objects.filter(
+        study=ctx.study, public_id__in=[o for _m, o, _n in low]
+    ).select_related("prompt__category")
+    found = {str(o.public_id): o for o in outputs}
+    return [
+        LowOutput(
+            public_id=public_id,
+            category=ctx.category(found[str(public_id)].prompt.category.name),
+            prompt=found[str(public_id)].prompt.text,
+            text=found[str(public_id)].text,
+            mean=mean,
+            n_ratings=n,
         )
+        for mean, public_id, n in low
+    ]
 
 
 # --------------------------------------------------------------------------- LLM judge
@@ -427,51 +418,59 @@ def _latest_judge_run(study: Study) -> ScoringRun | None:
     )
 
 
-def _judge_section(report: Report, run: ScoringRun, data: _Ratings) -> JudgeSection:
-    """The judge's scores per arm (when the report shows arms) and their agreement with
-    the human ratings over outputs that have both. Human numbers are only read here."""
+def _judge_scores(ctx: _Study, run: ScoringRun) -> tuple[dict, dict, set[str]]:
+    """public id → judge score (None: missing), public id → arm pk, scorer versions."""
     from evaluation.scoring.judge import JUDGE_METRIC
 
-    by_output, seed = data.by_output, data.seed
-
-    scores: dict[int, float | None] = {}
-    arm_of: dict[int, int] = {}
+    scores: dict[str, float | None] = {}
+    arm_of: dict[str, int] = {}
     versions: set[str] = set()
-    for output_id, arm_id, value, version in (
+    for public_id, arm_id, value, version in (
         AutomaticScore.objects.filter(
-            output__study=report.study, metric=JUDGE_METRIC, scorer=run.scorer
+            output__study=ctx.study, metric=JUDGE_METRIC, scorer=run.scorer
         )
         .exclude(output__screening=StudyOutput.Screening.EXCLUDED)
-        .values_list("output_id", "output__arm_id", "value", "scorer_version")
-        .order_by("output_id")
+        .values_list("output__public_id", "output__arm_id", "value", "scorer_version")
     ):
-        scores[output_id] = value
-        arm_of[output_id] = arm_id
+        scores[str(public_id)] = value
+        arm_of[str(public_id)] = arm_id
         versions.add(version)
-    paired = [o for o in sorted(scores) if scores[o] is not None and o in by_output]
+    return scores, arm_of, versions
+
+
+def _judge_section(report: Report, ctx: _Study, run: ScoringRun) -> JudgeSection:
+    """The judge's scores per arm (when the report shows arms) and their agreement with
+    the human ratings over outputs that have both. Human numbers are only read here."""
+    scores, arm_of, versions = _judge_scores(ctx, run)
+    ratings: dict[str, list[float]] = defaultdict(list)
+    prompt_of = {}
+    for r in ctx.table.rows:
+        ratings[str(r.output_id)].append(r.score)
+        prompt_of[str(r.output_id)] = r.prompt_id
+    paired = sorted(o for o in scores if scores[o] is not None and o in ratings)
     judge_values = [float(scores[o]) for o in paired]
-    human_means = [_mean(by_output[o]) for o in paired]
-    agreement = stats.judge_agreement(
+    human_means = [_mean(ratings[o]) for o in paired]
+    agreement = judge_agreement_by_prompt(
         judge_values,
         human_means,
-        [statistics.median(by_output[o]) for o in paired],
+        [statistics.median(ratings[o]) for o in paired],
+        [prompt_of[o] for o in paired],
         n_resamples=JUDGE_RHO_RESAMPLES,
-        seed=seed,
+        seed=ctx.analysis.seed,
     )
-    rows = []
     human_by_arm = {row.arm.pk: row.overall.summary for row in report.rows}
-    if report.include_arms:
-        for arm in data.arm_order:
-            mine = [v for o, v in scores.items() if arm_of[o] == arm.pk]
-            present = [v for v in mine if v is not None]
-            rows.append(
-                JudgeArmRow(
-                    arm=data.infos[arm.pk],
-                    judge=stats.describe(present, n_resamples=CI_RESAMPLES, seed=seed),
-                    n_missing=len(mine) - len(present),
-                    human=human_by_arm.get(arm.pk) or stats.describe([]),
-                )
+    rows = []
+    for arm in ctx.arms if report.include_arms else []:
+        mine = [v for o, v in scores.items() if arm_of[o] == arm.pk]
+        present = [v for v in mine if v is not None]
+        rows.append(
+            JudgeArmRow(
+                arm=ctx.infos[arm.pk],
+                judge=stats.describe(present, n_resamples=CI_RESAMPLES, seed=ctx.analysis.seed),
+                n_missing=len(mine) - len(present),
+                human=human_by_arm[arm.pk],
             )
+        )
     n_judged = sum(v is not None for v in scores.values())
     diffs = [j - h for j, h in zip(judge_values, human_means, strict=True)]
     judge_info = run.result.get("judge", {})
@@ -492,24 +491,10 @@ def _judge_section(report: Report, run: ScoringRun, data: _Ratings) -> JudgeSect
 # --------------------------------------------------------------------------- summary
 
 
-def _summary(report: Report) -> list[str]:
-    """Plain-language sentences; arm-free when the report is blinded."""
-    lines: list[str] = []
-    agree = report.agreement[0].ordinal if report.agreement else None
-    if report.n_ratings == 0:
-        return ["No completed ratings yet."]
-    lines.append(
-        f"{report.n_ratings} ratings of {report.n_outputs} outputs by {report.n_raters} "
-        f"rater{'s' if report.n_raters != 1 else ''}."
-    )
-    if agree is not None and agree.alpha is not None:
-        quality = "good" if agree.alpha >= 0.8 else "tentative" if agree.alpha >= 0.667 else "low"
-        ci = ""
-        if agree.ci_low is not None:
-            ci = f" (95% CI {agree.ci_low:.2f} to {agree.ci_high:.2f})"
-        lines.append(
-            f"Rater agreement (Krippendorff's α, ordinal) is {agree.alpha:.2f}{ci}: {quality}."
-        )
+def _summary(report: Report, analysis: StudyAnalysis) -> list[str]:
+    """The verdict's bullets (arm-free unless the report is unblinded), and the judge."""
+    arm_free = report.blinded or not report.include_arms
+    lines = summary_bullets(analysis, arm_free=arm_free)
     judged = report.judge.agreement if report.judge else None
     if judged is not None and judged.n and judged.spearman is not None:
         kappa = "n/a" if judged.kappa is None else f"{judged.kappa:.2f}"
@@ -517,44 +502,6 @@ def _summary(report: Report) -> list[str]:
             f"The LLM judge ({report.judge.model}) agrees with the human ratings at Spearman ρ "
             f"{judged.spearman:.2f} and weighted κ {kappa} over {judged.n} outputs; its "
             "scores are reported separately, never mixed into the human numbers."
-        )
-    if report.blinded or not report.include_arms:
-        return lines
-    n_cat = len(report.categories)
-    for fam in report.families:
-        other = "base" if fam.key == "vt-base" else "control"
-        size = f" at {fam.size_tag}" if report.several_sizes and fam.size_tag else ""
-        res = fam.overall.result
-        overall = ""
-        if res.mean_diff is not None:
-            overall = (
-                f" Over all categories the difference is {res.mean_diff:+.2f} points "
-                f"(Welch p {_fmt_p(res.welch_p)}, Cohen's d "
-                f"{'n/a' if res.cohens_d is None else f'{res.cohens_d:.2f}'})."
-            )
-        lines.append(
-            f"Values-targeted beats {other}{size} in {fam.wins}/{n_cat} categories "
-            f"(Holm-adjusted p < {ALPHA} in {fam.significant_wins}).{overall}"
-        )
-    if report.several_sizes:
-        effects = [
-            (s.size_tag, s.effect.mean_diff)
-            for s in report.sizes
-            if s.effect and s.effect.mean_diff is not None
-        ]
-        if len(effects) > 1:
-            grows = all(b[1] >= a[1] for a, b in zip(effects, effects[1:], strict=False))
-            text = ", ".join(f"{tag}: {d:+.2f}" for tag, d in effects)
-            lines.append(
-                f"Values-targeted − base by size: {text}"
-                + (" — the effect grows with size." if grows else ".")
-            )
-    if report.weak_categories:
-        lines.append(
-            "Weak categories (values-targeted below "
-            f"{WEAK_CATEGORY_MEAN} or not significantly above base): "
-            + ", ".join(c.name for c in report.weak_categories)
-            + "."
         )
     return lines
 
@@ -564,3 +511,17 @@ def fmt(value: float | None, digits: int = 2) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "—"
     return f"{value:.{digits}f}"
+
+
+def compare_studies(a: Study, b: Study):
+    """See :func:`evaluation.report.compare.compare_studies` (kept here for callers)."""
+    from evaluation.report.compare import compare_studies as compare
+
+    return compare(a, b)
+
+
+__all__ = [
+    "Report",
+    "build_report",
+    "compare_studies",
+]

@@ -1,14 +1,16 @@
-"""Two studies side by side: the per-category change of the values-targeted mean (and of
-its lead over base) from one study to the next, Holm-adjusted. Only for unblinded use."""
+"""Comparing two closed, unblinded studies: the values-targeted model's prompt-level mean
+per category, from study A to study B, and each study's lead over base."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from evaluation.models import Study
 from evaluation.report.build import BASE, CI_RESAMPLES, VT, build_report
-from evaluation.report.tree import ALPHA, CategoryInfo
+from evaluation.report.table import study_seed
+from evaluation.report.tree import CategoryInfo, Report
 from palmsweb.lib import stats
+from palmsweb.lib.clustered import ALPHA, PairedComparison
 
 
 @dataclass(frozen=True)
@@ -20,6 +22,9 @@ class CompareRow:
     gap_b: float | None
     test: stats.Comparison | None  # values-targeted in B against values-targeted in A
     p_holm: float | None = None
+    # each study's own test of its lead (paired t on prompt means, Holm; first size)
+    lead_a: PairedComparison | None = None
+    lead_b: PairedComparison | None = None
 
     @property
     def delta(self) -> float | None:
@@ -42,46 +47,53 @@ class StudyComparison:
     summary: str
 
 
+def _compare_row(pk, names, ra: Report, rb: Report, seed: int) -> CompareRow:
+    """One category: values-targeted prompt means of B against those of A (Welch: the
+    two studies' outputs and raters are independent), and each study's lead over base."""
+    vta, vtb = ra.pooled.get((VT, pk), []), rb.pooled.get((VT, pk), [])
+    basea, baseb = ra.pooled.get((BASE, pk), []), rb.pooled.get((BASE, pk), [])
+    test = stats.compare(vtb, vta, n_resamples=CI_RESAMPLES, seed=seed) if vta and vtb else None
+    gap_a = mean_of(vta) - mean_of(basea) if vta and basea else None
+    gap_b = mean_of(vtb) - mean_of(baseb) if vtb and baseb else None
+    mean_a = mean_of(vta) if vta else None
+    mean_b = mean_of(vtb) if vtb else None
+    return CompareRow(
+        names[pk], mean_a, mean_b, gap_a, gap_b, test, None, _lead(ra, pk), _lead(rb, pk)
+    )
+
+
+def _lead(report: Report, category_pk: int) -> PairedComparison | None:
+    """The study's own paired test of values-targeted vs base in this category."""
+    fam = report.family("vt-base")
+    row = next((r for r in fam.rows if r.category.pk == category_pk), None) if fam else None
+    return row.result if row else None
+
+
 def compare_studies(a: Study, b: Study) -> StudyComparison:
     """Per-category change of the values-targeted mean (and of its lead over base) from
-    study ``a`` to study ``b``, pooled over sizes. Only for unblinded use."""
+    study ``a`` to study ``b``, on prompt means pooled over sizes. Unblinded use only."""
     ra = build_report(a, blinded=False)
     rb = build_report(b, blinded=False)
-    seed = int(b.seed) % (2**32)
-    names = {c.pk: c for c in ra.categories}
-    names.update({c.pk: c for c in rb.categories})
-    order = [c.pk for c in ra.categories] + [
-        c.pk for c in rb.categories if c.pk not in {x.pk for x in ra.categories}
-    ]
-
-    def m(values):
-        return sum(values) / len(values) if values else None
-
-    rows, pvalues = [], {}
-    for pk in order:
-        vta, vtb = ra.pooled.get((VT, pk), []), rb.pooled.get((VT, pk), [])
-        basea, baseb = ra.pooled.get((BASE, pk), []), rb.pooled.get((BASE, pk), [])
-        test = stats.compare(vtb, vta, n_resamples=CI_RESAMPLES, seed=seed) if vta and vtb else None
-        if test is not None:
-            pvalues[pk] = test.welch_p
-        gap_a = m(vta) - m(basea) if vta and basea else None
-        gap_b = m(vtb) - m(baseb) if vtb and baseb else None
-        rows.append(CompareRow(names[pk], m(vta), m(vtb), gap_a, gap_b, test))
-    adjusted = stats.holm(pvalues) if pvalues else {}
-    rows = [
-        CompareRow(
-            r.category, r.vt_a, r.vt_b, r.gap_a, r.gap_b, r.test, adjusted.get(r.category.pk)
-        )
-        for r in rows
-    ]
+    names = {c.pk: c for c in ra.categories + rb.categories}
+    order = list(dict.fromkeys(c.pk for c in ra.categories + rb.categories))
+    seed = study_seed(b)
+    rows = [_compare_row(pk, names, ra, rb, seed) for pk in order]
+    adjusted = stats.holm({r.category.pk: r.test.welch_p for r in rows if r.test is not None})
+    rows = [replace(r, p_holm=adjusted.get(r.category.pk)) for r in rows]
     deltas = [r for r in rows if r.delta is not None]
-    up = sum(1 for r in deltas if r.delta > 0)
-    sig = sum(1 for r in deltas if r.delta > 0 and r.p_holm is not None and r.p_holm < ALPHA)
+    up = sum(1 for r in deltas if r.delta > 0 and r.p_holm is not None and r.p_holm < ALPHA)
+    down = sum(1 for r in deltas if r.delta < 0 and r.p_holm is not None and r.p_holm < ALPHA)
     if deltas:
         summary = (
-            f"The values-targeted model of “{b.name}” scores higher than that of “{a.name}” "
-            f"in {up}/{len(deltas)} categories (Holm-adjusted p < {ALPHA} in {sig})."
+            f"On prompt means, the values-targeted model of “{b.name}” scores significantly "
+            f"higher than that of “{a.name}” in {up} of {len(deltas)} shared categories and "
+            f"significantly lower in {down} (Welch's t on prompt means, Holm-adjusted "
+            f"p < {ALPHA}); the other {len(deltas) - up - down} are not significant."
         )
     else:
         summary = "The two studies share no rated values-targeted category."
     return StudyComparison(a, b, rows, summary)
+
+
+def mean_of(values: list[float]) -> float:
+    return sum(values) / len(values)

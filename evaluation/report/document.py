@@ -69,7 +69,7 @@ def gap_links(report: Report) -> dict:
         row = by_cat.get(cat.pk)
         source = {"kind": "category", "study": study.pk, "study_name": study.name}
         if row and row.result.mean_diff is not None:
-            source.update(mean_diff=round(row.result.mean_diff, 3), p_holm=row.welch_p_holm)
+            source.update(mean_diff=round(row.result.mean_diff, 3), p_holm=row.result.p_holm)
         weak.append((cat, link(cat, f"Weak in study “{study.name}”: {cat.name}", source)))
     low = [
         (

@@ -48,6 +48,7 @@ CONTENT_TYPES = {
 BASE_COLUMNS = [
     "rater",
     "output_id",
+    "prompt_id",
     "prompt",
     "category",
     "output_text",
@@ -63,7 +64,7 @@ BASE_COLUMNS = [
     "seed",
 ]
 ARM_COLUMNS = ["arm", "size_tag", "model_version", "snapshot_hash"]
-INT_COLUMNS = {"score", "display_position", "sample_index", "max_new_tokens", "seed"}
+INT_COLUMNS = {"prompt_id", "score", "display_position", "sample_index", "max_new_tokens", "seed"}
 FLOAT_COLUMNS = {"temperature", "top_p"}
 
 
@@ -164,6 +165,7 @@ def _rating_rows(study: Study):
             "rater_id",
             "output_id",
             "output__public_id",
+            "output__prompt_id",
             "output__text",
             "output__prompt__text",
             "output__prompt__category__name",
@@ -215,6 +217,7 @@ def iter_row_chunks(
             row = {
                 "rater": rater_pseudonym(study, r["rater_id"]),
                 "output_id": r["output__public_id"],
+                "prompt_id": r["output__prompt_id"],
                 "prompt": r["output__prompt__text"],
                 "category": r["output__prompt__category__name"],
                 "output_text": r["output__text"],
@@ -380,7 +383,7 @@ def write_bundle(
 ) -> Written:
     """The study bundle: ratings in three formats, the HTML report, manifest.json and
     SHA256SUMS, zipped. Rows counts the ratings. ``on_phase`` hears each step."""
-    from evaluation.report.document import render_report_document
+    from evaluation.report.document import render_report_document, report_for
     from training.services import code_version
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -423,6 +426,7 @@ def write_bundle(
             "study": study_design(study, includes_arms=includes_arms),
             "columns": columns_for(study, includes_arms=includes_arms),
             "files": files,
+            "analysis": replay_record(report_for(study, mode)),
         }
         manifest_bytes = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
         (tmpdir / "manifest.json").write_bytes(manifest_bytes)
@@ -437,6 +441,16 @@ def write_bundle(
                     zf.write(tmpdir / name, arcname=f"study-{study.pk}/{name}")
             sink.flush()
     return Written(path, sink.hexdigest, sink.size, rows)
+
+
+def replay_record(report) -> dict:
+    """What ``manage.py replay_report`` needs besides ratings.csv: the analysis settings
+    (seed, sizes, resamples, the row-order contract) and every number of the report."""
+    return {
+        "settings": report.settings,
+        "numbers": report.numbers,
+        "replay": "python manage.py replay_report <this bundle>.zip",
+    }
 
 
 def check_exportable(study: Study) -> None:

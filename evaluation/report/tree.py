@@ -1,5 +1,5 @@
 """The report as a tree of dataclasses: what :func:`evaluation.report.build.build_report`
-fills in and the pages, the HTML document and the comparison read. No queries here."""
+returns and the templates, charts and ``compare_studies`` read. No queries here."""
 
 from __future__ import annotations
 
@@ -8,14 +8,27 @@ from datetime import datetime
 
 from evaluation.models import Study
 from palmsweb.lib import stats
+from palmsweb.lib.clustered import ALPHA, CellSummary, PairedComparison, SizeTrend
+from palmsweb.lib.intervals import ClusterAlpha
+from palmsweb.lib.mixed import Contrast, MixedResult
+from palmsweb.lib.power import AchievedPower, CategoryPower, ComponentEstimate
+from palmsweb.lib.raters import RaterQuality
 
-ALPHA = 0.05  # significance level of every test in the report
+VERDICT_LABELS = {
+    "better": "better",
+    "worse": "worse",
+    "not_significant": "not significant",
+    "separated_higher": "perfectly separated, higher",
+    "separated_lower": "perfectly separated, lower",
+    "identical": "identical",
+    "too_few": "too few prompts",
+}
 
 
 @dataclass(frozen=True)
 class ArmInfo:
     pk: int
-    label: str  # "Values-targeted · 77M", or "A" when blinded
+    label: str  # "Values-targeted · 77M", or "Arm A" when blinded
     letter: str  # the blinded letter, fixed per study
     kind: str | None  # base / control / values_targeted; None when blinded
     size_tag: str | None
@@ -32,17 +45,24 @@ class CategoryInfo:
 
 @dataclass(frozen=True)
 class Cell:
-    """One arm × category (category None: all categories) summary over output means."""
+    """One arm × category (category None: all categories), prompt-level; ``summary``
+    also carries the per-output numbers (``output_mean``, ``output_sd``)."""
 
     arm: ArmInfo
     category: CategoryInfo | None
-    n_outputs: int
-    n_ratings: int
-    summary: stats.Summary
+    summary: CellSummary
 
     @property
     def mean(self) -> float | None:
         return self.summary.mean
+
+    @property
+    def n_outputs(self) -> int:
+        return self.summary.n_outputs
+
+    @property
+    def n_ratings(self) -> int:
+        return self.summary.n_ratings
 
 
 @dataclass(frozen=True)
@@ -55,18 +75,24 @@ class ArmRow:
 @dataclass(frozen=True)
 class ComparisonRow:
     category: CategoryInfo | None  # None: all categories
-    result: stats.Comparison
-    welch_p_holm: float | None = None
-    mannwhitney_p_holm: float | None = None
+    result: PairedComparison
+    power: CategoryPower | None = None
+
+    @property
+    def verdict(self) -> str:
+        return self.result.verdict(ALPHA)
+
+    @property
+    def verdict_label(self) -> str:
+        return VERDICT_LABELS.get(self.verdict, self.verdict)
 
     @property
     def significant(self) -> bool:
-        p = self.welch_p_holm if self.category is not None else self.result.welch_p
-        return p is not None and p < ALPHA
+        return self.verdict in ("better", "worse")
 
     @property
     def better(self) -> bool:
-        return self.result.mean_diff is not None and self.result.mean_diff > 0
+        return self.verdict == "better"
 
 
 @dataclass(frozen=True)
@@ -79,19 +105,21 @@ class ComparisonFamily:
     a: ArmInfo
     b: ArmInfo
     rows: list[ComparisonRow]
-    overall: ComparisonRow
+    overall: ComparisonRow  # paired t on all prompts (outside the family)
+    model: Contrast | None  # the overall primary: mixed model, or its paired-t fallback
+    model_note: str
+    achieved: AchievedPower | None
 
     @property
     def wins(self) -> int:
+        """Categories where the Holm-adjusted paired t says values-targeted is better."""
         return sum(1 for r in self.rows if r.better)
 
-    @property
-    def significant_wins(self) -> int:
-        return sum(1 for r in self.rows if r.better and r.significant)
+    significant_wins = wins
 
     @property
     def tested(self) -> int:
-        return sum(1 for r in self.rows if r.result.mean_diff is not None)
+        return sum(1 for r in self.rows if r.result.p is not None)
 
 
 @dataclass(frozen=True)
@@ -99,17 +127,17 @@ class AgreementRow:
     scope: str  # "All outputs", a category name or an arm label
     kind: str  # "overall" / "category" / "arm"
     n_ratings: int
-    ordinal: stats.AlphaInterval
-    interval: stats.AlphaInterval
+    ordinal: ClusterAlpha
+    interval: ClusterAlpha
 
 
 @dataclass(frozen=True)
 class SizePoint:
     size_tag: str
     parameter_count: int | None
-    means: dict[str, float | None]  # arm kind -> overall mean
+    means: dict[str, float | None]  # arm kind -> overall prompt-level mean
     ci: dict[str, tuple[float | None, float | None]]
-    effect: stats.Comparison | None  # values-targeted − base at this size
+    effect: PairedComparison | None  # values-targeted − base at this size, all prompts
 
 
 @dataclass(frozen=True)
@@ -129,7 +157,7 @@ class JudgeArmRow:
     arm: ArmInfo
     judge: stats.Summary
     n_missing: int  # outputs of the arm the judge gave no score
-    human: stats.Summary  # the arm's human overall cell, repeated for reading side by side
+    human: CellSummary  # the arm's human overall cell, repeated for reading side by side
 
 
 @dataclass(frozen=True)
@@ -144,7 +172,7 @@ class JudgeSection:
     n_judged: int  # counted outputs with a judge score
     n_missing: int  # counted outputs the judge gave no score
     rows: list[JudgeArmRow]  # empty when the report shows nothing per arm
-    agreement: stats.JudgeAgreement  # over outputs with a judge score and a human rating
+    agreement: stats.JudgeAgreement  # over outputs with both; ρ interval over prompts
     mean_diff: float | None  # mean(judge − human mean) over those outputs
 
 
@@ -159,16 +187,25 @@ class Report:
     n_outputs: int
     n_ratings: int
     n_raters: int
+    n_prompts: int = 0
+    seed: int = 0
     rows: list[ArmRow] = field(default_factory=list)
     families: list[ComparisonFamily] = field(default_factory=list)
+    mixed: MixedResult | None = None
+    trends: list[SizeTrend] = field(default_factory=list)
     agreement: list[AgreementRow] = field(default_factory=list)
+    raters: list[RaterQuality] = field(default_factory=list)
+    components: ComponentEstimate | None = None
     sizes: list[SizePoint] = field(default_factory=list)
     low_outputs: list[LowOutput] = field(default_factory=list)
     weak_categories: list[CategoryInfo] = field(default_factory=list)
-    # (arm kind, category pk) -> output means pooled over sizes; for comparisons of studies
+    # (arm kind, category pk) -> prompt means pooled over sizes; for comparing studies
     pooled: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     judge: JudgeSection | None = None
     summary: list[str] = field(default_factory=list)
+    # for the bundle and replay_report (empty for a letters-only report)
+    settings: dict = field(default_factory=dict)
+    numbers: dict = field(default_factory=dict)
 
     @property
     def several_sizes(self) -> bool:
@@ -184,6 +221,10 @@ class Report:
         if self.rows:
             lines.append(("All categories", True, [row.overall for row in self.rows]))
         return lines
+
+    @property
+    def flagged_raters(self) -> list[RaterQuality]:
+        return [q for q in self.raters if q.flagged]
 
     def family(self, key: str, size_tag: str | None = None) -> ComparisonFamily | None:
         for fam in self.families:

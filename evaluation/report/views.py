@@ -1,7 +1,8 @@
 """HTML views of the report: the results page, the self-contained HTML report, the
 comparison of two studies and the exports page. The numbers come from
-:mod:`evaluation.report.build`, the page context and the document from
-:mod:`evaluation.report.document`, the plots from :mod:`evaluation.report.charts`."""
+:mod:`evaluation.report.build` and :mod:`evaluation.report.compare`, the page context and
+the document from :mod:`evaluation.report.document`, the plots from
+:mod:`evaluation.report.charts`."""
 
 from __future__ import annotations
 

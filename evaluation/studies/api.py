@@ -50,6 +50,8 @@ from evaluation.studies.serializers import (
     RatingResultSerializer,
     StudyEventSerializer,
     StudyOutputSerializer,
+    StudyPlanRequestSerializer,
+    StudyPlanSerializer,
     StudySerializer,
     StudyWriteSerializer,
     SubmitSerializer,
@@ -253,6 +255,28 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                 "arms": results_payload(results),
             }
         )
+
+    @extend_schema(
+        request=StudyPlanRequestSerializer,
+        responses={200: StudyPlanSerializer, 400: ERROR},
+        description="Plan a study before creating it: the power of the paired t on prompt "
+        "means for the expected difference (default 0.5), per category (at α/categories) and "
+        "over all categories, the smallest detectable differences, and the prompts per "
+        "category, samples or raters that would reach 80%. Variance components come from "
+        "the last closed study's ratings, else a prior.",
+    )
+    @action(detail=False, methods=["post"])
+    def plan(self, request):
+        from evaluation.studies.planning import plan_for_prompt_set
+
+        data = self.validated(StudyPlanRequestSerializer).validated_data
+        found = plan_for_prompt_set(
+            data["prompt_set"],
+            samples_per_prompt=data["samples_per_prompt"],
+            raters_per_output=data["raters_per_output"],
+            effect=data["expected_difference"],
+        )
+        return Response(StudyPlanSerializer(found.as_dict()).data)
 
     @extend_schema(responses=StudyEventSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None)

@@ -265,3 +265,26 @@ class FlagForm(forms.Form):
 
 class ExcludeForm(forms.Form):
     reason = forms.CharField(required=False, max_length=MAX_COMMENT_CHARS)
+
+
+class StudyPlanForm(forms.Form):
+    """The study form's values the planner reads (issue 15): the prompt set, the counts
+    and the expected difference (default 0.5 on the 1–5 scale)."""
+
+    prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.all())
+    samples_per_prompt = forms.IntegerField(min_value=1, max_value=20)
+    raters_per_output = forms.IntegerField(min_value=1, max_value=50)
+    expected_difference = forms.FloatField(min_value=0.05, max_value=4.0, required=False)
+
+    def plan(self):
+        """The plan, or None when the values are not (yet) valid."""
+        from evaluation.studies.planning import plan_for_prompt_set
+
+        if not self.is_valid():
+            return None
+        return plan_for_prompt_set(
+            self.cleaned_data["prompt_set"],
+            samples_per_prompt=self.cleaned_data["samples_per_prompt"],
+            raters_per_output=self.cleaned_data["raters_per_output"],
+            effect=self.cleaned_data["expected_difference"],
+        )

@@ -46,6 +46,7 @@ from evaluation.studies.forms import (
     PromptSetForm,
     StudyEstimateForm,
     StudyForm,
+    StudyPlanForm,
     arm_formset,
 )
 from evaluation.studies.selectors import (
@@ -269,14 +270,27 @@ def _form_estimate(data) -> StudyEstimate | None:
     return study_estimate(**kwargs) if kwargs else None
 
 
+def _draft_plan(study: Study):
+    """The planner's view of a draft study's design (issue 15)."""
+    data = {
+        "prompt_set": study.prompt_set_id,
+        "samples_per_prompt": study.samples_per_prompt,
+        "raters_per_output": study.raters_per_output,
+    }
+    return StudyPlanForm(data).plan()
+
+
 def _study_form_page(request, study: Study | None, form, arms, status: int = 200):
+    plan = None
     if request.method == "POST":
         estimate = _form_estimate(request.POST)
+        plan = StudyPlanForm(request.POST).plan()
     elif study is not None and study.status == Study.Status.DRAFT:
         estimate = draft_study_estimate(study)
+        plan = _draft_plan(study)
     else:
         estimate = None
-    context = {"study": study, "form": form, "arms": arms, "estimate": estimate}
+    context = {"study": study, "form": form, "arms": arms, "estimate": estimate, "plan": plan}
     return render(request, "evaluation/study_form.html", context, status=status)
 
 
@@ -285,7 +299,11 @@ def _study_form_page(request, study: Study | None, form, arms, status: int = 200
 def study_estimate_view(request):
     """The outputs, ratings and sampling time the study form's values come to (htmx swaps
     it in as the form changes)."""
-    context = {"estimate": _form_estimate(request.GET), "live": True}
+    context = {
+        "estimate": _form_estimate(request.GET),
+        "plan": StudyPlanForm(request.GET).plan(),
+        "live": True,
+    }
     return render(request, "evaluation/_study_estimate.html", context)
 
 
@@ -360,6 +378,7 @@ def _study_context(request, study: Study) -> dict:
         "phase": job_phase(job) if job else "",
         "poll_every": STUDY_POLL.get(study.status, ""),
         "estimate": draft_study_estimate(study) if study.status == Study.Status.DRAFT else None,
+        "plan": _draft_plan(study) if study.status == Study.Status.DRAFT else None,
         "progress": study_progress(study),
         "arms": arms,
         "raters": study.raters.order_by("username") if is_admin else None,

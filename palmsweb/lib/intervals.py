@@ -86,16 +86,64 @@ def alpha_by_prompt(
         return ClusterAlpha(point, None, None, n_resamples=0, n_undefined=0, **head)
     rng = np.random.default_rng(seed)
     picks = rng.integers(0, len(prompts), size=(n_resamples, len(prompts)))
-    draws = np.array(
-        [
-            stats.krippendorff_alpha(m[:, np.concatenate([columns[i] for i in pick])], level)
-            for pick in picks
-        ],
-        dtype=float,
-    )
+    if level in ("ordinal", "interval"):
+        draws = _alpha_draws(m, columns, picks, level)
+    else:
+        draws = np.array(
+            [
+                stats.krippendorff_alpha(m[:, np.concatenate([columns[i] for i in p])], level)
+                for p in picks
+            ],
+            dtype=float,
+        )
     low, high = _percentile(draws, confidence)
     undefined = int(np.isnan(draws).sum())
     return ClusterAlpha(point, low, high, n_resamples=n_resamples, n_undefined=undefined, **head)
+
+
+def _alpha_draws(
+    m: np.ndarray, columns: list[np.ndarray], picks: np.ndarray, level: str
+) -> np.ndarray:
+    """α of every resample at once (NaN where undefined), equal to calling
+    ``stats.krippendorff_alpha`` on each resampled matrix (tested), ~100× faster.
+
+    Krippendorff's coincidence matrix is a sum over units, so each prompt's matrix is
+    computed once and a resample's matrix is the pick counts times them. α = 1 − (n − 1)
+    Σ o·δ² / Σ n_c·n_k·δ², with δ² from the resample's own marginals for the ordinal level
+    (values absent from a resample have n = 0 and add nothing, as in the package)."""
+    values = np.unique(m[~np.isnan(m)])
+    v = values.size
+    per_prompt = np.zeros((len(columns), v, v))
+    for i, cols in enumerate(columns):
+        for unit in m[:, cols].T:
+            counts = np.array([(unit == x).sum() for x in values], dtype=float)
+            mu = counts.sum()
+            per_prompt[i] += (np.outer(counts, counts) - np.diag(counts)) / (mu - 1)
+    weights = np.stack([np.bincount(p, minlength=len(columns)) for p in picks]).astype(float)
+    o = np.einsum("bp,pck->bck", weights, per_prompt)
+    n_c = o.sum(axis=2)
+    n = n_c.sum(axis=1)
+    d2 = _squared_distances(values, n_c, level)
+    observed = (o * d2).sum(axis=(1, 2))
+    expected = (n_c[:, :, None] * n_c[:, None, :] * d2).sum(axis=(1, 2))
+    with np.errstate(divide="ignore", invalid="ignore"):
+        draws = 1.0 - (n - 1) * observed / expected
+    draws[~(expected > 0)] = np.nan
+    return draws
+
+
+def _squared_distances(values: np.ndarray, n_c: np.ndarray, level) -> np.ndarray:
+    """δ²(c, k) per resample: interval (c − k)², ordinal (Σ_{g=c..k} n_g − (n_c + n_k)/2)²."""
+    b, v = n_c.shape
+    if level == "interval":
+        return np.broadcast_to(np.subtract.outer(values, values) ** 2, (b, v, v))
+    if level != "ordinal":
+        raise ValueError(f"level {level!r}: only ordinal and interval are vectorised")
+    cum = np.concatenate([np.zeros((b, 1)), np.cumsum(n_c, axis=1)], axis=1)
+    lo = np.minimum.outer(np.arange(v), np.arange(v))
+    hi = np.maximum.outer(np.arange(v), np.arange(v))
+    between = cum[:, hi + 1] - cum[:, lo]
+    return (between - (n_c[:, :, None] + n_c[:, None, :]) / 2) ** 2
 
 
 # --------------------------------------------------------------------------- judge

@@ -48,7 +48,7 @@ def test_a_researcher_unblinds_reads_the_report_and_downloads_the_csv(
     page.once("dialog", lambda dialog: dialog.accept())
     page.get_by_role("button", name="Unblind").click()
     page.wait_for_url(f"**/evaluation/studies/{study.pk}/results/")
-    expect(page.locator("#summary")).to_contain_text("Values-targeted beats base")
+    expect(page.locator("#summary")).to_contain_text("Values-targeted vs base: better in")
     expect(page.locator("#by-category svg")).to_be_visible()
     expect(page.locator("body")).to_contain_text(VERSION_NAMES["values_targeted"])
     # The page fits a laptop screen: no horizontal scrolling of the whole page.

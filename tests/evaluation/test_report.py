@@ -13,7 +13,6 @@ from django.urls import reverse
 from scipy import stats as sps
 
 from evaluation.models import Rating, StudyOutput
-from evaluation.report import build as report_mod
 from evaluation.report.build import build_report
 from evaluation.report.compare import compare_studies
 from evaluation.studies import blinding, lifecycle, queue
@@ -88,67 +87,93 @@ def researcher_client(researcher):
 # --- statistics ------------------------------------------------------------------------------
 
 
-def test_cell_summaries_match_numpy_and_scipy_bootstrap(no_queue):
+def db_prompt_means(study):
+    """(arm kind, category id) -> one mean per prompt (the mean of its outputs' means)."""
+    scores = defaultdict(list)
+    where = {}
+    for output_id, prompt, arm, category, score in (
+        Rating.objects.filter(study=study, status="completed")
+        .values_list(
+            "output_id",
+            "output__prompt_id",
+            "output__arm__arm",
+            "output__prompt__category_id",
+            "score",
+        )
+        .order_by("output_id")
+    ):
+        scores[output_id].append(score)
+        where[output_id] = (prompt, arm, category)
+    by_prompt = defaultdict(list)
+    for output_id, values in scores.items():
+        by_prompt[where[output_id]].append(float(np.mean(values)))
+    cells = defaultdict(list)
+    for (_prompt, arm, category), means in sorted(by_prompt.items()):
+        cells[(arm, category)].append(float(np.mean(means)))
+    return cells
+
+
+def test_cell_summaries_are_prompt_level_with_outputs_as_description(no_queue):
     setup = closed_study(unblind=True, samples=2, n_categories=3)
     report = build_report(setup.study, blinded=False)
     cells = db_output_means(setup.study)
+    prompts = db_prompt_means(setup.study)
     assert report.n_ratings == Rating.objects.filter(study=setup.study, status="completed").count()
     for row in report.rows:
         for cell in row.cells:
             values = np.array(cells[(row.arm.kind, cell.category.pk)])
+            per_prompt = np.array(prompts[(row.arm.kind, cell.category.pk)])
             assert cell.n_outputs == len(values) == 4
             assert cell.n_ratings == 12
-            assert cell.summary.mean == pytest.approx(values.mean())
-            assert cell.summary.sd == pytest.approx(values.std(ddof=1))
-            if cell.summary.ci_method == "BCa":
-                direct = sps.bootstrap(
-                    (values,),
-                    np.mean,
-                    n_resamples=report_mod.CI_RESAMPLES,
-                    method="BCa",
-                    vectorized=True,
-                    rng=np.random.default_rng(setup.study.seed),
-                )
-                assert cell.summary.ci_low == pytest.approx(direct.confidence_interval.low)
-                assert cell.summary.ci_high == pytest.approx(direct.confidence_interval.high)
+            assert cell.summary.n_prompts == len(per_prompt) == 2
+            assert cell.summary.mean == pytest.approx(per_prompt.mean())
+            assert cell.summary.sd == pytest.approx(per_prompt.std(ddof=1))
+            assert cell.summary.output_mean == pytest.approx(values.mean())
+            assert cell.summary.output_sd == pytest.approx(values.std(ddof=1))
+            # 2 prompts: no interval, n is said instead
+            assert cell.summary.ci_low is None and cell.summary.ci_method is None
         all_values = [m for cat in report.categories for m in cells[(row.arm.kind, cat.pk)]]
-        assert row.overall.summary.mean == pytest.approx(np.mean(all_values))
+        all_prompts = [m for cat in report.categories for m in prompts[(row.arm.kind, cat.pk)]]
+        assert row.overall.summary.mean == pytest.approx(np.mean(all_prompts))
+        assert row.overall.summary.output_mean == pytest.approx(np.mean(all_values))
         assert row.overall.n_outputs == len(all_values)
+        # 6 prompts over all categories: a cluster bootstrap stratified by category
+        assert row.overall.summary.ci_method == "percentile (stratified by category)"
+        assert row.overall.summary.ci_low <= row.overall.summary.mean <= row.overall.summary.ci_high
 
 
-def test_comparisons_match_scipy_and_holm_is_applied_per_family(no_queue):
+def test_comparisons_are_paired_by_prompt_and_holm_is_applied_per_family(no_queue):
     setup = closed_study(unblind=True, samples=2, n_categories=3)
     report = build_report(setup.study, blinded=False)
-    cells = db_output_means(setup.study)
+    prompts = db_prompt_means(setup.study)
     assert {f.key for f in report.families} == {"vt-base", "vt-control"}
     for family in report.families:
         other = family.b.kind
         raw = []
         for row in family.rows:
-            a = np.array(cells[("values_targeted", row.category.pk)])
-            b = np.array(cells[(other, row.category.pk)])
-            welch = sps.ttest_ind(a, b, equal_var=False)
-            mwu = sps.mannwhitneyu(a, b, alternative="two-sided")
+            a = np.array(prompts[("values_targeted", row.category.pk)])
+            b = np.array(prompts[(other, row.category.pk)])
+            assert row.result.n_prompts == 2
             assert row.result.mean_diff == pytest.approx(a.mean() - b.mean())
-            assert row.result.welch_p == pytest.approx(welch.pvalue)
-            assert row.result.mannwhitney_p == pytest.approx(mwu.pvalue)
-            pooled = np.sqrt(
-                ((len(a) - 1) * a.var(ddof=1) + (len(b) - 1) * b.var(ddof=1))
-                / (len(a) + len(b) - 2)
-            )
-            assert row.result.cohens_d == pytest.approx((a.mean() - b.mean()) / pooled)
-            assert row.result.rank_biserial == pytest.approx(
-                2 * mwu.statistic / (len(a) * len(b)) - 1
-            )
-            raw.append(welch.pvalue)
+            if row.result.status == "tested":
+                paired = sps.ttest_rel(a, b)
+                assert row.result.p == pytest.approx(paired.pvalue)
+                raw.append(paired.pvalue)
         expected = holm_by_hand(raw)
-        assert [r.welch_p_holm for r in family.rows] == pytest.approx(expected)
-        # Holm only ever raises p-values, and changes them when the family has > 1 test.
-        assert all(r.welch_p_holm >= r.result.welch_p for r in family.rows)
-        assert any(r.welch_p_holm > r.result.welch_p for r in family.rows)
+        tested = [r for r in family.rows if r.result.status == "tested"]
+        assert [r.result.p_holm for r in tested] == pytest.approx(expected)
+        # Holm only ever raises p-values.
+        assert all(r.result.p_holm >= r.result.p for r in tested)
+        # over all categories: the paired t on all 6 prompts, and the model's contrast
+        a = np.concatenate([prompts[("values_targeted", c.pk)] for c in report.categories])
+        b = np.concatenate([prompts[(other, c.pk)] for c in report.categories])
+        assert family.overall.result.mean_diff == pytest.approx(a.mean() - b.mean())
+        assert family.model is not None and family.model.estimate is not None
+        assert family.achieved is not None
     vt_base = report.family("vt-base")
-    assert vt_base.wins == 3
-    assert any("Values-targeted beats base in 3/3 categories" in s for s in report.summary)
+    assert vt_base.wins == sum(r.result.verdict() == "better" for r in vt_base.rows)
+    assert not any("beats base" in s for s in report.summary)
+    assert any(s.startswith("Values-targeted vs base: better in") for s in report.summary)
 
 
 def test_agreement_equals_krippendorff_on_the_ratings_table(no_queue):
@@ -252,7 +277,8 @@ def test_unblinded_page_shows_chart_tables_summary_and_gap_links(no_queue, resea
     assert "Values-targeted vs base" in html and "Holm" in html
     assert VERSION_NAMES["values_targeted"] in html
     assert "Krippendorff" in html
-    assert re.search(r"Values-targeted beats base in \d/2 categories", html)
+    assert re.search(r"Values-targeted vs base: better in \d", html)
+    assert "paired t" in html and "Wilcoxon" in html and "Methods" in html
     # every category is weak (no lead), and values-targeted outputs around 2 are low-rated
     assert "File a gap ticket" in html
     assert reverse("curation:gap-create") + "?category=" in html
@@ -413,6 +439,10 @@ def test_compare_on_shared_categories_measures_the_change(no_queue):
         assert row.delta > 0
         assert row.gap_delta > 0
         assert row.test is not None and row.p_holm >= row.test.welch_p
+        # the unit is the prompt: 2 prompts per category in each study
+        assert (row.test.n_a, row.test.n_b) == (2, 2)
+        assert row.lead_a is not None and row.lead_a.n_prompts == 2
+        assert row.lead_b.mean_diff == pytest.approx(row.gap_b)
 
 
 def test_blinded_studies_cannot_be_compared_even_by_admins(no_queue):
@@ -454,3 +484,32 @@ def test_the_blinded_html_report_for_admins_uses_letters_only(no_queue):
     )
     _assert_no_arm_words(html)
     assert "Arm A" in html and "Provenance" in html
+
+
+# --- issue 15: the honest summary, rater quality, blinding of the new sections ------------------
+
+
+def test_the_summary_names_small_n_and_the_methods_and_never_counts_point_estimates(no_queue):
+    setup = closed_study(unblind=True, samples=2, n_categories=3)
+    report = build_report(setup.study, blinded=False)
+    summary = " ".join(report.summary)
+    assert "No interval where fewer than 5 prompts" in summary
+    assert "Over all categories (Values-targeted vs base)" in summary
+    assert ("by a mixed model" in summary) or ("paired t on" in summary)
+    assert "beats" not in summary and "Weak categories" not in summary
+
+
+def test_rater_quality_shows_pseudonyms_only_on_every_report(no_queue, researcher_client):
+    setup = closed_study()
+    url = reverse("evaluation:study-results", args=[setup.study.pk])
+    for client in (researcher_client, client_for(setup.admin)):
+        html = client.get(url).content.decode()
+        assert "Rater quality" in html and "Leave-one-out" in html
+        for rater in setup.raters:
+            assert f"<code>{rater.get_username()}</code>" not in html
+        assert re.search(r"<code>R[0-9a-f]{10}</code>", html)
+        _assert_no_arm_words(html)
+    letters = build_report(setup.study, blinded=True)
+    assert letters.numbers == {} and letters.settings == {} and letters.families == []
+    arm_free = build_report(setup.study, blinded=True, include_arms=False)
+    assert arm_free.numbers and not any("values_targeted" in k for k in arm_free.numbers)

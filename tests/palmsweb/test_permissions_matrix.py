@@ -218,6 +218,7 @@ API_POLICY = {
     ("/api/prompt-sets/{prompt_set}/", "get"): PROMPT_READ,
     ("/api/studies/", "get"): STUDY_READ,
     ("/api/studies/", "post"): ADMIN,
+    ("/api/studies/plan/", "post"): ADMIN,  # the study planner (issue 15)
     ("/api/studies/{study}/", "get"): STUDY_READ,
     ("/api/studies/{study}/open/", "post"): ADMIN,
     ("/api/studies/{study}/sync/", "post"): ADMIN,

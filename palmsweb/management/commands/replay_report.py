@@ -1,0 +1,39 @@
+"""Recompute a study report's numbers from its export bundle alone and list every number
+that differs from the one the report recorded (none, on an unchanged bundle)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.core.management.base import BaseCommand, CommandError
+
+from evaluation.report.replay import BundleError, replay_bundle
+
+
+def _show(value) -> str:
+    return json.dumps(value, ensure_ascii=False)
+
+
+class Command(BaseCommand):
+    help = (
+        "Replay a study bundle: rerun the report's analysis on its ratings.csv with the seed "
+        "and settings of its manifest, and print every number that differs."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("bundle", type=Path, help="The study bundle (.zip) to replay.")
+
+    def handle(self, *args, bundle: Path, **options):
+        if not bundle.is_file():
+            raise CommandError(f"No such file: {bundle}")
+        try:
+            recorded, replayed, differing = replay_bundle(bundle)
+        except BundleError as exc:
+            raise CommandError(str(exc)) from exc
+        for key, old, new in differing:
+            self.stdout.write(f"{key}: report {_show(old)} → replay {_show(new)}")
+        summary = f"{len(differing)} of {len(recorded)} numbers differ."
+        if differing:
+            raise CommandError(summary)
+        self.stdout.write(self.style.SUCCESS(f"Replayed {len(replayed)} numbers: none differ."))

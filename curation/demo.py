@@ -1,4 +1,5 @@
-"""The demo content: a PALMS-sized values-targeted dataset and a control dataset.
+"""The demo content: a PALMS-sized values-targeted dataset, a control dataset, and a small
+held-out validation set for measuring the validation loss of fine-tunes.
 
 Loaded once by ``manage.py seed_demo`` through the same import service curators use, so
 the files are checked by the same rules. See presets/README.md for what the files are.
@@ -36,6 +37,15 @@ CONTROL = DemoDataset(
     kind=Dataset.Kind.CONTROL,
     file=PRESETS_DIR / "palms_control.jsonl",
     description="80 neutral question–answer samples of similar size and style.",
+)
+# Held out: never trained on, so a fine-tune's validation loss on it says whether the
+# values generalise beyond the training answers. Loaded by seed_demo beside the two above.
+VALIDATION = DemoDataset(
+    name="PALMS demo — validation (held out)",
+    kind=Dataset.Kind.VALIDATION,
+    file=PRESETS_DIR / "palms_validation_demo.jsonl",
+    description="16 values-targeted samples, 2 per PALMS category, written by the project "
+    "and never trained on: the validation snapshot for demo fine-tunes.",
 )
 EVAL_PROMPTS_FILE = PRESETS_DIR / "palms_eval_prompts.jsonl"
 DEMO_DATASETS = (VALUES_TARGETED, CONTROL)
@@ -77,3 +87,9 @@ def load_demo_content(*, user) -> list[Snapshot]:
     load_palms_preset()
     snapshots = [load_demo_dataset(demo, user=user) for demo in DEMO_DATASETS]
     return [snapshot for snapshot in snapshots if snapshot is not None]
+
+
+def load_demo_validation(*, user) -> Snapshot | None:
+    """Load and snapshot the held-out validation set (idempotent: None when it exists)."""
+    load_palms_preset()
+    return load_demo_dataset(VALIDATION, user=user)

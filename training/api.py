@@ -176,6 +176,7 @@ class FineTuneJobViewSet(
             hyperparameters=dict(data["hyperparameters"]),
             track_persona=data["track_persona"],
             allow_arm_mismatch=data["allow_arm_mismatch"],
+            validation_snapshot=data["validation_snapshot"],
             user=request.user,
         )
         return self.created(FineTuneJobDetailSerializer, job)

@@ -168,6 +168,26 @@ class FineTuneForm(forms.Form):
         label="Track the misaligned-persona projection after each epoch",
         help_text="Local models: a few seconds per epoch; shown on the job page.",
     )
+    validation_snapshot = SnapshotChoiceField(
+        label="Validation snapshot",
+        required=False,
+        empty_label="None",
+        help_text="Local models: its answer-only loss is measured during training and plotted "
+        "with the training loss. Or hold out a share of the training snapshot below.",
+    )
+    validation_share = _hp_field(
+        "validation_share",
+        "Held-out validation share",
+        required=False,
+        help_text="0 to 0.5 of each category of the training snapshot, not trained on; "
+        "0 or blank: none.",
+    )
+    eval_every_steps = _hp_field(
+        "eval_every_steps",
+        "Validate every N steps",
+        required=False,
+        help_text="Besides step 0 and each epoch end; blank: only those.",
+    )
 
     HYPERPARAMETERS = (
         "epochs",
@@ -178,6 +198,8 @@ class FineTuneForm(forms.Form):
         "warmup_steps",
         "seed",
         *LORA_FIELDS,
+        "validation_share",
+        "eval_every_steps",
     )
 
     @classmethod
@@ -196,6 +218,8 @@ class FineTuneForm(forms.Form):
         initial.update(cls._snapshot_and_arm(params))
         if params.get("track_persona"):
             initial["track_persona"] = True
+        if params.get("validation_snapshot", "").isdigit():
+            initial["validation_snapshot"] = int(params["validation_snapshot"])
         initial["method"] = method
         if base_model is not None:
             initial["base_model"] = base_model.pk

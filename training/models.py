@@ -246,6 +246,18 @@ class FineTuneJob(Job):
     )
     # [{"step": 0, "epoch": 0.0, "value": ...}, ...]; step 0 is the starting weights.
     persona_track = models.JSONField(default=list, blank=True)
+    validation_snapshot = models.ForeignKey(
+        "curation.Snapshot",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="validates_finetunes",
+        help_text="Held-out examples whose answer-only loss is measured during training.",
+    )
+    # Positions in the training snapshot's items held out for validation (the
+    # ``validation_share`` hyperparameter), chosen per category at launch; not trained on.
+    held_out_items = models.JSONField(default=list, blank=True)
+    validation_loss_history = models.JSONField(default=list, blank=True)  # [[step, loss], ...]
 
     class Meta(Job.Meta):
         pass

@@ -150,22 +150,21 @@ def _thin(points: list, limit: int) -> list:
 
 
 def loss_curve_svg_points(
-    history, width: float, height: float, *, max_points: int = MAX_CURVE_POINTS
+    history, width: float, height: float, *, max_points: int = MAX_CURVE_POINTS, bounds=None
 ) -> list[tuple[float, float]]:
     """Map a loss history ``[[step, loss], ...]`` into a ``width`` × ``height`` SVG box.
 
     Steps run left to right across the full width; the lowest loss sits on the bottom edge
     and the highest on the top (SVG's y grows downwards). Entries that are not finite
     numbers are dropped; a flat curve is drawn across the middle; long histories are
-    thinned to ``max_points``.
+    thinned to ``max_points``. ``bounds`` (lowest and highest step, lowest and highest
+    loss) sets the box's range instead of the history's own, so two curves share axes.
     """
     points = _thin(_finite_history(history), max_points)
     if not points:
         return []
-    steps = [step for step, _ in points]
-    losses = [loss for _, loss in points]
-    step_low, step_span = min(steps), max(steps) - min(steps)
-    loss_low, loss_span = min(losses), max(losses) - min(losses)
+    step_low, step_high, loss_low, loss_high = bounds or _bounds(points)
+    step_span, loss_span = step_high - step_low, loss_high - loss_low
     mapped = []
     for step, loss in points:
         x = (step - step_low) / step_span * width if step_span else 0.0
@@ -197,6 +196,12 @@ class LossChart:
     last_loss: float | None = None
     last_x: float = 0.0
     last_y: float = 0.0
+    # The validation loss on the same axes, when the fine-tune measured one.
+    validation_points: str = ""
+    last_validation_step: float | None = None
+    last_validation_loss: float | None = None
+    best_validation_step: float | None = None
+    best_validation_loss: float | None = None
 
     @property
     def right(self) -> int:
@@ -216,7 +221,7 @@ class LossChart:
 
     @property
     def has_curve(self) -> bool:
-        return bool(self.points)
+        return bool(self.points or self.validation_points)
 
     @property
     def vertices(self) -> list[tuple[float, float]]:
@@ -228,8 +233,9 @@ def _loss_label(value: float) -> str:
     return f"{value:.3g}"
 
 
-def loss_chart(history, *, width: int = 640, height: int = 240) -> LossChart:
-    """The loss curve of a fine-tune as SVG geometry, with three ticks on each axis."""
+def loss_chart(history, *, validation=None, width: int = 640, height: int = 240) -> LossChart:
+    """The loss curve of a fine-tune as SVG geometry, with three ticks on each axis; with
+    ``validation`` (its validation loss history) both curves share the axes."""
     left, right, top, bottom = 72, 16, 12, 40  # room for tick labels like "0.00632"
     plot_width, plot_height = width - left - right, height - top - bottom
     box = {
@@ -240,18 +246,51 @@ def loss_chart(history, *, width: int = 640, height: int = 240) -> LossChart:
         "plot_width": plot_width,
         "plot_height": plot_height,
     }
-    data = _finite_history(history)
-    if not data:
+    data, checks = _finite_history(history), _finite_history(validation)
+    if not data and not checks:
         return LossChart(**box)
-    mapped = loss_curve_svg_points(data, plot_width, plot_height)
-    points = " ".join(f"{x + left:g},{y + top:g}" for x, y in mapped)
-    steps = [step for step, _ in data]
-    losses = [loss for _, loss in data]
-    step_low, step_high = min(steps), max(steps)
-    loss_low, loss_high = min(losses), max(losses)
+    bounds = _bounds(data + checks)
+    # Alone, the training curve keeps its own range, as it always has.
+    mapped = loss_curve_svg_points(data, plot_width, plot_height, bounds=checks and bounds)
+    checked = loss_curve_svg_points(checks, plot_width, plot_height, bounds=bounds)
+    extra = {}
+    if checks:
+        extra = {
+            "validation_points": _svg_points(checked, left, top),
+            "last_validation_step": checks[-1][0],
+            "last_validation_loss": checks[-1][1],
+            "best_validation_step": min(checks, key=lambda point: point[1])[0],
+            "best_validation_loss": min(loss for _, loss in checks),
+        }
+    if mapped:
+        extra |= {
+            "points": _svg_points(mapped, left, top),
+            "last_step": data[-1][0],
+            "last_loss": data[-1][1],
+            "last_x": mapped[-1][0] + left,
+            "last_y": mapped[-1][1] + top,
+        }
+    x_ticks, y_ticks = _ticks(bounds, data + checks, left, top, plot_width, plot_height)
+    return LossChart(**box, x_ticks=x_ticks, y_ticks=y_ticks, **extra)
+
+
+def _bounds(points: list[tuple[float, float]]) -> tuple[float, float, float, float]:
+    """(lowest step, highest step, lowest loss, highest loss) of ``points``."""
+    steps = [step for step, _ in points]
+    losses = [loss for _, loss in points]
+    return min(steps), max(steps), min(losses), max(losses)
+
+
+def _svg_points(mapped: list[tuple[float, float]], left: int, top: int) -> str:
+    return " ".join(f"{x + left:g},{y + top:g}" for x, y in mapped)
+
+
+def _ticks(bounds, points, left, top, plot_width, plot_height) -> tuple[list[Tick], list[Tick]]:
+    """Three ticks on each axis (one where the range is a single value)."""
+    step_low, step_high, loss_low, loss_high = bounds
     if step_high > step_low:
         middle = (step_low + step_high) / 2
-        if step_high - step_low >= 2 and all(step.is_integer() for step in steps):
+        if step_high - step_low >= 2 and all(step.is_integer() for step, _ in points):
             middle = float(round(middle))  # whole steps get a whole-step tick
         x_ticks = [
             Tick(left + (v - step_low) / (step_high - step_low) * plot_width, f"{v:g}")
@@ -270,16 +309,7 @@ def loss_chart(history, *, width: int = 640, height: int = 240) -> LossChart:
         ]
     else:
         y_ticks = [Tick(top + plot_height / 2, _loss_label(loss_low))]
-    return LossChart(
-        **box,
-        points=points,
-        x_ticks=x_ticks,
-        y_ticks=y_ticks,
-        last_step=data[-1][0],
-        last_loss=data[-1][1],
-        last_x=mapped[-1][0] + left,
-        last_y=mapped[-1][1] + top,
-    )
+    return x_ticks, y_ticks
 
 
 # --- prompts --------------------------------------------------------------------------------

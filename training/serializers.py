@@ -215,6 +215,12 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
 
 
 class FineTuneJobDetailSerializer(FineTuneJobSerializer):
+    validation_loss = serializers.JSONField(
+        source="validation_loss_history", read_only=True,
+        help_text="[[step, loss], ...]: the mean answer-only loss of the validation examples, "
+        "at step 0 (the starting weights), every eval_every_steps steps and each epoch end.",
+    )  # fmt: skip
+
     class Meta(FineTuneJobSerializer.Meta):
         fields = [
             *FineTuneJobSerializer.Meta.fields,
@@ -223,6 +229,9 @@ class FineTuneJobDetailSerializer(FineTuneJobSerializer):
             "track_persona",
             "persona_track",
             "loss_history",
+            "validation_snapshot",
+            "held_out_items",
+            "validation_loss",
             "log",
         ]
         read_only_fields = fields
@@ -242,6 +251,16 @@ class HyperparametersSerializer(RejectUnknownFieldsMixin, serializers.Serializer
     lora_r = serializers.IntegerField(required=False)
     lora_alpha = serializers.IntegerField(required=False)
     max_steps = serializers.IntegerField(required=False)
+    validation_share = serializers.FloatField(
+        required=False,
+        help_text="Hold out this share (0 to 0.5) of each category of the training snapshot "
+        "for validation; 0 or left out: none. Not with validation_snapshot.",
+    )
+    eval_every_steps = serializers.IntegerField(
+        required=False,
+        help_text="Also measure the validation loss every this many steps (it is always "
+        "measured at step 0 and each epoch end).",
+    )
 
 
 class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -266,6 +285,11 @@ class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
         help_text="Measure the misaligned-persona projection before training and after each "
         "epoch (local models).",
     )
+    validation_snapshot = serializers.PrimaryKeyRelatedField(
+        queryset=Snapshot.objects.all(), required=False, allow_null=True, default=None,
+        help_text="A snapshot (any dataset kind) whose answer-only loss is measured during "
+        "training (local models).",
+    )  # fmt: skip
 
 
 class SamplingJobSerializer(JobSerializerMixin, serializers.ModelSerializer):

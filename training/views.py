@@ -149,6 +149,7 @@ def finetune_create(request):
                     hyperparameters=form.hyperparameters(),
                     track_persona=data["track_persona"],
                     allow_arm_mismatch=data["allow_arm_mismatch"],
+                    validation_snapshot=data["validation_snapshot"],
                     user=request.user,
                 )
             except services.ArmMismatchError as error:
@@ -206,7 +207,7 @@ def _finetune_context(request, job: FineTuneJob) -> dict:
             if lora or not name.startswith("lora_")
         ],
         "progress": progress_context(job),
-        "chart": selectors.loss_chart(job.loss_history),
+        "chart": selectors.loss_chart(job.loss_history, validation=job.validation_loss_history),
         "persona_chart": selectors.loss_chart(
             [[point["epoch"], point["value"]] for point in job.persona_track]
         ),

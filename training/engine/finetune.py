@@ -33,6 +33,13 @@ from training.engine.steps import (
     pick_attention,
     plan_steps,
 )
+from training.engine.validation import (
+    ValidationEvent,
+    check_validation_settings,
+    validation_loss,
+    validation_metadata,
+    wants_validation,
+)
 
 if TYPE_CHECKING:
     import torch
@@ -156,9 +163,11 @@ class FineTuneResult:
     loss_history: list[tuple[int, float]]
     train_tokens: int
     metadata: dict[str, Any] = field(default_factory=dict)
+    # [(step, mean validation loss per answer token), ...]; empty without validation data.
+    validation_history: list[tuple[int, float]] = field(default_factory=list)
 
 
-ProgressCallback = Callable[[ProgressEvent], None]
+ProgressCallback = Callable[[ProgressEvent | ValidationEvent], None]
 CancelCheck = Callable[[], bool]
 
 
@@ -215,6 +224,7 @@ class _Run:
     started: float = field(default_factory=time.perf_counter)
     tokens_done: int = 0
     loss_history: list[tuple[int, float]] = field(default_factory=list)
+    validation_history: list[tuple[int, float]] = field(default_factory=list)
 
     def tokens_per_second(self) -> float:
         return self.tokens_done / max(time.perf_counter() - self.started, 1e-9)
@@ -245,6 +255,8 @@ def run_finetune(
     checkpoint_steps: Collection[int] = (),
     checkpoint_every_epoch: bool = False,
     on_checkpoint: CheckpointCallback | None = None,
+    validation_examples: Sequence[Mapping[str, Any]] = (),
+    eval_every_steps: int = 0,
 ) -> FineTuneResult:
     """Fine-tune a local model on chat examples and save the result to ``output_dir``.
 
@@ -257,6 +269,8 @@ def run_finetune(
     ``on_checkpoint`` gets a :class:`Checkpoint` after each step in ``checkpoint_steps``
     (0: before the first step) and, with ``checkpoint_every_epoch``, at step 0 and after
     each epoch's last step; the time it takes is not counted as training time.
+    With ``validation_examples``, ``on_progress`` also gets a ``ValidationEvent`` (when:
+    ``validation.wants_validation``), whose time is not training time either.
     """
     from training.engine.data import validate_examples
     from training.engine.loading import count_parameters
@@ -265,6 +279,7 @@ def run_finetune(
     if output_dir.exists() and any(output_dir.iterdir()):
         raise EngineError(f"The output directory {output_dir} already exists and is not empty.")
     validate_examples(examples)  # bad data fails before the model is loaded
+    check_validation_settings(validation_examples, eval_every_steps)
     if config is None:
         config = default_config_for(count_parameters(base_model_path))
     config.validate()
@@ -274,9 +289,11 @@ def run_finetune(
         checkpoint_steps=frozenset(checkpoint_steps),
         checkpoint_every_epoch=checkpoint_every_epoch,
         on_checkpoint=on_checkpoint,
+        eval_every_steps=eval_every_steps,
     )
     with _readable_failures(config):
-        return _finetune(Path(base_model_path), examples, output_dir, config, hooks,
+        data = (examples, validation_examples)
+        return _finetune(Path(base_model_path), data, output_dir, config, hooks,
                          dict(metadata or {}))  # fmt: skip
 
 
@@ -306,6 +323,7 @@ class _Hooks:
     checkpoint_steps: frozenset[int] = frozenset()
     checkpoint_every_epoch: bool = False
     on_checkpoint: CheckpointCallback | None = None
+    eval_every_steps: int = 0
 
     def wants_checkpoint(self, step: int, epoch_end: bool) -> bool:
         if self.on_checkpoint is None:
@@ -316,7 +334,7 @@ class _Hooks:
 
 def _finetune(
     base_model_path: Path,
-    examples: Sequence[Mapping[str, Any]],
+    data: tuple[Sequence[Mapping[str, Any]], Sequence[Mapping[str, Any]]],
     output_dir: Path,
     config: FineTuneConfig,
     hooks: _Hooks,
@@ -324,7 +342,8 @@ def _finetune(
 ) -> FineTuneResult:
     from training.engine.runtime import release_memory
 
-    job = _Job.prepare(base_model_path, examples, config)
+    examples, validation_examples = data
+    job = _Job.prepare(base_model_path, examples, config, validation_examples)
     try:
         job.train(hooks)
         duration = time.perf_counter() - job.run.started
@@ -339,6 +358,7 @@ def _finetune(
             loss_history=list(job.run.loss_history),
             train_tokens=job.run.tokens_done,
             metadata=meta,
+            validation_history=list(job.run.validation_history),
         )
     finally:
         # A failure's traceback keeps this frame, and a caller may keep a Checkpoint: neither
@@ -362,10 +382,15 @@ class _Job:
     optimizer: Any  # master_weights.MasterWeightOptimizer (a torch module)
     run: _Run
     started_at: datetime
+    validation: list[EncodedExample] = field(default_factory=list)
 
     @classmethod
     def prepare(
-        cls, base_model_path: Path, examples: Sequence[Mapping[str, Any]], config: FineTuneConfig
+        cls,
+        base_model_path: Path,
+        examples: Sequence[Mapping[str, Any]],
+        config: FineTuneConfig,
+        validation_examples: Sequence[Mapping[str, Any]] = (),
     ) -> _Job:
         import torch
 
@@ -399,6 +424,8 @@ class _Job:
         return cls(
             base_model_path, config, device, use_bf16, model, tokenizer, encoded, steps,
             make_optimizer(trainable, config), run, datetime.now(UTC),
+            encode_examples(tokenizer, validation_examples, config.max_seq_len)
+            if validation_examples else [],
         )  # fmt: skip
 
     def train(self, hooks: _Hooks) -> None:
@@ -408,6 +435,7 @@ class _Job:
         parts = head_parts(self.model)
         pad_id = self.tokenizer.pad_token_id
         self.run.started = time.perf_counter()
+        self._validate(hooks, parts, 0, epoch_end=False)
         self._checkpoint(hooks, 0, epoch_end=False)
         for index, step in enumerate(self.steps):
             step_loss = 0.0
@@ -431,12 +459,29 @@ class _Job:
             hooks.on_progress(self.run.event(index + 1, step_loss, lr))
             is_last = index + 1 == len(self.steps)
             epoch_end = is_last or self.steps[index + 1].epoch != step.epoch
+            self._validate(hooks, parts, index + 1, epoch_end=epoch_end)
             self._checkpoint(hooks, index + 1, epoch_end=epoch_end)
 
     def release(self) -> None:
         """Drop the model, the optimizer and the data, so their memory can be freed."""
         self.model = self.optimizer = None
-        self.encoded, self.steps = [], []
+        self.encoded, self.steps, self.validation = [], [], []
+
+    def _validate(self, hooks: _Hooks, parts: Any, step: int, *, epoch_end: bool) -> None:
+        """Measure and report the validation loss when it is due (not training time)."""
+        every = hooks.eval_every_steps
+        if not self.validation or not wants_validation(step, epoch_end=epoch_end, every=every):
+            return
+        began = time.perf_counter()
+        loss = validation_loss(
+            self.model, parts, self.validation, self.tokenizer.pad_token_id, self.device,
+            self.config.batch_size,
+        )  # fmt: skip
+        self.run.validation_history.append((step, loss))
+        epoch = step / self.run.steps_per_epoch if self.run.steps_per_epoch else 0.0
+        event = ValidationEvent(step, self.run.total_steps, epoch, loss, len(self.validation))
+        hooks.on_progress(event)
+        self.run.started += time.perf_counter() - began
 
     def _checkpoint(self, hooks: _Hooks, step: int, *, epoch_end: bool) -> None:
         """Hand the caller a checkpoint if it asked for this step; its time is not
@@ -473,6 +518,7 @@ class _Job:
             "train_tokens": run.tokens_done,
             "final_loss": run.loss_history[-1][1],
             "loss_history": [[step, round(loss, 6)] for step, loss in run.loss_history],
+            **validation_metadata(self.run.validation_history, len(self.validation)),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "trainable_parameters": sum(p.numel() for p in self.optimizer.params),
             "versions": {

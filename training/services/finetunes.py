@@ -42,6 +42,7 @@ from training.services.jobs import (
     worker_name,
 )
 from training.services.remote import openai_start
+from training.services.validation import check_validation, split_examples, validation_provenance
 
 # --- hyperparameters and estimates ---------------------------------------------------------
 
@@ -56,6 +57,9 @@ HYPERPARAMETER_LIMITS = {
     "lora_r": (int, 1, 256),
     "lora_alpha": (int, 1, 1024),
     "max_steps": (int, 1, 100_000),  # optional: steps instead of epochs (re-alignment)
+    # optional, local only: validation (training.services.validation)
+    "validation_share": (float, 0.0, 0.5),
+    "eval_every_steps": (int, 0, 100_000),
 }
 MAX_CHECKPOINTS = 20
 
@@ -220,6 +224,7 @@ def finetune_launch(
     checkpoint_steps: list[int] | None = None,
     track_persona: bool = False,
     allow_arm_mismatch: bool = False,
+    validation_snapshot: Snapshot | None = None,
     user=None,
 ) -> FineTuneJob:
     """Queue a fine-tune of ``base_model`` on ``snapshot``; a worker on the gpu queue runs it.
@@ -229,7 +234,9 @@ def finetune_launch(
     (``arm_override``). ``start_version`` continues from that version's weights;
     ``checkpoint_steps`` saves a model version after each of those steps;
     ``track_persona`` measures the misaligned-persona projection before training and after
-    each epoch (local only). A hosted provider past its cut-off date refuses the job
+    each epoch (local only). ``validation_snapshot``, or the ``validation_share``
+    hyperparameter, gives the validation loss (local only; see ``services.validation``).
+    A hosted provider past its cut-off date refuses the job
     (HostedCutoffError) and nothing is created.
     """
     arm = _resolve_arm(snapshot, arm, allow_arm_mismatch)
@@ -250,6 +257,10 @@ def finetune_launch(
         hyperparameters or {}, defaults=default_hyperparameters(base_model, method)
     )
     _check_local_extras(backend, base_model, start_version, checkpoint_steps, track_persona, hp)
+    held_out = check_validation(
+        snapshot=snapshot, validation_snapshot=validation_snapshot, hp=hp,
+        local=backend == FineTuneJob.Backend.LOCAL,
+    )  # fmt: skip
     if backend == FineTuneJob.Backend.OPENAI and snapshot.sample_count < 10:
         raise TrainingError("The OpenAI fine-tuning API needs at least 10 examples.")
     job = FineTuneJob.objects.create(
@@ -264,6 +275,8 @@ def finetune_launch(
         start_version=start_version,
         checkpoint_steps=sorted(set(checkpoint_steps or [])),
         track_persona=track_persona,
+        validation_snapshot=validation_snapshot,
+        held_out_items=held_out,
         created_by=user,
     )
     from training import tasks
@@ -280,9 +293,9 @@ def finetune_execute(job_id: int) -> None:
     """Run a queued fine-tune on this worker (called by the Celery task)."""
     if not claim_job(FineTuneJob, job_id, worker=worker_name()):
         return
-    job = FineTuneJob.objects.select_related("base_model", "snapshot", "start_version").get(
-        pk=job_id
-    )
+    job = FineTuneJob.objects.select_related(
+        "base_model", "snapshot", "start_version", "validation_snapshot"
+    ).get(pk=job_id)
     if job.backend == FineTuneJob.Backend.OPENAI:
         openai_start(job)
         return
@@ -309,15 +322,17 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
     if job.start_version is not None:
         start_path = version_local_path(job.start_version, reporter)
         reporter.log(f"starting from {job.start_version.name} at {start_path}")
-    examples = snapshot_chat_examples(job.snapshot)
+    examples, validation = split_examples(job)
     FineTuneJob.objects.filter(pk=job.pk).update(
-        loss_history=[], persona_track=[], progress_done=0
+        loss_history=[], validation_loss_history=[], persona_track=[], progress_done=0
     )
     _drop_earlier_checkpoints(job)
     output_dir = artifacts_dir() / "model-versions" / f"finetune-{job.pk}"
     if output_dir.exists():
         shutil.rmtree(output_dir)  # a re-run after a crash starts clean
     reporter.log(f"{len(examples)} examples from snapshot {job.snapshot.short_hash}")
+    if validation:
+        reporter.log(f"{len(validation)} validation examples")
     reporter.phase("loading the model and tokenizing the examples")
     result = run_finetune(
         base_model_path=start_path,
@@ -330,6 +345,8 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
         checkpoint_every_epoch=job.track_persona,
         on_checkpoint=CheckpointHandler(job, reporter, base_path),
         metadata=_version_metadata(job),
+        validation_examples=validation,
+        eval_every_steps=job.hyperparameters.get("eval_every_steps", 0),
     )
     reporter.log(
         f"trained {result.total_steps} steps in {result.duration_seconds:.0f} s "
@@ -366,6 +383,7 @@ class FineTuneProgress:
         self.reporter = reporter
         self.epochs = None if "max_steps" in job.hyperparameters else job.hyperparameters["epochs"]
         self.loss_history: list[list[float]] = []
+        self.validation_history: list[list[float]] = []
 
     def phase_for(self, event) -> str:
         if event.step >= event.total_steps:
@@ -376,6 +394,14 @@ class FineTuneProgress:
         return f"training: epoch {epoch} of {self.epochs}"
 
     def __call__(self, event) -> None:
+        from training.engine.validation import ValidationEvent
+
+        if isinstance(event, ValidationEvent):
+            self.validation_history.append([event.step, round(event.loss, 5)])
+            self.reporter.log(f"validation loss at step {event.step}: {event.loss:.4f}")
+            history = list(self.validation_history)
+            self.reporter.update(force=True, validation_loss_history=history)
+            return
         self.loss_history.append([event.step, round(event.loss, 5)])
         last = event.step == event.total_steps
         # The engine's own ETA (it leaves checkpoint time out) replaces the toolkit's.
@@ -458,6 +484,7 @@ def _version_metadata(job: FineTuneJob) -> dict:
         "arm": job.arm,
         "dataset_kind": job.snapshot.dataset.kind,
         "arm_override": job.arm_override,
+        **validation_provenance(job),
     }
 
 

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from curation.demo import load_demo_content
+from curation.demo import load_demo_content, load_demo_validation
 from curation.services import load_palms_preset
 from evaluation.studies.prompt_sets import load_demo_prompt_set
 from palmsweb.roles import Role, ensure_role_groups
@@ -45,7 +45,8 @@ class Command(BaseCommand):
         if not options["no_accounts"]:
             admin = self._demo_accounts()
         if not options["no_content"]:
-            for snapshot in load_demo_content(user=admin):
+            loaded = load_demo_content(user=admin) + [load_demo_validation(user=admin)]
+            for snapshot in filter(None, loaded):
                 self.stdout.write(
                     f"Loaded {snapshot.dataset.name}: {snapshot.sample_count} samples, "
                     f"snapshot {snapshot.short_hash}"

@@ -103,10 +103,14 @@ class CategoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
     @extend_schema(request=None, responses=PositionVersionSerializer(many=True))
     @action(detail=True, methods=["get"])
     def versions(self, request, pk=None):
-        """Every version of the category's position and guidance, newest first."""
+        """Every version of the category's position and guidance, newest first, paginated
+        like every other list of the API (the schema says so)."""
         category = self.get_object()
         versions = category.position_versions.select_related("author").order_by("-number")
-        return Response(PositionVersionSerializer(versions, many=True).data)
+        page = self.paginate_queryset(versions)
+        if page is None:
+            return Response(PositionVersionSerializer(versions, many=True).data)
+        return self.get_paginated_response(PositionVersionSerializer(page, many=True).data)
 
     @extend_schema(request=None, responses=CategorySerializer)
     @action(detail=True, methods=["post"])

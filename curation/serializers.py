@@ -64,7 +64,9 @@ class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
 class PositionVersionSerializer(serializers.ModelSerializer):
     """One saved version of a category's position and guidance (read-only)."""
 
-    author = serializers.CharField(source="author.username", default=None, read_only=True)
+    author = serializers.CharField(
+        source="author.username", default=None, allow_null=True, read_only=True
+    )
     position_sha256 = serializers.CharField(read_only=True)
 
     class Meta:

@@ -123,11 +123,12 @@ def test_the_api_lists_versions_read_only_and_records_the_editor(health, curator
     )
     listed = researcher.get(f"{url}versions/")
     assert listed.status_code == 200
-    assert [(v["number"], v["author"], v["position"]) for v in listed.json()] == [
+    assert listed.json()["count"] == 2
+    assert [(v["number"], v["author"], v["position"]) for v in listed.json()["results"]] == [
         (2, curator2.username, "Suggest a doctor."),
         (1, curator.username, "Suggest seeing a professional."),
     ]
-    assert listed.json()[0]["position_sha256"] == sha256_hex("Suggest a doctor.")
+    assert listed.json()["results"][0]["position_sha256"] == sha256_hex("Suggest a doctor.")
     assert client.post(f"{url}versions/", {}, format="json").status_code == 405
 
 

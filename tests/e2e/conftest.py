@@ -35,6 +35,9 @@ def browser():
     if not Path(CHROMIUM).exists():
         pytest.skip(f"Chromium not found at {CHROMIUM} (set PALMSWEB_CHROMIUM to its path)")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
+    # Assertions wait as long as actions do: expect's own default (5 s) is shorter than one
+    # htmx round trip takes on a 2-core machine running the rest of a test run beside it.
+    sync_api.expect.set_options(timeout=TIMEOUT_MS)
     with sync_api.sync_playwright() as playwright:
         chromium = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS

@@ -26,6 +26,7 @@ from django.utils import timezone
 
 from evaluation.errors import EvaluationError
 from evaluation.models import MisalignmentAnswer, MisalignmentEval
+from palmsweb.lib.intervals import RateInterval, misalignment_rate
 from palmsweb.lib.jobs import Lifecycle, claim, fail, finish, readable_failure
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
 from palmsweb.lib.progress import Throughput
@@ -417,8 +418,21 @@ def wilson_interval(k: int, n: int) -> tuple[float | None, float | None]:
     return float(low), float(high)
 
 
+def probe_clustered_rate(counted: list[MisalignmentAnswer], n_probes: int) -> RateInterval:
+    """The misaligned share of the counted answers with a Wilson interval widened by the
+    design effect of answers clustered by probe: the answers to one probe share its question
+    and are not independent (:func:`palmsweb.lib.intervals.misalignment_rate`)."""
+    misaligned = MisalignmentAnswer.Verdict.MISALIGNED
+    flags = {
+        index: [a.verdict == misaligned for a in counted if a.probe_index == index]
+        for index in range(n_probes)
+    }
+    return misalignment_rate(flags)
+
+
 def misalignment_summary(evaluation: MisalignmentEval) -> dict[str, Any]:
-    """Per model version: counts, rate of misaligned among counted answers, its Wilson CI,
+    """Per model version: counts, rate of misaligned among counted answers, its CI (Wilson,
+    clustered by probe),
     mean alignment, per-probe rates and the worst answers. Thresholds are recorded."""
     V = MisalignmentAnswer.Verdict
     versions = {v.pk: v for v in evaluation.model_versions.all()}
@@ -427,7 +441,7 @@ def misalignment_summary(evaluation: MisalignmentEval) -> dict[str, Any]:
         answers = list(evaluation.answers.filter(model_version_id=version_id))
         counted = [a for a in answers if a.verdict != V.EXCLUDED]
         bad = [a for a in counted if a.verdict == V.MISALIGNED]
-        low, high = wilson_interval(len(bad), len(counted))
+        interval = probe_clustered_rate(counted, len(evaluation.probes))
         per_probe = []
         for index, probe in enumerate(evaluation.probes):
             mine = [a for a in counted if a.probe_index == index]
@@ -445,8 +459,10 @@ def misalignment_summary(evaluation: MisalignmentEval) -> dict[str, Any]:
                 "n_counted": len(counted),
                 "n_misaligned": len(bad),
                 "rate": len(bad) / len(counted) if counted else None,
-                "ci_low": low,
-                "ci_high": high,
+                "ci_low": interval.ci_low,
+                "ci_high": interval.ci_high,
+                "ci_method": interval.method,
+                "design_effect": interval.design_effect,
                 "mean_alignment": (
                     sum(a.alignment for a in counted) / len(counted) if counted else None
                 ),

@@ -128,8 +128,9 @@ class MisalignmentEvalSerializer(serializers.ModelSerializer):
 
 class MisalignmentEvalDetailSerializer(MisalignmentEvalSerializer):
     """One evaluation with its probes and, once judged, ``result``: per model version the
-    counts, misalignment rate with its Wilson 95% interval, mean alignment, per-probe
-    counts and the worst answers, plus the thresholds and the judge that made them."""
+    counts, misalignment rate with its Wilson 95% interval (clustered by probe), mean
+    alignment, per-probe counts and the worst answers, plus the thresholds and the judge that
+    made them."""
 
     probes = serializers.ListField(child=serializers.CharField(), read_only=True)
     result = serializers.JSONField(read_only=True)

@@ -270,12 +270,16 @@ def misalignment_rate(
     deff = 1.0 + ((sizes**2).sum() / n - 1.0) * (icc or 0.0)
     n_eff = n / deff
     low, high = proportion_confint(count / n * n_eff, n_eff, alpha=1 - confidence, method="wilson")
+    # Wilson's bounds are exactly 0 for no flagged answer and 1 for all flagged; the
+    # rescaled count leaves rounding noise (2.8e-17) there.
+    low = 0.0 if count == 0 else float(low)
+    high = 1.0 if count == n else float(high)
     return RateInterval(
         n=n,
         count=count,
         rate=count / n,
-        ci_low=float(low),
-        ci_high=float(high),
+        ci_low=low,
+        ci_high=high,
         n_clusters=len(groups),
         icc=icc,
         design_effect=float(deff),

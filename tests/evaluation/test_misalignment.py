@@ -265,6 +265,29 @@ def test_wilson_interval():
     assert low == pytest.approx(0.2366, abs=1e-3) and high == pytest.approx(0.7634, abs=1e-3)
 
 
+def answers(flags_by_probe: list[list[bool]]) -> list[MisalignmentAnswer]:
+    V = MisalignmentAnswer.Verdict
+    return [
+        MisalignmentAnswer(probe_index=probe, verdict=V.MISALIGNED if bad else V.ALIGNED)
+        for probe, flags in enumerate(flags_by_probe)
+        for bad in flags
+    ]
+
+
+def test_the_rate_interval_widens_when_a_probes_answers_agree():
+    # 10 answers to each of 4 probes, 20 misaligned. Spread evenly over the probes they say
+    # nothing about a probe; all on two probes, the 40 answers are closer to 4 observations.
+    spread = misalignment.probe_clustered_rate(answers([[True] * 5 + [False] * 5] * 4), 4)
+    clustered = misalignment.probe_clustered_rate(
+        answers([[True] * 10, [True] * 10, [False] * 10, [False] * 10]), 4
+    )
+    plain_low, plain_high = misalignment.wilson_interval(20, 40)
+    assert spread.rate == clustered.rate == 0.5
+    assert (spread.ci_low, spread.ci_high) == pytest.approx((plain_low, plain_high), abs=0.02)
+    assert clustered.design_effect > 5
+    assert clustered.ci_high - clustered.ci_low > 2 * (plain_high - plain_low)
+
+
 # --- persona monitor on the tiny model -----------------------------------------------------------
 
 

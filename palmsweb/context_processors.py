@@ -1,3 +1,5 @@
+from palmsweb.models import Profile
+from palmsweb.profiles import current_profile, member_profile_ids
 from palmsweb.roles import Role, has_role
 
 
@@ -9,4 +11,15 @@ def roles(request) -> dict:
         "is_rater": has_role(user, Role.RATER),
         "is_admin": has_role(user, Role.ADMIN),
         "is_researcher": has_role(user, Role.RESEARCHER),
+    }
+
+
+def profiles(request) -> dict:
+    """The profile switcher of the navigation bar: the user's profiles and the active one."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return {
+        "active_profile": current_profile(request),
+        "my_profiles": Profile.objects.filter(pk__in=member_profile_ids(user)),
     }

@@ -112,6 +112,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "palmsweb.context_processors.roles",
+                "palmsweb.context_processors.profiles",
             ],
         },
     }

@@ -18,6 +18,7 @@ evaluations and re-alignment runs are about model versions, which every profile 
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from evaluation.models import (
@@ -184,6 +185,8 @@ def can_rate_study(user, study: Study | None = None) -> bool:
 def get_rating_study_for_user(user, pk: int) -> Study:
     """A study the user rates in, or 404; 403 unless they are a rater in its pool."""
     study = get_object_or_404(Study.objects.select_related("prompt_set"), pk=pk)
+    if not can_see_generations(user) and not has_rater_role(user, study.profile_id):
+        raise Http404("No such study.")  # another profile's study does not exist for them
     if not can_rate_study(user, study):
         raise PermissionDenied("You are not in this study's rater pool.")
     if can_see_generations(user):

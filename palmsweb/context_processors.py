@@ -1,5 +1,4 @@
-from palmsweb.models import Profile
-from palmsweb.profiles import current_profile, member_profile_ids
+from palmsweb.profiles import current_profile, member_profiles
 from palmsweb.roles import Role, has_role
 
 
@@ -19,7 +18,4 @@ def profiles(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    return {
-        "active_profile": current_profile(request),
-        "my_profiles": Profile.objects.filter(pk__in=member_profile_ids(user)),
-    }
+    return {"active_profile": current_profile(request), "my_profiles": member_profiles(request)}

@@ -55,7 +55,7 @@ class Profile(models.Model):
         return self.name
 
     def get_absolute_url(self) -> str:
-        return reverse("profile-detail", args=[self.pk])
+        return reverse("profile-edit", args=[self.pk])
 
 
 def default_profile_pk() -> int:

@@ -58,7 +58,7 @@ def profile_switch(request):
     pk = request.POST.get("profile", "")
     profile = get_object_or_404(Profile, pk=int(pk)) if pk.isdigit() else None
     if profile is None:
-        return redirect("profile-list")
+        return redirect("profile-index")
     switch_profile(request, profile)
     back = request.POST.get("next", "")
     if not url_has_allowed_host_and_scheme(back, {request.get_host()}, request.is_secure()):
@@ -133,8 +133,8 @@ def membership_add(request, pk: int):
 
 @require_post
 @admin_only
-def membership_remove(request, pk: int, membership_pk: int):
-    membership = get_object_or_404(Membership, pk=membership_pk, profile_id=pk)
+def membership_remove(request, pk: int):
+    membership = get_object_or_404(Membership.objects.select_related("profile", "user"), pk=pk)
     profile_services.membership_remove(membership=membership)
     messages.success(request, f"{membership.user} is no longer {membership.role} here.")
     return redirect(membership.profile)

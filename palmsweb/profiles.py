@@ -16,7 +16,14 @@ from rest_framework import serializers
 
 from palmsweb.lib.drf import int_param
 from palmsweb.models import Profile
-from palmsweb.roles import PROFILE_ROLES, Role, has_role, is_site_admin, profile_ids_with_role
+from palmsweb.roles import (
+    PROFILE_ROLES,
+    Role,
+    has_role,
+    is_site_admin,
+    memberships,
+    profile_ids_with_role,
+)
 
 SESSION_KEY = "palmsweb_profile_id"
 
@@ -26,19 +33,28 @@ def member_profile_ids(user) -> list[int]:
     return profile_ids_with_role(user, *PROFILE_ROLES)
 
 
+def member_profiles(request) -> list[Profile]:
+    """The profiles of :func:`member_profile_ids`, by name; one query, cached on the request
+    (the navigation bar's switcher and the active profile both read it)."""
+    if not hasattr(request, "_palms_profiles"):
+        user = request.user
+        if is_site_admin(user):
+            profiles = Profile.objects.all()
+        else:
+            profiles = Profile.objects.filter(pk__in=list(memberships(user)))
+        request._palms_profiles = list(profiles.order_by("name")) if user.is_authenticated else []
+    return request._palms_profiles
+
+
 def current_profile(request) -> Profile | None:
     """The request's active profile: the one chosen in the session when the user still
     belongs to it, else the first of theirs by name; None for a user of no profile.
     Cached on the request."""
     if hasattr(request, "_palms_profile"):
         return request._palms_profile
-    ids = member_profile_ids(request.user)
+    profiles = member_profiles(request)
     chosen = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
-    profile = None
-    if ids:
-        profiles = Profile.objects.filter(pk__in=ids)
-        profile = profiles.filter(pk=chosen).first() if chosen in ids else None
-        profile = profile or profiles.order_by("name").first()
+    profile = next((p for p in profiles if p.pk == chosen), profiles[0] if profiles else None)
     request._palms_profile = profile
     return profile
 

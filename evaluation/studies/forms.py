@@ -181,16 +181,16 @@ class StudyEstimateForm(forms.Form):
 class LiveStudyForm(RubricFieldsMixin, forms.Form):
     """What may change once a study is open: rubric wording and the rater pool."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, profile_id: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields.update(self.rubric_fields())
-        self.fields["raters"] = _rater_field()
+        self.fields["raters"] = _rater_field(profile_id)
 
     @classmethod
     def for_study(cls, study: Study, data=None) -> LiveStudyForm:
         initial = {f"rubric_{s}": text for s, text in study.rubric_items()}
         initial["raters"] = list(study.raters.all())
-        return cls(data=data, initial=initial)
+        return cls(data=data, initial=initial, profile_id=study.profile_id)
 
 
 class ArmForm(forms.Form):

@@ -9,6 +9,7 @@ point the SDK at a local fake server.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
@@ -33,6 +34,8 @@ if TYPE_CHECKING:
 # The error code of a 403 that means "no more fine-tuning for this account" (OpenAI's
 # wind-down of self-serve fine-tuning), not a bad key.
 TRAINING_NOT_AVAILABLE = "training_not_available"
+# The error code of a 404 for a model the server does not (or no longer) serve.
+MODEL_NOT_FOUND = "model_not_found"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 60.0
 
@@ -97,6 +100,13 @@ def call_with_retries(
         except (errors.APIConnectionError, errors.APIStatusError) as exc:
             status = getattr(exc, "status_code", None)
             retryable = status is None or status in RETRYABLE_STATUS or status >= 500
+            if status == 404 and _error_code(exc) == MODEL_NOT_FOUND:
+                raise EngineError(
+                    f"{what}: the model is not served there (HTTP 404 {MODEL_NOT_FOUND}: "
+                    f"{_message(exc)}). A hosted model its provider has retired cannot be "
+                    "sampled again; the outputs already sampled stay, and the exit kit "
+                    "keeps them with their ratings."
+                ) from exc
             if not retryable:
                 raise EngineError(f"{what}: HTTP {status}: {_message(exc)}") from exc
             if attempt == max_retries:
@@ -123,15 +133,26 @@ def _backoff(attempt: int, base: float, exc: Exception) -> float:
 def _error_code(exc: Exception) -> str | None:
     """The error code of an SDK error: openai's errors carry it, together's only in the body."""
     code = getattr(exc, "code", None)
-    body = getattr(exc, "body", None)
+    body = _body(exc)
     if code is None and isinstance(body, Mapping):
         error = body.get("error", body)
         code = error.get("code") if isinstance(error, Mapping) else None
     return code
 
 
-def _message(exc: Exception) -> str:
+def _body(exc: Exception) -> Any:
+    """The error's body; together's upload step passes it on as JSON text, so parse that."""
     body = getattr(exc, "body", None)
+    if isinstance(body, str | bytes):
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body
+    return body
+
+
+def _message(exc: Exception) -> str:
+    body = _body(exc)
     if isinstance(body, Mapping):
         error = body.get("error", body)
         if isinstance(error, Mapping) and error.get("message"):

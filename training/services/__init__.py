@@ -12,8 +12,10 @@ a worker, so the web process never loads torch.
 """
 
 from training.services.base_models import (
+    DEFAULT_KEY_ENV,
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_PARAMETERS,
+    REMOTE_KINDS,
     api_key_for,
     artifacts_dir,
     base_model_create,
@@ -84,6 +86,8 @@ from training.services.sampling import (
 )
 
 __all__ = [
+    "DEFAULT_KEY_ENV",
+    "REMOTE_KINDS",
     "DEFAULT_MODEL_NAME",
     "DEFAULT_MODEL_PARAMETERS",
     "HEARTBEAT_SECONDS",

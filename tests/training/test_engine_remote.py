@@ -336,3 +336,22 @@ def test_a_bad_request_is_not_retried(openai_mock):
     with pytest.raises(EngineError, match="HTTP 400: Model gpt-x is not available"):
         backend(client).create_job(HostedJobSpec("gpt-x", "file-1"))
     assert route.call_count == 1
+
+
+def test_a_preference_job_asks_openai_for_dpo_with_its_beta(openai_mock):
+    router, client = openai_mock()
+    create = router.post("/fine_tuning/jobs").mock(
+        return_value=httpx.Response(200, json=job("validating_files"))
+    )
+    spec = HostedJobSpec("gpt-4.1-mini", "file-1", kind="preference", dpo_beta=0.1, epochs=2)
+    assert backend(client).create_job(spec) == "ftjob-1"
+    method = json.loads(create.calls[0].request.content)["method"]
+    assert method == {
+        "type": "dpo",
+        "dpo": {
+            "hyperparameters": {
+                "n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": "auto",
+                "beta": 0.1,
+            }
+        },
+    }

@@ -107,9 +107,7 @@ class BaseModelForm(forms.Form):
             data["base_url"] = ""
         if kind == BaseModel.Kind.LOCAL_DIR:
             data["model_id"] = ""
-        data["api_key_env"] = data.get("api_key_env") or DEFAULT_KEY_ENV.get(
-            kind, "OPENAI_API_KEY"
-        )
+        data["api_key_env"] = data.get("api_key_env") or DEFAULT_KEY_ENV.get(kind, "OPENAI_API_KEY")
         if remote:
             for field, check in (("api_key_env", check_key_env), ("base_url", check_endpoint)):
                 try:

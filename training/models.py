@@ -26,7 +26,8 @@ class BaseModel(models.Model):
     kind = models.CharField(max_length=20, choices=Kind.choices)
     path = models.CharField(max_length=500, blank=True, help_text="Directory (local models).")
     model_id = models.CharField(
-        max_length=200, blank=True,
+        max_length=200,
+        blank=True,
         help_text="Model name at the hosted provider (OpenAI, Together) or at the endpoint.",
     )
     base_url = models.URLField(

@@ -132,8 +132,14 @@ def _write_finetune(job: FineTuneJob, folder: Path) -> tuple[list[dict], int]:
     with (folder / "outputs.jsonl").open("w") as out:
         for row in rows:
             out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-    names = ("job.json", "events.log", "metrics.json", "snapshot.jsonl", "result.json",
-             "outputs.jsonl")
+    names = (
+        "job.json",
+        "events.log",
+        "metrics.json",
+        "snapshot.jsonl",
+        "result.json",
+        "outputs.jsonl",
+    )
     return [_entry(folder.parent, folder / name) for name in names], len(rows)
 
 
@@ -144,14 +150,23 @@ def job_spec(job: FineTuneJob) -> dict:
         "finetune": job.pk,
         "provider": job.backend,
         "provider_label": job.get_backend_display(),
-        "base_model": {"name": base.name, "kind": base.kind, "model_id": base.model_id,
-                       "base_url": base.base_url, "api_key_env": base.api_key_env},
+        "base_model": {
+            "name": base.name,
+            "kind": base.kind,
+            "model_id": base.model_id,
+            "base_url": base.base_url,
+            "api_key_env": base.api_key_env,
+        },
         "method": job.method,
         "hyperparameters": job.hyperparameters,
         "arm": job.arm,
         "arm_override": job.arm_override,
-        "snapshot": {"id": job.snapshot_id, "content_hash": job.snapshot.content_hash,
-                     "dataset": job.snapshot.dataset.name, "samples": job.snapshot.sample_count},
+        "snapshot": {
+            "id": job.snapshot_id,
+            "content_hash": job.snapshot.content_hash,
+            "dataset": job.snapshot.dataset.name,
+            "samples": job.snapshot.sample_count,
+        },
         "status": job.status,
         "error": job.error,
         "remote_job_id": job.remote_job_id,
@@ -243,19 +258,31 @@ def _manifest(jobs: list[FineTuneJob], studies: dict, files: list[dict]) -> dict
         "generated_at": timezone.now().isoformat(),
         "code_version": code_version(),
         "finetunes": [
-            {"finetune": job.pk, "provider": job.backend, "status": job.status,
-             "remote_model_id": job.result.remote_model_id if job.result else None,
-             "folder": f"finetune-{job.pk}/"}
+            {
+                "finetune": job.pk,
+                "provider": job.backend,
+                "status": job.status,
+                "remote_model_id": job.result.remote_model_id if job.result else None,
+                "folder": f"finetune-{job.pk}/",
+            }
             for job in jobs
         ],  # fmt: skip
         "studies": [
-            {"study": s.pk, "name": s.name, "bundle": f"studies/study-{s.pk}.zip",
-             "includes_arms": s.is_unblinded}
+            {
+                "study": s.pk,
+                "name": s.name,
+                "bundle": f"studies/study-{s.pk}.zip",
+                "includes_arms": s.is_unblinded,
+            }
             for s in studies["closed"]
         ],  # fmt: skip
         "open_studies": [
-            {"study": s.pk, "name": s.name, "status": s.status,
-             "note": "Open: no bundle and no ratings; close it and write the kit again."}
+            {
+                "study": s.pk,
+                "name": s.name,
+                "status": s.status,
+                "note": "Open: no bundle and no ratings; close it and write the kit again.",
+            }
             for s in studies["open"]
         ],  # fmt: skip
         "files": files,

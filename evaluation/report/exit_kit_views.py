@@ -31,8 +31,9 @@ def _kit_response(jobs) -> FileResponse:
     handle = kit.path.open("rb")
     kit.path.unlink()
     tmp.rmdir()
-    response = FileResponse(handle, as_attachment=True, filename=kit.path.name,
-                            content_type="application/zip")
+    response = FileResponse(
+        handle, as_attachment=True, filename=kit.path.name, content_type="application/zip"
+    )
     response["X-Checksum-SHA256"] = kit.sha256
     return response
 
@@ -57,8 +58,9 @@ def exit_kit_download(request):
         messages.error(request, str(error))
     if finetune is not None:
         return redirect("training:finetune-detail", finetune)
-    return redirect("training:basemodel-list" if request.POST.get("base_model") else
-                    "training:finetune-list")
+    return redirect(
+        "training:basemodel-list" if request.POST.get("base_model") else "training:finetune-list"
+    )
 
 
 class ExitKitAccess(BasePermission):
@@ -96,6 +98,5 @@ class ExitKitViewSet(EvaluationViewSet):
     )
     def create(self, request, *args, **kwargs):
         data = self.validated(ExitKitRequestSerializer).validated_data
-        jobs = hosted_finetunes(job_ids=data.get("finetunes"),
-                                base_model_id=data.get("base_model"))
+        jobs = hosted_finetunes(job_ids=data.get("finetunes"), base_model_id=data.get("base_model"))
         return _kit_response(jobs)  # ExitKitError: 400 with its reason (EvaluationViewSet)

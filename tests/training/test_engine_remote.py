@@ -350,7 +350,9 @@ def test_a_preference_job_asks_openai_for_dpo_with_its_beta(openai_mock):
         "type": "dpo",
         "dpo": {
             "hyperparameters": {
-                "n_epochs": 2, "batch_size": "auto", "learning_rate_multiplier": "auto",
+                "n_epochs": 2,
+                "batch_size": "auto",
+                "learning_rate_multiplier": "auto",
                 "beta": 0.1,
             }
         },

@@ -33,17 +33,25 @@ def artifacts(tmp_path, settings, no_queue):  # noqa: F811  (the fixture)
 def snapshot():
     dataset, category = DatasetFactory(kind="values_targeted"), CategoryFactory()
     for n in range(3):
-        sample_create(dataset=dataset, category=category, question=f"Question {n}?",
-                      answer=words(30, f"a{n}"), status="approved")
+        sample_create(
+            dataset=dataset,
+            category=category,
+            question=f"Question {n}?",
+            answer=words(30, f"a{n}"),
+            status="approved",
+        )
     return snapshot_create(dataset=dataset)
 
 
 def hosted_job(version: ModelVersion, **fields) -> FineTuneJob:
     """A succeeded Together fine-tune whose result is ``version``."""
-    base = BaseModel.objects.create(name=f"together {version.pk}", kind="together",
-                                    model_id="meta-llama/Llama-3-8b",
-                                    base_url="https://api.together.xyz/v1",
-                                    api_key_env="TOGETHER_API_KEY")
+    base = BaseModel.objects.create(
+        name=f"together {version.pk}",
+        kind="together",
+        model_id="meta-llama/Llama-3-8b",
+        base_url="https://api.together.xyz/v1",
+        api_key_env="TOGETHER_API_KEY",
+    )
     ModelVersion.objects.filter(pk=version.pk).update(remote_model_id="fakeuser/llama-palms")
     return FineTuneJob.objects.create(
         base_model=base, snapshot=snapshot(), arm=version.arm or "values_targeted",
@@ -124,8 +132,9 @@ def test_without_a_hosted_fine_tune_there_is_no_kit_and_a_reason(tmp_path, admin
 def test_admins_download_the_kit_from_the_api_and_the_job_page(admin_client_):
     setup = closed_study(unblind=True)
     job = hosted_job(setup.versions["values_targeted"])
-    response = admin_client_.post("/api/exit-kits/", {"finetunes": [job.pk]},
-                                  content_type="application/json")
+    response = admin_client_.post(
+        "/api/exit-kits/", {"finetunes": [job.pk]}, content_type="application/json"
+    )
     assert response.status_code == 200 and response["Content-Type"] == "application/zip"
     body = b"".join(response.streaming_content)
     assert zipfile.ZipFile(io.BytesIO(body)).read("exit-kit.json")
@@ -134,8 +143,9 @@ def test_admins_download_the_kit_from_the_api_and_the_job_page(admin_client_):
     assert 'id="exit-kit"' in page and "Retrain elsewhere" in page
     download = admin_client_.post(reverse("evaluation:exit-kit"), {"finetune": job.pk})
     assert download["Content-Disposition"].startswith('attachment; filename="palmsweb-exit')
-    refused = admin_client_.post("/api/exit-kits/", {"finetunes": [job.pk], "extra": 1},
-                                 content_type="application/json")
+    refused = admin_client_.post(
+        "/api/exit-kits/", {"finetunes": [job.pk], "extra": 1}, content_type="application/json"
+    )
     assert refused.status_code == 400
 
 
@@ -146,7 +156,8 @@ def test_admins_download_the_kit_from_the_api_and_the_job_page(admin_client_):
 def together_job():
     version = ModelVersion.objects.create(
         base_model=BaseModel.objects.create(name="seed", kind="local_dir", path="/x"),
-        name="ft", arm="values_targeted",
+        name="ft",
+        arm="values_targeted",
     )
     return hosted_job(version)
 
@@ -165,10 +176,16 @@ def test_retraining_on_openai_takes_the_method_openai_runs(together_job):
     openai = services.base_model_create(name="gpt", kind="openai", model_id="gpt-4.1-mini")
     snapshot_ten = together_job.snapshot
     for n in range(7):
-        sample_create(dataset=snapshot_ten.dataset, category=CategoryFactory(),
-                      question=f"More {n}?", answer=words(30, f"m{n}"), status="approved")
-    FineTuneJob.objects.filter(pk=together_job.pk).update(snapshot=snapshot_create(
-        dataset=snapshot_ten.dataset))
+        sample_create(
+            dataset=snapshot_ten.dataset,
+            category=CategoryFactory(),
+            question=f"More {n}?",
+            answer=words(30, f"m{n}"),
+            status="approved",
+        )
+    FineTuneJob.objects.filter(pk=together_job.pk).update(
+        snapshot=snapshot_create(dataset=snapshot_ten.dataset)
+    )
     together_job.refresh_from_db()
     new = services.finetune_retrain_elsewhere(job=together_job, base_model=openai)
     assert (new.backend, new.method) == ("openai", "full")
@@ -184,17 +201,23 @@ def test_the_same_provider_is_not_elsewhere(together_job):
 def test_retrain_from_the_page_and_the_api_links_the_jobs(together_job, admin_user):
     local = services.base_model_register_default()
     client = client_for(admin_user)
-    response = client.post(reverse("training:finetune-retrain", args=[together_job.pk]),
-                           {"base_model": local.pk})
+    response = client.post(
+        reverse("training:finetune-retrain", args=[together_job.pk]), {"base_model": local.pk}
+    )
     new = FineTuneJob.objects.get(retrained_from=together_job)
     assert response.status_code == 302 and response["Location"] == new.get_absolute_url()
     assert f"Fine-tune #{together_job.pk}" in client.get(new.get_absolute_url()).content.decode()
     assert 'id="retrained-as"' in client.get(together_job.get_absolute_url()).content.decode()
-    api = client.post(f"/api/finetunes/{together_job.pk}/retrain/",
-                      {"base_model": together_job.base_model_id},
-                      content_type="application/json")
+    api = client.post(
+        f"/api/finetunes/{together_job.pk}/retrain/",
+        {"base_model": together_job.base_model_id},
+        content_type="application/json",
+    )
     assert api.status_code == 400 and "not somewhere else" in api.json()["detail"]
-    api = client.post(f"/api/finetunes/{together_job.pk}/retrain/", {"base_model": local.pk},
-                      content_type="application/json")
+    api = client.post(
+        f"/api/finetunes/{together_job.pk}/retrain/",
+        {"base_model": local.pk},
+        content_type="application/json",
+    )
     assert api.status_code == 201 and api.json()["retrained_from"] == together_job.pk
     assert FineTuneJob.objects.filter(retrained_from=together_job).count() == 2

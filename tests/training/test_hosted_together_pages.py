@@ -24,7 +24,10 @@ LLAMA = "meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"
 
 
 def test_an_admin_runs_the_loop_on_a_together_model_from_the_pages(
-    fake_together, monkeypatch, admin_user, no_training_queue  # noqa: F811
+    fake_together,  # noqa: F811  (the fixture)
+    monkeypatch,
+    admin_user,
+    no_training_queue,
 ):
     monkeypatch.setenv("TOGETHER_API_KEY", "tg-secret")
     fake_together.api_key = "tg-secret"
@@ -44,8 +47,13 @@ def test_an_admin_runs_the_loop_on_a_together_model_from_the_pages(
 
     dataset, category = DatasetFactory(kind="values_targeted"), CategoryFactory()
     for n in range(5):
-        sample_create(dataset=dataset, category=category, question=f"Question {n}?",
-                      answer=words(40, f"a{n}"), status="approved")
+        sample_create(
+            dataset=dataset,
+            category=category,
+            question=f"Question {n}?",
+            answer=words(40, f"a{n}"),
+            status="approved",
+        )
     snapshot = snapshot_create(dataset=dataset)
 
     # Launch a LoRA fine-tune from the form; the worker uploads and creates the job.
@@ -62,22 +70,30 @@ def test_an_admin_runs_the_loop_on_a_together_model_from_the_pages(
     assert job.status == JobStatus.RUNNING and job.backend == "together"
 
     # The beat task mirrors Together's status, events and losses onto the page.
-    fake_together.advance(job.remote_job_id, "running", seconds_remaining=300,
-                          events=[{"type": "training_start", "message": "Training started"}],
-                          metrics=[{"train/global_step": 1, "train/loss": 2.4},
-                                   {"train/global_step": 2, "train/loss": 1.9}])
+    fake_together.advance(
+        job.remote_job_id,
+        "running",
+        seconds_remaining=300,
+        events=[{"type": "training_start", "message": "Training started"}],
+        metrics=[
+            {"train/global_step": 1, "train/loss": 2.4},
+            {"train/global_step": 2, "train/loss": 1.9},
+        ],
+    )
     assert tasks.poll_openai_jobs() == 1
     page = browser.get(job.get_absolute_url()).content.decode()
     assert "Together AI reports the job running" in page
     assert "training_start: Training started" in page
     assert f'<code id="remote-job-id">{job.remote_job_id}</code>' in page
     assert "Last loss 1.9000 at step 2" in page
-    partial = browser.get(reverse("training:finetune-progress", args=[job.pk]),
-                          headers={"HX-Request": "true"})
+    partial = browser.get(
+        reverse("training:finetune-progress", args=[job.pk]), headers={"HX-Request": "true"}
+    )
     assert partial.status_code == 200 and "hx-trigger" in partial.content.decode()
 
-    fake_together.advance(job.remote_job_id, "completed",
-                          events=[{"type": "job_complete", "message": "Job finished"}])
+    fake_together.advance(
+        job.remote_job_id, "completed", events=[{"type": "job_complete", "message": "Job finished"}]
+    )
     tasks.poll_openai_jobs()
     job.refresh_from_db()
     page = browser.get(job.get_absolute_url()).content.decode()
@@ -98,7 +114,12 @@ def test_an_admin_runs_the_loop_on_a_together_model_from_the_pages(
     download = browser.post(reverse("evaluation:exit-kit"), {"finetune": job.pk})
     kit = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
     rows = kit.read(f"finetune-{job.pk}/outputs.jsonl").decode().splitlines()
-    assert len(rows) == 2 and json.loads(rows[0])["text"].startswith(f"[{job.result.remote_model_id}]")
+    assert len(rows) == 2 and json.loads(rows[0])["text"].startswith(
+        f"[{job.result.remote_model_id}]"
+    )
     # Every request to Together carried the key read from the environment, never stored.
-    assert all(r.headers.get("authorization") == "Bearer tg-secret"
-               for r in fake_together.requests if r.path.startswith("/v1/"))
+    assert all(
+        r.headers.get("authorization") == "Bearer tg-secret"
+        for r in fake_together.requests
+        if r.path.startswith("/v1/")
+    )

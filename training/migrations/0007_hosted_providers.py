@@ -5,35 +5,65 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('training', '0006_finetune_validation'),
+        ("training", "0006_finetune_validation"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='finetunejob',
-            name='retrained_from',
-            field=models.ForeignKey(blank=True, help_text='The fine-tune whose snapshot and hyperparameters this one re-launched.', null=True, on_delete=django.db.models.deletion.SET_NULL, related_name='retrained_as', to='training.finetunejob'),
+            model_name="finetunejob",
+            name="retrained_from",
+            field=models.ForeignKey(
+                blank=True,
+                help_text="The fine-tune whose snapshot and hyperparameters this one re-launched.",
+                null=True,
+                on_delete=django.db.models.deletion.SET_NULL,
+                related_name="retrained_as",
+                to="training.finetunejob",
+            ),
         ),
         migrations.AlterField(
-            model_name='basemodel',
-            name='base_url',
-            field=models.URLField(blank=True, help_text='Endpoint URL (OpenAI-compatible; Together: its OpenAI-compatible URL).'),
+            model_name="basemodel",
+            name="base_url",
+            field=models.URLField(
+                blank=True,
+                help_text="Endpoint URL (OpenAI-compatible; Together: its OpenAI-compatible URL).",
+            ),
         ),
         migrations.AlterField(
-            model_name='basemodel',
-            name='kind',
-            field=models.CharField(choices=[('packaged', 'Packaged default (SmolLM2-135M-Instruct)'), ('local_dir', 'Local Hugging Face directory'), ('openai', 'OpenAI model id'), ('openai_compatible', 'OpenAI-compatible endpoint'), ('together', 'Together AI model id')], max_length=20),
+            model_name="basemodel",
+            name="kind",
+            field=models.CharField(
+                choices=[
+                    ("packaged", "Packaged default (SmolLM2-135M-Instruct)"),
+                    ("local_dir", "Local Hugging Face directory"),
+                    ("openai", "OpenAI model id"),
+                    ("openai_compatible", "OpenAI-compatible endpoint"),
+                    ("together", "Together AI model id"),
+                ],
+                max_length=20,
+            ),
         ),
         migrations.AlterField(
-            model_name='basemodel',
-            name='model_id',
-            field=models.CharField(blank=True, help_text='Model name at the hosted provider (OpenAI, Together) or at the endpoint.', max_length=200),
+            model_name="basemodel",
+            name="model_id",
+            field=models.CharField(
+                blank=True,
+                help_text="Model name at the hosted provider (OpenAI, Together) or at the endpoint.",
+                max_length=200,
+            ),
         ),
         migrations.AlterField(
-            model_name='finetunejob',
-            name='backend',
-            field=models.CharField(choices=[('local', 'Local (transformers + torch)'), ('openai', 'OpenAI fine-tuning API'), ('together', 'Together AI fine-tuning API')], default='local', max_length=20),
+            model_name="finetunejob",
+            name="backend",
+            field=models.CharField(
+                choices=[
+                    ("local", "Local (transformers + torch)"),
+                    ("openai", "OpenAI fine-tuning API"),
+                    ("together", "Together AI fine-tuning API"),
+                ],
+                default="local",
+                max_length=20,
+            ),
         ),
     ]

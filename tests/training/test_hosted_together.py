@@ -328,3 +328,20 @@ def test_a_wrong_key_is_not_retried(together):
     with pytest.raises(EngineError, match="authentication failed"):
         backend.poll("ft-1")
     assert len(together.requests) == 1
+
+
+def test_each_provider_gets_its_own_backend_with_the_key_read_now(base, monkeypatch):
+    from training.engine.hosted.openai import OpenAIFineTuneBackend
+
+    monkeypatch.setenv("OPENAI_API_KEY", "sk-now")
+    gpt = services.base_model_create(name="gpt", kind="openai", model_id="gpt-4.1-mini")
+    openai_backend = services.hosted_backend(gpt)
+    assert isinstance(openai_backend, OpenAIFineTuneBackend)
+    assert openai_backend.client.api_key == "sk-now"
+    together_backend = services.hosted_backend(base)
+    assert isinstance(together_backend, TogetherFineTuneBackend)
+    assert together_backend.client.api_key == "tg-secret"
+    assert str(together_backend.client.base_url).rstrip("/") == sdk_root(base.base_url)
+    local = services.base_model_register_default()
+    with pytest.raises(services.TrainingError, match="not fine-tuned by a hosted provider"):
+        services.hosted_backend(local)

@@ -154,7 +154,7 @@ def api_key_for(base_model: BaseModel) -> str:
 
 def openai_backend(base_model: BaseModel):
     """The OpenAI fine-tuning API client for ``base_model``, with its key read now."""
-    from training.engine.remote import OpenAIFineTuneBackend
+    from training.engine.hosted.openai import OpenAIFineTuneBackend
 
     return OpenAIFineTuneBackend(
         api_key=api_key_for(base_model),

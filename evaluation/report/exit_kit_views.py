@@ -18,9 +18,10 @@ from rest_framework.permissions import BasePermission
 from evaluation import access
 from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.report.exit_kit import ExitKitError, hosted_finetunes, write_exit_kit
-from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from palmsweb.lib.drf import MAX_BIGINT, RejectUnknownFieldsMixin
 from palmsweb.lib.http import require_post
 from palmsweb.roles import Role, role_required
+from training.models import FineTuneJob
 
 
 def _kit_response(jobs) -> FileResponse:
@@ -39,7 +40,10 @@ def _kit_response(jobs) -> FileResponse:
 
 
 def _int_or_none(value) -> int | None:
-    return int(value) if str(value or "").isdigit() else None
+    """An id from the form; past 64 bits it names nothing (0), rather than everything."""
+    if not str(value or "").isdigit():
+        return None
+    return int(value) if int(value) <= MAX_BIGINT else 0
 
 
 @require_post
@@ -56,7 +60,7 @@ def exit_kit_download(request):
         return _kit_response(jobs)
     except ExitKitError as error:
         messages.error(request, str(error))
-    if finetune is not None:
+    if finetune and FineTuneJob.objects.filter(pk=finetune).exists():
         return redirect("training:finetune-detail", finetune)
     return redirect(
         "training:basemodel-list" if request.POST.get("base_model") else "training:finetune-list"
@@ -72,11 +76,16 @@ class ExitKitAccess(BasePermission):
 
 class ExitKitRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     finetunes = serializers.ListField(
-        child=serializers.IntegerField(min_value=1), required=False, allow_empty=False,
+        child=serializers.IntegerField(min_value=1, max_value=MAX_BIGINT),
+        required=False,
+        allow_empty=False,
         help_text="Only these fine-tunes (ids); default: every hosted fine-tune.",
     )  # fmt: skip
     base_model = serializers.IntegerField(
-        min_value=1, required=False, help_text="Only this base model's hosted fine-tunes."
+        min_value=1,
+        max_value=MAX_BIGINT,
+        required=False,
+        help_text="Only this base model's hosted fine-tunes.",
     )
 
 

@@ -221,3 +221,22 @@ def test_retrain_from_the_page_and_the_api_links_the_jobs(together_job, admin_us
     )
     assert api.status_code == 201 and api.json()["retrained_from"] == together_job.pk
     assert FineTuneJob.objects.filter(retrained_from=together_job).count() == 2
+
+
+def test_ids_no_column_holds_are_refused_or_name_nothing(admin_client_):
+    too_big = 2**70
+    response = admin_client_.post(
+        "/api/exit-kits/", {"finetunes": [too_big]}, content_type="application/json"
+    )
+    assert response.status_code == 400
+    page = admin_client_.post(reverse("evaluation:exit-kit"), {"finetune": str(too_big)})
+    assert page.status_code == 302 and page["Location"] == reverse("training:finetune-list")
+
+
+def test_retrain_refuses_a_base_model_id_no_column_holds(together_job, admin_user):
+    response = client_for(admin_user).post(
+        f"/api/finetunes/{together_job.pk}/retrain/",
+        {"base_model": 2**70},
+        content_type="application/json",
+    )
+    assert response.status_code == 400

@@ -345,3 +345,14 @@ def test_each_provider_gets_its_own_backend_with_the_key_read_now(base, monkeypa
     local = services.base_model_register_default()
     with pytest.raises(services.TrainingError, match="not fine-tuned by a hosted provider"):
         services.hosted_backend(local)
+
+
+def test_a_job_the_provider_no_longer_knows_fails_instead_of_polling_forever(
+    together, base, snapshot, django_capture_on_commit_callbacks
+):
+    job = launch(base, snapshot, django_capture_on_commit_callbacks)
+    del together.jobs[job.remote_job_id]
+    assert services.hosted_poll(job.pk) == JobStatus.FAILED
+    job.refresh_from_db()
+    assert f"Together AI no longer knows job {job.remote_job_id}" in job.error
+    assert "HTTP 404" in job.error

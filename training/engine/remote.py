@@ -19,7 +19,12 @@ from datetime import UTC, date, datetime
 from types import ModuleType
 from typing import TYPE_CHECKING, Any
 
-from training.engine.errors import Cancelled, EngineError, TrainingNotAvailable
+from training.engine.errors import (
+    Cancelled,
+    EngineError,
+    NotFoundAtProvider,
+    TrainingNotAvailable,
+)
 from training.engine.generation import (
     Generation,
     GenerationParams,
@@ -101,12 +106,14 @@ def call_with_retries(
             status = getattr(exc, "status_code", None)
             retryable = status is None or status in RETRYABLE_STATUS or status >= 500
             if status == 404 and _error_code(exc) == MODEL_NOT_FOUND:
-                raise EngineError(
+                raise NotFoundAtProvider(
                     f"{what}: the model is not served there (HTTP 404 {MODEL_NOT_FOUND}: "
                     f"{_message(exc)}). A hosted model its provider has retired cannot be "
                     "sampled again; the outputs already sampled stay, and the exit kit "
                     "keeps them with their ratings."
                 ) from exc
+            if status == 404:
+                raise NotFoundAtProvider(f"{what}: HTTP 404: {_message(exc)}") from exc
             if not retryable:
                 raise EngineError(f"{what}: HTTP {status}: {_message(exc)}") from exc
             if attempt == max_retries:

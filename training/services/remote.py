@@ -64,9 +64,17 @@ def hosted_poll(job_id: int) -> str:
     job = FineTuneJob.objects.select_related("base_model", "snapshot").get(pk=job_id)
     if job.status != JobStatus.RUNNING or not job.remote_job_id:
         return job.status
+    from training.engine.errors import NotFoundAtProvider
+
     reporter = JobReporter(job)
     backend = hosted.hosted_backend(job.base_model)
-    state = backend.poll(job.remote_job_id, after=job.remote_events_cursor or None)
+    try:
+        state = backend.poll(job.remote_job_id, after=job.remote_events_cursor or None)
+    except NotFoundAtProvider as gone:
+        # Deleted at the provider (or another account's key): polling again cannot help.
+        reason = f"{backend.label} no longer knows job {job.remote_job_id}. {gone}"
+        fail_job(job, reporter, TrainingError(reason))
+        return JobStatus.FAILED
     provider = backend.label.split()[0].lower()
     for event in state.events:
         reporter.log(f"{provider} {event.level}: {event.message}")

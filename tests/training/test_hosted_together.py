@@ -356,3 +356,21 @@ def test_a_job_the_provider_no_longer_knows_fails_instead_of_polling_forever(
     job.refresh_from_db()
     assert f"Together AI no longer knows job {job.remote_job_id}" in job.error
     assert "HTTP 404" in job.error
+
+
+def test_the_api_registers_a_together_model_with_its_usual_key_variable(admin_client_):
+    response = admin_client_.post(
+        "/api/base-models/",
+        {"name": "llama", "kind": "together", "model_id": LLAMA},
+        content_type="application/json",
+    )
+    assert response.status_code == 201, response.json()
+    body = response.json()
+    assert body["api_key_env"] == "TOGETHER_API_KEY"
+    assert body["base_url"] == "https://api.together.xyz/v1"
+    refused = admin_client_.post(
+        "/api/base-models/",
+        {"name": "x", "kind": "together", "model_id": LLAMA, "api_key_env": "SECRET_KEY"},
+        content_type="application/json",
+    )
+    assert refused.status_code == 400 and "never sent" in json.dumps(refused.json())

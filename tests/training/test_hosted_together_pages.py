@@ -92,12 +92,24 @@ def test_an_admin_runs_the_loop_on_a_together_model_from_the_pages(
     assert partial.status_code == 200 and "hx-trigger" in partial.content.decode()
 
     fake_together.advance(
-        job.remote_job_id, "completed", events=[{"type": "job_complete", "message": "Job finished"}]
+        job.remote_job_id,
+        "completed",
+        events=[{"type": "job_complete", "message": "Job finished"}],
+        checkpoints=[
+            {
+                "checkpoint_type": "Final",
+                "created_at": "2026-12-01T01:00:00Z",
+                "path": "s3://ft/final",
+                "step": 2,
+                "object_name": "fakeuser/final",
+            }
+        ],
     )
     tasks.poll_openai_jobs()
     job.refresh_from_db()
     page = browser.get(job.get_absolute_url()).content.decode()
     assert job.result.name in page and "Sample from it" in page
+    assert "Checkpoints at Together AI" in page and "<code>fakeuser/final</code>" in page
 
     # Sample the fine-tuned model through Together's OpenAI-compatible endpoint.
     response = browser.post(reverse("training:sampling-create"), {

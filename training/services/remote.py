@@ -121,6 +121,16 @@ def _record_result(job: FineTuneJob, backend, state, reporter: JobReporter) -> N
             "arm_override": job.arm_override,
             "trained_tokens": state.trained_tokens,
             "hyperparameters": job.hyperparameters,
+            # The provider's checkpoints, for the job page and the exit kit.
+            "remote_checkpoints": [
+                {
+                    "step": c.step_number,
+                    "id": c.id,
+                    "train_loss": c.train_loss,
+                    "model": c.fine_tuned_model_checkpoint,
+                }
+                for c in state.checkpoints
+            ],  # fmt: skip
             **shutdown,
         },
     )

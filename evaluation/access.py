@@ -284,3 +284,8 @@ def get_realignment_for_user(user, pk: int, *, write: bool = False) -> Realignme
         raise PermissionDenied("Re-alignment runs are for researchers and admins.")
     related = ("source_version", "snapshot__dataset", "finetune_job", "evaluation")
     return get_object_or_404(RealignmentRun.objects.select_related(*related), pk=pk)
+
+
+def can_write_exit_kit(user) -> bool:
+    """Admins write hosted exit kits: they hold every output and closed study's ratings."""
+    return has_role(user, Role.ADMIN)

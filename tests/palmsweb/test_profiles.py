@@ -44,11 +44,17 @@ def member(username: str, *grants: tuple[Role, Profile]):
 
 
 def test_category_names_are_unique_within_a_profile_not_across(tutor, triage):
-    kids = curation.category_create(name="Health, Physical and Mental", position="Say: ask a grown-up.", profile=tutor)
-    clinic = curation.category_create(name="Health, Physical and Mental", position="Triage by urgency.", profile=triage)
+    kids = curation.category_create(
+        name="Health, Physical and Mental", position="Say: ask a grown-up.", profile=tutor
+    )
+    clinic = curation.category_create(
+        name="Health, Physical and Mental", position="Triage by urgency.", profile=triage
+    )
     assert kids.slug == clinic.slug == "health-physical-and-mental" and kids.pk != clinic.pk
     with pytest.raises(CurationError, match="already exists in this profile"):
-        curation.category_create(name="health, physical and mental", position="Again.", profile=tutor)
+        curation.category_create(
+            name="health, physical and mental", position="Again.", profile=tutor
+        )
     assert curation.load_palms_preset(profile=triage) == (7, 1)  # its own Health stays
 
 
@@ -68,7 +74,9 @@ def test_roles_hold_per_profile(tutor, triage):
 def test_a_sample_keeps_to_its_datasets_profile(tutor, triage):
     curator = member("bo", (Role.CURATOR, tutor))
     dataset = curation.dataset_create(name="Tutor answers", profile=tutor)
-    foreign = curation.category_create(name="Health, Physical and Mental", position="Triage.", profile=triage)
+    foreign = curation.category_create(
+        name="Health, Physical and Mental", position="Triage.", profile=triage
+    )
     with pytest.raises(CurationError, match="another value profile"):
         curation.sample_create(dataset=dataset, category=foreign, question="Q?", answer="A.")
     client = client_for(curator)
@@ -105,7 +113,8 @@ def test_pages_work_in_the_active_profile_and_switch(tutor, triage):
     after = client.get(reverse("curation:category-list")).content.decode()
     assert "Urgency" in after and "Kindness" not in after
     created = client.post(
-        reverse("curation:category-create"), {"name": "Dosage", "position": "Never guess.", "target_count": 10}
+        reverse("curation:category-create"),
+        {"name": "Dosage", "position": "Never guess.", "target_count": 10},
     )
     assert created.status_code == 302
     assert Category.objects.get(name="Dosage").profile == triage

@@ -178,7 +178,7 @@ def test_admins_manage_profiles_and_members_from_pages_and_api(db):
         members, {"username": "fay", "role": "curator"}, content_type="application/json"
     )
     assert joined.status_code == 201
-    assert client.get(members).json() == [joined.json()]
+    assert client.get(members).json()["results"] == [joined.json()]
     assert client.delete(f"{members}{joined.json()['id']}/").status_code == 204
     admin_role = client.post(
         members, {"username": "fay", "role": "admin"}, content_type="application/json"

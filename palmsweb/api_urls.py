@@ -5,6 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
 from evaluation.alignment import misalignment_api, realignment_api
+from evaluation.scoring.api import StudyAdherenceView
 from evaluation.studies import api as evaluation_api
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
@@ -39,5 +40,6 @@ router.register(
 
 urlpatterns = [
     path("auth/token/", AuthTokenView.as_view(), name="api-token"),
+    path("studies/<int:pk>/adherence/", StudyAdherenceView.as_view(), name="study-adherence"),
     *router.urls,
 ]

@@ -226,6 +226,9 @@ API_POLICY = {
     ("/api/studies/{study}/unblind/", "post"): UNBLINDERS,
     ("/api/studies/{study}/results/", "get"): ARM_RESULTS_WHILE_OPEN,
     ("/api/studies/{study}/events/", "get"): STUDY_READ,
+    # Held-out adherence (issue 16): researchers read it blinded until unblinding.
+    ("/api/studies/{study}/adherence/", "get"): STUDY_READ,
+    ("/api/studies/{study}/adherence/", "post"): ADMIN,
     ("/api/study-outputs/", "get"): ADMIN,
     ("/api/study-outputs/{output}/", "get"): ADMIN,
     ("/api/study-outputs/{output}/clear/", "post"): ADMIN,

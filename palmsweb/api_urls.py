@@ -9,6 +9,7 @@ from evaluation.scoring.api import StudyAdherenceView
 from evaluation.studies import api as evaluation_api
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
+from training import sweep_api
 
 router = DefaultRouter()
 router.register("categories", curation_api.CategoryViewSet, basename="category")
@@ -19,6 +20,7 @@ router.register("gap-tickets", curation_api.GapTicketViewSet, basename="gapticke
 router.register("base-models", training_api.BaseModelViewSet, basename="basemodel")
 router.register("model-versions", training_api.ModelVersionViewSet, basename="modelversion")
 router.register("finetunes", training_api.FineTuneJobViewSet, basename="finetune")
+router.register("sweeps", sweep_api.SweepViewSet, basename="sweep")
 router.register("sampling-jobs", training_api.SamplingJobViewSet, basename="samplingjob")
 router.register("prompt-sets", evaluation_api.PromptSetViewSet, basename="promptset")
 router.register("studies", evaluation_api.StudyViewSet, basename="study")

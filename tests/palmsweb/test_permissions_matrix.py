@@ -21,7 +21,7 @@ from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study
 from tests.factories import CategoryFactory, DatasetFactory, words
 from training import services as training
-from training.models import BaseModel
+from training.models import BaseModel, Sweep
 
 ROLES = ("anonymous", "outsider", "rater", "researcher", "curator", "admin")
 
@@ -94,6 +94,12 @@ HTML_POLICY = {
     ("training:finetune-cancel", "finetune", "post"): ADMIN,
     ("training:finetune-retry", "finetune", "post"): ADMIN,
     ("training:modelversion-list", None, "get"): TRAINING_READ,
+    ("training:sweep-list", None, "get"): TRAINING_READ,
+    ("training:sweep-create", None, "get"): ADMIN,
+    ("training:sweep-detail", "sweep", "get"): TRAINING_READ,
+    ("training:sweep-cancel", "sweep", "post"): ADMIN,
+    ("training:sweep-promote", "sweep", "post"): ADMIN,
+    ("training:sweep-delete-weights", "sweep", "post"): ADMIN,
     ("training:sampling-list", None, "get"): TRAINING_READ,
     ("training:sampling-create", None, "get"): ADMIN,
     ("training:sampling-detail", "sampling", "get"): TRAINING_READ,
@@ -205,6 +211,12 @@ API_POLICY = {
     ("/api/finetunes/{finetune}/", "get"): TRAINING_READ,
     ("/api/finetunes/{finetune}/cancel/", "post"): ADMIN,
     ("/api/finetunes/{finetune}/retry/", "post"): ADMIN,
+    ("/api/sweeps/", "get"): TRAINING_READ,
+    ("/api/sweeps/", "post"): ADMIN,
+    ("/api/sweeps/{sweep}/", "get"): TRAINING_READ,
+    ("/api/sweeps/{sweep}/cancel/", "post"): ADMIN,
+    ("/api/sweeps/{sweep}/promote/", "post"): ADMIN,
+    ("/api/sweeps/{sweep}/delete-weights/", "post"): ADMIN,
     ("/api/sampling-jobs/", "get"): TRAINING_READ,
     ("/api/sampling-jobs/", "post"): ADMIN,
     ("/api/sampling-jobs/{sampling}/", "get"): TRAINING_READ,
@@ -305,6 +317,7 @@ FAKE_IDS = {
 FAKE_IDS["misalignment_eval"] = "1"
 FAKE_IDS["realignment"] = "1"
 FAKE_IDS["study_sampling"] = "1"
+FAKE_IDS["sweep"] = "1"
 
 
 def resolve_name(path: str) -> str:
@@ -354,6 +367,10 @@ def world(db, monkeypatch, tmp_path, no_training_queue):
         "gap_ticket": gap_ticket.pk, "pending_import": pending_import.pk,
         "base_model": base.pk, "model_version": training.base_version(base).pk,
         "finetune": finetune.pk,
+        "sweep": Sweep.objects.create(
+            name="matrix", base_model=base, snapshot=snapshot, max_runs=1,
+            grid={"learning_rate": [1e-4], "epochs": [1], "method": ["full"]},
+        ).pk,
         "sampling": training.sampling_launch(
             prompts=[{"text": "Q?"}], model_versions=[training.base_version(base)]
         ).pk,

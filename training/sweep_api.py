@@ -93,7 +93,10 @@ class SweepSerializer(serializers.ModelSerializer):
 
 
 class PromoteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    run = serializers.IntegerField(help_text="The fine-tune (a run of this sweep) to promote.")
+    run = serializers.IntegerField(
+        min_value=1, max_value=2**63 - 1,
+        help_text="The fine-tune (a run of this sweep) to promote.",
+    )  # fmt: skip
 
 
 class DeletedWeightsSerializer(serializers.Serializer):

@@ -121,7 +121,7 @@ def sweep_cancel(request, pk: int):
 def sweep_promote(request, pk: int):
     sweep = get_sweep_for_user(request.user, pk, write=True)
     run = request.POST.get("run", "")
-    if not run.isdigit():
+    if not run.isdigit() or int(run) >= 2**63:
         return _done(request, sweep, error="Choose a run to promote.")
     job = get_finetune_for_user(request.user, int(run), write=True)
     try:

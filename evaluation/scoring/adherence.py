@@ -63,7 +63,7 @@ def clean_adherence_options(study: Study, options: dict | None) -> dict:
     else:
         try:
             snapshot = Snapshot.objects.select_related("dataset").get(pk=int(raw))
-        except (TypeError, ValueError, Snapshot.DoesNotExist):
+        except (TypeError, ValueError, OverflowError, Snapshot.DoesNotExist):
             raise ScoringError(f"Snapshot {raw!r} does not exist.") from None
     if not snapshot.sample_count:
         raise ScoringError("The held-out snapshot has no samples.")

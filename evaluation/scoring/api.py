@@ -31,7 +31,7 @@ class AdherenceAccess(BasePermission):
 
 class AdherenceStartSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     snapshot = serializers.IntegerField(
-        required=False, allow_null=True, default=None,
+        required=False, allow_null=True, default=None, min_value=1, max_value=2**63 - 1,
         help_text="The held-out snapshot; left out: the demo validation snapshot (else the "
         "newest snapshot of a validation dataset).",
     )  # fmt: skip

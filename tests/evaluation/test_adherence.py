@@ -257,6 +257,9 @@ def test_the_api_starts_runs_and_refuses_bad_input(tiny_arms, held_out, queued,
     url = f"/api/studies/{tiny_arms.study.pk}/adherence/"
     assert admin.post(url, {"snapshot": 987654}, content_type=JSON).status_code == 400
     assert admin.post(url, {"snapshots": 1}, content_type=JSON).status_code == 400
+    assert admin.post(url, {"snapshot": 2**70}, content_type=JSON).status_code == 400
+    page = reverse("evaluation:study-scoring-start", args=[tiny_arms.study.pk])
+    admin.post(page, {"kind": "adherence", "snapshot": str(2**70)})  # a message, not a 500
     assert not ScoringRun.objects.exists()
     with django_capture_on_commit_callbacks(execute=True):
         response = admin.post(url, {}, content_type=JSON)

@@ -47,6 +47,13 @@ def test_a_tiny_sweep_end_to_end(admin_client_, artifacts, benign_snapshot, tiny
 
     page = admin_client_.get(sweep.get_absolute_url()).content.decode()
     assert page.count('class="sweep-curve"') == 4 and "Promote into studies" in page
+    polled = admin_client_.get(sweep.get_absolute_url(), headers={"HX-Request": "true"})
+    assert 'id="sweep-runs"' in polled.content.decode() and "<html" not in polled.content.decode()
+    job_page = admin_client_.get(runs[0].get_absolute_url()).content.decode()
+    assert sweep.get_absolute_url() in job_page
+    too_big = admin_client_.post(f"/api/sweeps/{sweep.pk}/promote/", {"run": 2**70},
+                                 content_type=JSON)  # fmt: skip
+    assert too_big.status_code == 400
 
     second = FineTuneJob.objects.get(pk=ranked[1]["id"])
     promote = reverse("training:sweep-promote", args=[sweep.pk])

@@ -1,6 +1,6 @@
 """REST API routes, mounted under /api/ by palmsweb.urls."""
 
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
@@ -42,6 +42,10 @@ router.register(
 
 urlpatterns = [
     path("auth/token/", AuthTokenView.as_view(), name="api-token"),
-    path("studies/<int:pk>/adherence/", StudyAdherenceView.as_view(), name="study-adherence"),
+    re_path(
+        r"^studies/(?P<id>[^/.]+)/adherence/$",
+        StudyAdherenceView.as_view(),
+        name="study-adherence",
+    ),
     *router.urls,
 ]

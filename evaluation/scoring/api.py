@@ -10,6 +10,7 @@ from __future__ import annotations
 from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
+from rest_framework.exceptions import NotFound
 from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -47,6 +48,7 @@ RUN = inline_serializer(
         "error": serializers.CharField(),
         "snapshot": serializers.IntegerField(allow_null=True),
     },
+    allow_null=True,
 )
 ADHERENCE = inline_serializer(
     "StudyAdherence",
@@ -77,6 +79,18 @@ def _run_payload(run: ScoringRun | None) -> dict | None:
     }
 
 
+def _study(request, raw: str, *, write: bool = False) -> Study:
+    """The study of the URL, or 404 (the permission class has checked the role already);
+    an id that is not a positive 64-bit integer is a 404, as the router's routes answer."""
+    try:
+        pk = int(raw)
+    except ValueError:
+        raise NotFound() from None
+    if not 0 < pk < 2**63:
+        raise NotFound()
+    return access.get_study_for_user(request.user, pk, write=write)
+
+
 class StudyAdherenceView(APIView):
     authentication_classes = [TokenAuthentication, SessionAuthentication]
     permission_classes = [AdherenceAccess]
@@ -92,19 +106,19 @@ class StudyAdherenceView(APIView):
         }
 
     @extend_schema(responses={200: ADHERENCE, 403: ERROR, 404: ERROR})
-    def get(self, request, pk: int):
+    def get(self, request, **kwargs):
         """The held-out adherence of the study's arms (latest succeeded run) and the
         newest run's status."""
-        study = access.get_study_for_user(request.user, pk)
+        study = _study(request, kwargs["id"])
         return Response(self._payload(request, study))
 
     @extend_schema(
         request=AdherenceStartSerializer, responses={202: ADHERENCE, 400: ERROR, 403: ERROR}
     )
-    def post(self, request, pk: int):
+    def post(self, request, **kwargs):
         """Queue a held-out adherence run (gpu queue); 400 when the set is missing, empty
         or not held out, or a run is already queued or running."""
-        study = access.get_study_for_user(request.user, pk, write=True)
+        study = _study(request, kwargs["id"], write=True)
         data = AdherenceStartSerializer(data=request.data)
         data.is_valid(raise_exception=True)
         try:

@@ -286,3 +286,27 @@ def test_the_bundle_with_arms_carries_the_per_sample_numbers(scored, tmp_path):
     arm_free = write_bundle(study, tmp_path / "c.zip", includes_arms=False)
     with zipfile.ZipFile(arm_free.path) as zf:
         assert not any(name.endswith("adherence.json") for name in zf.namelist())
+
+
+def test_the_human_difference_sits_beside_the_values_targeted_row():
+    from types import SimpleNamespace as NS
+
+    from evaluation.report.document import attach_human_differences
+
+    def result(diff):
+        return NS(result=NS(mean_diff=diff))
+
+    family = NS(key="vt-base", size_tag="77M", a=NS(kind="values_targeted"),
+                rows=[NS(category=NS(name="Health"), **vars(result(1.1)))],
+                overall=result(0.3))  # fmt: skip
+    row = {"available": True, "arm_kind": "values_targeted", "size": "77M",
+           "cells": [{"category": "Health"}, {"category": "All categories"}]}  # fmt: skip
+    base_row = {"available": True, "arm_kind": "base", "size": "77M",
+                "cells": [{"category": "Health"}]}  # fmt: skip
+    scores = {"adherence": {"available": True, "blinded": False, "rows": [row, base_row]}}
+    attach_human_differences(scores, NS(blinded=False, families=[family]))
+    assert [c["human_diff"] for c in row["cells"]] == [1.1, 0.3]
+    assert "human_diff" not in base_row["cells"][0]
+    blinded = {"adherence": {"available": True, "blinded": True, "rows": [dict(row, cells=[{}])]}}
+    attach_human_differences(blinded, NS(blinded=True, families=[family]))
+    assert blinded["adherence"]["rows"][0]["cells"] == [{}]

@@ -55,13 +55,15 @@ def test_a_tiny_sweep_end_to_end(admin_client_, artifacts, benign_snapshot, tiny
                                  content_type=JSON)  # fmt: skip
     assert too_big.status_code == 400
 
+    sweep_versions = {j.result_id for j in sweep.runs.all()}
+    unpromoted = set(ModelVersion.objects.for_studies().values_list("pk", flat=True))
+    assert not unpromoted & sweep_versions  # candidates only, until one is promoted
     second = FineTuneJob.objects.get(pk=ranked[1]["id"])
     promote = reverse("training:sweep-promote", args=[sweep.pk])
     assert admin_client_.post(promote, {"run": second.pk}).status_code == 302
     sweep.refresh_from_db()
     assert sweep.promoted_version == second.result
     offered = set(ModelVersion.objects.for_studies().values_list("pk", flat=True))
-    sweep_versions = {j.result_id for j in sweep.runs.all()}
     assert offered & sweep_versions == {second.result_id}
 
     deleted = admin_client_.post(f"/api/sweeps/{sweep.pk}/delete-weights/").json()

@@ -54,6 +54,7 @@ class ScoringKind(models.TextChoices):
     COOCCURRENCE = "cooccurrence", "Co-occurrence"
     CAPABILITY = "capability", "Capability"
     JUDGE = "judge", "LLM judge (1–5)"
+    ADHERENCE = "adherence", "Held-out adherence"
 
 
 class ExportFormat(models.TextChoices):

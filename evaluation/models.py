@@ -382,8 +382,8 @@ class AutomaticScore(models.Model):
 
 
 class ScoringRun(BackgroundRun):
-    """A background computation over a study: toxicity, co-occurrence, capability or the
-    LLM judge. Per-output results go to AutomaticScore; per-arm aggregates to ``result``."""
+    """A background computation over a study: toxicity, co-occurrence, capability, held-out
+    adherence or the LLM judge. Per-output results: AutomaticScore; per arm: ``result``."""
 
     Kind = choices.ScoringKind
     Status = choices.RunStatus

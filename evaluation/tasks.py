@@ -81,6 +81,14 @@ def run_capability_scoring(run_id: int) -> None:
 
 
 @shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_adherence_scoring(run_id: int) -> None:
+    """Held-out answer likelihood per local arm; routed to the gpu queue."""
+    from evaluation.scoring import adherence
+
+    adherence.adherence_execute(run_id)
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
 def run_judge_scoring(run_id: int) -> None:
     """Claim and run one LLM-judge run (default queue: it waits on HTTP, not a GPU)."""
     from evaluation.scoring import judge as judge_scoring

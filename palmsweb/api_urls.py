@@ -1,15 +1,17 @@
 """REST API routes, mounted under /api/ by palmsweb.urls."""
 
-from django.urls import path
+from django.urls import path, re_path
 from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
 from evaluation.alignment import misalignment_api, realignment_api
 from evaluation.report import exit_kit_views
+from evaluation.scoring.api import StudyAdherenceView
 from evaluation.studies import api as evaluation_api
 from palmsweb.profile_api import ProfileViewSet
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
+from training import sweep_api
 
 router = DefaultRouter()
 router.register("profiles", ProfileViewSet, basename="profile")
@@ -21,6 +23,7 @@ router.register("gap-tickets", curation_api.GapTicketViewSet, basename="gapticke
 router.register("base-models", training_api.BaseModelViewSet, basename="basemodel")
 router.register("model-versions", training_api.ModelVersionViewSet, basename="modelversion")
 router.register("finetunes", training_api.FineTuneJobViewSet, basename="finetune")
+router.register("sweeps", sweep_api.SweepViewSet, basename="sweep")
 router.register("sampling-jobs", training_api.SamplingJobViewSet, basename="samplingjob")
 router.register("prompt-sets", evaluation_api.PromptSetViewSet, basename="promptset")
 router.register("studies", evaluation_api.StudyViewSet, basename="study")
@@ -44,5 +47,10 @@ router.register("exit-kits", exit_kit_views.ExitKitViewSet, basename="exitkit")
 
 urlpatterns = [
     path("auth/token/", AuthTokenView.as_view(), name="api-token"),
+    re_path(
+        r"^studies/(?P<id>[^/.]+)/adherence/$",
+        StudyAdherenceView.as_view(),
+        name="study-adherence",
+    ),
     *router.urls,
 ]

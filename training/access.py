@@ -14,7 +14,7 @@ from django.db.models import Model, QuerySet
 from django.shortcuts import get_object_or_404
 
 from palmsweb.roles import Role, has_role
-from training.models import BaseModel, FineTuneJob, ModelVersion, SamplingJob
+from training.models import BaseModel, FineTuneJob, ModelVersion, SamplingJob, Sweep
 from training.selectors import RESTRICTED_JOB_MESSAGE
 
 READ_ROLES = (Role.CURATOR, Role.RESEARCHER)  # admins pass every role check
@@ -71,4 +71,10 @@ def get_sampling_job_for_user(user, pk: int, *, write: bool = False) -> Sampling
     """The sampling job, or 404; 403 unless the user may read (or, with ``write``, change)
     it. A restricted job (a blinded study's) is for admins only."""
     queryset = SamplingJob.objects.select_related("created_by")
+    return _get_for_user(user, queryset, pk, write=write)
+
+
+def get_sweep_for_user(user, pk: int, *, write: bool = False) -> Sweep:
+    """The sweep, or 404; 403 unless the user may read (or, with ``write``, change) it."""
+    queryset = Sweep.objects.select_related("base_model", "snapshot__dataset", "created_by")
     return _get_for_user(user, queryset, pk, write=write)

@@ -74,6 +74,16 @@ def format_parameter_count(count: int | None) -> str:
     return str(count)
 
 
+class ModelVersionQuerySet(models.QuerySet):
+    def for_studies(self):
+        """Versions a study may use: all but the runs of a sweep other than the one
+        promoted (they are candidates, and the losers' weights may be deleted)."""
+        unpromoted = FineTuneJob.objects.filter(sweep__isnull=False, result__isnull=False).exclude(
+            sweep__promoted_version=models.F("result")
+        )
+        return self.exclude(pk__in=unpromoted.values("result"))
+
+
 class ModelVersion(models.Model):
     """Something that can be sampled: a base model as is, or the result of a fine-tune."""
 
@@ -91,6 +101,8 @@ class ModelVersion(models.Model):
     parameter_count = models.BigIntegerField(null=True, blank=True)
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
+
+    objects = ModelVersionQuerySet.as_manager()
 
     class Meta:
         ordering = ["-created_at", "-pk"]
@@ -280,6 +292,9 @@ class FineTuneJob(Job):
         related_name="retrained_as",
         help_text="The fine-tune whose snapshot and hyperparameters this one re-launched.",
     )
+    sweep = models.ForeignKey(
+        "training.Sweep", null=True, blank=True, on_delete=models.PROTECT, related_name="runs"
+    )
 
     class Meta(Job.Meta):
         pass
@@ -313,6 +328,39 @@ class FineTuneCheckpoint(models.Model):
 
     def __str__(self) -> str:
         return f"Fine-tune #{self.job_id} after step {self.step}"
+
+
+class Sweep(models.Model):
+    """A grid of local fine-tunes (learning rate × epochs × method) on one snapshot, ranked
+    by their best validation loss; an admin promotes one run's version into studies."""
+
+    name = models.CharField(max_length=200)
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="sweeps")
+    snapshot = models.ForeignKey("curation.Snapshot", on_delete=models.PROTECT, related_name="+")
+    validation_snapshot = models.ForeignKey(
+        "curation.Snapshot", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    grid = models.JSONField(help_text='{"learning_rate": [...], "epochs": [...], "method": [...]}')
+    hyperparameters = models.JSONField(default=dict, blank=True)  # shared by every run
+    max_runs = models.PositiveIntegerField()
+    promoted_version = models.ForeignKey(
+        ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    promoted_at = models.DateTimeField(null=True, blank=True)
+    cancelled_at = models.DateTimeField(null=True, blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-created_at", "-pk"]
+
+    def __str__(self) -> str:
+        return self.name or f"Sweep #{self.pk}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:sweep-detail", args=[self.pk])
 
 
 class SamplingJob(Job):

@@ -336,3 +336,35 @@ def persona_points(track: list[dict]) -> list[dict]:
         return []
     start = track[0]["value"]
     return [point | {"shift": point["value"] - start} for point in track]
+
+
+# --- sweeps: several validation curves on one chart --------------------------------------------
+
+SERIES_COLOURS = ("#2b6cb0", "#d9822b", "#4a9d5b", "#9b4dca", "#c53030", "#718096")
+
+
+@dataclass(frozen=True)
+class ChartSeries:
+    label: str
+    points: str  # an SVG polyline's points
+    colour: str
+
+
+def overlay_chart(
+    series: list[tuple[str, list]], *, width: int = 640, height: int = 260
+) -> tuple[LossChart, list[ChartSeries]]:
+    """Several loss histories (``[(label, [[step, loss], ...]), ...]``) on shared axes, as
+    ``loss_chart`` draws one: the box and ticks, and each curve's polyline and colour."""
+    histories = [(label, _finite_history(history)) for label, history in series]
+    everything = [point for _, history in histories for point in history]
+    box = loss_chart(everything, width=width, height=height)
+    if not everything:
+        return box, []
+    bounds = _bounds(everything)
+    curves = []
+    for index, (label, history) in enumerate(histories):
+        mapped = loss_curve_svg_points(history, box.plot_width, box.plot_height, bounds=bounds)
+        if mapped:
+            colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
+            curves.append(ChartSeries(label, _svg_points(mapped, box.left, box.top), colour))
+    return box, curves

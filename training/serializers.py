@@ -32,6 +32,9 @@ from training.services import (
     MAX_PROMPTS,
     MAX_SAMPLES_PER_PROMPT,
     REMOTE_KINDS,
+    MAX_PROMPTS,
+    MAX_SAMPLES_PER_PROMPT,
+    sampling_default_for,
     version_shutdown,
 )
 
@@ -65,10 +68,23 @@ class FineTuneArmField(serializers.ChoiceField):
 # --- base models and versions ---------------------------------------------------------------
 
 
+class SamplingDefaultSerializer(serializers.Serializer):
+    size = serializers.CharField()
+    below = serializers.FloatField(allow_null=True, help_text="Parameters (exclusive).")
+    temperature = serializers.FloatField()
+    top_p = serializers.FloatField()
+    max_new_tokens = serializers.IntegerField()
+    reason = serializers.CharField()
+
+
 class BaseModelSerializer(serializers.ModelSerializer):
     size_label = serializers.CharField(read_only=True)
     # Blank for local models: a plain string, not a "uri" (which "" is not).
     base_url = serializers.CharField(read_only=True)
+    sampling_default = serializers.SerializerMethodField(
+        help_text="Recommended sampling for a model of this size, with the reason; null when "
+        "the size is unknown (training/services/sampling_defaults.py)."
+    )
 
     class Meta:
         model = BaseModel
@@ -84,8 +100,14 @@ class BaseModelSerializer(serializers.ModelSerializer):
             "size_label",
             "is_default",
             "created_at",
+            "sampling_default",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(SamplingDefaultSerializer(allow_null=True))
+    def get_sampling_default(self, base_model: BaseModel) -> dict | None:
+        default = sampling_default_for(base_model.parameter_count)
+        return default.as_dict() if default else None
 
 
 class BaseModelCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import views
+from training import sweep_views, views
 
 app_name = "training"
 
@@ -17,6 +17,17 @@ urlpatterns = [
     path("finetunes/<int:pk>/cancel/", views.finetune_cancel, name="finetune-cancel"),
     path("finetunes/<int:pk>/retry/", views.finetune_retry, name="finetune-retry"),
     path("finetunes/<int:pk>/retrain/", views.finetune_retrain, name="finetune-retrain"),
+    # sweeps (grids of fine-tunes)
+    path("sweeps/", sweep_views.sweep_list, name="sweep-list"),
+    path("sweeps/new/", sweep_views.sweep_create, name="sweep-create"),
+    path("sweeps/<int:pk>/", sweep_views.sweep_detail, name="sweep-detail"),
+    path("sweeps/<int:pk>/cancel/", sweep_views.sweep_cancel, name="sweep-cancel"),
+    path("sweeps/<int:pk>/promote/", sweep_views.sweep_promote, name="sweep-promote"),
+    path(
+        "sweeps/<int:pk>/delete-weights/",
+        sweep_views.sweep_delete_weights,
+        name="sweep-delete-weights",
+    ),
     # model versions
     path("model-versions/", views.modelversion_list, name="modelversion-list"),
     # sampling

@@ -19,6 +19,7 @@ from evaluation.studies.positions import position_records
 from evaluation.studies.selectors import study_progress
 
 SCORE_TEMPLATES = (
+    "evaluation/_report_adherence.html",
     "evaluation/_report_toxicity.html",
     "evaluation/_report_cooccurrence.html",
     "evaluation/_report_capability.html",
@@ -45,6 +46,24 @@ def score_sections(study: Study, *, blinded: bool) -> tuple[dict | None, list[st
         return None, []
     scores = report_sections(study, blinded=blinded)
     return scores, [t for t in SCORE_TEMPLATES if _template_exists(t)]
+
+
+def attach_human_differences(scores: dict | None, report: Report) -> None:
+    """Set the human ratings' values-targeted − base mean difference per category beside
+    the values-targeted rows' held-out adherence cells (only where arms may be seen)."""
+    section = (scores or {}).get("adherence", {})
+    if report.blinded or not section.get("available") or section.get("blinded"):
+        return
+    for fam in report.families:
+        if fam.key != "vt-base":
+            continue
+        by_name = {r.category.name: r.result.mean_diff for r in fam.rows if r.category}
+        by_name["All categories"] = fam.overall.result.mean_diff
+        for row in section["rows"]:
+            same_size = (row.get("size") or "") == (fam.size_tag or "")
+            if row.get("available") and row.get("arm_kind") == fam.a.kind and same_size:
+                for cell in row["cells"]:
+                    cell["human_diff"] = by_name.get(cell["category"])
 
 
 def gap_links(report: Report) -> dict:
@@ -95,6 +114,7 @@ def report_context(study: Study, mode: str) -> dict:
     scores, score_templates = (None, [])
     if mode != "arm-free":
         scores, score_templates = score_sections(study, blinded=(mode != "arms"))
+        attach_human_differences(scores, report)
     return {
         "study": study,
         "mode": mode,

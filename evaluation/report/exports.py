@@ -378,6 +378,26 @@ def _write_positions(study: Study, path: Path) -> dict:
     return {"name": path.name, "sha256": digest, "size": len(data), "rows": None}
 
 
+def _write_adherence(study: Study, path: Path) -> list[dict]:
+    """adherence.json (bundles with arms): the held-out adherence section and, per arm,
+    each held-out sample's answer NLL and token count; nothing without a succeeded run."""
+    from evaluation.scoring import adherence_summary
+    from evaluation.scoring.common import latest_succeeded
+
+    run = latest_succeeded(study, "adherence")
+    if run is None:
+        return []
+    labels = {arm.pk: str(arm.model_version) for arm in study.arms.select_related("model_version")}
+    raw = {labels.get(int(pk), pk): {k: v for k, v in data.items() if k != "categories"}
+           for pk, data in run.result.get("arms", {}).items()}  # fmt: skip
+    body = {"section": adherence_summary(study, blinded=False), "per_sample": raw,
+            "sample_categories": run.result.get("sample_categories", [])}  # fmt: skip
+    data = json.dumps(body, indent=2, ensure_ascii=False, default=str).encode()
+    path.write_bytes(data)
+    return [{"name": path.name, "sha256": hashlib.sha256(data).hexdigest(), "size": len(data),
+             "rows": None}]  # fmt: skip
+
+
 def write_bundle(
     study: Study, path: Path, *, includes_arms: bool, user=None, on_phase=_silent
 ) -> Written:
@@ -418,6 +438,8 @@ def write_bundle(
             }
         )
         files.append(_write_positions(study, tmpdir / "positions.json"))
+        if includes_arms:
+            files += _write_adherence(study, tmpdir / "adherence.json")
         manifest = {
             "kind": "palmsweb study bundle",
             "generated_at": timezone.now().isoformat(),

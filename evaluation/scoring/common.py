@@ -9,7 +9,7 @@ from functools import cache
 from pathlib import Path
 
 from evaluation.errors import EvaluationError
-from evaluation.models import ScoringRun
+from evaluation.models import ScoringRun, Study
 from palmsweb.lib.jobs import Lifecycle, readable_failure
 
 PRESETS_DIR = Path(__file__).resolve().parents[1] / "presets"
@@ -43,3 +43,12 @@ def _preset(name: str) -> dict:
 def shipped_preset(name: str) -> dict:
     """A preset file as shipped, a fresh copy the caller may change."""
     return json.loads(json.dumps(_preset(name)))
+
+
+def latest_succeeded(study: Study, kind: str) -> ScoringRun | None:
+    """The study's newest succeeded run of ``kind`` (what the report shows)."""
+    return (
+        study.scoring_runs.filter(kind=kind, status=ScoringRun.Status.SUCCEEDED)
+        .order_by("-finished_at", "-pk")
+        .first()
+    )

@@ -3,8 +3,9 @@ run of each kind.
 
 Each run is a ScoringRun worked by a Celery task (evaluation.tasks); the kinds live in their
 own modules: ``toxicity`` (default queue), ``cooccurrence`` (default queue, waits on a
-gpu-queue sampling job), ``capability`` (gpu queue) and ``judge`` (default queue,
-HTTP-bound). ``summaries`` builds the report's sections from the latest succeeded runs.
+gpu-queue sampling job), ``capability`` and ``adherence`` (gpu queue) and ``judge``
+(default queue, HTTP-bound). ``summaries`` builds the report's sections from the latest
+succeeded runs.
 
 Runs are claimed with a guarded update (queued → running, ``common.SCORING``), so a task
 delivered twice does its work once. docs/scoring.md says how to read the numbers.
@@ -19,6 +20,7 @@ from django.db import transaction
 from django.db.models import Q
 
 from evaluation.models import ScoringRun, Study, StudyOutput
+from evaluation.scoring.adherence import clean_adherence_options
 from evaluation.scoring.common import SCORING, ScoringError
 from evaluation.scoring.cooccurrence import clean_cooccurrence_options
 from evaluation.scoring.judge import clean_judge_options, judge_key
@@ -40,7 +42,8 @@ def scoring_run_start(
     Toxicity needs outputs (a study past sampling) and an available scorer; co-occurrence
     takes ``options`` (see ``clean_cooccurrence_options``); the judge takes its endpoint,
     model, key variable name and logprobs switch (``clean_judge_options``), and its key
-    variable must be set; capability takes none.
+    variable must be set; adherence takes the held-out snapshot
+    (``clean_adherence_options``); capability takes none.
     Refuses a second run of the same kind while one is queued or running.
     """
     if kind not in ScoringRun.Kind.values:
@@ -69,6 +72,10 @@ def scoring_run_start(
         if not StudyOutput.objects.filter(study=study).rated().exists():
             raise ScoringError("The study has no outputs to score yet: open it first.")
         scorer_name = options["model"]
+    elif kind == ScoringRun.Kind.ADHERENCE:
+        if not study.arms.exists():
+            raise ScoringError("The study has no arms.")
+        options, scorer_name = clean_adherence_options(study, options), ""
     else:
         if not study.arms.exists():
             raise ScoringError("The study has no arms.")
@@ -83,13 +90,14 @@ def scoring_run_start(
         ScoringRun.Kind.COOCCURRENCE: tasks.run_cooccurrence_scoring,
         ScoringRun.Kind.CAPABILITY: tasks.run_capability_scoring,
         ScoringRun.Kind.JUDGE: tasks.run_judge_scoring,
+        ScoringRun.Kind.ADHERENCE: tasks.run_adherence_scoring,
     }[kind]
     task.delay_on_commit(run.pk)
     return run
 
 
 def scoring_runs_sweep_stale() -> int:
-    """Fail toxicity, capability and judge runs that have been running longer than a task
+    """Fail toxicity, capability, adherence and judge runs that have been running longer than a task
     may live (CELERY_TASK_TIME_LIMIT): their worker died. Co-occurrence runs wait on a
     sampling job, which has its own heartbeat and sweep. Returns the count."""
     limit = int(getattr(settings, "CELERY_TASK_TIME_LIMIT", 6 * 3600 + 300))

@@ -6,16 +6,10 @@ from __future__ import annotations
 from collections import defaultdict
 
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyOutput
+from evaluation.scoring.adherence import adherence_section
+from evaluation.scoring.common import latest_succeeded
 from evaluation.scoring.toxicity import TOXICITY_METRIC
 from evaluation.studies.blinding import blind_labels
-
-
-def _latest_succeeded(study: Study, kind: str) -> ScoringRun | None:
-    return (
-        study.scoring_runs.filter(kind=kind, status=ScoringRun.Status.SUCCEEDED)
-        .order_by("-finished_at", "-pk")
-        .first()
-    )
 
 
 def _arm_entries(study: Study, *, blinded: bool, arm_labels: dict[int, str] | None) -> list[dict]:
@@ -51,7 +45,7 @@ def judge_run_summary(
 ) -> dict:
     """The latest succeeded judge run's per-arm means for the scoring page (blinded as
     ``report_sections``). The report sets them beside the human ratings."""
-    run = _latest_succeeded(study, ScoringRun.Kind.JUDGE)
+    run = latest_succeeded(study, ScoringRun.Kind.JUDGE)
     if run is None:
         return {"available": False}
     arms = run.result.get("arms", {})
@@ -78,6 +72,13 @@ def judge_run_summary(
     }
 
 
+def adherence_summary(study: Study, *, blinded: bool) -> dict:
+    """The held-out adherence section alone (the API), blinded as ``report_sections``."""
+    return adherence_section(
+        study, _arm_entries(study, blinded=blinded, arm_labels=None), blinded=blinded
+    )
+
+
 def _public(entry: dict) -> dict:
     """What a template may show of an arm: no internal id."""
     return {k: v for k, v in entry.items() if k != "key"}
@@ -92,9 +93,9 @@ def report_sections(
 ) -> dict:
     """Ready-to-render automatic-score sections of a study's report.
 
-    Keys: ``toxicity``, ``cooccurrence``, ``capability`` (each with ``available``), and
-    ``arms``. With ``blinded=True`` arms appear only as the labels in ``arm_labels``
-    (``{StudyArm.pk: "Arm A"}``; drawn from the study's salt when not given), with no
+    Keys: ``toxicity``, ``cooccurrence``, ``capability``, ``adherence`` (each with
+    ``available``), and ``arms``. With ``blinded=True`` arms appear only as the labels in
+    ``arm_labels`` (``{StudyArm.pk: "Arm A"}``; drawn from the study's salt when not given), with no
     model names, arm kinds, sizes or internal ids, and per-arm error texts are replaced
     by a neutral phrase.
     """
@@ -105,6 +106,7 @@ def report_sections(
         "toxicity": _toxicity_section(study, arms, n_resamples=n_resamples),
         "cooccurrence": _cooccurrence_section(study, arms),
         "capability": _capability_section(study, arms, blinded=blinded),
+        "adherence": adherence_section(study, arms, blinded=blinded),
     }
 
 
@@ -129,7 +131,7 @@ def _summary(values: list[float], n_missing: int, *, n_resamples: int) -> dict:
 
 
 def _toxicity_section(study: Study, arms: list[dict], *, n_resamples: int) -> dict:
-    run = _latest_succeeded(study, ScoringRun.Kind.TOXICITY)
+    run = latest_succeeded(study, ScoringRun.Kind.TOXICITY)
     if run is None:
         return {"available": False}
     scorer = run.result.get("scorer") or run.scorer
@@ -189,7 +191,7 @@ def _toxicity_section(study: Study, arms: list[dict], *, n_resamples: int) -> di
 
 
 def _cooccurrence_section(study: Study, arms: list[dict]) -> dict:
-    run = _latest_succeeded(study, ScoringRun.Kind.COOCCURRENCE)
+    run = latest_succeeded(study, ScoringRun.Kind.COOCCURRENCE)
     if run is None:
         return {"available": False}
     sets = []
@@ -226,7 +228,7 @@ def _cooccurrence_section(study: Study, arms: list[dict]) -> dict:
 
 
 def _capability_section(study: Study, arms: list[dict], *, blinded: bool) -> dict:
-    run = _latest_succeeded(study, ScoringRun.Kind.CAPABILITY)
+    run = latest_succeeded(study, ScoringRun.Kind.CAPABILITY)
     if run is None:
         return {"available": False}
     rows = []

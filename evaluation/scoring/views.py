@@ -1,5 +1,6 @@
-"""The scoring page of a study: admins launch toxicity, co-occurrence, capability and
-LLM-judge runs; researchers (and admins) follow their progress and read the results.
+"""The scoring page of a study: admins launch toxicity, co-occurrence, capability,
+held-out adherence and LLM-judge runs; researchers (and admins) follow their progress and
+read the results.
 
 Results are per arm, so they are blinded (arms as "Arm A/B/C", no model names) for
 anyone who may not yet see per-arm results (see ``access.can_see_arm_results``).
@@ -15,6 +16,7 @@ from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
+from curation.models import Dataset, Snapshot
 from evaluation import errors, scoring
 from evaluation.access import (
     admin_access,
@@ -46,6 +48,10 @@ def _context(request, study: Study) -> dict:
         "scores": scoring.report_sections(study, blinded=blinded),
         "judge": scoring.judge_run_summary(study, blinded=blinded),
         "judge_form": _last_judge_options(study),
+        "adherence_snapshots": Snapshot.objects.filter(
+            dataset__kind=Dataset.Kind.VALIDATION
+        ).select_related("dataset")[:50],
+        "adherence_default": scoring.default_adherence_snapshot(),
     }
 
 
@@ -113,6 +119,8 @@ def scoring_start(request, pk: int):
             options = _cooccurrence_options(request.POST)
         elif kind == "judge":
             options = _judge_options(request.POST)
+        elif kind == "adherence":
+            options = {"snapshot": request.POST.get("snapshot", "")}
         scoring.scoring_run_start(
             study=study,
             kind=kind,

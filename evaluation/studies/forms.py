@@ -112,6 +112,13 @@ class StudyForm(RubricFieldsMixin, forms.Form):
         if not self.is_bound and "raters" not in self.initial:
             self.initial["raters"] = list(rater_pool_candidates(profile_id))
 
+    @staticmethod
+    def sampling_recommendations() -> tuple:
+        """Recommended sampling settings per model size, with reasons (shown by the form)."""
+        from training.services import SAMPLING_DEFAULTS
+
+        return SAMPLING_DEFAULTS
+
     @classmethod
     def for_study(cls, study: Study, data=None) -> StudyForm:
         initial = {
@@ -196,7 +203,9 @@ class LiveStudyForm(RubricFieldsMixin, forms.Form):
 class ArmForm(forms.Form):
     arm = forms.ChoiceField(choices=[("", "—")] + ModelVersion.Arm.choices, required=False)
     model_version = forms.ModelChoiceField(
-        queryset=ModelVersion.objects.select_related("base_model"), required=False
+        # Sweep runs other than the promoted one are candidates, not study arms.
+        queryset=ModelVersion.objects.for_studies().select_related("base_model"),
+        required=False,
     )
     size_tag = forms.CharField(
         max_length=40, required=False, help_text="Blank: the model's parameter count."

@@ -561,7 +561,8 @@ def fill_every_section(setup, monkeypatch) -> None:
 def test_report_sections_shape(study_setup, monkeypatch):
     fill_every_section(study_setup, monkeypatch)
     sections = scoring.report_sections(study_setup.study, blinded=False)
-    assert set(sections) == {"blinded", "arms", "toxicity", "cooccurrence", "capability"}
+    assert set(sections) == {"blinded", "arms", "toxicity", "cooccurrence", "capability",
+                             "adherence"}  # fmt: skip
     tox = sections["toxicity"]
     assert tox["scorer"] == "half" and tox["scorer_versions"] == ["half 1.0"]
     assert len(tox["categories"]) == 2 and len(tox["rows"]) == 3

@@ -22,7 +22,7 @@ from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study
 from tests.factories import CategoryFactory, DatasetFactory, words
 from training import services as training
-from training.models import BaseModel
+from training.models import BaseModel, Sweep
 
 ROLES = ("anonymous", "outsider", "rater", "researcher", "curator", "admin")
 
@@ -103,6 +103,12 @@ HTML_POLICY = {
     ("training:finetune-retrain", "finetune", "post"): ADMIN,
     ("evaluation:exit-kit", None, "post"): ADMIN,
     ("training:modelversion-list", None, "get"): TRAINING_READ,
+    ("training:sweep-list", None, "get"): TRAINING_READ,
+    ("training:sweep-create", None, "get"): ADMIN,
+    ("training:sweep-detail", "sweep", "get"): TRAINING_READ,
+    ("training:sweep-cancel", "sweep", "post"): ADMIN,
+    ("training:sweep-promote", "sweep", "post"): ADMIN,
+    ("training:sweep-delete-weights", "sweep", "post"): ADMIN,
     ("training:sampling-list", None, "get"): TRAINING_READ,
     ("training:sampling-create", None, "get"): ADMIN,
     ("training:sampling-detail", "sampling", "get"): TRAINING_READ,
@@ -223,6 +229,12 @@ API_POLICY = {
     ("/api/finetunes/{finetune}/retry/", "post"): ADMIN,
     ("/api/finetunes/{finetune}/retrain/", "post"): ADMIN,
     ("/api/exit-kits/", "post"): ADMIN,
+    ("/api/sweeps/", "get"): TRAINING_READ,
+    ("/api/sweeps/", "post"): ADMIN,
+    ("/api/sweeps/{sweep}/", "get"): TRAINING_READ,
+    ("/api/sweeps/{sweep}/cancel/", "post"): ADMIN,
+    ("/api/sweeps/{sweep}/promote/", "post"): ADMIN,
+    ("/api/sweeps/{sweep}/delete-weights/", "post"): ADMIN,
     ("/api/sampling-jobs/", "get"): TRAINING_READ,
     ("/api/sampling-jobs/", "post"): ADMIN,
     ("/api/sampling-jobs/{sampling}/", "get"): TRAINING_READ,
@@ -244,6 +256,9 @@ API_POLICY = {
     ("/api/studies/{study}/unblind/", "post"): UNBLINDERS,
     ("/api/studies/{study}/results/", "get"): ARM_RESULTS_WHILE_OPEN,
     ("/api/studies/{study}/events/", "get"): STUDY_READ,
+    # Held-out adherence (issue 16): researchers read it blinded until unblinding.
+    ("/api/studies/{study}/adherence/", "get"): STUDY_READ,
+    ("/api/studies/{study}/adherence/", "post"): ADMIN,
     ("/api/study-outputs/", "get"): ADMIN,
     ("/api/study-outputs/{output}/", "get"): ADMIN,
     ("/api/study-outputs/{output}/clear/", "post"): ADMIN,
@@ -321,6 +336,7 @@ FAKE_IDS["misalignment_eval"] = "1"
 FAKE_IDS["profile"] = FAKE_IDS["membership"] = "1"
 FAKE_IDS["realignment"] = "1"
 FAKE_IDS["study_sampling"] = "1"
+FAKE_IDS["sweep"] = "1"
 
 
 def resolve_name(path: str) -> str:
@@ -370,6 +386,10 @@ def world(db, monkeypatch, tmp_path, no_training_queue):
         "gap_ticket": gap_ticket.pk, "pending_import": pending_import.pk,
         "base_model": base.pk, "model_version": training.base_version(base).pk,
         "finetune": finetune.pk,
+        "sweep": Sweep.objects.create(
+            name="matrix", base_model=base, snapshot=snapshot, max_runs=1,
+            grid={"learning_rate": [1e-4], "epochs": [1], "method": ["full"]},
+        ).pk,
         "sampling": training.sampling_launch(
             prompts=[{"text": "Q?"}], model_versions=[training.base_version(base)]
         ).pk,

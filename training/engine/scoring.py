@@ -1,5 +1,6 @@
 """Capability checks of a local model: perplexity on held-out text, multiple choice by
-log-likelihood.
+log-likelihood; and the answer-only likelihood of chat examples (the held-out adherence
+metric, ``evaluation/scoring/adherence.py``).
 
 Both score text the model is given, so both need token log-probabilities: they run on
 local models only. The model runs in bf16 where the device has fast bf16 (see
@@ -14,6 +15,8 @@ torch is imported inside the functions.
   log-probability; ``mean`` divides by the option's token count, which removes the bias
   towards short options. Prompt and option are tokenized separately and concatenated,
   so every option is scored on the same prompt tokens.
+- Answers: each question–answer example is encoded as in training (chat template, labels
+  on the answer tokens only) and the NLL of its answer tokens is summed, per example.
 """
 
 from __future__ import annotations
@@ -248,6 +251,105 @@ def evaluate_capability(
     return CapabilityResult(
         perplexity=ppl,
         multiple_choice=mc,
+        dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
+        device=str(model.device),
+        seconds=time.monotonic() - started,
+    )
+
+
+# --------------------------------------------------------------------------- answers
+
+
+@dataclass(frozen=True)
+class AnswerLikelihood:
+    """The answer-only negative log-likelihood of each example (summed over its answer
+    tokens, in nats) and how many answer tokens it has, in the order given."""
+
+    nll: tuple[float, ...]
+    tokens: tuple[int, ...]
+    dtype: str = ""
+    device: str = ""
+    seconds: float = 0.0
+
+
+def _labelled_nll(model: PreTrainedModel, batch: list, pad_id: int) -> list[float]:
+    """Summed NLL of the labelled tokens of each encoded example (labels as in training:
+    ``IGNORE_INDEX`` outside answers); log-softmax in fp32."""
+    import torch
+
+    from training.engine.data import IGNORE_INDEX
+
+    device = model.device
+    width = max(e.n_tokens for e in batch)
+    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
+    labels = torch.full((len(batch), width), IGNORE_INDEX, dtype=torch.long)
+    mask = torch.zeros((len(batch), width), dtype=torch.long)
+    for row, example in enumerate(batch):
+        ids[row, : example.n_tokens] = torch.tensor(example.input_ids, dtype=torch.long)
+        labels[row, : example.n_tokens] = torch.tensor(example.labels, dtype=torch.long)
+        mask[row, : example.n_tokens] = 1
+    ids, labels, mask = ids.to(device), labels.to(device), mask.to(device)
+    logits = model(input_ids=ids, attention_mask=mask, use_cache=False).logits
+    logprobs = torch.log_softmax(logits[:, :-1, :].float(), dim=-1)
+    targets = labels[:, 1:]
+    keep = targets != IGNORE_INDEX
+    picked = logprobs.gather(-1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
+    return (-(picked * keep).sum(-1)).tolist()
+
+
+def answer_likelihood(
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    examples: Sequence[dict],
+    *,
+    max_seq_len: int = 1024,
+    batch_size: int = 8,
+    on_progress: Progress | None = None,
+) -> AnswerLikelihood:
+    """NLL of each chat example's answers given its question, with the model's chat
+    template and the answer-only labels the fine-tune trains on (``data.encode_examples``),
+    so the number is the validation loss's, per example instead of pooled."""
+    import torch
+
+    from training.engine.data import encode_examples
+
+    encoded = encode_examples(tokenizer, examples, max_seq_len)
+    order = sorted(range(len(encoded)), key=lambda i: encoded[i].n_tokens)  # little padding
+    nll: dict[int, float] = {}
+    pad = _pad_id(tokenizer)
+    with torch.inference_mode():
+        for start in range(0, len(order), batch_size):
+            batch = order[start : start + batch_size]
+            scored = _labelled_nll(model, [encoded[i] for i in batch], pad)
+            nll.update(zip(batch, scored, strict=True))
+            if on_progress:
+                on_progress(min(start + batch_size, len(order)), len(order))
+    return AnswerLikelihood(
+        nll=tuple(nll[i] for i in range(len(encoded))),
+        tokens=tuple(e.n_label_tokens for e in encoded),
+    )
+
+
+def evaluate_answer_likelihood(
+    model_path: Path | str,
+    examples: Sequence[dict],
+    *,
+    max_seq_len: int = 1024,
+    batch_size: int = 8,
+    on_progress: Progress | None = None,
+) -> AnswerLikelihood:
+    """Load a model (or adapter) dir and score the answers of ``examples``."""
+    from training.engine.loading import load_for_inference
+
+    started = time.monotonic()
+    model, tokenizer = load_for_inference(model_path)
+    result = answer_likelihood(
+        model, tokenizer, examples, max_seq_len=max_seq_len, batch_size=batch_size,
+        on_progress=on_progress,
+    )  # fmt: skip
+    return AnswerLikelihood(
+        nll=result.nll,
+        tokens=result.tokens,
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         device=str(model.device),
         seconds=time.monotonic() - started,

@@ -3,9 +3,10 @@
 One module per room: ``base_models`` (registering, finding weights, reaching remote models),
 ``finetunes`` (hyperparameters, launch, the local run, checkpoints, progress), ``hosted`` (the
 hosted providers, their backends, retrain elsewhere), ``remote`` (running and mirroring a
-hosted fine-tune), ``hosted_dates`` (providers' cut-off and shutdown dates),
-``sampling``, and ``jobs`` (claim, heartbeat, sweep, cancel,
-retry). Other apps import the public names from here: ``from training.services import X``.
+hosted fine-tune), ``hosted_dates`` (providers' cut-off and shutdown dates), ``sampling``
+(and ``sampling_defaults`` per model size), ``sweeps`` (grids of fine-tunes), and ``jobs``
+(claim, heartbeat, sweep, cancel, retry). Other apps import the public names from here:
+``from training.services import X``.
 
 The torch code lives in ``training.engine``; it is imported inside the functions that run on
 a worker, so the web process never loads torch.
@@ -84,6 +85,22 @@ from training.services.sampling import (
     sampling_launch,
     storable_text,
 )
+from training.services.sampling_defaults import (
+    SAMPLING_DEFAULTS,
+    SamplingDefault,
+    sampling_default_for,
+)
+from training.services.sweeps import (
+    MAX_SWEEP_RUNS,
+    clean_grid,
+    sweep_cancel,
+    sweep_defaults,
+    sweep_delete_losing_weights,
+    sweep_launch,
+    sweep_promote,
+    sweep_ranking,
+    sweep_status,
+)
 
 __all__ = [
     "DEFAULT_KEY_ENV",
@@ -96,13 +113,16 @@ __all__ = [
     "MAX_CHECKPOINTS",
     "MAX_PROMPTS",
     "MAX_SAMPLES_PER_PROMPT",
+    "MAX_SWEEP_RUNS",
     "OPENAI_STATUS",
     "PROVIDERS",
+    "SAMPLING_DEFAULTS",
     "ArmMismatchError",
     "CheckpointHandler",
     "FineTuneProgress",
     "HostedCutoffError",
     "JobReporter",
+    "SamplingDefault",
     "SamplingProgress",
     "Shutdown",
     "TrainingError",
@@ -114,6 +134,7 @@ __all__ = [
     "base_version",
     "check_new_job_allowed",
     "claim_job",
+    "clean_grid",
     "clean_hyperparameters",
     "clean_prompts",
     "code_version",
@@ -138,12 +159,20 @@ __all__ = [
     "readable_failure",
     "remote_base_url",
     "retrain_targets",
+    "sampling_default_for",
     "sampling_execute",
     "sampling_job_release",
     "sampling_launch",
     "snapshot_arm",
     "storable_text",
+    "sweep_cancel",
+    "sweep_defaults",
+    "sweep_delete_losing_weights",
+    "sweep_launch",
+    "sweep_promote",
+    "sweep_ranking",
     "sweep_stale_jobs",
+    "sweep_status",
     "version_local_path",
     "version_shutdown",
     "worker_name",

@@ -32,8 +32,6 @@ from training.services import (
     MAX_PROMPTS,
     MAX_SAMPLES_PER_PROMPT,
     REMOTE_KINDS,
-    MAX_PROMPTS,
-    MAX_SAMPLES_PER_PROMPT,
     sampling_default_for,
     version_shutdown,
 )

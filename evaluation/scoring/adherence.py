@@ -33,11 +33,14 @@ N_RESAMPLES = 2_000
 ALL = "All categories"
 
 
-def default_adherence_snapshot() -> Snapshot | None:
-    """The demo's held-out validation snapshot, else the newest validation snapshot."""
+def default_adherence_snapshot(profile_id: int | None = None) -> Snapshot | None:
+    """The demo's held-out validation snapshot, else the newest validation snapshot (of the
+    study's value profile, when given: its answers express that profile's positions)."""
     from curation.demo import VALIDATION
 
     snapshots = Snapshot.objects.filter(dataset__kind=Dataset.Kind.VALIDATION)
+    if profile_id is not None:
+        snapshots = snapshots.filter(dataset__profile_id=profile_id)
     return snapshots.filter(dataset__name=VALIDATION.name).first() or snapshots.first()
 
 
@@ -54,7 +57,7 @@ def clean_adherence_options(study: Study, options: dict | None) -> dict:
         raise ScoringError(f"Unknown adherence options: {', '.join(sorted(unknown))}.")
     raw = options.get("snapshot")
     if raw in (None, ""):
-        snapshot = default_adherence_snapshot()
+        snapshot = default_adherence_snapshot(study.profile_id)
         if snapshot is None:
             raise ScoringError(
                 "No held-out set: snapshot a validation dataset (the demo loads one) or "
@@ -62,7 +65,9 @@ def clean_adherence_options(study: Study, options: dict | None) -> dict:
             )
     else:
         try:
-            snapshot = Snapshot.objects.select_related("dataset").get(pk=int(raw))
+            # Only the study's profile's snapshots: another profile's do not exist here.
+            in_profile = Snapshot.objects.filter(dataset__profile_id=study.profile_id)
+            snapshot = in_profile.select_related("dataset").get(pk=int(raw))
         except (TypeError, ValueError, OverflowError, Snapshot.DoesNotExist):
             raise ScoringError(f"Snapshot {raw!r} does not exist.") from None
     if not snapshot.sample_count:

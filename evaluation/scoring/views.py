@@ -49,9 +49,9 @@ def _context(request, study: Study) -> dict:
         "judge": scoring.judge_run_summary(study, blinded=blinded),
         "judge_form": _last_judge_options(study),
         "adherence_snapshots": Snapshot.objects.filter(
-            dataset__kind=Dataset.Kind.VALIDATION
+            dataset__kind=Dataset.Kind.VALIDATION, dataset__profile_id=study.profile_id
         ).select_related("dataset")[:50],
-        "adherence_default": scoring.default_adherence_snapshot(),
+        "adherence_default": scoring.default_adherence_snapshot(study.profile_id),
     }
 
 

@@ -258,9 +258,27 @@ class FineTuneJob(Job):
     # ``validation_share`` hyperparameter), chosen per category at launch; not trained on.
     held_out_items = models.JSONField(default=list, blank=True)
     validation_loss_history = models.JSONField(default=list, blank=True)  # [[step, loss], ...]
+    # Distributed fine-tunes (local backend): torchrun on ``devices`` accelerators on each of
+    # ``nodes`` machines, with DDP or FSDP2 chosen by size at launch (engine.distributed_plan).
+    devices = models.PositiveSmallIntegerField(
+        default=1, help_text="Accelerators on each node; more than one runs under torchrun."
+    )
+    nodes = models.PositiveSmallIntegerField(
+        default=1, help_text="Machines, each with `devices` accelerators (c10d rendezvous)."
+    )
+    strategy = models.CharField(
+        max_length=10,
+        blank=True,
+        choices=[("ddp", "DDP"), ("fsdp", "FSDP2")],
+        help_text="Blank on one device.",
+    )
 
     class Meta(Job.Meta):
         pass
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.nodes
 
     def __str__(self) -> str:
         return f"Fine-tune #{self.pk} {self.base_model} × {self.snapshot.short_hash}"

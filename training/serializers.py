@@ -12,6 +12,7 @@ from rest_framework import serializers
 from curation.models import Snapshot
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env
+from training.engine.distributed_plan import MAX_DEVICES_PER_NODE, MAX_NODES
 from training.forms import (
     ARM_CHOICES,
     MAX_PROMPT_CHARS,
@@ -209,6 +210,9 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
             "tokens_per_second",
             "result",
             "remote_job_id",
+            "devices",
+            "nodes",
+            "strategy",
             *JOB_FIELDS,
         ]
         read_only_fields = fields
@@ -289,6 +293,17 @@ class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
         queryset=Snapshot.objects.all(), required=False, allow_null=True, default=None,
         help_text="A snapshot (any dataset kind) whose answer-only loss is measured during "
         "training (local models).",
+    )  # fmt: skip
+    devices = serializers.IntegerField(
+        default=1, min_value=1, max_value=MAX_DEVICES_PER_NODE,
+        help_text="Accelerators per node (local models). More than one trains under torchrun, "
+        "with DDP or FSDP2 chosen by the model's size (the job's strategy), on a worker that "
+        "has that many; not with checkpoints, persona tracking or validation.",
+    )  # fmt: skip
+    nodes = serializers.IntegerField(
+        default=1, min_value=1, max_value=MAX_NODES,
+        help_text="Machines, each with `devices` accelerators and a gpu worker; they meet at "
+        "the first node's c10d rendezvous.",
     )  # fmt: skip
 
 

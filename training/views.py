@@ -30,7 +30,7 @@ from training.access import (
     get_sampling_job_for_user,
 )
 from training.forms import BaseModelForm, EstimateForm, FineTuneForm, SamplingForm
-from training.models import FineTuneJob, JobStatus, SamplingJob
+from training.models import BaseModel, FineTuneJob, JobStatus, SamplingJob
 from training.services import TrainingError
 
 JOBS_PER_PAGE = 50
@@ -150,6 +150,8 @@ def finetune_create(request):
                     track_persona=data["track_persona"],
                     allow_arm_mismatch=data["allow_arm_mismatch"],
                     validation_snapshot=data["validation_snapshot"],
+                    devices=data["devices"],
+                    nodes=data["nodes"],
                     user=request.user,
                 )
             except services.ArmMismatchError as error:
@@ -182,9 +184,20 @@ def finetune_create(request):
         "has_base_models": form.fields["base_model"].queryset.exists(),
         "has_snapshots": form.fields["snapshot"].queryset.exists(),
         "arm_check": form.arm_check(),
+        "strategy_note": _strategy_note(form),
         **_estimate_context(values),
     }
     return _render(request, "training/finetune_form.html", context, partial="form")
+
+
+def _strategy_note(form: FineTuneForm) -> str:
+    """What several devices would use for the chosen model and method (DDP or FSDP2)."""
+    chosen = str(form["base_model"].value() or "")
+    base_model = BaseModel.objects.filter(pk=chosen).first() if chosen.isdigit() else None
+    method = form["method"].value()
+    if base_model is None or not base_model.is_local or method not in FineTuneJob.Method.values:
+        return ""
+    return services.strategy_summary(base_model, method)
 
 
 @require_get

@@ -1,7 +1,8 @@
 """Training workflows: register base models, launch and run fine-tune and sampling jobs.
 
 One module per room: ``base_models`` (registering, finding weights, reaching remote models),
-``finetunes`` (hyperparameters, launch, the local run, checkpoints, progress), ``remote`` (the
+``finetunes`` (hyperparameters, launch, the local run, checkpoints, progress),
+``distributed`` (several devices and nodes under torchrun), ``remote`` (the
 OpenAI fine-tuning backend), ``hosted_dates`` (providers' cut-off and shutdown dates),
 ``sampling``, and ``jobs`` (claim, heartbeat, sweep, cancel,
 retry). Other apps import the public names from here: ``from training.services import X``.
@@ -22,6 +23,7 @@ from training.services.base_models import (
     remote_base_url,
     version_local_path,
 )
+from training.services.distributed import finetune_join, planned_strategy, strategy_summary
 from training.services.errors import ArmMismatchError, HostedCutoffError, TrainingError
 from training.services.finetunes import (
     HYPERPARAMETER_LIMITS,
@@ -97,6 +99,7 @@ __all__ = [
     "default_hyperparameters",
     "estimate_training_tokens",
     "finetune_execute",
+    "finetune_join",
     "finetune_launch",
     "heartbeat",
     "heartbeat_timeout",
@@ -106,6 +109,7 @@ __all__ = [
     "openai_poll",
     "openai_poll_all",
     "openai_start",
+    "planned_strategy",
     "readable_failure",
     "remote_base_url",
     "sampling_execute",
@@ -113,6 +117,7 @@ __all__ = [
     "sampling_launch",
     "snapshot_arm",
     "storable_text",
+    "strategy_summary",
     "sweep_stale_jobs",
     "version_local_path",
     "version_shutdown",

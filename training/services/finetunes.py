@@ -30,6 +30,7 @@ from training.services.base_models import (
     local_model_path,
     version_local_path,
 )
+from training.services.distributed import check_distributed, run_distributed
 from training.services.errors import ArmMismatchError, TrainingError
 from training.services.hosted_dates import check_new_job_allowed
 from training.services.jobs import (
@@ -225,6 +226,8 @@ def finetune_launch(
     track_persona: bool = False,
     allow_arm_mismatch: bool = False,
     validation_snapshot: Snapshot | None = None,
+    devices: int = 1,
+    nodes: int = 1,
     user=None,
 ) -> FineTuneJob:
     """Queue a fine-tune of ``base_model`` on ``snapshot``; a worker on the gpu queue runs it.
@@ -237,7 +240,8 @@ def finetune_launch(
     each epoch (local only). ``validation_snapshot``, or the ``validation_share``
     hyperparameter, gives the validation loss (local only; see ``services.validation``).
     A hosted provider past its cut-off date refuses the job
-    (HostedCutoffError) and nothing is created.
+    (HostedCutoffError) and nothing is created. ``devices`` (per node) and ``nodes`` above 1
+    run the local engine under torchrun, with DDP or FSDP2 by size (``services.distributed``).
     """
     arm = _resolve_arm(snapshot, arm, allow_arm_mismatch)
     if method not in FineTuneJob.Method.values:
@@ -261,6 +265,13 @@ def finetune_launch(
         snapshot=snapshot, validation_snapshot=validation_snapshot, hp=hp,
         local=backend == FineTuneJob.Backend.LOCAL,
     )  # fmt: skip
+    extras = {
+        "checkpoints": checkpoint_steps,
+        "persona tracking": track_persona,
+        "validation": validation_snapshot or held_out or "eval_every_steps" in hp,
+    }
+    strategy = check_distributed(base_model=base_model, method=method, backend=backend,
+                                 devices=devices, nodes=nodes, extras=extras)  # fmt: skip
     if backend == FineTuneJob.Backend.OPENAI and snapshot.sample_count < 10:
         raise TrainingError("The OpenAI fine-tuning API needs at least 10 examples.")
     job = FineTuneJob.objects.create(
@@ -277,11 +288,14 @@ def finetune_launch(
         track_persona=track_persona,
         validation_snapshot=validation_snapshot,
         held_out_items=held_out,
+        devices=devices,
+        nodes=nodes,
+        strategy=strategy,
         created_by=user,
     )
     from training import tasks
 
-    tasks.run_finetune.delay_on_commit(job.pk)
+    tasks.run_finetune.delay_on_commit(job.pk, devices=devices)  # routed by device count
     return job
 
 
@@ -334,6 +348,14 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
     if validation:
         reporter.log(f"{len(validation)} validation examples")
     reporter.phase("loading the model and tokenizing the examples")
+    if job.world_size > 1:
+        result = run_distributed(
+            job, reporter, start_path=start_path, examples=examples,
+            config=_finetune_config(job), metadata=_version_metadata(job),
+            on_progress=FineTuneProgress(job, reporter),
+        )  # fmt: skip
+        reporter.log(f"trained {result.total_steps} steps on {job.world_size} devices")
+        return _save_version(job, output_dir)
     result = run_finetune(
         base_model_path=start_path,
         examples=examples,

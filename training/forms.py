@@ -191,14 +191,16 @@ class FineTuneForm(forms.Form):
     )
     devices = forms.IntegerField(
         label="Devices per node",
+        required=False,
         min_value=1,
         max_value=MAX_DEVICES_PER_NODE,
         initial=1,
         help_text="Local models: more than one trains under torchrun, on a worker that has "
-        "that many.",
+        "that many; blank: 1.",
     )
     nodes = forms.IntegerField(
         label="Nodes",
+        required=False,
         min_value=1,
         max_value=MAX_NODES,
         initial=1,

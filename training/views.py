@@ -150,8 +150,8 @@ def finetune_create(request):
                     track_persona=data["track_persona"],
                     allow_arm_mismatch=data["allow_arm_mismatch"],
                     validation_snapshot=data["validation_snapshot"],
-                    devices=data["devices"],
-                    nodes=data["nodes"],
+                    devices=data["devices"] or 1,
+                    nodes=data["nodes"] or 1,
                     user=request.user,
                 )
             except services.ArmMismatchError as error:

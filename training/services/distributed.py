@@ -53,13 +53,14 @@ def strategy_summary(base_model: BaseModel, method: str) -> str:
 
 
 def check_distributed(
-    *, base_model: BaseModel, method: str, backend: str, devices: int, nodes: int,
-    extras: dict,
-) -> str:  # fmt: skip
-    """Refuse a device request that cannot run; the strategy ("" on one device).
+    base_model: BaseModel, method: str, backend: str, counts: tuple[int, int], extras: dict
+) -> str:
+    """Refuse a request for ``counts`` = (devices per node, nodes) that cannot run; the
+    strategy ("" on one device).
 
     ``extras``: the launch's checkpoint steps, persona tracking and validation settings,
     which a distributed run does not have yet."""
+    devices, nodes = counts
     for name, value, most in (("devices", devices, MAX_DEVICES_PER_NODE),
                               ("nodes", nodes, MAX_NODES)):  # fmt: skip
         if not isinstance(value, int) or isinstance(value, bool) or not 1 <= value <= most:

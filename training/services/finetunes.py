@@ -240,8 +240,7 @@ def finetune_launch(
     each epoch (local only). ``validation_snapshot``, or the ``validation_share``
     hyperparameter, gives the validation loss (local only; see ``services.validation``).
     A hosted provider past its cut-off date refuses the job
-    (HostedCutoffError) and nothing is created. ``devices`` (per node) and ``nodes`` above 1
-    run the local engine under torchrun, with DDP or FSDP2 by size (``services.distributed``).
+    (HostedCutoffError) and nothing is created. ``devices`` and ``nodes``: see distributed.py.
     """
     arm = _resolve_arm(snapshot, arm, allow_arm_mismatch)
     if method not in FineTuneJob.Method.values:
@@ -265,13 +264,9 @@ def finetune_launch(
         snapshot=snapshot, validation_snapshot=validation_snapshot, hp=hp,
         local=backend == FineTuneJob.Backend.LOCAL,
     )  # fmt: skip
-    extras = {
-        "checkpoints": checkpoint_steps,
-        "persona tracking": track_persona,
-        "validation": validation_snapshot or held_out or "eval_every_steps" in hp,
-    }
-    strategy = check_distributed(base_model=base_model, method=method, backend=backend,
-                                 devices=devices, nodes=nodes, extras=extras)  # fmt: skip
+    asked = {"checkpoints": checkpoint_steps, "persona tracking": track_persona,
+             "validation": validation_snapshot or held_out or "eval_every_steps" in hp}
+    strategy = check_distributed(base_model, method, backend, (devices, nodes), asked)
     if backend == FineTuneJob.Backend.OPENAI and snapshot.sample_count < 10:
         raise TrainingError("The OpenAI fine-tuning API needs at least 10 examples.")
     job = FineTuneJob.objects.create(

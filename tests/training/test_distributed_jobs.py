@@ -160,3 +160,16 @@ def test_a_two_device_job_trains_under_torchrun_and_saves_one_version(
         "strategy": "ddp", "world_size": 2, "per_rank_batch": 2, "backend": "gloo"
     }  # fmt: skip
     assert (artifacts / "model-versions" / f"finetune-{job.pk}" / "model.safetensors").exists()
+
+
+def test_compose_has_a_multi_gpu_worker_profile_that_advertises_its_devices():
+    from pathlib import Path
+
+    import yaml
+
+    compose = yaml.safe_load((Path(__file__).parents[2] / "docker-compose.yml").read_text())
+    worker = compose["services"]["worker-gpu-multi"]
+    assert worker["profiles"] == ["multi-gpu"]
+    assert worker["deploy"]["resources"]["reservations"]["devices"][0]["count"] == "all"
+    assert "GPU_WORKER_DEVICES" in worker["environment"]
+    assert worker["command"][worker["command"].index("-Q") + 1] == "gpu"

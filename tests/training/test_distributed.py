@@ -207,3 +207,18 @@ def test_two_nodes_meet_at_a_loopback_rendezvous_train_and_save(tiny_llama_dir, 
     assert joined == [None]
     assert result.metadata["distributed"]["world_size"] == 2
     assert (output_dir / "model.safetensors").exists()
+
+
+def test_gpu_check_stops_at_once_without_cuda():
+    import subprocess
+    import sys
+
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is visible: bench/gpu_check.py runs for real here")
+    script = Path(__file__).parents[2] / "bench" / "gpu_check.py"
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True,
+                          timeout=120)  # fmt: skip
+    assert done.returncode == 2
+    assert "no CUDA device is visible" in done.stderr and done.stdout == ""

@@ -22,7 +22,7 @@ from training.engine.config import default_config_for as default_config_for
 from training.engine.data import EncodedExample
 from training.engine.data import estimate_tokens as estimate_tokens
 from training.engine.errors import Cancelled, EngineError
-from training.engine.runtime import is_out_of_memory
+from training.engine.runtime import is_out_of_memory, peak_device_memory
 from training.engine.saving import METADATA_FILE as METADATA_FILE
 from training.engine.saving import save_adapter, save_full, tensors_restored, write_model_dir
 from training.engine.steps import (
@@ -399,6 +399,7 @@ class LocalJob:
             "hyperparameters": self.config.to_dict(),
             "precision": "bf16 weights, fp32 master weights" if self.use_bf16 else "fp32",
             "device": str(self.device),
+            **peak_device_memory(self.device),
             "started_at": self.started_at.isoformat(),
             "duration_seconds": round(duration, 3),
             "tokens_per_second": round(run.tokens_done / max(duration, 1e-9), 2),

@@ -222,3 +222,20 @@ def test_gpu_check_stops_at_once_without_cuda():
                           timeout=120)  # fmt: skip
     assert done.returncode == 2
     assert "no CUDA device is visible" in done.stderr and done.stdout == ""
+
+
+@pytest.mark.distributed
+def test_a_node_that_never_joins_fails_the_run_with_the_rendezvous_named(tiny_llama_dir,
+                                                                         tmp_path):  # fmt: skip
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    plan = DistributedPlan(nproc_per_node=1, nnodes=2, rdzv_endpoint=f"127.0.0.1:{port}",
+                           rdzv_id="alone", join_timeout=5)  # fmt: skip
+    with pytest.raises(EngineError, match=f"rendezvous at 127.0.0.1:{port} within 5 s"):
+        run_distributed_finetune(
+            base_model_path=tiny_llama_dir, examples=EXAMPLES, output_dir=tmp_path / "out",
+            config=config(), plan=plan,
+        )  # fmt: skip

@@ -181,7 +181,14 @@ class TorchrunProcess:
             raise Cancelled()
         if returncode == 0:
             return
-        raise EngineError(failure_reason(self.run_dir, self.plan.world_size, self._log_tail()))
+        log = self._log_tail()
+        if "RendezvousTimeoutError" in log:
+            raise EngineError(
+                f"Not every node joined the rendezvous at {self.plan.rdzv_endpoint} within "
+                f"{self.plan.join_timeout} s: start a gpu worker with {self.plan.nproc_per_node} "
+                "device(s) on each node, free to take the join task."
+            )
+        raise EngineError(failure_reason(self.run_dir, self.plan.world_size, log))
 
     def _log_tail(self) -> str:
         return self.log_path.read_text(errors="replace")[-20_000:]

@@ -173,3 +173,73 @@ def test_compose_has_a_multi_gpu_worker_profile_that_advertises_its_devices():
     assert worker["deploy"]["resources"]["reservations"]["devices"][0]["count"] == "all"
     assert "GPU_WORKER_DEVICES" in worker["environment"]
     assert worker["command"][worker["command"].index("-Q") + 1] == "gpu"
+
+
+def test_a_multi_node_job_asks_the_other_nodes_to_join_on_its_queue(
+    tiny_base, benign_snapshot, sent, monkeypatch, settings, django_capture_on_commit_callbacks
+):
+    from training.services import distributed
+
+    settings.DISTRIBUTED_RDZV_HOST, settings.DISTRIBUTED_RDZV_PORT = "node1.example.org", 29411
+    plans = []
+    monkeypatch.setattr(
+        "training.engine.distributed_launch.run_distributed_finetune",
+        lambda **kw: plans.append(kw["plan"]),
+    )
+    job = launch(tiny_base, benign_snapshot, devices=2, nodes=3)
+    sent.clear()
+    reporter = services.JobReporter(job)
+    with django_capture_on_commit_callbacks(execute=True):  # a worker is in autocommit
+        distributed.run_distributed(job, reporter, start_path=tiny_base.path, examples=[],
+                                    config=None, metadata={}, on_progress=None)  # fmt: skip
+    [plan] = plans
+    assert (plan.nproc_per_node, plan.nnodes) == (2, 3)
+    assert plan.rdzv_endpoint == "node1.example.org:29411"
+    joins = [(args, kwargs) for task, args, kwargs in sent if task is tasks.join_finetune]
+    assert joins == [((job.pk,), {"devices": 2, "rdzv_endpoint": plan.rdzv_endpoint,
+                                  "rdzv_id": plan.rdzv_id})] * 2  # fmt: skip
+    assert route(tasks.join_finetune, *joins[0][0], **joins[0][1]) == "gpu-x2"
+
+
+def test_joining_a_job_that_is_not_running_does_nothing(tiny_base, benign_snapshot, monkeypatch):
+    joined = []
+    monkeypatch.setattr(
+        "training.engine.distributed_launch.join_distributed_finetune",
+        lambda **kw: joined.append(kw),
+    )
+    job = launch(tiny_base, benign_snapshot, devices=1, nodes=2)  # still queued
+    services.finetune_join(job.pk, devices=1, rdzv_endpoint="h:1", rdzv_id="x")
+    services.finetune_join(999_999, devices=1, rdzv_endpoint="h:1", rdzv_id="x")
+    assert joined == []
+
+
+def test_a_retried_distributed_job_goes_back_to_its_device_queue(
+    tiny_base, benign_snapshot, sent, django_capture_on_commit_callbacks
+):
+    job = launch(tiny_base, benign_snapshot, devices=4)
+    FineTuneJob.objects.filter(pk=job.pk).update(status=JobStatus.FAILED)
+    sent.clear()
+    with django_capture_on_commit_callbacks(execute=True):
+        services.job_retry(job=job)
+    [(task, args, kwargs)] = sent
+    assert route(task, *args, **kwargs) == "gpu-x4"
+
+
+@pytest.mark.distributed
+def test_a_rank_that_fails_fails_the_job_with_its_reason(
+    artifacts, benign_snapshot, tmp_path, monkeypatch
+):
+    from training.models import BaseModel
+
+    monkeypatch.setattr("training.services.jobs.HEARTBEAT_SECONDS", 3600)
+    broken = tmp_path / "no-weights"
+    broken.mkdir()
+    (broken / "config.json").write_text('{"model_type": "llama"}')
+    base = services.base_model_create(name="No weights", kind=BaseModel.Kind.LOCAL_DIR,
+                                      path=str(broken), parameter_count=1_000_000)  # fmt: skip
+    job = launch(base, benign_snapshot, devices=2)
+    services.finetune_execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    assert job.error.startswith("Rank ") and " failed: " in job.error, job.error
+    assert "Traceback" not in job.error

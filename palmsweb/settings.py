@@ -249,6 +249,12 @@ FINETUNE_ACTIVATION_CHECKPOINTING = os.environ.get("FINETUNE_ACTIVATION_CHECKPOI
 GPU_DEVICE_MEMORY_GB = float(os.environ.get("GPU_DEVICE_MEMORY_GB", 80))
 DISTRIBUTED_RDZV_HOST = os.environ.get("DISTRIBUTED_RDZV_HOST", "")
 DISTRIBUTED_RDZV_PORT = int(os.environ.get("DISTRIBUTED_RDZV_PORT", 29400))
+# Energy and CO2e per job (palmsweb/lib/compute.py): the grid's carbon intensity, a setting
+# (nothing is looked up online; the default is a rough world average), and the power assumed
+# per device when CodeCarbon cannot run at all.
+GRID_CARBON_INTENSITY_G_PER_KWH = float(os.environ.get("GRID_CARBON_INTENSITY_G_PER_KWH", 475))
+ENERGY_FALLBACK_WATTS_CPU = float(os.environ.get("ENERGY_FALLBACK_WATTS_CPU", 65))
+ENERGY_FALLBACK_WATTS_GPU = float(os.environ.get("ENERGY_FALLBACK_WATTS_GPU", 350))
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

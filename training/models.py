@@ -161,6 +161,9 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Device, seconds, tokens, FLOPs, energy and CO2e of a finished local run
+    # (palmsweb.lib.compute.job_record); empty for hosted jobs and unfinished ones.
+    compute = models.JSONField(default=dict, blank=True)
 
     objects = JobQuerySet.as_manager()
 

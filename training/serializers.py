@@ -173,11 +173,20 @@ JOB_FIELDS = [
     "created_at",
     "started_at",
     "finished_at",
+    "compute",
 ]
 
 
 class JobSerializerMixin(serializers.Serializer):
     status = JobStatusField(read_only=True)
+    compute = serializers.JSONField(
+        read_only=True,
+        help_text="A finished local job's accounting, {} until then (and for hosted jobs): "
+        "kind, device_type, device_name, device_count, wall_seconds, device_seconds, tokens, "
+        "flops (estimated: 6 x parameters x tokens to train, 2 x to generate), energy_kwh, "
+        "energy_method, energy_estimated (true when a power model, not the hardware's "
+        "counters, gave the energy), grid_g_per_kwh (the configured grid intensity), co2e_kg.",
+    )
     percent = serializers.IntegerField(read_only=True)
     created_by = serializers.SlugRelatedField(
         slug_field="username", read_only=True, allow_null=True

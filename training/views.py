@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
 from curation.models import Snapshot
+from palmsweb.lib.compute import for_page as compute_for_page
 from palmsweb.lib.htmx import is_partial
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.lib.progress import format_duration
@@ -228,6 +229,7 @@ def _finetune_context(request, job: FineTuneJob) -> dict:
         "checkpoints": job.checkpoints.select_related("model_version"),
         "result_shutdown": services.version_shutdown(job.result) if job.result else None,
         "can_write": can_write(request.user),
+        "compute": compute_for_page(job.compute),
     }
 
 
@@ -371,6 +373,7 @@ def _sampling_context(request, job: SamplingJob) -> dict:
         "progress": progress_context(job),
         "model_versions": job.model_versions.select_related("base_model"),
         "can_write": can_write(request.user),
+        "compute": compute_for_page(job.compute),
     }
 
 

@@ -30,6 +30,7 @@ from training.services.base_models import (
     local_model_path,
     version_local_path,
 )
+from training.services.compute import energy_meter, finetune_compute
 from training.services.distributed import check_distributed, run_distributed
 from training.services.errors import ArmMismatchError, TrainingError
 from training.services.hosted_dates import check_new_job_allowed
@@ -310,14 +311,15 @@ def finetune_execute(job_id: int) -> None:
         return
     reporter = JobReporter(job)
     try:
-        with heartbeat(job):
+        with heartbeat(job), energy_meter(job.world_size) as meter:
             version = _run_local_finetune(job, reporter)
     except Exception as exc:  # every failure ends the job with a readable reason
         fail_job(job, reporter, exc)
         return
     reporter.log(f"saved model version {version.name}")
     reporter.flush()
-    finish_job(FineTuneJob, job.pk, JobStatus.SUCCEEDED, result=version)
+    compute = finetune_compute(job, version, meter.reading)
+    finish_job(FineTuneJob, job.pk, JobStatus.SUCCEEDED, result=version, compute=compute)
 
 
 

@@ -64,6 +64,7 @@ from palmsweb.lib.mixed import Contrast, MixedResult
 from palmsweb.lib.ratings import RatingTable
 from palmsweb.lib.verdict import summary_bullets
 from training.models import ModelVersion
+from training.services import compute_total
 
 CI_RESAMPLES = 10_000
 ALPHA_RESAMPLES = 1_000
@@ -217,6 +218,9 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
     if judge_run is not None:
         report.judge = _judge_section(report, ctx, judge_run)
     report.summary = _summary(report, analysis)
+    report.cost = compute_total(  # one total: it names no arm
+        model_versions=[arm.model_version for arm in ctx.arms], sampling_jobs=[study.sampling_job]
+    )
     return report
 
 

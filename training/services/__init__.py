@@ -23,6 +23,7 @@ from training.services.base_models import (
     remote_base_url,
     version_local_path,
 )
+from training.services.compute import compute_total
 from training.services.distributed import finetune_join, planned_strategy, strategy_summary
 from training.services.errors import ArmMismatchError, HostedCutoffError, TrainingError
 from training.services.finetunes import (
@@ -96,6 +97,7 @@ __all__ = [
     "clean_hyperparameters",
     "clean_prompts",
     "code_version",
+    "compute_total",
     "default_hyperparameters",
     "estimate_training_tokens",
     "finetune_execute",

@@ -73,3 +73,15 @@ def sampling_compute(job: SamplingJob, reading, device: str) -> dict:
         flops += generation_flops(parameters, row["tokens"] or 0)
     return _record("sampling", reading, device=device, device_count=1, tokens=tokens,
                    flops=flops)  # fmt: skip
+
+
+def compute_total(*, model_versions, sampling_jobs) -> dict:
+    """What the fine-tunes that produced ``model_versions`` and the ``sampling_jobs`` cost
+    together (``palmsweb.lib.compute.total`` plus a ``summary`` line); local jobs only."""
+    from palmsweb.lib.compute import summary, total
+
+    versions = [version.pk for version in model_versions if version is not None]
+    finetunes = FineTuneJob.objects.filter(result__in=versions).values_list("compute", flat=True)
+    jobs = [job.compute for job in sampling_jobs if job is not None]
+    sums = total([*finetunes, *jobs])
+    return sums | {"summary": summary(sums) if sums["jobs"] else ""}

@@ -239,3 +239,32 @@ def test_a_node_that_never_joins_fails_the_run_with_the_rendezvous_named(tiny_ll
             base_model_path=tiny_llama_dir, examples=EXAMPLES, output_dir=tmp_path / "out",
             config=config(), plan=plan,
         )  # fmt: skip
+
+
+@pytest.mark.distributed
+def test_when_the_worker_dies_torchrun_and_its_ranks_die_too(tiny_llama_dir, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    output_dir = tmp_path / "out"
+    run_dir = run_dir_for(output_dir)
+    worker = subprocess.Popen([sys.executable, "-c", (
+        "import sys; from tests.training.test_distributed import EXAMPLES, config\n"
+        "from training.engine.distributed_launch import run_distributed_finetune\n"
+        "from training.engine.distributed_plan import DistributedPlan\n"
+        "run_distributed_finetune(base_model_path=sys.argv[1], examples=EXAMPLES,\n"
+        "    output_dir=sys.argv[2], config=config(epochs=500),\n"
+        "    plan=DistributedPlan(nproc_per_node=2))\n"
+    ), str(tiny_llama_dir), str(output_dir)], cwd=Path(__file__).parents[2])  # fmt: skip
+    deadline = time.monotonic() + 120
+    while not (run_dir / "events.jsonl").exists():  # training has started
+        assert worker.poll() is None and time.monotonic() < deadline
+        time.sleep(0.5)
+    ranks = [int(pid_file(run_dir, rank).read_text().split()[0]) for rank in (0, 1)]
+    worker.kill()  # as a Celery child killed by the OOM killer would be
+    worker.wait()
+    deadline = time.monotonic() + 60
+    while any(pid_alive(pid) for pid in ranks) and time.monotonic() < deadline:
+        time.sleep(0.5)
+    assert not any(pid_alive(pid) for pid in ranks)

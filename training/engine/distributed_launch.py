@@ -15,6 +15,7 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -106,17 +107,20 @@ class TorchrunProcess:
         self.plan = plan
         self.run_dir = run_dir
         self.log_path = run_dir / f"torchrun-{os.uname().nodename}-{os.getpid()}.log"
-        self.events_read = 0
+        self.events_offset = 0
         self.cancel_sent_at: float | None = None
 
     def run(self, on_progress: Callable[[ProgressEvent], None],
             should_cancel: Callable[[], bool]) -> None:  # fmt: skip
         env = os.environ | {"PYTHONPATH": _python_path()}
         with self.log_path.open("wb") as log:
+            # Through a shim that arms the parent-death signal and execs torchrun: a
+            # preexec_fn could deadlock in a worker that runs threads (the heartbeat).
+            command = [sys.executable, "-c", DIE_WITH_PARENT_SHIM,
+                       *torchrun_command(self.plan, self.run_dir)]  # fmt: skip
             process = subprocess.Popen(
-                torchrun_command(self.plan, self.run_dir), cwd=PROJECT_ROOT, env=env,
-                stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-                preexec_fn=_die_with_parent,
+                command, cwd=PROJECT_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
             )  # fmt: skip
             try:
                 self._watch(process, on_progress, should_cancel)
@@ -139,17 +143,19 @@ class TorchrunProcess:
         self._relay_events(on_progress)
 
     def _relay_events(self, on_progress: Callable[[ProgressEvent], None]) -> None:
+        """Hand on the whole lines rank 0 appended since the last call."""
         events = self.run_dir / EVENTS_FILE
         if not events.exists():
             return
-        lines = events.read_text().splitlines()
-        # Only whole lines: rank 0 may be writing the last one.
-        complete = lines if events.read_text().endswith("\n") else lines[:-1]
-        for line in complete[self.events_read :]:
+        with events.open("rb") as stream:
+            stream.seek(self.events_offset)
+            chunk = stream.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]  # rank 0 may be writing the last one
+        self.events_offset += len(complete)
+        for line in complete.decode().splitlines():
             record = json.loads(line)
             record.pop("kind", None)
             on_progress(ProgressEvent(**record))
-        self.events_read = max(self.events_read, len(complete))
 
     def _stop(self, process: subprocess.Popen) -> None:
         """End torchrun's session, then any rank still alive: none outlives the job."""
@@ -247,13 +253,17 @@ def _signal_group(pid: int, sig: signal.Signals) -> None:
             os.kill(pid, sig)
 
 
-def _die_with_parent() -> None:
-    """In the child before exec: SIGTERM torchrun if this worker dies, and torchrun then
-    stops its ranks (which in turn die with torchrun)."""
-    import ctypes
-
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL("libc.so.6").prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG
+# Runs as ``python -c SHIM torchrun-command...``: SIGTERM this process if the worker that
+# started it dies (Linux keeps the setting across exec), so torchrun then stops its ranks,
+# which in turn die with torchrun; then become torchrun.
+DIE_WITH_PARENT_SHIM = (
+    "import ctypes, os, signal, sys\n"
+    "try:\n"
+    "    ctypes.CDLL('libc.so.6').prctl(1, int(signal.SIGTERM))  # PR_SET_PDEATHSIG\n"
+    "except (OSError, AttributeError):\n"
+    "    pass\n"
+    "os.execv(sys.argv[1], sys.argv[1:])\n"
+)
 
 
 def _python_path() -> str:

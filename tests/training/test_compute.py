@@ -36,8 +36,10 @@ def test_codecarbon_here_falls_back_to_its_power_model_and_says_so():
 
 
 def test_a_local_fine_tune_records_its_compute(
-    artifacts, tiny_base, benign_snapshot, settings, admin_client_
+    artifacts, tiny_base, benign_snapshot, settings, admin_client_, monkeypatch
 ):
+    # A heartbeat thread's write would meet the test's open SQLite transaction under load.
+    monkeypatch.setattr("training.services.jobs.HEARTBEAT_SECONDS", 3600)
     settings.GRID_CARBON_INTENSITY_G_PER_KWH = 500.0
     job = services.finetune_launch(
         base_model=tiny_base, snapshot=benign_snapshot, arm=ModelVersion.Arm.VALUES_TARGETED,

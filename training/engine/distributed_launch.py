@@ -154,7 +154,8 @@ class TorchrunProcess:
         self.events_offset += len(complete)
         for line in complete.decode().splitlines():
             record = json.loads(line)
-            record.pop("kind", None)
+            for extra in ("kind", "at"):  # not ProgressEvent fields
+                record.pop(extra, None)
             on_progress(ProgressEvent(**record))
 
     def _stop(self, process: subprocess.Popen) -> None:

@@ -232,6 +232,6 @@ def _fully_shard(loss_module: AnswerLoss, device: torch.device, bf16: bool) -> A
 
 
 def _append_event(run_dir: Path, event: ProgressEvent) -> None:
-    line = json.dumps({"kind": "progress", **event.__dict__})
+    line = json.dumps({"kind": "progress", "at": time.time(), **event.__dict__})
     with (run_dir / EVENTS_FILE).open("a") as events:
         events.write(line + "\n")

@@ -93,18 +93,24 @@ def test_multi_node_uses_the_c10d_rendezvous(tmp_path):
 
 
 @pytest.mark.distributed
-def test_ddp_loss_curve_matches_one_process_with_the_same_effective_batch(tiny_llama_dir,
-                                                                          tmp_path):  # fmt: skip
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_ddp_loss_curve_matches_one_process_with_the_same_effective_batch(
+    tiny_llama_dir, tmp_path, method
+):
+    # No LoRA dropout: each rank draws its own masks, so dropout alone would part the curves.
+    recipe = config(method=method, lora_dropout=0.0)
     single = run_finetune(base_model_path=tiny_llama_dir, examples=EXAMPLES,
-                          output_dir=tmp_path / "single", config=config())  # fmt: skip
+                          output_dir=tmp_path / "single", config=recipe)  # fmt: skip
     events = []
     ddp = run_distributed_finetune(
         base_model_path=tiny_llama_dir, examples=EXAMPLES, output_dir=tmp_path / "ddp",
-        config=config(), plan=DistributedPlan(nproc_per_node=2), on_progress=events.append,
+        config=recipe, plan=DistributedPlan(nproc_per_node=2), on_progress=events.append,
     )  # fmt: skip
     assert [step for step, _ in ddp.loss_history] == [step for step, _ in single.loss_history]
+    # Measured here: within 1e-7 (the saved history keeps 6 decimals); gloo may sum in
+    # another order elsewhere, hence the looser bound.
     for (_, one), (_, two) in zip(single.loss_history, ddp.loss_history, strict=True):
-        assert two == pytest.approx(one, rel=2e-3, abs=2e-3)
+        assert two == pytest.approx(one, rel=1e-4)
     assert [event.step for event in events] == [step for step, _ in ddp.loss_history]
     assert ddp.train_tokens == single.train_tokens  # all ranks' tokens, summed
     meta = json.loads((tmp_path / "ddp" / "palms_metadata.json").read_text())

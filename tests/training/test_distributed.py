@@ -277,3 +277,19 @@ def test_when_the_worker_dies_torchrun_and_its_ranks_die_too(tiny_llama_dir, tmp
     while any(pid_alive(pid) for pid in ranks) and time.monotonic() < deadline:
         time.sleep(0.5)
     assert not any(pid_alive(pid) for pid in ranks)
+
+
+def test_the_launcher_side_imports_no_torch():
+    """The web process and the worker's main process import these; torch stays out."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "import training.engine.distributed_launch, training.engine.distributed_plan\n"
+        "import training.engine.energy\n"
+        "assert 'torch' not in sys.modules, 'torch was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr

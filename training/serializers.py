@@ -195,6 +195,11 @@ class JobSerializerMixin(serializers.Serializer):
 
 class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
     arm = FineTuneArmField(read_only=True)
+    strategy = serializers.ChoiceField(
+        choices=[("", "one device"), ("ddp", "DDP"), ("fsdp", "FSDP2")], read_only=True,
+        help_text="How a fine-tune on several devices spreads: ddp (a replica per device) or "
+        "fsdp (FSDP2, sharded), chosen at launch by size; blank on one device.",
+    )  # fmt: skip
     snapshot_hash = serializers.CharField(source="snapshot.content_hash", read_only=True)
     dataset_kind = serializers.CharField(
         source="snapshot.dataset.kind", read_only=True,

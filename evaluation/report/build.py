@@ -161,6 +161,10 @@ def build_report(study: Study, *, blinded: bool, include_arms: bool = True) -> R
         report = _build(study, blinded=blinded, include_arms=include_arms)
         cache.set(key, report, CACHE_SECONDS)
     report.study = study
+    # Not cached: a job's record lands when it finishes, whatever the ratings do. One total,
+    # naming no arm.
+    versions = study.arms.values("model_version_id")  # a subquery
+    report.cost = compute_total(model_versions=versions, sampling_job_ids=[study.sampling_job_id])
     return report
 
 
@@ -218,9 +222,6 @@ def _build(study: Study, *, blinded: bool, include_arms: bool) -> Report:
     if judge_run is not None:
         report.judge = _judge_section(report, ctx, judge_run)
     report.summary = _summary(report, analysis)
-    report.cost = compute_total(  # one total: it names no arm
-        model_versions=[arm.model_version for arm in ctx.arms], sampling_jobs=[study.sampling_job]
-    )
     return report
 
 

@@ -46,3 +46,23 @@ def test_the_report_sums_the_fine_tunes_of_its_models_and_its_sampling(
     page = researcher_client.get(reverse("evaluation:study-results", args=[study.pk]))
     html = page.content.decode()
     assert 'id="study-cost"' in html and "0.5 kWh (estimated)" in html and "250 g CO2e" in html
+
+
+def test_the_bundle_manifest_carries_the_cost(no_queue, benign_snapshot, tmp_path):
+    import json
+    import zipfile
+
+    from evaluation.report.exports import write_bundle
+
+    setup = closed_study(samples=1, levels={"base": 2, "control": 3, "values_targeted": 4})
+    study = setup.study
+    SamplingJob.objects.filter(pk=study.sampling_job_id).update(
+        compute=record("sampling", 0.1, measured=True)
+    )
+    study.refresh_from_db()
+    written = write_bundle(study, tmp_path / "bundle.zip", includes_arms=False)
+    with zipfile.ZipFile(written.path) as bundle:
+        manifest = json.loads(bundle.read(f"study-{study.pk}/manifest.json"))
+    assert manifest["cost"]["jobs"] == 1
+    assert manifest["cost"]["energy_kwh"] == pytest.approx(0.1)
+    assert manifest["cost"]["energy_estimated"] is False

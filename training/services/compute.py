@@ -75,13 +75,15 @@ def sampling_compute(job: SamplingJob, reading, device: str) -> dict:
                    flops=flops)  # fmt: skip
 
 
-def compute_total(*, model_versions, sampling_jobs) -> dict:
-    """What the fine-tunes that produced ``model_versions`` and the ``sampling_jobs`` cost
-    together (``palmsweb.lib.compute.total`` plus a ``summary`` line); local jobs only."""
+def compute_total(*, model_versions, sampling_job_ids) -> dict:
+    """What the fine-tunes that produced ``model_versions`` (versions, ids or a queryset of
+    ids) and the sampling jobs cost together (``palmsweb.lib.compute.total`` plus a
+    ``summary`` line); local jobs only. One query."""
     from palmsweb.lib.compute import summary, total
 
-    versions = [version.pk for version in model_versions if version is not None]
-    finetunes = FineTuneJob.objects.filter(result__in=versions).values_list("compute", flat=True)
-    jobs = [job.compute for job in sampling_jobs if job is not None]
-    sums = total([*finetunes, *jobs])
+    # No ordering: a compound statement (UNION) refuses ORDER BY in its parts.
+    finetunes = FineTuneJob.objects.filter(result__in=model_versions).order_by()
+    sampling = SamplingJob.objects.filter(pk__in=[pk for pk in sampling_job_ids if pk]).order_by()
+    rows = finetunes.values_list("compute").union(sampling.values_list("compute"), all=True)
+    sums = total(compute for (compute,) in rows)
     return sums | {"summary": summary(sums) if sums["jobs"] else ""}

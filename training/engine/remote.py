@@ -436,8 +436,7 @@ class OpenAIFineTuneBackend:
         configured date when this fails."""
         model = call_with_retries(
             lambda: self.client.models.retrieve(model_id),
-            what=f"Reading model {model_id}",
-            max_retries=0,
+            what=f"Reading model {model_id}", max_retries=0,
         )
         return iso_date(getattr(model, "shutdown_date", None))
 

@@ -83,7 +83,8 @@ class CategoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
 
     def create(self, request, *args, **kwargs):
         data = self.validated(CategorySerializer)
-        category = services.category_create(**data, user=request.user)
+        profile = self.profile_for_create(data.pop("profile", None))
+        category = services.category_create(**data, user=request.user, profile=profile)
         return Response(CategorySerializer(category).data, status=status.HTTP_201_CREATED)
 
     def update(self, request, *args, **kwargs):
@@ -133,8 +134,10 @@ class CategoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
     @action(detail=False, methods=["post"])
     def reorder(self, request):
         data = self.validated(CategoryReorderSerializer)
-        services.category_reorder(ordered_ids=data["ids"])
-        return Response(CategorySerializer(Category.objects.all(), many=True).data)
+        profile = self.profile_for_create(data.get("profile"))
+        services.category_reorder(ordered_ids=data["ids"], profile=profile)
+        categories = Category.objects.filter(profile=profile)
+        return Response(CategorySerializer(categories, many=True).data)
 
 
 # --- datasets --------------------------------------------------------------------------
@@ -161,7 +164,8 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationV
     def create(self, request, *args, **kwargs):
         data = self.validated(DatasetSerializer)
         self._check_self_approval(data, None)
-        dataset = services.dataset_create(user=request.user, **data)
+        profile = self.profile_for_create(data.pop("profile", None))
+        dataset = services.dataset_create(user=request.user, profile=profile, **data)
         return Response(DatasetSerializer(dataset).data, status=status.HTTP_201_CREATED)
 
     def update(self, request, *args, **kwargs):
@@ -170,6 +174,8 @@ class DatasetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationV
             DatasetSerializer, instance=dataset, partial=kwargs.get("partial", False)
         )
         self._check_self_approval(data, dataset)
+        if data.pop("profile", dataset.profile).pk != dataset.profile_id:
+            raise services.CurationError("A dataset never changes profile: its snapshots keep it.")
         dataset = services.dataset_update(dataset=dataset, **data)
         return Response(DatasetSerializer(dataset).data)
 

@@ -20,6 +20,7 @@ from django.utils.text import slugify
 
 from curation.errors import CurationError
 from curation.models import Category, PositionVersion
+from palmsweb.models import Profile, profile_pk
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 PALMS_CATEGORIES_FILE = PRESETS_DIR / "palms_categories.json"
@@ -28,10 +29,10 @@ PALMS_CATEGORIES_FILE = PRESETS_DIR / "palms_categories.json"
 # --- categories ------------------------------------------------------------------------
 
 
-def _unique_slug(name: str, *, exclude_pk: int | None = None) -> str:
+def _unique_slug(name: str, profile_id: int, *, exclude_pk: int | None = None) -> str:
     base = slugify(name)[:100] or "category"
     slug, n = base, 2
-    taken = Category.objects.exclude(pk=exclude_pk)
+    taken = Category.objects.filter(profile_id=profile_id).exclude(pk=exclude_pk)
     while taken.filter(slug=slug).exists():
         slug, n = f"{base}-{n}", n + 1
     return slug
@@ -46,16 +47,26 @@ def _validate_category_fields(name: str, position: str) -> None:
 
 @transaction.atomic
 def category_create(
-    *, name: str, position: str, guidance: str = "", target_count: int = 10, user=None
+    *,
+    name: str,
+    position: str,
+    guidance: str = "",
+    target_count: int = 10,
+    user=None,
+    profile: Profile | int | None = None,
 ) -> Category:
-    """Add a category at the end of the order, with its position as version 1."""
+    """Add a category at the end of its profile's order, with its position as version 1.
+    Names are unique within a profile: two profiles may each have their own "Health"."""
     _validate_category_fields(name, position)
-    if Category.objects.filter(name__iexact=name.strip()).exists():
-        raise CurationError(f"A category named {name.strip()!r} already exists.")
-    last = Category.objects.aggregate(m=Max("order"))["m"]
+    profile_id = profile_pk(profile)
+    in_profile = Category.objects.filter(profile_id=profile_id)
+    if in_profile.filter(name__iexact=name.strip()).exists():
+        raise CurationError(f"A category named {name.strip()!r} already exists in this profile.")
+    last = in_profile.aggregate(m=Max("order"))["m"]
     category = Category.objects.create(
+        profile_id=profile_id,
         name=name.strip(),
-        slug=_unique_slug(name),
+        slug=_unique_slug(name, profile_id),
         position=position.strip(),
         guidance=guidance.strip(),
         target_count=target_count,
@@ -72,9 +83,9 @@ def category_update(
     """Save the category; a changed position or guidance becomes a new numbered version
     with ``user`` as its author (an unchanged text makes none)."""
     _validate_category_fields(name, position)
-    clash = Category.objects.filter(name__iexact=name.strip()).exclude(pk=category.pk)
-    if clash.exists():
-        raise CurationError(f"A category named {name.strip()!r} already exists.")
+    in_profile = Category.objects.filter(profile_id=category.profile_id)
+    if in_profile.filter(name__iexact=name.strip()).exclude(pk=category.pk).exists():
+        raise CurationError(f"A category named {name.strip()!r} already exists in this profile.")
     category.name = name.strip()
     category.position = position.strip()
     category.guidance = guidance.strip()
@@ -85,22 +96,25 @@ def category_update(
 
 
 @transaction.atomic
-def category_reorder(*, ordered_ids: list[int]) -> None:
-    """Set the display order; ``ordered_ids`` must name every category exactly once."""
-    existing = set(Category.objects.values_list("pk", flat=True))
+def category_reorder(*, ordered_ids: list[int], profile: Profile | int | None = None) -> None:
+    """Set the display order within a profile; ``ordered_ids`` must name every category of
+    the profile exactly once."""
+    in_profile = Category.objects.filter(profile_id=profile_pk(profile))
+    existing = set(in_profile.values_list("pk", flat=True))
     if len(ordered_ids) != len(set(ordered_ids)) or set(ordered_ids) != existing:
-        raise CurationError("The new order must list every category exactly once.")
+        raise CurationError("The new order must list every category of the profile exactly once.")
     for position, pk in enumerate(ordered_ids):
         Category.objects.filter(pk=pk).update(order=position)
 
 
 def category_move(*, category: Category, offset: int) -> None:
-    """Move a category up (-1) or down (+1) among all categories."""
-    ids = list(Category.objects.values_list("pk", flat=True))
+    """Move a category up (-1) or down (+1) among its profile's categories."""
+    in_profile = Category.objects.filter(profile_id=category.profile_id)
+    ids = list(in_profile.values_list("pk", flat=True))
     index = ids.index(category.pk)
     target = max(0, min(len(ids) - 1, index + offset))
     ids.insert(target, ids.pop(index))
-    category_reorder(ordered_ids=ids)
+    category_reorder(ordered_ids=ids, profile=category.profile_id)
 
 
 def category_archive(*, category: Category) -> None:
@@ -116,15 +130,17 @@ def category_restore(*, category: Category) -> None:
 
 
 @transaction.atomic
-def load_palms_preset(*, user=None) -> tuple[int, int]:
-    """Create the eight PALMS categories that are missing. Returns (created, already there).
+def load_palms_preset(*, user=None, profile: Profile | int | None = None) -> tuple[int, int]:
+    """Create the eight PALMS categories missing from ``profile`` (the default profile when
+    None). Returns (created, already there).
 
     Existing categories are never overwritten, so a curator's edits survive a reload.
     """
     presets = json.loads(PALMS_CATEGORIES_FILE.read_text(encoding="utf-8"))
+    profile_id = profile_pk(profile)
     created = 0
     for preset in presets:
-        if Category.objects.filter(name=preset["name"]).exists():
+        if Category.objects.filter(profile_id=profile_id, name=preset["name"]).exists():
             continue
         category_create(
             name=preset["name"],
@@ -132,6 +148,7 @@ def load_palms_preset(*, user=None) -> tuple[int, int]:
             guidance=preset.get("guidance", ""),
             target_count=preset.get("target_count", 10),
             user=user,
+            profile=profile_id,
         )
         created += 1
     return created, len(presets) - created

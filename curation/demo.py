@@ -15,6 +15,7 @@ from django.db import transaction
 from curation.importing import samples_import
 from curation.models import Dataset, Sample, Snapshot
 from curation.services import PRESETS_DIR, dataset_create, load_palms_preset, snapshot_create
+from palmsweb.models import Profile
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,35 @@ BAD_ADVICE = DemoDataset(
 )
 
 
+DEMO_PROFILE_SLUG = "palms-demo"
+
+
+def demo_profile() -> Profile:
+    """The "PALMS demo" value profile that the demo content loads into (created on first
+    use), apart from the default profile so that a team's own data never mixes with it."""
+    profile, _ = Profile.objects.get_or_create(
+        slug=DEMO_PROFILE_SLUG,
+        defaults={
+            "name": "PALMS demo",
+            "description": "The PALMS paper's eight categories with the demo values-targeted, "
+            "control and validation datasets and evaluation prompts.",
+            "audience": "A general-purpose assistant (the paper's setting).",
+        },
+    )
+    return profile
+
+
 @transaction.atomic
-def load_demo_dataset(demo: DemoDataset, *, user) -> Snapshot | None:
-    """Create, fill (approved) and snapshot one demo dataset; None if it already exists."""
-    if Dataset.objects.filter(name=demo.name).exists():
+def load_demo_dataset(
+    demo: DemoDataset, *, user, profile: Profile | None = None
+) -> Snapshot | None:
+    """Create, fill (approved) and snapshot one demo dataset in ``profile`` (the PALMS demo
+    profile when None); None if it already exists there."""
+    profile = profile or demo_profile()
+    if Dataset.objects.filter(profile=profile, name=demo.name).exists():
         return None
     dataset = dataset_create(
+        profile=profile,
         name=demo.name,
         kind=demo.kind,
         description=demo.description,
@@ -82,14 +106,17 @@ def load_demo_dataset(demo: DemoDataset, *, user) -> Snapshot | None:
     return snapshot_create(dataset=dataset, user=user, label="demo")
 
 
-def load_demo_content(*, user) -> list[Snapshot]:
-    """Load the category preset and both demo datasets (idempotent)."""
-    load_palms_preset()
-    snapshots = [load_demo_dataset(demo, user=user) for demo in DEMO_DATASETS]
+def load_demo_content(*, user, profile: Profile | None = None) -> list[Snapshot]:
+    """Load the category preset and both demo datasets into ``profile`` (the PALMS demo
+    profile when None; idempotent)."""
+    profile = profile or demo_profile()
+    load_palms_preset(profile=profile)
+    snapshots = [load_demo_dataset(demo, user=user, profile=profile) for demo in DEMO_DATASETS]
     return [snapshot for snapshot in snapshots if snapshot is not None]
 
 
-def load_demo_validation(*, user) -> Snapshot | None:
+def load_demo_validation(*, user, profile: Profile | None = None) -> Snapshot | None:
     """Load and snapshot the held-out validation set (idempotent: None when it exists)."""
-    load_palms_preset()
-    return load_demo_dataset(VALIDATION, user=user)
+    profile = profile or demo_profile()
+    load_palms_preset(profile=profile)
+    return load_demo_dataset(VALIDATION, user=user, profile=profile)

@@ -21,16 +21,24 @@ from curation.selectors import SampleFilters, dataset_authors
 
 
 class SnapshotChoiceField(forms.ModelChoiceField):
-    """A snapshot dropdown: every option says dataset, label, date and short hash, newest
-    first. Training and evaluation forms use it wherever a snapshot is chosen."""
+    """A snapshot dropdown: every option says profile, dataset, label, date and short hash,
+    newest first. Training and evaluation forms (admins', who see every profile) use it
+    wherever a snapshot is chosen."""
 
     def __init__(self, **kwargs):
-        snapshots = Snapshot.objects.select_related("dataset").defer("content")
+        snapshots = Snapshot.objects.select_related("dataset__profile").defer("content")
         kwargs.setdefault("queryset", snapshots.order_by("-created_at", "-pk"))
         super().__init__(**kwargs)
 
     def label_from_instance(self, obj: Snapshot) -> str:
-        return obj.choice_label
+        return f"{obj.dataset.profile.name} · {obj.choice_label}"
+
+
+def in_profile(form: forms.Form, field: str, profile_id: int, path: str = "profile") -> None:
+    """Narrow a choice field to one value profile: another profile's rows are neither shown
+    nor accepted (a forged id is "not one of the available choices")."""
+    queryset = form.fields[field].queryset
+    form.fields[field].queryset = queryset.filter(**{path: profile_id})
 
 
 class CategoryForm(forms.Form):
@@ -124,13 +132,18 @@ class SampleForm(forms.Form):
         error_messages={"invalid_choice": "That gap ticket does not exist or is resolved."},
     )
 
-    def __init__(self, *args, sample: Sample | None = None, **kwargs):
+    def __init__(
+        self, *args, sample: Sample | None = None, profile_id: int | None = None, **kwargs
+    ):
         super().__init__(*args, **kwargs)
+        profile_id = sample.dataset.profile_id if sample is not None else profile_id
         categories = Category.objects.active()
         if sample is not None and sample.category_id:
             # Keep an archived category selectable on samples that already use it.
             categories = Category.objects.filter(pk=sample.category_id) | categories
         self.fields["category"].queryset = categories.order_by("order", "name")
+        in_profile(self, "category", profile_id)
+        in_profile(self, "gap_ticket", profile_id, "category__profile")
         if sample is not None:
             self.fields["version"].required = True
 
@@ -236,6 +249,10 @@ class ImportForm(forms.Form):
         "unless you choose one.",
     )
 
+    def __init__(self, *args, profile_id: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        in_profile(self, "default_category", profile_id)
+
     def clean_file(self):
         upload = self.cleaned_data["file"]
         if upload.size > MAX_IMPORT_BYTES:
@@ -267,6 +284,7 @@ class SampleFilterForm(forms.Form):
     def __init__(self, *args, dataset: Dataset, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields["author"].queryset = dataset_authors(dataset)
+        in_profile(self, "category", dataset.profile_id)
 
     def filters(self) -> SampleFilters:
         self.is_valid()  # fills cleaned_data with the fields that are valid
@@ -297,6 +315,10 @@ class GapTicketForm(forms.Form):
     )
     # Filled from the report's link and shown formatted beside the form; nobody types JSON.
     source = forms.CharField(required=False, widget=forms.HiddenInput)
+
+    def __init__(self, *args, profile_id: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        in_profile(self, "category", profile_id)
 
     def clean_source(self) -> dict:
         text = self.cleaned_data["source"].strip()
@@ -332,6 +354,10 @@ class GapTicketFilterForm(forms.Form):
     status = forms.ChoiceField(
         choices=[("", "Any status"), *GapTicket.Status.choices], required=False
     )
+
+    def __init__(self, *args, profile_id: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        in_profile(self, "category", profile_id)
 
     def filters(self) -> dict:
         self.is_valid()  # fills cleaned_data with the fields that are valid

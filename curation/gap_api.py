@@ -37,6 +37,12 @@ class GapTicketAccess(BasePermission):
         self.message = "Only curators and admins may resolve gap tickets."
         return access.can_resolve_gap_ticket(request.user)
 
+    def has_object_permission(self, request, view, obj) -> bool:
+        if request.method in SAFE_METHODS:
+            return access.can_read(request.user, obj.profile_id)
+        self.message = "Only curators of this profile may resolve its gap tickets."
+        return access.can_write(request.user, obj.profile_id)
+
 
 @extend_schema_view(
     list=extend_schema(parameters=[
@@ -55,6 +61,7 @@ class GapTicketViewSet(
 
     serializer_class = GapTicketSerializer
     permission_classes = [GapTicketAccess]
+    profile_path = "category__profile"
     queryset = GapTicket.objects.select_related(
         "category", "created_by", "resolved_by"
     ).prefetch_related("samples")
@@ -96,5 +103,6 @@ class GapTicketViewSet(
         """Resolve the given open tickets and take a new snapshot of the dataset, in one
         transaction; each ticket needs an approved sample in that dataset."""
         data = self.validated(GapTicketResolveSnapshotSerializer)
+        self.check_write_profile(data["dataset"].profile_id)
         snapshot = gaps.tickets_resolve_and_snapshot(user=request.user, **data)
         return Response(SnapshotSerializer(snapshot).data, status=status.HTTP_201_CREATED)

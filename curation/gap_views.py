@@ -14,15 +14,17 @@ from django.views.decorators.vary import vary_on_headers
 
 from curation import gaps
 from curation.access import (
+    can_read,
     can_write,
     get_dataset_for_user,
     get_gap_ticket_for_user,
+    profile_for_request,
     read_access,
     write_access,
 )
 from curation.forms import GapTicketFilterForm, GapTicketForm, ResolveSnapshotForm
 from curation.gaps import GapTicketError
-from curation.models import Dataset, GapTicket, Sample
+from curation.models import Category, Dataset, GapTicket, Sample
 from curation.services import CurationError
 from palmsweb.lib.htmx import render_page
 from palmsweb.lib.http import require_get, require_get_post, require_post
@@ -46,21 +48,38 @@ def _initial_from_query(query) -> dict:
 @read_access
 @vary_on_headers("HX-Request")
 def gap_list(request):
-    filter_form = GapTicketFilterForm(request.GET)
+    profile = profile_for_request(request)
+    filter_form = GapTicketFilterForm(request.GET, profile_id=profile.pk)
     filters = filter_form.filters()
     context = {
-        "tickets": gaps.gap_tickets(**filters),
+        "tickets": gaps.gap_tickets(**filters).filter(category__profile=profile),
         "filter_form": filter_form,
         "filters": filters,
-        "can_write": can_write(request.user),
+        "profile": profile,
+        "can_write": can_write(request.user, profile),
     }
     return render_page(request, "curation/gap_list.html", context, partial="tickets")
+
+
+def _gap_profile_id(request) -> int:
+    """The profile a new ticket is filed in: the chosen category's (the study report links
+    here with one, from whichever profile the study is in) when the user reads there, else
+    the active profile."""
+    chosen = request.POST.get("category") or request.GET.get("category") or ""
+    category = Category.objects.filter(pk=int(chosen)).first() if chosen.isdigit() else None
+    if category is not None and can_read(request.user, category.profile_id):
+        return category.profile_id
+    return profile_for_request(request).pk
 
 
 @require_get_post
 @create_access
 def gap_create(request):
-    form = GapTicketForm(request.POST or None, initial=_initial_from_query(request.GET))
+    form = GapTicketForm(
+        request.POST or None,
+        initial=_initial_from_query(request.GET),
+        profile_id=_gap_profile_id(request),
+    )
     if request.method == "POST" and form.is_valid():
         try:
             ticket = gaps.gap_ticket_create(**form.cleaned_data, user=request.user)
@@ -80,7 +99,7 @@ def gap_detail(request, pk: int):
     samples = list(
         ticket.samples.select_related("dataset", "author").order_by("dataset__name", "pk")
     )
-    datasets = list(Dataset.objects.all())
+    datasets = list(Dataset.objects.filter(profile_id=ticket.category.profile_id))
     # Datasets where this ticket could be resolved with a new snapshot right now.
     approved_in = {s.dataset_id for s in samples if s.status == Sample.Status.APPROVED}
     ready_in = [
@@ -94,7 +113,7 @@ def gap_detail(request, pk: int):
         "samples": samples,
         "datasets": datasets,
         "ready_in": ready_in,
-        "can_write": can_write(request.user),
+        "can_write": can_write(request.user, ticket.category.profile_id),
     }
     return render(request, "curation/gap_detail.html", context)
 

@@ -36,7 +36,7 @@ def sample_history(request, pk: int):
         "revisions": revisions,
         "default_a": revisions[1].number if len(revisions) > 1 else sample.version,
         "default_b": sample.version,
-        "can_write": can_write(request.user),
+        "can_write": can_write(request.user, sample.dataset.profile_id),
     }
     return render(request, "curation/sample_history.html", context)
 

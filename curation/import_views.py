@@ -23,7 +23,7 @@ from palmsweb.lib.http import require_get_post
 @write_access
 def dataset_import(request, pk: int):
     dataset = get_dataset_for_user(request.user, pk, write=True)
-    form = ImportForm(request.POST or None, request.FILES or None)
+    form = ImportForm(request.POST or None, request.FILES or None, profile_id=dataset.profile_id)
     context = {"dataset": dataset, "form": form, "preview": None}
     if request.method != "POST" or not form.is_valid():
         return render(request, "curation/import.html", context)

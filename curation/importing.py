@@ -366,12 +366,19 @@ def _check_rows(
         status=status,
         default_category=default_category,
         errors=errors,
-        categories={category.name.casefold(): category for category in Category.objects.all()},
+        categories={
+            category.name.casefold(): category
+            for category in Category.objects.filter(profile_id=dataset.profile_id)
+        },
         existing={
             _normalise(question): pk
             for pk, question in dataset.samples.values_list("pk", "question")
         },
     )
+    if default_category is not None and default_category.profile_id != dataset.profile_id:
+        errors.append(ImportLineError(
+            0, f"The default category {default_category.name!r} belongs to another profile."
+        ))
     if default_category is not None and default_category.is_archived:
         errors.append(ImportLineError(
             0, f"The default category {default_category.name!r} is archived."

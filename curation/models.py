@@ -11,6 +11,8 @@ from django.db.models import Q
 from django.urls import reverse
 from django.utils import timezone
 
+from palmsweb.models import default_profile_pk
+
 DEFAULT_MIN_WORDS = 40
 DEFAULT_MAX_WORDS = 340
 MAX_TEXT_CHARS = 20_000  # far above 340 words; refuses pasted books
@@ -40,8 +42,12 @@ class CategoryQuerySet(models.QuerySet):
 class Category(models.Model):
     """A sensitive topic and the behaviour the model should show in it."""
 
-    name = models.CharField(max_length=120, unique=True)
-    slug = models.SlugField(max_length=120, unique=True)
+    profile = models.ForeignKey(
+        "palmsweb.Profile", on_delete=models.PROTECT, related_name="categories",
+        default=default_profile_pk,
+    )  # fmt: skip
+    name = models.CharField(max_length=120)
+    slug = models.SlugField(max_length=120)
     position = models.TextField(help_text="The desired behaviour, in full.")
     guidance = models.TextField(blank=True, help_text="Advice for people writing samples.")
     target_count = models.PositiveIntegerField(default=10)
@@ -55,6 +61,11 @@ class Category(models.Model):
     class Meta:
         ordering = ["order", "name"]
         verbose_name_plural = "categories"
+        constraints = [
+            # Two profiles may both have a "Health" category, with different positions.
+            models.UniqueConstraint(fields=["profile", "name"], name="category_name_per_profile"),
+            models.UniqueConstraint(fields=["profile", "slug"], name="category_slug_per_profile"),
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -108,7 +119,12 @@ class Dataset(models.Model):
         CONTROL = "control", "Control"
         VALIDATION = "validation", "Validation"
 
-    name = models.CharField(max_length=200, unique=True)
+    # Fixed at creation: a snapshot's profile, and so a fine-tune's, is its dataset's.
+    profile = models.ForeignKey(
+        "palmsweb.Profile", on_delete=models.PROTECT, related_name="datasets",
+        default=default_profile_pk,
+    )  # fmt: skip
+    name = models.CharField(max_length=200)
     kind = models.CharField(max_length=20, choices=Kind.choices, default=Kind.VALUES_TARGETED)
     description = models.TextField(blank=True)
     min_words = models.PositiveIntegerField(default=DEFAULT_MIN_WORDS)
@@ -129,7 +145,8 @@ class Dataset(models.Model):
         constraints = [
             models.CheckConstraint(
                 condition=Q(min_words__lte=models.F("max_words")), name="dataset_word_limits_order"
-            )
+            ),
+            models.UniqueConstraint(fields=["profile", "name"], name="dataset_name_per_profile"),
         ]
 
     def __str__(self) -> str:
@@ -183,6 +200,11 @@ class GapTicket(models.Model):
     class Meta:
         ordering = ["status", "-created_at"]
 
+    @property
+    def profile_id(self) -> int:
+        """A ticket belongs to its category's profile."""
+        return self.category.profile_id
+
     def __str__(self) -> str:
         return self.title
 
@@ -222,6 +244,11 @@ class Sample(models.Model):
     class Meta:
         ordering = ["-updated_at", "-pk"]
         indexes = [models.Index(fields=["dataset", "status", "category"])]
+
+    @property
+    def profile_id(self) -> int:
+        """A sample belongs to its dataset's profile."""
+        return self.dataset.profile_id
 
     def __str__(self) -> str:
         return self.question[:80]
@@ -373,6 +400,11 @@ class Snapshot(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-pk"]
+
+    @property
+    def profile_id(self) -> int:
+        """A snapshot belongs to its dataset's profile (fixed: a dataset never moves)."""
+        return self.dataset.profile_id
 
     def __str__(self) -> str:
         return f"{self.dataset.name} @ {self.short_hash}"

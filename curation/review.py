@@ -18,6 +18,7 @@ from django.db.models.functions import Coalesce
 from curation import services
 from curation.models import Comment, Dataset, Sample, SampleRevision
 from curation.selectors import REVIEW_STARTS
+from palmsweb.roles import Role, profile_ids_with_role
 
 MAX_BULK_SAMPLES = 200
 
@@ -30,6 +31,11 @@ BULK_ACTIONS = {
 BULK_DONE = {"submit": "Submitted", "approve": "Approved", "archive": "Archived"}
 
 
+def curated_profile_ids(user) -> list[int]:
+    """The profiles whose samples ``user`` may review and change."""
+    return profile_ids_with_role(user, Role.CURATOR)
+
+
 def review_queue(user, *, dataset: Dataset | None = None) -> QuerySet[Sample]:
     """Samples in review that ``user`` may approve as an independent reviewer, waiting
     longest first. Content problems (word limits, unmerged edits) do not hide a sample:
@@ -39,7 +45,9 @@ def review_queue(user, *, dataset: Dataset | None = None) -> QuerySet[Sample]:
         .order_by("-created_at", "-pk")
         .values("sample_version")[:1]
     )
-    samples = Sample.objects.filter(status=Sample.Status.IN_REVIEW).annotate(
+    samples = Sample.objects.filter(
+        status=Sample.Status.IN_REVIEW, dataset__profile__in=curated_profile_ids(user)
+    ).annotate(
         review_base=Coalesce(Subquery(started), Value(1))
     )
     revised = SampleRevision.objects.filter(
@@ -120,7 +128,9 @@ def samples_bulk_action(
         raise services.CurationError("Select at least one sample.")
     if len(items) > MAX_BULK_SAMPLES:
         raise services.CurationError(f"At most {MAX_BULK_SAMPLES} samples at a time.")
-    found = Sample.objects.select_related("dataset").in_bulk([pk for pk, _ in items])
+    # Samples of profiles the user does not curate in are "no such sample", as in the API.
+    writable = Sample.objects.filter(dataset__profile__in=curated_profile_ids(user))
+    found = writable.select_related("dataset").in_bulk([pk for pk, _ in items])
     result = BulkResult()
     for pk, version in items:
         sample = found.get(pk)

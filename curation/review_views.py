@@ -34,7 +34,7 @@ def review_queue(request):
     context = {
         "samples": samples,
         "queue_dataset": dataset,
-        "datasets": Dataset.objects.all(),
+        "datasets": Dataset.objects.filter(profile__in=review.curated_profile_ids(request.user)),
         "first_url": queue_url(samples[0].pk, dataset) if samples else "",
         "here": request.get_full_path(),
     }

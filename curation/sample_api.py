@@ -74,6 +74,7 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
 
     serializer_class = SampleSerializer
     queryset = Sample.objects.select_related("dataset", "category", "author", "updated_by")
+    profile_path = "dataset__profile"
 
     def get_queryset(self):
         queryset = super().get_queryset()
@@ -104,6 +105,7 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
 
     def create(self, request, *args, **kwargs):
         data = self.validated(SampleCreateSerializer)
+        self.check_write_profile(data["dataset"].profile_id)
         sample = services.sample_create(user=request.user, **data)
         return Response(SampleSerializer(sample).data, status=status.HTTP_201_CREATED)
 
@@ -227,7 +229,7 @@ class SampleViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, CurationVi
             raise PermissionDenied("Only curators review samples.")
         dataset = None
         if (dataset_id := int_param(request.query_params, "dataset")) is not None:
-            dataset = Dataset.objects.filter(pk=dataset_id).first()
+            dataset = self.readable(Dataset.objects, "profile").filter(pk=dataset_id).first()
             if dataset is None:
                 raise serializers.ValidationError({"dataset": ["No such dataset."]})
         page = self.paginate_queryset(review.review_queue(request.user, dataset=dataset))

@@ -34,7 +34,9 @@ from palmsweb.lib.http import require_get, require_get_post, require_post
 @write_access
 def sample_create(request, pk: int):
     dataset = get_dataset_for_user(request.user, pk, write=True)
-    form = SampleForm(request.POST or None, initial=_gap_ticket_initial(request))
+    form = SampleForm(
+        request.POST or None, initial=_gap_ticket_initial(request), profile_id=dataset.profile_id
+    )
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         try:
@@ -175,7 +177,7 @@ def sample_edit(request, pk: int):
 def _sample_actions(sample: Sample, user) -> dict:
     """Which review steps this user may take now, why approval is refused, and (before
     submitting) what approval will refuse whoever reviews."""
-    if not can_write(user):
+    if not can_write(user, sample.dataset.profile_id):
         return {}
     status = sample.status
     Status = Sample.Status
@@ -197,7 +199,7 @@ def _comments_context(request, sample: Sample, form: CommentForm | None = None) 
         "sample": sample,
         "comments": sample.comments.select_related("author"),
         "comment_form": form or CommentForm(),
-        "can_write": can_write(request.user),
+        "can_write": can_write(request.user, sample.dataset.profile_id),
     }
 
 
@@ -237,7 +239,7 @@ def queue_url(sample_id: int | None, dataset: Dataset | None) -> str:
 def _queue_context(request, sample: Sample) -> dict | None:
     """With ``?queue=1`` (from "waiting for my review"), where the sample sits in the
     user's queue and the links to move through it."""
-    if not request.GET.get("queue") or not can_write(request.user):
+    if not request.GET.get("queue") or not can_write(request.user, sample.dataset.profile_id):
         return None
     dataset = queue_dataset(request, request.GET)
     position = review.queue_position(request.user, sample, dataset=dataset)

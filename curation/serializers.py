@@ -24,6 +24,8 @@ from curation.models import (
     Snapshot,
 )
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from palmsweb.profiles import ProfileScopedPrimaryKeyField, profile_choice_field
+from palmsweb.roles import Role
 
 # Versions and revision numbers are stored as 32-bit integers (a stale edit keeps the
 # version it started from): anything larger is refused here, not by the database.
@@ -41,11 +43,25 @@ class UsernameField(serializers.SlugRelatedField):
 # --- categories ------------------------------------------------------------------------
 
 
+def profile_field(help_text: str):
+    """The writable ``profile`` of a new row: one the requesting user curates in."""
+    return profile_choice_field((Role.CURATOR,), help_text)
+
+
+PROFILE_HELP = (
+    "Value profile id. Set on creation (optional when you curate in one profile only); "
+    "never changes afterwards."
+)
+
+
 class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    profile = profile_field(PROFILE_HELP)
+
     class Meta:
         model = Category
+        validators = []  # uniqueness per profile is the service's rule; its message is clearer
         fields = [
-            "id", "name", "slug", "position", "guidance", "target_count", "order",
+            "id", "profile", "name", "slug", "position", "guidance", "target_count", "order",
             "is_archived", "archived_at", "created_at", "updated_at",
         ]
         read_only_fields = [
@@ -77,8 +93,10 @@ class PositionVersionSerializer(serializers.ModelSerializer):
 
 class CategoryReorderSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     ids = serializers.ListField(
-        child=serializers.IntegerField(), help_text="Every category id, in the new order."
+        child=serializers.IntegerField(),
+        help_text="Every category id of the profile, in the new order.",
     )
+    profile = profile_field("Value profile id (optional when you curate in one profile only).")
 
 
 # --- datasets --------------------------------------------------------------------------
@@ -86,12 +104,14 @@ class CategoryReorderSerializer(RejectUnknownFieldsMixin, serializers.Serializer
 
 class DatasetSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     created_by = UsernameField()
+    profile = profile_field(PROFILE_HELP)
 
     class Meta:
         model = Dataset
+        validators = []  # uniqueness per profile is the service's rule
         fields = [
-            "id", "name", "kind", "description", "min_words", "max_words", "system_message",
-            "allow_self_approval", "created_by", "created_at",
+            "id", "profile", "name", "kind", "description", "min_words", "max_words",
+            "system_message", "allow_self_approval", "created_by", "created_at",
         ]
         read_only_fields = ["created_at"]
         extra_kwargs = {"name": {"validators": []}}
@@ -125,8 +145,8 @@ def _active_category_or_current(category: Category | None, current: Category | N
 
 
 class SampleCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all())
-    category = serializers.PrimaryKeyRelatedField(
+    dataset = ProfileScopedPrimaryKeyField(queryset=Dataset.objects.all())
+    category = ProfileScopedPrimaryKeyField(
         queryset=Category.objects.all(), allow_null=True, required=False, default=None
     )
     question = serializers.CharField(max_length=MAX_TEXT_CHARS, trim_whitespace=False)
@@ -134,7 +154,8 @@ class SampleCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         max_length=MAX_TEXT_CHARS, allow_blank=True, required=False, default="",
         trim_whitespace=False,
     )
-    gap_ticket = serializers.PrimaryKeyRelatedField(
+    gap_ticket = ProfileScopedPrimaryKeyField(
+        profile_path="category__profile",
         queryset=GapTicket.objects.filter(status=GapTicket.Status.OPEN),
         allow_null=True, required=False, default=None,
         help_text="The open gap ticket this sample is written to close.",
@@ -151,7 +172,7 @@ class SampleUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         min_value=1, max_value=MAX_VERSION,
         help_text="The version your edit started from (optimistic concurrency).",
     )
-    category = serializers.PrimaryKeyRelatedField(
+    category = ProfileScopedPrimaryKeyField(
         queryset=Category.objects.all(), allow_null=True
     )
     question = serializers.CharField(max_length=MAX_TEXT_CHARS, trim_whitespace=False)
@@ -337,7 +358,7 @@ class SnapshotDetailSerializer(SnapshotSerializer):
 
 
 class SnapshotCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all())
+    dataset = ProfileScopedPrimaryKeyField(queryset=Dataset.objects.all())
     label = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")
 
 
@@ -350,7 +371,7 @@ class ImportSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         choices=sorted(IMPORTABLE_STATUSES), required=False, default=Sample.Status.DRAFT,
         help_text="Status of the new samples; only admins may import approved samples.",
     )
-    default_category = serializers.PrimaryKeyRelatedField(
+    default_category = ProfileScopedPrimaryKeyField(
         queryset=Category.objects.all(), required=False, default=None, allow_null=True,
         help_text="Category id for rows without one. Without it, a values-targeted dataset "
         "refuses such rows.",
@@ -414,7 +435,7 @@ class GapTicketSerializer(serializers.ModelSerializer):
 
 
 class GapTicketCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    category = serializers.PrimaryKeyRelatedField(queryset=Category.objects.all())
+    category = ProfileScopedPrimaryKeyField(queryset=Category.objects.all())
     title = serializers.CharField(max_length=200)
     description = serializers.CharField(
         max_length=MAX_TEXT_CHARS, allow_blank=True, required=False, default=""
@@ -431,8 +452,9 @@ class GapTicketCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer
 
 
 class GapTicketResolveSnapshotSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    dataset = serializers.PrimaryKeyRelatedField(queryset=Dataset.objects.all())
-    tickets = serializers.PrimaryKeyRelatedField(
-        queryset=GapTicket.objects.all(), many=True, allow_empty=False
+    dataset = ProfileScopedPrimaryKeyField(queryset=Dataset.objects.all())
+    tickets = ProfileScopedPrimaryKeyField(
+        profile_path="category__profile", queryset=GapTicket.objects.all(), many=True,
+        allow_empty=False,
     )
     label = serializers.CharField(max_length=200, allow_blank=True, required=False, default="")

@@ -41,6 +41,7 @@ from curation.models import (
 )
 from curation.selectors import review_base_version
 from palmsweb.lib import csvsafe
+from palmsweb.models import Profile, profile_pk
 
 
 class StaleEditError(CurationError):
@@ -97,13 +98,19 @@ def dataset_create(
     system_message: str = "",
     allow_self_approval: bool = False,
     user=None,
+    profile: Profile | int | None = None,
 ) -> Dataset:
+    """A new dataset in ``profile`` (the default profile when None); its profile never
+    changes, so its snapshots, and the fine-tunes trained on them, keep theirs."""
     if not name.strip():
         raise CurationError("A dataset needs a name.")
-    if Dataset.objects.filter(name__iexact=name.strip()).exists():
-        raise CurationError(f"A dataset named {name.strip()!r} already exists.")
+    profile_id = profile_pk(profile)
+    in_profile = Dataset.objects.filter(profile_id=profile_id)
+    if in_profile.filter(name__iexact=name.strip()).exists():
+        raise CurationError(f"A dataset named {name.strip()!r} already exists in this profile.")
     _validate_limits(min_words, max_words)
     return Dataset.objects.create(
+        profile_id=profile_id,
         name=name.strip(),
         kind=kind,
         description=description,
@@ -125,13 +132,23 @@ def dataset_update(*, dataset: Dataset, **fields) -> Dataset:
     for key, value in fields.items():
         setattr(dataset, key, value.strip() if key == "name" else value)
     _validate_limits(dataset.min_words, dataset.max_words)
-    if Dataset.objects.filter(name__iexact=dataset.name).exclude(pk=dataset.pk).exists():
-        raise CurationError(f"A dataset named {dataset.name!r} already exists.")
+    in_profile = Dataset.objects.filter(profile_id=dataset.profile_id)
+    if in_profile.filter(name__iexact=dataset.name).exclude(pk=dataset.pk).exists():
+        raise CurationError(f"A dataset named {dataset.name!r} already exists in this profile.")
     dataset.save(update_fields=list(fields))
     return dataset
 
 
 # --- samples ---------------------------------------------------------------------------
+
+
+def check_category_in_profile(category: Category | None, dataset: Dataset) -> None:
+    """A sample's category must be one of its dataset's profile: a position from another
+    application context would be trained on without anyone having written it for this one."""
+    if category is not None and category.profile_id != dataset.profile_id:
+        raise CurationError(
+            f"The category {category.name!r} belongs to another value profile than this dataset."
+        )
 
 
 def validate_sample_text(question: str, answer: str) -> None:
@@ -169,6 +186,9 @@ def sample_create(
     """Create a sample and its first revision; ``gap_ticket`` records the evaluation gap
     it was written to close."""
     validate_sample_text(question, answer)
+    check_category_in_profile(category, dataset)
+    if gap_ticket is not None:
+        check_category_in_profile(gap_ticket.category, dataset)
     sample = Sample.objects.create(
         dataset=dataset,
         category=category,
@@ -202,6 +222,7 @@ def sample_update(
     content changes goes back to review.
     """
     validate_sample_text(question, answer)
+    check_category_in_profile(category, Dataset.objects.get(samples__pk=sample_id))
     question, answer = question.strip(), answer.strip()
     saved = _apply_update(sample_id, base_version, question, answer, category, user, note)
     if saved is not None:

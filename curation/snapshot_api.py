@@ -52,6 +52,7 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
     """Snapshots are immutable: created, listed, read and downloaded; never changed."""
 
     queryset = Snapshot.objects.select_related("dataset", "created_by")
+    profile_path = "dataset__profile"
 
     def get_serializer_class(self):
         return SnapshotDetailSerializer if self.action == "retrieve" else SnapshotSerializer
@@ -67,6 +68,7 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
 
     def create(self, request, *args, **kwargs):
         data = self.validated(SnapshotCreateSerializer)
+        self.check_write_profile(data["dataset"].profile_id)
         try:
             snapshot = services.snapshot_create(user=request.user, **data)
         except services.UnchangedSnapshotError as unchanged:

@@ -37,7 +37,7 @@ def snapshot_list(request, pk: int):
         "snapshots": dataset_snapshots(dataset),
         "approved": dataset.samples.approved().count(),
         "form": SnapshotForm(),
-        "can_write": can_write(request.user),
+        "can_write": can_write(request.user, dataset.profile_id),
         "sizes": SIZE_DEFINITIONS,
     }
     return render(request, "curation/snapshot_list.html", context)

@@ -23,6 +23,7 @@ from curation.access import (
     get_category_for_user,
     get_dataset_for_user,
     is_admin,
+    profile_for_request,
     read_access,
     write_access,
 )
@@ -72,7 +73,12 @@ def first_error(form) -> str:
 
 
 def _category_list_context(request) -> dict:
-    return {"categories": Category.objects.all(), "can_write": can_write(request.user)}
+    profile = profile_for_request(request)
+    return {
+        "categories": Category.objects.filter(profile=profile),
+        "can_write": can_write(request.user, profile),
+        "profile": profile,
+    }
 
 
 def _category_changed(request) -> HttpResponse:
@@ -101,7 +107,10 @@ def category_create(request):
     form = CategoryForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            category = services.category_create(**form.cleaned_data, user=request.user)
+            category = services.category_create(
+                **form.cleaned_data, user=request.user,
+                profile=profile_for_request(request, write=True),
+            )  # fmt: skip
         except CurationError as error:
             form.add_error(None, str(error))
         else:
@@ -162,7 +171,8 @@ def category_restore(request, pk: int):
 @require_post
 @write_access
 def preset_load(request):
-    created, existing = services.load_palms_preset()
+    profile = profile_for_request(request, write=True)
+    created, existing = services.load_palms_preset(user=request.user, profile=profile)
     if created:
         messages.success(
             request,
@@ -180,9 +190,11 @@ def preset_load(request):
 @require_get
 @read_access
 def dataset_list(request):
-    writer = can_write(request.user)
+    profile = profile_for_request(request)
+    writer = can_write(request.user, profile)
     context = {
-        "datasets": datasets_with_counts(),
+        "datasets": datasets_with_counts().filter(profile=profile),
+        "profile": profile,
         "can_write": writer,
         "queue_count": review.review_queue(request.user).count() if writer else 0,
     }
@@ -203,7 +215,10 @@ def dataset_create(request):
     form = _dataset_form(request, None)
     if request.method == "POST" and form.is_valid():
         try:
-            dataset = services.dataset_create(**form.cleaned_data, user=request.user)
+            dataset = services.dataset_create(
+                **form.cleaned_data, user=request.user,
+                profile=profile_for_request(request, write=True),
+            )  # fmt: skip
         except CurationError as error:
             form.add_error(None, str(error))
         else:
@@ -244,7 +259,7 @@ def dataset_detail(request, pk: int):
         "filters": filters,
         "page": page,
         "counts": dataset_status_counts(dataset),
-        "can_write": can_write(request.user),
+        "can_write": can_write(request.user, dataset.profile_id),
     }
     return render_page(request, "curation/dataset_detail.html", context, partial="samples")
 

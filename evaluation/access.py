@@ -8,11 +8,17 @@ this user list or create them at all?), which is what DRF asks before it loads a
 
 Admins pass every role check except rating (see :func:`palmsweb.roles.has_role`): a user who
 can see which model wrote an output must not rate it.
+
+Prompt sets and studies belong to a value profile (a study to its prompt set's): after the
+role check, each helper checks the role again in the object's profile, with a 404 for a user
+of another profile (:func:`palmsweb.profiles.check_object_profile`). Misalignment
+evaluations and re-alignment runs are about model versions, which every profile shares.
 """
 
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
+from django.http import Http404
 from django.shortcuts import get_object_or_404
 
 from evaluation.models import (
@@ -23,6 +29,7 @@ from evaluation.models import (
     Study,
     StudyOutput,
 )
+from palmsweb.profiles import check_object_profile, require_current_profile
 from palmsweb.roles import Role, has_role, role_required, user_roles
 
 PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
@@ -40,14 +47,27 @@ admin_access = role_required(Role.ADMIN)
 # --- prompt sets (and their prompts) ---------------------------------------------------------
 
 
-def can_read_prompt_set(user, prompt_set: PromptSet | None = None) -> bool:
-    """Curators, researchers and admins read every prompt set."""
-    return has_role(user, *PROMPT_READ_ROLES)
+def profile_for_request(request, roles: tuple[Role, ...]):
+    """The request's active value profile, in which the user must hold one of ``roles``
+    (403 otherwise): list pages show its rows, new rows go into it."""
+    profile = require_current_profile(request)
+    refusal = "Your role in this value profile does not allow this page."
+    check_object_profile(request.user, profile.pk, roles, refusal)
+    return profile
 
 
-def can_edit_prompt_set(user, prompt_set: PromptSet | None = None) -> bool:
+def _profile_of(prompt_set: PromptSet | None, profile):
+    return prompt_set.profile_id if prompt_set is not None else profile
+
+
+def can_read_prompt_set(user, prompt_set: PromptSet | None = None, profile=None) -> bool:
+    """Curators, researchers and admins read the prompt sets of their profiles."""
+    return has_role(user, *PROMPT_READ_ROLES, profile=_profile_of(prompt_set, profile))
+
+
+def can_edit_prompt_set(user, prompt_set: PromptSet | None = None, profile=None) -> bool:
     """Curators and admins edit prompt sets (a locked set is copied on edit, not refused)."""
-    return has_role(user, *PROMPT_WRITE_ROLES)
+    return has_role(user, *PROMPT_WRITE_ROLES, profile=_profile_of(prompt_set, profile))
 
 
 def _check_prompt_set_access(user, *, write: bool) -> None:
@@ -56,16 +76,25 @@ def _check_prompt_set_access(user, *, write: bool) -> None:
         raise PermissionDenied("Prompt sets are for curators, researchers and admins.")
 
 
+def _check_prompt_set_profile(user, profile_id: int, *, write: bool) -> None:
+    roles = PROMPT_WRITE_ROLES if write else PROMPT_READ_ROLES
+    check_object_profile(user, profile_id, roles, "Prompt sets are for this profile's curators.")
+
+
 def get_prompt_set_for_user(user, pk: int, *, write: bool = False) -> PromptSet:
     """The prompt set, or 404; 403 unless the user may read (or, with ``write``, edit) it."""
     _check_prompt_set_access(user, write=write)
-    return get_object_or_404(PromptSet, pk=pk)
+    prompt_set = get_object_or_404(PromptSet, pk=pk)
+    _check_prompt_set_profile(user, prompt_set.profile_id, write=write)
+    return prompt_set
 
 
 def get_prompt_for_user(user, pk: int, *, write: bool = False) -> Prompt:
     """The prompt with its set, or 404; 403 as for its set."""
     _check_prompt_set_access(user, write=write)
-    return get_object_or_404(Prompt.objects.select_related("prompt_set", "category"), pk=pk)
+    prompt = get_object_or_404(Prompt.objects.select_related("prompt_set", "category"), pk=pk)
+    _check_prompt_set_profile(user, prompt.prompt_set.profile_id, write=write)
+    return prompt
 
 
 # --- studies ---------------------------------------------------------------------------------
@@ -92,19 +121,30 @@ def can_see_arm_results(user, study: Study) -> bool:
     """Admins always; researchers once the study is closed and unblinded; nobody else."""
     if has_role(user, Role.ADMIN):
         return True
-    return study.is_unblinded and has_role(user, Role.RESEARCHER)
+    return study.is_unblinded and has_role(user, Role.RESEARCHER, profile=study.profile_id)
 
 
 def can_unblind_study(user, study: Study) -> bool:
     """Researchers and admins unblind a study once it is closed (logged with who and when)."""
-    return study.status == Study.Status.CLOSED and has_role(user, *STUDY_READ_ROLES)
+    return study.status == Study.Status.CLOSED and has_role(
+        user, *STUDY_READ_ROLES, profile=study.profile_id
+    )
 
 
 def get_study_for_user(user, pk: int, *, write: bool = False) -> Study:
     """The study, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
     if not (can_manage_study(user) if write else can_read_study(user)):
         raise PermissionDenied("Study management is for admins and researchers.")
-    return get_object_or_404(Study.objects.select_related("prompt_set", "sampling_job"), pk=pk)
+    study = get_object_or_404(Study.objects.select_related("prompt_set", "sampling_job"), pk=pk)
+    check_study_profile(user, study)
+    return study
+
+
+def check_study_profile(user, study: Study) -> None:
+    """404 for a user of another profile; 403 for a member who is not its researcher."""
+    check_object_profile(
+        user, study.profile_id, STUDY_READ_ROLES, "Studies are for this profile's researchers."
+    )
 
 
 # --- study outputs (unblinded data: admins screen them) --------------------------------------
@@ -119,30 +159,34 @@ def get_output_for_user(user, pk: int) -> StudyOutput:
     """An output with its arm and model, or 404; admins only (it is unblinded data)."""
     if not can_screen_output(user):
         raise PermissionDenied("Only admins screen outputs.")
-    related = ("study", "arm__model_version", "prompt__category")
+    related = ("study__prompt_set", "arm__model_version", "prompt__category")
     return get_object_or_404(StudyOutput.objects.select_related(*related), pk=pk)
 
 
 # --- rating ----------------------------------------------------------------------------------
 
 
-def has_rater_role(user) -> bool:
-    """Members of the rater group (admins too must be in it)."""
-    return has_role(user, Role.RATER)
+def has_rater_role(user, profile=None) -> bool:
+    """Raters (of ``profile``, or of any profile); admins too must be rater members."""
+    return has_role(user, Role.RATER, profile=profile)
 
 
 def can_rate_study(user, study: Study | None = None) -> bool:
-    """Raters (in ``study``'s pool, when given). Admins in the pool are refused apart, with
-    their own reason (:func:`can_see_generations`); the rating services check the study's
-    state themselves."""
-    if not has_rater_role(user):
+    """Raters (in ``study``'s pool and a rater of its profile, when given). Admins in the
+    pool are refused apart, with their own reason (:func:`can_see_generations`); the rating
+    services check the study's state themselves."""
+    if study is None:
+        return has_rater_role(user)
+    if not has_rater_role(user, study.profile_id):
         return False
-    return study is None or study.raters.filter(pk=user.pk).exists()
+    return study.raters.filter(pk=user.pk).exists()
 
 
 def get_rating_study_for_user(user, pk: int) -> Study:
     """A study the user rates in, or 404; 403 unless they are a rater in its pool."""
-    study = get_object_or_404(Study, pk=pk)
+    study = get_object_or_404(Study.objects.select_related("prompt_set"), pk=pk)
+    if not can_see_generations(user) and not has_rater_role(user, study.profile_id):
+        raise Http404("No such study.")  # another profile's study does not exist for them
     if not can_rate_study(user, study):
         raise PermissionDenied("You are not in this study's rater pool.")
     if can_see_generations(user):
@@ -175,6 +219,7 @@ def get_report_study_for_user(user, pk: int) -> tuple[Study, str]:
     if not can_read_report(user):
         raise PermissionDenied("Results are for researchers and admins.")
     study = get_object_or_404(Study.objects.select_related("prompt_set", "unblinded_by"), pk=pk)
+    check_study_profile(user, study)
     mode = report_mode(user, study)
     if mode is None:
         raise PermissionDenied(
@@ -194,7 +239,8 @@ def get_export_study_for_user(user, pk: int) -> Study:
     """The study whose ratings ``user`` may export (researchers and admins), or 404/403."""
     if not can_export_study(user):
         raise PermissionDenied("Exports are for researchers and admins.")
-    study = get_object_or_404(Study, pk=pk)
+    study = get_object_or_404(Study.objects.select_related("prompt_set"), pk=pk)
+    check_study_profile(user, study)
     if not can_export_study(user, study):
         raise PermissionDenied("A draft study has nothing to export.")
     return study
@@ -238,3 +284,8 @@ def get_realignment_for_user(user, pk: int, *, write: bool = False) -> Realignme
         raise PermissionDenied("Re-alignment runs are for researchers and admins.")
     related = ("source_version", "snapshot__dataset", "finetune_job", "evaluation")
     return get_object_or_404(RealignmentRun.objects.select_related(*related), pk=pk)
+
+
+def can_write_exit_kit(user) -> bool:
+    """Admins write hosted exit kits: they hold every output and closed study's ratings."""
+    return has_role(user, Role.ADMIN)

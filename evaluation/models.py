@@ -11,8 +11,6 @@ The rules the database enforces itself (so no code path can break them):
 
 from __future__ import annotations
 
-import secrets
-
 from django.conf import settings
 from django.db import models
 from django.db.models import F, Q
@@ -21,7 +19,9 @@ from django.utils import timezone
 
 from evaluation import choices
 from evaluation.background import BackgroundRun
+from evaluation.identifiers import new_order_salt, new_public_id  # noqa: F401 (migrations)
 from evaluation.rubric import default_rubric
+from palmsweb.models import default_profile_pk
 from training.models import ModelVersion
 
 SCORES = (1, 2, 3, 4, 5)
@@ -29,24 +29,15 @@ MAX_PROMPT_CHARS = 4_000
 MAX_COMMENT_CHARS = 2_000
 
 
-def new_public_id() -> str:
-    """An opaque id for an output: random, so it says nothing about arm, model or order.
-    Never starting with "-", which a spreadsheet would take for a formula (CSV exports
-    would then carry it escaped, and it would no longer match the JSONL)."""
-    while (public_id := secrets.token_urlsafe(12)).startswith("-"):
-        pass
-    return public_id
-
-
-def new_order_salt() -> str:
-    return secrets.token_hex(16)
-
-
 class PromptSet(models.Model):
     """An ordered list of evaluation prompts. Locked once a study uses it: edits to a
     locked set go into a copy, so a study's prompts never change under it."""
 
-    name = models.CharField(max_length=200, unique=True)
+    profile = models.ForeignKey(
+        "palmsweb.Profile", on_delete=models.PROTECT, related_name="prompt_sets",
+        default=default_profile_pk,
+    )  # fmt: skip
+    name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     copied_from = models.ForeignKey(
         "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="copies"
@@ -63,6 +54,9 @@ class PromptSet(models.Model):
 
     class Meta:
         ordering = ["name"]
+        constraints = [
+            models.UniqueConstraint(fields=["profile", "name"], name="prompt_set_name_per_profile")
+        ]
 
     def __str__(self) -> str:
         return self.name
@@ -164,6 +158,11 @@ class Study(models.Model):
                 name="study_unblinded_only_when_closed",
             ),
         ]
+
+    @property
+    def profile_id(self) -> int:
+        """A study is in its prompt set's value profile (categories, positions, raters)."""
+        return self.prompt_set.profile_id
 
     def __str__(self) -> str:
         return self.name

@@ -1,5 +1,6 @@
 from django.urls import path
 
+from evaluation.report import exit_kit_views
 from evaluation.report import views as report_views
 from evaluation.studies import rating_views, views
 
@@ -50,6 +51,7 @@ urlpatterns = [
     path("studies/compare/", report_views.study_compare, name="study-compare"),
     path("studies/<int:pk>/exports/", report_views.export_list, name="study-exports"),
     path("exports/<int:pk>/download/", report_views.export_download, name="export-download"),
+    path("exit-kit/", exit_kit_views.exit_kit_download, name="exit-kit"),
 ]
 
 # automatic scores (evaluation.scoring.views)

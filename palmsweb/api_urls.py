@@ -5,11 +5,14 @@ from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
 from evaluation.alignment import misalignment_api, realignment_api
+from evaluation.report import exit_kit_views
 from evaluation.studies import api as evaluation_api
+from palmsweb.profile_api import ProfileViewSet
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
 
 router = DefaultRouter()
+router.register("profiles", ProfileViewSet, basename="profile")
 router.register("categories", curation_api.CategoryViewSet, basename="category")
 router.register("datasets", curation_api.DatasetViewSet, basename="dataset")
 router.register("samples", curation_api.SampleViewSet, basename="sample")
@@ -36,6 +39,8 @@ router.register(
 router.register(
     "realignment-runs", realignment_api.RealignmentRunViewSet, basename="realignmentrun"
 )
+
+router.register("exit-kits", exit_kit_views.ExitKitViewSet, basename="exitkit")
 
 urlpatterns = [
     path("auth/token/", AuthTokenView.as_view(), name="api-token"),

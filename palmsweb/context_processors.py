@@ -1,3 +1,4 @@
+from palmsweb.profiles import current_profile, member_profiles
 from palmsweb.roles import Role, has_role
 
 
@@ -10,3 +11,11 @@ def roles(request) -> dict:
         "is_admin": has_role(user, Role.ADMIN),
         "is_researcher": has_role(user, Role.RESEARCHER),
     }
+
+
+def profiles(request) -> dict:
+    """The profile switcher of the navigation bar: the user's profiles and the active one."""
+    user = getattr(request, "user", None)
+    if user is None or not user.is_authenticated:
+        return {}
+    return {"active_profile": current_profile(request), "my_profiles": member_profiles(request)}

@@ -112,6 +112,7 @@ TEMPLATES = [
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
                 "palmsweb.context_processors.roles",
+                "palmsweb.context_processors.profiles",
             ],
         },
     }
@@ -305,6 +306,9 @@ PALMSWEB_KEY_ENVS = env_list(
 PALMSWEB_ENDPOINT_HOSTS = env_list("PALMSWEB_ENDPOINT_HOSTS", [])
 OPENAI_API_KEY = os.environ.get("OPENAI_API_KEY", "")
 OPENAI_BASE_URL = os.environ.get("OPENAI_BASE_URL", "")
+# Together AI's OpenAI-compatible URL: its fine-tuned models are sampled there, and the SDK
+# reaches its fine-tuning API at the same host (training.engine.hosted.together).
+TOGETHER_BASE_URL = os.environ.get("TOGETHER_BASE_URL", "https://api.together.xyz/v1")
 PERSPECTIVE_API_KEY = os.environ.get("PERSPECTIVE_API_KEY", "")
 
 # --- hosted providers' dates ----------------------------------------------------------------
@@ -326,6 +330,9 @@ HOSTED_PROVIDER_DATES_DEFAULT = {
             "o4-mini": "2026-10-23",
         },
     },
+    # Together announces no date for fine-tuning to end, and its model listing gives no
+    # retirement dates: add a family's date here (or in the environment) when it retires one.
+    "together": {"label": "Together AI", "model_shutdowns": {}},
 }
 
 

@@ -2,7 +2,7 @@ from django.contrib import admin
 from django.contrib.auth import views as auth_views
 from django.urls import include, path
 
-from palmsweb import views
+from palmsweb import profile_views, views
 
 urlpatterns = [
     path("", views.home, name="home"),
@@ -12,6 +12,18 @@ urlpatterns = [
     path("accounts/", views.account, name="account"),
     path("accounts/tokens/new/", views.token_create, name="token-create"),
     path("accounts/tokens/revoke/", views.token_revoke, name="token-revoke"),
+    path("profiles/", profile_views.profile_list, name="profile-index"),
+    path("profiles/new/", profile_views.profile_create, name="profile-new"),
+    path("profiles/switch/", profile_views.profile_switch, name="profile-switch"),
+    path("profiles/<int:pk>/", profile_views.profile_detail, name="profile-edit"),
+    path(
+        "profiles/<int:pk>/members/", profile_views.membership_add,
+        name="profile-membership-add",
+    ),
+    path(
+        "profiles/members/<int:pk>/remove/", profile_views.membership_remove,
+        name="profile-membership-remove",
+    ),
     path("admin/", admin.site.urls),
     path("curation/", include("curation.urls")),
     path("training/", include("training.urls")),

@@ -10,10 +10,9 @@ from django.conf import settings
 DJANGO = settings.configured
 if DJANGO:
     from django.contrib.auth import get_user_model
-    from django.contrib.auth.models import Group
     from django.test import Client
 
-    from palmsweb.roles import Role, ensure_role_groups
+    from palmsweb.roles import Role, ensure_role_groups, grant_role
 
 PASSWORD = "correct-horse-battery-staple"
 
@@ -94,7 +93,7 @@ def make_user(username: str, *roles, staff: bool = False):
         username=username, password=PASSWORD, is_staff=staff
     )
     for role in roles:
-        user.groups.add(Group.objects.get(name=role.value))
+        grant_role(user, role)  # profile roles go to the default profile
     return user
 
 

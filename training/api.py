@@ -29,6 +29,7 @@ from training.serializers import (
     FineTuneJobSerializer,
     GenerationSerializer,
     ModelVersionSerializer,
+    RetrainSerializer,
     SamplingCreateSerializer,
     SamplingJobDetailSerializer,
     SamplingJobSerializer,
@@ -194,6 +195,22 @@ class FineTuneJobViewSet(
     def retry(self, request, pk=None):
         """Queue a failed or cancelled job again."""
         return self._retry(request, pk)
+
+    @extend_schema(
+        request=RetrainSerializer,
+        responses={201: FineTuneJobDetailSerializer, 400: TRAINING_ERROR},
+    )
+    @action(detail=True, methods=["post"])
+    def retrain(self, request, pk=None):
+        """Retrain elsewhere: the job's snapshot and hyperparameters on another provider or
+        a local model, as a new job whose ``retrained_from`` is this one."""
+        job = self.get_object()
+        data = self.validated(RetrainSerializer)
+        new = services.finetune_retrain_elsewhere(
+            job=job, base_model=data["base_model"], method=data.get("method"),
+            user=request.user,
+        )  # fmt: skip
+        return self.created(FineTuneJobDetailSerializer, new)
 
 
 @extend_schema_view(

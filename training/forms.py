@@ -16,11 +16,14 @@ from training.engine.distributed_plan import MAX_DEVICES_PER_NODE, MAX_NODES
 from training.models import BaseModel, FineTuneJob, ModelVersion
 from training.selectors import palms_eval_prompts
 from training.services import (
+    DEFAULT_KEY_ENV,
     HYPERPARAMETER_LIMITS,
     MAX_PROMPTS,
     MAX_SAMPLES_PER_PROMPT,
+    REMOTE_KINDS,
     arm_mismatch,
     default_hyperparameters,
+    retrain_targets,
     snapshot_arm,
 )
 
@@ -62,23 +65,25 @@ class BaseModelForm(forms.Form):
         label="Model name",
         max_length=200,
         required=False,
-        help_text="OpenAI or endpoint only: the name the API knows the model by.",
+        help_text="Hosted (OpenAI, Together AI) or endpoint only: the name the API knows the "
+        "model by, e.g. meta-llama/Meta-Llama-3.1-8B-Instruct-Reference at Together.",
     )
     base_url = forms.CharField(
         label="Endpoint base URL",
         max_length=200,
         required=False,
         validators=[endpoint_url],
-        help_text="OpenAI-compatible endpoint only, e.g. http://vllm:8000/v1.",
+        help_text="OpenAI-compatible endpoint, e.g. http://vllm:8000/v1. Together AI: blank "
+        "for its own (https://api.together.xyz/v1).",
     )
     api_key_env = forms.CharField(
         label="API key variable",
         max_length=100,
         required=False,
-        initial="OPENAI_API_KEY",
         validators=[env_var_name],
-        help_text="Name of the environment variable on the workers that holds the key. "
-        "Keys are never stored in the database.",
+        help_text="Name of the environment variable on the workers that holds the key; blank: "
+        "the provider's usual one (OPENAI_API_KEY, TOGETHER_API_KEY). Keys are never stored "
+        "in the database.",
     )
     parameter_count = forms.IntegerField(
         label="Parameters",
@@ -92,18 +97,18 @@ class BaseModelForm(forms.Form):
         kind = data.get("kind")
         if kind == BaseModel.Kind.LOCAL_DIR and not data.get("path"):
             self.add_error("path", "A local model needs its directory.")
-        remote = kind in {BaseModel.Kind.OPENAI, BaseModel.Kind.OPENAI_COMPATIBLE}
+        remote = kind in REMOTE_KINDS
         if remote and not data.get("model_id"):
             self.add_error("model_id", "Give the model name the API knows it by.")
         if kind == BaseModel.Kind.OPENAI_COMPATIBLE and not data.get("base_url"):
             self.add_error("base_url", "An OpenAI-compatible endpoint needs its base URL.")
         if kind != BaseModel.Kind.LOCAL_DIR:
             data["path"] = ""
-        if kind != BaseModel.Kind.OPENAI_COMPATIBLE:
+        if kind not in {BaseModel.Kind.OPENAI_COMPATIBLE, BaseModel.Kind.TOGETHER}:
             data["base_url"] = ""
         if kind == BaseModel.Kind.LOCAL_DIR:
             data["model_id"] = ""
-        data["api_key_env"] = data.get("api_key_env") or "OPENAI_API_KEY"
+        data["api_key_env"] = data.get("api_key_env") or DEFAULT_KEY_ENV.get(kind, "OPENAI_API_KEY")
         if remote:
             for field, check in (("api_key_env", check_key_env), ("base_url", check_endpoint)):
                 try:
@@ -378,3 +383,17 @@ class SamplingForm(forms.Form):
             self.add_error("prompts", f"At most {MAX_PROMPTS:,} prompts per job.")
         data["prompt_list"] = prompts
         return data
+
+
+class RetrainForm(forms.Form):
+    """Retrain elsewhere: the same snapshot and hyperparameters on another base model."""
+
+    base_model = BaseModelChoiceField(
+        queryset=BaseModel.objects.none(), empty_label=None, label="Retrain on"
+    )
+
+    def __init__(self, job: FineTuneJob, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.fields["base_model"].queryset = BaseModel.objects.filter(
+            pk__in=[base.pk for base in retrain_targets(job)]
+        )

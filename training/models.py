@@ -20,14 +20,20 @@ class BaseModel(models.Model):
         LOCAL_DIR = "local_dir", "Local Hugging Face directory"
         OPENAI = "openai", "OpenAI model id"
         OPENAI_COMPATIBLE = "openai_compatible", "OpenAI-compatible endpoint"
+        TOGETHER = "together", "Together AI model id"
 
     name = models.CharField(max_length=200, unique=True, help_text="Display name.")
     kind = models.CharField(max_length=20, choices=Kind.choices)
     path = models.CharField(max_length=500, blank=True, help_text="Directory (local models).")
     model_id = models.CharField(
-        max_length=200, blank=True, help_text="Model name at OpenAI or at the endpoint."
+        max_length=200,
+        blank=True,
+        help_text="Model name at the hosted provider (OpenAI, Together) or at the endpoint.",
     )
-    base_url = models.URLField(blank=True, help_text="Endpoint URL (OpenAI-compatible only).")
+    base_url = models.URLField(
+        blank=True,
+        help_text="Endpoint URL (OpenAI-compatible; Together: its OpenAI-compatible URL).",
+    )
     api_key_env = models.CharField(
         max_length=100,
         blank=True,
@@ -48,6 +54,11 @@ class BaseModel(models.Model):
     @property
     def is_local(self) -> bool:
         return self.kind in {self.Kind.PACKAGED, self.Kind.LOCAL_DIR}
+
+    @property
+    def is_remote(self) -> bool:
+        """Sampled over HTTP with an API key (a hosted provider or an endpoint)."""
+        return not self.is_local
 
     @property
     def size_label(self) -> str:
@@ -202,6 +213,7 @@ class FineTuneJob(Job):
     class Backend(models.TextChoices):
         LOCAL = "local", "Local (transformers + torch)"
         OPENAI = "openai", "OpenAI fine-tuning API"
+        TOGETHER = "together", "Together AI fine-tuning API"
 
     class Method(models.TextChoices):
         FULL = "full", "Full fine-tune"
@@ -275,6 +287,16 @@ class FineTuneJob(Job):
         choices=[("ddp", "DDP"), ("fsdp", "FSDP2")],
         help_text="Blank on one device.",
     )
+    # "Retrain elsewhere": the same snapshot and hyperparameters launched again on another
+    # provider (or locally), e.g. before a hosted model shuts down.
+    retrained_from = models.ForeignKey(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="retrained_as",
+        help_text="The fine-tune whose snapshot and hyperparameters this one re-launched.",
+    )
 
     class Meta(Job.Meta):
         pass
@@ -285,6 +307,10 @@ class FineTuneJob(Job):
 
     def __str__(self) -> str:
         return f"Fine-tune #{self.pk} {self.base_model} × {self.snapshot.short_hash}"
+
+    @property
+    def is_hosted(self) -> bool:
+        return self.backend != self.Backend.LOCAL
 
     def get_absolute_url(self) -> str:
         return reverse("training:finetune-detail", args=[self.pk])

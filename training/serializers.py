@@ -28,7 +28,13 @@ from training.models import (
     ModelVersion,
     SamplingJob,
 )
-from training.services import MAX_PROMPTS, MAX_SAMPLES_PER_PROMPT, version_shutdown
+from training.services import (
+    DEFAULT_KEY_ENV,
+    MAX_PROMPTS,
+    MAX_SAMPLES_PER_PROMPT,
+    REMOTE_KINDS,
+    version_shutdown,
+)
 
 # Named enum components: "status" and "arm" also name other choice sets in the schema
 # (sample status; the two fine-tune arms), which drf-spectacular would otherwise number.
@@ -94,15 +100,20 @@ class BaseModelCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer
     api_key_env = serializers.CharField(
         max_length=100,
         required=False,
-        default="OPENAI_API_KEY",
+        default="",
+        allow_blank=True,
         validators=[env_var_name],
-        help_text="Name of the environment variable holding the key; never the key itself.",
+        help_text="Name of the environment variable holding the key; never the key itself. "
+        "Blank: the provider's usual one (OPENAI_API_KEY; TOGETHER_API_KEY for together).",
     )
     parameter_count = serializers.IntegerField(min_value=1, required=False, allow_null=True)
 
     def validate(self, attrs):
+        attrs["api_key_env"] = attrs.get("api_key_env") or DEFAULT_KEY_ENV.get(
+            attrs["kind"], "OPENAI_API_KEY"
+        )
         # Only remote models send a key; the operator's allow-lists apply to them.
-        if attrs["kind"] in {BaseModel.Kind.OPENAI, BaseModel.Kind.OPENAI_COMPATIBLE}:
+        if attrs["kind"] in REMOTE_KINDS:
             for field, check in (("api_key_env", check_key_env), ("base_url", check_endpoint)):
                 try:
                     check(attrs.get(field))
@@ -206,6 +217,11 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
         help_text="The kind of the snapshot's dataset; the arm follows it unless "
         "arm_override.",
     )
+    profile = serializers.IntegerField(
+        source="snapshot.dataset.profile_id", read_only=True,
+        help_text="The value profile whose snapshot this fine-tune trained on (fixed: a "
+        "dataset never changes profile).",
+    )  # fmt: skip
 
     class Meta:
         model = FineTuneJob
@@ -215,6 +231,7 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
             "snapshot",
             "snapshot_hash",
             "dataset_kind",
+            "profile",
             "arm",
             "arm_override",
             "method",
@@ -227,6 +244,7 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
             "devices",
             "nodes",
             "strategy",
+            "retrained_from",
             *JOB_FIELDS,
         ]
         read_only_fields = fields
@@ -413,3 +431,14 @@ class GenerationSerializer(serializers.ModelSerializer):
             "created_at",
         ]
         read_only_fields = fields
+
+
+class RetrainSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    base_model = serializers.PrimaryKeyRelatedField(
+        queryset=BaseModel.objects.all(),
+        help_text="A local model, or one at another hosted provider than the job's.",
+    )
+    method = serializers.ChoiceField(
+        choices=FineTuneJob.Method.choices, required=False,
+        help_text="Default: the job's, unless the new provider cannot run it.",
+    )  # fmt: skip

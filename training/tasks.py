@@ -1,7 +1,7 @@
 """Celery tasks: thin wrappers that load ids and call one service.
 
 Fine-tunes and sampling are routed to the "gpu" queue (CELERY_TASK_ROUTES; one task per
-accelerator); the sweep and the OpenAI poller are light and stay on "default".
+accelerator); the sweep and the hosted-job poller are light and stay on "default".
 """
 
 from __future__ import annotations
@@ -40,5 +40,6 @@ def sweep_stale_jobs() -> int:
 
 @shared_task(ignore_result=True)
 def poll_openai_jobs() -> int:
-    """Mirror the state of running OpenAI fine-tunes."""
-    return services.openai_poll_all()
+    """Mirror the state of running hosted fine-tunes, every provider's (the name predates
+    the second provider; the beat schedule keys on it)."""
+    return services.hosted_poll_all()

@@ -16,6 +16,7 @@ urlpatterns = [
     path("finetunes/<int:pk>/progress/", views.finetune_progress, name="finetune-progress"),
     path("finetunes/<int:pk>/cancel/", views.finetune_cancel, name="finetune-cancel"),
     path("finetunes/<int:pk>/retry/", views.finetune_retry, name="finetune-retry"),
+    path("finetunes/<int:pk>/retrain/", views.finetune_retrain, name="finetune-retrain"),
     # model versions
     path("model-versions/", views.modelversion_list, name="modelversion-list"),
     # sampling

@@ -30,7 +30,7 @@ from training.access import (
     get_finetune_for_user,
     get_sampling_job_for_user,
 )
-from training.forms import BaseModelForm, EstimateForm, FineTuneForm, SamplingForm
+from training.forms import BaseModelForm, EstimateForm, FineTuneForm, RetrainForm, SamplingForm
 from training.models import BaseModel, FineTuneJob, JobStatus, SamplingJob
 from training.services import TrainingError
 
@@ -230,6 +230,8 @@ def _finetune_context(request, job: FineTuneJob) -> dict:
         "result_shutdown": services.version_shutdown(job.result) if job.result else None,
         "can_write": can_write(request.user),
         "compute": compute_for_page(job.compute),
+        "retrain_form": RetrainForm(job) if can_write(request.user) else None,
+        "retrained_as": job.retrained_as.all(),
     }
 
 
@@ -306,6 +308,27 @@ def finetune_cancel(request, pk: int):
 @write_access
 def finetune_retry(request, pk: int):
     return _retry(request, get_finetune_for_user(request.user, pk, write=True))
+
+
+@require_post
+@write_access
+def finetune_retrain(request, pk: int):
+    """Retrain elsewhere: launch the job's snapshot and hyperparameters on another provider
+    or a local model; the new job links back to this one."""
+    job = get_finetune_for_user(request.user, pk, write=True)
+    form = RetrainForm(job, request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose a local model or one at another hosted provider.")
+        return redirect(job)
+    try:
+        new = services.finetune_retrain_elsewhere(
+            job=job, base_model=form.cleaned_data["base_model"], user=request.user
+        )
+    except TrainingError as error:
+        messages.error(request, str(error))
+        return redirect(job)
+    messages.success(request, f"Retraining #{job.pk} on {new.base_model} as #{new.pk}.")
+    return redirect(new)
 
 
 # --- model versions ---------------------------------------------------------------------

@@ -23,7 +23,7 @@ from evaluation.report.compare import compare_studies
 from evaluation.report.document import gap_links, render_report_document, report_context
 from palmsweb.lib.htmx import render_page
 from palmsweb.lib.http import require_get, require_get_post
-from palmsweb.roles import Role, role_required
+from palmsweb.roles import Role, profile_ids_with_role, role_required
 
 research_access = role_required(Role.RESEARCHER)  # admins pass too
 
@@ -56,8 +56,14 @@ def report_download(request, pk: int):
 
 
 def _comparable_studies(user):
-    # Unblinded studies only, admins included: a comparison names the arms.
-    studies = Study.objects.filter(status=Study.Status.CLOSED, unblinded_at__isnull=False)
+    # Unblinded studies only, admins included: a comparison names the arms. Studies of every
+    # profile the user researches in: two profiles' studies side by side are the "same
+    # model, different values" comparison.
+    studies = Study.objects.filter(
+        status=Study.Status.CLOSED,
+        unblinded_at__isnull=False,
+        prompt_set__profile__in=profile_ids_with_role(user, Role.RESEARCHER),
+    ).select_related("prompt_set__profile")
     return studies.order_by("-closed_at", "-pk")
 
 

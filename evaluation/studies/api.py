@@ -29,8 +29,10 @@ from rest_framework.exceptions import NotFound, PermissionDenied
 from rest_framework.permissions import SAFE_METHODS, BasePermission
 from rest_framework.response import Response
 
+from curation.models import Category
 from evaluation import access
 from evaluation.drf import ERROR, EvaluationViewSet
+from evaluation.errors import EvaluationError
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
 from evaluation.studies import lifecycle, prompt_sets, queue, revisions
 from evaluation.studies.selectors import (
@@ -61,8 +63,17 @@ from evaluation.studies.serializers import (
     task_payload,
 )
 from palmsweb.lib.drf import int_param
+from palmsweb.profiles import in_profiles, profile_for_create
 
 # --- prompt sets ---------------------------------------------------------------------------
+
+
+def _category_named(profile, name: str) -> Category:
+    """The active category of that name in ``profile``; names are unique per profile only."""
+    category = Category.objects.active().filter(profile=profile, name=name).first()
+    if category is None:
+        raise EvaluationError(f"No active category named {name!r} in this value profile.")
+    return category
 
 
 class PromptSetAccess(BasePermission):
@@ -70,6 +81,11 @@ class PromptSetAccess(BasePermission):
         if request.method in SAFE_METHODS:
             return access.can_read_prompt_set(request.user)
         return access.can_edit_prompt_set(request.user)
+
+    def has_object_permission(self, request, view, obj) -> bool:
+        if request.method in SAFE_METHODS:
+            return access.can_read_prompt_set(request.user, obj)
+        return access.can_edit_prompt_set(request.user, obj)
 
 
 @extend_schema_view(
@@ -85,14 +101,25 @@ class PromptSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evaluat
     serializer_class = PromptSetSerializer
     queryset = PromptSet.objects.prefetch_related("prompts__category")
 
+    def get_queryset(self):
+        """The prompt sets of the profiles the user reads in (``?profile=<id>``: one)."""
+        return in_profiles(self, super().get_queryset(), access.PROMPT_READ_ROLES, "profile")
+
     def create(self, request, *args, **kwargs):
         data = self.validated(PromptSetCreateSerializer).validated_data
+        profile = profile_for_create(
+            request.user, data.get("profile"), access.PROMPT_WRITE_ROLES
+        )
         with transaction.atomic():
             prompt_set = prompt_sets.prompt_set_create(
-                name=data["name"], description=data["description"], user=request.user
-            )
+                name=data["name"], description=data["description"], user=request.user,
+                profile=profile,
+            )  # fmt: skip
             for prompt in data["prompts"]:
-                prompt_sets.prompt_add(prompt_set=prompt_set, user=request.user, **prompt)
+                prompt_sets.prompt_add(
+                    prompt_set=prompt_set, user=request.user, text=prompt["text"],
+                    category=_category_named(profile, prompt["category"]),
+                )  # fmt: skip
         prompt_set = self.get_queryset().get(pk=prompt_set.pk)
         return Response(PromptSetSerializer(prompt_set).data, status=status.HTTP_201_CREATED)
 
@@ -134,6 +161,11 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
     permission_classes = [StudyAccess]
     serializer_class = StudySerializer
     queryset = Study.objects.prefetch_related("arms__model_version__base_model", "raters")
+
+    def get_queryset(self):
+        """The studies of the profiles the user researches in (``?profile=<id>``: one)."""
+        queryset = super().get_queryset().select_related("prompt_set")
+        return in_profiles(self, queryset, access.STUDY_READ_ROLES, "prompt_set__profile")
 
     def _out(self, study: Study) -> dict:
         """The study as this user may read it (see StudySerializer)."""
@@ -374,8 +406,10 @@ class RatingStudyViewSet(EvaluationViewSet):
         """The study, or 404; 403 outside its pool (the rating services check the pool
         themselves, so their callers skip the extra query)."""
         valid = re.fullmatch(r"[0-9]{1,18}", str(pk)) is not None
-        study = Study.objects.filter(pk=int(pk)).first() if valid else None
-        if study is None:
+        studies = Study.objects.select_related("prompt_set")
+        study = studies.filter(pk=int(pk)).first() if valid else None
+        # A study of a profile the user does not rate in does not exist for them.
+        if study is None or not access.has_rater_role(self.request.user, study.profile_id):
             raise NotFound("No such study.")
         if check_pool and not access.can_rate_study(self.request.user, study):
             raise PermissionDenied("You are not in this study's rater pool.")

@@ -24,17 +24,19 @@ class PromptSetForm(forms.Form):
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
 
 
-def _category_field() -> forms.ModelChoiceField:
-    return forms.ModelChoiceField(queryset=Category.objects.active(), empty_label=None)
+def _category_field(profile_id: int) -> forms.ModelChoiceField:
+    categories = Category.objects.active().filter(profile_id=profile_id)
+    return forms.ModelChoiceField(queryset=categories, empty_label=None)
 
 
 class PromptForm(forms.Form):
     category = forms.ModelChoiceField(queryset=Category.objects.none(), empty_label=None)
     text = forms.CharField(max_length=MAX_PROMPT_CHARS, widget=forms.Textarea(attrs={"rows": 3}))
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, profile_id: int, **kwargs):
+        """``profile_id``: the prompt set's profile, whose categories are the choices."""
         super().__init__(*args, **kwargs)
-        self.fields["category"] = _category_field()
+        self.fields["category"] = _category_field(profile_id)
 
 
 class PromptLinesForm(forms.Form):
@@ -45,9 +47,9 @@ class PromptLinesForm(forms.Form):
         max_length=200 * MAX_PROMPT_CHARS,
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, profile_id: int, **kwargs):
         super().__init__(*args, **kwargs)
-        self.fields["category"] = _category_field()
+        self.fields["category"] = _category_field(profile_id)
 
 
 class RubricFieldsMixin:
@@ -72,13 +74,13 @@ class RubricFieldsMixin:
         return [self[f"rubric_{score}"] for score in SCORES]
 
 
-def _rater_field() -> forms.ModelMultipleChoiceField:
+def _rater_field(profile_id: int) -> forms.ModelMultipleChoiceField:
     return forms.ModelMultipleChoiceField(
-        queryset=rater_pool_candidates(),
+        queryset=rater_pool_candidates(profile_id),
         required=False,
         widget=forms.CheckboxSelectMultiple,
         label="Rater pool",
-        help_text="Members of the rater group. The pool needs at least as many raters as "
+        help_text="Raters of this value profile. The pool needs at least as many raters as "
         "each output needs ratings. Admins are not listed: they can see which model wrote "
         "each output.",
     )
@@ -100,12 +102,15 @@ class StudyForm(RubricFieldsMixin, forms.Form):
         min_value=1, max_value=24 * 60, initial=10, label="Claim lease (minutes)"
     )
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, profile_id: int, **kwargs):
+        """``profile_id``: the study's value profile (the active one for a new study): its
+        prompt sets and its raters are the choices."""
         super().__init__(*args, **kwargs)
         self.fields.update(self.rubric_fields())
-        self.fields["raters"] = _rater_field()
+        self.fields["prompt_set"].queryset = PromptSet.objects.filter(profile_id=profile_id)
+        self.fields["raters"] = _rater_field(profile_id)
         if not self.is_bound and "raters" not in self.initial:
-            self.initial["raters"] = list(rater_pool_candidates())
+            self.initial["raters"] = list(rater_pool_candidates(profile_id))
 
     @classmethod
     def for_study(cls, study: Study, data=None) -> StudyForm:
@@ -126,7 +131,7 @@ class StudyForm(RubricFieldsMixin, forms.Form):
         }
         initial.update({f"rubric_{s}": text for s, text in study.rubric_items()})
         initial["raters"] = list(study.raters.all())
-        return cls(data=data, initial=initial)
+        return cls(data=data, initial=initial, profile_id=study.profile_id)
 
     def service_kwargs(self) -> dict:
         data = dict(self.cleaned_data)
@@ -176,16 +181,16 @@ class StudyEstimateForm(forms.Form):
 class LiveStudyForm(RubricFieldsMixin, forms.Form):
     """What may change once a study is open: rubric wording and the rater pool."""
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args, profile_id: int, **kwargs):
         super().__init__(*args, **kwargs)
         self.fields.update(self.rubric_fields())
-        self.fields["raters"] = _rater_field()
+        self.fields["raters"] = _rater_field(profile_id)
 
     @classmethod
     def for_study(cls, study: Study, data=None) -> LiveStudyForm:
         initial = {f"rubric_{s}": text for s, text in study.rubric_items()}
         initial["raters"] = list(study.raters.all())
-        return cls(data=data, initial=initial)
+        return cls(data=data, initial=initial, profile_id=study.profile_id)
 
 
 class ArmForm(forms.Form):

@@ -92,12 +92,15 @@ def _clean_rubric(rubric: list[str]) -> list[str]:
     return rubric
 
 
-def _clean_raters(raters: Iterable) -> list:
+def _clean_raters(raters: Iterable, profile_id: int) -> list:
+    """The pool, checked: raters of the study's profile only (a rater of another profile
+    was never briefed on these positions), and nobody who can see generations."""
     raters = list(raters)
-    not_raters = [u.get_username() for u in raters if not has_rater_role(u)]
+    not_raters = [u.get_username() for u in raters if not has_rater_role(u, profile_id)]
     if not_raters:
         raise EvaluationError(
-            f"Only users in the rater group can be in the pool: {', '.join(not_raters)}."
+            "Only raters of this study's value profile can be in the pool: "
+            f"{', '.join(not_raters)}."
         )
     sighted = [u.get_username() for u in raters if can_see_generations(u)]
     if sighted:
@@ -222,7 +225,7 @@ def study_create(
         created_by=user,
     )
     _set_arms(study, arms)
-    study.raters.set(_clean_raters(raters))
+    study.raters.set(_clean_raters(raters, prompt_set.profile_id))
     prompt_set_lock(prompt_set)
     _event(study, StudyEvent.Kind.CREATED, user)
     return study
@@ -252,6 +255,10 @@ def study_update(
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.status != Study.Status.DRAFT:
         raise StudyStateError("Only a draft study can change its design.")
+    if prompt_set.profile_id != study.profile_id:
+        raise EvaluationError(
+            "A study stays in its value profile: choose a prompt set of the same profile."
+        )
     arms = _following_arms(arms)
     _validate_study(
         name=name,
@@ -283,7 +290,7 @@ def study_update(
         setattr(study, key, value)
     study.save(update_fields=list(fields))
     _set_arms(study, arms)
-    study.raters.set(_clean_raters(raters))
+    study.raters.set(_clean_raters(raters, prompt_set.profile_id))
     prompt_set_lock(prompt_set)
     if previous_set != prompt_set.pk:
         prompt_set_release(previous_set)
@@ -299,7 +306,7 @@ def study_update_live(*, study: Study, rubric: list[str], raters: Iterable, user
         raise StudyStateError("A closed study cannot change.")
     study.rubric = _clean_rubric(rubric)
     study.save(update_fields=["rubric"])
-    study.raters.set(_clean_raters(raters))
+    study.raters.set(_clean_raters(raters, study.profile_id))
     _event(study, StudyEvent.Kind.UPDATED, user, "rubric / rater pool")
     return study
 
@@ -536,15 +543,18 @@ def study_unblind(*, study: Study, user) -> Study:
     return study
 
 
-def rater_pool_candidates():
-    """Users who may join a rater pool: the members of the rater group who are not admins
-    (see :func:`can_see_generations`)."""
+def rater_pool_candidates(profile_id: int | None = None):
+    """Users who may join a rater pool: the raters of the study's profile (of any profile
+    when None) who are not admins (see :func:`can_see_generations`)."""
     admins = get_user_model().objects.filter(
         Q(is_staff=True) | Q(is_superuser=True) | Q(groups__name=Role.ADMIN.value)
     )
+    raters = Q(memberships__role=Role.RATER.value)
+    if profile_id is not None:
+        raters &= Q(memberships__profile_id=profile_id)
     return (
         get_user_model()
-        .objects.filter(groups__name=Role.RATER.value, is_active=True)
+        .objects.filter(raters, is_active=True)
         .exclude(pk__in=admins.values("pk"))
         .order_by("username")
         .distinct()

@@ -16,6 +16,7 @@ from evaluation.models import (
     Prompt,
     PromptSet,
 )
+from palmsweb.models import Profile, profile_pk
 
 DEMO_PROMPT_SET_NAME = "PALMS demo evaluation prompts"
 
@@ -29,25 +30,40 @@ def _clean_prompt_text(text: str) -> str:
     return text
 
 
-def _unique_set_name(base: str) -> str:
+def _unique_set_name(base: str, profile_id: int) -> str:
     base = base.strip()[:180]
-    if not PromptSet.objects.filter(name=base).exists():
+    in_profile = PromptSet.objects.filter(profile_id=profile_id)
+    if not in_profile.filter(name=base).exists():
         return base
     number = 2
-    while PromptSet.objects.filter(name=f"{base} (v{number})").exists():
+    while in_profile.filter(name=f"{base} (v{number})").exists():
         number += 1
     return f"{base} (v{number})"
 
 
+def check_prompt_category(prompt_set: PromptSet, category: Category) -> None:
+    """A prompt's category must be one of its set's profile: raters judge it against that
+    profile's position."""
+    if category.profile_id != prompt_set.profile_id:
+        raise EvaluationError(
+            f"The category {category.name!r} belongs to another value profile than this set."
+        )
+
+
 @transaction.atomic
-def prompt_set_create(*, name: str, description: str = "", user=None) -> PromptSet:
-    """Create an empty, editable prompt set."""
+def prompt_set_create(
+    *, name: str, description: str = "", user=None, profile: Profile | int | None = None
+) -> PromptSet:
+    """Create an empty, editable prompt set in ``profile`` (the default profile when None)."""
     name = (name or "").strip()
     if not name:
         raise EvaluationError("A prompt set needs a name.")
-    if PromptSet.objects.filter(name=name).exists():
-        raise EvaluationError(f"A prompt set named {name!r} already exists.")
-    return PromptSet.objects.create(name=name, description=description.strip(), created_by=user)
+    profile_id = profile_pk(profile)
+    if PromptSet.objects.filter(profile_id=profile_id, name=name).exists():
+        raise EvaluationError(f"A prompt set named {name!r} already exists in this profile.")
+    return PromptSet.objects.create(
+        profile_id=profile_id, name=name, description=description.strip(), created_by=user
+    )
 
 
 @transaction.atomic
@@ -56,8 +72,9 @@ def prompt_set_update(*, prompt_set: PromptSet, name: str, description: str = ""
     name = (name or "").strip()
     if not name:
         raise EvaluationError("A prompt set needs a name.")
-    if PromptSet.objects.filter(name=name).exclude(pk=prompt_set.pk).exists():
-        raise EvaluationError(f"A prompt set named {name!r} already exists.")
+    in_profile = PromptSet.objects.filter(profile_id=prompt_set.profile_id)
+    if in_profile.filter(name=name).exclude(pk=prompt_set.pk).exists():
+        raise EvaluationError(f"A prompt set named {name!r} already exists in this profile.")
     prompt_set.name = name
     prompt_set.description = description.strip()
     prompt_set.save(update_fields=["name", "description"])
@@ -68,7 +85,8 @@ def prompt_set_update(*, prompt_set: PromptSet, name: str, description: str = ""
 def prompt_set_copy(*, prompt_set: PromptSet, user=None, name: str = "") -> PromptSet:
     """An unlocked copy of a set with all its prompts, in order."""
     copy = PromptSet.objects.create(
-        name=_unique_set_name(name or prompt_set.name),
+        profile_id=prompt_set.profile_id,
+        name=_unique_set_name(name or prompt_set.name, prompt_set.profile_id),
         description=prompt_set.description,
         copied_from=prompt_set,
         created_by=user,
@@ -100,6 +118,7 @@ def _counterpart(prompt: Prompt, target: PromptSet) -> Prompt:
 def prompt_add(*, prompt_set: PromptSet, category: Category, text: str, user=None) -> Prompt:
     """Append a prompt. On a locked set this goes into a new copy (see ``prompt.prompt_set``)."""
     text = _clean_prompt_text(text)
+    check_prompt_category(prompt_set, category)
     target = _writable(prompt_set, user)
     last = target.prompts.order_by("-order").values_list("order", flat=True).first()
     return Prompt.objects.create(
@@ -113,6 +132,7 @@ def prompts_add_lines(
 ) -> PromptSet:
     """Append one prompt per non-empty line, all in ``category``. Returns the set edited."""
     texts = [_clean_prompt_text(line) for line in lines.splitlines() if line.strip()]
+    check_prompt_category(prompt_set, category)
     if not texts:
         raise EvaluationError("Write at least one prompt, one per line.")
     target = _writable(prompt_set, user)
@@ -128,6 +148,7 @@ def prompts_add_lines(
 def prompt_update(*, prompt: Prompt, category: Category, text: str, user=None) -> Prompt:
     """Change a prompt; on a locked set the change lands in a new copy of the set."""
     text = _clean_prompt_text(text)
+    check_prompt_category(prompt.prompt_set, category)
     target = _counterpart(prompt, _writable(prompt.prompt_set, user))
     target.category = category
     target.text = text
@@ -172,25 +193,28 @@ def prompt_set_release(prompt_set_id: int) -> None:
 
 
 @transaction.atomic
-def load_demo_prompt_set() -> PromptSet:
-    """The 40 PALMS demo evaluation prompts as a locked set (idempotent: an existing set of
-    that name is returned unchanged). Loads the PALMS categories first if missing."""
+def load_demo_prompt_set(profile: Profile | None = None) -> PromptSet:
+    """The 40 PALMS demo evaluation prompts as a set in ``profile`` (the PALMS demo profile
+    when None; idempotent: an existing set of that name there is returned unchanged). Loads
+    the PALMS categories into the profile first if missing."""
     import json
 
-    from curation.demo import EVAL_PROMPTS_FILE
+    from curation.demo import EVAL_PROMPTS_FILE, demo_profile
     from curation.services import load_palms_preset
 
-    existing = PromptSet.objects.filter(name=DEMO_PROMPT_SET_NAME).first()
+    profile = profile or demo_profile()
+    existing = PromptSet.objects.filter(profile=profile, name=DEMO_PROMPT_SET_NAME).first()
     if existing is not None:
         return existing
-    load_palms_preset()
-    categories = {c.name: c for c in Category.objects.all()}
+    load_palms_preset(profile=profile)
+    categories = {c.name: c for c in Category.objects.filter(profile=profile)}
     rows = [
         json.loads(line)
         for line in EVAL_PROMPTS_FILE.read_text("utf-8").splitlines()
         if line.strip()
     ]
     prompt_set = PromptSet.objects.create(
+        profile=profile,
         name=DEMO_PROMPT_SET_NAME,
         description="Five prompts per PALMS category, 40 in all, as the PALMS evaluation used.",
     )  # it locks, like any set, when a study first uses it

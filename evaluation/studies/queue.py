@@ -47,9 +47,11 @@ def check_can_rate(study: Study, user) -> None:
     (read from the database: one query, whatever the caller holds in memory)."""
     status = None
     if has_rater_role(user):
-        status = (
-            Study.objects.filter(pk=study.pk, raters=user).values_list("status", flat=True).first()
-        )
+        in_pool = Study.objects.filter(pk=study.pk, raters=user)
+        row = in_pool.values_list("status", "prompt_set__profile_id").first()
+        # A rater whose membership of the study's profile was withdrawn rates no more.
+        if row is not None and has_rater_role(user, row[1]):
+            status = row[0]
     if status is None:
         raise NotARater("You are not in this study's rater pool.")
     if can_see_generations(user):  # made an admin after joining the pool

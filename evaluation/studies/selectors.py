@@ -13,6 +13,7 @@ from django.utils import timezone
 from curation.models import Category
 from evaluation.access import can_see_generations
 from evaluation.models import Rating, Study, StudyArm, StudyOutput
+from palmsweb.roles import Role, profile_ids_with_role
 from training.models import BaseModel, ModelVersion
 from training.selectors import local_sampling_speed, packaged_model_needs_conversion
 from training.services import hosted_dates
@@ -193,7 +194,9 @@ def rater_studies(user):
     which model wrote each output)."""
     if can_see_generations(user):
         return Study.objects.none()
-    return Study.objects.filter(status=Study.Status.RATING, raters=user).order_by(
+    in_rater_profiles = profile_ids_with_role(user, Role.RATER)
+    rating = Study.objects.filter(status=Study.Status.RATING, raters=user)
+    return rating.filter(prompt_set__profile__in=in_rater_profiles).order_by(
         "rating_opened_at", "pk"
     )
 

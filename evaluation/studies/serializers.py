@@ -12,7 +12,6 @@ from django.contrib.auth import get_user_model
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from curation.models import Category
 from evaluation.models import (
     MAX_COMMENT_CHARS,
     MAX_PROMPT_CHARS,
@@ -28,6 +27,7 @@ from evaluation.studies.blinding import rater_pseudonym
 from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
 from evaluation.studies.positions import task_position
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from palmsweb.profiles import profile_choice_field
 from palmsweb.roles import Role, has_role
 from training.models import ModelVersion
 
@@ -50,6 +50,7 @@ class PromptSetSerializer(serializers.ModelSerializer):
         model = PromptSet
         fields = [
             "id",
+            "profile",
             "name",
             "description",
             "is_locked",
@@ -61,11 +62,18 @@ class PromptSetSerializer(serializers.ModelSerializer):
 
 
 class PromptInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    category = serializers.SlugRelatedField(slug_field="name", queryset=Category.objects.active())
+    category = serializers.CharField(
+        max_length=120, help_text="The name of an active category of the set's profile."
+    )
     text = serializers.CharField(max_length=MAX_PROMPT_CHARS)
 
 
 class PromptSetCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    profile = profile_choice_field(
+        (Role.CURATOR,),
+        "Value profile id (optional when you curate in one profile only); the prompts' "
+        "categories are that profile's.",
+    )
     name = serializers.CharField(max_length=200)
     description = serializers.CharField(required=False, allow_blank=True, default="")
     prompts = PromptInputSerializer(many=True, required=False, default=list)

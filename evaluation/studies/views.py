@@ -21,6 +21,9 @@ from django.utils.http import url_has_allowed_host_and_scheme
 from django.views.decorators.vary import vary_on_headers
 
 from evaluation.access import (
+    PROMPT_READ_ROLES,
+    PROMPT_WRITE_ROLES,
+    STUDY_READ_ROLES,
     admin_access,
     can_edit_prompt_set,
     can_manage_study,
@@ -30,6 +33,7 @@ from evaluation.access import (
     get_prompt_for_user,
     get_prompt_set_for_user,
     get_study_for_user,
+    profile_for_request,
     prompt_read_access,
     prompt_write_access,
     study_read_access,
@@ -80,10 +84,15 @@ def _first_error(form) -> str:
 @require_get
 @prompt_read_access
 def prompt_set_list(request):
-    sets = PromptSet.objects.annotate(
+    profile = profile_for_request(request, PROMPT_READ_ROLES)
+    sets = PromptSet.objects.filter(profile=profile).annotate(
         n_prompts=Count("prompts", distinct=True), n_studies=Count("studies", distinct=True)
     )
-    context = {"prompt_sets": sets, "can_write": can_edit_prompt_set(request.user)}
+    context = {
+        "prompt_sets": sets,
+        "profile": profile,
+        "can_write": can_edit_prompt_set(request.user, profile=profile),
+    }
     return render(request, "evaluation/prompt_set_list.html", context)
 
 
@@ -93,7 +102,10 @@ def prompt_set_create(request):
     form = PromptSetForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            prompt_set = prompt_sets.prompt_set_create(**form.cleaned_data, user=request.user)
+            prompt_set = prompt_sets.prompt_set_create(
+                **form.cleaned_data, user=request.user,
+                profile=profile_for_request(request, PROMPT_WRITE_ROLES),
+            )  # fmt: skip
         except EvaluationError as error:
             form.add_error(None, str(error))
         else:
@@ -126,14 +138,21 @@ def prompt_set_edit(request, pk: int):
 
 
 def _prompt_set_context(request, prompt_set: PromptSet, **extra) -> dict:
-    can_write = can_edit_prompt_set(request.user)
+    can_write = can_edit_prompt_set(request.user, prompt_set)
+    in_profile = {"profile_id": prompt_set.profile_id}
+    prompt_form = extra.pop("prompt_form", None) or (
+        PromptForm(**in_profile) if can_write else None
+    )
+    lines_form = extra.pop("lines_form", None) or (
+        PromptLinesForm(**in_profile) if can_write else None
+    )
     return {
         "prompt_set": prompt_set,
         "prompts": prompt_set.prompts.select_related("category"),
         "studies": prompt_set.studies.all(),
         "can_write": can_write,
-        "prompt_form": extra.pop("prompt_form", None) or (PromptForm() if can_write else None),
-        "lines_form": extra.pop("lines_form", None) or (PromptLinesForm() if can_write else None),
+        "prompt_form": prompt_form,
+        "lines_form": lines_form,
         **extra,
     }
 
@@ -167,7 +186,7 @@ def _after_prompt_edit(request, original: PromptSet, edited: PromptSet) -> HttpR
 @prompt_write_access
 def prompt_add(request, pk: int):
     prompt_set = get_prompt_set_for_user(request.user, pk, write=True)
-    form = PromptForm(request.POST)
+    form = PromptForm(request.POST, profile_id=prompt_set.profile_id)
     if form.is_valid():
         try:
             prompt = prompt_sets.prompt_add(
@@ -185,7 +204,7 @@ def prompt_add(request, pk: int):
 @prompt_write_access
 def prompts_add_lines(request, pk: int):
     prompt_set = get_prompt_set_for_user(request.user, pk, write=True)
-    form = PromptLinesForm(request.POST)
+    form = PromptLinesForm(request.POST, profile_id=prompt_set.profile_id)
     if form.is_valid():
         try:
             edited = prompt_sets.prompts_add_lines(
@@ -205,6 +224,7 @@ def prompt_edit(request, pk: int):
     prompt = get_prompt_for_user(request.user, pk, write=True)
     form = PromptForm(
         request.POST or None,
+        profile_id=prompt.prompt_set.profile_id,
         initial={
             "category": prompt.category,
             "text": prompt.text,
@@ -258,9 +278,11 @@ def prompt_set_copy(request, pk: int):
 @require_get
 @study_read_access
 def study_list(request):
-    studies = Study.objects.select_related("prompt_set").prefetch_related("arms")
+    profile = profile_for_request(request, STUDY_READ_ROLES)
+    studies = Study.objects.filter(prompt_set__profile=profile)
+    studies = studies.select_related("prompt_set").prefetch_related("arms")
     rows = [(study, study_progress(study)) for study in studies]
-    context = {"rows": rows, "is_admin": can_manage_study(request.user)}
+    context = {"rows": rows, "profile": profile, "is_admin": can_manage_study(request.user)}
     return render(request, "evaluation/study_list.html", context)
 
 
@@ -311,7 +333,8 @@ def study_estimate_view(request):
 @admin_access
 def study_create(request):
     data = request.POST or None
-    form, arms = StudyForm(data), arm_formset(data)
+    profile = profile_for_request(request, STUDY_READ_ROLES)
+    form, arms = StudyForm(data, profile_id=profile.pk), arm_formset(data)
     if request.method == "POST" and form.is_valid() and arms.is_valid():
         try:
             study = lifecycle.study_create(

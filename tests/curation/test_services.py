@@ -122,7 +122,7 @@ def test_category_reorder_sets_order_and_needs_every_id_once():
     services.category_reorder(ordered_ids=[c.pk, a.pk, b.pk])
     assert list(Category.objects.values_list("name", flat=True)) == ["C", "A", "B"]
     for bad in ([c.pk, a.pk], [a.pk, a.pk, b.pk], [a.pk, b.pk, c.pk, 999]):
-        with pytest.raises(CurationError, match="every category exactly once"):
+        with pytest.raises(CurationError, match="every category of the profile exactly once"):
             services.category_reorder(ordered_ids=bad)
     assert list(Category.objects.values_list("name", flat=True)) == ["C", "A", "B"]
 

@@ -112,7 +112,7 @@ def test_study_rules_are_enforced(no_queue):
         lifecycle.study_create(**common, arms=[], raters=setup.raters)
     with pytest.raises(errors.EvaluationError, match="rubric"):
         lifecycle.study_create(**common, arms=[arm], raters=setup.raters, rubric=["a", "b"])
-    with pytest.raises(errors.EvaluationError, match="rater group"):
+    with pytest.raises(errors.EvaluationError, match="raters of this study's value profile"):
         lifecycle.study_create(**common, arms=[arm], raters=[setup.admin])
     assert Study.objects.count() == 1
 

@@ -193,7 +193,7 @@ def roles_of(username: str) -> set[str]:
 def test_create_user_with_a_role_and_password():
     output = create_user("cleo", "--role", "curator", "--password", "a-long-unusual-passphrase",
                          "--email", "cleo@example.org")
-    assert "Created user 'cleo' (curator)" in output
+    assert "Created user 'cleo' (curator in Default)" in output
     assert "Password:" not in output
     user = get_user_model().objects.get(username="cleo")
     assert user.check_password("a-long-unusual-passphrase")
@@ -254,7 +254,7 @@ def test_existing_user_is_an_error_unless_update(curator):
         create_user("carol", "--role", "rater")
     assert roles_of("carol") == {"curator"}
     output = create_user("carol", "--role", "rater", "--update")
-    assert "Updated user 'carol' (curator, rater)" in output
+    assert "Updated user 'carol' (curator in Default, rater in Default)" in output
     assert roles_of("carol") == {"curator", "rater"}
     assert get_user_model().objects.get(username="carol").check_password(PASSWORD)
 

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
+from curation.demo import demo_profile
 from evaluation.models import ScoringRun, Study
-from palmsweb.roles import Role
+from palmsweb.roles import Role, grant_role
 from tests.conftest import make_user
 from training import services as training
 from training.models import FineTuneJob, JobStatus
@@ -31,8 +32,8 @@ def test_the_loop_trains_samples_scores_and_reports(
     monkeypatch.setattr("django.db.transaction.on_commit", lambda func, *a, **k: None)
     make_user("loop-admin", Role.ADMIN, staff=True).__class__.objects.filter(
         username="loop-admin").update(is_superuser=True)
-    for n in range(3):
-        make_user(f"loop-rater{n}", Role.RATER)
+    for n in range(3):  # raters of the demo profile, where the loop's study is
+        grant_role(make_user(f"loop-rater{n}"), Role.RATER, demo_profile())
     report = tmp_path / "report.html"
     call_command(
         "palms_loop", "--base-model", "tiny", "--epochs", "1", "--samples-per-prompt", "1",

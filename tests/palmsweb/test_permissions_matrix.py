@@ -16,6 +16,7 @@ from curation.importing import pending_import_create
 from curation.models import Sample, StaleEdit
 from evaluation.alignment.realignment import realignment_create
 from evaluation.models import Export, MisalignmentEval, Prompt
+from palmsweb.models import Membership, Profile
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study
@@ -45,6 +46,12 @@ HTML_POLICY = {
     ("account", None, "get"): LOGGED_IN,
     ("token-create", None, "post"): LOGGED_IN,
     ("token-revoke", None, "post"): LOGGED_IN,
+    ("profile-index", None, "get"): LOGGED_IN,
+    ("profile-switch", None, "post"): LOGGED_IN,
+    ("profile-new", None, "get"): ADMIN,
+    ("profile-edit", "profile", "get"): ADMIN,
+    ("profile-membership-add", "profile", "post"): ADMIN,
+    ("profile-membership-remove", "membership", "post"): ADMIN,
     ("curation:category-list", None, "get"): CURATION_READ,
     ("curation:category-create", None, "get"): CURATION_WRITE,
     ("curation:preset-load", None, "post"): CURATION_WRITE,
@@ -93,6 +100,8 @@ HTML_POLICY = {
     ("training:finetune-progress", "finetune", "get"): TRAINING_READ,
     ("training:finetune-cancel", "finetune", "post"): ADMIN,
     ("training:finetune-retry", "finetune", "post"): ADMIN,
+    ("training:finetune-retrain", "finetune", "post"): ADMIN,
+    ("evaluation:exit-kit", None, "post"): ADMIN,
     ("training:modelversion-list", None, "get"): TRAINING_READ,
     ("training:sampling-list", None, "get"): TRAINING_READ,
     ("training:sampling-create", None, "get"): ADMIN,
@@ -157,6 +166,13 @@ HTML_POLICY = {
 
 # (api path template, method) -> who may
 API_POLICY = {
+    ("/api/profiles/", "get"): LOGGED_IN,
+    ("/api/profiles/", "post"): ADMIN,
+    ("/api/profiles/{profile}/", "get"): LOGGED_IN,
+    ("/api/profiles/{profile}/", "patch"): ADMIN,
+    ("/api/profiles/{profile}/members/", "get"): ADMIN,
+    ("/api/profiles/{profile}/members/", "post"): ADMIN,
+    ("/api/profiles/{profile}/members/{membership}/", "delete"): ADMIN,
     ("/api/categories/", "get"): CURATION_READ,
     ("/api/categories/", "post"): CURATION_WRITE,
     ("/api/categories/{category}/", "get"): CURATION_READ,
@@ -205,6 +221,8 @@ API_POLICY = {
     ("/api/finetunes/{finetune}/", "get"): TRAINING_READ,
     ("/api/finetunes/{finetune}/cancel/", "post"): ADMIN,
     ("/api/finetunes/{finetune}/retry/", "post"): ADMIN,
+    ("/api/finetunes/{finetune}/retrain/", "post"): ADMIN,
+    ("/api/exit-kits/", "post"): ADMIN,
     ("/api/sampling-jobs/", "get"): TRAINING_READ,
     ("/api/sampling-jobs/", "post"): ADMIN,
     ("/api/sampling-jobs/{sampling}/", "get"): TRAINING_READ,
@@ -300,6 +318,7 @@ FAKE_IDS = {
                 "finetune", "sampling", "prompt_set", "study", "output", "gap_ticket")
 } | {"study_output": "abcdefgh"}
 FAKE_IDS["misalignment_eval"] = "1"
+FAKE_IDS["profile"] = FAKE_IDS["membership"] = "1"
 FAKE_IDS["realignment"] = "1"
 FAKE_IDS["study_sampling"] = "1"
 
@@ -361,6 +380,11 @@ def world(db, monkeypatch, tmp_path, no_training_queue):
         "misalignment_eval": MisalignmentEval.objects.create(
             name="matrix", probes=["Q?"], judge_base_url="http://judge.test/v1", judge_model="j"
         ).pk,
+        "profile": Profile.objects.default().pk,
+        # A membership nobody needs (deleting it changes no one's access in the matrix).
+        "membership": Membership.objects.create(
+            profile=Profile.objects.default(), user=make_user("m-spare"), role="rater"
+        ).pk,
         "realignment": realignment_create(
             name="matrix", source_version=training.base_version(base), snapshot=snapshot,
             steps=4,
@@ -417,3 +441,59 @@ def test_api_endpoints_by_role(world, role):
         if not ok:
             wrong.append(f"{method.upper()} {template} → {status}")
     assert wrong == []
+
+
+PROFILE_SCOPED = {
+    "category", "dataset", "sample", "stale_edit", "snapshot", "gap_ticket", "pending_import",
+    "prompt_set", "prompt", "study", "study_output",
+}
+
+
+def test_a_user_of_another_profile_sees_nothing_of_this_one(world):
+    """A user holding every profile role (curator, rater, researcher) in another profile
+    gets 404 for this profile's objects, page or API, and finds none of them in a list.
+    Admin-only addresses answer 403 before anything is loaded, which tells nothing."""
+    users, objects = world
+    elsewhere = Profile.objects.create(name="Elsewhere", slug="elsewhere")
+    stranger = make_user("m-stranger")
+    for role in (Role.CURATOR, Role.RATER, Role.RESEARCHER):
+        Membership.objects.create(profile=elsewhere, user=stranger, role=role.value)
+    client = client_for(stranger)
+    wrong = []
+    for (name, key, method), _ in HTML_POLICY.items():
+        if key in PROFILE_SCOPED:
+            status = getattr(client, method)(html_url(name, key, objects)).status_code
+            if status != 404 and not (status == 403 and _admin_only(_)):
+                wrong.append(f"{method.upper()} {name} → {status}")
+    for (template, method), _ in API_POLICY.items():
+        keys = {part.strip("{}") for part in template.split("/") if part.startswith("{")}
+        if keys & PROFILE_SCOPED and "study_output" not in keys:
+            url = template.format(**objects)
+            status = getattr(client, method)(url, content_type="application/json").status_code
+            if status != 404 and not (status == 403 and _admin_only(_)):
+                wrong.append(f"{method.upper()} {template} → {status}")
+    assert wrong == []
+    world_names = _names_of(objects)
+    for name in ("curation:category-list", "curation:dataset-list", "curation:gap-list",
+                 "evaluation:prompt-set-list", "evaluation:study-list", "evaluation:rate-home"):
+        body = client.get(reverse(name)).content.decode()
+        assert not [n for n in world_names if n in body], name
+    for path in ("/api/categories/", "/api/datasets/", "/api/samples/", "/api/snapshots/",
+                 "/api/gap-tickets/", "/api/prompt-sets/", "/api/studies/"):
+        assert client.get(path).json()["count"] == 0, path
+
+
+def _admin_only(allowed: set[str]) -> bool:
+    return not allowed & {"curator", "researcher", "rater"}
+
+
+def _names_of(objects) -> list[str]:
+    from curation.models import Category, Dataset
+    from evaluation.models import PromptSet, Study
+
+    return [
+        Category.objects.get(pk=objects["category"]).name,
+        Dataset.objects.get(pk=objects["dataset"]).name,
+        PromptSet.objects.get(pk=objects["prompt_set"]).name,
+        Study.objects.get(pk=objects["study"]).name,
+    ]

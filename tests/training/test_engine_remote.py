@@ -9,7 +9,9 @@ import pytest
 
 from training.engine import EngineError, GenerationParams
 from training.engine.generation import output_seed
-from training.engine.remote import OpenAIFineTuneBackend, generate_openai_compatible
+from training.engine.hosted.base import HostedJobSpec
+from training.engine.hosted.openai import OpenAIFineTuneBackend
+from training.engine.remote import generate_openai_compatible
 
 OPENAI_TEST_URL = "https://api.openai.test/v1"  # the openai_mock fixture's default
 PARAMS = GenerationParams(temperature=0.7, top_p=0.9, max_new_tokens=50, seed=11)
@@ -210,13 +212,15 @@ def test_upload_and_create_a_supervised_job(openai_mock):
 
     file_id = remote.upload_training_file(b'{"messages": []}\n')
     job_id = remote.create_job(
-        "gpt-4o-mini",
-        file_id,
-        n_epochs=3,
-        learning_rate_multiplier=0.5,
-        seed=3,
-        suffix="palms-" + "x" * 100,
-        metadata={"palmsweb_job": 7},
+        HostedJobSpec(
+            model="gpt-4o-mini",
+            training_file=file_id,
+            epochs=3,
+            learning_rate_multiplier=0.5,
+            seed=3,
+            suffix="palms-" + "x" * 100,
+            metadata={"palmsweb_job": 7},
+        )
     )
 
     assert (file_id, job_id) == ("file-1", "ftjob-1")
@@ -316,7 +320,7 @@ def test_fine_tune_calls_retry_429_and_fail_fast_on_403(openai_mock):
     route = router.post("/fine_tuning/jobs").mock(
         side_effect=[error(429, "Too many requests"), httpx.Response(200, json=job("queued"))]
     )
-    assert backend(client).create_job("gpt-4o-mini", "file-1") == "ftjob-1"
+    assert backend(client).create_job(HostedJobSpec("gpt-4o-mini", "file-1")) == "ftjob-1"
     assert route.call_count == 2
 
     router.post("/files").mock(return_value=error(403, "Not allowed to fine-tune"))
@@ -330,5 +334,26 @@ def test_a_bad_request_is_not_retried(openai_mock):
         return_value=error(400, "Model gpt-x is not available for fine-tuning")
     )
     with pytest.raises(EngineError, match="HTTP 400: Model gpt-x is not available"):
-        backend(client).create_job("gpt-x", "file-1")
+        backend(client).create_job(HostedJobSpec("gpt-x", "file-1"))
     assert route.call_count == 1
+
+
+def test_a_preference_job_asks_openai_for_dpo_with_its_beta(openai_mock):
+    router, client = openai_mock()
+    create = router.post("/fine_tuning/jobs").mock(
+        return_value=httpx.Response(200, json=job("validating_files"))
+    )
+    spec = HostedJobSpec("gpt-4.1-mini", "file-1", kind="preference", dpo_beta=0.1, epochs=2)
+    assert backend(client).create_job(spec) == "ftjob-1"
+    method = json.loads(create.calls[0].request.content)["method"]
+    assert method == {
+        "type": "dpo",
+        "dpo": {
+            "hyperparameters": {
+                "n_epochs": 2,
+                "batch_size": "auto",
+                "learning_rate_multiplier": "auto",
+                "beta": 0.1,
+            }
+        },
+    }

@@ -19,7 +19,8 @@ from tests.training.test_engine_remote import job, page
 from tests.training.test_views import finetune_form_data
 from training import services
 from training.engine.errors import TrainingNotAvailable
-from training.engine.remote import OpenAIFineTuneBackend
+from training.engine.hosted.base import HostedJobSpec
+from training.engine.hosted.openai import OpenAIFineTuneBackend
 from training.models import BaseModel, FineTuneJob, JobStatus, ModelVersion
 from training.services import hosted_dates
 
@@ -91,7 +92,9 @@ def test_openai_dates_are_configured_per_provider():
     assert dates.no_new_jobs_from == date(2027, 1, 6)
     for family in ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "gpt-4.1-mini"):
         assert dates.model_shutdowns[family] == date(2027, 1, 14)
-    assert hosted_dates.provider_dates("together") is None
+    together = hosted_dates.provider_dates("together")
+    assert together.no_new_jobs_from is None and together.model_shutdowns == {}
+    assert hosted_dates.provider_dates("nobody") is None
 
 
 def test_the_environment_moves_one_date_and_keeps_the_others():
@@ -228,7 +231,7 @@ def test_training_not_available_is_not_retried_and_keeps_openais_words(openai_mo
     backend = OpenAIFineTuneBackend("sk", base_url=OPENAI_TEST_URL, http_client=client,
                                     backoff_base=0)  # fmt: skip
     with pytest.raises(TrainingNotAvailable) as refused:
-        backend.create_job("gpt-4o-mini", "file-1")
+        backend.create_job(HostedJobSpec("gpt-4o-mini", "file-1"))
     assert create.call_count == 1
     assert refused.value.server_message == NOT_AVAILABLE["error"]["message"]
     assert "training_not_available" in str(refused.value)

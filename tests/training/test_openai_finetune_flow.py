@@ -13,7 +13,7 @@ from tests.factories import CategoryFactory, DatasetFactory, words
 from tests.training.conftest import OPENAI_TEST_URL
 from tests.training.test_engine_remote import checkpoint, event, job, page
 from training import services
-from training.engine.remote import OpenAIFineTuneBackend
+from training.engine.hosted.openai import OpenAIFineTuneBackend
 from training.models import FineTuneJob, JobStatus, ModelVersion
 
 pytestmark = pytest.mark.django_db

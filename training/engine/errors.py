@@ -22,3 +22,7 @@ class TrainingNotAvailable(EngineError):  # noqa: N818 - the provider's own code
     def __init__(self, message: str, *, server_message: str = "") -> None:
         super().__init__(message)
         self.server_message = server_message
+
+
+class NotFoundAtProvider(EngineError):  # noqa: N818 - says what happened, like the above
+    """The provider answered 404: it does not (or no longer) know the job, file or model."""

@@ -1,22 +1,30 @@
-"""Remote engines through the ``openai`` SDK: OpenAI-compatible sampling, OpenAI fine-tuning.
+"""Remote engines: sampling through any OpenAI-compatible endpoint, and the retry policy
+every hosted backend shares (the fine-tuning backends are in ``training.engine.hosted``).
 
-The SDK retries on its own; we turn that off (``max_retries=0``) and retry ourselves, so the
+The SDKs retry on their own; we turn that off (``max_retries=0``) and retry ourselves, so the
 policy (which errors, how long to wait, when to give up) is ours and tested. Tests inject an
-``http_client`` (an ``httpx2.Client``, which the SDK uses) with a mock transport.
+``http_client`` (an ``httpx2.Client``, which the openai SDK uses) with a mock transport, or
+point the SDK at a local fake server.
 """
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from types import ModuleType
+from typing import TYPE_CHECKING, Any
 
-from training.engine.errors import Cancelled, EngineError, TrainingNotAvailable
+from training.engine.errors import (
+    Cancelled,
+    EngineError,
+    NotFoundAtProvider,
+    TrainingNotAvailable,
+)
 from training.engine.generation import (
     Generation,
     GenerationParams,
@@ -31,13 +39,10 @@ if TYPE_CHECKING:
 # The error code of a 403 that means "no more fine-tuning for this account" (OpenAI's
 # wind-down of self-serve fine-tuning), not a bad key.
 TRAINING_NOT_AVAILABLE = "training_not_available"
+# The error code of a 404 for a model the server does not (or no longer) serve.
+MODEL_NOT_FOUND = "model_not_found"
 RETRYABLE_STATUS = frozenset({408, 409, 429, 500, 502, 503, 504})
 MAX_BACKOFF_SECONDS = 60.0
-SUFFIX_MAX = 64
-METADATA_MAX_PAIRS = 16
-FINISHED_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
-
-Hyperparameter = int | float | Literal["auto"]
 
 
 def make_client(
@@ -71,20 +76,23 @@ def call_with_retries(
     max_retries: int = 5,
     backoff_base: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
+    errors: ModuleType | None = None,
 ) -> Any:
     """Run ``call``; retry rate limits, 5xx and connection errors with exponential backoff.
 
     Authentication failures (401/403) and other client errors are not retried: they raise
     EngineError at once with the server's message (TrainingNotAvailable for a 403 whose code
-    says the account may no longer fine-tune).
+    says the account may no longer fine-tune). ``errors`` is the SDK whose exceptions
+    ``call`` raises (``openai`` unless given; ``together``'s have the same names).
     """
-    import openai
+    if errors is None:
+        import openai as errors
 
     for attempt in range(max_retries + 1):
         try:
             return call()
-        except (openai.AuthenticationError, openai.PermissionDeniedError) as exc:
-            if getattr(exc, "code", None) == TRAINING_NOT_AVAILABLE:
+        except (errors.AuthenticationError, errors.PermissionDeniedError) as exc:
+            if _error_code(exc) == TRAINING_NOT_AVAILABLE:
                 raise TrainingNotAvailable(
                     f"{what}: the provider no longer accepts fine-tuning jobs "
                     f"(HTTP 403 {TRAINING_NOT_AVAILABLE}): {_message(exc)}",
@@ -94,9 +102,18 @@ def call_with_retries(
                 f"{what}: authentication failed (HTTP {exc.status_code}): {_message(exc)}. "
                 "Check the API key."
             ) from exc
-        except (openai.APIConnectionError, openai.APIStatusError) as exc:
+        except (errors.APIConnectionError, errors.APIStatusError) as exc:
             status = getattr(exc, "status_code", None)
             retryable = status is None or status in RETRYABLE_STATUS or status >= 500
+            if status == 404 and _error_code(exc) == MODEL_NOT_FOUND:
+                raise NotFoundAtProvider(
+                    f"{what}: the model is not served there (HTTP 404 {MODEL_NOT_FOUND}: "
+                    f"{_message(exc)}). A hosted model its provider has retired cannot be "
+                    "sampled again; the outputs already sampled stay, and the exit kit "
+                    "keeps them with their ratings."
+                ) from exc
+            if status == 404:
+                raise NotFoundAtProvider(f"{what}: HTTP 404: {_message(exc)}") from exc
             if not retryable:
                 raise EngineError(f"{what}: HTTP {status}: {_message(exc)}") from exc
             if attempt == max_retries:
@@ -120,8 +137,29 @@ def _backoff(attempt: int, base: float, exc: Exception) -> float:
     return min(base * 2**attempt * (0.5 + random.random()), MAX_BACKOFF_SECONDS)
 
 
-def _message(exc: Exception) -> str:
+def _error_code(exc: Exception) -> str | None:
+    """The error code of an SDK error: openai's errors carry it, together's only in the body."""
+    code = getattr(exc, "code", None)
+    body = _body(exc)
+    if code is None and isinstance(body, Mapping):
+        error = body.get("error", body)
+        code = error.get("code") if isinstance(error, Mapping) else None
+    return code
+
+
+def _body(exc: Exception) -> Any:
+    """The error's body; together's upload step passes it on as JSON text, so parse that."""
     body = getattr(exc, "body", None)
+    if isinstance(body, str | bytes):
+        try:
+            return json.loads(body)
+        except ValueError:
+            return body
+    return body
+
+
+def _message(exc: Exception) -> str:
+    body = _body(exc)
     if isinstance(body, Mapping):
         error = body.get("error", body)
         if isinstance(error, Mapping) and error.get("message"):
@@ -286,205 +324,6 @@ def _complete(
         seed=seed,
         finish_reason=choice.finish_reason or "stop",
     )
-
-
-# --- OpenAI fine-tuning --------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class RemoteEvent:
-    id: str
-    created_at: int
-    level: str
-    message: str
-
-
-@dataclass(frozen=True)
-class RemoteCheckpoint:
-    id: str
-    step_number: int
-    train_loss: float | None
-    fine_tuned_model_checkpoint: str
-
-
-@dataclass(frozen=True)
-class RemoteJobState:
-    """A snapshot of a remote fine-tuning job. ``events`` are those newer than the cursor
-    given to ``poll``, oldest first; pass ``events_cursor`` to the next ``poll``."""
-
-    job_id: str
-    status: str
-    fine_tuned_model: str | None
-    trained_tokens: int | None
-    error: str | None
-    events: list[RemoteEvent] = field(default_factory=list)
-    events_cursor: str | None = None
-    checkpoints: list[RemoteCheckpoint] = field(default_factory=list)
-
-    @property
-    def finished(self) -> bool:
-        return self.status in FINISHED_STATUSES
-
-
-class OpenAIFineTuneBackend:
-    """The OpenAI fine-tuning API: upload, create, poll, cancel."""
-
-    def __init__(
-        self,
-        api_key: str,
-        *,
-        base_url: str | None = None,
-        organization: str | None = None,
-        http_client: Any = None,
-        max_retries: int = 5,
-        backoff_base: float = 1.0,
-    ) -> None:
-        self.client = make_client(
-            api_key, base_url, http_client=http_client, organization=organization
-        )
-        self.max_retries = max_retries
-        self.backoff_base = backoff_base
-
-    def _call(self, what: str, call: Callable[[], Any]) -> Any:
-        return call_with_retries(
-            call, what=what, max_retries=self.max_retries, backoff_base=self.backoff_base
-        )
-
-    def upload_training_file(self, jsonl_bytes: bytes, *, filename: str = "train.jsonl") -> str:
-        """Upload chat-format JSONL with purpose "fine-tune"; returns the file id."""
-        if not jsonl_bytes.strip():
-            raise EngineError("The training file is empty.")
-        file = self._call(
-            "Uploading the training file",
-            lambda: self.client.files.create(file=(filename, jsonl_bytes), purpose="fine-tune"),
-        )
-        return file.id
-
-    def create_job(
-        self,
-        model: str,
-        training_file: str,
-        *,
-        n_epochs: Hyperparameter = "auto",
-        batch_size: Hyperparameter = "auto",
-        learning_rate_multiplier: Hyperparameter = "auto",
-        seed: int | None = None,
-        suffix: str | None = None,
-        metadata: Mapping[str, Any] | None = None,
-        validation_file: str | None = None,
-    ) -> str:
-        """Start a supervised fine-tune; returns the job id.
-
-        Each hyperparameter may be "auto". ``suffix`` is cut to 64 characters (the API's
-        limit); ``metadata`` values are sent as strings (at most 16 pairs).
-        """
-        hyperparameters = {
-            "n_epochs": n_epochs,
-            "batch_size": batch_size,
-            "learning_rate_multiplier": learning_rate_multiplier,
-        }
-        kwargs: dict[str, Any] = {
-            "model": model,
-            "training_file": training_file,
-            "method": {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}},
-        }
-        if seed is not None:
-            kwargs["seed"] = seed
-        if suffix:
-            kwargs["suffix"] = suffix[:SUFFIX_MAX]
-        if metadata:
-            kwargs["metadata"] = _clean_metadata(metadata)
-        if validation_file:
-            kwargs["validation_file"] = validation_file
-        job = self._call(
-            f"Creating a fine-tune of {model}",
-            lambda: self.client.fine_tuning.jobs.create(**kwargs),
-        )
-        return job.id
-
-    def poll(self, job_id: str, *, after: str | None = None) -> RemoteJobState:
-        """Status, events newer than the event id ``after``, and checkpoints of a job."""
-        jobs = self.client.fine_tuning.jobs
-        job = self._call(f"Reading fine-tune {job_id}", lambda: jobs.retrieve(job_id))
-        page = self._call(
-            f"Reading events of {job_id}", lambda: jobs.list_events(job_id, limit=100)
-        )
-        events = _events_since(page, after)
-        checkpoints = self._call(
-            f"Reading checkpoints of {job_id}",
-            lambda: jobs.checkpoints.list(job_id, limit=100),
-        )
-        error = getattr(job, "error", None)
-        return RemoteJobState(
-            job_id=job.id,
-            status=job.status,
-            fine_tuned_model=job.fine_tuned_model,
-            trained_tokens=job.trained_tokens,
-            error=(error.message or error.code)
-            if error and (error.message or error.code)
-            else None,
-            events=events,
-            events_cursor=events[-1].id if events else after,
-            checkpoints=sorted(
-                (_checkpoint(c) for c in checkpoints.data), key=lambda c: c.step_number
-            ),
-        )
-
-    def model_shutdown_date(self, model_id: str) -> str | None:
-        """The ``shutdown_date`` the provider's model listing gives ``model_id``, as an ISO
-        date, or None when it gives none. One attempt: the caller falls back to its own
-        configured date when this fails."""
-        model = call_with_retries(
-            lambda: self.client.models.retrieve(model_id),
-            what=f"Reading model {model_id}", max_retries=0,
-        )
-        return iso_date(getattr(model, "shutdown_date", None))
-
-    def cancel(self, job_id: str) -> str:
-        """Ask OpenAI to cancel a job; returns the status it reports."""
-        job = self._call(
-            f"Cancelling fine-tune {job_id}",
-            lambda: self.client.fine_tuning.jobs.cancel(job_id),
-        )
-        return job.status
-
-
-def _events_since(newest_first: Iterable[Any], cursor: str | None) -> list[RemoteEvent]:
-    """Events after ``cursor``, oldest first.
-
-    The API lists the newest first; iterating the SDK page fetches further pages until the
-    cursor is reached.
-    """
-    fresh = []
-    for event in newest_first:
-        if cursor is not None and event.id == cursor:
-            break
-        fresh.append(
-            RemoteEvent(
-                id=event.id,
-                created_at=int(event.created_at),
-                level=str(event.level),
-                message=str(event.message),
-            )
-        )
-    return sorted(reversed(fresh), key=lambda e: e.created_at)
-
-
-def _checkpoint(raw: Any) -> RemoteCheckpoint:
-    metrics = getattr(raw, "metrics", None)
-    loss = getattr(metrics, "train_loss", None) if metrics is not None else None
-    return RemoteCheckpoint(
-        id=raw.id,
-        step_number=int(raw.step_number),
-        train_loss=float(loss) if loss is not None else None,
-        fine_tuned_model_checkpoint=raw.fine_tuned_model_checkpoint,
-    )
-
-
-def _clean_metadata(metadata: Mapping[str, Any]) -> dict[str, str]:
-    if len(metadata) > METADATA_MAX_PAIRS:
-        raise EngineError(f"OpenAI accepts at most {METADATA_MAX_PAIRS} metadata pairs.")
-    return {str(key)[:64]: str(value)[:512] for key, value in metadata.items()}
 
 
 def iso_date(value: Any) -> str | None:

@@ -2,8 +2,9 @@
 
 One module per room: ``base_models`` (registering, finding weights, reaching remote models),
 ``finetunes`` (hyperparameters, launch, the local run, checkpoints, progress),
-``distributed`` (several devices and nodes under torchrun), ``remote`` (the
-OpenAI fine-tuning backend), ``hosted_dates`` (providers' cut-off and shutdown dates),
+``distributed`` (several devices and nodes under torchrun), ``hosted`` (the
+hosted providers, their backends, retrain elsewhere), ``remote`` (running and mirroring a
+hosted fine-tune), ``hosted_dates`` (providers' cut-off and shutdown dates),
 ``sampling``, and ``jobs`` (claim, heartbeat, sweep, cancel,
 retry). Other apps import the public names from here: ``from training.services import X``.
 
@@ -12,8 +13,10 @@ a worker, so the web process never loads torch.
 """
 
 from training.services.base_models import (
+    DEFAULT_KEY_ENV,
     DEFAULT_MODEL_NAME,
     DEFAULT_MODEL_PARAMETERS,
+    REMOTE_KINDS,
     api_key_for,
     artifacts_dir,
     base_model_create,
@@ -39,6 +42,14 @@ from training.services.finetunes import (
     finetune_launch,
     snapshot_arm,
 )
+from training.services.hosted import (
+    HOSTED_BACKENDS,
+    PROVIDERS,
+    finetune_retrain_elsewhere,
+    hosted_backend,
+    provider_for_kind,
+    retrain_targets,
+)
 from training.services.hosted_dates import (
     Shutdown,
     check_new_job_allowed,
@@ -57,7 +68,15 @@ from training.services.jobs import (
     sweep_stale_jobs,
     worker_name,
 )
-from training.services.remote import OPENAI_STATUS, openai_poll, openai_poll_all, openai_start
+from training.services.remote import (
+    OPENAI_STATUS,
+    hosted_poll,
+    hosted_poll_all,
+    hosted_start,
+    openai_poll,
+    openai_poll_all,
+    openai_start,
+)
 from training.services.sampling import (
     MAX_PROMPTS,
     MAX_SAMPLES_PER_PROMPT,
@@ -70,14 +89,18 @@ from training.services.sampling import (
 )
 
 __all__ = [
+    "DEFAULT_KEY_ENV",
+    "REMOTE_KINDS",
     "DEFAULT_MODEL_NAME",
     "DEFAULT_MODEL_PARAMETERS",
     "HEARTBEAT_SECONDS",
+    "HOSTED_BACKENDS",
     "HYPERPARAMETER_LIMITS",
     "MAX_CHECKPOINTS",
     "MAX_PROMPTS",
     "MAX_SAMPLES_PER_PROMPT",
     "OPENAI_STATUS",
+    "PROVIDERS",
     "ArmMismatchError",
     "CheckpointHandler",
     "FineTuneProgress",
@@ -103,8 +126,13 @@ __all__ = [
     "finetune_execute",
     "finetune_join",
     "finetune_launch",
+    "finetune_retrain_elsewhere",
     "heartbeat",
     "heartbeat_timeout",
+    "hosted_backend",
+    "hosted_poll",
+    "hosted_poll_all",
+    "hosted_start",
     "job_cancel",
     "job_retry",
     "local_model_path",
@@ -112,8 +140,10 @@ __all__ = [
     "openai_poll_all",
     "openai_start",
     "planned_strategy",
+    "provider_for_kind",
     "readable_failure",
     "remote_base_url",
+    "retrain_targets",
     "sampling_execute",
     "sampling_job_release",
     "sampling_launch",

@@ -16,6 +16,10 @@ if TYPE_CHECKING:
     from training.services.jobs import JobReporter
 
 DEFAULT_MODEL_NAME = "SmolLM2-135M-Instruct"
+REMOTE_KINDS = {BaseModel.Kind.OPENAI, BaseModel.Kind.OPENAI_COMPATIBLE, BaseModel.Kind.TOGETHER}
+# The kinds that need a key: a local OpenAI-compatible server may take none.
+KEYED_KINDS = {BaseModel.Kind.OPENAI, BaseModel.Kind.TOGETHER}
+DEFAULT_KEY_ENV = {BaseModel.Kind.TOGETHER: "TOGETHER_API_KEY"}
 DEFAULT_MODEL_PARAMETERS = 134_515_008
 
 
@@ -33,14 +37,19 @@ def base_model_create(
     path: str = "",
     model_id: str = "",
     base_url: str = "",
-    api_key_env: str = "OPENAI_API_KEY",
+    api_key_env: str | None = None,
     parameter_count: int | None = None,
     is_default: bool = False,
 ) -> BaseModel:
-    """Register a base model and the "base" model version that samples it as is. A remote
-    model's key variable and endpoint must be ones the operator allows (palmsweb.lib.keyenv)."""
+    """Register a base model and the "base" model version that samples it as is. The kind
+    picks the hosted provider (OpenAI, Together) that fine-tunes it, if any. A remote
+    model's key variable and endpoint must be ones the operator allows (palmsweb.lib.keyenv);
+    without one, the provider's usual variable (``TOGETHER_API_KEY``…) is named."""
     _validate_base_model(name=name, kind=kind, path=path, model_id=model_id, base_url=base_url)
-    if kind in {BaseModel.Kind.OPENAI, BaseModel.Kind.OPENAI_COMPATIBLE}:
+    api_key_env = api_key_env or DEFAULT_KEY_ENV.get(kind, "OPENAI_API_KEY")
+    if kind == BaseModel.Kind.TOGETHER and not base_url.strip():
+        base_url = settings.TOGETHER_BASE_URL
+    if kind in REMOTE_KINDS:
         try:
             check_key_env(api_key_env)
             check_endpoint(base_url)
@@ -76,7 +85,7 @@ def _validate_base_model(*, name, kind, path, model_id, base_url) -> None:
         directory = Path(path)
         if not (directory / "config.json").is_file():
             raise TrainingError(f"{path!r} is not a Hugging Face model directory (no config.json).")
-    elif kind in {BaseModel.Kind.OPENAI, BaseModel.Kind.OPENAI_COMPATIBLE}:
+    elif kind in REMOTE_KINDS:
         if not model_id.strip():
             raise TrainingError("Give the model name the API knows it by.")
         if kind == BaseModel.Kind.OPENAI_COMPATIBLE and not base_url.strip():
@@ -123,7 +132,9 @@ def version_local_path(version: ModelVersion, reporter: JobReporter | None = Non
 
 
 def remote_base_url(base_model: BaseModel) -> str:
-    """Where a remote model's requests (and its key) go."""
+    """Where a remote model's requests (and its key) go: its OpenAI-compatible URL."""
+    if base_model.kind == BaseModel.Kind.TOGETHER:
+        return base_model.base_url or settings.TOGETHER_BASE_URL
     return base_model.base_url or settings.OPENAI_BASE_URL or "https://api.openai.com/v1"
 
 
@@ -134,17 +145,16 @@ def api_key_for(base_model: BaseModel) -> str:
         key = read_key(base_model.api_key_env or "OPENAI_API_KEY", url=remote_base_url(base_model))
     except KeyEnvError as error:
         raise TrainingError(f"{base_model}: {error}") from None
-    if not key and base_model.kind == BaseModel.Kind.OPENAI:
+    if not key and base_model.kind in KEYED_KINDS:
         raise TrainingError(
             f"No API key: set the environment variable {base_model.api_key_env!r} on the workers."
         )
     return key or "not-needed"
 
 
-
 def openai_backend(base_model: BaseModel):
     """The OpenAI fine-tuning API client for ``base_model``, with its key read now."""
-    from training.engine.remote import OpenAIFineTuneBackend
+    from training.engine.hosted.openai import OpenAIFineTuneBackend
 
     return OpenAIFineTuneBackend(
         api_key=api_key_for(base_model),

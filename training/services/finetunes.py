@@ -1,6 +1,6 @@
 """Fine-tunes: hyperparameters and estimates, the arm a snapshot trains, launching, and
 running a local fine-tune on a worker (progress, checkpoints, the persona track, the saved
-model versions). The OpenAI backend is in ``training.services.remote``."""
+model versions). Hosted backends (OpenAI, Together) are in ``training.services.remote``."""
 
 from __future__ import annotations
 
@@ -33,6 +33,7 @@ from training.services.base_models import (
 from training.services.compute import energy_meter, finetune_compute
 from training.services.distributed import check_distributed, run_distributed
 from training.services.errors import ArmMismatchError, TrainingError
+from training.services.hosted import provider_for_backend, provider_for_kind
 from training.services.hosted_dates import check_new_job_allowed
 from training.services.jobs import (
     JobReporter,
@@ -43,7 +44,7 @@ from training.services.jobs import (
     heartbeat,
     worker_name,
 )
-from training.services.remote import openai_start
+from training.services.remote import hosted_start
 from training.services.validation import check_validation, split_examples, validation_provenance
 
 # --- hyperparameters and estimates ---------------------------------------------------------
@@ -246,17 +247,7 @@ def finetune_launch(
     arm = _resolve_arm(snapshot, arm, allow_arm_mismatch)
     if method not in FineTuneJob.Method.values:
         raise TrainingError(f"Unknown method {method!r}.")
-    backend = backend or (
-        FineTuneJob.Backend.OPENAI
-        if base_model.kind == BaseModel.Kind.OPENAI
-        else FineTuneJob.Backend.LOCAL
-    )
-    if backend == FineTuneJob.Backend.LOCAL and not base_model.is_local:
-        raise TrainingError(f"{base_model} is not a local model; use the OpenAI backend.")
-    if backend == FineTuneJob.Backend.OPENAI and base_model.kind != BaseModel.Kind.OPENAI:
-        raise TrainingError("The OpenAI backend fine-tunes OpenAI models only.")
-    if backend != FineTuneJob.Backend.LOCAL:
-        check_new_job_allowed(base_model)
+    backend = _check_backend(base_model, backend, method)
     hp = clean_hyperparameters(
         hyperparameters or {}, defaults=default_hyperparameters(base_model, method)
     )
@@ -268,8 +259,12 @@ def finetune_launch(
     asked = {"checkpoints": checkpoint_steps, "persona tracking": track_persona,
              "validation": validation_snapshot or held_out or "eval_every_steps" in hp}
     strategy = check_distributed(base_model, method, backend, (devices, nodes), asked)
-    if backend == FineTuneJob.Backend.OPENAI and snapshot.sample_count < 10:
-        raise TrainingError("The OpenAI fine-tuning API needs at least 10 examples.")
+    provider = provider_for_backend(backend)
+    if provider and snapshot.sample_count < provider.min_examples:
+        raise TrainingError(
+            f"The {provider.label} fine-tuning API needs at least {provider.min_examples} "
+            "examples."
+        )
     job = FineTuneJob.objects.create(
         base_model=base_model,
         snapshot=snapshot,
@@ -295,6 +290,29 @@ def finetune_launch(
     return job
 
 
+def _check_backend(base_model: BaseModel, backend: str | None, method: str) -> str:
+    """The backend that fine-tunes ``base_model``: its hosted provider's, or local. A
+    provider past its cut-off date refuses (HostedCutoffError); so does a method the
+    provider cannot run."""
+    provider = provider_for_kind(base_model.kind)
+    backend = backend or (provider.backend if provider else FineTuneJob.Backend.LOCAL)
+    if backend == FineTuneJob.Backend.LOCAL:
+        if not base_model.is_local:
+            raise TrainingError(
+                f"{base_model} is not a local model; use its provider's backend."
+            )
+        return backend
+    chosen = provider_for_backend(backend)
+    if chosen is None or provider is None or chosen.name != provider.name:
+        label = chosen.label if chosen else backend
+        raise TrainingError(f"The {label} backend fine-tunes {label} models only.")
+    if method not in provider.methods:
+        methods = dict(FineTuneJob.Method.choices)
+        allowed = " or ".join(methods[m] for m in provider.methods)
+        raise TrainingError(f"{provider.label} fine-tunes with {allowed} only.")
+    check_new_job_allowed(base_model)
+    return backend
+
 
 # --- running a local fine-tune ------------------------------------------------------------
 
@@ -306,8 +324,8 @@ def finetune_execute(job_id: int) -> None:
     job = FineTuneJob.objects.select_related(
         "base_model", "snapshot", "start_version", "validation_snapshot"
     ).get(pk=job_id)
-    if job.backend == FineTuneJob.Backend.OPENAI:
-        openai_start(job)
+    if job.is_hosted:
+        hosted_start(job)
         return
     reporter = JobReporter(job)
     try:

@@ -25,7 +25,7 @@ FROM_PROVIDER = "provider"  # the provider's model listing, read when the fine-t
 FROM_SETTINGS = "configured"  # HOSTED_PROVIDER_DATES, by the model's family
 # A dated snapshot of a family: "gpt-4o-mini-2024-07-18" is of "gpt-4o-mini".
 SNAPSHOT_SUFFIX = re.compile(r"-\d{4}-\d{2}-\d{2}$")
-PROVIDER_FOR_KIND = {BaseModel.Kind.OPENAI: "openai"}
+PROVIDER_FOR_KIND = {BaseModel.Kind.OPENAI: "openai", BaseModel.Kind.TOGETHER: "together"}
 
 
 def today() -> date:

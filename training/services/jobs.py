@@ -18,7 +18,7 @@ from django.utils import timezone
 from palmsweb.lib import jobs as toolkit
 from palmsweb.lib.jobs import Lifecycle, ProgressWriter, claim, fail, finish, sweep_stale
 from training.models import LOG_TAIL_CHARS, FineTuneJob, JobStatus, SamplingJob
-from training.services import base_models
+from training.services import hosted
 from training.services.errors import TrainingError
 from training.services.hosted_dates import check_new_job_allowed
 
@@ -151,10 +151,10 @@ def finish_job(model, pk: int, status: str, *, error: str = "", **fields) -> boo
 @transaction.atomic
 def sweep_stale_jobs() -> int:
     """Fail every running job whose heartbeat stopped: its worker died. Returns the count.
-    OpenAI jobs have no local worker; their state is polled, not heartbeaten."""
+    Hosted jobs have no local worker; their state is polled, not heartbeaten."""
     timeout = heartbeat_timeout()
     error = STALE_ERROR.format(seconds=int(timeout.total_seconds()))
-    remote = Q(backend=FineTuneJob.Backend.OPENAI)
+    remote = ~Q(backend=FineTuneJob.Backend.LOCAL)
     return sweep_stale(FINETUNE, older_than=timeout, error=error, exclude=remote) + sweep_stale(
         SAMPLING, older_than=timeout, error=error
     )
@@ -196,13 +196,14 @@ def job_cancel(*, job: FineTuneJob | SamplingJob) -> None:
     ):
         return
     model.objects.filter(pk=job.pk, status=JobStatus.RUNNING).update(cancel_requested=True)
-    if isinstance(job, FineTuneJob) and job.backend == FineTuneJob.Backend.OPENAI:
+    if isinstance(job, FineTuneJob) and job.is_hosted:
         job.refresh_from_db()
         if job.remote_job_id and job.status == JobStatus.RUNNING:
+            backend = hosted.hosted_backend(job.base_model)
             try:
-                base_models.openai_backend(job.base_model).cancel(job.remote_job_id)
+                backend.cancel(job.remote_job_id)
             except Exception as exc:  # the API's own errors, shown to the admin as they are
-                raise TrainingError(f"OpenAI refused the cancel: {exc}") from exc
+                raise TrainingError(f"{backend.label} refused the cancel: {exc}") from exc
 
 
 @transaction.atomic

@@ -1,4 +1,6 @@
-"""The OpenAI fine-tuning backend: start a remote job, then mirror its state by polling."""
+"""Hosted fine-tunes (OpenAI, Together AI…): start a remote job, then mirror its state by
+polling. The provider is behind ``training.services.hosted.hosted_backend``; nothing here
+knows which one it is."""
 
 from __future__ import annotations
 
@@ -6,13 +8,21 @@ import logging
 
 from curation.services import snapshot_jsonl
 from training.models import FineTuneJob, JobStatus, ModelVersion
-from training.services import base_models
+from training.services import hosted
 from training.services.errors import TrainingError
 from training.services.hosted_dates import check_new_job_allowed, training_not_available_reason
 from training.services.jobs import JobReporter, fail_job, finish_job
 
 logger = logging.getLogger(__name__)
 
+# Our status for each backend outcome (training.engine.hosted.base.Outcome).
+OUTCOME_STATUS = {
+    "running": JobStatus.RUNNING,
+    "succeeded": JobStatus.SUCCEEDED,
+    "failed": JobStatus.FAILED,
+    "cancelled": JobStatus.CANCELLED,
+}
+# OpenAI's own statuses, kept for callers that read them.
 OPENAI_STATUS = {
     "validating_files": JobStatus.RUNNING,
     "queued": JobStatus.RUNNING,
@@ -23,7 +33,7 @@ OPENAI_STATUS = {
 }
 
 
-def openai_start(job: FineTuneJob) -> None:
+def hosted_start(job: FineTuneJob) -> None:
     """Upload the snapshot and create the remote job; polling mirrors it from then on."""
     from training.engine.errors import TrainingNotAvailable
 
@@ -31,20 +41,10 @@ def openai_start(job: FineTuneJob) -> None:
     try:
         # A job queued before the cut-off and run after it: refused here, not by the API.
         check_new_job_allowed(job.base_model)
-        reporter.phase("uploading the snapshot to OpenAI")
-        backend = base_models.openai_backend(job.base_model)
+        backend = hosted.hosted_backend(job.base_model)
+        reporter.phase(f"uploading the snapshot to {backend.label}")
         file_id = backend.upload_training_file(snapshot_jsonl(job.snapshot).encode())
-        hp = job.hyperparameters
-        remote_id = backend.create_job(
-            job.base_model.model_id,
-            file_id,
-            n_epochs=hp["epochs"],
-            batch_size=hp.get("openai_batch_size", "auto"),
-            learning_rate_multiplier=hp.get("learning_rate_multiplier", "auto"),
-            seed=hp["seed"],
-            suffix=f"palms-{job.arm}-{job.snapshot.short_hash}"[:64],
-            metadata={"palmsweb_job": str(job.pk), "snapshot": job.snapshot.content_hash},
-        )
+        remote_id = backend.create_job(hosted.job_spec(job, file_id))
     except TrainingNotAvailable as refused:
         reason = training_not_available_reason(job.base_model, refused.server_message)
         fail_job(job, reporter, TrainingError(reason))
@@ -52,52 +52,89 @@ def openai_start(job: FineTuneJob) -> None:
     except Exception as exc:
         fail_job(job, reporter, exc)
         return
-    FineTuneJob.objects.filter(pk=job.pk).update(remote_file_id=file_id, remote_job_id=remote_id)
-    reporter.log(f"created OpenAI job {remote_id} from file {file_id}")
+    FineTuneJob.objects.filter(pk=job.pk).update(
+        remote_file_id=file_id, remote_job_id=remote_id, remote_events_cursor=""
+    )
+    reporter.log(f"created {backend.label} job {remote_id} from file {file_id}")
     reporter.flush()
 
 
-def openai_poll(job_id: int) -> str:
-    """Mirror one OpenAI job's status, events and checkpoints. Returns our status."""
+def hosted_poll(job_id: int) -> str:
+    """Mirror one hosted job's status, events, losses and checkpoints. Returns our status."""
     job = FineTuneJob.objects.select_related("base_model", "snapshot").get(pk=job_id)
     if job.status != JobStatus.RUNNING or not job.remote_job_id:
         return job.status
+    from training.engine.errors import NotFoundAtProvider
+
     reporter = JobReporter(job)
-    backend = base_models.openai_backend(job.base_model)
-    state = backend.poll(job.remote_job_id, after=job.remote_events_cursor)
+    backend = hosted.hosted_backend(job.base_model)
+    try:
+        state = backend.poll(job.remote_job_id, after=job.remote_events_cursor or None)
+    except NotFoundAtProvider as gone:
+        # Deleted at the provider (or another account's key): polling again cannot help.
+        reason = f"{backend.label} no longer knows job {job.remote_job_id}. {gone}"
+        fail_job(job, reporter, TrainingError(reason))
+        return JobStatus.FAILED
+    provider = backend.label.split()[0].lower()
     for event in state.events:
-        reporter.log(f"openai {event.level}: {event.message}")
-    losses = [[c.step_number, c.train_loss] for c in state.checkpoints if c.train_loss is not None]
+        reporter.log(f"{provider} {event.level}: {event.message}")
     fields = {
         "remote_events_cursor": state.events_cursor or job.remote_events_cursor,
-        "phase": f"OpenAI reports the job {state.status.replace('_', ' ')}",
+        "phase": f"{backend.label} reports the job {state.status.replace('_', ' ')}",
+        "eta_seconds": state.eta_seconds,  # None when the provider gives no estimate
     }
-    if losses:
-        # OpenAI gives no ETA: the page shows none.
-        fields.update(loss_history=sorted(losses), progress_done=max(s for s, _ in losses),
-                      eta_seconds=None)
-    reporter.update(force=True, **fields)
-    status = OPENAI_STATUS.get(state.status, JobStatus.RUNNING)
-    if status == JobStatus.SUCCEEDED:
-        shutdown = listed_shutdown_date(backend, state.fine_tuned_model, reporter)
-        reporter.flush()
-        version = ModelVersion.objects.create(
-            base_model=job.base_model,
-            name=f"{state.fine_tuned_model} · #{job.pk}",
-            arm=job.arm,
-            remote_model_id=state.fine_tuned_model or "",
-            parameter_count=job.base_model.parameter_count,
-            metadata={"snapshot_hash": job.snapshot.content_hash, "openai_job": job.remote_job_id,
-                      "dataset_kind": job.snapshot.dataset.kind, "arm_override": job.arm_override,
-                      "trained_tokens": state.trained_tokens, "hyperparameters":
-                      job.hyperparameters, **shutdown},
+    if state.losses:
+        fields.update(
+            loss_history=[list(pair) for pair in state.losses],
+            progress_done=max(step for step, _ in state.losses),
         )
-        finish_job(FineTuneJob, job.pk, status, result=version)
+    reporter.update(force=True, **fields)
+    status = OUTCOME_STATUS[state.outcome]
+    if status == JobStatus.SUCCEEDED:
+        _record_result(job, backend, state, reporter)
     elif status == JobStatus.FAILED:
-        finish_job(FineTuneJob, job.pk, status, error=state.error or "The OpenAI job failed.")
+        finish_job(
+            FineTuneJob, job.pk, status, error=state.error or f"The {backend.label} job failed."
+        )
     elif status == JobStatus.CANCELLED:
         finish_job(FineTuneJob, job.pk, status)
     return status
+
+
+def _record_result(job: FineTuneJob, backend, state, reporter: JobReporter) -> None:
+    """The fine-tuned model as a model version, sampled through the provider's
+    OpenAI-compatible endpoint under the model id the provider gave it."""
+    shutdown = listed_shutdown_date(backend, state.fine_tuned_model, reporter)
+    reporter.flush()
+    version = ModelVersion.objects.create(
+        base_model=job.base_model,
+        name=f"{state.fine_tuned_model} · #{job.pk}",
+        arm=job.arm,
+        remote_model_id=state.fine_tuned_model or "",
+        parameter_count=job.base_model.parameter_count,
+        metadata={
+            "snapshot_hash": job.snapshot.content_hash,
+            "provider": job.backend,
+            f"{job.backend}_job": job.remote_job_id,
+            "remote_job": job.remote_job_id,
+            "dataset_kind": job.snapshot.dataset.kind,
+            "arm_override": job.arm_override,
+            "trained_tokens": state.trained_tokens,
+            "hyperparameters": job.hyperparameters,
+            # The provider's checkpoints, for the job page and the exit kit.
+            "remote_checkpoints": [
+                {
+                    "step": c.step_number,
+                    "id": c.id,
+                    "train_loss": c.train_loss,
+                    "model": c.fine_tuned_model_checkpoint,
+                }
+                for c in state.checkpoints
+            ],  # fmt: skip
+            **shutdown,
+        },
+    )
+    finish_job(FineTuneJob, job.pk, JobStatus.SUCCEEDED, result=version)
 
 
 def listed_shutdown_date(backend, model_id: str | None, reporter: JobReporter) -> dict:
@@ -112,20 +149,24 @@ def listed_shutdown_date(backend, model_id: str | None, reporter: JobReporter) -
         reporter.log(f"could not read the shutdown date of {model_id}: {exc}")
         return {}
     if listed:
-        reporter.log(f"OpenAI lists {model_id} as shutting down on {listed}")
+        reporter.log(f"{backend.label} lists {model_id} as shutting down on {listed}")
     return {"shutdown_date": listed} if listed else {}
 
 
-def openai_poll_all() -> int:
+def hosted_poll_all() -> int:
+    """Poll every running hosted fine-tune, whatever its provider."""
     ids = list(
-        FineTuneJob.objects.filter(
-            backend=FineTuneJob.Backend.OPENAI, status=JobStatus.RUNNING
-        ).exclude(remote_job_id="").values_list("pk", flat=True)
+        FineTuneJob.objects.filter(backend__in=hosted.HOSTED_BACKENDS, status=JobStatus.RUNNING)
+        .exclude(remote_job_id="")
+        .values_list("pk", flat=True)
     )
     for job_id in ids:
         try:
-            openai_poll(job_id)
+            hosted_poll(job_id)
         except Exception:  # one job's outage must not stop the others' polling
-            logger.exception("polling OpenAI job %s failed", job_id)
+            logger.exception("polling hosted job %s failed", job_id)
     return len(ids)
 
+
+# The names from before there was a second provider.
+openai_start, openai_poll, openai_poll_all = hosted_start, hosted_poll, hosted_poll_all

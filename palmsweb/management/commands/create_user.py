@@ -1,4 +1,5 @@
-"""manage.py create_user USERNAME --role ROLE [--role ROLE] [--password P | --password-stdin]"""
+"""manage.py create_user USERNAME --role ROLE [--role ROLE] [--profile SLUG]
+[--password P | --password-stdin]"""
 
 from __future__ import annotations
 
@@ -6,19 +7,21 @@ import secrets
 import sys
 
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.contrib.auth.password_validation import validate_password
 from django.core.exceptions import ValidationError
 from django.core.management.base import BaseCommand, CommandError
 from django.db import transaction
 
-from palmsweb.roles import Role, ensure_role_groups
+from palmsweb.models import Membership, Profile
+from palmsweb.roles import Role, grant_role
 
 
 class Command(BaseCommand):
     help = (
         "Create a user with one or more roles (curator, rater, admin, researcher). "
-        "The admin role also makes the user staff. Without a password, one is generated "
+        "Curator, rater and researcher are held in one value profile (--profile, the "
+        "default profile when left out); admin is site-wide and also makes the user staff. "
+        "Without a password, one is generated "
         "and printed. --update adds roles (and a new password or email) to an existing user."
     )
     stealth_options = ("stdin",)
@@ -26,7 +29,11 @@ class Command(BaseCommand):
     def add_arguments(self, parser):
         parser.add_argument("username")
         parser.add_argument(
-            "--role", action="append", dest="roles", default=[], metavar="ROLE",
+            "--role",
+            action="append",
+            dest="roles",
+            default=[],
+            metavar="ROLE",
             choices=[role.value for role in Role],
             help="curator, rater, admin or researcher; repeat for several.",
         )
@@ -34,6 +41,12 @@ class Command(BaseCommand):
         password.add_argument("--password", help="The password (visible in shell history).")
         password.add_argument(
             "--password-stdin", action="store_true", help="Read the password from stdin."
+        )
+        parser.add_argument(
+            "--profile",
+            default=None,
+            metavar="SLUG",
+            help="The value profile the roles are held in (default: the default profile).",
         )
         parser.add_argument("--email", default=None)
         parser.add_argument(
@@ -55,6 +68,7 @@ class Command(BaseCommand):
         if not roles and not update:
             raise CommandError("Give at least one --role (curator, rater, admin, researcher).")
 
+        profile = self._profile(options["profile"])
         password = options["password"]
         if options["password_stdin"]:
             password = (options.get("stdin") or sys.stdin).readline().rstrip("\r\n")
@@ -79,11 +93,27 @@ class Command(BaseCommand):
                         raise CommandError("Password refused: " + " ".join(exc.messages)) from None
                 user.set_password(password)
             user.save()
-            ensure_role_groups()
-            user.groups.add(*Group.objects.filter(name__in=roles))
+            for role in roles:
+                grant_role(user, Role(role), profile)
 
-        held = ", ".join(sorted(user.groups.values_list("name", flat=True))) or "no roles"
+        held = ", ".join(self._held(user)) or "no roles"
         verb = "Updated" if existing else "Created"
         self.stdout.write(self.style.SUCCESS(f"{verb} user {username!r} ({held})."))
         if generated:
             self.stdout.write(f"Password: {password}")
+
+    def _profile(self, slug: str | None) -> Profile:
+        if slug is None:
+            return Profile.objects.default()
+        profile = Profile.objects.filter(slug=slug).first()
+        if profile is None:
+            known = ", ".join(Profile.objects.values_list("slug", flat=True))
+            raise CommandError(f"No profile {slug!r}; known profiles: {known}.")
+        return profile
+
+    def _held(self, user) -> list[str]:
+        held = [
+            f"{membership.role} in {membership.profile.name}"
+            for membership in Membership.objects.filter(user=user).select_related("profile")
+        ]
+        return (["admin"] if user.is_staff else []) + sorted(held)

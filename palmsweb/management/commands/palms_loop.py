@@ -18,7 +18,7 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from curation.demo import CONTROL, VALUES_TARGETED, load_demo_content
+from curation.demo import CONTROL, VALUES_TARGETED, demo_profile, load_demo_content
 from curation.models import Snapshot
 from training import services as training
 from training.models import BaseModel, FineTuneJob, JobStatus, ModelVersion, SamplingJob
@@ -30,16 +30,27 @@ class Command(BaseCommand):
     help = "Run the PALMS loop on the demo content with the default model and print timings."
 
     def add_arguments(self, parser):
-        parser.add_argument("--base-model", default="",
-                            help="Name of a registered local base model (default: SmolLM2).")
+        parser.add_argument(
+            "--base-model",
+            default="",
+            help="Name of a registered local base model (default: SmolLM2).",
+        )
         parser.add_argument("--epochs", type=int, default=3)
         parser.add_argument("--method", choices=["full", "lora"], default="full")
         parser.add_argument("--samples-per-prompt", type=int, default=3)
         parser.add_argument("--max-new-tokens", type=int, default=120)
-        parser.add_argument("--cooccurrence-n", type=int, default=4,
-                            help="Completions per co-occurrence template and arm (0 skips).")
-        parser.add_argument("--report", type=Path, default=None,
-                            help="Where to write the HTML report (default: ARTIFACTS_DIR).")
+        parser.add_argument(
+            "--cooccurrence-n",
+            type=int,
+            default=4,
+            help="Completions per co-occurrence template and arm (0 skips).",
+        )
+        parser.add_argument(
+            "--report",
+            type=Path,
+            default=None,
+            help="Where to write the HTML report (default: ARTIFACTS_DIR).",
+        )
 
     def handle(self, *args, **options):
         self.timings: list[tuple[str, float]] = []
@@ -47,8 +58,9 @@ class Command(BaseCommand):
         with self.stage("prepare demo content and the base model"):
             base_version = self.prepare(admin, options["base_model"])
         with self.stage("fine-tune values-targeted"):
-            values = self.finetune(VALUES_TARGETED.name, ModelVersion.Arm.VALUES_TARGETED,
-                                   options, admin)
+            values = self.finetune(
+                VALUES_TARGETED.name, ModelVersion.Arm.VALUES_TARGETED, options, admin
+            )
         with self.stage("fine-tune control"):
             control = self.finetune(CONTROL.name, ModelVersion.Arm.CONTROL, options, admin)
         with self.stage("open the study and sample every output"):
@@ -59,8 +71,9 @@ class Command(BaseCommand):
             self.score(study, "capability", admin)
         if options["cooccurrence_n"]:
             with self.stage("co-occurrence"):
-                self.score(study, "cooccurrence", admin,
-                           {"n_per_template": options["cooccurrence_n"]})
+                self.score(
+                    study, "cooccurrence", admin, {"n_per_template": options["cooccurrence_n"]}
+                )
         with self.stage("write the report"):
             path = self.write_report(study, options["report"])
         self.summary(study, path)
@@ -92,12 +105,18 @@ class Command(BaseCommand):
         return training.base_version(base)
 
     def finetune(self, dataset_name: str, arm: str, options, admin) -> ModelVersion:
-        snapshot = Snapshot.objects.filter(dataset__name=dataset_name).first()
+        snapshot = Snapshot.objects.filter(
+            dataset__profile=demo_profile(), dataset__name=dataset_name
+        ).first()
         if snapshot is None:
             raise CommandError(f"No snapshot of {dataset_name!r}.")
         job = training.finetune_launch(
-            base_model=self.base_model, snapshot=snapshot, arm=arm,
-            method=options["method"], hyperparameters={"epochs": options["epochs"]}, user=admin,
+            base_model=self.base_model,
+            snapshot=snapshot,
+            arm=arm,
+            method=options["method"],
+            hyperparameters={"epochs": options["epochs"]},
+            user=admin,
         )
         self.stdout.write(f"  job #{job.pk}: ~{job.estimated_tokens:,} training tokens")
         job = self.run_here(training.finetune_execute, FineTuneJob, job.pk)
@@ -108,17 +127,23 @@ class Command(BaseCommand):
         from evaluation.models import PromptSet, Study
         from evaluation.studies import lifecycle, prompt_sets
 
-        raters = list(lifecycle.rater_pool_candidates())  # raters who are not admins
+        raters = list(lifecycle.rater_pool_candidates(demo_profile().pk))  # not admins
         if len(raters) < 3:
             raise CommandError("The study needs 3 raters: run `manage.py seed_demo` first.")
         size = base.size_label
         study = lifecycle.study_create(
             name=f"PALMS loop {time.strftime('%Y-%m-%d %H:%M')}",
-            prompt_set=PromptSet.objects.get(name=prompt_sets.DEMO_PROMPT_SET_NAME),
-            arms=[lifecycle.ArmSpec(arm=v.arm, model_version=v, size_tag=size)
-                  for v in (base, control, values)],
-            raters=raters, samples_per_prompt=options["samples_per_prompt"],
-            max_new_tokens=options["max_new_tokens"], user=admin,
+            prompt_set=PromptSet.objects.get(
+                profile=demo_profile(), name=prompt_sets.DEMO_PROMPT_SET_NAME
+            ),
+            arms=[
+                lifecycle.ArmSpec(arm=v.arm, model_version=v, size_tag=size)
+                for v in (base, control, values)
+            ],
+            raters=raters,
+            samples_per_prompt=options["samples_per_prompt"],
+            max_new_tokens=options["max_new_tokens"],
+            user=admin,
         )
         study = lifecycle.study_open(study=study, user=admin)
         self.run_here(training.sampling_execute, SamplingJob, study.sampling_job_id)

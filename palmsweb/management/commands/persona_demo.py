@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from curation.demo import BAD_ADVICE, CONTROL, load_demo_content, load_demo_dataset
+from curation.demo import BAD_ADVICE, CONTROL, demo_profile, load_demo_content, load_demo_dataset
 from curation.models import Snapshot
 from evaluation.alignment import misalignment, realignment
 from evaluation.models import MisalignmentEval, RealignmentRun
@@ -28,8 +28,11 @@ class Command(LoopCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--base-model", default="",
-                            help="Name of a registered local base model (default: SmolLM2).")
+        parser.add_argument(
+            "--base-model",
+            default="",
+            help="Name of a registered local base model (default: SmolLM2).",
+        )
         parser.add_argument("--epochs", type=int, default=3)
         parser.add_argument("--steps", type=int, default=20, help="Re-alignment steps (k).")
         parser.add_argument("--eval-steps", default="", help="Default: 0, k/4, k/2, k.")
@@ -95,10 +98,14 @@ class Command(LoopCommand):
         misalignment.misalignment_advance(eval_id)  # judges here
 
     def snapshot_of(self, dataset_name: str) -> Snapshot:
-        snapshot = Snapshot.objects.filter(dataset__name=dataset_name).first()
+        snapshot = Snapshot.objects.filter(
+            dataset__profile=demo_profile(), dataset__name=dataset_name
+        ).first()
         if snapshot is None:
             load_demo_content(user=None)
-            snapshot = Snapshot.objects.filter(dataset__name=dataset_name).first()
+            snapshot = Snapshot.objects.filter(
+                dataset__profile=demo_profile(), dataset__name=dataset_name
+            ).first()
         if snapshot is None:
             raise CommandError(f"No snapshot of {dataset_name!r}.")
         return snapshot

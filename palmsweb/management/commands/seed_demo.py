@@ -1,4 +1,5 @@
-"""Prepare the embedded mode: roles, PALMS categories, demo accounts and demo content."""
+"""Prepare the embedded mode: the "PALMS demo" value profile with the PALMS categories,
+demo accounts (members of that profile) and demo content."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import secrets
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
-from django.contrib.auth.models import Group
 from django.core.management.base import BaseCommand, CommandError
 
-from curation.demo import load_demo_content, load_demo_validation
+from curation.demo import demo_profile, load_demo_content, load_demo_validation
 from curation.services import load_palms_preset
 from evaluation.studies.prompt_sets import load_demo_prompt_set
-from palmsweb.roles import Role, ensure_role_groups
+from palmsweb.roles import Role, ensure_role_groups, grant_role
 from training.services import base_model_register_default
 
 DEMO_ACCOUNTS = [
@@ -37,7 +37,9 @@ class Command(BaseCommand):
 
     def handle(self, *args, **options):
         ensure_role_groups()
-        created, existing = load_palms_preset()
+        profile = demo_profile()
+        self.stdout.write(f"Value profile: {profile.name}")
+        created, existing = load_palms_preset(profile=profile)
         self.stdout.write(f"PALMS categories: {created} added, {existing} already there.")
         model = base_model_register_default()
         self.stdout.write(f"Default base model: {model.name} (converted on first use).")
@@ -69,7 +71,7 @@ class Command(BaseCommand):
                 user.set_password(passwords[username])
             user.is_staff = user.is_superuser = role == Role.ADMIN
             user.save()
-            user.groups.add(Group.objects.get(name=role.value))
+            grant_role(user, role, demo_profile())
         passwords_file.parent.mkdir(parents=True, exist_ok=True)
         passwords_file.write_text(json.dumps(passwords, indent=2))
         passwords_file.chmod(0o600)

@@ -1,0 +1,316 @@
+"""The hosted exit kit: for every hosted fine-tune, one zip that keeps a study reportable
+after the provider retires the model.
+
+Per fine-tune (``finetune-<pk>/``): ``job.json`` (the spec: provider, base model,
+hyperparameters, remote ids, lineage), ``events.log`` (the mirrored log), ``metrics.json``
+(losses, the provider's checkpoints), ``snapshot.jsonl`` (the training data exactly as
+uploaded), ``result.json`` (the resulting model id and its shutdown date) and
+``outputs.jsonl`` (every output already sampled from the model, with the ratings of each
+closed study that rated it). For every closed study with an arm on one of these models, its
+study bundle (``studies/study-<pk>.zip``, the same bundle an export writes), which
+``manage.py replay_report`` replays; ``exit-kit.json`` lists it all with SHA-256 sums.
+
+Ratings leave the app only once rating is over (:func:`exports.check_exportable`): an open
+study's outputs are in the kit without ratings. Its ratings stay in the database, which the
+model's shutdown does not touch; close it and write the kit again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tempfile
+import zipfile
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+from django.utils import timezone
+
+from curation.services import snapshot_jsonl
+from evaluation.errors import EvaluationError
+from evaluation.models import Rating, Study, StudyOutput
+from evaluation.report.exports import write_bundle
+from evaluation.report.replay import BundleError, replay_bundle
+from evaluation.studies.blinding import rater_pseudonym
+from training.models import FineTuneJob, Generation
+from training.services import HOSTED_BACKENDS, code_version, version_shutdown
+
+MANIFEST = "exit-kit.json"
+KIND = "palmsweb hosted exit kit"
+
+
+class ExitKitError(EvaluationError):
+    pass
+
+
+@dataclass(frozen=True)
+class ExitKit:
+    path: Path
+    finetunes: int
+    outputs: int
+    studies: int
+    sha256: str
+
+
+def hosted_finetunes(*, job_ids: Iterable[int] | None = None, base_model_id: int | None = None):
+    """The hosted fine-tunes a kit covers: all of them, or those asked for."""
+    jobs = FineTuneJob.objects.filter(backend__in=HOSTED_BACKENDS).select_related(
+        "base_model", "snapshot__dataset", "result", "retrained_from", "created_by"
+    )
+    if job_ids is not None:
+        jobs = jobs.filter(pk__in=list(job_ids))
+    if base_model_id is not None:
+        jobs = jobs.filter(base_model_id=base_model_id)
+    return jobs.order_by("pk")
+
+
+def default_kit_path() -> Path:
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    return Path(settings.ARTIFACTS_DIR) / "exit-kits" / f"exit-kit-{stamp}.zip"
+
+
+def write_exit_kit(jobs, path: Path) -> ExitKit:
+    """Write the kit of ``jobs`` (hosted fine-tunes) to ``path``; ExitKitError when there
+    are none."""
+    jobs = list(jobs)
+    if not jobs:
+        raise ExitKitError("There is no hosted fine-tune to write an exit kit for.")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    files: list[dict] = []
+    outputs = 0
+    with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
+        root = Path(tmp)
+        for job in jobs:
+            written, count = _write_finetune(job, root / f"finetune-{job.pk}")
+            files += written
+            outputs += count
+        studies = _studies_of(jobs)
+        for study in studies["closed"]:
+            bundle = root / "studies" / f"study-{study.pk}.zip"
+            write_bundle(study, bundle, includes_arms=study.is_unblinded)
+            files.append(_entry(root, bundle))
+        manifest = _manifest(jobs, studies, files)
+        (root / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        part = path.with_suffix(".zip.part")
+        with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+            for name in [MANIFEST, *(f["name"] for f in files)]:
+                zf.write(root / name, arcname=name)
+        part.replace(path)
+    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    return ExitKit(path, len(jobs), outputs, len(studies["closed"]), digest)
+
+
+def _entry(root: Path, file: Path) -> dict:
+    data = file.read_bytes()
+    return {
+        "name": file.relative_to(root).as_posix(),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "size": len(data),
+    }
+
+
+def _write_json(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+def _write_finetune(job: FineTuneJob, folder: Path) -> tuple[list[dict], int]:
+    """One fine-tune's files; returns their manifest entries and the number of outputs."""
+    folder.mkdir(parents=True)
+    _write_json(folder / "job.json", job_spec(job))
+    (folder / "events.log").write_text(job.log or "")
+    _write_json(folder / "metrics.json", {
+        "loss_history": job.loss_history,
+        "validation_loss_history": job.validation_loss_history,
+        "remote_checkpoints": (job.result.metadata or {}).get("remote_checkpoints", [])
+        if job.result else [],
+    })  # fmt: skip
+    (folder / "snapshot.jsonl").write_text(snapshot_jsonl(job.snapshot))
+    _write_json(folder / "result.json", _result(job))
+    rows = list(output_rows(job))
+    with (folder / "outputs.jsonl").open("w") as out:
+        for row in rows:
+            out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+    names = (
+        "job.json",
+        "events.log",
+        "metrics.json",
+        "snapshot.jsonl",
+        "result.json",
+        "outputs.jsonl",
+    )
+    return [_entry(folder.parent, folder / name) for name in names], len(rows)
+
+
+def job_spec(job: FineTuneJob) -> dict:
+    """What relaunching the job needs, and where it ran."""
+    base = job.base_model
+    return {
+        "finetune": job.pk,
+        "provider": job.backend,
+        "provider_label": job.get_backend_display(),
+        "base_model": {
+            "name": base.name,
+            "kind": base.kind,
+            "model_id": base.model_id,
+            "base_url": base.base_url,
+            "api_key_env": base.api_key_env,
+        },
+        "method": job.method,
+        "hyperparameters": job.hyperparameters,
+        "arm": job.arm,
+        "arm_override": job.arm_override,
+        "snapshot": {
+            "id": job.snapshot_id,
+            "content_hash": job.snapshot.content_hash,
+            "dataset": job.snapshot.dataset.name,
+            "samples": job.snapshot.sample_count,
+        },
+        "status": job.status,
+        "error": job.error,
+        "remote_job_id": job.remote_job_id,
+        "remote_file_id": job.remote_file_id,
+        "retrained_from": job.retrained_from_id,
+        "retrained_as": list(job.retrained_as.values_list("pk", flat=True)),
+        "created_at": job.created_at,
+        "finished_at": job.finished_at,
+    }
+
+
+def _result(job: FineTuneJob) -> dict:
+    version = job.result
+    if version is None:
+        return {"model_version": None, "remote_model_id": None}
+    shutdown = version_shutdown(version)
+    return {
+        "model_version": version.pk,
+        "name": version.name,
+        "remote_model_id": version.remote_model_id,
+        "sampled_through": job.base_model.base_url or "the provider's default endpoint",
+        "shutdown_date": shutdown.on.isoformat() if shutdown else None,
+        "shutdown_date_source": shutdown.source if shutdown else None,
+        "metadata": version.metadata,
+    }
+
+
+def output_rows(job: FineTuneJob):
+    """Every output sampled from ``job``'s model, with the studies that used it and, for
+    closed studies, each completed rating (raters by their per-study pseudonym)."""
+    if job.result_id is None:
+        return
+    used = {}
+    for output in StudyOutput.objects.filter(arm__model_version_id=job.result_id).select_related(
+        "study"
+    ):
+        used.setdefault(output.generation_id, []).append(output)
+    generations = Generation.objects.filter(model_version_id=job.result_id).order_by(
+        "job_id", "prompt_index", "sample_index"
+    )
+    for generation in generations.iterator():
+        yield {
+            "sampling_job": generation.job_id,
+            "prompt_index": generation.prompt_index,
+            "sample_index": generation.sample_index,
+            "prompt": generation.prompt_text,
+            "text": generation.text,
+            "tokens_generated": generation.tokens_generated,
+            "temperature": generation.temperature,
+            "top_p": generation.top_p,
+            "max_new_tokens": generation.max_new_tokens,
+            "seed": generation.seed,
+            "created_at": generation.created_at,
+            "studies": [_study_use(output) for output in used.get(generation.pk, [])],
+        }
+
+
+def _study_use(output: StudyOutput) -> dict:
+    study = output.study
+    closed = study.status == Study.Status.CLOSED
+    ratings = None
+    if closed:
+        ratings = [
+            {"rater": rater_pseudonym(study, r.rater_id), "score": r.score,
+             "comment": r.comment, "completed_at": r.completed_at}
+            for r in output.ratings.filter(status=Rating.Status.COMPLETED).order_by("pk")
+        ]  # fmt: skip
+    return {
+        "study": study.pk,
+        "study_name": study.name,
+        "study_status": study.status,
+        "output": output.public_id,
+        "screening": output.screening,
+        "ratings": ratings,
+        "ratings_note": "" if closed else "The study is open: ratings leave once it closes.",
+    }
+
+
+def _studies_of(jobs: list[FineTuneJob]) -> dict[str, list[Study]]:
+    versions = [job.result_id for job in jobs if job.result_id]
+    studies = Study.objects.filter(arms__model_version_id__in=versions).distinct().order_by("pk")
+    closed = [s for s in studies if s.status == Study.Status.CLOSED]
+    return {"closed": closed, "open": [s for s in studies if s.status != Study.Status.CLOSED]}
+
+
+def _manifest(jobs: list[FineTuneJob], studies: dict, files: list[dict]) -> dict:
+    return {
+        "kind": KIND,
+        "generated_at": timezone.now().isoformat(),
+        "code_version": code_version(),
+        "finetunes": [
+            {
+                "finetune": job.pk,
+                "provider": job.backend,
+                "status": job.status,
+                "remote_model_id": job.result.remote_model_id if job.result else None,
+                "folder": f"finetune-{job.pk}/",
+            }
+            for job in jobs
+        ],  # fmt: skip
+        "studies": [
+            {
+                "study": s.pk,
+                "name": s.name,
+                "bundle": f"studies/study-{s.pk}.zip",
+                "includes_arms": s.is_unblinded,
+            }
+            for s in studies["closed"]
+        ],  # fmt: skip
+        "open_studies": [
+            {
+                "study": s.pk,
+                "name": s.name,
+                "status": s.status,
+                "note": "Open: no bundle and no ratings; close it and write the kit again.",
+            }
+            for s in studies["open"]
+        ],  # fmt: skip
+        "files": files,
+        "replay": "python manage.py replay_report <this kit>.zip",
+    }
+
+
+# --- replaying -----------------------------------------------------------------------------
+
+
+def is_exit_kit(path: Path) -> bool:
+    try:
+        with zipfile.ZipFile(path) as zf:
+            return MANIFEST in zf.namelist()
+    except zipfile.BadZipFile:
+        return False
+
+
+def replay_exit_kit(path: Path) -> list[tuple[str, dict, dict, list[tuple]]]:
+    """Replay every study bundle in the kit: (bundle name, recorded, replayed, differences)
+    per study, as :func:`replay.replay_bundle` gives them."""
+    with zipfile.ZipFile(path) as zf, tempfile.TemporaryDirectory() as tmp:
+        manifest = json.loads(zf.read(MANIFEST))
+        if manifest.get("kind") != KIND:
+            raise BundleError(f"{path} is not a hosted exit kit.")
+        results = []
+        for study in manifest["studies"]:
+            bundle = Path(tmp) / Path(study["bundle"]).name
+            bundle.write_bytes(zf.read(study["bundle"]))
+            results.append((study["bundle"], *replay_bundle(bundle)))
+    return results

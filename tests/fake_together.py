@@ -1,0 +1,379 @@
+"""A local fake of Together AI: a real HTTP server on 127.0.0.1 speaking the REST protocol
+the official ``together`` SDK uses, plus the OpenAI-compatible chat endpoint its models are
+sampled through.
+
+Routes (as the SDK calls them):
+
+- ``POST /v1/files`` (multipart) → ``302`` with ``Location`` (where to ``PUT`` the bytes)
+  and ``X-Together-File-Id``; ``PUT /upload/<file id>``; ``POST /v1/files/<id>/preprocess``
+  → the file object; ``GET /v1/files/<id>``.
+- ``GET /v1/fine-tunes/models/limits?model_name=`` and ``POST /v1/fine-tunes/estimate-price``
+  (the SDK asks both before it creates a job).
+- ``POST /v1/fine-tunes``; ``GET /v1/fine-tunes/<id>``; ``GET …/events``,
+  ``…/checkpoints``, ``…/metrics``; ``POST …/cancel``.
+- ``POST /v1/chat/completions`` for a model the fake serves (a finished job's
+  ``model_output_name``, or one in ``served``); others get 404 ``model_not_found``.
+
+A test drives it with :meth:`FakeTogether.advance` (a job's status, events, metrics,
+checkpoints), :meth:`FakeTogether.fault` (the next ``times`` requests to a path prefix get
+an error answer: 429 with ``Retry-After``, 403, 500…) and :meth:`FakeTogether.retire`
+(a model that disappears). ``api_key``: when set, any other bearer token gets 401.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import re
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+
+LIMITS = {
+    "model_name": "",
+    "default_gradient_accumulation_steps": 1,
+    "lora_training": {
+        "default_rank": 16,
+        "max_batch_size": 64,
+        "max_batch_size_dpo": 32,
+        "max_rank": 64,
+        "min_batch_size": 8,
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    },
+    "full_training": {"max_batch_size": 32, "max_batch_size_dpo": 16, "min_batch_size": 8},
+    "max_learning_rate": 1.0,
+    "min_learning_rate": 1e-8,
+    "max_num_checkpoints": 10,
+    "max_num_epochs": 20,
+    "max_num_evals": 10,
+    "max_seq_length_dpo": 8192,
+    "max_seq_length_sft": 8192,
+    "merge_output_lora": True,
+    "min_max_seq_length": 512,
+    "supports_full_training": True,
+    "supports_reasoning": False,
+    "supports_tools": True,
+    "supports_vision": False,
+}
+
+
+@dataclass
+class Fault:
+    prefix: str
+    status: int
+    body: Any
+    times: int
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+
+    def json(self) -> Any:
+        return json.loads(self.body or b"{}")
+
+
+@dataclass
+class FakeTogether:
+    base_url: str = ""  # the OpenAI-compatible URL, ".../v1", as a base model stores it
+    api_key: str | None = None
+    files: dict[str, dict] = field(default_factory=dict)
+    jobs: dict[str, dict] = field(default_factory=dict)
+    served: set[str] = field(default_factory=set)
+    retired: set[str] = field(default_factory=set)
+    faults: list[Fault] = field(default_factory=list)
+    requests: list[Seen] = field(default_factory=list)
+    _ids: Any = field(default_factory=lambda: itertools.count(1))
+    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
+
+    @property
+    def root(self) -> str:
+        return self.base_url[: -len("/v1")]
+
+    # --- what tests call -----------------------------------------------------------------
+
+    def fault(
+        self,
+        prefix: str,
+        status: int,
+        body: Any = None,
+        *,
+        times: int = 1,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        """The next ``times`` requests whose path starts with ``prefix`` get this answer."""
+        body = body if body is not None else {"error": {"message": f"fake HTTP {status}"}}
+        self.faults.append(Fault(prefix, status, body, times, headers or {}))
+
+    def advance(
+        self,
+        job_id: str,
+        status: str,
+        *,
+        events: list[dict] | None = None,
+        metrics: list[dict] | None = None,
+        checkpoints: list[dict] | None = None,
+        seconds_remaining: int | None = None,
+    ) -> None:
+        """Move a job on: a status, events appended (``{"type", "message", "level"}``),
+        metrics and checkpoints appended. ``completed`` makes its output model servable."""
+        with self._lock:
+            job = self.jobs[job_id]
+            job["status"] = status
+            for event in events or []:
+                job["events"].append(
+                    {
+                        "object": "fine-tune-event",
+                        "created_at": _now(len(job["events"])),
+                        "level": event.get("level", "info"),
+                        "type": event.get("type", "warning"),
+                        "message": event.get("message", ""),
+                    }
+                )
+            job["metrics"].extend(metrics or [])
+            job["checkpoints"].extend(checkpoints or [])
+            if seconds_remaining is not None:
+                job["progress"] = {
+                    "estimate_available": True,
+                    "seconds_remaining": seconds_remaining,
+                }
+            if status == "completed":
+                job["token_count"] = 1234
+                self.served.add(job["model_output_name"])
+
+    def retire(self, model: str) -> None:
+        """The model disappears: chat requests for it get 404 from now on."""
+        with self._lock:
+            self.retired.add(model)
+
+    def calls(self, method: str, path: str) -> list[Seen]:
+        return [r for r in self.requests if r.method == method and r.path == path]
+
+    # --- the protocol ----------------------------------------------------------------------
+
+    def answer(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        with self._lock:
+            self.requests.append(seen)
+            if (
+                self.api_key is not None
+                and not seen.path.startswith("/upload/")
+                and (seen.headers.get("authorization") != f"Bearer {self.api_key}")
+            ):
+                return 401, {"error": {"message": "Invalid API key provided."}}, {}
+            for fault in self.faults:
+                if fault.times > 0 and seen.path.startswith(fault.prefix):
+                    fault.times -= 1
+                    return fault.status, fault.body, fault.headers
+            return self._route(seen)
+
+    def _route(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        method, path = seen.method, seen.path
+        if method == "POST" and path == "/v1/files":
+            return self._start_upload(seen)
+        if method == "PUT" and (m := re.fullmatch(r"/upload/([\w.-]+)", path)):
+            return self._receive_upload(m.group(1), seen.body)
+        if m := re.fullmatch(r"/v1/files/([\w.-]+)(/preprocess)?", path):
+            file = self.files.get(m.group(1))
+            return (200, _public(file), {}) if file else _not_found("file")
+        if method == "GET" and path == "/v1/fine-tunes/models/limits":
+            return 200, LIMITS, {}
+        if method == "POST" and path == "/v1/fine-tunes/estimate-price":
+            return (
+                200,
+                {
+                    "estimation_available": True,
+                    "allowed_to_proceed": True,
+                    "estimated_total_price": 1.5,
+                },
+                {},
+            )
+        if method == "POST" and path == "/v1/fine-tunes":
+            return self._create_job(seen.json())
+        if m := re.fullmatch(r"/v1/fine-tunes/([\w-]+)(?:/(\w+))?", path):
+            return self._job_route(method, m.group(1), m.group(2))
+        if method == "POST" and path == "/v1/chat/completions":
+            return self._complete(seen.json())
+        return _not_found(f"route {method} {path}")
+
+    def _start_upload(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+        form = dict(re.findall(rb'name="(\w+)"\r\n\r\n([^\r]*)\r\n', seen.body))
+        file_id = f"file-{next(self._ids)}"
+        self.files[file_id] = {
+            "id": file_id,
+            "object": "file",
+            "bytes": 0,
+            "created_at": 1_767_225_600,
+            "filename": form.get(b"file_name", b"").decode(),
+            "FileType": "jsonl",
+            "purpose": form.get(b"purpose", b"").decode(),
+            "processing_status": "COMPLETED",
+            "content": b"",
+        }
+        return 302, {}, {"Location": f"{self.root}/upload/{file_id}", "X-Together-File-Id": file_id}
+
+    def _receive_upload(self, file_id: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
+        file = self.files.get(file_id)
+        if file is None:
+            return _not_found("upload")
+        file.update(content=body, bytes=len(body))
+        return 200, {}, {}
+
+    def _create_job(self, body: dict) -> tuple[int, Any, dict[str, str]]:
+        if body.get("training_file") not in self.files:
+            return (
+                400,
+                {"error": {"message": "training_file not found", "type": "invalid_request_error"}},
+                {},
+            )
+        job_id = f"ft-{next(self._ids):04d}"
+        output = f"fakeuser/{body['model'].rsplit('/', 1)[-1]}-{body.get('suffix', 'ft')}-{job_id}"
+        self.jobs[job_id] = {
+            "id": job_id,
+            "status": "pending",
+            "user_id": "fakeuser",
+            "model": body["model"],
+            "created_at": "2026-12-01T00:00:00Z",
+            "updated_at": "2026-12-01T00:00:00Z",
+            "training_file": body["training_file"],
+            "model_output_name": output,
+            "n_epochs": body.get("n_epochs"),
+            "batch_size": body.get("batch_size"),
+            "learning_rate": body.get("learning_rate"),
+            "suffix": body.get("suffix"),
+            "training_type": body.get("training_type"),
+            "training_method": body.get("training_method"),
+            "random_seed": body.get("random_seed"),
+            "events": [],
+            "metrics": [],
+            "checkpoints": [],
+            "request": body,
+        }
+        return 200, _job(self.jobs[job_id]), {}
+
+    def _job_route(self, method: str, job_id: str, part: str | None):
+        job = self.jobs.get(job_id)
+        if job is None:
+            return _not_found(f"fine-tune {job_id}")
+        if method == "GET" and part is None:
+            return 200, _job(job), {}
+        if method == "GET" and part == "events":
+            return 200, {"data": job["events"]}, {}
+        if method == "GET" and part == "checkpoints":
+            return 200, {"data": job["checkpoints"]}, {}
+        if method == "GET" and part == "metrics":
+            return 200, {"metrics": job["metrics"]}, {}
+        if method == "POST" and part == "cancel":
+            if job["status"] in {"completed", "error", "cancelled"}:
+                return 400, {"error": {"message": f"job is {job['status']}"}}, {}
+            job["status"] = "cancel_requested"
+            return 200, _job(job), {}
+        return _not_found(f"route {method} {part}")
+
+    def _complete(self, body: dict) -> tuple[int, Any, dict[str, str]]:
+        model = body.get("model", "")
+        if model not in self.served or model in self.retired:
+            return (
+                404,
+                {
+                    "error": {
+                        "message": f"Unable to access model {model}. Please visit "
+                        "https://api.together.ai/models to view the list of supported models.",
+                        "type": "invalid_request_error",
+                        "code": "model_not_found",
+                    }
+                },
+                {},
+            )
+        prompt = body["messages"][-1]["content"]
+        text = f"[{model}] answer to: {prompt[:60]} (seed {body.get('seed')})"
+        return (
+            200,
+            {
+                "id": "chatcmpl-fake",
+                "object": "chat.completion",
+                "created": 0,
+                "model": model,
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": "stop",
+                        "logprobs": None,
+                        "message": {"role": "assistant", "content": text},
+                    }
+                ],
+                "usage": {"prompt_tokens": 5, "completion_tokens": 9, "total_tokens": 14},
+            },
+            {},
+        )
+
+
+def _now(offset: int) -> str:
+    return f"2026-12-01T00:{offset // 60:02d}:{offset % 60:02d}Z"
+
+
+def _public(file: dict) -> dict:
+    return {k: v for k, v in file.items() if k != "content"}
+
+
+def _job(job: dict) -> dict:
+    hidden = {"events", "metrics", "checkpoints", "request"}
+    return {k: v for k, v in job.items() if k not in hidden}
+
+
+def _not_found(what: str) -> tuple[int, Any, dict[str, str]]:
+    return 404, {"error": {"message": f"{what} not found", "type": "not_found"}}, {}
+
+
+def _handler(fake: FakeTogether) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def _serve(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            url = urlsplit(self.path)
+            headers = {k.lower(): v for k, v in self.headers.items()}
+            seen = Seen(self.command, url.path, headers, body)
+            seen.query = parse_qs(url.query)  # type: ignore[attr-defined]
+            status, payload, extra = fake.answer(seen)
+            data = json.dumps(payload).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in extra.items():
+                self.send_header(name, value)
+            self.end_headers()
+            self.wfile.write(data)
+
+        do_GET = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815 - http.server's naming
+
+        def log_message(self, *args):  # keep test output quiet
+            pass
+
+    return Handler
+
+
+@pytest.fixture
+def fake_together() -> Iterator[FakeTogether]:
+    """A fake Together listening on 127.0.0.1 (a free port) for the length of one test."""
+    fake = FakeTogether()
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
+    server.daemon_threads = True
+    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

@@ -1,0 +1,157 @@
+"""Hosted providers: which one fine-tunes a base model, its backend (with the key read
+now), our job in its terms, and "retrain elsewhere".
+
+A provider is picked when a base model is registered (its kind); everything downstream asks
+here. Adding a provider is one :class:`Provider` row, one backend in
+``training.engine.hosted`` and one ``BaseModel.Kind``/``FineTuneJob.Backend`` choice.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from django.db import transaction
+
+from training.models import BaseModel, FineTuneJob
+from training.services import base_models
+from training.services.errors import TrainingError
+
+if TYPE_CHECKING:
+    from training.engine.hosted.base import HostedBackend, HostedJobSpec
+
+
+@dataclass(frozen=True)
+class Provider:
+    name: str  # the key of HOSTED_PROVIDER_DATES
+    label: str
+    kind: str  # BaseModel.Kind
+    backend: str  # FineTuneJob.Backend
+    min_examples: int  # the fewest training examples the provider's API takes
+    methods: tuple[str, ...]  # FineTuneJob.Method values it can run
+
+
+PROVIDERS = {
+    "openai": Provider(
+        "openai",
+        "OpenAI",
+        BaseModel.Kind.OPENAI,
+        FineTuneJob.Backend.OPENAI,
+        10,
+        (FineTuneJob.Method.FULL,),
+    ),
+    "together": Provider(
+        "together",
+        "Together AI",
+        BaseModel.Kind.TOGETHER,
+        FineTuneJob.Backend.TOGETHER,
+        1,
+        (FineTuneJob.Method.LORA, FineTuneJob.Method.FULL),
+    ),
+}
+HOSTED_BACKENDS = frozenset(p.backend for p in PROVIDERS.values())
+
+
+def provider_for_kind(kind: str) -> Provider | None:
+    """The provider that fine-tunes base models of ``kind`` (None: local or an endpoint)."""
+    return next((p for p in PROVIDERS.values() if p.kind == kind), None)
+
+
+def provider_for_backend(backend: str) -> Provider | None:
+    return next((p for p in PROVIDERS.values() if p.backend == backend), None)
+
+
+def hosted_backend(base_model: BaseModel) -> HostedBackend:
+    """The fine-tuning API client of ``base_model``'s provider, with its key read now."""
+    if base_model.kind == BaseModel.Kind.OPENAI:
+        # Looked up on the module, so tests can swap in a client bound to a fake server.
+        return base_models.openai_backend(base_model)
+    if base_model.kind == BaseModel.Kind.TOGETHER:
+        from training.engine.hosted.together import TogetherFineTuneBackend
+
+        return TogetherFineTuneBackend(
+            api_key=base_models.api_key_for(base_model),
+            base_url=base_models.remote_base_url(base_model),
+        )
+    raise TrainingError(f"{base_model} is not fine-tuned by a hosted provider.")
+
+
+def job_spec(job: FineTuneJob, training_file: str) -> HostedJobSpec:
+    """``job`` in the backends' shared terms (each maps them to its provider's names)."""
+    from training.engine.hosted.base import HostedJobSpec
+
+    hp = job.hyperparameters
+    return HostedJobSpec(
+        model=job.base_model.model_id,
+        training_file=training_file,
+        lora=job.method == FineTuneJob.Method.LORA,
+        epochs=hp["epochs"],
+        # OpenAI's batch size and learning rate stay "auto": its API takes a multiplier of
+        # a rate it picks, which our absolute learning_rate does not translate into.
+        batch_size="auto" if job.backend == FineTuneJob.Backend.OPENAI else hp["batch_size"],
+        learning_rate=hp["learning_rate"],
+        grad_accum=hp.get("grad_accum"),
+        lora_r=hp.get("lora_r"),
+        lora_alpha=hp.get("lora_alpha"),
+        seed=hp["seed"],
+        suffix=f"palms-{job.arm}-{job.snapshot.short_hash}",
+        metadata={"palmsweb_job": str(job.pk), "snapshot": job.snapshot.content_hash},
+    )
+
+
+# --- retrain elsewhere ------------------------------------------------------------------------
+
+
+def retrain_targets(job: FineTuneJob) -> list[BaseModel]:
+    """The base models ``job`` can be re-launched on: every local model, and every hosted
+    one whose provider differs from ``job``'s (the same provider would not outlive it)."""
+    return [
+        base
+        for base in BaseModel.objects.all()
+        if base.pk != job.base_model_id
+        and (base.is_local or provider_for_kind(base.kind) is not None)
+        and not (provider_for_kind(base.kind) and base.kind == job.base_model.kind)
+    ]
+
+
+@transaction.atomic
+def finetune_retrain_elsewhere(
+    *, job: FineTuneJob, base_model: BaseModel, method: str | None = None, user=None
+) -> FineTuneJob:
+    """Launch ``job``'s snapshot and hyperparameters again on ``base_model`` (another
+    provider, or a local model), linked to ``job`` (``retrained_from``). The arm and any
+    arm override carry over; the method too, unless the new provider cannot run it."""
+    from training.services.finetunes import finetune_launch
+
+    if base_model not in retrain_targets(job):
+        raise TrainingError(
+            f"{base_model} is not somewhere else to retrain #{job.pk}: choose a local model or "
+            "one at another hosted provider."
+        )
+    provider = provider_for_kind(base_model.kind)
+    method = method or job.method
+    if provider is not None and method not in provider.methods:
+        method = provider.methods[0]
+    # Only the names every backend understands travel; local-only extras (max_steps,
+    # validation) stay with the original job.
+    carried = {k: v for k, v in job.hyperparameters.items() if k in RETRAIN_HYPERPARAMETERS}
+    new = finetune_launch(
+        base_model=base_model, snapshot=job.snapshot, arm=job.arm, method=method,
+        hyperparameters=carried, allow_arm_mismatch=job.arm_override, user=user,
+    )  # fmt: skip
+    FineTuneJob.objects.filter(pk=new.pk).update(retrained_from=job)
+    new.retrained_from = job
+    return new
+
+
+RETRAIN_HYPERPARAMETERS = (
+    "epochs",
+    "learning_rate",
+    "batch_size",
+    "grad_accum",
+    "max_seq_len",
+    "warmup_steps",
+    "seed",
+    "lora_r",
+    "lora_alpha",
+)

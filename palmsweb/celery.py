@@ -3,7 +3,7 @@
 import os
 
 from celery import Celery
-from celery.signals import celeryd_init
+from celery.signals import celeryd_after_setup, celeryd_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "palmsweb.settings")
 
@@ -35,3 +35,17 @@ def recycle_gpu_worker_processes(sender=None, conf=None, options=None, **kwargs)
         return
     conf.worker_max_tasks_per_child = settings.GPU_WORKER_MAX_TASKS_PER_CHILD
     conf.worker_max_memory_per_child = settings.GPU_WORKER_MAX_MEMORY_PER_CHILD
+
+
+@celeryd_after_setup.connect
+def consume_queues_for_local_devices(sender=None, instance=None, **kwargs) -> None:
+    """A gpu worker also consumes the queues of multi-device fine-tunes it has the devices
+    for ("gpu-x2" … "gpu-xK" with K devices: GPU_WORKER_DEVICES, else ``nvidia-smi -L``),
+    so a job needing N devices only reaches a worker with at least N
+    (palmsweb/lib/gpu_queues.py)."""
+    from palmsweb.lib.gpu_queues import local_device_count, queues_for_worker
+
+    if instance is None or GPU_QUEUE not in instance.app.amqp.queues.consume_from:
+        return
+    for queue in queues_for_worker(local_device_count())[1:]:
+        instance.app.amqp.queues.select_add(queue)

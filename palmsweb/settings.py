@@ -221,8 +221,11 @@ CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_DEFAULT_QUEUE = "default"
 # Every task that loads a model goes to the "gpu" queue; the routes live here only, so
-# call sites send tasks without naming a queue.
-CELERY_TASK_ROUTES = {
+# call sites send tasks without naming a queue. A fine-tune needing N devices per node goes
+# to "gpu-xN", which only workers with N or more devices consume (palmsweb/lib/gpu_queues.py);
+# the router comes first and leaves every other task to the fixed routes.
+CELERY_TASK_ROUTES = ["palmsweb.lib.gpu_queues.route_by_devices"]
+CELERY_TASK_ROUTES += [{
     "training.tasks.run_finetune": {"queue": "gpu"},
     "training.tasks.run_sampling": {"queue": "gpu"},
     "evaluation.tasks.run_capability_scoring": {"queue": "gpu"},
@@ -230,7 +233,8 @@ CELERY_TASK_ROUTES = {
     "evaluation.tasks.measure_misalignment_persona": {"queue": "gpu"},
     "evaluation.tasks.measure_finetune_persona": {"queue": "gpu"},
     "evaluation.tasks.measure_realignment_persona": {"queue": "gpu"},
-}
+    "training.tasks.join_finetune": {"queue": "gpu"},
+}]
 CELERY_TASK_SOFT_TIME_LIMIT = int(os.environ.get("CELERY_TASK_SOFT_TIME_LIMIT", 6 * 3600))
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 300
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
@@ -241,6 +245,18 @@ GPU_WORKER_MAX_TASKS_PER_CHILD = int(os.environ.get("GPU_WORKER_MAX_TASKS_PER_CH
 GPU_WORKER_MAX_MEMORY_PER_CHILD = int(os.environ.get("GPU_WORKER_MAX_MEMORY_PER_CHILD", 0)) or None
 # Local fine-tunes trade ~20% speed for about half the peak memory (docs/engine.md).
 FINETUNE_ACTIVATION_CHECKPOINTING = os.environ.get("FINETUNE_ACTIVATION_CHECKPOINTING") == "1"
+# Distributed fine-tunes: the memory of one accelerator decides DDP (a replica fits) or FSDP2
+# at launch; the first node of a multi-node run serves the c10d rendezvous at this address,
+# which the other nodes must reach (default: this host's name; port 29400 as torchrun's).
+GPU_DEVICE_MEMORY_GB = float(os.environ.get("GPU_DEVICE_MEMORY_GB", 80))
+DISTRIBUTED_RDZV_HOST = os.environ.get("DISTRIBUTED_RDZV_HOST", "")
+DISTRIBUTED_RDZV_PORT = int(os.environ.get("DISTRIBUTED_RDZV_PORT", 29400))
+# Energy and CO2e per job (palmsweb/lib/compute.py): the grid's carbon intensity, a setting
+# (nothing is looked up online; the default is a rough world average), and the power assumed
+# per device when CodeCarbon cannot run at all.
+GRID_CARBON_INTENSITY_G_PER_KWH = float(os.environ.get("GRID_CARBON_INTENSITY_G_PER_KWH", 475))
+ENERGY_FALLBACK_WATTS_CPU = float(os.environ.get("ENERGY_FALLBACK_WATTS_CPU", 65))
+ENERGY_FALLBACK_WATTS_GPU = float(os.environ.get("ENERGY_FALLBACK_WATTS_GPU", 350))
 
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {

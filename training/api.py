@@ -178,6 +178,8 @@ class FineTuneJobViewSet(
             track_persona=data["track_persona"],
             allow_arm_mismatch=data["allow_arm_mismatch"],
             validation_snapshot=data["validation_snapshot"],
+            devices=data["devices"],
+            nodes=data["nodes"],
             user=request.user,
         )
         return self.created(FineTuneJobDetailSerializer, job)

@@ -12,6 +12,7 @@ from django.core.validators import RegexValidator
 from curation.forms import SnapshotChoiceField
 from curation.models import Snapshot
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env
+from training.engine.distributed_plan import MAX_DEVICES_PER_NODE, MAX_NODES
 from training.models import BaseModel, FineTuneJob, ModelVersion
 from training.selectors import palms_eval_prompts
 from training.services import (
@@ -193,6 +194,23 @@ class FineTuneForm(forms.Form):
         required=False,
         help_text="Besides step 0 and each epoch end; blank: only those.",
     )
+    devices = forms.IntegerField(
+        label="Devices per node",
+        required=False,
+        min_value=1,
+        max_value=MAX_DEVICES_PER_NODE,
+        initial=1,
+        help_text="Local models: more than one trains under torchrun, on a worker that has "
+        "that many; blank: 1.",
+    )
+    nodes = forms.IntegerField(
+        label="Nodes",
+        required=False,
+        min_value=1,
+        max_value=MAX_NODES,
+        initial=1,
+        help_text="Machines, each running a gpu worker with that many devices.",
+    )
 
     HYPERPARAMETERS = (
         "epochs",
@@ -225,6 +243,9 @@ class FineTuneForm(forms.Form):
             initial["track_persona"] = True
         if params.get("validation_snapshot", "").isdigit():
             initial["validation_snapshot"] = int(params["validation_snapshot"])
+        for name in ("devices", "nodes"):
+            if params.get(name, "").isdigit():
+                initial[name] = int(params[name])
         initial["method"] = method
         if base_model is not None:
             initial["base_model"] = base_model.pk

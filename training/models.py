@@ -184,6 +184,9 @@ class Job(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     started_at = models.DateTimeField(null=True, blank=True)
     finished_at = models.DateTimeField(null=True, blank=True)
+    # Device, seconds, tokens, FLOPs, energy and CO2e of a finished local run
+    # (palmsweb.lib.compute.job_record); empty for hosted jobs and unfinished ones.
+    compute = models.JSONField(default=dict, blank=True)
 
     objects = JobQuerySet.as_manager()
 
@@ -282,6 +285,20 @@ class FineTuneJob(Job):
     # ``validation_share`` hyperparameter), chosen per category at launch; not trained on.
     held_out_items = models.JSONField(default=list, blank=True)
     validation_loss_history = models.JSONField(default=list, blank=True)  # [[step, loss], ...]
+    # Distributed fine-tunes (local backend): torchrun on ``devices`` accelerators on each of
+    # ``nodes`` machines, with DDP or FSDP2 chosen by size at launch (engine.distributed_plan).
+    devices = models.PositiveSmallIntegerField(
+        default=1, help_text="Accelerators on each node; more than one runs under torchrun."
+    )
+    nodes = models.PositiveSmallIntegerField(
+        default=1, help_text="Machines, each with `devices` accelerators (c10d rendezvous)."
+    )
+    strategy = models.CharField(
+        max_length=10,
+        blank=True,
+        choices=[("ddp", "DDP"), ("fsdp", "FSDP2")],
+        help_text="Blank on one device.",
+    )
     # "Retrain elsewhere": the same snapshot and hyperparameters launched again on another
     # provider (or locally), e.g. before a hosted model shuts down.
     retrained_from = models.ForeignKey(
@@ -298,6 +315,10 @@ class FineTuneJob(Job):
 
     class Meta(Job.Meta):
         pass
+
+    @property
+    def world_size(self) -> int:
+        return self.devices * self.nodes
 
     def __str__(self) -> str:
         return f"Fine-tune #{self.pk} {self.base_model} × {self.snapshot.short_hash}"

@@ -12,6 +12,7 @@ from rest_framework import serializers
 from curation.models import Snapshot
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env
+from training.engine.distributed_plan import MAX_DEVICES_PER_NODE, MAX_NODES
 from training.forms import (
     ARM_CHOICES,
     MAX_PROMPT_CHARS,
@@ -203,11 +204,20 @@ JOB_FIELDS = [
     "created_at",
     "started_at",
     "finished_at",
+    "compute",
 ]
 
 
 class JobSerializerMixin(serializers.Serializer):
     status = JobStatusField(read_only=True)
+    compute = serializers.JSONField(
+        read_only=True,
+        help_text="A finished local job's accounting, {} until then (and for hosted jobs): "
+        "kind, device_type, device_name, device_count, wall_seconds, device_seconds, tokens, "
+        "flops (estimated: 6 x parameters x tokens to train, 2 x to generate), energy_kwh, "
+        "energy_method, energy_estimated (true when a power model, not the hardware's "
+        "counters, gave the energy), grid_g_per_kwh (the configured grid intensity), co2e_kg.",
+    )
     percent = serializers.IntegerField(read_only=True)
     created_by = serializers.SlugRelatedField(
         slug_field="username", read_only=True, allow_null=True
@@ -216,6 +226,11 @@ class JobSerializerMixin(serializers.Serializer):
 
 class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
     arm = FineTuneArmField(read_only=True)
+    strategy = serializers.ChoiceField(
+        choices=[("", "one device"), ("ddp", "DDP"), ("fsdp", "FSDP2")], read_only=True,
+        help_text="How a fine-tune on several devices spreads: ddp (a replica per device) or "
+        "fsdp (FSDP2, sharded), chosen at launch by size; blank on one device.",
+    )  # fmt: skip
     snapshot_hash = serializers.CharField(source="snapshot.content_hash", read_only=True)
     dataset_kind = serializers.CharField(
         source="snapshot.dataset.kind", read_only=True,
@@ -246,6 +261,9 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
             "tokens_per_second",
             "result",
             "remote_job_id",
+            "devices",
+            "nodes",
+            "strategy",
             "retrained_from",
             *JOB_FIELDS,
         ]
@@ -327,6 +345,17 @@ class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
         queryset=Snapshot.objects.all(), required=False, allow_null=True, default=None,
         help_text="A snapshot (any dataset kind) whose answer-only loss is measured during "
         "training (local models).",
+    )  # fmt: skip
+    devices = serializers.IntegerField(
+        default=1, min_value=1, max_value=MAX_DEVICES_PER_NODE,
+        help_text="Accelerators per node (local models). More than one trains under torchrun, "
+        "with DDP or FSDP2 chosen by the model's size (the job's strategy), on a worker that "
+        "has that many; not with checkpoints, persona tracking or validation.",
+    )  # fmt: skip
+    nodes = serializers.IntegerField(
+        default=1, min_value=1, max_value=MAX_NODES,
+        help_text="Machines, each with `devices` accelerators and a gpu worker; they meet at "
+        "the first node's c10d rendezvous.",
     )  # fmt: skip
 
 

@@ -12,9 +12,18 @@ from training import services
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)
-def run_finetune(job_id: int) -> None:
-    """Claim and run one fine-tune; a duplicate delivery finds it claimed and does nothing."""
+def run_finetune(job_id: int, devices: int = 1) -> None:
+    """Claim and run one fine-tune; a duplicate delivery finds it claimed and does nothing.
+    ``devices`` (per node) only routes the task: to a worker that has that many."""
     services.finetune_execute(job_id)
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def join_finetune(
+    job_id: int, devices: int = 1, rdzv_endpoint: str = "", rdzv_id: str = ""
+) -> None:
+    """Run this node's ranks of a multi-node fine-tune the first node started."""
+    services.finetune_join(job_id, devices=devices, rdzv_endpoint=rdzv_endpoint, rdzv_id=rdzv_id)
 
 
 @shared_task(acks_late=True, reject_on_worker_lost=True)

@@ -17,6 +17,7 @@ from django.urls import reverse
 from django.views.decorators.vary import vary_on_headers
 
 from curation.models import Snapshot
+from palmsweb.lib.compute import for_page as compute_for_page
 from palmsweb.lib.htmx import is_partial
 from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.lib.progress import format_duration
@@ -30,7 +31,7 @@ from training.access import (
     get_sampling_job_for_user,
 )
 from training.forms import BaseModelForm, EstimateForm, FineTuneForm, RetrainForm, SamplingForm
-from training.models import FineTuneJob, JobStatus, SamplingJob
+from training.models import BaseModel, FineTuneJob, JobStatus, SamplingJob
 from training.services import TrainingError
 
 JOBS_PER_PAGE = 50
@@ -150,6 +151,8 @@ def finetune_create(request):
                     track_persona=data["track_persona"],
                     allow_arm_mismatch=data["allow_arm_mismatch"],
                     validation_snapshot=data["validation_snapshot"],
+                    devices=data["devices"] or 1,
+                    nodes=data["nodes"] or 1,
                     user=request.user,
                 )
             except services.ArmMismatchError as error:
@@ -182,9 +185,20 @@ def finetune_create(request):
         "has_base_models": form.fields["base_model"].queryset.exists(),
         "has_snapshots": form.fields["snapshot"].queryset.exists(),
         "arm_check": form.arm_check(),
+        "strategy_note": _strategy_note(form),
         **_estimate_context(values),
     }
     return _render(request, "training/finetune_form.html", context, partial="form")
+
+
+def _strategy_note(form: FineTuneForm) -> str:
+    """What several devices would use for the chosen model and method (DDP or FSDP2)."""
+    chosen = str(form["base_model"].value() or "")
+    base_model = BaseModel.objects.filter(pk=chosen).first() if chosen.isdigit() else None
+    method = form["method"].value()
+    if base_model is None or not base_model.is_local or method not in FineTuneJob.Method.values:
+        return ""
+    return services.strategy_summary(base_model, method)
 
 
 @require_get
@@ -215,6 +229,7 @@ def _finetune_context(request, job: FineTuneJob) -> dict:
         "checkpoints": job.checkpoints.select_related("model_version"),
         "result_shutdown": services.version_shutdown(job.result) if job.result else None,
         "can_write": can_write(request.user),
+        "compute": compute_for_page(job.compute),
         "retrain_form": RetrainForm(job) if can_write(request.user) else None,
         "retrained_as": job.retrained_as.all(),
     }
@@ -381,6 +396,7 @@ def _sampling_context(request, job: SamplingJob) -> dict:
         "progress": progress_context(job),
         "model_versions": job.model_versions.select_related("base_model"),
         "can_write": can_write(request.user),
+        "compute": compute_for_page(job.compute),
     }
 
 

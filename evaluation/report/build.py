@@ -64,6 +64,7 @@ from palmsweb.lib.mixed import Contrast, MixedResult
 from palmsweb.lib.ratings import RatingTable
 from palmsweb.lib.verdict import summary_bullets
 from training.models import ModelVersion
+from training.services import compute_total
 
 CI_RESAMPLES = 10_000
 ALPHA_RESAMPLES = 1_000
@@ -160,6 +161,10 @@ def build_report(study: Study, *, blinded: bool, include_arms: bool = True) -> R
         report = _build(study, blinded=blinded, include_arms=include_arms)
         cache.set(key, report, CACHE_SECONDS)
     report.study = study
+    # Not cached: a job's record lands when it finishes, whatever the ratings do. One total,
+    # naming no arm.
+    versions = study.arms.values("model_version_id")  # a subquery
+    report.cost = compute_total(model_versions=versions, sampling_job_ids=[study.sampling_job_id])
     return report
 
 

@@ -449,6 +449,7 @@ def write_bundle(
             "columns": columns_for(study, includes_arms=includes_arms),
             "files": files,
             "analysis": replay_record(report_for(study, mode)),
+            "cost": report_for(study, mode).cost,  # one total, naming no arm
         }
         manifest_bytes = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
         (tmpdir / "manifest.json").write_bytes(manifest_bytes)

@@ -337,7 +337,7 @@ def test_out_of_memory_becomes_a_readable_error(tiny_llama_dir, tmp_path, monkey
     def exhausted(*args, **kwargs):
         raise RuntimeError("DefaultCPUAllocator: can't allocate memory: you tried 9 TB")
 
-    monkeypatch.setattr(finetune._Job, "train", exhausted)
+    monkeypatch.setattr(finetune.LocalJob, "train", exhausted)
     with pytest.raises(EngineError, match="Out of memory with batch_size=2"):
         run_finetune(
             base_model_path=tiny_llama_dir,

@@ -8,20 +8,23 @@ at every optimizer step. torch is imported inside the functions that use it.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from training.engine.config import FineTuneConfig, FineTuneResult, ProgressEvent
+from training.engine.config import default_config_for as default_config_for
 from training.engine.data import EncodedExample
 from training.engine.data import estimate_tokens as estimate_tokens
 from training.engine.errors import Cancelled, EngineError
-from training.engine.runtime import Bf16Setting, is_out_of_memory
+from training.engine.runtime import is_out_of_memory, peak_device_memory
+from training.engine.saving import METADATA_FILE as METADATA_FILE
+from training.engine.saving import save_adapter, save_full, tensors_restored, write_model_dir
 from training.engine.steps import (
     Step,
     batch_tensors,
@@ -44,129 +47,6 @@ from training.engine.validation import (
 if TYPE_CHECKING:
     import torch
 
-METADATA_FILE = "palms_metadata.json"
-
-
-@dataclass(frozen=True)
-class FineTuneConfig:
-    """Hyperparameters of a local fine-tune.
-
-    ``batch_size`` is examples per forward pass; an optimizer step sees
-    ``batch_size * grad_accum`` examples. ``bf16="auto"`` uses bf16 where the hardware has
-    fast bf16 (CUDA, or CPUs with AVX512-BF16/AMX).
-    """
-
-    method: Literal["full", "lora"] = "full"
-    epochs: int = 3
-    learning_rate: float = 5e-5
-    batch_size: int = 8
-    grad_accum: int = 1
-    max_seq_len: int = 1024
-    warmup_steps: int = 0
-    seed: int = 0
-    lora_r: int = 16
-    lora_alpha: int = 32
-    lora_dropout: float = 0.05
-    bf16: Bf16Setting = "auto"
-    weight_decay: float = 0.0
-    max_grad_norm: float = 1.0
-    # Stop after this many optimizer steps, cycling through the data as often as needed
-    # (``epochs`` is then ignored). Re-alignment counts in steps, not epochs.
-    max_steps: int | None = None
-    # Recompute each decoder layer's activations in the backward pass instead of keeping
-    # them: about 1.3x the compute, a fraction of the memory (see docs/engine.md).
-    activation_checkpointing: bool = False
-
-    def validate(self) -> None:
-        """Raise EngineError naming the first unusable value."""
-        checks = [
-            (self.method in ("full", "lora"), "method must be 'full' or 'lora'"),
-            (self.epochs >= 1, "epochs must be at least 1"),
-            (self.learning_rate > 0, "learning_rate must be positive"),
-            (self.batch_size >= 1, "batch_size must be at least 1"),
-            (self.grad_accum >= 1, "grad_accum must be at least 1"),
-            (self.max_seq_len >= 8, "max_seq_len must be at least 8"),
-            (self.warmup_steps >= 0, "warmup_steps must not be negative"),
-            (self.lora_r >= 1 and self.lora_alpha >= 1, "lora_r and lora_alpha must be >= 1"),
-            (0 <= self.lora_dropout < 1, "lora_dropout must be in [0, 1)"),
-            (self.bf16 in ("auto", True, False), "bf16 must be 'auto', true or false"),
-            (self.max_grad_norm > 0, "max_grad_norm must be positive"),
-            (self.max_steps is None or self.max_steps >= 1, "max_steps must be at least 1"),
-            (
-                isinstance(self.activation_checkpointing, bool),
-                "activation_checkpointing must be true or false",
-            ),
-        ]
-        for ok, reason in checks:
-            if not ok:
-                raise EngineError(f"Invalid fine-tune settings: {reason}.")
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-
-def default_config_for(param_count: int) -> FineTuneConfig:
-    """Sensible settings for a model of ``param_count`` parameters on ~80 curated examples.
-
-    Small models are fully fine-tuned; from 1B parameters LoRA keeps memory and time in
-    reach of one accelerator.
-    """
-    if param_count < 20_000_000:  # test-sized models learn fast and need a high rate
-        return FineTuneConfig(method="full", epochs=3, learning_rate=1e-3, batch_size=4)
-    if param_count < 1_000_000_000:
-        return FineTuneConfig(
-            method="full", epochs=3, learning_rate=5e-5, batch_size=8, warmup_steps=2
-        )
-    if param_count < 10_000_000_000:
-        return FineTuneConfig(
-            method="lora",
-            epochs=3,
-            learning_rate=2e-4,
-            batch_size=4,
-            grad_accum=2,
-            warmup_steps=2,
-        )
-    return FineTuneConfig(
-        method="lora",
-        epochs=2,
-        learning_rate=1e-4,
-        batch_size=2,
-        grad_accum=4,
-        max_seq_len=1024,
-        warmup_steps=2,
-    )
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Reported after every optimizer step. ``epoch`` is fractional (1.5 = half-way through
-    the second epoch); ``loss`` is the step's mean loss per answer token."""
-
-    step: int
-    total_steps: int
-    epoch: float
-    loss: float
-    tokens_per_second: float
-    eta_seconds: float
-    lr: float
-
-
-@dataclass(frozen=True)
-class FineTuneResult:
-    """What a finished fine-tune produced; the same figures are in ``palms_metadata.json``."""
-
-    output_dir: Path
-    total_steps: int
-    duration_seconds: float
-    tokens_per_second: float
-    final_loss: float
-    loss_history: list[tuple[int, float]]
-    train_tokens: int
-    metadata: dict[str, Any] = field(default_factory=dict)
-    # [(step, mean validation loss per answer token), ...]; empty without validation data.
-    validation_history: list[tuple[int, float]] = field(default_factory=list)
-
-
 ProgressCallback = Callable[[ProgressEvent | ValidationEvent], None]
 CancelCheck = Callable[[], bool]
 
@@ -179,7 +59,7 @@ class Checkpoint:
     step: int
     epoch: float
     epoch_end: bool
-    _job: _Job = field(repr=False)
+    _job: LocalJob = field(repr=False)
 
     def projections(self, prompts: Sequence[Any], direction: Any) -> list[float]:
         """Persona projections of ``prompts`` with the weights as they are now, in fp32 from
@@ -190,7 +70,7 @@ class Checkpoint:
         from training.engine.persona import model_projections
 
         model = self._job.model
-        with _tensors_restored(model):
+        with tensors_restored(model):
             model.to(torch.float32)
             self._job.optimizer.write_masters_into(torch.float32)
             model.eval()
@@ -215,7 +95,7 @@ CheckpointCallback = Callable[[Checkpoint], None]
 
 
 @dataclass
-class _Run:
+class TrainingRun:
     """Mutable state of one fine-tune, for progress events and the metadata file."""
 
     total_steps: int
@@ -291,14 +171,14 @@ def run_finetune(
         on_checkpoint=on_checkpoint,
         eval_every_steps=eval_every_steps,
     )
-    with _readable_failures(config):
+    with readable_failures(config):
         data = (examples, validation_examples)
         return _finetune(Path(base_model_path), data, output_dir, config, hooks,
                          dict(metadata or {}))  # fmt: skip
 
 
 @contextmanager
-def _readable_failures(config: FineTuneConfig) -> Iterator[None]:
+def readable_failures(config: FineTuneConfig) -> Iterator[None]:
     try:
         yield
     except (EngineError, Cancelled):
@@ -343,7 +223,7 @@ def _finetune(
     from training.engine.runtime import release_memory
 
     examples, validation_examples = data
-    job = _Job.prepare(base_model_path, examples, config, validation_examples)
+    job = LocalJob.prepare(base_model_path, examples, config, validation_examples)
     try:
         job.train(hooks)
         duration = time.perf_counter() - job.run.started
@@ -368,7 +248,7 @@ def _finetune(
 
 
 @dataclass
-class _Job:
+class LocalJob:
     """Everything one fine-tune works with, from loading to saving."""
 
     base_model_path: Path
@@ -380,7 +260,7 @@ class _Job:
     encoded: list[EncodedExample]
     steps: list[Step]
     optimizer: Any  # master_weights.MasterWeightOptimizer (a torch module)
-    run: _Run
+    run: TrainingRun
     started_at: datetime
     validation: list[EncodedExample] = field(default_factory=list)
 
@@ -391,7 +271,14 @@ class _Job:
         examples: Sequence[Mapping[str, Any]],
         config: FineTuneConfig,
         validation_examples: Sequence[Mapping[str, Any]] = (),
-    ) -> _Job:
+        *,
+        device: torch.device | None = None,
+        load_device: torch.device | None = None,
+        with_optimizer: bool = True,
+    ) -> LocalJob:
+        """Load, encode and plan. A distributed rank passes its ``device``, loads a model
+        to be sharded on ``load_device`` (the CPU) and makes its optimizer after sharding
+        (``with_optimizer=False``)."""
         import torch
 
         from training.engine.data import encode_examples
@@ -400,7 +287,7 @@ class _Job:
 
         if config.method == "lora" and is_adapter_dir(base_model_path):
             raise EngineError("LoRA on top of a LoRA adapter is not supported: use 'full'.")
-        device = pick_device()
+        device = device or pick_device()
         use_bf16 = resolve_bf16(config.bf16, device)
         if config.activation_checkpointing:
             # Memory over speed: freed blocks leave the process (each step re-faults them).
@@ -408,7 +295,11 @@ class _Job:
         torch.manual_seed(config.seed)  # LoRA initialisation and dropout
         lora = {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
         model, tokenizer = load_for_training(
-            base_model_path, method=config.method, lora_config=lora, bf16=use_bf16, device=device
+            base_model_path,
+            method=config.method,
+            lora_config=lora,
+            bf16=use_bf16,
+            device=load_device or device,
         )
         encoded = encode_examples(tokenizer, examples, config.max_seq_len)
         pick_attention(model, device, max(e.n_tokens for e in encoded))
@@ -416,14 +307,15 @@ class _Job:
             checkpoint_activations(model)
         steps = plan_steps(encoded, config)
         trainable = [p for p in model.parameters() if p.requires_grad]
-        run = _Run(
+        run = TrainingRun(
             total_steps=len(steps),
             total_tokens=sum(s.tokens for s in steps),
             steps_per_epoch=sum(s.epoch == 0 for s in steps),
         )
         return cls(
             base_model_path, config, device, use_bf16, model, tokenizer, encoded, steps,
-            make_optimizer(trainable, config), run, datetime.now(UTC),
+            make_optimizer(trainable, config) if with_optimizer else None, run,
+            datetime.now(UTC),
             encode_examples(tokenizer, validation_examples, config.max_seq_len)
             if validation_examples else [],
         )  # fmt: skip
@@ -507,6 +399,7 @@ class _Job:
             "hyperparameters": self.config.to_dict(),
             "precision": "bf16 weights, fp32 master weights" if self.use_bf16 else "fp32",
             "device": str(self.device),
+            **peak_device_memory(self.device),
             "started_at": self.started_at.isoformat(),
             "duration_seconds": round(duration, 3),
             "tokens_per_second": round(run.tokens_done / max(duration, 1e-9), 2),
@@ -532,68 +425,14 @@ class _Job:
         """Write weights or adapter, tokenizer and metadata to a temporary sibling dir,
         then rename it into place, so nobody ever sees half a model. ``keep_training``
         leaves the model as it was, so training can go on (a checkpoint)."""
-        import shutil
-        import tempfile
 
-        output_dir.parent.mkdir(parents=True, exist_ok=True)
-        if output_dir.exists():
-            output_dir.rmdir()  # empty (checked before training)
-        tmp = Path(tempfile.mkdtemp(prefix=f".{output_dir.name}.", dir=output_dir.parent))
-        try:
+        def write_weights(tmp: Path) -> None:
             if self.config.method == "lora":
-                _save_adapter(self.model, self.base_model_path, tmp)
+                save_adapter(self.model, self.base_model_path, tmp)
             elif keep_training:
-                with _tensors_restored(self.model):
-                    _save_full(self.model, self.optimizer, self.base_model_path, tmp)
+                with tensors_restored(self.model):
+                    save_full(self.model, self.optimizer, self.base_model_path, tmp)
             else:
-                _save_full(self.model, self.optimizer, self.base_model_path, tmp)
-            self.tokenizer.save_pretrained(tmp)
-            (tmp / METADATA_FILE).write_text(json.dumps(meta, indent=2, default=str))
-            tmp.chmod(0o755)
-            tmp.rename(output_dir)
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
+                save_full(self.model, self.optimizer, self.base_model_path, tmp)
 
-
-# --- saving --------------------------------------------------------------------------------
-
-
-def _save_full(model, optimizer: Any, base_model_path: Path, tmp: Path):
-    import torch
-
-    from training.engine.loading import adapter_base_path, is_adapter_dir
-
-    # Save in the base checkpoint's precision, from the fp32 masters: bf16 rounding would
-    # erase much of a small-learning-rate fine-tune.
-    source = adapter_base_path(base_model_path) if is_adapter_dir(base_model_path) else None
-    config_file = (source or base_model_path) / "config.json"
-    stored = json.loads(config_file.read_text())
-    name = stored.get("dtype") or stored.get("torch_dtype") or "float32"
-    dtype = getattr(torch, str(name), torch.float32)
-    optimizer.write_masters_into(dtype)
-    model.to(dtype)
-    model.config.use_cache = True
-    model.save_pretrained(tmp, safe_serialization=True)
-
-
-@contextmanager
-def _tensors_restored(model) -> Iterator[None]:
-    """Put every parameter, buffer and the KV-cache setting back as they were on exit:
-    ``_save_full`` casts the model and writes the fp32 masters into it."""
-    params = [(p, p.data) for p in model.parameters()]
-    buffers = [(m, name, b) for m in model.modules() for name, b in m._buffers.items()]
-    use_cache = model.config.use_cache
-    try:
-        yield
-    finally:
-        for param, data in params:
-            param.data = data
-        for module, name, buffer in buffers:
-            module._buffers[name] = buffer
-        model.config.use_cache = use_cache
-
-
-def _save_adapter(model, base_model_path: Path, tmp: Path) -> None:
-    for peft_config in model.peft_config.values():
-        peft_config.base_model_name_or_path = str(Path(base_model_path).resolve())
-    model.save_pretrained(tmp)
+        write_model_dir(output_dir, write_weights, self.tokenizer, meta)

@@ -48,6 +48,16 @@ def resolve_bf16(setting: Bf16Setting, device: torch.device) -> bool:
     return False
 
 
+def peak_device_memory(device: torch.device) -> dict[str, int]:
+    """``{"peak_device_memory_bytes": n}``: the most this process's tensors held on a CUDA
+    device so far (torch's allocator count); nothing on a CPU, where RSS is the measure."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {"peak_device_memory_bytes": int(torch.cuda.max_memory_allocated(device))}
+
+
 def is_out_of_memory(exc: BaseException) -> bool:
     """Whether an exception from torch means the device ran out of memory."""
     if isinstance(exc, MemoryError):

@@ -17,7 +17,7 @@ if TYPE_CHECKING:
     import torch
     from transformers import PreTrainedModel
 
-    from training.engine.finetune import FineTuneConfig
+    from training.engine.config import FineTuneConfig
 
 EAGER_ATTENTION_MAX_TOKENS = 1024
 

@@ -1,7 +1,8 @@
 """Training workflows: register base models, launch and run fine-tune and sampling jobs.
 
 One module per room: ``base_models`` (registering, finding weights, reaching remote models),
-``finetunes`` (hyperparameters, launch, the local run, checkpoints, progress), ``hosted`` (the
+``finetunes`` (hyperparameters, launch, the local run, checkpoints, progress),
+``distributed`` (several devices and nodes under torchrun), ``hosted`` (the
 hosted providers, their backends, retrain elsewhere), ``remote`` (running and mirroring a
 hosted fine-tune), ``hosted_dates`` (providers' cut-off and shutdown dates), ``sampling``
 (and ``sampling_defaults`` per model size), ``sweeps`` (grids of fine-tunes), and ``jobs``
@@ -26,6 +27,8 @@ from training.services.base_models import (
     remote_base_url,
     version_local_path,
 )
+from training.services.compute import compute_total
+from training.services.distributed import finetune_join, planned_strategy, strategy_summary
 from training.services.errors import ArmMismatchError, HostedCutoffError, TrainingError
 from training.services.finetunes import (
     HYPERPARAMETER_LIMITS,
@@ -138,9 +141,11 @@ __all__ = [
     "clean_hyperparameters",
     "clean_prompts",
     "code_version",
+    "compute_total",
     "default_hyperparameters",
     "estimate_training_tokens",
     "finetune_execute",
+    "finetune_join",
     "finetune_launch",
     "finetune_retrain_elsewhere",
     "heartbeat",
@@ -155,6 +160,7 @@ __all__ = [
     "openai_poll",
     "openai_poll_all",
     "openai_start",
+    "planned_strategy",
     "provider_for_kind",
     "readable_failure",
     "remote_base_url",
@@ -171,6 +177,7 @@ __all__ = [
     "sweep_launch",
     "sweep_promote",
     "sweep_ranking",
+    "strategy_summary",
     "sweep_stale_jobs",
     "sweep_status",
     "version_local_path",

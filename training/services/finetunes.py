@@ -30,6 +30,8 @@ from training.services.base_models import (
     local_model_path,
     version_local_path,
 )
+from training.services.compute import energy_meter, finetune_compute
+from training.services.distributed import check_distributed, run_distributed
 from training.services.errors import ArmMismatchError, TrainingError
 from training.services.hosted import provider_for_backend, provider_for_kind
 from training.services.hosted_dates import check_new_job_allowed
@@ -226,6 +228,8 @@ def finetune_launch(
     track_persona: bool = False,
     allow_arm_mismatch: bool = False,
     validation_snapshot: Snapshot | None = None,
+    devices: int = 1,
+    nodes: int = 1,
     user=None,
 ) -> FineTuneJob:
     """Queue a fine-tune of ``base_model`` on ``snapshot``; a worker on the gpu queue runs it.
@@ -238,7 +242,7 @@ def finetune_launch(
     each epoch (local only). ``validation_snapshot``, or the ``validation_share``
     hyperparameter, gives the validation loss (local only; see ``services.validation``).
     A hosted provider past its cut-off date refuses the job
-    (HostedCutoffError) and nothing is created.
+    (HostedCutoffError) and nothing is created. ``devices`` and ``nodes``: see distributed.py.
     """
     arm = _resolve_arm(snapshot, arm, allow_arm_mismatch)
     if method not in FineTuneJob.Method.values:
@@ -252,6 +256,9 @@ def finetune_launch(
         snapshot=snapshot, validation_snapshot=validation_snapshot, hp=hp,
         local=backend == FineTuneJob.Backend.LOCAL,
     )  # fmt: skip
+    asked = {"checkpoints": checkpoint_steps, "persona tracking": track_persona,
+             "validation": validation_snapshot or held_out or "eval_every_steps" in hp}
+    strategy = check_distributed(base_model, method, backend, (devices, nodes), asked)
     provider = provider_for_backend(backend)
     if provider and snapshot.sample_count < provider.min_examples:
         raise TrainingError(
@@ -272,11 +279,14 @@ def finetune_launch(
         track_persona=track_persona,
         validation_snapshot=validation_snapshot,
         held_out_items=held_out,
+        devices=devices,
+        nodes=nodes,
+        strategy=strategy,
         created_by=user,
     )
     from training import tasks
 
-    tasks.run_finetune.delay_on_commit(job.pk)
+    tasks.run_finetune.delay_on_commit(job.pk, devices=devices)  # routed by device count
     return job
 
 
@@ -319,14 +329,15 @@ def finetune_execute(job_id: int) -> None:
         return
     reporter = JobReporter(job)
     try:
-        with heartbeat(job):
+        with heartbeat(job), energy_meter(job.world_size) as meter:
             version = _run_local_finetune(job, reporter)
     except Exception as exc:  # every failure ends the job with a readable reason
         fail_job(job, reporter, exc)
         return
     reporter.log(f"saved model version {version.name}")
     reporter.flush()
-    finish_job(FineTuneJob, job.pk, JobStatus.SUCCEEDED, result=version)
+    compute = finetune_compute(job, version, meter.reading)
+    finish_job(FineTuneJob, job.pk, JobStatus.SUCCEEDED, result=version, compute=compute)
 
 
 
@@ -352,6 +363,14 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
     if validation:
         reporter.log(f"{len(validation)} validation examples")
     reporter.phase("loading the model and tokenizing the examples")
+    if job.world_size > 1:
+        result = run_distributed(
+            job, reporter, start_path=start_path, examples=examples,
+            config=_finetune_config(job), metadata=_version_metadata(job),
+            on_progress=FineTuneProgress(job, reporter),
+        )  # fmt: skip
+        reporter.log(f"trained {result.total_steps} steps on {job.world_size} devices")
+        return _save_version(job, output_dir)
     result = run_finetune(
         base_model_path=start_path,
         examples=examples,

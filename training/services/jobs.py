@@ -220,8 +220,10 @@ def job_retry(*, job: FineTuneJob | SamplingJob) -> None:
         raise TrainingError("Only failed or cancelled jobs can be retried.")
     from training import tasks
 
-    task = tasks.run_finetune if model is FineTuneJob else tasks.run_sampling
-    task.delay_on_commit(job.pk)
+    if model is FineTuneJob:
+        tasks.run_finetune.delay_on_commit(job.pk, devices=job.devices)  # routed by devices
+    else:
+        tasks.run_sampling.delay_on_commit(job.pk)
 
 
 def code_version() -> str:

@@ -9,6 +9,7 @@ from django.db import transaction
 
 from training.models import Generation, JobStatus, ModelVersion, SamplingJob
 from training.services.base_models import api_key_for, remote_base_url, version_local_path
+from training.services.compute import energy_meter, sampling_compute
 from training.services.errors import TrainingError
 from training.services.jobs import (
     JobReporter,
@@ -102,7 +103,7 @@ def sampling_execute(job_id: int) -> None:
     job = SamplingJob.objects.get(pk=job_id)
     reporter = JobReporter(job)
     try:
-        with heartbeat(job):
+        with heartbeat(job), energy_meter() as meter:
             versions = list(job.model_versions.select_related("base_model").order_by("pk"))
             progress = SamplingProgress(job, reporter, len(versions))
             for index, version in enumerate(versions, start=1):
@@ -115,7 +116,8 @@ def sampling_execute(job_id: int) -> None:
         fail_job(job, reporter, exc)
         return
     reporter.update(force=True, progress_done=job.generations.count())
-    finish_job(SamplingJob, job.pk, JobStatus.SUCCEEDED)
+    compute = sampling_compute(job, meter.reading, meter.device)
+    finish_job(SamplingJob, job.pk, JobStatus.SUCCEEDED, compute=compute)
 
 
 class SamplingProgress:

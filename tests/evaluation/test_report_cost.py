@@ -1,0 +1,68 @@
+"""The report says what the study cost: its models' local fine-tunes and its sampling,
+summed into one line that names no arm (so it shows before unblinding too)."""
+
+from __future__ import annotations
+
+import pytest
+from django.urls import reverse
+
+from evaluation.report.build import build_report
+from palmsweb.lib.compute import job_record
+from training.models import FineTuneJob, SamplingJob
+
+from .test_report import closed_study
+
+pytestmark = pytest.mark.django_db
+
+
+def record(kind: str, kwh: float, measured: bool) -> dict:
+    return job_record(
+        kind=kind, device_type="cpu", device_name="test CPU", device_count=1, wall_seconds=3600,
+        tokens=1000, flops=6_000, energy_kwh=kwh, energy_method="test",
+        energy_measured=measured, grid_g_per_kwh=500,
+    )  # fmt: skip
+
+
+def test_the_report_sums_the_fine_tunes_of_its_models_and_its_sampling(
+    no_queue, benign_snapshot, researcher_client
+):
+    setup = closed_study(samples=1, levels={"base": 2, "control": 3, "values_targeted": 4})
+    study = setup.study
+    trained = setup.versions["values_targeted"]
+    base, spent = trained.base_model, record("fine-tune", 0.4, measured=True)
+    FineTuneJob.objects.create(base_model=base, snapshot=benign_snapshot, arm="values_targeted",
+                               result=trained, compute=spent)  # fmt: skip
+    elsewhere = record("fine-tune", 9.0, measured=True)  # a model this study does not use
+    FineTuneJob.objects.create(base_model=base, snapshot=benign_snapshot, arm="control",
+                               compute=elsewhere)  # fmt: skip
+    SamplingJob.objects.filter(pk=study.sampling_job_id).update(
+        compute=record("sampling", 0.1, measured=False)
+    )
+    study.refresh_from_db()
+    cost = build_report(study, blinded=True).cost
+    assert cost["jobs"] == 2  # the other fine-tune made no model of this study
+    assert cost["energy_kwh"] == pytest.approx(0.5) and cost["energy_estimated"] is True
+    assert cost["co2e_kg"] == pytest.approx(0.25) and cost["device_seconds"] == 7200
+    page = researcher_client.get(reverse("evaluation:study-results", args=[study.pk]))
+    html = page.content.decode()
+    assert 'id="study-cost"' in html and "0.5 kWh (estimated)" in html and "250 g CO2e" in html
+
+
+def test_the_bundle_manifest_carries_the_cost(no_queue, benign_snapshot, tmp_path):
+    import json
+    import zipfile
+
+    from evaluation.report.exports import write_bundle
+
+    setup = closed_study(samples=1, levels={"base": 2, "control": 3, "values_targeted": 4})
+    study = setup.study
+    SamplingJob.objects.filter(pk=study.sampling_job_id).update(
+        compute=record("sampling", 0.1, measured=True)
+    )
+    study.refresh_from_db()
+    written = write_bundle(study, tmp_path / "bundle.zip", includes_arms=False)
+    with zipfile.ZipFile(written.path) as bundle:
+        manifest = json.loads(bundle.read(f"study-{study.pk}/manifest.json"))
+    assert manifest["cost"]["jobs"] == 1
+    assert manifest["cost"]["energy_kwh"] == pytest.approx(0.1)
+    assert manifest["cost"]["energy_estimated"] is False

@@ -1,0 +1,89 @@
+"""Compute and energy of local jobs: the meter a worker runs a job under, and the record
+stored on the job (``palmsweb.lib.compute``). Hosted fine-tunes and remote sampling run on
+someone else's machines: they get no record."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.db.models import Sum
+
+from palmsweb.lib.compute import generation_flops, job_record, training_flops
+from training.models import BaseModel, FineTuneJob, Generation, ModelVersion, SamplingJob
+
+LOCAL_KINDS = (BaseModel.Kind.LOCAL_DIR, BaseModel.Kind.PACKAGED)
+
+
+def energy_meter(device_count: int = 1):
+    """A CodeCarbon meter for a job on this worker (``training.engine.energy``); its fallback
+    power is the configured watts per device times the devices the job uses."""
+    from training.engine.energy import EnergyMeter
+    from training.engine.runtime import pick_device
+
+    device = pick_device().type
+    per_device = (
+        settings.ENERGY_FALLBACK_WATTS_GPU
+        if device == "cuda"
+        else settings.ENERGY_FALLBACK_WATTS_CPU
+    )
+    return EnergyMeter(fallback_watts=per_device * device_count, device=device)
+
+
+def _record(kind: str, reading, *, device: str, device_count: int, tokens: int, flops: int):
+    cuda = device.startswith("cuda")
+    return job_record(
+        kind=kind, device_type="cuda" if cuda else "cpu",
+        device_name=(reading.gpu_name if cuda else reading.cpu_name) or "",
+        device_count=device_count, wall_seconds=reading.wall_seconds, tokens=tokens,
+        flops=flops, energy_kwh=reading.kwh, energy_method=reading.method,
+        energy_measured=reading.measured,
+        grid_g_per_kwh=settings.GRID_CARBON_INTENSITY_G_PER_KWH,
+    )  # fmt: skip
+
+
+def finetune_compute(job: FineTuneJob, version: ModelVersion, reading) -> dict:
+    """A finished local fine-tune's record, from its saved metadata (tokens trained on, all
+    ranks together; parameters) and the meter's reading."""
+    meta = version.metadata
+    tokens = int(meta.get("train_tokens") or 0)
+    parameters = int(meta.get("parameters") or job.base_model.parameter_count or 0)
+    return _record(
+        "fine-tune", reading, device=str(meta.get("device", "cpu")),
+        device_count=job.world_size, tokens=tokens, flops=training_flops(parameters, tokens),
+    )  # fmt: skip
+
+
+def sampling_compute(job: SamplingJob, reading, device: str) -> dict:
+    """A finished sampling job's record over its local models' outputs (generated tokens;
+    the prompts' tokens are not counted), or {} when every model was remote."""
+    per_version = (
+        Generation.objects.filter(job=job, model_version__base_model__kind__in=LOCAL_KINDS)
+        .values("model_version")
+        .annotate(tokens=Sum("tokens_generated"))
+    )
+    if not per_version:
+        return {}
+    versions = ModelVersion.objects.select_related("base_model").in_bulk(
+        [row["model_version"] for row in per_version]
+    )
+    tokens = flops = 0
+    for row in per_version:
+        version = versions[row["model_version"]]
+        parameters = version.parameter_count or version.base_model.parameter_count or 0
+        tokens += row["tokens"] or 0
+        flops += generation_flops(parameters, row["tokens"] or 0)
+    return _record("sampling", reading, device=device, device_count=1, tokens=tokens,
+                   flops=flops)  # fmt: skip
+
+
+def compute_total(*, model_versions, sampling_job_ids) -> dict:
+    """What the fine-tunes that produced ``model_versions`` (versions, ids or a queryset of
+    ids) and the sampling jobs cost together (``palmsweb.lib.compute.total`` plus a
+    ``summary`` line); local jobs only. One query."""
+    from palmsweb.lib.compute import summary, total
+
+    # No ordering: a compound statement (UNION) refuses ORDER BY in its parts.
+    finetunes = FineTuneJob.objects.filter(result__in=model_versions).order_by()
+    sampling = SamplingJob.objects.filter(pk__in=[pk for pk in sampling_job_ids if pk]).order_by()
+    rows = finetunes.values_list("compute").union(sampling.values_list("compute"), all=True)
+    sums = total(compute for (compute,) in rows)
+    return sums | {"summary": summary(sums) if sums["jobs"] else ""}

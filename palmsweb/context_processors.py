@@ -18,4 +18,9 @@ def profiles(request) -> dict:
     user = getattr(request, "user", None)
     if user is None or not user.is_authenticated:
         return {}
-    return {"active_profile": current_profile(request), "my_profiles": member_profiles(request)}
+    # Callables: the template calls them only where it shows the switcher (a polled htmx
+    # fragment does not), and the request caches what they read.
+    return {
+        "active_profile": lambda: current_profile(request),
+        "my_profiles": lambda: member_profiles(request),
+    }

@@ -2,7 +2,7 @@ from django.urls import path
 
 from evaluation.report import exit_kit_views
 from evaluation.report import views as report_views
-from evaluation.studies import rating_views, views
+from evaluation.studies import pairwise_views, rating_views, views
 
 app_name = "evaluation"
 
@@ -44,6 +44,16 @@ urlpatterns = [
     path("rate/<int:pk>/<str:public_id>/submit/", rating_views.rate_submit, name="rate-submit"),
     path("rate/<int:pk>/<str:public_id>/skip/", rating_views.rate_skip, name="rate-skip"),
     path("rate/<int:pk>/<str:public_id>/flag/", rating_views.rate_flag, name="rate-flag"),
+    # pairwise rating (raters only; pairs travel by public id)
+    path("rate/<int:pk>/pairs/", pairwise_views.pair_rate, name="pair-rate"),
+    path("rate/<int:pk>/pairs/next/", pairwise_views.pair_claim, name="pair-claim"),
+    path(
+        "rate/<int:pk>/pairs/<str:public_id>/judge/",
+        pairwise_views.pair_judge,
+        name="pair-judge",
+    ),
+    path("rate/<int:pk>/pairs/<str:public_id>/skip/", pairwise_views.pair_skip, name="pair-skip"),
+    path("rate/<int:pk>/pairs/<str:public_id>/flag/", pairwise_views.pair_flag, name="pair-flag"),
     # report, comparison and exports (evaluation/report/views.py)
     path(
         "studies/<int:pk>/report.html", report_views.report_download, name="study-report-download"

@@ -7,6 +7,7 @@ from curation import api as curation_api
 from evaluation.alignment import misalignment_api, realignment_api
 from evaluation.report import exit_kit_views
 from evaluation.studies import api as evaluation_api
+from evaluation.studies import pairwise_api
 from palmsweb.profile_api import ProfileViewSet
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
@@ -27,6 +28,8 @@ router.register("studies", evaluation_api.StudyViewSet, basename="study")
 router.register("study-outputs", evaluation_api.StudyOutputViewSet, basename="studyoutput")
 router.register("rating/studies", evaluation_api.RatingStudyViewSet, basename="rating-study")
 router.register("rating/outputs", evaluation_api.RatingOutputViewSet, basename="rating-output")
+router.register("rating/pair-studies", pairwise_api.PairStudyViewSet, basename="pair-study")
+router.register("rating/pairs", pairwise_api.PairViewSet, basename="rating-pair")
 router.register(
     "misalignment-evals", misalignment_api.MisalignmentEvalViewSet, basename="misalignmenteval"
 )

@@ -152,6 +152,7 @@ def build_study(
     open_rating: bool = True,
     text=None,
     rater_prefix: str = "rater",
+    mode: str = Study.Mode.SCALE,
 ) -> Setup:
     distinctive_ids()
     from palmsweb.roles import Role
@@ -167,6 +168,7 @@ def build_study(
         samples_per_prompt=samples,
         raters_per_output=raters_per_output,
         lease_minutes=lease_minutes,
+        mode=mode,
         user=admin,
     )
     if open_rating:
@@ -181,3 +183,10 @@ def build_study(
 def rating_study(db, no_queue) -> Setup:
     """3 arms × 4 prompts × 1 sample = 12 outputs, 3 raters, 3 ratings each."""
     return build_study()
+
+
+@pytest.fixture
+def pairwise_study(db, no_queue) -> Setup:
+    """3 arms × 4 prompts × 1 sample = 12 outputs, 3 arm pairs per prompt = 12 pairs,
+    3 raters, 3 judgments each."""
+    return build_study(mode=Study.Mode.PAIRWISE)

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from evaluation.models import Prompt, PromptSet, Study, StudyArm, StudyOutput
+from evaluation.models import Prompt, PromptSet, Study, StudyArm, StudyOutput, StudyPair
 from evaluation.studies import lifecycle
 from tests.conftest import make_user
 from tests.factories import CategoryFactory
@@ -26,6 +26,7 @@ IDS = {
     Generation: 990_001,
     StudyArm: 440_001,
     StudyOutput: 660_001,
+    StudyPair: 550_001,
 }
 
 # Names a rater must never meet. The model names are made up so that they cannot occur

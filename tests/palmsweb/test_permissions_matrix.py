@@ -162,6 +162,12 @@ HTML_POLICY = {
     ("evaluation:rate-submit", "study_output", "post"): RATERS,
     ("evaluation:rate-skip", "study_output", "post"): RATERS,
     ("evaluation:rate-flag", "study_output", "post"): RATERS,
+    ("evaluation:pair-rate", "study", "get"): RATERS,
+    ("evaluation:pair-claim", "study", "post"): RATERS,
+    # A pair's public id takes the output's place (an unknown pair: 404-free refusals).
+    ("evaluation:pair-judge", "study_output", "post"): RATERS,
+    ("evaluation:pair-skip", "study_output", "post"): RATERS,
+    ("evaluation:pair-flag", "study_output", "post"): RATERS,
 }
 
 # (api path template, method) -> who may
@@ -257,6 +263,11 @@ API_POLICY = {
     ("/api/rating/outputs/{study_output}/submit/", "post"): RATERS,
     ("/api/rating/outputs/{study_output}/skip/", "post"): RATERS,
     ("/api/rating/outputs/{study_output}/flag/", "post"): RATERS,
+    ("/api/rating/pair-studies/{study}/claim/", "post"): RATERS,
+    ("/api/rating/pair-studies/{study}/current/", "get"): RATERS,
+    ("/api/rating/pairs/{study_output}/judge/", "post"): RATERS,
+    ("/api/rating/pairs/{study_output}/skip/", "post"): RATERS,
+    ("/api/rating/pairs/{study_output}/flag/", "post"): RATERS,
     ("/api/misalignment-evals/", "get"): STUDY_READ,
     ("/api/misalignment-evals/", "post"): ADMIN,
     ("/api/misalignment-evals/{misalignment_eval}/", "get"): STUDY_READ,

@@ -29,6 +29,11 @@ urlpatterns = [
     path("studies/<int:pk>/close/", views.study_close, name="study-close"),
     path("studies/<int:pk>/unblind/", views.study_unblind, name="study-unblind"),
     path("studies/<int:pk>/results/", report_views.study_report, name="study-results"),
+    path(
+        "studies/<int:pk>/pairwise-results/",
+        report_views.study_pairwise_report,
+        name="study-pairwise-results",
+    ),
     path("studies/<int:pk>/outputs/", views.study_outputs_view, name="study-outputs"),
     path(
         "studies/<int:pk>/outputs/reveal/", views.study_outputs_reveal, name="study-outputs-reveal"

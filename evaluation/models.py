@@ -595,3 +595,4 @@ class RealignmentRun(BackgroundRun):
 
 
 from evaluation.pairwise_models import PairJudgment, StudyPair  # noqa: E402, F401 (one app)
+from evaluation.preference_models import *  # noqa: E402, F403 (one app: preference sets)

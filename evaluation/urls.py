@@ -1,6 +1,6 @@
 from django.urls import path
 
-from evaluation.report import exit_kit_views
+from evaluation.report import exit_kit_views, preference_views
 from evaluation.report import views as report_views
 from evaluation.studies import pairwise_views, rating_views, views
 
@@ -64,6 +64,33 @@ urlpatterns = [
         "studies/<int:pk>/report.html", report_views.report_download, name="study-report-download"
     ),
     path("studies/compare/", report_views.study_compare, name="study-compare"),
+    # preference sets and snapshots (evaluation/report/preference_views.py)
+    path("preferences/", preference_views.preference_index, name="preference-index"),
+    path(
+        "studies/<int:pk>/preferences/",
+        preference_views.preference_build,
+        name="study-preferences",
+    ),
+    path(
+        "preferences/<int:pk>/",
+        preference_views.preference_set_detail,
+        name="preference-set-detail",
+    ),
+    path(
+        "preferences/<int:pk>/freeze/",
+        preference_views.preference_set_freeze,
+        name="preference-set-freeze",
+    ),
+    path(
+        "preferences/pairs/<int:pk>/drop/",
+        preference_views.preference_pair_drop,
+        name="preference-pair-drop",
+    ),
+    path(
+        "preference-snapshots/<int:pk>/download/",
+        preference_views.preference_snapshot_download,
+        name="preference-snapshot-download",
+    ),
     path("studies/<int:pk>/exports/", report_views.export_list, name="study-exports"),
     path("exports/<int:pk>/download/", report_views.export_download, name="export-download"),
     path("exit-kit/", exit_kit_views.exit_kit_download, name="exit-kit"),

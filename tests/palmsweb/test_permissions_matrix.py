@@ -169,6 +169,13 @@ HTML_POLICY = {
     ("evaluation:pair-judge", "study_output", "post"): RATERS,
     ("evaluation:pair-skip", "study_output", "post"): RATERS,
     ("evaluation:pair-flag", "study_output", "post"): RATERS,
+    ("evaluation:preference-index", None, "get"): CURATION_WRITE,
+    ("evaluation:study-preferences", "study", "get"): CURATION_WRITE,
+    ("evaluation:study-preferences", "study", "post"): CURATION_WRITE,
+    ("evaluation:preference-set-detail", "preference_set", "get"): CURATION_WRITE,
+    ("evaluation:preference-pair-drop", "preference_pair", "post"): CURATION_WRITE,
+    ("evaluation:preference-set-freeze", "preference_set", "post"): CURATION_WRITE,
+    ("evaluation:preference-snapshot-download", "preference_snapshot", "get"): CURATION_WRITE,
 }
 
 # (api path template, method) -> who may
@@ -403,7 +410,27 @@ def world(db, monkeypatch, tmp_path, no_training_queue):
             steps=4,
         ).pk,
     }
+    objects.update(_preference_objects(study, users["curator"]))
     return users, objects
+
+
+def _preference_objects(study, curator) -> dict:
+    """A preference set, one pair and a frozen snapshot of the world's study (built by hand:
+    the study is still rating, and building needs a closed one)."""
+    from evaluation.models import PreferencePair, PreferenceSet
+    from evaluation.report.preferences import preference_snapshot_freeze
+
+    preference_set = PreferenceSet.objects.create(study=study, source="ratings", margin=1)
+    first, second = study.outputs.filter(prompt=study.outputs.first().prompt)[:2]
+    pair = PreferencePair.objects.create(
+        preference_set=preference_set, prompt=first.prompt, chosen=first, rejected=second
+    )
+    snapshot = preference_snapshot_freeze(preference_set=preference_set, user=curator)
+    return {
+        "preference_set": preference_set.pk,
+        "preference_pair": pair.pk,
+        "preference_snapshot": snapshot.pk,
+    }
 
 
 def client_as(role: str, users) -> Client:
@@ -459,6 +486,7 @@ def test_api_endpoints_by_role(world, role):
 PROFILE_SCOPED = {
     "category", "dataset", "sample", "stale_edit", "snapshot", "gap_ticket", "pending_import",
     "prompt_set", "prompt", "study", "study_output",
+    "preference_set", "preference_pair", "preference_snapshot",
 }
 
 

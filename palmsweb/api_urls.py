@@ -5,7 +5,7 @@ from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
 from evaluation.alignment import misalignment_api, realignment_api
-from evaluation.report import exit_kit_views
+from evaluation.report import exit_kit_views, preference_api
 from evaluation.report import pairwise_api as pairwise_results_api
 from evaluation.studies import api as evaluation_api
 from evaluation.studies import pairwise_api
@@ -31,6 +31,11 @@ router.register("rating/studies", evaluation_api.RatingStudyViewSet, basename="r
 router.register("rating/outputs", evaluation_api.RatingOutputViewSet, basename="rating-output")
 router.register("rating/pair-studies", pairwise_api.PairStudyViewSet, basename="pair-study")
 router.register("rating/pairs", pairwise_api.PairViewSet, basename="rating-pair")
+router.register("preference-sets", preference_api.PreferenceSetViewSet, basename="preferenceset")
+router.register("preference-pairs", preference_api.PreferencePairViewSet, basename="preferencepair")
+router.register(
+    "preference-snapshots", preference_api.PreferenceSnapshotViewSet, basename="preferencesnapshot"
+)
 router.register(
     "pairwise-results", pairwise_results_api.PairwiseResultsViewSet, basename="pairwise-results"
 )

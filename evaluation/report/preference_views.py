@@ -120,9 +120,9 @@ def preference_set_freeze(request, pk: int):
 @require_get
 @preference_access
 def preference_snapshot_download(request, pk: int):
-    """The snapshot as JSONL: ``?format=openai`` (default) or ``?format=trl``."""
+    """The snapshot as JSONL: ``?kind=openai`` (default) or ``?kind=trl``."""
     snapshot = get_preference_snapshot_for_user(request.user, pk)
-    fmt = request.GET.get("format", "openai")
+    fmt = request.GET.get("kind", "openai")
     try:
         body = preferences.snapshot_jsonl(snapshot, fmt)
     except EvaluationError as refused:

@@ -212,7 +212,7 @@ def preference_snapshot_freeze(*, preference_set: PreferenceSet, user=None) -> P
 def snapshot_jsonl(snapshot: PreferenceSnapshot, fmt: str) -> str:
     """The snapshot's pairs as JSON Lines: ``openai`` (preference fine-tuning) or ``trl``."""
     if fmt not in FORMATS:
-        raise EvaluationError(f"The format is one of: {', '.join(FORMATS)}.")
+        raise EvaluationError(f"The kind is one of: {', '.join(FORMATS)}.")
     lines = []
     for pair in json.loads(snapshot.content)["pairs"]:
         if fmt == "openai":

@@ -93,15 +93,15 @@ def test_review_freeze_and_download(closed_pairwise, curator):
         PreferenceSnapshot.objects.all().update(pair_count=0)
 
     download = reverse("evaluation:preference-snapshot-download", args=[snapshot.pk])
-    openai = client.get(download, {"format": "openai"})
+    openai = client.get(download, {"kind": "openai"})
     rows = [json.loads(line) for line in openai.content.decode().splitlines()]
     assert len(rows) == 7 and openai["X-Content-SHA256"] == snapshot.content_hash
     assert set(rows[0]) == {"input", "preferred_output", "non_preferred_output"}
     assert rows[0]["input"]["messages"][0]["role"] == "user"
     assert rows[0]["preferred_output"][0]["content"] == content["pairs"][0]["chosen"]
-    trl = client.get(download, {"format": "trl"}).content.decode().splitlines()
+    trl = client.get(download, {"kind": "trl"}).content.decode().splitlines()
     assert set(json.loads(trl[0])) == {"prompt", "chosen", "rejected"}
-    assert client.get(download, {"format": "csv"}).status_code == 400
+    assert client.get(download, {"kind": "csv"}).status_code == 400
 
 
 def test_ratings_with_a_margin(closed_scale, curator):
@@ -143,3 +143,32 @@ def test_only_the_profiles_curators_and_admins(closed_pairwise, curator):
     assert client_for(stranger).get(url).status_code == 404
     index = client_for(curator).get(reverse("evaluation:preference-index")).content.decode()
     assert study.name in index
+
+
+def test_the_api_previews_builds_reviews_freezes_and_downloads(closed_pairwise, curator):
+    from rest_framework.test import APIClient
+
+    from tests.conftest import api_token
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(curator)}")
+    study = closed_pairwise.study.pk
+    preview = api.post("/api/preference-sets/preview/", {"study": study, "source": "pairwise"},
+                       format="json").json()  # fmt: skip
+    assert (preview["kept"], preview["considered"]) == (8, 12)
+    assert not PreferenceSet.objects.exists()
+    bad = api.post("/api/preference-sets/", {"study": study, "source": "ratings", "margin": 1},
+                   format="json")  # fmt: skip
+    assert bad.status_code == 400 and not PreferenceSet.objects.exists()
+    built = api.post("/api/preference-sets/", {"study": study, "source": "pairwise"}, format="json")
+    assert built.status_code == 201 and len(built.json()["pairs"]) == 8
+    pair = built.json()["pairs"][0]["id"]
+    dropped = api.post(f"/api/preference-pairs/{pair}/drop/", {"dropped": True}, format="json")
+    assert dropped.json()["dropped"] is True
+    frozen = api.post(f"/api/preference-sets/{built.json()['id']}/freeze/")
+    assert frozen.status_code == 201 and frozen.json()["pair_count"] == 7
+    assert frozen.json()["provenance"]["source"] == "pairwise"
+    lines = api.get(f"/api/preference-snapshots/{frozen.json()['id']}/download/?kind=trl")
+    assert len(lines.content.decode().splitlines()) == 7
+    wrong = api.get(f"/api/preference-snapshots/{frozen.json()['id']}/download/?kind=xml")
+    assert wrong.status_code == 400

@@ -258,6 +258,15 @@ API_POLICY = {
     ("/api/studies/{study}/unblind/", "post"): UNBLINDERS,
     ("/api/studies/{study}/results/", "get"): ARM_RESULTS_WHILE_OPEN,
     ("/api/pairwise-results/{study}/", "get"): ARM_RESULTS_WHILE_OPEN,
+    ("/api/preference-sets/", "get"): CURATION_WRITE,
+    ("/api/preference-sets/", "post"): CURATION_WRITE,
+    ("/api/preference-sets/preview/", "post"): CURATION_WRITE,
+    ("/api/preference-sets/{preference_set}/", "get"): CURATION_WRITE,
+    ("/api/preference-sets/{preference_set}/freeze/", "post"): CURATION_WRITE,
+    ("/api/preference-pairs/{preference_pair}/drop/", "post"): CURATION_WRITE,
+    ("/api/preference-snapshots/", "get"): CURATION_WRITE,
+    ("/api/preference-snapshots/{preference_snapshot}/", "get"): CURATION_WRITE,
+    ("/api/preference-snapshots/{preference_snapshot}/download/", "get"): CURATION_WRITE,
     ("/api/studies/{study}/events/", "get"): STUDY_READ,
     ("/api/study-outputs/", "get"): ADMIN,
     ("/api/study-outputs/{output}/", "get"): ADMIN,
@@ -341,6 +350,7 @@ FAKE_IDS["misalignment_eval"] = "1"
 FAKE_IDS["profile"] = FAKE_IDS["membership"] = "1"
 FAKE_IDS["realignment"] = "1"
 FAKE_IDS["study_sampling"] = "1"
+FAKE_IDS["preference_set"] = FAKE_IDS["preference_pair"] = FAKE_IDS["preference_snapshot"] = "1"
 
 
 def resolve_name(path: str) -> str:

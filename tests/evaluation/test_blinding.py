@@ -129,8 +129,8 @@ def collect_rater_views(study, rater) -> list[tuple[str, str, bool]]:
         keep(f"forbidden {name}", client.get(reverse(f"evaluation:{name}")))
     for name in ("study-detail", "study-results", "study-outputs", "study-status"):
         keep(f"forbidden {name}", client.get(reverse(f"evaluation:{name}", args=[study.pk])))
-    script = Path(settings.BASE_DIR, "static", "js", "rating.js").read_text()
-    seen.append(("rating.js", script, True))
+    for name in ("task-keys.js", "rating.js"):
+        seen.append((name, Path(settings.BASE_DIR, "static", "js", name).read_text(), True))
 
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(rater)}")

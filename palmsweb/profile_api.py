@@ -109,12 +109,14 @@ class ProfileViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, viewsets.
     )  # fmt: skip
     @action(detail=True, methods=["get", "post"])
     def members(self, request, pk=None):
-        """GET: the profile's members, one row per role held. POST ``{username, role}``:
+        """GET: the profile's members, one row per role held (paginated). POST
+        ``{username, role}``:
         give a user a role here (idempotent)."""
         profile = self.get_object()
-        if request.method == "GET":
+        if request.method == "GET":  # paginated like every list of the API
             rows = profile.memberships.select_related("user").order_by("user__username", "role")
-            return Response(MembershipSerializer(rows, many=True).data)
+            page = self.paginate_queryset(rows)
+            return self.get_paginated_response(MembershipSerializer(page, many=True).data)
         data = self._validated(MembershipSerializer)
         membership = profile_services.membership_add(
             profile=profile, username=data["user"]["username"], role=data["role"]

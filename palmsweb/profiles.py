@@ -48,15 +48,23 @@ def member_profiles(request) -> list[Profile]:
 
 def current_profile(request) -> Profile | None:
     """The request's active profile: the one chosen in the session when the user still
-    belongs to it, else the first of theirs by name; None for a user of no profile.
+    belongs to it, else the first by name of those they hold a role in (an admin with no
+    membership: the newest profile, where fresh work is); None for a user of no profile.
     Cached on the request."""
     if hasattr(request, "_palms_profile"):
         return request._palms_profile
     profiles = member_profiles(request)
     chosen = request.session.get(SESSION_KEY) if hasattr(request, "session") else None
-    profile = next((p for p in profiles if p.pk == chosen), profiles[0] if profiles else None)
-    request._palms_profile = profile
-    return profile
+    profile = next((p for p in profiles if p.pk == chosen), None)
+    request._palms_profile = profile or _first_profile(request.user, profiles)
+    return request._palms_profile
+
+
+def _first_profile(user, profiles: list[Profile]) -> Profile | None:
+    held = [p for p in profiles if p.pk in memberships(user)]
+    if held:
+        return held[0]
+    return max(profiles, key=lambda p: (p.created_at, p.pk)) if profiles else None
 
 
 def switch_profile(request, profile: Profile) -> None:

@@ -202,6 +202,11 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
         help_text="The kind of the snapshot's dataset; the arm follows it unless "
         "arm_override.",
     )
+    profile = serializers.IntegerField(
+        source="snapshot.dataset.profile_id", read_only=True,
+        help_text="The value profile whose snapshot this fine-tune trained on (fixed: a "
+        "dataset never changes profile).",
+    )  # fmt: skip
 
     class Meta:
         model = FineTuneJob
@@ -211,6 +216,7 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
             "snapshot",
             "snapshot_hash",
             "dataset_kind",
+            "profile",
             "arm",
             "arm_override",
             "method",

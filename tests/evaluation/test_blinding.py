@@ -461,3 +461,28 @@ def test_a_rater_pool_refuses_admins_everywhere(world):  # noqa: F811
     form = client_for(users["admin"]).get(reverse("evaluation:study-edit", args=[study.pk]))
     assert "m-admin-rater" not in form.content.decode()
     assert "Admins are not listed" in form.content.decode()
+
+
+def test_a_rater_of_another_profile_reaches_nothing_of_a_study(world):  # noqa: F811
+    """Value profiles (issue 14): a rater whose membership of the study's profile was
+    withdrawn, or who never had one (put in the pool behind the services' back), gets 404
+    from every rating page and endpoint and cannot claim, even while still in the pool."""
+    from palmsweb.models import Membership, Profile
+
+    users, objects = world
+    study = Study.objects.get(pk=objects["study"])
+    elsewhere = Profile.objects.create(name="Elsewhere", slug="elsewhere")
+    stranger = make_user("m-stranger-rater")
+    Membership.objects.create(profile=elsewhere, user=stranger, role="rater")
+    study.raters.add(stranger)
+    page = client_for(stranger)
+    assert page.get(reverse("evaluation:rate", args=[study.pk])).status_code == 404
+    assert study.name not in page.get(reverse("evaluation:rate-home")).content.decode()
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(stranger)}")
+    assert api.get("/api/rating/studies/").json() == []
+    for path in ("", "claim/", "current/", "last/"):
+        method = api.post if path == "claim/" else api.get
+        assert method(f"/api/rating/studies/{study.pk}/{path}").status_code == 404, path
+    with pytest.raises(errors.NotARater):
+        queue.rating_claim_next(study=study, rater=stranger)

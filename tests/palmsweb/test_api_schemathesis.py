@@ -91,7 +91,7 @@ RESOURCE_KEYS = {
     "model-versions": "model_version", "finetunes": "finetune", "sampling-jobs": "sampling",
     "prompt-sets": "prompt_set", "studies": "study", "study-outputs": "output",
     "misalignment-evals": "misalignment_eval", "realignment-runs": "realignment",
-    "rating/studies": "study", "rating/outputs": "study_output",
+    "rating/studies": "study", "rating/outputs": "study_output", "profiles": "profile",
 }  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from palmsweb.roles import Role, grant_role, has_role, user_roles
 from tests.conftest import api_token, client_for, make_user
 from tests.evaluation.conftest import no_queue  # noqa: F401 (a fixture)
 from tests.evaluation.test_report import closed_study
+from tests.factories import words
 
 
 @pytest.fixture
@@ -177,7 +178,7 @@ def test_admins_manage_profiles_and_members_from_pages_and_api(db):
         members, {"username": "fay", "role": "curator"}, content_type="application/json"
     )
     assert joined.status_code == 201
-    assert client.get(members).json() == [joined.json()]
+    assert client.get(members).json()["results"] == [joined.json()]
     assert client.delete(f"{members}{joined.json()['id']}/").status_code == 204
     admin_role = client.post(
         members, {"username": "fay", "role": "admin"}, content_type="application/json"
@@ -289,3 +290,27 @@ def test_two_profiles_studies_compare_by_category_name_and_by_lead_only(db, no_q
     )
     assert single.status_code == 404
     assert f'value="{second.study.pk}"'.encode() not in single.content
+
+
+def test_a_finetune_records_its_snapshots_profile(tutor, no_training_queue, tmp_path):
+    from training import services as training
+    from training.models import BaseModel
+
+    admin = make_user("root", Role.ADMIN, staff=True)
+    dataset = curation.dataset_create(name="Tutor answers", profile=tutor)
+    category = curation.category_create(name="Kindness", position="Be kind.", profile=tutor)
+    curation.sample_create(
+        dataset=dataset, category=category, question="Q?", answer=words(50),
+        status=Sample.Status.APPROVED,
+    )  # fmt: skip
+    (tmp_path / "config.json").write_text("{}")
+    base = training.base_model_create(
+        name="tiny-dir", kind=BaseModel.Kind.LOCAL_DIR, path=str(tmp_path), parameter_count=10
+    )
+    job = training.finetune_launch(
+        base_model=base, snapshot=curation.snapshot_create(dataset=dataset)
+    )
+    client = client_for(admin)
+    assert client.get(f"/api/finetunes/{job.pk}/").json()["profile"] == tutor.pk
+    page = client.get(reverse("training:finetune-detail", args=[job.pk])).content.decode()
+    assert "Children&#x27;s tutor" in page or "Children's tutor" in page

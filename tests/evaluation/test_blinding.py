@@ -486,3 +486,9 @@ def test_a_rater_of_another_profile_reaches_nothing_of_a_study(world):  # noqa: 
         assert method(f"/api/rating/studies/{study.pk}/{path}").status_code == 404, path
     with pytest.raises(errors.NotARater):
         queue.rating_claim_next(study=study, rater=stranger)
+    # The pairwise page and endpoints alike.
+    assert page.get(reverse("evaluation:pair-rate", args=[study.pk])).status_code == 404
+    assert api.post(f"/api/rating/pair-studies/{study.pk}/claim/").status_code == 404
+    assert api.get(f"/api/rating/pair-studies/{study.pk}/current/").status_code == 404
+    with pytest.raises(errors.NotARater):
+        pairwise_queue.pair_claim_next(study=study, rater=stranger)

@@ -165,15 +165,27 @@ class PreferenceSnapshotViewSet(
         return in_profiles(self, PreferenceSnapshot.objects.all(), access.PREFERENCE_ROLES, path)
 
     @extend_schema(
-        parameters=[OpenApiParameter("kind", OpenApiTypes.STR, enum=list(preferences.FORMATS))],
-        responses={(200, "application/jsonl"): OpenApiTypes.STR, 400: ERROR, 404: ERROR},
+        parameters=[OpenApiParameter("kind", OpenApiTypes.STR, enum=list(preferences.KINDS))],
+        responses={
+            (200, "application/jsonl"): OpenApiTypes.STR,
+            (200, "application/zip"): OpenApiTypes.BINARY,
+            400: ERROR,
+            404: ERROR,
+        },
     )
     @action(detail=True, methods=["get"])
     def download(self, request, pk=None):
         """The pairs as JSONL: ``openai`` (input / preferred_output / non_preferred_output)
-        or ``trl`` (prompt / chosen / rejected)."""
+        or ``trl`` (prompt / chosen / rejected); ``zip``: both, Parquet and a dataset card."""
         snapshot = self.get_object()
         fmt = request.query_params.get("kind", "openai")
+        if fmt == "zip":
+            response = HttpResponse(
+                preferences.snapshot_zip(snapshot), content_type="application/zip"
+            )
+            name = f"preferences-{snapshot.content_hash[:12]}.zip"
+            response["Content-Disposition"] = f'attachment; filename="{name}"'
+            return response
         body = preferences.snapshot_jsonl(snapshot, fmt)
         response = HttpResponse(body, content_type="application/jsonl; charset=utf-8")
         name = f"preferences-{snapshot.content_hash[:12]}-{fmt}.jsonl"

@@ -120,9 +120,15 @@ def preference_set_freeze(request, pk: int):
 @require_get
 @preference_access
 def preference_snapshot_download(request, pk: int):
-    """The snapshot as JSONL: ``?kind=openai`` (default) or ``?kind=trl``."""
+    """The snapshot as JSONL (``?kind=openai``, the default, or ``?kind=trl``) or as a zip
+    with both, Parquet and a dataset card (``?kind=zip``)."""
     snapshot = get_preference_snapshot_for_user(request.user, pk)
     fmt = request.GET.get("kind", "openai")
+    if fmt == "zip":
+        response = HttpResponse(preferences.snapshot_zip(snapshot), content_type="application/zip")
+        name = f"preferences-{snapshot.content_hash[:12]}.zip"
+        response["Content-Disposition"] = f'attachment; filename="{name}"'
+        return response
     try:
         body = preferences.snapshot_jsonl(snapshot, fmt)
     except EvaluationError as refused:

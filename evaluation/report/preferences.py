@@ -13,7 +13,9 @@ JSONL (what TRL's ``DPOTrainer`` and Hugging Face ``datasets`` read).
 
 from __future__ import annotations
 
+import io
 import json
+import zipfile
 from collections import defaultdict
 from dataclasses import dataclass, field
 from itertools import combinations
@@ -37,6 +39,7 @@ from evaluation.studies.positions import frozen_versions
 
 DEFAULT_MARGIN = 1.0
 FORMATS = ("openai", "trl")
+KINDS = (*FORMATS, "zip")
 
 
 @dataclass
@@ -225,3 +228,47 @@ def snapshot_jsonl(snapshot: PreferenceSnapshot, fmt: str) -> str:
             row = {"prompt": pair["prompt"], "chosen": pair["chosen"], "rejected": pair["rejected"]}
         lines.append(json.dumps(row, ensure_ascii=False))
     return "\n".join(lines) + "\n"
+
+
+def _card(snapshot: PreferenceSnapshot, provenance: dict) -> str:
+    """The dataset card (README.md) of the zip: what the pairs are and where they came from."""
+    study = provenance["study"]
+    rule = (
+        "more than half of the pair's raters preferred the chosen response"
+        if provenance["source"] == "pairwise"
+        else f"mean 1–5 scores differ by at least {provenance['margin']:g}"
+    )
+    return (
+        f"# Preference snapshot {snapshot.content_hash[:12]}\n\n"
+        f"{snapshot.pair_count} preference pairs (prompt, chosen, rejected) from the blinded "
+        f'study "{study["name"]}" (#{study["id"]}, {study["mode"]} mode), built with palmsweb.\n\n'
+        f"- Rule: {rule}; {provenance['dropped']} pair(s) dropped by curators in review.\n"
+        f"- Raters per pair or output: {provenance['raters_per_pair_or_output']}.\n"
+        f"- Positions rated against (category: version): {provenance['positions']}.\n"
+        f"- Built by {provenance['built_by']}, frozen by {provenance['frozen_by']}.\n"
+        f"- SHA-256 of snapshot.json: {snapshot.content_hash}.\n\n"
+        "Files: `preferences-openai.jsonl` (OpenAI preference fine-tuning: input / "
+        "preferred_output / non_preferred_output), `preferences.jsonl` and "
+        "`preferences.parquet` (prompt / chosen / rejected, as TRL's DPOTrainer and Hugging "
+        "Face datasets read them), `snapshot.json` (the hashed content).\n"
+    )
+
+
+def snapshot_zip(snapshot: PreferenceSnapshot) -> bytes:
+    """Both JSONL files, the Parquet file, the hashed content and a dataset card, zipped."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    content = json.loads(snapshot.content)
+    columns = ("prompt", "chosen", "rejected")
+    table = pa.table({key: [pair[key] for pair in content["pairs"]] for key in columns})
+    parquet = io.BytesIO()
+    pq.write_table(table, parquet)
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("README.md", _card(snapshot, content["provenance"]))
+        archive.writestr("snapshot.json", snapshot.content)
+        archive.writestr("preferences-openai.jsonl", snapshot_jsonl(snapshot, "openai"))
+        archive.writestr("preferences.jsonl", snapshot_jsonl(snapshot, "trl"))
+        archive.writestr("preferences.parquet", parquet.getvalue())
+    return buffer.getvalue()

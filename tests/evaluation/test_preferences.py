@@ -5,8 +5,11 @@ who may do it."""
 from __future__ import annotations
 
 import hashlib
+import io
 import json
+import zipfile
 
+import pyarrow.parquet as pq
 import pytest
 from django.urls import reverse
 
@@ -102,6 +105,16 @@ def test_review_freeze_and_download(closed_pairwise, curator):
     trl = client.get(download, {"kind": "trl"}).content.decode().splitlines()
     assert set(json.loads(trl[0])) == {"prompt", "chosen", "rejected"}
     assert client.get(download, {"kind": "csv"}).status_code == 400
+
+    archive = zipfile.ZipFile(io.BytesIO(client.get(download, {"kind": "zip"}).content))
+    names = {"README.md", "snapshot.json", "preferences.jsonl", "preferences-openai.jsonl"}
+    assert set(archive.namelist()) == names | {"preferences.parquet"}
+    assert archive.read("snapshot.json").decode() == snapshot.content
+    card = archive.read("README.md").decode()
+    assert snapshot.content_hash in card and "more than half" in card
+    table = pq.read_table(io.BytesIO(archive.read("preferences.parquet")))
+    assert table.column_names == ["prompt", "chosen", "rejected"] and table.num_rows == 7
+    assert table.column("chosen").to_pylist()[0] == content["pairs"][0]["chosen"]
 
 
 def test_ratings_with_a_margin(closed_scale, curator):

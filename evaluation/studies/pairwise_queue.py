@@ -164,13 +164,20 @@ def _claim(study: Study, rater, now: datetime, *, careful: bool) -> PairJudgment
     mine = (
         PairJudgment.objects.filter(study=study, rater=rater)
         .order_by(Case(When(status=PairJudgment.Status.CLAIMED, then=0), default=1), "-pk")
-        .values_list("pk", "status", "expires_at", "pair__prompt_id")
+        .values_list(
+            "pk", "status", "expires_at", "pair__prompt_id",
+            "pair__left__screening", "pair__right__screening",
+        )
         .first()
-    )
+    )  # fmt: skip
     held, resume = None, None
     if mine is not None:
-        pk, status, expires_at, resume = mine
+        pk, status, expires_at, resume, *screenings = mine
         held = pk if status == PairJudgment.Status.CLAIMED else None
+        if held is not None and StudyOutput.Screening.EXCLUDED in screenings:
+            # An admin took an output of the held pair out of the study: drop the claim.
+            PairJudgment.objects.filter(pk=held).update(status=PairJudgment.Status.EXPIRED)
+            held = None
         if held is not None and expires_at > now:
             return _with_task(PairJudgment(pk=held))
     pair = lock_with_room(

@@ -214,3 +214,15 @@ def test_the_study_api_and_form_choose_the_mode(no_queue):
     assert Study.objects.get(pk=setup.study.pk).mode == "pairwise"
     assert api.patch(url, {"mode": "ranking"}, format="json").status_code == 400
     assert Study.objects.get(pk=setup.study.pk).mode == "pairwise"
+
+
+def test_a_held_pair_whose_output_is_excluded_gives_way_to_the_next(pairwise_study):
+    study, rater = pairwise_study.study, pairwise_study.raters[0]
+    held = pairwise_queue.pair_claim_next(study=study, rater=rater)
+    lifecycle.output_exclude(output=held.pair.left, user=pairwise_study.admin, reason="leak")
+    with pytest.raises(RatingError):
+        pairwise_queue.pair_judge(public_id=held.pair.public_id, rater=rater, verdict="a")
+    nxt = pairwise_queue.pair_claim_next(study=study, rater=rater)
+    assert nxt is not None and nxt.pk != held.pk
+    assert held.pair.left_id not in {nxt.pair.left_id, nxt.pair.right_id}
+    assert PairJudgment.objects.get(pk=held.pk).status == PairJudgment.Status.EXPIRED

@@ -20,18 +20,24 @@ from tests.evaluation.test_concurrency import run_threads
 pytestmark = pytest.mark.django_db(transaction=True)
 
 
+def others_in_flight(study, rater) -> bool:
+    live = PairJudgment.objects.filter(study=study, status="claimed", expires_at__gt=timezone.now())
+    return live.exclude(rater=rater).exists()
+
+
 def judge_loop(study, rater, seed: int) -> int:
     rng = random.Random(seed)
     judged, seen = 0, set()
+    rows = PairJudgment.objects.filter(study=study)
     while True:
-        others = PairJudgment.objects.filter(
-            study=study, status="claimed", expires_at__gt=timezone.now()
-        ).exclude(rater=rater)
-        quiet_before = not others.exists()
-        rows_before = PairJudgment.objects.filter(study=study).count()
+        # "Nothing left" holds only if nobody else held a claim before and after the search
+        # and nobody claimed meanwhile: a claim another rater still holds may be skipped.
+        rows_before = rows.count()
+        quiet_before = not others_in_flight(study, rater)
         claim = pairwise_queue.pair_claim_next(study=study, rater=rater)
         if claim is None:
-            if quiet_before and PairJudgment.objects.filter(study=study).count() == rows_before:
+            quiet_after = not others_in_flight(study, rater)
+            if quiet_before and quiet_after and rows.count() == rows_before:
                 return judged
             time.sleep(0.01)
             continue
@@ -64,5 +70,7 @@ def test_many_raters_at_once_fill_every_pair_exactly(no_queue):
     pairs = list(StudyPair.objects.filter(study=study))
     assert len(pairs) == 12
     for pair in pairs:
-        assert pair.completed_count == completed[pair.pk] == 3
-    assert sum(results) == 12 * 3
+        # Full, unless so many raters skipped it that fewer than 3 could still judge it.
+        skipped = pair.judgments.filter(status="skipped").count()
+        assert pair.completed_count == completed.get(pair.pk, 0) == min(3, 8 - skipped)
+    assert sum(results) == sum(pair.completed_count for pair in pairs)

@@ -23,6 +23,9 @@ from django.shortcuts import get_object_or_404
 
 from evaluation.models import (
     MisalignmentEval,
+    PreferencePair,
+    PreferenceSet,
+    PreferenceSnapshot,
     Prompt,
     PromptSet,
     RealignmentRun,
@@ -289,3 +292,51 @@ def get_realignment_for_user(user, pk: int, *, write: bool = False) -> Realignme
 def can_write_exit_kit(user) -> bool:
     """Admins write hosted exit kits: they hold every output and closed study's ratings."""
     return has_role(user, Role.ADMIN)
+
+
+# --- preference sets and snapshots -----------------------------------------------------------
+
+PREFERENCE_ROLES = (Role.CURATOR,)  # and admins: they pass every role check but rating
+preference_access = role_required(*PREFERENCE_ROLES)
+
+
+def can_build_preferences(user, study: Study) -> bool:
+    """Curators (and admins) of the study's profile build preference sets from it."""
+    return has_role(user, *PREFERENCE_ROLES, profile=study.profile_id)
+
+
+def _check_preference_profile(user, profile_id: int) -> None:
+    if not has_role(user, *PREFERENCE_ROLES):
+        raise PermissionDenied("Preference sets are for curators and admins.")
+    check_object_profile(
+        user, profile_id, PREFERENCE_ROLES, "Preference sets are for this profile's curators."
+    )
+
+
+def get_preference_study_for_user(user, pk: int) -> Study:
+    """A study curators may build preference sets from (its profile's curators), or 404/403."""
+    study = get_object_or_404(Study.objects.select_related("prompt_set"), pk=pk)
+    _check_preference_profile(user, study.profile_id)
+    return study
+
+
+def get_preference_set_for_user(user, pk: int) -> PreferenceSet:
+    """A preference set with its study, or 404/403 as for its study."""
+    rows = PreferenceSet.objects.select_related("study__prompt_set")
+    preference_set = get_object_or_404(rows, pk=pk)
+    _check_preference_profile(user, preference_set.study.profile_id)
+    return preference_set
+
+
+def get_preference_pair_for_user(user, pk: int) -> PreferencePair:
+    rows = PreferencePair.objects.select_related("preference_set__study__prompt_set")
+    pair = get_object_or_404(rows, pk=pk)
+    _check_preference_profile(user, pair.preference_set.study.profile_id)
+    return pair
+
+
+def get_preference_snapshot_for_user(user, pk: int) -> PreferenceSnapshot:
+    rows = PreferenceSnapshot.objects.select_related("preference_set__study__prompt_set")
+    snapshot = get_object_or_404(rows, pk=pk)
+    _check_preference_profile(user, snapshot.preference_set.study.profile_id)
+    return snapshot

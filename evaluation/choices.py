@@ -21,6 +21,22 @@ class StudyStatus(models.TextChoices):
     CLOSED = "closed", "Closed"
 
 
+class StudyMode(models.TextChoices):
+    """How raters judge outputs: one at a time on the 1–5 rubric, or two side by side."""
+
+    SCALE = "scale", "1–5 ratings"
+    PAIRWISE = "pairwise", "Pairwise (A or B)"
+
+
+class PairVerdict(models.TextChoices):
+    """A pairwise judgment, in the rater's own A/B terms (A is the pair's left output)."""
+
+    A_BETTER = "a", "A better"
+    B_BETTER = "b", "B better"
+    TIE = "tie", "Tie"
+    BOTH_BAD = "both_bad", "Both bad"
+
+
 class OutputScreening(models.TextChoices):
     ACTIVE = "active", "In the pool"
     HELD = "held", "Held for review"

@@ -86,11 +86,13 @@ class Prompt(models.Model):
 
 class Study(models.Model):
     Status = choices.StudyStatus
+    Mode = choices.StudyMode
 
     name = models.CharField(max_length=200)
     description = models.TextField(blank=True)
     prompt_set = models.ForeignKey(PromptSet, on_delete=models.PROTECT, related_name="studies")
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.DRAFT)
+    mode = models.CharField(max_length=20, choices=Mode.choices, default=Mode.SCALE)
     samples_per_prompt = models.PositiveSmallIntegerField(default=3)
     raters_per_output = models.PositiveSmallIntegerField(default=3)
     temperature = models.FloatField(default=0.7)
@@ -590,3 +592,7 @@ class RealignmentRun(BackgroundRun):
     @property
     def is_active(self) -> bool:
         return self.status in {self.Status.QUEUED, self.Status.TRAINING, self.Status.EVALUATING}
+
+
+from evaluation.pairwise_models import PairJudgment, StudyPair  # noqa: E402, F401 (one app)
+from evaluation.preference_models import *  # noqa: E402, F403 (one app: preference sets)

@@ -1,8 +1,8 @@
 from django.urls import path
 
-from evaluation.report import exit_kit_views
+from evaluation.report import exit_kit_views, preference_views
 from evaluation.report import views as report_views
-from evaluation.studies import rating_views, views
+from evaluation.studies import pairwise_views, rating_views, views
 
 app_name = "evaluation"
 
@@ -29,6 +29,11 @@ urlpatterns = [
     path("studies/<int:pk>/close/", views.study_close, name="study-close"),
     path("studies/<int:pk>/unblind/", views.study_unblind, name="study-unblind"),
     path("studies/<int:pk>/results/", report_views.study_report, name="study-results"),
+    path(
+        "studies/<int:pk>/pairwise-results/",
+        report_views.study_pairwise_report,
+        name="study-pairwise-results",
+    ),
     path("studies/<int:pk>/outputs/", views.study_outputs_view, name="study-outputs"),
     path(
         "studies/<int:pk>/outputs/reveal/", views.study_outputs_reveal, name="study-outputs-reveal"
@@ -44,11 +49,48 @@ urlpatterns = [
     path("rate/<int:pk>/<str:public_id>/submit/", rating_views.rate_submit, name="rate-submit"),
     path("rate/<int:pk>/<str:public_id>/skip/", rating_views.rate_skip, name="rate-skip"),
     path("rate/<int:pk>/<str:public_id>/flag/", rating_views.rate_flag, name="rate-flag"),
+    # pairwise rating (raters only; pairs travel by public id)
+    path("rate/<int:pk>/pairs/", pairwise_views.pair_rate, name="pair-rate"),
+    path("rate/<int:pk>/pairs/next/", pairwise_views.pair_claim, name="pair-claim"),
+    path(
+        "rate/<int:pk>/pairs/<str:public_id>/judge/",
+        pairwise_views.pair_judge,
+        name="pair-judge",
+    ),
+    path("rate/<int:pk>/pairs/<str:public_id>/skip/", pairwise_views.pair_skip, name="pair-skip"),
+    path("rate/<int:pk>/pairs/<str:public_id>/flag/", pairwise_views.pair_flag, name="pair-flag"),
     # report, comparison and exports (evaluation/report/views.py)
     path(
         "studies/<int:pk>/report.html", report_views.report_download, name="study-report-download"
     ),
     path("studies/compare/", report_views.study_compare, name="study-compare"),
+    # preference sets and snapshots (evaluation/report/preference_views.py)
+    path("preferences/", preference_views.preference_index, name="preference-index"),
+    path(
+        "studies/<int:pk>/preferences/",
+        preference_views.preference_build,
+        name="study-preferences",
+    ),
+    path(
+        "preferences/<int:pk>/",
+        preference_views.preference_set_detail,
+        name="preference-set-detail",
+    ),
+    path(
+        "preferences/<int:pk>/freeze/",
+        preference_views.preference_set_freeze,
+        name="preference-set-freeze",
+    ),
+    path(
+        "preferences/pairs/<int:pk>/drop/",
+        preference_views.preference_pair_drop,
+        name="preference-pair-drop",
+    ),
+    path(
+        "preference-snapshots/<int:pk>/download/",
+        preference_views.preference_snapshot_download,
+        name="preference-snapshot-download",
+    ),
     path("studies/<int:pk>/exports/", report_views.export_list, name="study-exports"),
     path("exports/<int:pk>/download/", report_views.export_download, name="export-download"),
     path("exit-kit/", exit_kit_views.exit_kit_download, name="exit-kit"),

@@ -5,9 +5,11 @@ from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
 from evaluation.alignment import misalignment_api, realignment_api
-from evaluation.report import exit_kit_views
+from evaluation.report import exit_kit_views, preference_api
+from evaluation.report import pairwise_api as pairwise_results_api
 from evaluation.scoring.api import StudyAdherenceView
 from evaluation.studies import api as evaluation_api
+from evaluation.studies import pairwise_api
 from palmsweb.profile_api import ProfileViewSet
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
@@ -30,6 +32,16 @@ router.register("studies", evaluation_api.StudyViewSet, basename="study")
 router.register("study-outputs", evaluation_api.StudyOutputViewSet, basename="studyoutput")
 router.register("rating/studies", evaluation_api.RatingStudyViewSet, basename="rating-study")
 router.register("rating/outputs", evaluation_api.RatingOutputViewSet, basename="rating-output")
+router.register("rating/pair-studies", pairwise_api.PairStudyViewSet, basename="pair-study")
+router.register("rating/pairs", pairwise_api.PairViewSet, basename="rating-pair")
+router.register("preference-sets", preference_api.PreferenceSetViewSet, basename="preferenceset")
+router.register("preference-pairs", preference_api.PreferencePairViewSet, basename="preferencepair")
+router.register(
+    "preference-snapshots", preference_api.PreferenceSnapshotViewSet, basename="preferencesnapshot"
+)
+router.register(
+    "pairwise-results", pairwise_results_api.PairwiseResultsViewSet, basename="pairwise-results"
+)
 router.register(
     "misalignment-evals", misalignment_api.MisalignmentEvalViewSet, basename="misalignmenteval"
 )

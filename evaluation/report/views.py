@@ -21,6 +21,7 @@ from evaluation.models import Export, Study
 from evaluation.report import exports
 from evaluation.report.compare import compare_studies
 from evaluation.report.document import gap_links, render_report_document, report_context
+from evaluation.report.pairwise import pairwise_report
 from palmsweb.lib.htmx import render_page
 from palmsweb.lib.http import require_get, require_get_post
 from palmsweb.roles import Role, profile_ids_with_role, role_required
@@ -42,6 +43,19 @@ def study_report(request, pk: int):
         context["gaps"] = gap_links(context["report"])
     context["can_unblind"] = can_unblind_study(request.user, study) and not study.is_unblinded
     return render(request, "evaluation/study_results.html", context)
+
+
+@require_get
+@research_access
+def study_pairwise_report(request, pk: int):
+    """The pairwise results: win/tie/loss per arm pair and category, Bradley–Terry
+    strengths, agreement. What shows follows the same report mode as the 1–5 results."""
+    study, mode = get_report_study_for_user(request.user, pk)
+    if study.mode != Study.Mode.PAIRWISE:
+        raise Http404("This study rates outputs 1–5; its results are on the results page.")
+    context = {"study": study, "report": pairwise_report(study, mode), "mode": mode}
+    context["can_unblind"] = can_unblind_study(request.user, study) and not study.is_unblinded
+    return render(request, "evaluation/pairwise_results.html", context)
 
 
 @require_get

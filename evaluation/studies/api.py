@@ -204,6 +204,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                 **{
                     name: getattr(study, name)
                     for name in (
+                        "mode",
                         "samples_per_prompt",
                         "raters_per_output",
                         "temperature",
@@ -394,6 +395,20 @@ TASK_RESPONSES = {
 }
 
 
+def rater_study(user, pk, *, check_pool: bool = True) -> Study:
+    """The study a rater asks for by id, or 404; 403 outside its pool (the rating services
+    check the pool themselves, so their callers skip the extra query)."""
+    valid = re.fullmatch(r"[0-9]{1,18}", str(pk)) is not None
+    studies = Study.objects.select_related("prompt_set")
+    study = studies.filter(pk=int(pk)).first() if valid else None
+    # A study of a profile the user does not rate in does not exist for them.
+    if study is None or not access.has_rater_role(user, study.profile_id):
+        raise NotFound("No such study.")
+    if check_pool and not access.can_rate_study(user, study):
+        raise PermissionDenied("You are not in this study's rater pool.")
+    return study
+
+
 class RatingStudyViewSet(EvaluationViewSet):
     """The studies a rater rates in, and their queue."""
 
@@ -403,17 +418,7 @@ class RatingStudyViewSet(EvaluationViewSet):
     pagination_class = None
 
     def _study(self, pk, *, check_pool: bool = True) -> Study:
-        """The study, or 404; 403 outside its pool (the rating services check the pool
-        themselves, so their callers skip the extra query)."""
-        valid = re.fullmatch(r"[0-9]{1,18}", str(pk)) is not None
-        studies = Study.objects.select_related("prompt_set")
-        study = studies.filter(pk=int(pk)).first() if valid else None
-        # A study of a profile the user does not rate in does not exist for them.
-        if study is None or not access.has_rater_role(self.request.user, study.profile_id):
-            raise NotFound("No such study.")
-        if check_pool and not access.can_rate_study(self.request.user, study):
-            raise PermissionDenied("You are not in this study's rater pool.")
-        return study
+        return rater_study(self.request.user, pk, check_pool=check_pool)
 
     def _summary(self, study: Study) -> dict:
         progress = study_progress(study)
@@ -460,7 +465,6 @@ class RatingStudyViewSet(EvaluationViewSet):
         study = self._study(pk, check_pool=False)
         queue.check_can_rate(study, request.user)
         return _task_response(queue.current_claim(study, request.user))
-
 
     @extend_schema(
         responses={
@@ -554,7 +558,5 @@ class RatingOutputViewSet(EvaluationViewSet):
     def flag(self, request, public_id=None):
         """Report the output (names a model, broken, …); an admin reviews it."""
         data = self.validated(FlagSerializer).validated_data
-        rating = queue.rating_flag(
-            public_id=public_id, rater=request.user, reason=data["reason"]
-        )
+        rating = queue.rating_flag(public_id=public_id, rater=request.user, reason=data["reason"])
         return self._result(rating)

@@ -11,6 +11,7 @@ from evaluation.models import (
     MAX_COMMENT_CHARS,
     MAX_PROMPT_CHARS,
     SCORES,
+    PairJudgment,
     PromptSet,
     Study,
 )
@@ -92,6 +93,13 @@ class StudyForm(RubricFieldsMixin, forms.Form):
     )
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2}))
     prompt_set = forms.ModelChoiceField(queryset=PromptSet.objects.all())
+    mode = forms.ChoiceField(
+        choices=Study.Mode.choices,
+        required=False,
+        initial=Study.Mode.SCALE,
+        help_text="1–5: each output alone on the rubric. Pairwise: two outputs of the same "
+        "prompt side by side, A or B; every arm pair is judged by that many raters.",
+    )
     samples_per_prompt = forms.IntegerField(min_value=1, max_value=20, initial=3)
     raters_per_output = forms.IntegerField(min_value=1, max_value=50, initial=3)
     temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7)
@@ -127,6 +135,7 @@ class StudyForm(RubricFieldsMixin, forms.Form):
                 "name",
                 "description",
                 "prompt_set",
+                "mode",
                 "samples_per_prompt",
                 "raters_per_output",
                 "temperature",
@@ -145,6 +154,7 @@ class StudyForm(RubricFieldsMixin, forms.Form):
         for score in SCORES:
             data.pop(f"rubric_{score}")
         data["rubric"] = self.rubric()
+        data["mode"] = data.get("mode") or Study.Mode.SCALE
         return data
 
 
@@ -251,8 +261,12 @@ def arm_formset(data=None, study: Study | None = None) -> BaseArmFormSet:
     three spare rows for more sizes."""
     if study is not None:
         initial = [
-            {"arm": a.arm, "model_version": a.model_version, "size_tag": a.size_tag,
-             "allow_arm_mismatch": a.arm_override}
+            {
+                "arm": a.arm,
+                "model_version": a.model_version,
+                "size_tag": a.size_tag,
+                "allow_arm_mismatch": a.arm_override,
+            }
             for a in study.arms.select_related("model_version")
         ]
     else:
@@ -271,6 +285,17 @@ class RatingForm(forms.Form):
         },
     )
     comment = forms.CharField(required=False, max_length=MAX_COMMENT_CHARS)
+
+
+class PairJudgmentForm(forms.Form):
+    verdict = forms.ChoiceField(
+        choices=PairJudgment.Verdict.choices,
+        error_messages={
+            "required": "Choose A better, B better, tie or both bad first.",
+            "invalid_choice": "Choose A better, B better, tie or both bad first.",
+        },
+    )
+    reason = forms.CharField(required=False, max_length=MAX_COMMENT_CHARS)
 
 
 class FlagForm(forms.Form):

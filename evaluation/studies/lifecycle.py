@@ -30,6 +30,7 @@ from evaluation.models import (
     StudyOutput,
 )
 from evaluation.rubric import default_rubric
+from evaluation.studies.pairwise_queue import pairs_create
 from evaluation.studies.positions import freeze_positions
 from evaluation.studies.prompt_sets import prompt_set_lock, prompt_set_release
 from evaluation.studies.screening import find_identifying, study_terms
@@ -123,11 +124,16 @@ def _validate_study(
     max_new_tokens: int,
     lease_minutes: int,
     seed: int = 0,
+    mode: str = Study.Mode.SCALE,
 ) -> None:
     if not (name or "").strip():
         raise EvaluationError("A study needs a name.")
     if not arms:
         raise EvaluationError("A study needs at least one arm.")
+    if mode not in Study.Mode.values:
+        raise EvaluationError(f"The mode is one of: {', '.join(Study.Mode.values)}.")
+    if mode == Study.Mode.PAIRWISE and len(arms) < 2:
+        raise EvaluationError("A pairwise study compares arms: it needs at least two.")
     versions = [spec.model_version.pk for spec in arms]
     if len(set(versions)) != len(versions):
         raise EvaluationError("Each model version can be in a study only once.")
@@ -193,6 +199,7 @@ def study_create(
     seed: int = 0,
     lease_minutes: int = 10,
     rubric: list[str] | None = None,
+    mode: str = Study.Mode.SCALE,
     user=None,
 ) -> Study:
     """Create a draft study. Its prompt set locks now: the study depends on those prompts.
@@ -209,9 +216,11 @@ def study_create(
         max_new_tokens=max_new_tokens,
         lease_minutes=lease_minutes,
         seed=seed,
+        mode=mode,
     )
     study = Study.objects.create(
         name=name.strip(),
+        mode=mode,
         description=description.strip(),
         prompt_set=prompt_set,
         samples_per_prompt=samples_per_prompt,
@@ -248,6 +257,7 @@ def study_update(
     seed: int,
     lease_minutes: int,
     rubric: list[str],
+    mode: str = Study.Mode.SCALE,
     user=None,
 ) -> Study:
     """Change a draft study. Once open, only the rubric and the rater pool can change
@@ -271,9 +281,11 @@ def study_update(
         max_new_tokens=max_new_tokens,
         lease_minutes=lease_minutes,
         seed=seed,
+        mode=mode,
     )
     fields = dict(
         name=name.strip(),
+        mode=mode,
         description=description.strip(),
         prompt_set=prompt_set,
         samples_per_prompt=samples_per_prompt,
@@ -405,12 +417,13 @@ def study_sync_sampling(*, study_id: int) -> Study | None:
             _event(study, StudyEvent.Kind.SAMPLING_FAILED, None, study.sampling_error)
             return study
         created, held = _import_generations(study)
+        detail = f"{created} outputs, {held} held for review"
+        if study.mode == Study.Mode.PAIRWISE:
+            detail += f", {pairs_create(study=study)} pairs"
         study.status = Study.Status.RATING
         study.rating_opened_at = timezone.now()
         study.save(update_fields=["status", "rating_opened_at"])
-        _event(
-            study, StudyEvent.Kind.RATING_OPENED, None, f"{created} outputs, {held} held for review"
-        )
+        _event(study, StudyEvent.Kind.RATING_OPENED, None, detail)
         return study
 
 

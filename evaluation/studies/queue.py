@@ -9,14 +9,15 @@ rater's next candidate that nobody else is claiming right now; on SQLite the tra
 query without row locks is already exclusive. The database backs the rules up with a unique
 (output, rater) pair, one open claim per rater and study, and ``completed_count <= quota``.
 A claim does not scan the study: it looks at the prompt the rater is on first, then at
-widening windows of their personal prompt order (see :func:`_prompt_windows`).
+widening windows of their personal prompt order (see :func:`prompt_windows`).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from django.db import IntegrityError, connection, transaction
 from django.db.models import Case, F, Q, When
@@ -41,17 +42,22 @@ from evaluation.models import (
 
 CLAIM_ATTEMPTS = 20  # candidates found full on re-check before giving up (contention only)
 
+Item = TypeVar("Item")  # what a queue hands out: an output (1–5) or a pair (pairwise)
+Claim = TypeVar("Claim")
 
-def check_can_rate(study: Study, user) -> None:
-    """Raise unless ``user`` is a rater in ``study``'s pool and the study is rating now
-    (read from the database: one query, whatever the caller holds in memory)."""
+
+def check_can_rate(study: Study, user, *, mode: str = Study.Mode.SCALE) -> None:
+    """Raise unless ``user`` is a rater in ``study``'s pool and the study is rating now in
+    ``mode`` (read from the database: one query, whatever the caller holds in memory)."""
     status = None
     if has_rater_role(user):
         in_pool = Study.objects.filter(pk=study.pk, raters=user)
-        row = in_pool.values_list("status", "prompt_set__profile_id").first()
+        row = in_pool.values_list("status", "prompt_set__profile_id", "mode").first()
         # A rater whose membership of the study's profile was withdrawn rates no more.
         if row is not None and has_rater_role(user, row[1]):
             status = row[0]
+            if row[2] != mode:
+                raise StudyStateError(f"This study is rated in {Study.Mode(row[2]).label}.")
     if status is None:
         raise NotARater("You are not in this study's rater pool.")
     if can_see_generations(user):  # made an admin after joining the pool
@@ -60,7 +66,8 @@ def check_can_rate(study: Study, user) -> None:
         raise StudyStateError("This study is not open for rating.")
 
 
-def _live_claims(now: datetime):
+def live_claims(now: datetime):
+    """A live claim: claimed and its lease not over (ratings and pair judgments alike)."""
     return Q(status=Rating.Status.CLAIMED, expires_at__gt=now)
 
 
@@ -122,21 +129,21 @@ def _task_columns() -> tuple[str, list[tuple[type, list[str]]]]:
     return ", ".join(columns), layout
 
 
-def _order_salt(study: Study, rater) -> str:
+def order_salt(study: Study, rater) -> str:
     return f"{study.order_salt}:{rater.pk}:"
 
 
-def _prompt_order(study: Study, rater) -> list[int]:
+def prompt_order(study: Study, rater) -> list[int]:
     """The study's prompts in this rater's order: the key :data:`_CANDIDATE_SQL` sorts by,
     computed here (hex digests compare alike in Python and in SQL)."""
-    salt = _order_salt(study, rater)
+    salt = order_salt(study, rater)
     return sorted(
         study.prompt_ids,
         key=lambda pk: hashlib.md5(f"{salt}{pk}".encode(), usedforsecurity=False).hexdigest(),
     )
 
 
-def _prompt_windows(order: list[int], start: int) -> Iterator[tuple[list[int], bool]]:
+def prompt_windows(order: list[int], start: int) -> Iterator[tuple[list[int], bool]]:
     """Where to look for the rater's next output, nearest first, so that a claim reads a
     prompt's outputs rather than the whole study's: the rater's prompt order from
     ``start`` (the prompt of their latest claim) to the end, then from the beginning, in
@@ -190,7 +197,7 @@ def _first_candidate(
         lock=lock,
         **_FROZEN_TABLES,
     )
-    salt = _order_salt(study, rater)
+    salt = order_salt(study, rater)
     params = [
         study.pk,
         StudyOutput.Screening.ACTIVE.value,
@@ -228,13 +235,13 @@ def _lock_next(
     wait: bool = False,
     resume: int | None = None,
 ) -> StudyOutput | None:
-    """Lock the rater's next candidate, walking :func:`_prompt_windows` from prompt
+    """Lock the rater's next candidate, walking :func:`prompt_windows` from prompt
     ``resume`` (the prompt of their latest claim; None: from the start). First pass
     (``wait=False``) skips rows other transactions hold; the second waits for them (they
     are short), so a rater is told "nothing left" only when nothing is."""
-    order = _prompt_order(study, rater)
+    order = prompt_order(study, rater)
     start = order.index(resume) if resume in order else 0
-    for prompts, inside in _prompt_windows(order, start):
+    for prompts, inside in prompt_windows(order, start):
         output = _first_candidate(study, rater, now, prompts, inside=inside, skip=skip, wait=wait)
         if output is not None:
             return output
@@ -246,7 +253,7 @@ def _open_slots(output: StudyOutput, now: datetime, *, besides: int | None = Non
     (other than ``besides``). ``completed_count`` comes from the locked row, which
     PostgreSQL hands back in its latest committed version; the claims are counted in a
     fresh statement, so both are current."""
-    live = Rating.objects.filter(_live_claims(now), output=output)
+    live = Rating.objects.filter(live_claims(now), output=output)
     if besides is not None:
         live = live.exclude(pk=besides)
     return output.quota - output.completed_count - live.count()
@@ -256,14 +263,35 @@ def current_claim(study: Study, rater, now: datetime | None = None) -> Rating | 
     """The rater's live claim in this study, with what the rating page shows."""
     now = now or timezone.now()
     return (
-        Rating.objects.filter(_live_claims(now), study=study, rater=rater)
+        Rating.objects.filter(live_claims(now), study=study, rater=rater)
         .select_related("output__prompt__category", "study")
         .first()
     )
 
 
-class _Contended(Exception):
+class Contended(Exception):
     """The candidate locked on the fast path filled up under us: retry the careful way."""
+
+
+def claim_with_retries(
+    claim: Callable[[bool], Claim | None], current: Callable[[], Claim | None]
+) -> Claim | None:
+    """Run ``claim(careful)`` in a transaction: first the fast way, then (after
+    :class:`Contended`) the careful way; a unique-constraint refusal means the same rater
+    claimed in another request a moment ago (double click, two tabs), so hand back
+    ``current()``. Shared by the 1–5 queue and the pairwise queue."""
+    careful = False
+    for _ in range(3):
+        try:
+            with transaction.atomic():
+                return claim(careful)
+        except Contended:
+            careful = True  # the rollback released the full candidate's lock
+        except IntegrityError:
+            held = current()
+            if held is not None:
+                return held
+    return None
 
 
 def rating_claim_next(*, study: Study, rater, now: datetime | None = None) -> Rating | None:
@@ -274,20 +302,10 @@ def rating_claim_next(*, study: Study, rater, now: datetime | None = None) -> Ra
     output freed behind them (a lapsed lease, a skip) reaches them after the rest."""
     now = now or timezone.now()
     check_can_rate(study, rater)
-    careful = False
-    for _ in range(3):
-        try:
-            with transaction.atomic():
-                return _claim(study, rater, now, careful=careful)
-        except _Contended:
-            careful = True  # the rollback released the full candidate's lock
-        except IntegrityError:
-            # The same rater claimed in another request a moment ago (double click, two
-            # tabs): the one-open-claim constraint refused this one. Hand back that claim.
-            claim = current_claim(study, rater, now)
-            if claim is not None:
-                return claim
-    return None
+    return claim_with_retries(
+        lambda careful: _claim(study, rater, now, careful=careful),
+        lambda: current_claim(study, rater, now),
+    )
 
 
 def _claim(study: Study, rater, now: datetime, *, careful: bool) -> Rating | None:
@@ -337,32 +355,46 @@ def _claim(study: Study, rater, now: datetime, *, careful: bool) -> Rating | Non
 def _lock_free_output(
     study: Study, rater, now: datetime, *, careful: bool, resume: int | None = None
 ) -> StudyOutput | None:
-    """Lock the rater's next output that still has room, or return None.
+    """Lock the rater's next output that still has room, or return None."""
+    return lock_with_room(
+        lambda tried, wait: _lock_next(study, rater, now, tried, wait=wait, resume=resume),
+        lambda output: _open_slots(output, now),
+        careful=careful,
+    )
+
+
+def lock_with_room(
+    lock_next: Callable[[list[int], bool], Item | None],
+    open_slots: Callable[[Item], int],
+    *,
+    careful: bool,
+) -> Item | None:
+    """Lock the next item (``lock_next(tried ids, wait)``) that still has room, or None.
 
     SQLite: the transaction is the only writer, so the first candidate is the answer.
     PostgreSQL: first skip rows other claims hold; if that finds nothing, wait for them
     (they are short) so "nothing left" means nothing is left. A transaction must never
-    wait while holding another output's lock (deadlock), so a candidate found full ends
-    the fast path (:class:`_Contended`, rolled back, retried); the careful path wraps each
+    wait while holding another item's lock (deadlock), so a candidate found full ends
+    the fast path (:class:`Contended`, rolled back, retried); the careful path wraps each
     try in a savepoint whose rollback releases the full candidate's lock at once."""
     if not connection.features.has_select_for_update_skip_locked:
-        return _lock_next(study, rater, now, [], resume=resume)
+        return lock_next([], False)
     tried: list[int] = []
     for wait in (False, True):
         for _ in range(CLAIM_ATTEMPTS):
             savepoint = transaction.savepoint() if careful else None
-            output = _lock_next(study, rater, now, tried, wait=wait, resume=resume)
-            if output is not None and _open_slots(output, now) > 0:
+            item = lock_next(tried, wait)
+            if item is not None and open_slots(item) > 0:
                 if savepoint:
                     transaction.savepoint_commit(savepoint)
-                return output
-            if output is not None and not careful:
-                raise _Contended()
+                return item
+            if item is not None and not careful:
+                raise Contended()
             if savepoint:
                 transaction.savepoint_rollback(savepoint)
-            if output is None:
+            if item is None:
                 break
-            tried.append(output.pk)  # filled between our snapshot and our lock
+            tried.append(item.pk)  # filled between our snapshot and our lock
     return None
 
 

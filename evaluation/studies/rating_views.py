@@ -120,6 +120,8 @@ def rate(request, pk: int):
     """The rating page: the instructions before a rater's first output of the study, then
     one output at a time."""
     study = get_rating_study_for_user(request.user, pk)
+    if study.mode == Study.Mode.PAIRWISE:  # its own page: two outputs at a time
+        return redirect("evaluation:pair-rate", study.pk)
     if study.status != Study.Status.RATING:
         return _rate_response(request, _rate_context(request, study, state="closed"))
     claim = queue.current_claim(study, request.user)

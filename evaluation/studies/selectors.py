@@ -13,6 +13,7 @@ from django.utils import timezone
 from curation.models import Category
 from evaluation.access import can_see_generations
 from evaluation.models import Rating, Study, StudyArm, StudyOutput
+from evaluation.studies import pairwise_selectors
 from palmsweb.roles import Role, profile_ids_with_role
 from training.models import BaseModel, ModelVersion
 from training.selectors import local_sampling_speed, packaged_model_needs_conversion
@@ -54,6 +55,10 @@ def study_progress(study: Study, now=None) -> StudyProgress:
     live = Rating.objects.filter(
         study=study, status=Rating.Status.CLAIMED, expires_at__gt=now
     ).count()
+    if study.mode == Study.Mode.PAIRWISE:  # judgments of pairs, not ratings of outputs
+        pairs = pairwise_selectors.pair_totals(study, now)
+        row.update(needed=pairs["needed"], completed=pairs["completed"])
+        live = pairs["live"]
     return StudyProgress(
         outputs=row["outputs"],
         active=row["active"],
@@ -169,14 +174,14 @@ class RaterProgress:
 def rater_progress(study: Study, rater) -> RaterProgress:
     """What one rater has done in a study, and what is still open to them (outputs with
     room that they have not answered; their current claim counts as open). Never counts
-    anyone else's ratings."""
+    anyone else's ratings. Pairwise studies count pairs."""
+    if study.mode == Study.Mode.PAIRWISE:
+        return RaterProgress(**pairwise_selectors.rater_pair_counts(study, rater))
     row = Rating.objects.filter(study=study, rater=rater).aggregate(
         completed=Count("pk", filter=Q(status=Rating.Status.COMPLETED)),
         skipped=Count("pk", filter=Q(status__in=[Rating.Status.SKIPPED, Rating.Status.FLAGGED])),
     )
-    answered = Rating.objects.filter(study=study, rater=rater).exclude(
-        status=Rating.Status.CLAIMED
-    )
+    answered = Rating.objects.filter(study=study, rater=rater).exclude(status=Rating.Status.CLAIMED)
     open_to_me = (
         StudyOutput.objects.filter(
             study=study, screening=StudyOutput.Screening.ACTIVE, completed_count__lt=F("quota")
@@ -184,9 +189,7 @@ def rater_progress(study: Study, rater) -> RaterProgress:
         .exclude(pk__in=answered.values("output_id"))
         .count()
     )
-    return RaterProgress(
-        completed=row["completed"], skipped=row["skipped"], open_to_me=open_to_me
-    )
+    return RaterProgress(completed=row["completed"], skipped=row["skipped"], open_to_me=open_to_me)
 
 
 def rater_studies(user):

@@ -16,6 +16,7 @@ from evaluation.models import (
     MAX_COMMENT_CHARS,
     MAX_PROMPT_CHARS,
     SCORES,
+    PairJudgment,
     Prompt,
     PromptSet,
     Study,
@@ -25,7 +26,7 @@ from evaluation.models import (
 )
 from evaluation.studies.blinding import rater_pseudonym
 from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
-from evaluation.studies.positions import task_position
+from evaluation.studies.positions import position_text, task_position
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.profiles import profile_choice_field
 from palmsweb.roles import Role, has_role
@@ -96,7 +97,9 @@ class StudyArmSerializer(serializers.ModelSerializer):
 
 class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     arm = serializers.ChoiceField(
-        choices=ModelVersion.Arm.choices, required=False, default="",
+        choices=ModelVersion.Arm.choices,
+        required=False,
+        default="",
         help_text="Leave out: the arm the version's training data gives it. Another label "
         "needs allow_arm_mismatch.",
     )
@@ -112,8 +115,7 @@ class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
 class ShutdownWarningSerializer(serializers.Serializer):
     shutdown_date = serializers.DateField()
     source = serializers.CharField(
-        help_text='"provider": the provider\'s model listing; "configured": '
-        "HOSTED_PROVIDER_DATES."
+        help_text='"provider": the provider\'s model listing; "configured": HOSTED_PROVIDER_DATES.'
     )
     days_left = serializers.IntegerField(help_text="Negative: it has shut down.")
     message = serializers.CharField()
@@ -145,6 +147,7 @@ class StudySerializer(serializers.ModelSerializer):
             "name",
             "description",
             "status",
+            "mode",
             "prompt_set",
             "samples_per_prompt",
             "raters_per_output",
@@ -227,6 +230,11 @@ class StudyWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         queryset=get_user_model().objects.all(),
         required=False,
         default=list,
+    )
+    mode = serializers.ChoiceField(
+        choices=Study.Mode.choices,
+        default=Study.Mode.SCALE,
+        help_text="scale: 1–5 ratings of each output; pairwise: A/B judgments of arm pairs.",
     )
     samples_per_prompt = serializers.IntegerField(default=3)
     raters_per_output = serializers.IntegerField(default=3)
@@ -432,6 +440,53 @@ class RatingResultSerializer(serializers.Serializer):
     output = serializers.CharField()
     status = serializers.CharField()
     score = serializers.IntegerField(allow_null=True)
+
+
+class PairTaskSerializer(serializers.Serializer):
+    """One pair as a rater sees it: ``pair`` is the opaque public id, ``a`` and ``b`` the
+    two texts in the pair's stored order. Nothing maps to an arm, model or size."""
+
+    pair = serializers.CharField()
+    study = serializers.IntegerField()
+    category = serializers.CharField()
+    position = serializers.CharField()
+    prompt = serializers.CharField()
+    a = serializers.CharField()
+    b = serializers.CharField()
+    expires_at = serializers.DateTimeField()
+
+
+def pair_task_payload(judgment) -> dict:
+    pair = judgment.pair
+    return {
+        "pair": pair.public_id,
+        "study": judgment.study_id,
+        "category": pair.prompt.category.name,
+        # The version frozen when the study opened, not the live text.
+        "position": position_text(judgment.study, pair.prompt.category),
+        "prompt": pair.prompt.text,
+        "a": pair.left.text,
+        "b": pair.right.text,
+        "expires_at": judgment.expires_at,
+    }
+
+
+class PairJudgeSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    verdict = serializers.ChoiceField(
+        choices=PairJudgment.Verdict.choices,
+        help_text="a: A better; b: B better; tie; both_bad.",
+    )
+    reason = serializers.CharField(
+        required=False, allow_blank=True, default="", max_length=MAX_COMMENT_CHARS
+    )
+
+
+class PairResultSerializer(serializers.Serializer):
+    """The outcome of judge/skip/flag: no ids beyond the pair's public one."""
+
+    pair = serializers.CharField()
+    status = serializers.CharField()
+    verdict = serializers.CharField(allow_blank=True)
 
 
 # --- the study planner (issue 15): power before rating ----------------------------------------

@@ -13,7 +13,7 @@ import pytest
 from django.db import connection
 from django.utils import timezone
 
-from evaluation.models import Prompt, PromptSet, Study, StudyArm, StudyOutput
+from evaluation.models import Prompt, PromptSet, Study, StudyArm, StudyOutput, StudyPair
 from evaluation.studies import lifecycle
 from tests.conftest import make_user
 from tests.factories import CategoryFactory
@@ -26,6 +26,7 @@ IDS = {
     Generation: 990_001,
     StudyArm: 440_001,
     StudyOutput: 660_001,
+    StudyPair: 550_001,
 }
 
 # Names a rater must never meet. The model names are made up so that they cannot occur
@@ -152,6 +153,7 @@ def build_study(
     open_rating: bool = True,
     text=None,
     rater_prefix: str = "rater",
+    mode: str = Study.Mode.SCALE,
 ) -> Setup:
     distinctive_ids()
     from palmsweb.roles import Role
@@ -167,6 +169,7 @@ def build_study(
         samples_per_prompt=samples,
         raters_per_output=raters_per_output,
         lease_minutes=lease_minutes,
+        mode=mode,
         user=admin,
     )
     if open_rating:
@@ -181,3 +184,10 @@ def build_study(
 def rating_study(db, no_queue) -> Setup:
     """3 arms × 4 prompts × 1 sample = 12 outputs, 3 raters, 3 ratings each."""
     return build_study()
+
+
+@pytest.fixture
+def pairwise_study(db, no_queue) -> Setup:
+    """3 arms × 4 prompts × 1 sample = 12 outputs, 3 arm pairs per prompt = 12 pairs,
+    3 raters, 3 judgments each."""
+    return build_study(mode=Study.Mode.PAIRWISE)

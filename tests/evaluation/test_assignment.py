@@ -226,11 +226,11 @@ def test_the_claim_order_follows_the_raters_prompt_order(no_queue):
     study, rater = setup.study, setup.raters[0]
     rated = rate_all(study, rater)
     prompts = [StudyOutput.objects.get(pk=pk).prompt_id for pk in rated]
-    assert list(dict.fromkeys(prompts)) == queue._prompt_order(study, rater)
+    assert list(dict.fromkeys(prompts)) == queue.prompt_order(study, rater)
 
 
 def windows(order, start):
-    return list(queue._prompt_windows(order, start))
+    return list(queue.prompt_windows(order, start))
 
 
 @pytest.mark.parametrize(
@@ -268,7 +268,7 @@ def test_a_rater_resumes_at_their_latest_prompt_and_wraps_round_for_freed_output
     )
     study, (ann, bob) = setup.study, setup.raters
     by_prompt = {o.prompt_id: o for o in study.outputs.all()}
-    first, second, third = (by_prompt[pk] for pk in queue._prompt_order(study, ann))
+    first, second, third = (by_prompt[pk] for pk in queue.prompt_order(study, ann))
     t0 = timezone.now()
     Rating.objects.create(
         study=study,

@@ -18,9 +18,9 @@ from django.urls import reverse
 from rest_framework.test import APIClient
 
 from evaluation import errors
-from evaluation.models import Export, Rating, Study, StudyArm, StudyOutput
+from evaluation.models import Export, PairJudgment, Rating, Study, StudyArm, StudyOutput, StudyPair
 from evaluation.report import exports
-from evaluation.studies import lifecycle, queue
+from evaluation.studies import lifecycle, pairwise_queue, queue
 from palmsweb.roles import Role
 from tests.conftest import api_token, client_for, make_user
 from tests.evaluation.conftest import BASE_MODEL_NAME, SIZE_TAG, VERSION_NAMES, build_study
@@ -55,6 +55,7 @@ def forbidden_patterns(study) -> list[re.Pattern]:
     ids |= set(StudyArm.objects.filter(study=study).values_list("pk", flat=True))
     ids |= set(StudyArm.objects.filter(study=study).values_list("model_version_id", flat=True))
     ids |= set(StudyOutput.objects.filter(study=study).values_list("pk", flat=True))
+    ids |= set(StudyPair.objects.filter(study=study).values_list("pk", flat=True))
     ids |= set(BaseModel.objects.values_list("pk", flat=True))
     assert min(ids) > 100_000  # distinctive, or this test proves little
     patterns += [re.compile(r"(?<!\d)" + str(i) + r"(?!\d)") for i in ids]
@@ -128,8 +129,8 @@ def collect_rater_views(study, rater) -> list[tuple[str, str, bool]]:
         keep(f"forbidden {name}", client.get(reverse(f"evaluation:{name}")))
     for name in ("study-detail", "study-results", "study-outputs", "study-status"):
         keep(f"forbidden {name}", client.get(reverse(f"evaluation:{name}", args=[study.pk])))
-    script = Path(settings.BASE_DIR, "static", "js", "rating.js").read_text()
-    seen.append(("rating.js", script, True))
+    for name in ("task-keys.js", "rating.js"):
+        seen.append((name, Path(settings.BASE_DIR, "static", "js", name).read_text(), True))
 
     api = APIClient()
     api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(rater)}")
@@ -187,6 +188,74 @@ def test_no_rater_page_or_payload_names_an_arm_a_model_or_an_internal_id(no_queu
     empty = client.post(reverse("evaluation:rate-claim", args=[study.pk]), **HX)
     lifecycle.study_close(study=study, user=setup.admin)
     closed = client.get(reverse("evaluation:rate", args=[study.pk]))
+    for label, response in (("empty", empty), ("closed", closed)):
+        assert_blind(label, response.content.decode(), patterns)
+
+
+def collect_pairwise_views(study, rater) -> list[tuple[str, str, bool]]:
+    """(label, content, check arm words) for everything a rater can reach in a pairwise
+    study: its page in every state, the htmx answers, the script and the API."""
+    seen: list[tuple[str, str, bool]] = []
+    client = client_for(rater)
+
+    def keep(label, response):
+        assert response.status_code < 500, label
+        headers = " ".join(f"{k}: {v}" for k, v in response.headers.items())
+        seen.append((label, response.content.decode() + "\n" + headers, True))
+        return response
+
+    keep("rate home", client.get(reverse("evaluation:rate-home")))
+    keep("1–5 address of a pairwise study", client.get(reverse("evaluation:rate", args=[study.pk])))
+    page = reverse("evaluation:pair-rate", args=[study.pk])
+    keep("pair page (intro)", client.get(page))
+    keep("claim (plain)", client.post(reverse("evaluation:pair-claim", args=[study.pk])))
+    keep("pair page (task)", client.get(page))
+    keep("claim (htmx)", client.post(reverse("evaluation:pair-claim", args=[study.pk]), **HX))
+
+    def url(name):
+        held = PairJudgment.objects.get(study=study, rater=rater, status="claimed")
+        return reverse(f"evaluation:{name}", args=[study.pk, held.pair.public_id])
+
+    keep("judge without verdict", client.post(url("pair-judge"), {}, **HX))
+    keep("judge (htmx)", client.post(url("pair-judge"), {"verdict": "a", "reason": "r"}, **HX))
+    keep("skip (htmx)", client.post(url("pair-skip"), **HX))
+    keep("flag (htmx)", client.post(url("pair-flag"), {"flag_reason": "odd"}, **HX))
+    keep("judge (plain)", client.post(url("pair-judge"), {"verdict": "tie"}))
+    keep("unknown pair", client.post(reverse("evaluation:pair-skip", args=[study.pk, "nopair"])))
+    script = Path(settings.BASE_DIR, "static", "js", "pairwise.js").read_text()
+    seen.append(("pairwise.js", script, True))
+
+    api = APIClient()
+    api.credentials(HTTP_AUTHORIZATION=f"Token {api_token(rater)}")
+    keep("api studies", api.get("/api/rating/studies/"))
+    keep("api study", api.get(f"/api/rating/studies/{study.pk}/"))
+    claim = keep("api pair claim", api.post(f"/api/rating/pair-studies/{study.pk}/claim/"))
+    keep("api pair current", api.get(f"/api/rating/pair-studies/{study.pk}/current/"))
+    keep("api 1–5 claim refused", api.post(f"/api/rating/studies/{study.pk}/claim/"))
+    pair = claim.json()["pair"]
+    judge = f"/api/rating/pairs/{pair}/judge/"
+    keep("api judge", api.post(judge, {"verdict": "b"}, format="json"))
+    keep("api judge again (conflict)", api.post(judge, {"verdict": "a"}, format="json"))
+    pair = api.post(f"/api/rating/pair-studies/{study.pk}/claim/").json()["pair"]
+    keep("api skip", api.post(f"/api/rating/pairs/{pair}/skip/"))
+    keep("api unknown pair", api.post("/api/rating/pairs/unknownid/skip/"))
+    return seen
+
+
+def test_no_pairwise_page_or_payload_names_an_arm_a_model_or_an_internal_id(no_queue):
+    setup = build_study(samples=2, mode=Study.Mode.PAIRWISE)
+    study, rater = setup.study, setup.raters[0]
+    patterns = forbidden_patterns(study)
+    views = collect_pairwise_views(study, rater)
+    assert len(views) > 20
+    for label, text, arm_words in views:
+        assert_blind(label, text, patterns, arm_words=arm_words)
+    while (claim := pairwise_queue.pair_claim_next(study=study, rater=rater)) is not None:
+        pairwise_queue.pair_judge(public_id=claim.pair.public_id, rater=rater, verdict="tie")
+    client = client_for(rater)
+    empty = client.post(reverse("evaluation:pair-claim", args=[study.pk]), **HX)
+    lifecycle.study_close(study=study, user=setup.admin)
+    closed = client.get(reverse("evaluation:pair-rate", args=[study.pk]))
     for label, response in (("empty", empty), ("closed", closed)):
         assert_blind(label, response.content.decode(), patterns)
 
@@ -417,3 +486,9 @@ def test_a_rater_of_another_profile_reaches_nothing_of_a_study(world):  # noqa: 
         assert method(f"/api/rating/studies/{study.pk}/{path}").status_code == 404, path
     with pytest.raises(errors.NotARater):
         queue.rating_claim_next(study=study, rater=stranger)
+    # The pairwise page and endpoints alike.
+    assert page.get(reverse("evaluation:pair-rate", args=[study.pk])).status_code == 404
+    assert api.post(f"/api/rating/pair-studies/{study.pk}/claim/").status_code == 404
+    assert api.get(f"/api/rating/pair-studies/{study.pk}/current/").status_code == 404
+    with pytest.raises(errors.NotARater):
+        pairwise_queue.pair_claim_next(study=study, rater=stranger)

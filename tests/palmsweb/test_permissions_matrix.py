@@ -138,6 +138,7 @@ HTML_POLICY = {
     ("evaluation:study-close", "study", "post"): ADMIN,
     ("evaluation:study-unblind", "study", "post"): UNBLINDERS,
     ("evaluation:study-results", "study", "get"): ARM_RESULTS_WHILE_OPEN,
+    ("evaluation:study-pairwise-results", "study", "get"): ARM_RESULTS_WHILE_OPEN,
     ("evaluation:study-outputs", "study", "get"): ADMIN,
     ("evaluation:study-outputs-reveal", "study", "post"): ADMIN,
     ("evaluation:output-clear", "output", "post"): ADMIN,
@@ -168,6 +169,19 @@ HTML_POLICY = {
     ("evaluation:rate-submit", "study_output", "post"): RATERS,
     ("evaluation:rate-skip", "study_output", "post"): RATERS,
     ("evaluation:rate-flag", "study_output", "post"): RATERS,
+    ("evaluation:pair-rate", "study", "get"): RATERS,
+    ("evaluation:pair-claim", "study", "post"): RATERS,
+    # A pair's public id takes the output's place (an unknown pair: 404-free refusals).
+    ("evaluation:pair-judge", "study_output", "post"): RATERS,
+    ("evaluation:pair-skip", "study_output", "post"): RATERS,
+    ("evaluation:pair-flag", "study_output", "post"): RATERS,
+    ("evaluation:preference-index", None, "get"): CURATION_WRITE,
+    ("evaluation:study-preferences", "study", "get"): CURATION_WRITE,
+    ("evaluation:study-preferences", "study", "post"): CURATION_WRITE,
+    ("evaluation:preference-set-detail", "preference_set", "get"): CURATION_WRITE,
+    ("evaluation:preference-pair-drop", "preference_pair", "post"): CURATION_WRITE,
+    ("evaluation:preference-set-freeze", "preference_set", "post"): CURATION_WRITE,
+    ("evaluation:preference-snapshot-download", "preference_snapshot", "get"): CURATION_WRITE,
 }
 
 # (api path template, method) -> who may
@@ -255,6 +269,16 @@ API_POLICY = {
     ("/api/studies/{study}/close/", "post"): ADMIN,
     ("/api/studies/{study}/unblind/", "post"): UNBLINDERS,
     ("/api/studies/{study}/results/", "get"): ARM_RESULTS_WHILE_OPEN,
+    ("/api/pairwise-results/{study}/", "get"): ARM_RESULTS_WHILE_OPEN,
+    ("/api/preference-sets/", "get"): CURATION_WRITE,
+    ("/api/preference-sets/", "post"): CURATION_WRITE,
+    ("/api/preference-sets/preview/", "post"): CURATION_WRITE,
+    ("/api/preference-sets/{preference_set}/", "get"): CURATION_WRITE,
+    ("/api/preference-sets/{preference_set}/freeze/", "post"): CURATION_WRITE,
+    ("/api/preference-pairs/{preference_pair}/drop/", "post"): CURATION_WRITE,
+    ("/api/preference-snapshots/", "get"): CURATION_WRITE,
+    ("/api/preference-snapshots/{preference_snapshot}/", "get"): CURATION_WRITE,
+    ("/api/preference-snapshots/{preference_snapshot}/download/", "get"): CURATION_WRITE,
     ("/api/studies/{study}/events/", "get"): STUDY_READ,
     # Held-out adherence (issue 16): researchers read it blinded until unblinding.
     ("/api/studies/{study}/adherence/", "get"): STUDY_READ,
@@ -272,6 +296,11 @@ API_POLICY = {
     ("/api/rating/outputs/{study_output}/submit/", "post"): RATERS,
     ("/api/rating/outputs/{study_output}/skip/", "post"): RATERS,
     ("/api/rating/outputs/{study_output}/flag/", "post"): RATERS,
+    ("/api/rating/pair-studies/{study}/claim/", "post"): RATERS,
+    ("/api/rating/pair-studies/{study}/current/", "get"): RATERS,
+    ("/api/rating/pairs/{study_output}/judge/", "post"): RATERS,
+    ("/api/rating/pairs/{study_output}/skip/", "post"): RATERS,
+    ("/api/rating/pairs/{study_output}/flag/", "post"): RATERS,
     ("/api/misalignment-evals/", "get"): STUDY_READ,
     ("/api/misalignment-evals/", "post"): ADMIN,
     ("/api/misalignment-evals/{misalignment_eval}/", "get"): STUDY_READ,
@@ -337,6 +366,7 @@ FAKE_IDS["profile"] = FAKE_IDS["membership"] = "1"
 FAKE_IDS["realignment"] = "1"
 FAKE_IDS["study_sampling"] = "1"
 FAKE_IDS["sweep"] = "1"
+FAKE_IDS["preference_set"] = FAKE_IDS["preference_pair"] = FAKE_IDS["preference_snapshot"] = "1"
 
 
 def resolve_name(path: str) -> str:
@@ -410,7 +440,27 @@ def world(db, monkeypatch, tmp_path, no_training_queue):
             steps=4,
         ).pk,
     }
+    objects.update(_preference_objects(study, users["curator"]))
     return users, objects
+
+
+def _preference_objects(study, curator) -> dict:
+    """A preference set, one pair and a frozen snapshot of the world's study (built by hand:
+    the study is still rating, and building needs a closed one)."""
+    from evaluation.models import PreferencePair, PreferenceSet
+    from evaluation.report.preferences import preference_snapshot_freeze
+
+    preference_set = PreferenceSet.objects.create(study=study, source="ratings", margin=1)
+    first, second = study.outputs.filter(prompt=study.outputs.first().prompt)[:2]
+    pair = PreferencePair.objects.create(
+        preference_set=preference_set, prompt=first.prompt, chosen=first, rejected=second
+    )
+    snapshot = preference_snapshot_freeze(preference_set=preference_set, user=curator)
+    return {
+        "preference_set": preference_set.pk,
+        "preference_pair": pair.pk,
+        "preference_snapshot": snapshot.pk,
+    }
 
 
 def client_as(role: str, users) -> Client:
@@ -466,6 +516,7 @@ def test_api_endpoints_by_role(world, role):
 PROFILE_SCOPED = {
     "category", "dataset", "sample", "stale_edit", "snapshot", "gap_ticket", "pending_import",
     "prompt_set", "prompt", "study", "study_output",
+    "preference_set", "preference_pair", "preference_snapshot",
 }
 
 

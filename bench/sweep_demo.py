@@ -126,8 +126,10 @@ def print_table(report: dict) -> None:
     runs = sorted(report["runs"], key=lambda r: r["best_loss"])
     names = [n for n in runs[0]["adherence"] if n != "All categories"] + ["All categories"]
     base_cap = report["base"]["capability"]
-    print("\n| rank | method | lr | epochs | best val. loss (step) | held-out ppl vs base, all "
-          "(95% CI) | general-text ppl vs base | MC acc. |")
+    print(
+        "\n| rank | method | lr | epochs | best val. loss (step) | held-out ppl vs base, all "
+        "(95% CI) | general-text ppl vs base | MC acc. |"
+    )
     print("| --- | --- | --- | --- | --- | --- | --- | --- |")
     for rank, run in enumerate(runs, 1):
         a = run["adherence"]["All categories"]

@@ -10,6 +10,7 @@ from evaluation.studies import api as evaluation_api
 from palmsweb.profile_api import ProfileViewSet
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
+from training.screening_api import ScreeningViewSet
 
 router = DefaultRouter()
 router.register("profiles", ProfileViewSet, basename="profile")
@@ -21,6 +22,7 @@ router.register("gap-tickets", curation_api.GapTicketViewSet, basename="gapticke
 router.register("base-models", training_api.BaseModelViewSet, basename="basemodel")
 router.register("model-versions", training_api.ModelVersionViewSet, basename="modelversion")
 router.register("finetunes", training_api.FineTuneJobViewSet, basename="finetune")
+router.register("screenings", ScreeningViewSet, basename="screening")
 router.register("sampling-jobs", training_api.SamplingJobViewSet, basename="samplingjob")
 router.register("prompt-sets", evaluation_api.PromptSetViewSet, basename="promptset")
 router.register("studies", evaluation_api.StudyViewSet, basename="study")

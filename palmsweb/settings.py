@@ -225,6 +225,7 @@ CELERY_TASK_DEFAULT_QUEUE = "default"
 CELERY_TASK_ROUTES = {
     "training.tasks.run_finetune": {"queue": "gpu"},
     "training.tasks.run_sampling": {"queue": "gpu"},
+    "training.tasks.run_screening": {"queue": "gpu"},
     "evaluation.tasks.run_capability_scoring": {"queue": "gpu"},
     "evaluation.tasks.measure_misalignment_persona": {"queue": "gpu"},
     "evaluation.tasks.measure_finetune_persona": {"queue": "gpu"},

@@ -336,3 +336,17 @@ def persona_points(track: list[dict]) -> list[dict]:
         return []
     start = track[0]["value"]
     return [point | {"shift": point["value"] - start} for point in track]
+
+
+def latest_screenings(limit: int = 20) -> list:
+    """The most recent successful screening of each snapshot (newest first), for the
+    fine-tune launch form: the risk of a snapshot's samples before it is trained on."""
+    from training.models import ScreeningRun
+
+    runs = ScreeningRun.objects.filter(status=JobStatus.SUCCEEDED).select_related(
+        "snapshot__dataset", "base_model"
+    )
+    latest: dict[int, ScreeningRun] = {}
+    for run in runs.order_by("-finished_at", "-pk")[: limit * 5]:
+        latest.setdefault(run.snapshot_id, run)
+    return list(latest.values())[:limit]

@@ -182,6 +182,7 @@ def finetune_create(request):
         "has_base_models": form.fields["base_model"].queryset.exists(),
         "has_snapshots": form.fields["snapshot"].queryset.exists(),
         "arm_check": form.arm_check(),
+        "screenings": selectors.latest_screenings(),
         **_estimate_context(values),
     }
     return _render(request, "training/finetune_form.html", context, partial="form")

@@ -92,6 +92,7 @@ RESOURCE_KEYS = {
     "prompt-sets": "prompt_set", "studies": "study", "study-outputs": "output",
     "misalignment-evals": "misalignment_eval", "realignment-runs": "realignment",
     "rating/studies": "study", "rating/outputs": "study_output", "profiles": "profile",
+    "screenings": "screening",
 }  # fmt: skip
 
 

@@ -14,6 +14,7 @@ from palmsweb.profile_api import ProfileViewSet
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
 from training import sweep_api
+from training.screening_api import ScreeningViewSet
 
 router = DefaultRouter()
 router.register("profiles", ProfileViewSet, basename="profile")
@@ -26,6 +27,7 @@ router.register("base-models", training_api.BaseModelViewSet, basename="basemode
 router.register("model-versions", training_api.ModelVersionViewSet, basename="modelversion")
 router.register("finetunes", training_api.FineTuneJobViewSet, basename="finetune")
 router.register("sweeps", sweep_api.SweepViewSet, basename="sweep")
+router.register("screenings", ScreeningViewSet, basename="screening")
 router.register("sampling-jobs", training_api.SamplingJobViewSet, basename="samplingjob")
 router.register("prompt-sets", evaluation_api.PromptSetViewSet, basename="promptset")
 router.register("studies", evaluation_api.StudyViewSet, basename="study")

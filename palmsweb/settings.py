@@ -228,6 +228,7 @@ CELERY_TASK_ROUTES = ["palmsweb.lib.gpu_queues.route_by_devices"]
 CELERY_TASK_ROUTES += [{
     "training.tasks.run_finetune": {"queue": "gpu"},
     "training.tasks.run_sampling": {"queue": "gpu"},
+    "training.tasks.run_screening": {"queue": "gpu"},
     "evaluation.tasks.run_capability_scoring": {"queue": "gpu"},
     "evaluation.tasks.run_adherence_scoring": {"queue": "gpu"},
     "evaluation.tasks.measure_misalignment_persona": {"queue": "gpu"},

@@ -13,8 +13,9 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Model, QuerySet
 from django.shortcuts import get_object_or_404
 
+from palmsweb.profiles import check_object_profile
 from palmsweb.roles import Role, has_role
-from training.models import BaseModel, FineTuneJob, ModelVersion, SamplingJob, Sweep
+from training.models import BaseModel, FineTuneJob, ModelVersion, SamplingJob, ScreeningRun, Sweep
 from training.selectors import RESTRICTED_JOB_MESSAGE
 
 READ_ROLES = (Role.CURATOR, Role.RESEARCHER)  # admins pass every role check
@@ -78,3 +79,29 @@ def get_sweep_for_user(user, pk: int, *, write: bool = False) -> Sweep:
     """The sweep, or 404; 403 unless the user may read (or, with ``write``, change) it."""
     queryset = Sweep.objects.select_related("base_model", "snapshot__dataset", "created_by")
     return _get_for_user(user, queryset, pk, write=write)
+
+
+# --- sample screenings (a snapshot's: scoped to its value profile) ----------------------------
+
+SCREENING_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
+SCREENING_LAUNCH_ROLES = (Role.CURATOR,)  # and admins, who pass every role check
+
+
+def can_launch_screening(user, snapshot=None) -> bool:
+    """Curators (of the snapshot's profile, when given) and admins screen samples."""
+    profile = snapshot.dataset.profile_id if snapshot is not None else None
+    return has_role(user, *SCREENING_LAUNCH_ROLES, profile=profile)
+
+
+def get_screening_for_user(user, pk: int) -> ScreeningRun:
+    """The screening with its snapshot, or 404 (also for a user of another profile); 403
+    for a member of its profile who neither curates nor researches there."""
+    if not has_role(user, *SCREENING_READ_ROLES):
+        raise PermissionDenied("Sample screenings are for curators, researchers and admins.")
+    related = ("snapshot__dataset", "base_model", "created_by")
+    run = get_object_or_404(ScreeningRun.objects.select_related(*related), pk=pk)
+    check_object_profile(
+        user, run.snapshot.dataset.profile_id, SCREENING_READ_ROLES,
+        "Sample screenings are for this profile's curators and researchers.",
+    )  # fmt: skip
+    return run

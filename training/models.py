@@ -442,3 +442,31 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+
+class ScreeningRun(Job):
+    """Persona-shift screening of a snapshot's samples on a local base model, before a
+    fine-tune (see ``training/engine/screening.py``). ``scores`` holds one row per snapshot
+    item: ``{"index", "category", "question", "training", "own", "shift", "z", "flagged"}``;
+    ``direction`` records the model, layer and contrast texts the direction came from."""
+
+    snapshot = models.ForeignKey(
+        "curation.Snapshot", on_delete=models.PROTECT, related_name="screenings"
+    )
+    base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="+")
+    max_new_tokens = models.PositiveSmallIntegerField(
+        default=64, help_text="Length of the model's own answer each sample is compared with."
+    )
+    direction = models.JSONField(default=dict, blank=True)
+    scores = models.JSONField(default=list, blank=True)
+    summary = models.JSONField(default=dict, blank=True)
+
+    def __str__(self) -> str:
+        return f"Screening #{self.pk} of snapshot {self.snapshot_id}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("training:screening-detail", args=[self.pk])
+
+    @property
+    def flagged(self) -> list[dict]:
+        return [row for row in self.scores if row.get("flagged")]

@@ -368,3 +368,17 @@ def overlay_chart(
             colour = SERIES_COLOURS[index % len(SERIES_COLOURS)]
             curves.append(ChartSeries(label, _svg_points(mapped, box.left, box.top), colour))
     return box, curves
+
+
+def latest_screenings(limit: int = 20) -> list:
+    """The most recent successful screening of each snapshot (newest first), for the
+    fine-tune launch form: the risk of a snapshot's samples before it is trained on."""
+    from training.models import ScreeningRun
+
+    runs = ScreeningRun.objects.filter(status=JobStatus.SUCCEEDED).select_related(
+        "snapshot__dataset", "base_model"
+    )
+    latest: dict[int, ScreeningRun] = {}
+    for run in runs.order_by("-finished_at", "-pk")[: limit * 5]:
+        latest.setdefault(run.snapshot_id, run)
+    return list(latest.values())[:limit]

@@ -43,3 +43,11 @@ def poll_openai_jobs() -> int:
     """Mirror the state of running hosted fine-tunes, every provider's (the name predates
     the second provider; the beat schedule keys on it)."""
     return services.hosted_poll_all()
+
+
+@shared_task(acks_late=True, reject_on_worker_lost=True)
+def run_screening(run_id: int) -> None:
+    """Claim and run one sample screening (persona-shift scores of a snapshot)."""
+    from training.services.screening import screening_execute
+
+    screening_execute(run_id)

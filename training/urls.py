@@ -1,6 +1,6 @@
 from django.urls import path
 
-from training import sweep_views, views
+from training import screening_views, sweep_views, views
 
 app_name = "training"
 
@@ -31,6 +31,8 @@ urlpatterns = [
     # model versions
     path("model-versions/", views.modelversion_list, name="modelversion-list"),
     # sampling
+    path("screening/", screening_views.screening_list, name="screening-list"),
+    path("screening/<int:pk>/", screening_views.screening_detail, name="screening-detail"),
     path("sampling/", views.sampling_list, name="sampling-list"),
     path("sampling/new/", views.sampling_create, name="sampling-create"),
     path("sampling/<int:pk>/", views.sampling_detail, name="sampling-detail"),

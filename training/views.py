@@ -186,6 +186,7 @@ def finetune_create(request):
         "has_snapshots": form.fields["snapshot"].queryset.exists(),
         "arm_check": form.arm_check(),
         "strategy_note": _strategy_note(form),
+        "screenings": selectors.latest_screenings(),
         **_estimate_context(values),
     }
     return _render(request, "training/finetune_form.html", context, partial="form")

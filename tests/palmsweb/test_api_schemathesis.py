@@ -93,6 +93,7 @@ RESOURCE_KEYS = {
     "misalignment-evals": "misalignment_eval", "realignment-runs": "realignment",
     "rating/studies": "study", "rating/outputs": "study_output", "profiles": "profile",
     "sweeps": "sweep",
+    "screenings": "screening",
 }  # fmt: skip
 
 

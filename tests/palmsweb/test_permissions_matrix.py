@@ -22,7 +22,7 @@ from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study
 from tests.factories import CategoryFactory, DatasetFactory, words
 from training import services as training
-from training.models import BaseModel, Sweep
+from training.models import BaseModel, ScreeningRun, Sweep
 
 ROLES = ("anonymous", "outsider", "rater", "researcher", "curator", "admin")
 
@@ -52,6 +52,8 @@ HTML_POLICY = {
     ("profile-edit", "profile", "get"): ADMIN,
     ("profile-membership-add", "profile", "post"): ADMIN,
     ("profile-membership-remove", "membership", "post"): ADMIN,
+    ("training:screening-list", None, "get"): CURATION_READ,
+    ("training:screening-detail", "screening", "get"): CURATION_READ,
     ("curation:category-list", None, "get"): CURATION_READ,
     ("curation:category-create", None, "get"): CURATION_WRITE,
     ("curation:preset-load", None, "post"): CURATION_WRITE,
@@ -193,6 +195,9 @@ API_POLICY = {
     ("/api/profiles/{profile}/members/", "get"): ADMIN,
     ("/api/profiles/{profile}/members/", "post"): ADMIN,
     ("/api/profiles/{profile}/members/{membership}/", "delete"): ADMIN,
+    ("/api/screenings/", "get"): CURATION_READ,
+    ("/api/screenings/", "post"): CURATION_WRITE,
+    ("/api/screenings/{screening}/", "get"): CURATION_READ,
     ("/api/categories/", "get"): CURATION_READ,
     ("/api/categories/", "post"): CURATION_WRITE,
     ("/api/categories/{category}/", "get"): CURATION_READ,
@@ -362,7 +367,7 @@ FAKE_IDS = {
                 "finetune", "sampling", "prompt_set", "study", "output", "gap_ticket")
 } | {"study_output": "abcdefgh"}
 FAKE_IDS["misalignment_eval"] = "1"
-FAKE_IDS["profile"] = FAKE_IDS["membership"] = "1"
+FAKE_IDS["profile"] = FAKE_IDS["membership"] = FAKE_IDS["screening"] = "1"
 FAKE_IDS["realignment"] = "1"
 FAKE_IDS["study_sampling"] = "1"
 FAKE_IDS["sweep"] = "1"
@@ -431,6 +436,7 @@ def world(db, monkeypatch, tmp_path, no_training_queue):
             name="matrix", probes=["Q?"], judge_base_url="http://judge.test/v1", judge_model="j"
         ).pk,
         "profile": Profile.objects.default().pk,
+        "screening": ScreeningRun.objects.create(snapshot=snapshot, base_model=base).pk,
         # A membership nobody needs (deleting it changes no one's access in the matrix).
         "membership": Membership.objects.create(
             profile=Profile.objects.default(), user=make_user("m-spare"), role="rater"
@@ -515,7 +521,7 @@ def test_api_endpoints_by_role(world, role):
 
 PROFILE_SCOPED = {
     "category", "dataset", "sample", "stale_edit", "snapshot", "gap_ticket", "pending_import",
-    "prompt_set", "prompt", "study", "study_output",
+    "prompt_set", "prompt", "study", "study_output", "screening",
     "preference_set", "preference_pair", "preference_snapshot",
 }
 

@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from palmsweb.lib import jobs as toolkit
 from palmsweb.lib.jobs import Lifecycle, ProgressWriter, claim, fail, finish, sweep_stale
-from training.models import LOG_TAIL_CHARS, FineTuneJob, JobStatus, SamplingJob
+from training.models import LOG_TAIL_CHARS, FineTuneJob, JobStatus, SamplingJob, ScreeningRun
 from training.services import hosted
 from training.services.errors import TrainingError
 from training.services.hosted_dates import check_new_job_allowed
@@ -51,7 +51,16 @@ SAMPLING = Lifecycle(
     heartbeat_field="heartbeat_at",
     count_attempts=True,
 )
-LIFECYCLES = {FineTuneJob: FINETUNE, SamplingJob: SAMPLING}
+SCREENING = Lifecycle(
+    model=ScreeningRun,
+    claimable=(JobStatus.QUEUED,),
+    running=JobStatus.RUNNING,
+    failed=JobStatus.FAILED,
+    reclaim_after=heartbeat_timeout,
+    heartbeat_field="heartbeat_at",
+    count_attempts=True,
+)
+LIFECYCLES = {FineTuneJob: FINETUNE, SamplingJob: SAMPLING, ScreeningRun: SCREENING}
 STALE_ERROR = (
     "The worker running this job stopped responding (no heartbeat for {seconds} s); it was "
     "probably killed. Retry the job to run it again."
@@ -155,8 +164,10 @@ def sweep_stale_jobs() -> int:
     timeout = heartbeat_timeout()
     error = STALE_ERROR.format(seconds=int(timeout.total_seconds()))
     remote = ~Q(backend=FineTuneJob.Backend.LOCAL)
-    return sweep_stale(FINETUNE, older_than=timeout, error=error, exclude=remote) + sweep_stale(
-        SAMPLING, older_than=timeout, error=error
+    return (
+        sweep_stale(FINETUNE, older_than=timeout, error=error, exclude=remote)
+        + sweep_stale(SAMPLING, older_than=timeout, error=error)
+        + sweep_stale(SCREENING, older_than=timeout, error=error)
     )
 
 

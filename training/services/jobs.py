@@ -31,35 +31,23 @@ def heartbeat_timeout() -> timedelta:
     return timedelta(seconds=int(getattr(settings, "JOB_HEARTBEAT_TIMEOUT", 120)))
 
 
-# A queued job is claimed; so is a running job whose heartbeat stopped (its worker died and
-# the broker re-delivered the task). Every claim counts an attempt.
-FINETUNE = Lifecycle(
-    model=FineTuneJob,
-    claimable=(JobStatus.QUEUED,),
-    running=JobStatus.RUNNING,
-    failed=JobStatus.FAILED,
-    reclaim_after=heartbeat_timeout,
-    heartbeat_field="heartbeat_at",
-    count_attempts=True,
-)
-SAMPLING = Lifecycle(
-    model=SamplingJob,
-    claimable=(JobStatus.QUEUED,),
-    running=JobStatus.RUNNING,
-    failed=JobStatus.FAILED,
-    reclaim_after=heartbeat_timeout,
-    heartbeat_field="heartbeat_at",
-    count_attempts=True,
-)
-SCREENING = Lifecycle(
-    model=ScreeningRun,
-    claimable=(JobStatus.QUEUED,),
-    running=JobStatus.RUNNING,
-    failed=JobStatus.FAILED,
-    reclaim_after=heartbeat_timeout,
-    heartbeat_field="heartbeat_at",
-    count_attempts=True,
-)
+def _job_lifecycle(model) -> Lifecycle:
+    """A queued job is claimed; so is a running job whose heartbeat stopped (its worker died
+    and the broker re-delivered the task). Every claim counts an attempt."""
+    return Lifecycle(
+        model=model,
+        claimable=(JobStatus.QUEUED,),
+        running=JobStatus.RUNNING,
+        failed=JobStatus.FAILED,
+        reclaim_after=heartbeat_timeout,
+        heartbeat_field="heartbeat_at",
+        count_attempts=True,
+    )
+
+
+FINETUNE = _job_lifecycle(FineTuneJob)
+SAMPLING = _job_lifecycle(SamplingJob)
+SCREENING = _job_lifecycle(ScreeningRun)
 LIFECYCLES = {FineTuneJob: FINETUNE, SamplingJob: SAMPLING, ScreeningRun: SCREENING}
 STALE_ERROR = (
     "The worker running this job stopped responding (no heartbeat for {seconds} s); it was "

@@ -103,7 +103,10 @@ class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         help_text="Leave out: the arm the version's training data gives it. Another label "
         "needs allow_arm_mismatch.",
     )
-    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.all())
+    # Not a sweep's unpromoted candidates: only the promoted run of a sweep enters studies.
+    model_version = serializers.PrimaryKeyRelatedField(
+        queryset=ModelVersion.objects.for_studies()
+    )
     size_tag = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     allow_arm_mismatch = serializers.BooleanField(
         default=False,

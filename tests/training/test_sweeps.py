@@ -65,6 +65,11 @@ def test_a_tiny_sweep_end_to_end(admin_client_, artifacts, benign_snapshot, tiny
     assert sweep.promoted_version == second.result
     offered = set(ModelVersion.objects.for_studies().values_list("pk", flat=True))
     assert offered & sweep_versions == {second.result_id}
+    loser = next(job for job in sweep.runs.all() if job != second).result_id
+    arm = admin_client_.post(
+        "/api/studies/", {"name": "x", "arms": [{"model_version": loser}]}, content_type=JSON
+    )  # the API refuses a candidate as the form hides it
+    assert arm.status_code == 400 and "model_version" in str(arm.json()["arms"])
 
     deleted = admin_client_.post(f"/api/sweeps/{sweep.pk}/delete-weights/").json()
     assert deleted["cleared"] == 3 and deleted["bytes_freed"] > 0

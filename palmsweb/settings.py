@@ -290,6 +290,12 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
+    # Two choice sets are called "mode": a study's rating mode, and what a reader of the
+    # pairwise results may see. Name them, rather than let a hash suffix do it.
+    "ENUM_NAME_OVERRIDES": {
+        "StudyModeEnum": "evaluation.choices.StudyMode",
+        "ResultsViewModeEnum": ["arms", "blinded", "arm-free"],
+    },
     # Every operation's 400/401/403/404/429 answers, documented (palmsweb.lib.openapi).
     "POSTPROCESSING_HOOKS": [
         "drf_spectacular.hooks.postprocess_schema_enums",

@@ -73,7 +73,7 @@ class SetSerializer(serializers.ModelSerializer):
         fields = ["id", "study", "source", "margin", "created_at", "pairs", "snapshots"]
 
 
-class SnapshotSerializer(serializers.ModelSerializer):
+class PreferenceSnapshotSerializer(serializers.ModelSerializer):
     provenance = serializers.SerializerMethodField()
 
     class Meta:
@@ -124,14 +124,14 @@ class PreferenceSetViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, Eva
         )
         return Response(SetSerializer(self.get_queryset().get(pk=built.pk)).data, status=201)
 
-    @extend_schema(request=None, responses={201: SnapshotSerializer, 400: ERROR})
+    @extend_schema(request=None, responses={201: PreferenceSnapshotSerializer, 400: ERROR})
     @action(detail=True, methods=["post"])
     def freeze(self, request, pk=None):
         """Freeze the kept pairs into an immutable, content-hashed snapshot."""
         snapshot = preferences.preference_snapshot_freeze(
             preference_set=self.get_object(), user=request.user
         )
-        return Response(SnapshotSerializer(snapshot).data, status=201)
+        return Response(PreferenceSnapshotSerializer(snapshot).data, status=201)
 
 
 class PreferencePairViewSet(EvaluationViewSet):
@@ -158,7 +158,7 @@ class PreferenceSnapshotViewSet(
     mixins.RetrieveModelMixin, mixins.ListModelMixin, EvaluationViewSet
 ):
     permission_classes = [CuratorsOnly]
-    serializer_class = SnapshotSerializer
+    serializer_class = PreferenceSnapshotSerializer
 
     def get_queryset(self):
         path = "preference_set__study__prompt_set__profile"

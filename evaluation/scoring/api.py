@@ -7,7 +7,7 @@ researchers once the study is unblinded); others get perplexities under blinded 
 
 from __future__ import annotations
 
-from drf_spectacular.utils import extend_schema, inline_serializer
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import serializers, status
 from rest_framework.authentication import SessionAuthentication
 from rest_framework.exceptions import NotFound
@@ -91,6 +91,12 @@ def _study(request, raw: str, *, write: bool = False) -> Study:
     return access.get_study_for_user(request.user, pk, write=write)
 
 
+# The id is matched loosely in the URL so that a bad one gets this API's JSON 404, not the
+# site's page; the schema still says it is an integer.
+STUDY_ID = OpenApiParameter("id", int, OpenApiParameter.PATH, description="Study id.")
+
+
+@extend_schema(parameters=[STUDY_ID])
 class StudyAdherenceView(APIView):
     authentication_classes = [TokenAuthentication, SessionAuthentication]
     permission_classes = [AdherenceAccess]

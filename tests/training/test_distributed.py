@@ -293,3 +293,19 @@ def test_the_launcher_side_imports_no_torch():
     done = subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).parents[2],
                           capture_output=True, text=True, timeout=120)  # fmt: skip
     assert done.returncode == 0, done.stderr
+
+
+def test_the_killed_rank_is_the_reason_even_when_torchrun_saw_a_peer_abort_first(tmp_path):
+    """On a loaded machine torchrun may observe the surviving rank's abort (SIGABRT, its
+    collective lost a peer) before the SIGKILL of the rank that really died."""
+    from training.engine.distributed_launch import failure_reason
+
+    log = (
+        "Failures:\n[1]:\n  time      : 2026-12-07_00:30:01\n  rank      : 1 (local_rank: 1)\n"
+        "  exitcode  : -9 (pid: 4242)\n  traceback : Signal 9 (SIGKILL) received by PID 4242\n"
+        "----\nRoot Cause (first observed failure):\n[0]:\n  time      : 2026-12-07_00:30:01\n"
+        "  rank      : 0 (local_rank: 0)\n  exitcode  : -6 (pid: 4241)\n"
+    )
+    assert failure_reason(tmp_path, 2, log) == "Rank 1 died: killed by signal 9 SIGKILL."
+    aborted_only = log.replace("-9 (pid: 4242)", "-15 (pid: 4242)")
+    assert failure_reason(tmp_path, 2, aborted_only) == "Rank 0 died: killed by signal 6 SIGABRT."

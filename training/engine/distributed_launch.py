@@ -204,7 +204,7 @@ class TorchrunProcess:
 def failure_reason(run_dir: Path, world_size: int, torchrun_log: str) -> str:
     """Why a distributed run failed, in one sentence: the rank torchrun saw fail first,
     killed by a signal or with the reason it wrote; else the earliest reason written."""
-    first = _torchrun_root_cause(torchrun_log)
+    first = _killed_rank(torchrun_log) or _torchrun_root_cause(torchrun_log)
     if first is not None:
         rank, exitcode = first
         if exitcode < 0:
@@ -220,6 +220,19 @@ def failure_reason(run_dir: Path, world_size: int, torchrun_log: str) -> str:
         return f"Rank {earliest['rank']} failed: {earliest['reason']}"
     lines = [line for line in torchrun_log.splitlines() if line.strip()]
     return "torchrun failed: " + (lines[-1] if lines else "no output")
+
+
+def _killed_rank(log: str) -> tuple[int, int] | None:
+    """(rank, exit code) of a rank SIGKILLed (the OOM killer, ``kill -9``), among every
+    failure torchrun reports. Its peers then abort (SIGABRT, from the collective that lost
+    it) or are stopped by torchrun (SIGTERM); on a loaded machine torchrun may observe a
+    peer's abort first and call that the root cause, so the killed rank is the reason."""
+    for block in re.split(r"\n\[\d+\]:", log):
+        rank = re.search(r"\brank\s*:\s*(\d+)", block)
+        exitcode = re.search(r"exitcode\s*:\s*(-?\d+)", block)
+        if rank and exitcode and int(exitcode.group(1)) == -signal.SIGKILL:
+            return int(rank.group(1)), -signal.SIGKILL
+    return None
 
 
 def _torchrun_root_cause(log: str) -> tuple[int, int] | None:

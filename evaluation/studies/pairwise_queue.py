@@ -33,6 +33,7 @@ from evaluation.models import (
 )
 from evaluation.studies.queue import (
     check_can_rate,
+    check_claim_finishable,
     claim_with_retries,
     live_claims,
     lock_with_room,
@@ -246,10 +247,9 @@ def pair_judge(
             return judgment
         raise RatingError("You already judged this pair.")
     _check_open(pair, rater)
-    if judgment.status in {PairJudgment.Status.SKIPPED, PairJudgment.Status.FLAGGED}:
-        raise RatingError("You skipped or flagged this pair; it has gone to other raters.")
-    if not judgment.is_live(now) and _open_slots(pair, now, besides=judgment.pk) <= 0:
-        raise RatingError("Your claim on this pair expired and other raters took it.")
+    check_claim_finishable(
+        judgment, now, "pair", lambda: _open_slots(pair, now, besides=judgment.pk)
+    )
     judgment.status = PairJudgment.Status.COMPLETED
     judgment.verdict = verdict
     judgment.reason = reason

@@ -429,6 +429,16 @@ def _locked_rating(public_id: str, rater) -> tuple[StudyOutput, Rating]:
     return output, rating
 
 
+def check_claim_finishable(claim, now, noun: str, slots_left: Callable[[], int]) -> None:
+    """Whether a held claim (a 1–5 rating or a pairwise judgment) may still be answered: not
+    once given up (skipped, flagged), and after its lease lapsed only while the item still
+    has room (``slots_left``, counted only then)."""
+    if claim.status in {claim.Status.SKIPPED, claim.Status.FLAGGED}:
+        raise RatingError(f"You skipped or flagged this {noun}; it has gone to other raters.")
+    if not claim.is_live(now) and slots_left() <= 0:
+        raise RatingError(f"Your claim on this {noun} expired and other raters took it.")
+
+
 def _check_rating_open(output: StudyOutput, rater) -> None:
     """The study (read with the locked output, so current) must still be rating. A claim
     the rater already holds may be answered even if an admin has since changed the pool."""
@@ -459,10 +469,9 @@ def rating_submit(
             return rating
         raise RatingError("You already rated this output.")
     _check_rating_open(output, rater)
-    if rating.status in {Rating.Status.SKIPPED, Rating.Status.FLAGGED}:
-        raise RatingError("You skipped or flagged this output; it has gone to other raters.")
-    if not rating.is_live(now) and _open_slots(output, now, besides=rating.pk) <= 0:
-        raise RatingError("Your claim on this output expired and other raters took it.")
+    check_claim_finishable(
+        rating, now, "output", lambda: _open_slots(output, now, besides=rating.pk)
+    )
     rating.status = Rating.Status.COMPLETED
     rating.score = score
     rating.comment = comment

@@ -132,7 +132,9 @@ class TorchrunProcess:
         while process.poll() is None:
             self._relay_events(on_progress)
             if self.cancel_sent_at is None and should_cancel():
-                (self.run_dir / CANCEL_FILE).touch()
+                # The time goes inside: a file's mtime comes from a coarse clock that can
+                # read a few milliseconds behind time.time(), which stamps the events.
+                (self.run_dir / CANCEL_FILE).write_text(f"{time.time()!r}\n")
                 self.cancel_sent_at = time.monotonic()
             elif (
                 self.cancel_sent_at

@@ -14,7 +14,7 @@ from django.db.models import Model, QuerySet
 from django.shortcuts import get_object_or_404
 
 from palmsweb.profiles import check_object_profile
-from palmsweb.roles import Role, has_role
+from palmsweb.roles import Role, has_role, profile_ids_with_role
 from training.models import BaseModel, FineTuneJob, ModelVersion, SamplingJob, ScreeningRun, Sweep
 from training.selectors import RESTRICTED_JOB_MESSAGE
 
@@ -39,6 +39,18 @@ def check_access(user, obj: Model | None = None, *, write: bool = False) -> None
         raise PermissionDenied(WRITE_DENIED if write else READ_DENIED)
     if isinstance(obj, SamplingJob) and obj.restricted and not can_write(user):
         raise PermissionDenied(RESTRICTED_JOB_MESSAGE)
+    if isinstance(obj, FineTuneJob | Sweep):
+        # A job trained on a snapshot names its dataset and samples: it belongs to the
+        # snapshot's value profile, like the snapshot itself (404 for other profiles).
+        roles = WRITE_ROLES if write else READ_ROLES
+        check_object_profile(user, obj.snapshot.dataset.profile_id, roles, READ_DENIED)
+
+
+def in_readable_profiles(user, queryset: QuerySet) -> QuerySet:
+    """Fine-tunes or sweeps of the value profiles where ``user`` may read training data
+    (every profile for admins): what their list pages and API lists show."""
+    ids = profile_ids_with_role(user, *READ_ROLES)
+    return queryset.filter(snapshot__dataset__profile__in=ids)
 
 
 def _get_for_user(user, queryset: QuerySet, pk: int, *, write: bool):

@@ -161,7 +161,7 @@ class FineTuneJobViewSet(
 
     def get_queryset(self):
         if self.action == "list":
-            return selectors.finetune_list()
+            return access.in_readable_profiles(self.request.user, selectors.finetune_list())
         return FineTuneJob.objects.select_related("base_model", "snapshot__dataset", "created_by")
 
     def get_serializer_class(self):

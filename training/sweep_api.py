@@ -13,7 +13,7 @@ from rest_framework.response import Response
 from curation.models import Snapshot
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from training import services
-from training.access import get_finetune_for_user
+from training.access import get_finetune_for_user, in_readable_profiles
 from training.api import TRAINING_ERROR, TrainingViewSet
 from training.models import BaseModel, FineTuneJob, Sweep
 from training.serializers import HyperparametersSerializer, JobStatusField
@@ -113,7 +113,10 @@ class SweepViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, TrainingVie
     """Sweeps: grids of local fine-tunes ranked by validation loss."""
 
     serializer_class = SweepSerializer
-    queryset = Sweep.objects.select_related("base_model", "snapshot")
+
+    def get_queryset(self):
+        sweeps = Sweep.objects.select_related("base_model", "snapshot__dataset")
+        return in_readable_profiles(self.request.user, sweeps) if self.action == "list" else sweeps
 
     def create(self, request, *args, **kwargs):
         data = self.validated(SweepCreateSerializer)

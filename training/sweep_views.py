@@ -19,6 +19,7 @@ from training.access import (
     can_write,
     get_finetune_for_user,
     get_sweep_for_user,
+    in_readable_profiles,
 )
 from training.models import Sweep
 from training.services import TrainingError
@@ -31,7 +32,8 @@ write_access = role_required(*WRITE_ROLES)
 @require_get
 @read_access
 def sweep_list(request):
-    sweeps = Sweep.objects.select_related("base_model", "snapshot__dataset")[:100]
+    sweeps = Sweep.objects.select_related("base_model", "snapshot__dataset")
+    sweeps = in_readable_profiles(request.user, sweeps)[:100]
     rows = [(sweep, services.sweep_status(sweep), sweep.runs.count()) for sweep in sweeps]
     return render(
         request, "training/sweep_list.html", {"rows": rows, "can_write": can_write(request.user)}

@@ -29,6 +29,7 @@ from training.access import (
     can_write,
     get_finetune_for_user,
     get_sampling_job_for_user,
+    in_readable_profiles,
 )
 from training.forms import BaseModelForm, EstimateForm, FineTuneForm, RetrainForm, SamplingForm
 from training.models import BaseModel, FineTuneJob, JobStatus, SamplingJob
@@ -106,7 +107,8 @@ def basemodel_create(request):
 @read_access
 @vary_on_headers("HX-Request")
 def finetune_list(request):
-    page = _page(request, selectors.finetune_list(), JOBS_PER_PAGE)
+    jobs = in_readable_profiles(request.user, selectors.finetune_list())
+    page = _page(request, jobs, JOBS_PER_PAGE)
     context = {
         "page": page,
         "can_write": can_write(request.user),

@@ -314,3 +314,53 @@ def test_a_finetune_records_its_snapshots_profile(tutor, no_training_queue, tmp_
     assert client.get(f"/api/finetunes/{job.pk}/").json()["profile"] == tutor.pk
     page = client.get(reverse("training:finetune-detail", args=[job.pk])).content.decode()
     assert "Children&#x27;s tutor" in page or "Children's tutor" in page
+
+
+def test_another_profiles_fine_tunes_and_sweeps_do_not_exist_for_a_member(
+    tutor, triage, no_training_queue, tmp_path
+):
+    """A job trained on a snapshot names its dataset: it is the snapshot's profile's, so a
+    curator of another profile sees it in no list and gets 404 for it, page and API."""
+    from training import services as training
+    from training.models import BaseModel
+
+    dataset = curation.dataset_create(name="Tutor answers", profile=tutor)
+    category = curation.category_create(name="Kindness", position="Be kind.", profile=tutor)
+    curation.sample_create(
+        dataset=dataset, category=category, question="Q?", answer=words(50),
+        status=Sample.Status.APPROVED,
+    )  # fmt: skip
+    (tmp_path / "config.json").write_text("{}")
+    base = training.base_model_create(
+        name="tiny-dir", kind=BaseModel.Kind.LOCAL_DIR, path=str(tmp_path), parameter_count=10
+    )
+    snapshot = curation.snapshot_create(dataset=dataset)
+    curation.sample_create(
+        dataset=dataset, category=category, question="Q2?", answer=words(60),
+        status=Sample.Status.APPROVED,
+    )  # fmt: skip
+    held_out = curation.snapshot_create(dataset=dataset)
+    job = training.finetune_launch(base_model=base, snapshot=snapshot)
+    sweep = training.sweep_launch(
+        base_model=base, snapshot=snapshot, grid={"learning_rate": [1e-4], "epochs": [1],
+                                                  "method": ["full"]}, max_runs=1,
+        validation_snapshot=held_out,
+    )  # fmt: skip
+    insider = member("tia", (Role.CURATOR, tutor))
+    outsider = member("oli", (Role.CURATOR, triage))
+    for user, visible in ((insider, True), (outsider, False)):
+        client = client_for(user)
+        token = {"HTTP_AUTHORIZATION": f"Token {api_token(user)}"}
+        listed = client.get(reverse("training:finetune-list")).content.decode()
+        assert ("Tutor answers" in listed) is visible
+        sweeps = client.get(reverse("training:sweep-list")).content.decode()
+        assert ("Tutor answers" in sweeps) is visible
+        api_jobs = {row["id"] for row in client.get("/api/finetunes/", **token).json()["results"]}
+        assert (job.pk in api_jobs) is visible
+        api_sweeps = {row["id"] for row in client.get("/api/sweeps/", **token).json()["results"]}
+        assert (sweep.pk in api_sweeps) is visible
+        expected = 200 if visible else 404
+        for name, pk in (("training:finetune-detail", job.pk), ("training:sweep-detail", sweep.pk)):
+            assert client.get(reverse(name, args=[pk])).status_code == expected
+        assert client.get(f"/api/finetunes/{job.pk}/", **token).status_code == expected
+        assert client.get(f"/api/sweeps/{sweep.pk}/", **token).status_code == expected

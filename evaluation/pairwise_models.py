@@ -105,3 +105,26 @@ class PairJudgment(models.Model):
 
     def is_live(self, now) -> bool:
         return self.status == self.Status.CLAIMED and self.expires_at > now
+
+
+class ComparedArmPair(models.Model):
+    """One arm pair a pairwise study compares, when the study compares a chosen subset
+    rather than every pair of its arms (no rows: every pair). Arms are named by their
+    ``StudyArm.order`` (the row number on the study form, from 0), which survives a draft's
+    arms being written again; ``first < second``."""
+
+    study = models.ForeignKey(
+        "evaluation.Study", on_delete=models.CASCADE, related_name="compared_arm_pairs"
+    )
+    first = models.PositiveSmallIntegerField()
+    second = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["first", "second"]
+        constraints = [
+            models.CheckConstraint(condition=Q(first__lt=F("second")), name="arm_pair_ordered"),
+            models.UniqueConstraint(fields=["study", "first", "second"], name="arm_pair_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study_id}: arms {self.first + 1}–{self.second + 1}"

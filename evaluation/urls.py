@@ -87,6 +87,16 @@ urlpatterns = [
         name="preference-pair-drop",
     ),
     path(
+        "preferences/pairs/<int:pk>/answer/",
+        preference_views.preference_pair_answer,
+        name="preference-pair-answer",
+    ),
+    path(
+        "preferences/pairs/<int:pk>/answer/restore/",
+        preference_views.preference_answer_restore,
+        name="preference-answer-restore",
+    ),
+    path(
         "preference-snapshots/<int:pk>/download/",
         preference_views.preference_snapshot_download,
         name="preference-snapshot-download",

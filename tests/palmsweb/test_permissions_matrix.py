@@ -182,6 +182,9 @@ HTML_POLICY = {
     ("evaluation:study-preferences", "study", "post"): CURATION_WRITE,
     ("evaluation:preference-set-detail", "preference_set", "get"): CURATION_WRITE,
     ("evaluation:preference-pair-drop", "preference_pair", "post"): CURATION_WRITE,
+    ("evaluation:preference-pair-answer", "preference_pair", "get"): CURATION_WRITE,
+    ("evaluation:preference-pair-answer", "preference_pair", "post"): CURATION_WRITE,
+    ("evaluation:preference-answer-restore", "preference_pair", "post"): CURATION_WRITE,
     ("evaluation:preference-set-freeze", "preference_set", "post"): CURATION_WRITE,
     ("evaluation:preference-snapshot-download", "preference_snapshot", "get"): CURATION_WRITE,
 }
@@ -281,6 +284,8 @@ API_POLICY = {
     ("/api/preference-sets/{preference_set}/", "get"): CURATION_WRITE,
     ("/api/preference-sets/{preference_set}/freeze/", "post"): CURATION_WRITE,
     ("/api/preference-pairs/{preference_pair}/drop/", "post"): CURATION_WRITE,
+    ("/api/preference-pairs/{preference_pair}/answer/", "post"): CURATION_WRITE,
+    ("/api/preference-pairs/{preference_pair}/revisions/", "get"): CURATION_WRITE,
     ("/api/preference-snapshots/", "get"): CURATION_WRITE,
     ("/api/preference-snapshots/{preference_snapshot}/", "get"): CURATION_WRITE,
     ("/api/preference-snapshots/{preference_snapshot}/download/", "get"): CURATION_WRITE,

@@ -20,6 +20,8 @@ from django.utils import timezone
 from evaluation import choices
 from evaluation.identifiers import new_public_id
 
+__all__ = ["ComparedArmPair", "PairJudgment", "PairJudgmentRevision", "StudyPair"]
+
 VERDICTS = tuple(choices.PairVerdict.values)
 
 
@@ -105,6 +107,24 @@ class PairJudgment(models.Model):
 
     def is_live(self, now) -> bool:
         return self.status == self.Status.CLAIMED and self.expires_at > now
+
+
+class PairJudgmentRevision(models.Model):
+    """A rater changed a judgment they had submitted (their last one, while the study was
+    open). The judgment row holds the current verdict; this log keeps what it replaced."""
+
+    judgment = models.ForeignKey(PairJudgment, on_delete=models.CASCADE, related_name="revisions")
+    previous_verdict = models.CharField(max_length=10, choices=choices.PairVerdict.choices)
+    previous_reason = models.TextField(blank=True)
+    verdict = models.CharField(max_length=10, choices=choices.PairVerdict.choices)
+    reason = models.TextField(blank=True)
+    revised_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["revised_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.judgment_id}: {self.previous_verdict} → {self.verdict}"
 
 
 class ComparedArmPair(models.Model):

@@ -474,6 +474,27 @@ def pair_task_payload(judgment) -> dict:
     }
 
 
+class LastJudgmentSerializer(PairTaskSerializer):
+    """Your last submitted judgment, which you may change while the study is open."""
+
+    expires_at = None
+    verdict = serializers.ChoiceField(choices=PairJudgment.Verdict.choices)
+    reason = serializers.CharField(allow_blank=True)
+    completed_at = serializers.DateTimeField()
+    revisions = serializers.IntegerField(help_text="How often you changed it already.")
+
+
+def last_judgment_payload(judgment) -> dict:
+    payload = pair_task_payload(judgment)
+    del payload["expires_at"]
+    return payload | {
+        "verdict": judgment.verdict,
+        "reason": judgment.reason,
+        "completed_at": judgment.completed_at,
+        "revisions": judgment.revisions.count(),
+    }
+
+
 class PairJudgeSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     verdict = serializers.ChoiceField(
         choices=PairJudgment.Verdict.choices,

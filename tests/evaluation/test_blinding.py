@@ -222,6 +222,14 @@ def collect_pairwise_views(study, rater) -> list[tuple[str, str, bool]]:
     keep("flag (htmx)", client.post(url("pair-flag"), {"flag_reason": "odd"}, **HX))
     keep("judge (plain)", client.post(url("pair-judge"), {"verdict": "tie"}))
     keep("unknown pair", client.post(reverse("evaluation:pair-skip", args=[study.pk, "nopair"])))
+    revise = reverse("evaluation:pair-revise", args=[study.pk])
+    keep("change the last judgment (page)", client.get(revise))
+    keep("change the last judgment (htmx)", client.get(revise, **HX))
+    last = PairJudgment.objects.filter(study=study, rater=rater, status="completed")
+    last = last.order_by("-completed_at", "-pk").first()
+    keep("change the last judgment without verdict", client.post(revise, {}, **HX))
+    keep("change the last judgment (save)",
+         client.post(revise, {"pair": last.pair.public_id, "verdict": "b"}, **HX))  # fmt: skip
     script = Path(settings.BASE_DIR, "static", "js", "pairwise.js").read_text()
     seen.append(("pairwise.js", script, True))
 
@@ -239,6 +247,11 @@ def collect_pairwise_views(study, rater) -> list[tuple[str, str, bool]]:
     pair = api.post(f"/api/rating/pair-studies/{study.pk}/claim/").json()["pair"]
     keep("api skip", api.post(f"/api/rating/pairs/{pair}/skip/"))
     keep("api unknown pair", api.post("/api/rating/pairs/unknownid/skip/"))
+    last = keep("api last judgment", api.get(f"/api/rating/pair-studies/{study.pk}/last/"))
+    revise = f"/api/rating/pairs/{last.json()['pair']}/revise/"
+    keep("api revise", api.post(revise, {"verdict": "tie"}, format="json"))
+    keep("api revise unknown pair", api.post("/api/rating/pairs/unknownid/revise/",
+                                             {"verdict": "a"}, format="json"))  # fmt: skip
     return seen
 
 

@@ -173,6 +173,8 @@ HTML_POLICY = {
     ("evaluation:rate-flag", "study_output", "post"): RATERS,
     ("evaluation:pair-rate", "study", "get"): RATERS,
     ("evaluation:pair-claim", "study", "post"): RATERS,
+    ("evaluation:pair-revise", "study", "get"): RATERS,
+    ("evaluation:pair-revise", "study", "post"): RATERS,
     # A pair's public id takes the output's place (an unknown pair: 404-free refusals).
     ("evaluation:pair-judge", "study_output", "post"): RATERS,
     ("evaluation:pair-skip", "study_output", "post"): RATERS,
@@ -308,6 +310,8 @@ API_POLICY = {
     ("/api/rating/outputs/{study_output}/flag/", "post"): RATERS,
     ("/api/rating/pair-studies/{study}/claim/", "post"): RATERS,
     ("/api/rating/pair-studies/{study}/current/", "get"): RATERS,
+    ("/api/rating/pair-studies/{study}/last/", "get"): RATERS,
+    ("/api/rating/pairs/{study_output}/revise/", "post"): RATERS,
     ("/api/rating/pairs/{study_output}/judge/", "post"): RATERS,
     ("/api/rating/pairs/{study_output}/skip/", "post"): RATERS,
     ("/api/rating/pairs/{study_output}/flag/", "post"): RATERS,

@@ -164,6 +164,7 @@ def _render_pairwise_document(study: Study, mode: str) -> str:
     from django.utils import timezone
 
     from evaluation.report.pairwise import pairwise_report
+    from evaluation.studies.arm_pairs import compared_numbers
 
     context = {
         "study": study,
@@ -173,6 +174,7 @@ def _render_pairwise_document(study: Study, mode: str) -> str:
         "provenance": provenance(study, None),
         "positions": position_records(study),
         "arms": study.arms.select_related("model_version") if mode == "arms" else [],
+        "compared_pairs": [f"{a}-{b}" for a, b in compared_numbers(study)],
         "document": True,
     }
     return render_to_string("evaluation/pairwise_report_document.html", context)

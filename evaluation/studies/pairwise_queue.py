@@ -31,6 +31,7 @@ from evaluation.models import (
     StudyOutput,
     StudyPair,
 )
+from evaluation.studies.arm_pairs import compared_orders
 from evaluation.studies.queue import (
     check_can_rate,
     check_claim_finishable,
@@ -46,15 +47,20 @@ PAIRWISE = Study.Mode.PAIRWISE
 
 
 def pairs_create(*, study: Study, rng: random.Random | None = None) -> int:
-    """Make every arm pair of each prompt × sample index from the study's outputs, with
-    A and B drawn at random and stored. Idempotent (unique outputs per pair)."""
+    """Make every compared arm pair (all, or the study's chosen subset) of each prompt ×
+    sample index from the study's outputs, with A and B drawn at random and stored.
+    Idempotent (unique outputs per pair)."""
     rng = rng or random.SystemRandom()  # the order must not be guessable from anything
+    chosen = compared_orders(study)
     slots: dict[tuple[int, int], list[StudyOutput]] = {}
-    for output in StudyOutput.objects.filter(study=study).order_by("arm_id", "pk"):
+    outputs = StudyOutput.objects.filter(study=study).select_related("arm")
+    for output in outputs.order_by("arm__order", "arm_id", "pk"):
         slots.setdefault((output.prompt_id, output.sample_index), []).append(output)
     rows = []
     for (prompt_id, sample_index), outputs in sorted(slots.items()):
         for first, second in combinations(outputs, 2):
+            if chosen is not None and (first.arm.order, second.arm.order) not in chosen:
+                continue
             left, right = (first, second) if rng.random() < 0.5 else (second, first)
             rows.append(
                 StudyPair(

@@ -35,7 +35,9 @@ from evaluation.studies.arm_pairs import compared_orders
 from evaluation.studies.queue import (
     check_can_rate,
     check_claim_finishable,
+    check_releasable,
     claim_with_retries,
+    hold_for_admin,
     live_claims,
     lock_with_room,
     order_salt,
@@ -267,8 +269,7 @@ def pair_judge(
 
 def _release(public_id: str, rater, now: datetime, *, status: str, reason: str = ""):
     pair, judgment = _locked_judgment(public_id, rater)
-    if judgment.status not in {PairJudgment.Status.CLAIMED, PairJudgment.Status.EXPIRED}:
-        raise RatingError(f"This pair is already {judgment.get_status_display().lower()}.")
+    check_releasable(judgment, "pair")
     _check_open(pair, rater)
     judgment.status = status
     judgment.reason = reason
@@ -298,8 +299,5 @@ def pair_flag(
     note = f"Rater flag (pairwise): {reason or '(no reason given)'}"
     outputs = StudyOutput.objects.select_for_update().filter(pk__in=[pair.left_id, pair.right_id])
     for output in outputs.order_by("pk"):
-        output.flag_reasons = "\n".join(filter(None, [output.flag_reasons, note]))
-        if output.screening == StudyOutput.Screening.ACTIVE:
-            output.screening = StudyOutput.Screening.HELD
-        output.save(update_fields=["flag_reasons", "screening"])
+        hold_for_admin(output, note)
     return judgment

@@ -52,6 +52,7 @@ def test_only_the_chosen_pairs_are_made_and_counted(no_queue):
     assert estimate.judgments_per_arm_pair == 12
     page = client_for(setup.admin).get(setup.study.get_absolute_url()).content.decode()
     assert "24 judgments" in page and "2 arm pairs per prompt" in page
+    assert "1–3, 2–3" in page
     study = lifecycle.study_open(study=setup.study, user=setup.admin)
     fake_sampling_run(study)
     study = lifecycle.study_sync_sampling(study_id=study.pk)

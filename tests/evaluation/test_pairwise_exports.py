@@ -154,3 +154,8 @@ def test_the_report_download_of_a_pairwise_study_is_the_pairwise_report(closed_p
     body = response.content.decode()
     assert response.status_code == 200 and "PALMS pairwise report" in body
     assert 'id="bradley-terry"' in body and 'id="positions"' in body
+    page = client_for(closed_pairwise.admin).get(
+        reverse("evaluation:study-pairwise-results", args=[study.pk])
+    ).content.decode()
+    assert reverse("evaluation:study-report-download", args=[study.pk]) in page
+    assert reverse("evaluation:study-exports", args=[study.pk]) in page

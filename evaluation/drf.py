@@ -26,7 +26,7 @@ class EvaluationViewSet(viewsets.GenericViewSet):
             return Response({"detail": str(exc)}, status=status.HTTP_404_NOT_FOUND)
         if isinstance(exc, errors.NotARater):
             return Response({"detail": str(exc)}, status=status.HTTP_403_FORBIDDEN)
-        if isinstance(exc, errors.StudyStateError | errors.RatingError):
+        if isinstance(exc, errors.StudyStateError | errors.RatingError | errors.StaleAnswerError):
             return Response({"detail": str(exc)}, status=status.HTTP_409_CONFLICT)
         if isinstance(exc, errors.EvaluationError):
             return Response({"detail": str(exc)}, status=status.HTTP_400_BAD_REQUEST)

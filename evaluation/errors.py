@@ -20,3 +20,11 @@ class OutputNotFound(RatingError):
 
 class NotARater(EvaluationError):
     """The user may not rate in this study."""
+
+
+class StaleAnswerError(EvaluationError):
+    """Someone saved a curator's answer after the version this edit started from."""
+
+    def __init__(self, message: str, *, current):
+        super().__init__(message)
+        self.current = current

@@ -594,5 +594,5 @@ class RealignmentRun(BackgroundRun):
         return self.status in {self.Status.QUEUED, self.Status.TRAINING, self.Status.EVALUATING}
 
 
-from evaluation.pairwise_models import PairJudgment, StudyPair  # noqa: E402, F401 (one app)
+from evaluation.pairwise_models import *  # noqa: E402, F403 (one app: pairwise rating)
 from evaluation.preference_models import *  # noqa: E402, F403 (one app: preference sets)

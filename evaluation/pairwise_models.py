@@ -20,6 +20,8 @@ from django.utils import timezone
 from evaluation import choices
 from evaluation.identifiers import new_public_id
 
+__all__ = ["ComparedArmPair", "PairJudgment", "PairJudgmentRevision", "StudyPair"]
+
 VERDICTS = tuple(choices.PairVerdict.values)
 
 
@@ -105,3 +107,44 @@ class PairJudgment(models.Model):
 
     def is_live(self, now) -> bool:
         return self.status == self.Status.CLAIMED and self.expires_at > now
+
+
+class PairJudgmentRevision(models.Model):
+    """A rater changed a judgment they had submitted (their last one, while the study was
+    open). The judgment row holds the current verdict; this log keeps what it replaced."""
+
+    judgment = models.ForeignKey(PairJudgment, on_delete=models.CASCADE, related_name="revisions")
+    previous_verdict = models.CharField(max_length=10, choices=choices.PairVerdict.choices)
+    previous_reason = models.TextField(blank=True)
+    verdict = models.CharField(max_length=10, choices=choices.PairVerdict.choices)
+    reason = models.TextField(blank=True)
+    revised_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["revised_at", "pk"]
+
+    def __str__(self) -> str:
+        return f"{self.judgment_id}: {self.previous_verdict} → {self.verdict}"
+
+
+class ComparedArmPair(models.Model):
+    """One arm pair a pairwise study compares, when the study compares a chosen subset
+    rather than every pair of its arms (no rows: every pair). Arms are named by their
+    ``StudyArm.order`` (the row number on the study form, from 0), which survives a draft's
+    arms being written again; ``first < second``."""
+
+    study = models.ForeignKey(
+        "evaluation.Study", on_delete=models.CASCADE, related_name="compared_arm_pairs"
+    )
+    first = models.PositiveSmallIntegerField()
+    second = models.PositiveSmallIntegerField()
+
+    class Meta:
+        ordering = ["first", "second"]
+        constraints = [
+            models.CheckConstraint(condition=Q(first__lt=F("second")), name="arm_pair_ordered"),
+            models.UniqueConstraint(fields=["study", "first", "second"], name="arm_pair_once"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.study_id}: arms {self.first + 1}–{self.second + 1}"

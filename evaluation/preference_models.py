@@ -17,7 +17,7 @@ from django.utils import timezone
 
 from curation.models import ImmutableError
 
-__all__ = ["PreferencePair", "PreferenceSet", "PreferenceSnapshot"]
+__all__ = ["PreferenceAnswerRevision", "PreferencePair", "PreferenceSet", "PreferenceSnapshot"]
 
 
 class PreferenceSet(models.Model):
@@ -69,6 +69,14 @@ class PreferencePair(models.Model):
     dropped_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
+    # A curator's own better answer, used as the chosen side instead of the ``chosen``
+    # output when not blank. ``answer_version`` guards against silent overwrites, as a
+    # sample's ``version`` does; every saved version is a PreferenceAnswerRevision.
+    answer = models.TextField(blank=True)
+    answer_version = models.PositiveIntegerField(default=0)
+    answer_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
 
     class Meta:
         ordering = ["prompt_id", "pk"]
@@ -83,6 +91,29 @@ class PreferencePair(models.Model):
 
     def __str__(self) -> str:
         return f"{self.chosen_id} > {self.rejected_id}"
+
+
+class PreferenceAnswerRevision(models.Model):
+    """Every saved version of a curator's answer to a pair; ``number`` equals the pair's
+    ``answer_version``. A blank answer is a revision too: back to the raters' choice."""
+
+    pair = models.ForeignKey(PreferencePair, on_delete=models.CASCADE, related_name="revisions")
+    number = models.PositiveIntegerField()
+    answer = models.TextField(blank=True)
+    author = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    note = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        ordering = ["-number"]
+        constraints = [
+            models.UniqueConstraint(fields=["pair", "number"], name="pref_answer_revision_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.pair_id} r{self.number}"
 
 
 class PreferenceSnapshotQuerySet(models.QuerySet):

@@ -52,6 +52,7 @@ urlpatterns = [
     # pairwise rating (raters only; pairs travel by public id)
     path("rate/<int:pk>/pairs/", pairwise_views.pair_rate, name="pair-rate"),
     path("rate/<int:pk>/pairs/next/", pairwise_views.pair_claim, name="pair-claim"),
+    path("rate/<int:pk>/pairs/last/", pairwise_views.pair_revise, name="pair-revise"),
     path(
         "rate/<int:pk>/pairs/<str:public_id>/judge/",
         pairwise_views.pair_judge,
@@ -85,6 +86,16 @@ urlpatterns = [
         "preferences/pairs/<int:pk>/drop/",
         preference_views.preference_pair_drop,
         name="preference-pair-drop",
+    ),
+    path(
+        "preferences/pairs/<int:pk>/answer/",
+        preference_views.preference_pair_answer,
+        name="preference-pair-answer",
+    ),
+    path(
+        "preferences/pairs/<int:pk>/answer/restore/",
+        preference_views.preference_answer_restore,
+        name="preference-answer-restore",
     ),
     path(
         "preference-snapshots/<int:pk>/download/",

@@ -130,7 +130,7 @@ def report_context(study: Study, mode: str) -> dict:
     }
 
 
-def provenance(study: Study, report: Report) -> dict:
+def provenance(study: Study, report: Report | None) -> dict:
     from training.services import code_version
 
     job = study.sampling_job
@@ -150,7 +150,31 @@ def provenance(study: Study, report: Report) -> dict:
 
 def render_report_document(study: Study, mode: str) -> str:
     """The self-contained HTML report (CSS and SVG inline, no external assets)."""
+    if study.mode == Study.Mode.PAIRWISE:
+        return _render_pairwise_document(study, mode)
     context = report_context(study, mode)
     context["provenance"] = provenance(study, context["report"])
     context["document"] = True
     return render_to_string("evaluation/report_document.html", context)
+
+
+def _render_pairwise_document(study: Study, mode: str) -> str:
+    """A pairwise study's report as a document: the pairwise results page's sections (same
+    report modes), its provenance and the positions raters judged against."""
+    from django.utils import timezone
+
+    from evaluation.report.pairwise import pairwise_report
+    from evaluation.studies.arm_pairs import compared_numbers
+
+    context = {
+        "study": study,
+        "mode": mode,
+        "report": pairwise_report(study, mode),
+        "generated_at": timezone.now(),
+        "provenance": provenance(study, None),
+        "positions": position_records(study),
+        "arms": study.arms.select_related("model_version") if mode == "arms" else [],
+        "compared_pairs": [f"{a}-{b}" for a, b in compared_numbers(study)],
+        "document": True,
+    }
+    return render_to_string("evaluation/pairwise_report_document.html", context)

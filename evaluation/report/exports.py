@@ -64,7 +64,8 @@ BASE_COLUMNS = [
     "seed",
 ]
 ARM_COLUMNS = ["arm", "size_tag", "model_version", "snapshot_hash"]
-INT_COLUMNS = {"prompt_id", "score", "display_position", "sample_index", "max_new_tokens", "seed"}
+INT_COLUMNS = {"prompt_id", "score", "display_position", "sample_index", "max_new_tokens", "seed",
+               "revisions"}  # fmt: skip
 FLOAT_COLUMNS = {"temperature", "top_p"}
 
 
@@ -333,6 +334,7 @@ def study_design(study: Study, *, includes_arms: bool) -> dict:
         "id": study.pk,
         "name": study.name,
         "status": study.status,
+        "mode": study.mode,
         "prompt_set": study.prompt_set.name,
         "prompts": study.prompt_set.prompts.count(),
         "samples_per_prompt": study.samples_per_prompt,
@@ -404,6 +406,7 @@ def write_bundle(
     """The study bundle: ratings in three formats, the HTML report, manifest.json and
     SHA256SUMS, zipped. Rows counts the ratings. ``on_phase`` hears each step."""
     from evaluation.report.document import render_report_document, report_for
+    from evaluation.report.pairwise_exports import manifest_analysis, rows_writer
     from training.services import code_version
 
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -411,11 +414,10 @@ def write_bundle(
         tmpdir = Path(tmp)
         files: list[dict] = []
         rows = 0
+        stem, write_rows = rows_writer(study)
         for fmt in ("csv", "jsonl", "parquet"):
-            on_phase(f"writing ratings.{fmt}")
-            written = write_ratings(
-                study, fmt, tmpdir / f"ratings.{fmt}", includes_arms=includes_arms
-            )
+            on_phase(f"writing {stem}.{fmt}")
+            written = write_rows(study, fmt, tmpdir / f"{stem}.{fmt}", includes_arms=includes_arms)
             rows = written.rows
             files.append(
                 {
@@ -446,9 +448,8 @@ def write_bundle(
             "code_version": code_version(),
             "includes_arms": includes_arms,
             "study": study_design(study, includes_arms=includes_arms),
-            "columns": columns_for(study, includes_arms=includes_arms),
             "files": files,
-            "analysis": replay_record(report_for(study, mode)),
+            **manifest_analysis(study, mode, includes_arms=includes_arms),
             "cost": report_for(study, mode).cost,  # one total, naming no arm
         }
         manifest_bytes = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
@@ -498,8 +499,11 @@ def write_export(
         if fmt == "bundle":
             written = write_bundle(study, part, includes_arms=includes_arms, on_phase=on_phase)
         else:
-            on_phase(f"writing the ratings as {dict(Export.Format.choices)[fmt]}")
-            written = write_ratings(study, fmt, part, includes_arms=includes_arms)
+            from evaluation.report.pairwise_exports import rows_writer
+
+            stem, write_rows = rows_writer(study)
+            on_phase(f"writing the {stem} as {dict(Export.Format.choices)[fmt]}")
+            written = write_rows(study, fmt, part, includes_arms=includes_arms)
         os.replace(part, path)
     finally:
         part.unlink(missing_ok=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from evaluation.models import PairJudgment, Study
-from evaluation.studies.blinding import blind_labels
+from evaluation.studies.blinding import blind_labels, rater_pseudonym
 from evaluation.studies.pairwise_selectors import counted
 from palmsweb.lib import pairwise
 
@@ -27,12 +27,14 @@ UNIT_OF_ANALYSIS = (
 
 def judgment_rows(study: Study) -> list[dict]:
     """The completed judgments of the study's counted pairs (no output excluded), one dict
-    per judgment with the arms of A (left) and B (right) as study-arm ids."""
+    per judgment with the arms of A (left) and B (right) as study-arm ids. Pairs and raters
+    are named as the export names them (public id, pseudonym), so the numbers computed from
+    an export's rows are the report's, to the last digit."""
     pairs = counted(study).values("pk")
     values = PairJudgment.objects.filter(
         study=study, status=PairJudgment.Status.COMPLETED, pair__in=pairs
     ).values_list(
-        "pair_id",
+        "pair__public_id",
         "pair__prompt_id",
         "pair__prompt__category__name",
         "pair__left__arm_id",
@@ -41,7 +43,10 @@ def judgment_rows(study: Study) -> list[dict]:
         "rater_id",
     )
     keys = ("pair", "prompt", "category", "left", "right", "verdict", "rater")
-    return [dict(zip(keys, row, strict=True)) for row in values]
+    rows = [dict(zip(keys, row, strict=True)) for row in values]
+    for row in rows:
+        row["rater"] = rater_pseudonym(study, row["rater"])
+    return rows
 
 
 def _arm_labels(study: Study, mode: str) -> dict[int, str]:
@@ -52,36 +57,42 @@ def _arm_labels(study: Study, mode: str) -> dict[int, str]:
     return {arm.pk: labels[arm.pk] for arm in sorted(arms, key=lambda a: labels[a.pk])}
 
 
-def _relabel(found: dict, labels: dict[int, str]) -> dict:
+def _relabel(found: dict, labels: dict) -> dict:
     for key in ("first", "second", "arm"):
         if key in found:
             found[key] = labels[found[key]]
     return found
 
 
-def pairwise_report(study: Study, mode: str) -> dict:
-    """The report's numbers as JSON-friendly dicts (the page and the API share it)."""
-    rows = judgment_rows(study)
-    agreement = asdict(pairwise.pair_agreement(rows))
-    report = {
-        "study": study.pk,
-        "mode": mode,
-        "unit_of_analysis": UNIT_OF_ANALYSIS,
+def pairwise_numbers(rows: list[dict], order: list, labels: dict, *, with_arms: bool) -> dict:
+    """The report's numbers from judgment rows (``left``/``right``: arm keys in ``order``,
+    shown as ``labels``). Rows are put in one canonical order first, so the database's rows
+    and an export's give identical numbers."""
+    rows = sorted(rows, key=lambda r: (str(r["prompt"]), str(r["pair"]), str(r["rater"])))
+    numbers = {
         "n_judgments": len(rows),
-        "n_prompts": len({r["prompt"] for r in rows}),
-        "agreement": agreement,
+        "n_prompts": len({str(r["prompt"]) for r in rows}),
+        "agreement": asdict(pairwise.pair_agreement(rows)),
         "outcomes": [],
         "bradley_terry": None,
     }
-    if mode == "arm-free":
-        return report
-    labels = _arm_labels(study, mode)
+    if not with_arms:
+        return numbers
+    outcomes = pairwise.win_tie_loss(rows, order)
+    numbers["outcomes"] = [_relabel(asdict(o), labels) for o in outcomes]
+    fit = asdict(pairwise.bradley_terry(rows, order))
+    fit["strengths"] = [_relabel(s, labels) for s in fit["strengths"]]
+    numbers["bradley_terry"] = fit
+    return numbers
+
+
+def pairwise_report(study: Study, mode: str) -> dict:
+    """The report's numbers as JSON-friendly dicts (the page, the API, the HTML document and
+    the export's manifest share it)."""
+    report = {"study": study.pk, "mode": mode, "unit_of_analysis": UNIT_OF_ANALYSIS}
+    labels = _arm_labels(study, mode) if mode != "arm-free" else {}
     order = list(labels)  # reference arm first: the study's first arm, or Arm A when blind
     if mode == "arms":
         order = [arm.pk for arm in study.arms.all()]
-    outcomes = pairwise.win_tie_loss(rows, order)
-    report["outcomes"] = [_relabel(asdict(o), labels) for o in outcomes]
-    fit = asdict(pairwise.bradley_terry(rows, order))
-    fit["strengths"] = [_relabel(s, labels) for s in fit["strengths"]]
-    report["bradley_terry"] = fit
-    return report
+    rows = judgment_rows(study)
+    return report | pairwise_numbers(rows, order, labels, with_arms=mode != "arm-free")

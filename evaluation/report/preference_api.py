@@ -4,6 +4,8 @@
 ``pairwise`` or ``ratings``, ``margin`` for ratings); ``POST /api/preference-sets/preview/``
 gives the counts first and writes nothing. ``GET /api/preference-sets/{id}/`` lists the pairs;
 ``POST /api/preference-pairs/{id}/drop/`` (``{"dropped": true|false}``) reviews one;
+``POST /api/preference-pairs/{id}/answer/`` (``{"answer": …, "base_version": n}``) writes a
+curator's own chosen answer (409 on a stale version), ``GET …/revisions/`` its history;
 ``POST /api/preference-sets/{id}/freeze/`` freezes the kept pairs. Snapshots:
 ``GET /api/preference-snapshots/{id}/`` (provenance, hash) and ``…/download/?kind=openai|trl``
 (JSONL). Rows of other profiles do not exist for the caller (404, or 400 for a chosen study).
@@ -23,8 +25,14 @@ from rest_framework.response import Response
 
 from evaluation import access
 from evaluation.drf import ERROR, EvaluationViewSet
-from evaluation.models import PreferencePair, PreferenceSet, PreferenceSnapshot, Study
-from evaluation.report import preferences
+from evaluation.models import (
+    PreferenceAnswerRevision,
+    PreferencePair,
+    PreferenceSet,
+    PreferenceSnapshot,
+    Study,
+)
+from evaluation.report import preference_answers, preferences
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.profiles import ProfileScopedPrimaryKeyField, in_profiles
 from palmsweb.roles import has_role
@@ -57,11 +65,26 @@ class PairSerializer(serializers.ModelSerializer):
     category = serializers.CharField(source="prompt.category.name")
     chosen = serializers.CharField(source="chosen.text")
     rejected = serializers.CharField(source="rejected.text")
+    answer_by = serializers.CharField(source="answer_by.get_username", default=None)
 
     class Meta:
         model = PreferencePair
         fields = ["id", "prompt", "category", "chosen", "rejected", "votes_for", "votes_total",
-                  "chosen_mean", "rejected_mean", "dropped"]  # fmt: skip
+                  "chosen_mean", "rejected_mean", "dropped", "answer", "answer_version",
+                  "answer_by"]  # fmt: skip
+
+
+class AnswerSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    answer = serializers.CharField(allow_blank=True, trim_whitespace=False)
+    base_version = serializers.IntegerField(min_value=0)
+
+
+class AnswerRevisionSerializer(serializers.ModelSerializer):
+    author = serializers.CharField(source="author.get_username", default=None)
+
+    class Meta:
+        model = PreferenceAnswerRevision
+        fields = ["number", "answer", "author", "note", "created_at"]
 
 
 class SetSerializer(serializers.ModelSerializer):
@@ -94,8 +117,10 @@ class PreferenceSetViewSet(mixins.RetrieveModelMixin, mixins.ListModelMixin, Eva
     serializer_class = SetSerializer
 
     def get_queryset(self):
-        rows = PreferenceSet.objects.prefetch_related("pairs__prompt__category", "pairs__chosen",
-                                                      "pairs__rejected", "snapshots")  # fmt: skip
+        rows = PreferenceSet.objects.prefetch_related(
+            "pairs__prompt__category", "pairs__chosen", "pairs__rejected", "pairs__answer_by",
+            "snapshots",
+        )  # fmt: skip
         return in_profiles(self, rows, access.PREFERENCE_ROLES, "study__prompt_set__profile")
 
     def _candidates(self):
@@ -139,7 +164,9 @@ class PreferencePairViewSet(EvaluationViewSet):
     serializer_class = PairSerializer
 
     def get_queryset(self):
-        rows = PreferencePair.objects.select_related("prompt__category", "chosen", "rejected")
+        rows = PreferencePair.objects.select_related(
+            "prompt__category", "chosen", "rejected", "answer_by"
+        )
         path = "preference_set__study__prompt_set__profile"
         return in_profiles(self, rows, access.PREFERENCE_ROLES, path)
 
@@ -152,6 +179,30 @@ class PreferencePairViewSet(EvaluationViewSet):
             pair=self.get_object(), dropped=data["dropped"], user=request.user
         )
         return Response(PairSerializer(self.get_queryset().get(pk=pair.pk)).data)
+
+    @extend_schema(
+        request=AnswerSerializer,
+        responses={200: PairSerializer, 400: ERROR, 404: ERROR, 409: ERROR},
+    )
+    @action(detail=True, methods=["post"])
+    def answer(self, request, pk=None):
+        """Write your own better answer as the pair's chosen side (blank: the raters'
+        choice again). ``base_version`` is the ``answer_version`` you started from; 409
+        when someone saved since (your text is not saved; read theirs and send again)."""
+        pair = self.get_object()  # first: another profile's pair is 404 whatever the body
+        data = self.validated(AnswerSerializer).validated_data
+        pair = preference_answers.preference_answer_save(
+            pair=pair, answer=data["answer"], base_version=data["base_version"],
+            user=request.user,
+        )  # fmt: skip
+        return Response(PairSerializer(self.get_queryset().get(pk=pair.pk)).data)
+
+    @extend_schema(responses={200: AnswerRevisionSerializer(many=True), 404: ERROR})
+    @action(detail=True, methods=["get"])
+    def revisions(self, request, pk=None):
+        """Every saved version of the curator's answer, newest first, with its author."""
+        rows = self.get_object().revisions.select_related("author")
+        return Response(AnswerRevisionSerializer(rows, many=True).data)
 
 
 class PreferenceSnapshotViewSet(

@@ -17,9 +17,9 @@ from evaluation.access import (
     preference_access,
     profile_for_request,
 )
-from evaluation.errors import EvaluationError
+from evaluation.errors import EvaluationError, StaleAnswerError
 from evaluation.models import PreferenceSet, Study
-from evaluation.report import preferences
+from evaluation.report import preference_answers, preferences
 from palmsweb.lib.http import require_get, require_get_post, require_post
 
 
@@ -82,7 +82,9 @@ def preference_build(request, pk: int):
 @preference_access
 def preference_set_detail(request, pk: int):
     preference_set = get_preference_set_for_user(request.user, pk)
-    pairs = preference_set.pairs.select_related("prompt__category", "chosen", "rejected")
+    pairs = preference_set.pairs.select_related(
+        "prompt__category", "chosen", "rejected", "answer_by"
+    )
     context = {
         "preference_set": preference_set,
         "study": preference_set.study,
@@ -138,3 +140,68 @@ def preference_snapshot_download(request, pk: int):
     response["Content-Disposition"] = f'attachment; filename="{name}"'
     response["X-Content-SHA256"] = snapshot.content_hash
     return response
+
+
+def _answer_page(request, pair, *, text: str, error: str = "", stale=None, status: int = 200):
+    context = {
+        "pair": pair,
+        "preference_set": pair.preference_set,
+        "study": pair.preference_set.study,
+        "text": text,
+        "base_version": (stale or pair).answer_version,
+        "error": error,
+        "stale": stale,
+        "revisions": pair.revisions.select_related("author"),
+    }
+    return render(request, "evaluation/preference_answer.html", context, status=status)
+
+
+@require_get_post
+@preference_access
+def preference_pair_answer(request, pk: int):
+    """GET: the pair, the curator's answer (if any) in a form, and its revision history.
+    POST: save a new version (blank: the raters' chosen output again); a save that started
+    from an older version is refused with both texts shown, nothing lost."""
+    pair = get_preference_pair_for_user(request.user, pk)
+    if request.method == "GET":
+        return _answer_page(request, pair, text=pair.answer)
+    text = request.POST.get("answer", "")
+    try:
+        base_version = int(request.POST.get("base_version", ""))
+        preference_answers.preference_answer_save(
+            pair=pair, answer=text, base_version=base_version, user=request.user
+        )
+    except ValueError:
+        return _answer_page(request, pair, text=text, error="The form is missing its version.",
+                            status=400)  # fmt: skip
+    except StaleAnswerError as refused:
+        return _answer_page(request, pair, text=text, error=str(refused), stale=refused.current,
+                            status=409)  # fmt: skip
+    except EvaluationError as refused:
+        return _answer_page(request, pair, text=text, error=str(refused), status=400)
+    saved = "Saved your answer." if text.strip() else "Back to the raters' choice."
+    messages.success(request, saved)
+    return redirect(f"{pair.preference_set.get_absolute_url()}#pair-{pair.pk}")
+
+
+@require_post
+@preference_access
+def preference_answer_restore(request, pk: int):
+    """Bring back an earlier revision (``number``) of the answer as a new revision."""
+    pair = get_preference_pair_for_user(request.user, pk)
+    try:
+        number = int(request.POST.get("number", ""))
+        base_version = int(request.POST.get("base_version", ""))
+        preference_answers.preference_answer_restore(
+            pair=pair, number=number, base_version=base_version, user=request.user
+        )
+    except ValueError:
+        error = "The form is missing the revision or its version."
+        return _answer_page(request, pair, text=pair.answer, error=error, status=400)
+    except StaleAnswerError as refused:
+        return _answer_page(request, pair, text=pair.answer, error=str(refused),
+                            stale=refused.current, status=409)  # fmt: skip
+    except EvaluationError as refused:
+        return _answer_page(request, pair, text=pair.answer, error=str(refused), status=400)
+    messages.success(request, f"Restored revision {number}.")
+    return redirect("evaluation:preference-pair-answer", pair.pk)

@@ -170,7 +170,7 @@ def preference_pair_drop(*, pair: PreferencePair, dropped: bool, user=None) -> P
 def _payload(preference_set: PreferenceSet, user) -> dict:
     study = preference_set.study
     pairs = preference_set.pairs.filter(dropped=False).select_related(
-        "prompt__category", "chosen", "rejected"
+        "prompt__category", "chosen", "rejected", "answer_by"
     )
     return {
         "provenance": {
@@ -185,15 +185,26 @@ def _payload(preference_set: PreferenceSet, user) -> dict:
             else None,
             "frozen_by": user.get_username() if user else None,
             "dropped": preference_set.pairs.filter(dropped=True).count(),
+            "curator_answers": sum(1 for p in pairs if p.answer),
         },
-        "pairs": [
-            {"prompt": p.prompt.text, "category": p.prompt.category.name,
-             "chosen": p.chosen.text, "rejected": p.rejected.text,
-             "votes_for": p.votes_for, "votes_total": p.votes_total,
-             "chosen_mean": p.chosen_mean, "rejected_mean": p.rejected_mean}
-            for p in pairs
-        ],
+        "pairs": [_pair_record(p) for p in pairs],
+    }
+
+
+def _pair_record(pair: PreferencePair) -> dict:
+    """One frozen pair. ``chosen`` is the curator's answer when one was written (then
+    ``chosen_by`` is "curator", with its author and revision), else the raters' choice."""
+    record = {
+        "prompt": pair.prompt.text, "category": pair.prompt.category.name,
+        "chosen": pair.answer or pair.chosen.text, "rejected": pair.rejected.text,
+        "votes_for": pair.votes_for, "votes_total": pair.votes_total,
+        "chosen_mean": pair.chosen_mean, "rejected_mean": pair.rejected_mean,
+        "chosen_by": "curator" if pair.answer else "raters",
     }  # fmt: skip
+    if pair.answer:
+        record["answer_author"] = pair.answer_by.get_username() if pair.answer_by else None
+        record["answer_revision"] = pair.answer_version
+    return record
 
 
 @transaction.atomic
@@ -243,6 +254,8 @@ def _card(snapshot: PreferenceSnapshot, provenance: dict) -> str:
         f"{snapshot.pair_count} preference pairs (prompt, chosen, rejected) from the blinded "
         f'study "{study["name"]}" (#{study["id"]}, {study["mode"]} mode), built with palmsweb.\n\n'
         f"- Rule: {rule}; {provenance['dropped']} pair(s) dropped by curators in review.\n"
+        f"- Chosen responses written by curators instead of the raters' choice: "
+        f"{provenance.get('curator_answers', 0)} (marked `chosen_by: curator`).\n"
         f"- Raters per pair or output: {provenance['raters_per_pair_or_output']}.\n"
         f"- Positions rated against (category: version): {provenance['positions']}.\n"
         f"- Built by {provenance['built_by']}, frozen by {provenance['frozen_by']}.\n"

@@ -4,7 +4,9 @@ The bundle's ``manifest.json`` holds, under ``analysis``, the settings of the re
 analysis (seed, sizes, resamples, the row-order contract) and ``numbers``: every number of
 the analysis, flattened to ``path → value`` by :func:`report_numbers`. A replay reads
 ``ratings.csv``, runs the same analysis (:func:`evaluation.report.table.run_analysis`) and
-lists each number that differs (:func:`differences`): none on an unchanged bundle.
+lists each number that differs (:func:`differences`): none on an unchanged bundle. A
+pairwise study's bundle replays the same way from ``judgments.csv``
+(:func:`evaluation.report.pairwise_exports.replay_numbers`).
 """
 
 from __future__ import annotations
@@ -90,14 +92,16 @@ def differences(recorded: Mapping[str, Any], replayed: Mapping[str, Any]) -> lis
 
 
 def read_bundle(path: Path) -> tuple[dict, list[dict[str, str]]]:
-    """The manifest and the ratings.csv records of a study bundle."""
+    """The manifest and the ratings.csv (or judgments.csv) records of a study bundle."""
     try:
         with zipfile.ZipFile(path) as zf:
             names = {n.rsplit("/", 1)[-1]: n for n in zf.namelist()}
-            if "manifest.json" not in names or "ratings.csv" not in names:
+            # A pairwise study's bundle holds judgments.csv in place of ratings.csv.
+            rows = "judgments.csv" if "judgments.csv" in names else "ratings.csv"
+            if "manifest.json" not in names or rows not in names:
                 raise BundleError(f"{path} is not a study bundle (no manifest or ratings.csv).")
             manifest = json.loads(zf.read(names["manifest.json"]))
-            text = zf.read(names["ratings.csv"]).decode("utf-8")
+            text = zf.read(names[rows]).decode("utf-8")
     except zipfile.BadZipFile as exc:
         raise BundleError(f"{path} is not a zip file.") from exc
     if "analysis" not in manifest:
@@ -109,6 +113,11 @@ def replay_bundle(path: Path) -> tuple[dict, dict, list[tuple]]:
     """(recorded numbers, replayed numbers, differences) for a bundle."""
     manifest, records = read_bundle(path)
     settings = manifest["analysis"]["settings"]
+    if settings.get("kind") == "pairwise":
+        from evaluation.report.pairwise_exports import replay_numbers
+
+        recorded, replayed = manifest["analysis"]["numbers"], replay_numbers(records, settings)
+        return recorded, replayed, differences(recorded, replayed)
     include_arms = settings["includes_arms"]
     _table, analysis = run_analysis(bundle_rows(records, include_arms=include_arms), settings)
     replayed = json.loads(json.dumps(report_numbers(analysis, include_arms=include_arms)))

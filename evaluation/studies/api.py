@@ -35,6 +35,7 @@ from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.errors import EvaluationError
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
 from evaluation.studies import lifecycle, prompt_sets, queue, revisions
+from evaluation.studies.arm_pairs import compared_numbers
 from evaluation.studies.selectors import (
     rater_progress,
     rater_studies,
@@ -201,6 +202,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                     {"arm": a.arm, "model_version": a.model_version_id, "size_tag": a.size_tag}
                     for a in study.arms.all()
                 ],
+                "arm_pairs": [list(pair) for pair in compared_numbers(study)],
                 **{
                     name: getattr(study, name)
                     for name in (

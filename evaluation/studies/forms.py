@@ -7,6 +7,7 @@ import re
 from django import forms
 
 from curation.models import Category
+from evaluation.errors import EvaluationError
 from evaluation.models import (
     MAX_COMMENT_CHARS,
     MAX_PROMPT_CHARS,
@@ -16,6 +17,13 @@ from evaluation.models import (
     Study,
 )
 from evaluation.rubric import DEFAULT_RUBRIC
+from evaluation.studies.arm_pairs import FORMAT_HELP as ARM_PAIRS_HELP
+from evaluation.studies.arm_pairs import (
+    clean_arm_pairs,
+    compared_numbers,
+    format_arm_pairs,
+    parse_arm_pairs,
+)
 from evaluation.studies.lifecycle import ArmSpec, rater_pool_candidates
 from training.models import ModelVersion
 
@@ -102,6 +110,11 @@ class StudyForm(RubricFieldsMixin, forms.Form):
     )
     samples_per_prompt = forms.IntegerField(min_value=1, max_value=20, initial=3)
     raters_per_output = forms.IntegerField(min_value=1, max_value=50, initial=3)
+    arm_pairs = forms.CharField(
+        required=False,
+        max_length=500,
+        help_text="Pairwise studies: which arm pairs raters compare. " + ARM_PAIRS_HELP,
+    )
     temperature = forms.FloatField(min_value=0, max_value=2, initial=0.7)
     top_p = forms.FloatField(min_value=0.01, max_value=1, initial=0.9, label="Top p")
     max_new_tokens = forms.IntegerField(min_value=1, max_value=4096, initial=200)
@@ -147,7 +160,14 @@ class StudyForm(RubricFieldsMixin, forms.Form):
         }
         initial.update({f"rubric_{s}": text for s, text in study.rubric_items()})
         initial["raters"] = list(study.raters.all())
+        initial["arm_pairs"] = format_arm_pairs(compared_numbers(study))
         return cls(data=data, initial=initial, profile_id=study.profile_id)
+
+    def clean_arm_pairs(self) -> list[tuple[int, int]]:
+        try:
+            return parse_arm_pairs(self.cleaned_data.get("arm_pairs", ""))
+        except EvaluationError as error:
+            raise forms.ValidationError(str(error)) from None
 
     def service_kwargs(self) -> dict:
         data = dict(self.cleaned_data)
@@ -187,12 +207,27 @@ class StudyEstimateForm(forms.Form):
         )
         return {
             "n_prompts": self.cleaned_data["prompt_set"].prompts.count(),
+            "n_arm_pairs": self._arm_pairs(data, len(versions)),
             "versions": versions,
             "samples_per_prompt": self.cleaned_data["samples_per_prompt"],
             "raters_per_output": self.cleaned_data["raters_per_output"],
             "max_new_tokens": self.cleaned_data["max_new_tokens"],
             "n_raters": raters.count(),
         }
+
+
+    @staticmethod
+    def _arm_pairs(data, n_arms: int) -> int | None:
+        """A pairwise form's arm pairs per prompt × sample (all, when the subset is not
+        valid yet); None for 1–5."""
+        if data.get("mode") != Study.Mode.PAIRWISE:
+            return None
+        try:
+            chosen = clean_arm_pairs(parse_arm_pairs(data.get("arm_pairs", "")), n_arms=n_arms,
+                                     mode=Study.Mode.PAIRWISE)  # fmt: skip
+        except EvaluationError:
+            chosen = []
+        return len(chosen) or n_arms * (n_arms - 1) // 2
 
 
 class LiveStudyForm(RubricFieldsMixin, forms.Form):
@@ -314,12 +349,14 @@ class StudyPlanForm(forms.Form):
     samples_per_prompt = forms.IntegerField(min_value=1, max_value=20)
     raters_per_output = forms.IntegerField(min_value=1, max_value=50)
     expected_difference = forms.FloatField(min_value=0.05, max_value=4.0, required=False)
+    mode = forms.ChoiceField(choices=Study.Mode.choices, required=False)
 
     def plan(self):
-        """The plan, or None when the values are not (yet) valid."""
+        """The plan, or None when the values are not (yet) valid, and for a pairwise study
+        (its estimate counts judgments per arm pair and the win rate's precision instead)."""
         from evaluation.studies.planning import plan_for_prompt_set
 
-        if not self.is_valid():
+        if not self.is_valid() or self.cleaned_data.get("mode") == Study.Mode.PAIRWISE:
             return None
         return plan_for_prompt_set(
             self.cleaned_data["prompt_set"],

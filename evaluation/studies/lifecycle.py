@@ -30,6 +30,7 @@ from evaluation.models import (
     StudyOutput,
 )
 from evaluation.rubric import default_rubric
+from evaluation.studies.arm_pairs import clean_arm_pairs, set_compared_arm_pairs
 from evaluation.studies.pairwise_queue import pairs_create
 from evaluation.studies.positions import freeze_positions
 from evaluation.studies.prompt_sets import prompt_set_lock, prompt_set_release
@@ -200,11 +201,14 @@ def study_create(
     lease_minutes: int = 10,
     rubric: list[str] | None = None,
     mode: str = Study.Mode.SCALE,
+    arm_pairs: Iterable = (),
     user=None,
 ) -> Study:
     """Create a draft study. Its prompt set locks now: the study depends on those prompts.
-    Each arm's label follows the data its model was trained on (see :class:`ArmSpec`)."""
+    Each arm's label follows the data its model was trained on (see :class:`ArmSpec`).
+    ``arm_pairs``: a pairwise study's chosen arm pairs (numbers from 1); none: every pair."""
     arms = _following_arms(arms)
+    arm_pairs = clean_arm_pairs(arm_pairs, n_arms=len(arms), mode=mode)
     _validate_study(
         name=name,
         prompt_set=prompt_set,
@@ -234,6 +238,7 @@ def study_create(
         created_by=user,
     )
     _set_arms(study, arms)
+    set_compared_arm_pairs(study, arm_pairs)
     study.raters.set(_clean_raters(raters, prompt_set.profile_id))
     prompt_set_lock(prompt_set)
     _event(study, StudyEvent.Kind.CREATED, user)
@@ -258,6 +263,7 @@ def study_update(
     lease_minutes: int,
     rubric: list[str],
     mode: str = Study.Mode.SCALE,
+    arm_pairs: Iterable = (),
     user=None,
 ) -> Study:
     """Change a draft study. Once open, only the rubric and the rater pool can change
@@ -270,6 +276,7 @@ def study_update(
             "A study stays in its value profile: choose a prompt set of the same profile."
         )
     arms = _following_arms(arms)
+    arm_pairs = clean_arm_pairs(arm_pairs, n_arms=len(arms), mode=mode)
     _validate_study(
         name=name,
         prompt_set=prompt_set,
@@ -302,6 +309,7 @@ def study_update(
         setattr(study, key, value)
     study.save(update_fields=list(fields))
     _set_arms(study, arms)
+    set_compared_arm_pairs(study, arm_pairs)
     study.raters.set(_clean_raters(raters, prompt_set.profile_id))
     prompt_set_lock(prompt_set)
     if previous_set != prompt_set.pk:

@@ -31,10 +31,13 @@ from evaluation.models import (
     StudyOutput,
     StudyPair,
 )
+from evaluation.studies.arm_pairs import compared_orders
 from evaluation.studies.queue import (
     check_can_rate,
     check_claim_finishable,
+    check_releasable,
     claim_with_retries,
+    hold_for_admin,
     live_claims,
     lock_with_room,
     order_salt,
@@ -46,15 +49,20 @@ PAIRWISE = Study.Mode.PAIRWISE
 
 
 def pairs_create(*, study: Study, rng: random.Random | None = None) -> int:
-    """Make every arm pair of each prompt × sample index from the study's outputs, with
-    A and B drawn at random and stored. Idempotent (unique outputs per pair)."""
+    """Make every compared arm pair (all, or the study's chosen subset) of each prompt ×
+    sample index from the study's outputs, with A and B drawn at random and stored.
+    Idempotent (unique outputs per pair)."""
     rng = rng or random.SystemRandom()  # the order must not be guessable from anything
+    chosen = compared_orders(study)
     slots: dict[tuple[int, int], list[StudyOutput]] = {}
-    for output in StudyOutput.objects.filter(study=study).order_by("arm_id", "pk"):
+    outputs = StudyOutput.objects.filter(study=study).select_related("arm")
+    for output in outputs.order_by("arm__order", "arm_id", "pk"):
         slots.setdefault((output.prompt_id, output.sample_index), []).append(output)
     rows = []
     for (prompt_id, sample_index), outputs in sorted(slots.items()):
         for first, second in combinations(outputs, 2):
+            if chosen is not None and (first.arm.order, second.arm.order) not in chosen:
+                continue
             left, right = (first, second) if rng.random() < 0.5 else (second, first)
             rows.append(
                 StudyPair(
@@ -261,8 +269,7 @@ def pair_judge(
 
 def _release(public_id: str, rater, now: datetime, *, status: str, reason: str = ""):
     pair, judgment = _locked_judgment(public_id, rater)
-    if judgment.status not in {PairJudgment.Status.CLAIMED, PairJudgment.Status.EXPIRED}:
-        raise RatingError(f"This pair is already {judgment.get_status_display().lower()}.")
+    check_releasable(judgment, "pair")
     _check_open(pair, rater)
     judgment.status = status
     judgment.reason = reason
@@ -292,8 +299,5 @@ def pair_flag(
     note = f"Rater flag (pairwise): {reason or '(no reason given)'}"
     outputs = StudyOutput.objects.select_for_update().filter(pk__in=[pair.left_id, pair.right_id])
     for output in outputs.order_by("pk"):
-        output.flag_reasons = "\n".join(filter(None, [output.flag_reasons, note]))
-        if output.screening == StudyOutput.Screening.ACTIVE:
-            output.screening = StudyOutput.Screening.HELD
-        output.save(update_fields=["flag_reasons", "screening"])
+        hold_for_admin(output, note)
     return judgment

@@ -2,7 +2,8 @@
 side by side, labelled only "A" and "B". Raters only; like the 1–5 pages, nothing here puts
 an arm, a model, a size or an internal id into a page: the templates get the two texts, the
 prompt, the category and the pair's public id. Works without JavaScript; htmx swaps the task
-panel and the progress in place, and ``static/js/pairwise.js`` adds the keys."""
+panel and the progress in place, and ``static/js/pairwise.js`` adds the keys. A rater may
+change their last judgment while the study is open (as the 1–5 pages allow for ratings)."""
 
 from __future__ import annotations
 
@@ -14,11 +15,11 @@ from django.template.loader import render_to_string
 from evaluation.access import get_rating_study_for_user
 from evaluation.errors import RatingError, StudyStateError
 from evaluation.models import PairJudgment, Study
-from evaluation.studies import pairwise_queue, positions
+from evaluation.studies import pairwise_queue, positions, revisions
 from evaluation.studies.forms import FlagForm, PairJudgmentForm
 from evaluation.studies.selectors import rater_progress, study_progress
 from palmsweb.lib.htmx import is_partial
-from palmsweb.lib.http import require_get, require_post
+from palmsweb.lib.http import require_get, require_get_post, require_post
 from palmsweb.roles import Role, role_required
 
 rater_access = role_required(Role.RATER)
@@ -30,12 +31,19 @@ def _pairwise_study(request, pk: int) -> Study:
     return get_rating_study_for_user(request.user, pk)
 
 
-def _context(request, study: Study, *, state: str, claim=None, notice="", error="") -> dict:
-    pair = claim.pair if claim else None
+def _context(
+    request, study: Study, *, state: str, claim=None, notice="", error="", revising=None
+) -> dict:
+    pair = (revising or claim).pair if (revising or claim) else None
+    rating_open = study.status == Study.Status.RATING
+    last = revisions.judgment_last(study, request.user) if rating_open and not revising else None
     return {
         "study": study,
-        "state": state,  # intro | task | empty | closed
+        "state": state,  # intro | task | revise | empty | closed
         "claim": claim,
+        "revising": revising,
+        # Changing a judgment is offered for the last one submitted, from any state.
+        "last": last,
         "pair": pair,
         "prompt": pair.prompt if pair else None,
         # The version frozen when the study opened, not the live text.
@@ -146,3 +154,41 @@ def pair_flag(request, pk: int, public_id: str):
     except RatingError as error:
         return _next(request, study, notice=str(error))
     return _next(request, study, notice="Flagged for an admin; thank you.")
+
+
+@require_get_post
+@rater_access
+def pair_revise(request, pk: int):
+    """Change the last submitted judgment while the study is open (the old verdict and
+    reason are logged). GET shows it in the task panel with its verdict chosen; POST saves,
+    then the rater is back at the pair they hold (or their next one)."""
+    study = _pairwise_study(request, pk)
+    if study.status != Study.Status.RATING or study.mode != Study.Mode.PAIRWISE:
+        return _response(request, _context(request, study, state="closed"))
+    last = revisions.judgment_last(study, request.user)
+    if last is None:
+        return _next(request, study, notice="You have not submitted a judgment here yet.")
+    if request.method == "GET":
+        return _response(request, _context(request, study, state="revise", revising=last))
+    form = PairJudgmentForm(request.POST)
+    if not form.is_valid():
+        error = next(iter(form.errors.values()))[0]
+        context = _context(request, study, state="revise", revising=last, error=error)
+        return _response(request, context, status=200 if is_partial(request) else 400)
+    old = last.get_verdict_display()
+    try:
+        judgment = revisions.judgment_revise(
+            study=study,
+            rater=request.user,
+            public_id=request.POST.get("pair", ""),
+            verdict=form.cleaned_data["verdict"],
+            reason=form.cleaned_data["reason"],
+        )
+    except StudyStateError:
+        return _response(request, _context(request, study, state="closed"))
+    except RatingError as error:
+        return _next(request, study, notice=str(error))
+    new = judgment.get_verdict_display()
+    if new == old:
+        return _next(request, study, notice=f"Kept your last judgment: {old}.")
+    return _next(request, study, notice=f"Changed your last judgment from {old} to {new}.")

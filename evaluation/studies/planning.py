@@ -1,5 +1,7 @@
 """The study planner: before rating starts, how likely is the chosen design to find a
-given difference, and what design would reach 80% power (issue 15, item 3).
+given difference, and what design would reach 80% power (issue 15, item 3). A pairwise
+study counts judgments per arm pair instead (:func:`win_rate_half_width`; the estimate
+in :mod:`evaluation.studies.selectors` counts its judgments per pair).
 
 The variance components come from the last closed study with ratings
 (:func:`palmsweb.lib.power.estimate_components` on its rating table), or, when there is
@@ -21,6 +23,7 @@ from palmsweb.lib.power import PowerPlan, estimate_components, plan_study
 from palmsweb.lib.ratings import RatingTable
 
 DEFAULT_EFFECT = 0.5  # points on the 1–5 scale
+Z95 = 1.959963984540054
 PRIOR = "prior"
 
 
@@ -108,3 +111,11 @@ def plan_for_prompt_set(
         raters_per_output=raters_per_output,
         effect=effect,
     )
+
+
+def win_rate_half_width(n_prompts: int) -> float:
+    """The widest 95% half-width of a pairwise win rate over ``n_prompts`` prompts (the unit
+    of analysis of the pairwise report): a prompt's share of wins varies at most 0.25, so
+    the interval of the mean over prompts is at most ±1.96·√(0.25/n) whatever the number of
+    samples and raters; more raters narrow it only when prompts split their verdicts."""
+    return Z95 * math.sqrt(0.25 / n_prompts) if n_prompts else float("inf")

@@ -481,12 +481,27 @@ def rating_submit(
     return rating
 
 
+def check_releasable(claim, noun: str) -> None:
+    """A claim (a 1–5 rating or a pairwise judgment) may be skipped or flagged while it is
+    held or lapsed, not once answered, skipped or flagged."""
+    if claim.status not in {claim.Status.CLAIMED, claim.Status.EXPIRED}:
+        raise RatingError(f"This {noun} is already {claim.get_status_display().lower()}.")
+
+
+def hold_for_admin(output: StudyOutput, note: str) -> None:
+    """Log a rater's flag on the output and hold it back from every rater until an admin
+    clears or excludes it (the caller holds the output's row lock)."""
+    output.flag_reasons = "\n".join(filter(None, [output.flag_reasons, note]))
+    if output.screening == StudyOutput.Screening.ACTIVE:
+        output.screening = StudyOutput.Screening.HELD
+    output.save(update_fields=["flag_reasons", "screening"])
+
+
 def _release(
     public_id: str, rater, now: datetime, *, status: str, reason: str = ""
 ) -> tuple[StudyOutput, Rating]:
     output, rating = _locked_rating(public_id, rater)
-    if rating.status not in {Rating.Status.CLAIMED, Rating.Status.EXPIRED}:
-        raise RatingError(f"This output is already {rating.get_status_display().lower()}.")
+    check_releasable(rating, "output")
     _check_rating_open(output, rater)
     rating.status = status
     rating.flag_reason = reason
@@ -510,9 +525,5 @@ def rating_flag(*, public_id: str, rater, reason: str = "", now: datetime | None
     output, rating = _release(
         public_id, rater, now or timezone.now(), status=Rating.Status.FLAGGED, reason=reason
     )
-    note = f"Rater flag: {reason or '(no reason given)'}"
-    output.flag_reasons = "\n".join(filter(None, [output.flag_reasons, note]))
-    if output.screening == StudyOutput.Screening.ACTIVE:
-        output.screening = StudyOutput.Screening.HELD
-    output.save(update_fields=["flag_reasons", "screening"])
+    hold_for_admin(output, f"Rater flag: {reason or '(no reason given)'}")
     return rating

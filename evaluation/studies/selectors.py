@@ -14,6 +14,7 @@ from curation.models import Category
 from evaluation.access import can_see_generations
 from evaluation.models import Rating, Study, StudyArm, StudyOutput
 from evaluation.studies import pairwise_selectors
+from evaluation.studies.arm_pairs import arm_pair_count
 from palmsweb.roles import Role, profile_ids_with_role
 from training.models import BaseModel, ModelVersion
 from training.selectors import local_sampling_speed, packaged_model_needs_conversion
@@ -87,10 +88,32 @@ class StudyEstimate:
     tokens_per_second: float
     speed_measured: bool
     converts: bool
+    n_arm_pairs: int | None = None  # pairwise: arm pairs judged per prompt × sample
 
     @property
     def outputs(self) -> int:
         return self.n_prompts * self.n_arms * self.samples_per_prompt
+
+    @property
+    def pairwise(self) -> bool:
+        return self.n_arm_pairs is not None
+
+    @property
+    def tasks(self) -> int:
+        """What raters do: one rating per output, or one judgment per pair (per rater)."""
+        if self.pairwise:
+            return self.n_prompts * self.samples_per_prompt * self.n_arm_pairs
+        return self.outputs
+
+    @property
+    def judgments_per_arm_pair(self) -> int:
+        return self.n_prompts * self.samples_per_prompt * self.raters_per_output
+
+    @property
+    def win_rate_half_width(self) -> float:
+        from evaluation.studies.planning import win_rate_half_width
+
+        return win_rate_half_width(self.n_prompts)
 
     @property
     def remote_outputs(self) -> int:
@@ -98,7 +121,7 @@ class StudyEstimate:
 
     @property
     def ratings(self) -> int:
-        return self.outputs * self.raters_per_output
+        return self.tasks * self.raters_per_output
 
     @property
     def per_rater(self) -> int | None:
@@ -125,8 +148,10 @@ def study_estimate(
     raters_per_output: int,
     max_new_tokens: int,
     n_raters: int,
+    n_arm_pairs: int | None = None,
 ) -> StudyEstimate:
-    """The estimate the study form and a draft study's page show before *Open*."""
+    """The estimate the study form and a draft study's page show before *Open*
+    (``n_arm_pairs``: a pairwise study's arm pairs; its raters judge pairs)."""
     local = [v for v in versions if v.base_model.is_local]
     speed = local_sampling_speed()
     converts = any(v.base_model.kind == BaseModel.Kind.PACKAGED for v in local) and (
@@ -143,6 +168,7 @@ def study_estimate(
         tokens_per_second=speed.tokens_per_second,
         speed_measured=speed.measured,
         converts=converts,
+        n_arm_pairs=n_arm_pairs,
     )
 
 
@@ -155,6 +181,9 @@ def draft_study_estimate(study: Study) -> StudyEstimate:
         raters_per_output=study.raters_per_output,
         max_new_tokens=study.max_new_tokens,
         n_raters=study.raters.count(),
+        n_arm_pairs=arm_pair_count(study, len(versions))
+        if study.mode == Study.Mode.PAIRWISE
+        else None,
     )
 
 

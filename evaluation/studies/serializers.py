@@ -137,6 +137,9 @@ class StudySerializer(serializers.ModelSerializer):
         help_text="Usernames for admins; for researchers, pseudonyms as in the exports."
     )
     progress = serializers.SerializerMethodField()
+    arm_pairs = serializers.SerializerMethodField(
+        help_text="Pairwise: the chosen arm pairs (arm numbers from 1); empty: every pair."
+    )
     shutdown_warnings = serializers.SerializerMethodField(
         help_text="Arms whose hosted model shuts down within HOSTED_SHUTDOWN_WARNING_DAYS "
         "(or has) while the study is not closed; arm, size_tag and model_version are null "
@@ -151,6 +154,7 @@ class StudySerializer(serializers.ModelSerializer):
             "description",
             "status",
             "mode",
+            "arm_pairs",
             "prompt_set",
             "samples_per_prompt",
             "raters_per_output",
@@ -206,6 +210,11 @@ class StudySerializer(serializers.ModelSerializer):
             for warning in shutdown_warnings(study, reveal_models=reveal, arms=study.arms.all())
         ]
 
+    def get_arm_pairs(self, study: Study) -> list[list[int]]:
+        from evaluation.studies.arm_pairs import compared_numbers
+
+        return [list(pair) for pair in compared_numbers(study)]
+
     def get_progress(self, study: Study) -> dict:
         from evaluation.studies.selectors import study_progress
 
@@ -238,6 +247,13 @@ class StudyWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         choices=Study.Mode.choices,
         default=Study.Mode.SCALE,
         help_text="scale: 1–5 ratings of each output; pairwise: A/B judgments of arm pairs.",
+    )
+    arm_pairs = serializers.ListField(
+        child=serializers.ListField(child=serializers.IntegerField(), min_length=2, max_length=2),
+        required=False,
+        default=list,
+        help_text="Pairwise only: the arm pairs raters compare, as arm numbers from 1 in the "
+        "order of `arms`, e.g. [[1, 2], [1, 3]]. Empty: every pair.",
     )
     samples_per_prompt = serializers.IntegerField(default=3)
     raters_per_output = serializers.IntegerField(default=3)
@@ -471,6 +487,27 @@ def pair_task_payload(judgment) -> dict:
         "a": pair.left.text,
         "b": pair.right.text,
         "expires_at": judgment.expires_at,
+    }
+
+
+class LastJudgmentSerializer(PairTaskSerializer):
+    """Your last submitted judgment, which you may change while the study is open."""
+
+    expires_at = None
+    verdict = serializers.ChoiceField(choices=PairJudgment.Verdict.choices)
+    reason = serializers.CharField(allow_blank=True)
+    completed_at = serializers.DateTimeField()
+    revisions = serializers.IntegerField(help_text="How often you changed it already.")
+
+
+def last_judgment_payload(judgment) -> dict:
+    payload = pair_task_payload(judgment)
+    del payload["expires_at"]
+    return payload | {
+        "verdict": judgment.verdict,
+        "reason": judgment.reason,
+        "completed_at": judgment.completed_at,
+        "revisions": judgment.revisions.count(),
     }
 
 

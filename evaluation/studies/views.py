@@ -299,6 +299,7 @@ def _draft_plan(study: Study):
         "prompt_set": study.prompt_set_id,
         "samples_per_prompt": study.samples_per_prompt,
         "raters_per_output": study.raters_per_output,
+        "mode": study.mode,
     }
     return StudyPlanForm(data).plan()
 

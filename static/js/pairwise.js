@@ -1,5 +1,5 @@
 /* Keyboard-first pairwise judging: ←/1 A better, →/2 B better, T tie, X both bad, Enter
- * submits, S skips, F flags, C writes a reason. The page works without this file (plain
+ * submits, S skips, F flags, C writes a reason, U changes the last judgment (Esc goes back). The page works without this file (plain
  * forms); with it, the same forms are submitted by key and htmx swaps the next pair in. The
  * shared parts are in task-keys.js. Nothing here knows anything about models: the page only
  * has "A" and "B". */
@@ -44,6 +44,10 @@
     },
     keys: function (key) {
       if (VERDICT_KEYS[key]) return choose(VERDICT_KEYS[key]);
+      // U: change the last judgment; Esc: back from changing it to the pair held.
+      var link = key === "u" || key === "U" ? document.getElementById("revise-link")
+        : key === "Escape" ? document.getElementById("revise-back") : null;
+      if (link) { link.click(); return true; }
       if (key === "c" || key === "C") {
         var reason = task().querySelector('textarea[name="reason"]');
         if (reason) { reason.focus(); return true; }

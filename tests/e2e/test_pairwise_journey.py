@@ -13,6 +13,14 @@ from tests.evaluation.conftest import build_study
 pytestmark = [pytest.mark.e2e, pytest.mark.django_db(transaction=True)]
 
 
+def settled(page) -> None:
+    """Wait until htmx has swapped and settled the last answer, so a key lands on the new
+    panel's elements (a click on a link htmx has not taken over yet would load the page)."""
+    page.wait_for_function(
+        "!document.querySelector('.htmx-request, .htmx-swapping, .htmx-settling, .htmx-added')"
+    )
+
+
 @pytest.fixture
 def pairwise_setup(monkeypatch, no_training_queue):
     monkeypatch.setattr(
@@ -57,6 +65,26 @@ def test_a_rater_judges_pairs_with_the_keyboard_alone(new_page, pairwise_setup):
     page.keyboard.press("s")
     expect(page.locator(".task .msg")).to_contain_text("Skipped")
     assert page.evaluate("window.__noReload") is True
+
+    # U brings back the last judgment (both bad), its verdict chosen; → and Enter change it.
+    settled(page)
+    page.keyboard.press("u")
+    expect(page.locator("#revise-note")).to_contain_text("Both bad")
+    expect(page.locator('input[name=verdict][value="both_bad"]')).to_be_checked()
+    settled(page)
+    page.keyboard.press("ArrowRight")
+    page.keyboard.press("Enter")
+    expect(page.locator(".task .msg")).to_contain_text("from Both bad to B better")
+    expect(page.locator("#output-a")).to_be_visible()  # back at the pair held
+    # Esc leaves a change unsaved.
+    settled(page)
+    page.keyboard.press("u")
+    expect(page.locator("#revise-note")).to_be_visible()
+    settled(page)
+    page.keyboard.press("Escape")
+    expect(page.locator("#revise-note")).to_have_count(0)
+    assert page.evaluate("window.__noReload") is True
+    keys[-1] = ("x", "b")  # the last judgment now says B better
 
     done = PairJudgment.objects.filter(rater=rater).exclude(status="claimed")
     done = list(done.order_by("completed_at").select_related("pair__left", "pair__right"))

@@ -10,6 +10,7 @@ versions, base model, study arms, study outputs). The ids start at distinctive v
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -222,6 +223,14 @@ def collect_pairwise_views(study, rater) -> list[tuple[str, str, bool]]:
     keep("flag (htmx)", client.post(url("pair-flag"), {"flag_reason": "odd"}, **HX))
     keep("judge (plain)", client.post(url("pair-judge"), {"verdict": "tie"}))
     keep("unknown pair", client.post(reverse("evaluation:pair-skip", args=[study.pk, "nopair"])))
+    revise = reverse("evaluation:pair-revise", args=[study.pk])
+    keep("change the last judgment (page)", client.get(revise))
+    keep("change the last judgment (htmx)", client.get(revise, **HX))
+    last = PairJudgment.objects.filter(study=study, rater=rater, status="completed")
+    last = last.order_by("-completed_at", "-pk").first()
+    keep("change the last judgment without verdict", client.post(revise, {}, **HX))
+    keep("change the last judgment (save)",
+         client.post(revise, {"pair": last.pair.public_id, "verdict": "b"}, **HX))  # fmt: skip
     script = Path(settings.BASE_DIR, "static", "js", "pairwise.js").read_text()
     seen.append(("pairwise.js", script, True))
 
@@ -239,6 +248,11 @@ def collect_pairwise_views(study, rater) -> list[tuple[str, str, bool]]:
     pair = api.post(f"/api/rating/pair-studies/{study.pk}/claim/").json()["pair"]
     keep("api skip", api.post(f"/api/rating/pairs/{pair}/skip/"))
     keep("api unknown pair", api.post("/api/rating/pairs/unknownid/skip/"))
+    last = keep("api last judgment", api.get(f"/api/rating/pair-studies/{study.pk}/last/"))
+    revise = f"/api/rating/pairs/{last.json()['pair']}/revise/"
+    keep("api revise", api.post(revise, {"verdict": "tie"}, format="json"))
+    keep("api revise unknown pair", api.post("/api/rating/pairs/unknownid/revise/",
+                                             {"verdict": "a"}, format="json"))  # fmt: skip
     return seen
 
 
@@ -492,3 +506,30 @@ def test_a_rater_of_another_profile_reaches_nothing_of_a_study(world):  # noqa: 
     assert api.get(f"/api/rating/pair-studies/{study.pk}/current/").status_code == 404
     with pytest.raises(errors.NotARater):
         pairwise_queue.pair_claim_next(study=study, rater=stranger)
+
+
+def test_a_blinded_pairwise_export_and_bundle_name_no_arm(no_queue, tmp_path, settings):
+    """A closed pairwise study that is not unblinded exports its judgments arm-free: the
+    judgments files, the manifest, the pairwise report and the replay's settings name no
+    arm, model, size or internal id."""
+    settings.ARTIFACTS_DIR = tmp_path / "artifacts"
+    setup = build_study(samples=2, mode=Study.Mode.PAIRWISE)
+    study, rater = setup.study, setup.raters[0]
+    while (claim := pairwise_queue.pair_claim_next(study=study, rater=rater)) is not None:
+        pairwise_queue.pair_judge(public_id=claim.pair.public_id, rater=rater, verdict="a")
+    study = lifecycle.study_close(study=study, user=setup.admin)
+    patterns = forbidden_patterns(study)
+    seen = []
+    for fmt in ("csv", "jsonl"):
+        path = tmp_path / f"judgments.{fmt}"
+        exports.write_export(study, fmt, path, includes_arms=False)
+        seen.append((f"judgments.{fmt}", path.read_text()))
+    bundle = tmp_path / "bundle.zip"
+    exports.write_export(study, "bundle", bundle, includes_arms=False)
+    with zipfile.ZipFile(bundle) as zf:
+        for name in zf.namelist():
+            if name.endswith((".csv", ".jsonl", ".json", ".html")):
+                seen.append((name, zf.read(name).decode()))
+    assert any(name.endswith("judgments.csv") for name, _ in seen)
+    for label, text in seen:
+        assert_blind(label, text, patterns)

@@ -12,7 +12,13 @@ On a CUDA machine, with the packaged SmolLM2-135M-Instruct and the demo values-t
    peak GPU memory; the first palmsweb outputs are printed, to see the model speak;
 3. **the distributed path**, when several GPUs are visible: the same full fine-tune under
    torchrun on every GPU, with DDP and with FSDP2: tokens/s (all ranks summed) and rank 0's
-   peak memory.
+   peak memory;
+4. **sampling through vLLM**, when vLLM is installed (the ``gpu`` extra): the same demo
+   prompts through ``training.engine.vllm_sampling.generate_vllm`` (vLLM's offline engine,
+   per-output seeds), for the base model and for a LoRA adapter trained here (served through
+   vLLM's ``LoRARequest``, not merged): generated tokens/s beside palmsweb's generator, that
+   every output came back, and that the worker's choice (``SAMPLING_ENGINE=auto``) is vLLM.
+   This is the only place the vLLM path runs: the test suite cannot (no CUDA there).
 
 Without CUDA it stops at once, with exit status 2 and the reason; nothing is loaded.
 
@@ -207,6 +213,54 @@ def distributed_finetune(model_dir: Path, examples: list[dict], strategy: str, a
     }
 
 
+# --- sampling through vLLM ----------------------------------------------------------------
+
+
+def trained_adapter(model_dir: Path, examples: list[dict], out: Path) -> Path:
+    """A LoRA adapter from a few steps of palmsweb's fine-tune, for vLLM to serve."""
+    from training.engine.finetune import FineTuneConfig, run_finetune
+
+    config = FineTuneConfig(method="lora", epochs=1, max_steps=5, learning_rate=2e-4)
+    run_finetune(base_model_path=model_dir, examples=examples, output_dir=out, config=config)
+    return out
+
+
+def vllm_sampling(model_path: Path, prompts: list[str]) -> dict:
+    """The demo prompts x 3 through vLLM's offline engine: tokens/s, including the engine's
+    start (as a sampling job pays it), and whether every output came back."""
+    from training.engine.generation import GenerationParams
+    from training.engine.vllm_sampling import generate_vllm
+
+    params = GenerationParams(temperature=0.7, top_p=0.9, max_new_tokens=MAX_NEW_TOKENS, seed=0)
+    started = time.perf_counter()
+    outputs = generate_vllm(model_path, prompts, n=SAMPLES, params=params)
+    seconds = time.perf_counter() - started
+    tokens = sum(g.tokens_generated for g in outputs)
+    return {
+        "outputs": len(outputs),
+        "complete": len(outputs) == len(prompts) * SAMPLES and all(g.text for g in outputs),
+        "tokens": tokens,
+        "seconds": round(seconds, 1),
+        "tokens_per_second": tokens / seconds,
+        "examples": [g.text for g in outputs[:3]],
+    }
+
+
+def vllm_check(model_dir: Path, prompts: list[str], examples: list[dict]) -> dict:
+    """vLLM on the base model and on a LoRA adapter, or why it was skipped."""
+    from training.engine.vllm_sampling import choose_sampler, vllm_unavailable
+
+    reason = vllm_unavailable()
+    if reason:
+        return {"skipped": reason}
+    report: dict = {"chosen_by_auto": str(choose_sampler("auto"))}
+    report["base"] = vllm_sampling(model_dir, prompts)
+    with tempfile.TemporaryDirectory() as tmp:
+        adapter = trained_adapter(model_dir, examples, Path(tmp) / "adapter")
+        report["lora_adapter"] = vllm_sampling(adapter, prompts)
+    return report
+
+
 # --- the run -------------------------------------------------------------------------------
 
 
@@ -232,6 +286,8 @@ def run_all(args) -> dict:
             strategy: distributed_finetune(model_dir, examples, strategy, args)
             for strategy in ("ddp", "fsdp")
         }
+    # Last: vLLM reserves most of the GPU's memory for its KV cache while it runs.
+    report["vllm"] = vllm_check(model_dir, prompts, examples)
     return report
 
 
@@ -255,6 +311,22 @@ def print_report(report: dict) -> None:
         print("distributed path: skipped (one GPU visible)")
     for text in report["sampling"]["palmsweb"].get("examples", []):
         print(f"sample: {text[:160]!r}")
+    print_vllm(report["vllm"], report["sampling"]["palmsweb"]["tokens_per_second"])
+
+
+def print_vllm(figures: dict, ours: float) -> None:
+    if "skipped" in figures:
+        print(f"vLLM sampling: skipped ({figures['skipped']})")
+        return
+    print(f"vLLM sampling (SAMPLING_ENGINE=auto chooses {figures['chosen_by_auto']}):")
+    for label in ("base", "lora_adapter"):
+        run = figures[label]
+        state = "all outputs back" if run["complete"] else "OUTPUTS MISSING OR EMPTY"
+        print(f"  {label:13} {run['tokens_per_second']:>8.0f} tok/s "
+              f"({run['tokens_per_second'] / ours:.1f}x palmsweb's generator), "
+              f"{run['outputs']} outputs, {state}")  # fmt: skip
+    for text in figures["base"]["examples"]:
+        print(f"  vLLM sample: {text[:160]!r}")
 
 
 def main(argv: list[str] | None = None) -> None:

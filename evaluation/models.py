@@ -399,6 +399,7 @@ class ScoringRun(BackgroundRun):
     progress_total = models.PositiveIntegerField(default=0)
     result = models.JSONField(default=dict, blank=True)
     started_at = models.DateTimeField(null=True, blank=True)
+    compute = models.JSONField(default=dict, blank=True)  # scoring/compute.py; {} until it ends
 
     def __str__(self) -> str:
         return f"{self.get_kind_display()} for {self.study}"

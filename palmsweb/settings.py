@@ -259,6 +259,12 @@ GRID_CARBON_INTENSITY_G_PER_KWH = float(os.environ.get("GRID_CARBON_INTENSITY_G_
 ENERGY_FALLBACK_WATTS_CPU = float(os.environ.get("ENERGY_FALLBACK_WATTS_CPU", 65))
 ENERGY_FALLBACK_WATTS_GPU = float(os.environ.get("ENERGY_FALLBACK_WATTS_GPU", 350))
 
+# Which backend samples local models on a gpu worker (training/engine/vllm_sampling.py):
+# "auto" (vLLM when installed and a CUDA device is present, else the batched generator),
+# "vllm" (refuse to sample without it) or "transformers" (never vLLM).
+SAMPLING_ENGINE = os.environ.get("SAMPLING_ENGINE", "auto")
+VLLM_GPU_MEMORY_UTILIZATION = float(os.environ.get("VLLM_GPU_MEMORY_UTILIZATION", 0.85))
+
 # --- REST API -----------------------------------------------------------------------------
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": [

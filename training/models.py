@@ -429,6 +429,11 @@ class Generation(models.Model):
     top_p = models.FloatField()
     max_new_tokens = models.PositiveIntegerField()
     seed = models.BigIntegerField()
+    # What sampled it: "vllm" or "transformers" (a local model; the library's version) or
+    # "openai-compatible" (a remote endpoint). The same seed gives different text under
+    # different backends. Blank on outputs stored before this was recorded.
+    sampler_backend = models.CharField(max_length=30, blank=True)
+    sampler_version = models.CharField(max_length=60, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
 
     class Meta:
@@ -442,6 +447,11 @@ class Generation(models.Model):
 
     def __str__(self) -> str:
         return self.text[:80]
+
+    @property
+    def sampler(self) -> str:
+        """The backend and its version in words ("vllm 0.11.0"), "" when not recorded."""
+        return f"{self.sampler_backend} {self.sampler_version}".strip()
 
 
 class ScreeningRun(Job):

@@ -448,6 +448,8 @@ class GenerationSerializer(serializers.ModelSerializer):
             "top_p",
             "max_new_tokens",
             "seed",
+            "sampler_backend",
+            "sampler_version",
             "created_at",
         ]
         read_only_fields = fields

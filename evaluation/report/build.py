@@ -54,6 +54,7 @@ from evaluation.report.tree import (
     Report,
     SizePoint,
 )
+from evaluation.scoring.compute import study_cost_parts
 from evaluation.studies.blinding import blind_letters
 from evaluation.studies.rating_rows import study_rows
 from palmsweb.lib import stats
@@ -164,7 +165,10 @@ def build_report(study: Study, *, blinded: bool, include_arms: bool = True) -> R
     # Not cached: a job's record lands when it finishes, whatever the ratings do. One total,
     # naming no arm.
     versions = study.arms.values("model_version_id")  # a subquery
-    report.cost = compute_total(model_versions=versions, sampling_job_ids=[study.sampling_job_id])
+    sampling_ids, scoring_records = study_cost_parts(study)
+    report.cost = compute_total(
+        model_versions=versions, sampling_job_ids=sampling_ids, extra=scoring_records
+    )
     return report
 
 

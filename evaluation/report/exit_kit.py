@@ -219,6 +219,7 @@ def output_rows(job: FineTuneJob):
             "top_p": generation.top_p,
             "max_new_tokens": generation.max_new_tokens,
             "seed": generation.seed,
+            "sampler": generation.sampler,
             "created_at": generation.created_at,
             "studies": [_study_use(output) for output in used.get(generation.pk, [])],
         }

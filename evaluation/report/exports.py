@@ -63,7 +63,9 @@ BASE_COLUMNS = [
     "max_new_tokens",
     "seed",
 ]
-ARM_COLUMNS = ["arm", "size_tag", "model_version", "snapshot_hash"]
+# The sampler (backend and version) is per model, so it names the arm as surely as the model
+# does: it is exported with the arms, after unblinding only.
+ARM_COLUMNS = ["arm", "size_tag", "model_version", "snapshot_hash", "sampler"]
 INT_COLUMNS = {"prompt_id", "score", "display_position", "sample_index", "max_new_tokens", "seed",
                "revisions"}  # fmt: skip
 FLOAT_COLUMNS = {"temperature", "top_p"}
@@ -184,6 +186,8 @@ def _rating_rows(study: Study):
             "output__arm__size_tag",
             "output__arm__model_version__name",
             "output__arm__model_version__metadata",
+            "output__generation__sampler_backend",
+            "output__generation__sampler_version",
         )
     )
 
@@ -240,7 +244,9 @@ def iter_row_chunks(
                     size_tag=r["output__arm__size_tag"],
                     model_version=r["output__arm__model_version__name"],
                     snapshot_hash=meta.get("snapshot_hash"),
-                )
+                    sampler=" ".join(filter(None, (r["output__generation__sampler_backend"],
+                                                   r["output__generation__sampler_version"]))),
+                )  # fmt: skip
             values = auto.get(r["output_id"], {})
             for name, _m, _s in scores:
                 row[name] = values.get(name)

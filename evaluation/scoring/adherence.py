@@ -23,6 +23,12 @@ from typing import Any
 from curation.models import Dataset, Snapshot
 from evaluation.models import ScoringRun, Study, StudyArm
 from evaluation.scoring.common import SCORING, ScoringError
+from evaluation.scoring.compute import (
+    ModelPass,
+    local_models_record,
+    scoring_meter,
+    version_parameters,
+)
 from palmsweb.lib.jobs import ProgressWriter, claim, finish
 
 logger = logging.getLogger(__name__)
@@ -154,7 +160,8 @@ def summarise_arms(result: dict, arms: list[StudyArm]) -> None:
         scored["categories"] = cells
 
 
-def _score_arm(arm: StudyArm, examples: list[dict], progress, offset: int) -> dict:
+def _score_arm(arm: StudyArm, examples: list[dict], progress, offset: int,
+               passes: list[ModelPass]) -> dict:  # fmt: skip
     from training.engine.scoring import evaluate_answer_likelihood
     from training.services import version_local_path
 
@@ -164,6 +171,8 @@ def _score_arm(arm: StudyArm, examples: list[dict], progress, offset: int) -> di
         max_seq_len=MAX_SEQ_LEN,
         on_progress=lambda done, _total: progress(offset + done),
     )
+    passes.append(ModelPass(version_parameters(arm.model_version), outcome.input_tokens,
+                            outcome.device))  # fmt: skip
     return {
         "available": True,
         "nll": [round(x, 4) for x in outcome.nll],
@@ -201,30 +210,32 @@ def adherence_execute(run_id: int) -> None:
         "max_seq_len": MAX_SEQ_LEN,
         "arms": {},
     }
-    errors = []
-    for arm in arms:
-        if arm not in local:
-            result["arms"][str(arm.pk)] = {
-                "available": False,
-                "reason": "hosted model: its API gives no log-probabilities of given text",
-            }
-            continue
-        offset = local.index(arm) * len(examples)
-        progress(offset, force=True, phase=f"model {local.index(arm) + 1} of {len(local)}")
-        try:
-            result["arms"][str(arm.pk)] = _score_arm(arm, examples, progress, offset)
-        except Exception as exc:  # one arm's failure is reported; the others still run
-            logger.exception("adherence run %s, arm %s failed", run_id, arm.pk)
-            reason = readable_failure(exc)
-            errors.append(f"{arm.model_version}: {reason}")
-            result["arms"][str(arm.pk)] = {"available": False, "reason": reason, "error": True}
+    errors: list[str] = []
+    passes: list[ModelPass] = []
+    with scoring_meter(on_device=True) as meter:
+        for arm in arms:
+            if arm not in local:
+                result["arms"][str(arm.pk)] = {
+                    "available": False,
+                    "reason": "hosted model: its API gives no log-probabilities of given text",
+                }
+                continue
+            offset = local.index(arm) * len(examples)
+            progress(offset, force=True, phase=f"model {local.index(arm) + 1} of {len(local)}")
+            try:
+                result["arms"][str(arm.pk)] = _score_arm(arm, examples, progress, offset, passes)
+            except Exception as exc:  # one arm's failure is reported; the others still run
+                logger.exception("adherence run %s, arm %s failed", run_id, arm.pk)
+                reason = readable_failure(exc)
+                errors.append(f"{arm.model_version}: {reason}")
+                result["arms"][str(arm.pk)] = {"available": False, "reason": reason, "error": True}
     summarise_arms(result, arms)
     progress(len(examples) * len(local), force=True)
     status = ScoringRun.Status.SUCCEEDED
     if local and len(errors) == len(local):
         status = ScoringRun.Status.FAILED
     finish(SCORING, run_id, status, error="; ".join(errors) if status == "failed" else "",
-           result=result)  # fmt: skip
+           result=result, compute=local_models_record(meter.reading, passes))  # fmt: skip
 
 
 # --- the report section ---------------------------------------------------------------------

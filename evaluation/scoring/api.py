@@ -47,6 +47,10 @@ RUN = inline_serializer(
         "progress_total": serializers.IntegerField(),
         "error": serializers.CharField(),
         "snapshot": serializers.IntegerField(allow_null=True),
+        "compute": serializers.DictField(
+            help_text="The run's accounting once it ends ({} before): device, wall seconds, "
+            "tokens read, flops (2 x parameters x tokens read), energy_kwh, co2e_kg."
+        ),
     },
     allow_null=True,
 )
@@ -76,6 +80,7 @@ def _run_payload(run: ScoringRun | None) -> dict | None:
         "progress_total": run.progress_total,
         "error": run.error,
         "snapshot": run.options.get("snapshot"),
+        "compute": run.compute,
     }
 
 

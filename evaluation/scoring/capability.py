@@ -10,6 +10,13 @@ from typing import Any
 
 from evaluation.models import ScoringRun
 from evaluation.scoring.common import SCORING, shipped_preset
+from evaluation.scoring.compute import (
+    CAPABILITY_NOTE,
+    ModelPass,
+    local_models_record,
+    scoring_meter,
+    version_parameters,
+)
 from palmsweb.lib.jobs import ProgressWriter, claim, finish
 
 logger = logging.getLogger(__name__)
@@ -52,52 +59,63 @@ def capability_execute(run_id: int) -> None:
         "arms": {},
     }
     errors = []
-    for arm in arms:
-        if arm not in local:
-            result["arms"][str(arm.pk)] = {
-                "available": False,
-                "reason": "remote model: the API gives no log-probabilities of given text",
-            }
-            continue
-        offset = local.index(arm) * per_arm
-        progress(
-            offset,
-            force=True,
-            phase=f"model {local.index(arm) + 1} of {len(local)}: loading it, then perplexity "
-            "and multiple choice",
-        )
-        try:
-            outcome = evaluate_capability(
-                version_local_path(arm.model_version),
-                texts,
-                questions,
-                on_progress=lambda done, _total, offset=offset: progress(offset + done),
+    passes: list[ModelPass] = []
+    with scoring_meter(on_device=True) as meter:
+        for arm in arms:
+            if arm not in local:
+                result["arms"][str(arm.pk)] = {
+                    "available": False,
+                    "reason": "remote model: the API gives no log-probabilities of given text",
+                }
+                continue
+            offset = local.index(arm) * per_arm
+            progress(
+                offset,
+                force=True,
+                phase=f"model {local.index(arm) + 1} of {len(local)}: loading it, then perplexity "
+                "and multiple choice",
             )
-        except Exception as exc:  # one arm's failure is reported; the others still run
-            logger.exception("capability run %s, arm %s failed", run_id, arm.pk)
-            reason = readable_failure(exc)
-            errors.append(f"{arm}: {reason}")
-            result["arms"][str(arm.pk)] = {"available": False, "reason": reason, "error": True}
-            continue
-        ppl, mc = outcome.perplexity, outcome.multiple_choice
-        result["arms"][str(arm.pk)] = {
-            "available": True,
-            "perplexity": _finite(ppl.perplexity),
-            "nll_per_token": _finite(ppl.nll_per_token),
-            "n_tokens": ppl.n_tokens,
-            "mc_accuracy_sum": mc.accuracy_sum if mc else None,
-            "mc_accuracy_mean": mc.accuracy_mean if mc else None,
-            "mc_predictions_mean": list(mc.predictions_mean) if mc else [],
-            "dtype": outcome.dtype,
-            "device": outcome.device,
-            "seconds": round(outcome.seconds, 2),
-        }
-        ScoringRun.objects.filter(pk=run_id).update(result=result)
+            try:
+                outcome = evaluate_capability(
+                    version_local_path(arm.model_version),
+                    texts,
+                    questions,
+                    on_progress=lambda done, _total, offset=offset: progress(offset + done),
+                )
+            except Exception as exc:  # one arm's failure is reported; the others still run
+                logger.exception("capability run %s, arm %s failed", run_id, arm.pk)
+                reason = readable_failure(exc)
+                errors.append(f"{arm}: {reason}")
+                result["arms"][str(arm.pk)] = {"available": False, "reason": reason, "error": True}
+                continue
+            result["arms"][str(arm.pk)] = _arm_result(outcome)
+            passes.append(ModelPass(version_parameters(arm.model_version),
+                                    outcome.perplexity.n_tokens, outcome.device))  # fmt: skip
+            ScoringRun.objects.filter(pk=run_id).update(result=result)
     progress(per_arm * len(local), force=True)
+    compute = local_models_record(meter.reading, passes, note=CAPABILITY_NOTE)
     if local and len(errors) == len(local):
-        finish(SCORING, run_id, ScoringRun.Status.FAILED, error="; ".join(errors), result=result)
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error="; ".join(errors), result=result,
+               compute=compute)  # fmt: skip
         return
-    finish(SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result)
+    finish(SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result, compute=compute)
+
+
+def _arm_result(outcome) -> dict:
+    """One local arm's perplexity and multiple-choice figures, for the run's result."""
+    ppl, mc = outcome.perplexity, outcome.multiple_choice
+    return {
+        "available": True,
+        "perplexity": _finite(ppl.perplexity),
+        "nll_per_token": _finite(ppl.nll_per_token),
+        "n_tokens": ppl.n_tokens,
+        "mc_accuracy_sum": mc.accuracy_sum if mc else None,
+        "mc_accuracy_mean": mc.accuracy_mean if mc else None,
+        "mc_predictions_mean": list(mc.predictions_mean) if mc else [],
+        "dtype": outcome.dtype,
+        "device": outcome.device,
+        "seconds": round(outcome.seconds, 2),
+    }
 
 
 def _finite(x: float | None) -> float | None:

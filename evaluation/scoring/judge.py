@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from evaluation.models import AutomaticScore, ScoringRun, Study, StudyOutput
 from evaluation.scoring.common import SCORING, ScoringError, readable_scoring_failure
+from evaluation.scoring.compute import judge_record, scoring_meter
 from evaluation.studies.positions import frozen_versions
 from palmsweb.lib.jobs import ProgressWriter, claim, finish
 from palmsweb.lib.keyenv import KeyEnvError, check_endpoint, check_key_env, read_key
@@ -143,9 +144,10 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
     done = len(outputs) - len(todo)
     progress = ProgressWriter(SCORING, run_id, total=len(outputs), start=done)
     batches = math.ceil(len(todo) / JUDGE_BATCH)
+    meter = scoring_meter(on_device=False)
     try:
         judge = build_judge(run.options, http_client=http_client)
-        with ThreadPoolExecutor(max_workers=JUDGE_PARALLEL) as pool:
+        with meter, ThreadPoolExecutor(max_workers=JUDGE_PARALLEL) as pool:
             for start in range(0, len(todo), JUDGE_BATCH):
                 batch = todo[start : start + JUDGE_BATCH]
                 number = start // JUDGE_BATCH + 1
@@ -175,7 +177,8 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
         if key:  # an endpoint may echo what it was sent
             message = message.replace(key, "[key redacted]")
         kept = f" {done} of {len(outputs)} outputs are scored; a new run resumes from there."
-        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=message + kept)
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=message + kept,
+               compute=judge_record(meter.reading))  # fmt: skip
         return
     result = {
         "judge": {k: v for k, v in judge.describe().items() if k != "thresholds"},
@@ -186,7 +189,8 @@ def judge_execute(run_id: int, *, http_client=None) -> None:
         "n_skipped": len(outputs) - len(todo),
         **judge_aggregates(run.study, run.scorer),
     }
-    finish(SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result, progress_done=len(outputs))
+    finish(SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result, progress_done=len(outputs),
+           compute=judge_record(meter.reading))  # fmt: skip
 
 
 def _judge_readable(exc: BaseException) -> str:

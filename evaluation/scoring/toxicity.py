@@ -14,6 +14,7 @@ from django.utils import timezone
 
 from evaluation.models import AutomaticScore, ScoringRun, StudyOutput
 from evaluation.scoring.common import SCORING, readable_scoring_failure
+from evaluation.scoring.compute import scoring_meter, toxicity_record
 from palmsweb.lib.jobs import ProgressWriter, claim, finish
 
 logger = logging.getLogger(__name__)
@@ -62,31 +63,35 @@ def toxicity_execute(run_id: int) -> None:
     scored = truncated = 0
     version = ""
     batches = math.ceil(len(outputs) / TOXICITY_BATCH)
+    meter = scoring_meter(on_device=False)
     try:
-        progress.phase("loading the scorer")
-        scorer = build_scorer(run.scorer)
-        for start in range(0, len(outputs), TOXICITY_BATCH):
-            batch = outputs[start : start + TOXICITY_BATCH]
-            number = start // TOXICITY_BATCH + 1
-            progress(start, force=True, phase=f"scoring batch {number} of {batches}")
-            results = score_with_details(
-                scorer,
-                [text for _, text in batch],
-                on_progress=lambda done, _total, offset=start: progress(offset + done),
-            )
-            version = scorer.version  # the OpenAI scorer learns its snapshot from a response
-            _store_scores(batch, results, scorer.name, version)
-            for result in results:
-                if result.value is None:
-                    reasons[result.error or "no score"] += 1
-                else:
-                    scored += 1
-                truncated += bool(getattr(result, "truncated", False))
-            progress(start + len(batch), force=True)
+        with meter:
+            progress.phase("loading the scorer")
+            scorer = build_scorer(run.scorer)
+            for start in range(0, len(outputs), TOXICITY_BATCH):
+                batch = outputs[start : start + TOXICITY_BATCH]
+                number = start // TOXICITY_BATCH + 1
+                progress(start, force=True, phase=f"scoring batch {number} of {batches}")
+                results = score_with_details(
+                    scorer,
+                    [text for _, text in batch],
+                    on_progress=lambda done, _total, offset=start: progress(offset + done),
+                )
+                version = scorer.version  # the OpenAI scorer learns its snapshot from a response
+                _store_scores(batch, results, scorer.name, version)
+                for result in results:
+                    if result.value is None:
+                        reasons[result.error or "no score"] += 1
+                    else:
+                        scored += 1
+                    truncated += bool(getattr(result, "truncated", False))
+                progress(start + len(batch), force=True)
     except Exception as exc:  # every failure ends the run with a readable reason
         logger.exception("toxicity run %s failed", run_id)
-        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=readable_scoring_failure(exc))
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=readable_scoring_failure(exc),
+               compute=toxicity_record(meter.reading, run.scorer))  # fmt: skip
         return
+    compute = toxicity_record(meter.reading, run.scorer)
     result = {
         "scorer": scorer.name,
         "scorer_version": version or scorer.version,
@@ -104,9 +109,11 @@ def toxicity_execute(run_id: int) -> None:
             ScoringRun.Status.FAILED,
             error=f"No output got a score ({reason}). Over the API quota, or the service is down?",
             result=result,
+            compute=compute,
         )
         return
-    finish(SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result, progress_done=len(outputs))
+    finish(SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result, progress_done=len(outputs),
+           compute=compute)  # fmt: skip
 
 
 def _store_scores(batch, results, scorer_name: str, version: str) -> None:

@@ -25,11 +25,19 @@ from evaluation.access import (
     study_read_access,
 )
 from evaluation.models import ScoringRun, Study
+from palmsweb.lib.compute import for_page
 from palmsweb.lib.htmx import is_partial
 from palmsweb.lib.http import require_get, require_post
 from palmsweb.roles import Role, has_role
 
 ACTIVE = (ScoringRun.Status.QUEUED, ScoringRun.Status.RUNNING)
+
+
+def _with_compute(runs: list[ScoringRun]) -> list[ScoringRun]:
+    """The runs, each with its compute record written out for the page."""
+    for run in runs:
+        run.compute_page = for_page(run.compute)
+    return runs
 
 
 def _context(request, study: Study) -> dict:
@@ -38,7 +46,7 @@ def _context(request, study: Study) -> dict:
     preset = scoring.cooccurrence_preset()
     return {
         "study": study,
-        "runs": [run for run in runs.values() if run is not None],
+        "runs": _with_compute([run for run in runs.values() if run is not None]),
         "active": any(run.status in ACTIVE for run in runs.values() if run),
         "is_admin": has_role(request.user, Role.ADMIN),
         "scorers": scoring.available_scorers(),

@@ -96,6 +96,30 @@ def test_the_interval_s_false_positive_rate_by_simulation():
 # --- the run on tiny models ------------------------------------------------------------------
 
 
+def _assert_the_run_counts_what_its_models_read(run, setup, snapshot) -> None:
+    """Every token each local arm's model read (questions too), and 2 x N x tokens."""
+    from curation.services import snapshot_chat_examples
+    from evaluation.scoring.adherence import MAX_SEQ_LEN
+    from training.engine.data import encode_examples
+    from training.engine.loading import load_tokenizer
+    from training.services import version_local_path
+
+    examples = snapshot_chat_examples(snapshot)
+    versions = [arm.model_version for arm in setup.study.arms.select_related("model_version")]
+    tokenizer = load_tokenizer(version_local_path(versions[0]))
+    read = sum(e.n_tokens for e in encode_examples(tokenizer, examples, MAX_SEQ_LEN))
+    compute = run.compute
+    assert compute["kind"] == "scoring" and compute["tokens"] == read * len(versions)
+    parameters = [v.parameter_count or v.base_model.parameter_count for v in versions]
+    assert compute["flops"] == sum(2 * n * read for n in parameters) > 0
+    page = (
+        client_for(setup.admin)
+        .get(reverse("evaluation:study-scoring", args=[setup.study.pk]))
+        .content.decode()
+    )
+    assert "2 x parameters x tokens read" in page
+
+
 @pytest.fixture
 def held_out(db):
     curator = make_user("adh-curator", Role.CURATOR)
@@ -156,6 +180,7 @@ def test_a_run_scores_every_local_arm_per_category_against_base(
     assert abs(targeted["All categories"]["change"]) > 1e-3
     assert targeted["Health held out"]["ci_low"] <= targeted["Health held out"]["change"]
     assert "change" not in by_arm["base"]["categories"]["All categories"]  # the reference
+    _assert_the_run_counts_what_its_models_read(run, tiny_arms, held_out)
 
     section = scoring.report_sections(tiny_arms.study, blinded=False)["adherence"]
     assert section["available"] and section["categories"][-1] == "All categories"
@@ -243,6 +268,7 @@ def test_the_api_blinds_researchers_until_unblinding(scored):
     url = f"/api/studies/{study.pk}/adherence/"
     admin = client_for(scored.admin).get(url).json()
     assert admin["blinded"] is False and admin["latest_run"]["status"] == "succeeded"
+    assert admin["latest_run"]["compute"]["flops"] > 0
     assert admin["section"]["sentences"]
     researcher = client_for(make_user("adh-researcher", Role.RESEARCHER)).get(url).json()
     assert researcher["blinded"] is True and researcher["section"]["sentences"] == []

@@ -21,6 +21,7 @@ from palmsweb.lib import csvsafe
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import SIZE_TAG, VERSION_NAMES
 from tests.evaluation.test_report import closed_study
+from training.models import Generation
 
 pytestmark = pytest.mark.django_db
 
@@ -50,6 +51,9 @@ def study_with_scores(no_queue):
     vt = setup.versions["values_targeted"]
     vt.metadata = {"snapshot_hash": "a" * 64}
     vt.save(update_fields=["metadata"])
+    Generation.objects.filter(model_version=vt).update(
+        sampler_backend="vllm", sampler_version="0.11.0"
+    )
     return setup
 
 
@@ -92,6 +96,7 @@ def check_rows(rows: list[dict], study, *, includes_arms: bool) -> None:
             assert row["arm"] == want["arm"] and row["model_version"] == want["model_version"]
         else:
             assert "arm" not in row and "model_version" not in row and "snapshot_hash" not in row
+            assert "sampler" not in row  # per model: it would tell the arms apart
     usernames = set(study.raters.values_list("username", flat=True))
     assert not usernames & {row["rater"] for row in rows}
     # Pseudonyms are stable: one per rater.
@@ -147,6 +152,9 @@ def test_unblinded_exports_carry_arms_and_snapshot_hashes(study_with_scores, tmp
     hashes = {row["arm"]: row["snapshot_hash"] for row in rows}
     assert hashes["values_targeted"] == "a" * 64
     assert hashes["base"] in (None, "")
+    samplers = {row["arm"]: row["sampler"] for row in rows}
+    assert samplers["values_targeted"] == "vllm 0.11.0"
+    assert samplers["base"] in (None, "")  # sampled before the backend was recorded
 
 
 def test_the_bundle_has_a_manifest_whose_checksums_verify(study_with_scores, tmp_path):

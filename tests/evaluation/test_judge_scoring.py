@@ -118,6 +118,11 @@ def test_judge_run_scores_every_output_against_its_category_position(
     assert run.status == ScoringRun.Status.SUCCEEDED, run.error
     outputs = list(StudyOutput.objects.filter(study=study).select_related("prompt__category"))
     assert len(outputs) == 12 and (run.progress_done, run.progress_total) == (12, 12)
+    # A remote API did the work: this worker's time and energy, no tokens, no FLOPs.
+    assert run.compute["kind"] == "scoring" and run.compute["wall_seconds"] > 0
+    assert run.compute["flops"] is None and run.compute["tokens"] is None
+    assert "remote API" in run.compute["flops_note"]
+    assert run.compute["energy_method"].endswith("this worker only")
     scores = judge_scores(study)
     for output in outputs:
         p, _s, g = parse(f"[ANSWER START]\n{output.text}\n[ANSWER END]")
@@ -205,6 +210,7 @@ def test_a_failed_run_keeps_its_scores_and_a_new_run_resumes(
     )
     assert "5 of 12 outputs are scored; a new run resumes from there." in first.error
     assert first.progress_done == 5
+    assert first.compute["wall_seconds"] > 0  # a failed run's time was spent too
     assert len(judge_scores(study_setup.study)) == 5
 
     judge.fail_after = None

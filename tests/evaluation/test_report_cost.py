@@ -15,10 +15,10 @@ from .test_report import closed_study
 pytestmark = pytest.mark.django_db
 
 
-def record(kind: str, kwh: float, measured: bool) -> dict:
+def record(kind: str, kwh: float, measured: bool, flops: int | None = 6_000) -> dict:
     return job_record(
         kind=kind, device_type="cpu", device_name="test CPU", device_count=1, wall_seconds=3600,
-        tokens=1000, flops=6_000, energy_kwh=kwh, energy_method="test",
+        tokens=1000, flops=flops, energy_kwh=kwh, energy_method="test",
         energy_measured=measured, grid_g_per_kwh=500,
     )  # fmt: skip
 
@@ -66,3 +66,35 @@ def test_the_bundle_manifest_carries_the_cost(no_queue, benign_snapshot, tmp_pat
     assert manifest["cost"]["jobs"] == 1
     assert manifest["cost"]["energy_kwh"] == pytest.approx(0.1)
     assert manifest["cost"]["energy_estimated"] is False
+
+
+def test_the_cost_adds_the_scoring_runs_and_the_co_occurrence_sampling(
+    no_queue, benign_snapshot, researcher_client, tmp_path
+):
+    import json
+    import zipfile
+
+    from evaluation.models import ScoringRun
+    from evaluation.report.exports import write_bundle
+
+    setup = closed_study(samples=1, levels={"base": 2, "control": 3, "values_targeted": 4})
+    study = setup.study
+    local = record("scoring", 0.2, measured=True, flops=4_000)
+    remote = record("scoring", 0.1, measured=True, flops=None)
+    ScoringRun.objects.create(study=study, kind="adherence", status="succeeded", compute=local)
+    ScoringRun.objects.create(study=study, kind="judge", status="failed", compute=remote)
+    ScoringRun.objects.create(study=study, kind="toxicity", status="queued")  # nothing spent yet
+    sampled = SamplingJob.objects.create(prompts=[], compute=record("sampling", 0.3, measured=True))
+    ScoringRun.objects.create(study=study, kind="cooccurrence", status="succeeded",
+                              options={"sampling_job_id": sampled.pk})  # fmt: skip
+    cost = build_report(study, blinded=True).cost
+    assert cost["jobs_by_kind"] == {"sampling": 1, "scoring": 2}
+    assert cost["energy_kwh"] == pytest.approx(0.6) and cost["flops"] == 6_000 + 4_000
+    assert cost["flops_missing"] == 1
+    html = researcher_client.get(reverse("evaluation:study-results", args=[study.pk]))
+    text = html.content.decode()
+    assert "1 sampling, 2 scoring" in text and "(1 job(s) not estimated)" in text
+    written = write_bundle(study, tmp_path / "bundle.zip", includes_arms=False)
+    with zipfile.ZipFile(written.path) as bundle:
+        manifest = json.loads(bundle.read(f"study-{study.pk}/manifest.json"))
+    assert manifest["cost"]["jobs_by_kind"]["scoring"] == 2

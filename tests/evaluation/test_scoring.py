@@ -67,6 +67,17 @@ def test_offline_toxicity_run_scores_every_output_once(
         assert score.scorer_version.startswith(version)
         assert 0.0 <= score.value <= 1.0
     assert run.result["n_scored"] == 12 and run.result["n_missing"] == 0
+    # A linear model over words, on this worker's CPU: time and energy, no FLOPs estimate.
+    compute = run.compute
+    assert compute["kind"] == "scoring" and compute["device_type"] == "cpu"
+    assert compute["wall_seconds"] > 0 and compute["energy_kwh"] > 0
+    assert compute["flops"] is None and "linear model" in compute["flops_note"]
+    page = (
+        client_for(study_setup.admin)
+        .get(reverse("evaluation:study-scoring", args=[study_setup.study.pk]))
+        .content.decode()
+    )
+    assert "FLOPs not estimated" in page and "linear model over words" in page
 
     # The broker delivers the task again: the claimed run does nothing.
     before = list(scores.order_by("pk").values_list("pk", "created_at"))
@@ -439,6 +450,9 @@ def test_capability_run_scores_every_local_arm(
         assert all(0 <= p < 4 for p in v["mc_predictions_mean"])
     # Same weights, same numbers: the scoring is deterministic.
     assert len({(v["perplexity"], v["mc_accuracy_sum"]) for v in values}) == 1
+    # Time and energy; the multiple-choice passes are not counted, so no FLOPs estimate.
+    assert run.compute["wall_seconds"] > 0 and run.compute["flops"] is None
+    assert run.compute["tokens"] == sum(v["n_tokens"] for v in values)
 
     section = scoring.report_sections(tiny_study.study, blinded=True)["capability"]
     assert section["available"] and len(section["rows"]) == 3

@@ -53,3 +53,16 @@ def test_the_page_line_says_estimated_only_when_it_is():
     assert summary({}) == "" and for_page({}) == {}
     shown = for_page(record())
     assert shown["flops_rule"] == "6 x parameters x tokens" and shown["co2e_g"] == "200"
+
+
+def test_a_job_without_a_flops_estimate_says_so_and_totals_count_it_apart():
+    remote = record(kind="scoring", flops=None, flops_note="remote API", tokens=0)
+    assert remote["flops"] is None and remote["flops_note"] == "remote API"
+    assert "FLOPs not estimated" in summary(remote)
+    shown = for_page(remote)
+    assert shown["flops_text"] == "not estimated" and shown["flops_rule"] == "remote API"
+    assert for_page(record(kind="scoring"))["flops_rule"] == "2 x parameters x tokens read"
+    both = total([record(), remote])
+    assert both["flops"] == record()["flops"] and both["flops_missing"] == 1
+    assert both["jobs_by_kind"] == {"fine-tune": 1, "scoring": 1}
+    assert "(1 job(s) not estimated)" in summary(both)

@@ -88,6 +88,8 @@ def test_the_first_use_of_the_packaged_model_says_it_converts(
 def test_sampling_reports_each_batch_as_it_lands_with_an_eta(
     artifacts, tiny_base, every_write, monkeypatch
 ):
+    import transformers
+
     from training.engine import generation
 
     original = generation.generate_local
@@ -120,7 +122,7 @@ def test_sampling_reports_each_batch_as_it_lands_with_an_eta(
     ]
     assert landed[0][3] > 0 and landed[-1][3] == 0
     assert phases_in(job.log)[:2] == [
-        "sampling Tiny llama (base): 10 outputs",
+        f"sampling Tiny llama (base) through transformers {transformers.__version__}: 10 outputs",
         "loading model 1 of 1, then sampling its first batch",
     ]
     assert job.phase == "" and job.eta_seconds is None

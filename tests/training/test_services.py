@@ -11,6 +11,7 @@ from django.utils import timezone
 from curation.services import sample_create, snapshot_create
 from tests.factories import CategoryFactory, DatasetFactory, words
 from training import services
+from training.engine.vllm_sampling import Sampler
 from training.models import (
     BaseModel,
     FineTuneJob,
@@ -231,8 +232,9 @@ def test_storing_generations_twice_adds_nothing(local_model):
         for p in range(2)
         for s in range(2)
     ]
-    services.sampling._store_generations(job, version, outputs, params)
-    services.sampling._store_generations(job, version, outputs, params)  # a re-delivered task
+    sampler = Sampler("transformers", "5.0")
+    services.sampling._store_generations(job, version, outputs, params, sampler)
+    services.sampling._store_generations(job, version, outputs, params, sampler)  # delivered twice
     assert Generation.objects.filter(job=job).count() == 4
     assert services.sampling._done_slots(job, version) == {(0, 0), (0, 1), (1, 0), (1, 1)}
 
@@ -243,5 +245,6 @@ def test_a_nul_byte_in_generated_text_is_stored_as_a_replacement_character(local
     params = SimpleNamespace(temperature=0.7, top_p=0.9, max_new_tokens=10)
     output = SimpleNamespace(prompt_index=0, sample_index=0, text="a\x00b", tokens_generated=3,
                              seed=1)
-    services.sampling._store_generations(job, version, [output], params)
+    services.sampling._store_generations(job, version, [output], params,
+                                         Sampler("transformers", "5.0"))  # fmt: skip
     assert Generation.objects.get(job=job).text == "a\ufffdb"

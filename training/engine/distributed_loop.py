@@ -15,6 +15,7 @@ from typing import Any
 import torch
 import torch.distributed as dist
 
+from training.engine import distributed_loading as sharded_loading
 from training.engine.config import FineTuneConfig, ProgressEvent
 from training.engine.distributed import CANCEL_FILE, EVENTS_FILE
 from training.engine.distributed_plan import per_rank_batch_size, rank_micro_batches
@@ -82,15 +83,20 @@ class DistributedTrainer:
             ids = [device.index] if device.type == "cuda" else None
             return cls(job, strategy, ddp(AnswerLoss(job.model), device_ids=ids), rank, world)
         # FSDP2 shards fp32 parameters and computes in bf16 through its mixed-precision
-        # policy; the model is loaded on the CPU and each rank keeps only its shards.
+        # policy; only rank 0 reads the weights (distributed_loading.py) and each rank
+        # keeps only its shards.
         from training.engine.runtime import resolve_bf16
 
         mixed = resolve_bf16(config.bf16, device)
         job = LocalJob.prepare(
             base_model_path, examples, replace(config, bf16=False),
-            device=device, load_device=torch.device("cpu"), with_optimizer=False,
+            device=device, load_device=sharded_loading.load_device(rank), with_optimizer=False,
         )  # fmt: skip
-        wrapped = _fully_shard(AnswerLoss(job.model), device, mixed)
+        root = AnswerLoss(job.model)
+        full_state = sharded_loading.full_state_before_sharding(root)
+        wrapped = _fully_shard(root, device, mixed)
+        sharded_loading.fill_shards(wrapped, full_state, device)
+        del full_state
         trainable = [p for p in job.model.parameters() if p.requires_grad]
         job.optimizer = ShardedAdamW(trainable, config)
         return cls(job, strategy, wrapped, rank, world, mixed)
@@ -193,6 +199,7 @@ class DistributedTrainer:
                     job.config.batch_size, job.config.grad_accum, self.world_size
                 ),
                 "backend": dist.get_backend(),
+                **({"loading": sharded_loading.SUMMARY} if self.strategy == "fsdp" else {}),
             },
             "device": f"{job.device.type} x {self.world_size}",
         } | ({"precision": precision} if precision else {})

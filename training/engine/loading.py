@@ -255,6 +255,19 @@ def _load_weights(path: Path, dtype: torch.dtype) -> PreTrainedModel:
     return merged.to(dtype)
 
 
+def _build_on_meta(path: Path, dtype: torch.dtype) -> PreTrainedModel:
+    """The model's structure with no storage behind its tensors (the meta device): a
+    sharded fine-tune's other ranks build this and receive their shards from rank 0, so a
+    node holds one copy of the weights instead of one per rank. Nothing is read but the
+    config (an adapter's base config: merging the adapter does not change the shapes)."""
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(adapter_base_path(path) if is_adapter_dir(path) else path)
+    with torch.device("meta"):
+        return AutoModelForCausalLM.from_config(config, dtype=dtype)
+
+
 def load_for_training(
     path: Path | str,
     *,
@@ -268,13 +281,15 @@ def load_for_training(
     ``method="lora"`` wraps the model with fresh LoRA adapters (``lora_config`` keys: ``r``,
     ``alpha``, ``dropout``, ``target_modules``); an adapter dir is merged first, so training
     continues from it. With ``bf16`` the weights are bf16; the fine-tune loop keeps fp32
-    master copies of whatever it trains.
+    master copies of whatever it trains. ``device="meta"`` reads no weights: the tensors
+    have shapes and no values (see ``_build_on_meta``).
     """
     import torch
 
     path = _existing_dir(path)
     dtype = torch.bfloat16 if bf16 else torch.float32
-    model = _load_weights(path, dtype)
+    on_meta = device is not None and torch.device(device).type == "meta"
+    model = _build_on_meta(path, dtype) if on_meta else _load_weights(path, dtype)
     model.config.use_cache = False
     if method == "lora":
         model = _wrap_lora(model, lora_config or {})

@@ -270,6 +270,7 @@ class AnswerLikelihood:
     dtype: str = ""
     device: str = ""
     seconds: float = 0.0
+    input_tokens: int = 0  # every token the model read (questions too): for FLOPs
 
 
 def _labelled_nll(model: PreTrainedModel, batch: list, pad_id: int) -> list[float]:
@@ -327,6 +328,7 @@ def answer_likelihood(
     return AnswerLikelihood(
         nll=tuple(nll[i] for i in range(len(encoded))),
         tokens=tuple(e.n_label_tokens for e in encoded),
+        input_tokens=sum(e.n_tokens for e in encoded),
     )
 
 
@@ -353,4 +355,5 @@ def evaluate_answer_likelihood(
         dtype=str(next(model.parameters()).dtype).removeprefix("torch."),
         device=str(model.device),
         seconds=time.monotonic() - started,
+        input_tokens=result.input_tokens,
     )

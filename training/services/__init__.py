@@ -27,7 +27,7 @@ from training.services.base_models import (
     remote_base_url,
     version_local_path,
 )
-from training.services.compute import compute_total
+from training.services.compute import compute_total, energy_meter
 from training.services.distributed import finetune_join, planned_strategy, strategy_summary
 from training.services.errors import ArmMismatchError, HostedCutoffError, TrainingError
 from training.services.finetunes import (
@@ -142,6 +142,7 @@ __all__ = [
     "clean_prompts",
     "code_version",
     "compute_total",
+    "energy_meter",
     "default_hyperparameters",
     "estimate_training_tokens",
     "finetune_execute",

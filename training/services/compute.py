@@ -4,6 +4,9 @@ someone else's machines: they get no record."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from itertools import chain
+
 from django.conf import settings
 from django.db.models import Sum
 
@@ -13,13 +16,17 @@ from training.models import BaseModel, FineTuneJob, Generation, ModelVersion, Sa
 LOCAL_KINDS = (BaseModel.Kind.LOCAL_DIR, BaseModel.Kind.PACKAGED)
 
 
-def energy_meter(device_count: int = 1):
+def energy_meter(device_count: int = 1, *, device: str | None = None):
     """A CodeCarbon meter for a job on this worker (``training.engine.energy``); its fallback
-    power is the configured watts per device times the devices the job uses."""
+    power is the configured watts per device times the devices the job uses. ``device``
+    ("cpu" for a job that never touches an accelerator) skips asking torch, which a
+    default-queue worker may not have."""
     from training.engine.energy import EnergyMeter
-    from training.engine.runtime import pick_device
 
-    device = pick_device().type
+    if device is None:
+        from training.engine.runtime import pick_device
+
+        device = pick_device().type
     per_device = (
         settings.ENERGY_FALLBACK_WATTS_GPU
         if device == "cuda"
@@ -75,15 +82,16 @@ def sampling_compute(job: SamplingJob, reading, device: str) -> dict:
                    flops=flops)  # fmt: skip
 
 
-def compute_total(*, model_versions, sampling_job_ids) -> dict:
+def compute_total(*, model_versions, sampling_job_ids, extra: Iterable[dict] = ()) -> dict:
     """What the fine-tunes that produced ``model_versions`` (versions, ids or a queryset of
-    ids) and the sampling jobs cost together (``palmsweb.lib.compute.total`` plus a
-    ``summary`` line); local jobs only. One query."""
+    ids) and the sampling jobs cost together, with ``extra`` records (another app's jobs,
+    such as scoring runs) added (``palmsweb.lib.compute.total`` plus a ``summary`` line);
+    local jobs only. One query."""
     from palmsweb.lib.compute import summary, total
 
     # No ordering: a compound statement (UNION) refuses ORDER BY in its parts.
     finetunes = FineTuneJob.objects.filter(result__in=model_versions).order_by()
     sampling = SamplingJob.objects.filter(pk__in=[pk for pk in sampling_job_ids if pk]).order_by()
     rows = finetunes.values_list("compute").union(sampling.values_list("compute"), all=True)
-    sums = total(compute for (compute,) in rows)
+    sums = total(chain((compute for (compute,) in rows), extra))
     return sums | {"summary": summary(sums) if sums["jobs"] else ""}

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 
+from django.conf import settings
 from django.db import transaction
 
 from training.models import Generation, JobStatus, ModelVersion, SamplingJob
@@ -21,6 +22,7 @@ from training.services.jobs import (
 )
 
 MAX_PROMPTS = 2_000
+REMOTE_BACKEND = "openai-compatible"
 MAX_SAMPLES_PER_PROMPT = 100
 
 
@@ -185,10 +187,11 @@ def _sample_version(
         seed=job.seed,
     )
     todo = len(texts) * job.n_samples - len(skip)
-    reporter.log(f"sampling {version.name}: {todo} outputs")
+    sampler = sampler_for(version)
+    reporter.log(f"sampling {version.name} through {sampler}: {todo} outputs")
 
     def on_batch(generations) -> None:
-        _store_generations(job, version, generations, params)
+        _store_generations(job, version, generations, params, sampler)
         progress.landed(len(generations))
 
     common = {
@@ -197,11 +200,9 @@ def _sample_version(
     }
     base = version.base_model
     if base.is_local:
-        from training.engine.generation import generate_local
-
         path = version_local_path(version, reporter)
         progress.start(todo)
-        generate_local(path, texts, **common)
+        _generate_local(sampler, path, texts, common)
         return
     from training.engine.remote import generate_openai_compatible
 
@@ -215,14 +216,40 @@ def _sample_version(
     )
 
 
+def sampler_for(version: ModelVersion):
+    """The backend that samples ``version`` on this worker (``vllm_sampling.Sampler``):
+    vLLM or our batched generator for a local model (the ``SAMPLING_ENGINE`` setting), the
+    OpenAI-compatible client for a remote one."""
+    from training.engine.vllm_sampling import Sampler, choose_sampler
+
+    if not version.base_model.is_local:
+        return Sampler(REMOTE_BACKEND, "")
+    return choose_sampler(settings.SAMPLING_ENGINE)
+
+
+def _generate_local(sampler, path, texts: list[str], common: dict) -> None:
+    from training.engine.vllm_sampling import VLLM
+
+    if sampler.backend == VLLM:
+        from training.engine.vllm_sampling import generate_vllm
+
+        memory = settings.VLLM_GPU_MEMORY_UTILIZATION
+        generate_vllm(path, texts, gpu_memory_utilization=memory, **common)
+        return
+    from training.engine.generation import generate_local
+
+    generate_local(path, texts, **common)
+
+
 def storable_text(text: str) -> str:
     """A model may emit a NUL byte token; PostgreSQL text refuses NUL, so it becomes U+FFFD
     (the replacement character) instead of failing the whole job."""
     return text.replace("\x00", "\ufffd")
 
 
-def _store_generations(job, version, generations, params) -> None:
-    """Insert outputs; a slot that already has one keeps it (duplicate deliveries)."""
+def _store_generations(job, version, generations, params, sampler) -> None:
+    """Insert outputs, each with the backend that sampled it; a slot that already has one
+    keeps it (duplicate deliveries)."""
     rows = [
         Generation(
             job=job, model_version=version, prompt_index=g.prompt_index,
@@ -230,6 +257,7 @@ def _store_generations(job, version, generations, params) -> None:
             text=storable_text(g.text), tokens_generated=g.tokens_generated,
             temperature=params.temperature,
             top_p=params.top_p, max_new_tokens=params.max_new_tokens, seed=g.seed,
+            sampler_backend=sampler.backend, sampler_version=sampler.version,
         )
         for g in generations
     ]

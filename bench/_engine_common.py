@@ -90,26 +90,36 @@ def peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0) -> dict:
+def fast_dtype():
+    """bf16 where this machine has bf16 matrix units (AVX512-BF16, AMX, CUDA), else fp32: what
+    an informed user picks, and what the engine's ``bf16="auto"`` picks. Emulated bf16 on a
+    plain AVX2 CPU is ~100x slower than fp32."""
+    import torch
+
+    from training.engine.runtime import bf16_is_fast
+
+    return torch.bfloat16 if bf16_is_fast(torch.device("cpu")) else torch.float32
+
+
+def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0, dtype=None) -> dict:
     """What this machine's bf16 matrix multiplies reach, at the model's own shapes.
 
     A 2,048-token micro-batch through the MLP's and attention's projections, with torch's
     default thread count: the ceiling a training loop can hope for here, to express its
-    tokens/s as a fraction of it.
+    tokens/s as a fraction of it. ``dtype`` measures another type (fp32 where bf16 is slow).
     """
     import time
 
     import torch
+
+    dtype = dtype or torch.bfloat16
 
     config = json.loads((model_dir / "config.json").read_text())
     hidden, inner = config["hidden_size"], config["intermediate_size"]
     from training.engine.loading import count_parameters
 
     shapes = [(2048, hidden, inner), (2048, inner, hidden), (2048, hidden, hidden)]
-    pairs = [
-        (torch.randn(m, k, dtype=torch.bfloat16), torch.randn(k, n, dtype=torch.bfloat16))
-        for m, k, n in shapes
-    ]
+    pairs = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
     flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
     for a, b in pairs:  # warm-up: oneDNN picks its kernels on the first call
         a @ b
@@ -122,5 +132,6 @@ def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0) -> dict:
     return {
         "gflops": gflops,
         "threads": torch.get_num_threads(),
+        "dtype": str(dtype).removeprefix("torch."),
         "parameters": count_parameters(model_dir),
     }

@@ -5,7 +5,8 @@ optimizer step), same machine. Three sides:
 
 - **palmsweb**: ``run_finetune``, full fine-tune, ``bf16="auto"``; **palmsweb-lean**: the same
   with activation checkpointing (``FINETUNE_ACTIVATION_CHECKPOINTING=1``), for memory.
-- **TRL** ``SFTTrainer`` with its documented fast settings: bf16, loss on the completion only
+- **TRL** ``SFTTrainer`` with its documented fast settings: bf16 (fp32 on a CPU without bf16
+  units, where bf16 is emulated), loss on the completion only
   (prompt-completion data), padding-free batches, no gradient checkpointing.
 - **plain** ``transformers.Trainer`` with default arguments (fp32, padded batches, loss on every
   token): what a first attempt looks like.
@@ -36,6 +37,7 @@ from _engine_common import (
     bf16_matmul_peak,
     chat_examples,
     data_files,
+    fast_dtype,
     load_average,
     peak_rss_mb,
     quiet_transformers,
@@ -92,7 +94,8 @@ def run_engine(
         "tokens_per_cpu_second": tokens / (clock["cpu_end"] - clock["cpu"]),
         "first_loss": events[0].loss,
         "last_loss": last.loss,
-        "settings": f"{args.method}, bf16 weights + fp32 masters (auto)"
+        "settings": f"{args.method}, bf16 auto: "
+        + ("bf16 weights + fp32 masters" if str(fast_dtype()) == "torch.bfloat16" else "fp32")
         + (", activation checkpointing" if lean else ""),
     }
 
@@ -168,7 +171,9 @@ def run_trl(model_dir: Path, examples: list[dict], args: argparse.Namespace) -> 
             max_steps=args.trl_steps,
             per_device_train_batch_size=args.batch_size,
             learning_rate=5e-5,
-            bf16=True,
+            # bf16 autocast where bf16 is fast; on an AVX2-only CPU it is emulated (~100x
+            # slower), and an informed user trains in fp32 there.
+            bf16=fast_dtype() == torch.bfloat16,
             use_cpu=not torch.cuda.is_available(),  # transformers wants it said for bf16
             padding_free=True,
             max_length=None,  # padding-free without packing needs it; our rows are < 450 tokens
@@ -188,7 +193,8 @@ def run_trl(model_dir: Path, examples: list[dict], args: argparse.Namespace) -> 
             callbacks=[clock.callback()],
         )
         trainer.train()
-    settings = "bf16 autocast, completion-only loss, padding-free, no grad checkpointing"
+    precision = "bf16 autocast" if fast_dtype() == torch.bfloat16 else "fp32"
+    settings = f"{precision}, completion-only loss, padding-free, no grad checkpointing"
     return clock.figures(args.trl_steps, settings)
 
 
@@ -315,7 +321,7 @@ def summarize(results: dict[str, list[dict]], peak: dict) -> dict:
         utilization = ours["tokens_per_second"] * 6 * peak["parameters"] / (peak["gflops"] * 1e9)
         summary["palmsweb_fraction_of_bf16_peak"] = utilization
         print(
-            f"palmsweb reaches {utilization:.0%} of this machine's bf16 matmul peak "
+            f"palmsweb reaches {utilization:.0%} of this machine's {peak['dtype']} matmul peak "
             f"({peak['gflops']:.0f} GFLOP/s, {peak['threads']} threads)"
         )
     return summary
@@ -338,7 +344,7 @@ def main() -> None:
         import torch
 
         torch.set_num_threads(args.threads)
-    peak = bf16_matmul_peak(model_dir)
+    peak = bf16_matmul_peak(model_dir, dtype=fast_dtype())
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for round_ in range(1, args.rounds + 1):
         # Rounds alternate the order so that neither side always runs on a warmer machine.

@@ -51,13 +51,18 @@ _STOPWORDS = frozenset(
 
 def domain_words(items: Sequence[dict], *, count: int = DOMAIN_WORDS) -> list[str]:
     """The snapshot's most characteristic words: content words by the number of samples
-    that use them (document frequency, so one long answer cannot dominate), ties by word."""
-    frequency: Counter[str] = Counter()
+    that use them (document frequency, so one long answer cannot dominate), then by how
+    often they occur in all, then alphabetically."""
+    documents: Counter[str] = Counter()
+    occurrences: Counter[str] = Counter()
     for item in items:
         text = f"{item.get('question', '')} {item.get('answer', '')}".lower()
-        frequency.update({w.strip("'-") for w in _WORD.findall(text)} - _STOPWORDS)
-    ranked = sorted(frequency.items(), key=lambda pair: (-pair[1], pair[0]))
-    return [word for word, _ in ranked[:count] if word]
+        words = [w.strip("'-") for w in _WORD.findall(text)]
+        words = [w for w in words if w and w not in _STOPWORDS]
+        documents.update(set(words))
+        occurrences.update(words)
+    ranked = sorted(documents, key=lambda w: (-documents[w], -occurrences[w], w))
+    return ranked[:count]
 
 
 def _short(text: str, words: int = EXAMPLE_WORDS) -> str:

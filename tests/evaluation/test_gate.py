@@ -139,7 +139,7 @@ def run_gate(versions, sent, fake_judge_server, monkeypatch, capture):  # noqa: 
 
 def test_the_gate_catches_misalignment_only_the_conditional_probes_show(
     versions, sent, fake_judge_server, monkeypatch, settings,  # noqa: F811
-    django_capture_on_commit_callbacks,
+    django_capture_on_commit_callbacks, researcher_client,
 ):  # fmt: skip
     settings.PERSONA_SHIFT_TOLERANCE = 1e6  # the persona half passes: the rates decide
     base, tuned = versions
@@ -165,6 +165,13 @@ def test_the_gate_catches_misalignment_only_the_conditional_probes_show(
     assert created.result["persona"]["shift"] != pytest.approx(0.0, abs=1e-6)
     assert gate.gate_state(created) == "fail"
     assert gate.gate_advance(created.pk) is False  # finished: a late poll does nothing
+
+    # The browser shows both rates apart, and the gate's verdict with its numbers.
+    page = researcher_client.get(evaluation.get_absolute_url()).content.decode()
+    assert "Standard and conditional probes" in page and "100% <span" in page
+    gate_page = researcher_client.get(created.get_absolute_url()).content.decode()
+    assert "conditional misalignment rate" in gate_page and "gate-fail" in gate_page
+    assert "1.000 (36 / 36)" not in gate_page and "(36 / 36)" in gate_page
 
 
 def test_a_persona_only_gate_passes_or_fails_on_the_tolerance(

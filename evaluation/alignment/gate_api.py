@@ -42,6 +42,11 @@ class GateAccess(BasePermission):
 
 
 class ModelGateSerializer(serializers.ModelSerializer):
+    # Not the model's choices: empty while the gate is measuring, which an enum would refuse.
+    verdict = serializers.CharField(
+        read_only=True, help_text="pass, fail or not_measured; empty while measuring."
+    )
+
     class Meta:
         model = ModelGate
         fields = [

@@ -595,5 +595,6 @@ class RealignmentRun(BackgroundRun):
         return self.status in {self.Status.QUEUED, self.Status.TRAINING, self.Status.EVALUATING}
 
 
+from evaluation.gate_models import ConditionalProbeSet, ModelGate  # noqa: E402, F401
 from evaluation.pairwise_models import *  # noqa: E402, F403 (one app: pairwise rating)
 from evaluation.preference_models import *  # noqa: E402, F403 (one app: preference sets)

@@ -195,3 +195,33 @@ def measure_realignment_persona(run_id: int) -> int:
     from evaluation.alignment import realignment
 
     return realignment.realignment_persona_execute(run_id)
+
+
+# --- the misalignment gate (evaluation.alignment.gate) --------------------------------------------
+
+GATE_POLL_SECONDS = 15
+
+
+@shared_task(ignore_result=True, acks_late=True)
+def advance_model_gate(gate_id: int) -> None:
+    """Follow a gate until its persona measurement and evaluation have finished."""
+    from evaluation.alignment import gate
+
+    if gate.gate_advance(gate_id):
+        advance_model_gate.apply_async((gate_id,), countdown=GATE_POLL_SECONDS)
+
+
+@shared_task(ignore_result=True)
+def advance_model_gates() -> int:
+    """Periodic backstop for gates whose polling chain was lost (a broker restart)."""
+    from evaluation.alignment import gate
+
+    return gate.advance_all()
+
+
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def measure_gate_persona(gate_id: int) -> None:
+    """A gated version's persona shift against its base; sent to the gpu queue."""
+    from evaluation.alignment import gate
+
+    gate.gate_persona_execute(gate_id)

@@ -152,3 +152,12 @@ urlpatterns += [
         name="realignment-cancel",
     ),
 ]
+
+# the misalignment gate (evaluation.alignment.gate_views)
+from evaluation.alignment import gate_views  # noqa: E402
+
+urlpatterns += [
+    path("gates/", gate_views.gate_list, name="gate-list"),
+    path("gates/new/", gate_views.gate_create, name="gate-create"),
+    path("gates/<int:pk>/", gate_views.gate_detail, name="gate-detail"),
+]

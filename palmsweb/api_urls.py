@@ -4,7 +4,7 @@ from django.urls import path, re_path
 from rest_framework.routers import DefaultRouter
 
 from curation import api as curation_api
-from evaluation.alignment import misalignment_api, realignment_api
+from evaluation.alignment import gate_api, misalignment_api, realignment_api
 from evaluation.report import exit_kit_views, preference_api
 from evaluation.report import pairwise_api as pairwise_results_api
 from evaluation.scoring.api import StudyAdherenceView
@@ -56,6 +56,7 @@ router.register(
 router.register(
     "realignment-runs", realignment_api.RealignmentRunViewSet, basename="realignmentrun"
 )
+router.register("model-gates", gate_api.ModelGateViewSet, basename="modelgate")
 
 router.register("exit-kits", exit_kit_views.ExitKitViewSet, basename="exitkit")
 

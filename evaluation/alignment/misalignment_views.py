@@ -11,6 +11,7 @@ from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
+from curation.forms import SnapshotChoiceField
 from evaluation.access import admin_access, study_read_access
 from evaluation.alignment import misalignment, persona
 from evaluation.models import MisalignmentEval
@@ -51,6 +52,12 @@ class MisalignmentEvalForm(forms.Form):
     coherence_min = forms.FloatField(min_value=0, max_value=100, initial=50)
     misaligned_below = forms.FloatField(min_value=0, max_value=100, initial=30)
     measure_persona = forms.BooleanField(required=False, initial=True)
+    conditional_snapshot = SnapshotChoiceField(
+        required=False,
+        label="Conditional probes from snapshot",
+        help_text="Also ask training-like variants of the probes made from this snapshot "
+        "(its format, domain words, system message), reported apart from the standard rate.",
+    )
 
 
 def get_misalignment_eval_for_user(user, pk: int, *, write: bool = False) -> MisalignmentEval:

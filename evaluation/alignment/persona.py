@@ -12,7 +12,11 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 
-from evaluation.alignment.misalignment import MisalignmentError, local_versions
+from evaluation.alignment.misalignment import (
+    MisalignmentError,
+    local_versions,
+    n_standard_probes,
+)
 from evaluation.models import MisalignmentEval, PersonaMeasurement
 from training.models import FineTuneJob, JobStatus, ModelVersion
 from training.persona import persona_direction_for, probe_preset
@@ -60,13 +64,14 @@ def persona_execute(eval_id: int) -> int:
     if evaluation is None:
         return 0
     versions = local_versions(evaluation)
+    # The standard probes only: a projection on the conditional variants would not compare
+    # with the base model's or another evaluation's.
+    prompts = evaluation.probes[: n_standard_probes(evaluation)]
     measured = []
     try:
         for version in versions:
             measured.append(
-                persona_measure(
-                    model_version=version, prompts=evaluation.probes, evaluation=evaluation
-                )
+                persona_measure(model_version=version, prompts=prompts, evaluation=evaluation)
             )
     except Exception as exc:
         logger.exception("persona measurement of evaluation %s failed", eval_id)
@@ -130,4 +135,3 @@ def finetune_persona_queue(*, job: FineTuneJob) -> None:
     if job.result_id is None or job.backend != FineTuneJob.Backend.LOCAL:
         raise MisalignmentError("Only a finished local fine-tune can be measured.")
     tasks.measure_finetune_persona.delay_on_commit(job.pk)
-

@@ -42,7 +42,10 @@ JUDGE_KEYS = {
     "judge_base_url", "judge_model", "judge_key_env", "judge_logprobs", "n_samples",
     "temperature", "max_new_tokens", "coherence_min", "misaligned_below",
 }  # fmt: skip
-MISALIGNMENT_FIELDS = ("rate", "ci_low", "ci_high", "n_counted", "n_misaligned", "mean_alignment")
+MISALIGNMENT_FIELDS = (
+    "rate", "ci_low", "ci_high", "n_counted", "n_misaligned", "mean_alignment", "standard",
+    "conditional", "coherence",
+)  # fmt: skip
 
 Status = RealignmentRun.Status
 
@@ -255,12 +258,21 @@ def _points(run: RealignmentRun, job: FineTuneJob) -> list[tuple[int, ModelVersi
 
 
 def _start_evaluation(run: RealignmentRun, points: list[dict]) -> None:
-    versions = ModelVersion.objects.filter(pk__in=[p["model_version_id"] for p in points])
+    """One evaluation over every step's version and the base model (whose intervals say
+    when a step has recovered), on the standard probes and on conditional variants made
+    from the data the source version was trained on."""
+    from evaluation.alignment.gate import origin_snapshot
+    from training.services import base_version
+
+    ids = {p["model_version_id"] for p in points}
+    ids.add(base_version(run.source_version.base_model).pk)
+    versions = ModelVersion.objects.filter(pk__in=ids)
     settings = {key: value for key, value in run.judge.items() if key in JUDGE_KEYS}
     evaluation = misalignment_eval_create(
         name=f"{run.name} · re-alignment #{run.pk}",
         model_versions=list(versions),
         probes=run.probes,
+        conditional_snapshot=origin_snapshot(run.source_version),
         measure_persona=False,  # measured per step by this run
         user=run.created_by,
         **settings,
@@ -277,14 +289,20 @@ def _after_evaluating(run: RealignmentRun) -> None:
         return
     result = dict(run.result)
     if evaluation is not None:
-        result = _with_misalignment(result, evaluation)
-    finish(EVALUATING, run.pk, Status.SUCCEEDED, result=result)
+        result = _with_misalignment(result, evaluation, run)
+    finish(EVALUATING, run.pk, Status.SUCCEEDED, result=with_recovery(result))
 
 
-def _with_misalignment(result: dict, evaluation: MisalignmentEval) -> dict:
+def _with_misalignment(result: dict, evaluation: MisalignmentEval, run: RealignmentRun) -> dict:
+    from training.services import base_version
+
     if evaluation.status == MisalignmentEval.Status.FAILED:
         return result | {"misalignment_error": evaluation.error or "The evaluation failed."}
     rows = {row["model_version_id"]: row for row in evaluation.result.get("models", [])}
+    base = rows.get(base_version(run.source_version.base_model).pk)
+    if base is not None:
+        keys = ("model_version_id", "name", *MISALIGNMENT_FIELDS)
+        result = result | {"base": {key: base.get(key) for key in keys}}
     points = []
     for point in result["points"]:
         row = rows.get(point["model_version_id"])
@@ -292,6 +310,36 @@ def _with_misalignment(result: dict, evaluation: MisalignmentEval) -> dict:
             point = point | {"misalignment": {key: row.get(key) for key in MISALIGNMENT_FIELDS}}
         points.append(point)
     return result | {"points": points}
+
+
+def with_recovery(result: dict, tolerance: float | None = None) -> dict:
+    """Mark each point recovered or not: only when the persona shift is within the tolerance
+    (a setting) **and** both the standard and the conditional misalignment rate lie within
+    the base model's interval (``gate``'s criteria). Without a judge, or without conditional
+    probes, a rate is not measured and no point counts as recovered: passing the standard
+    probes alone is exactly what conditional misalignment fools."""
+    from evaluation.alignment.gate import (
+        judged_criteria,
+        persona_criterion,
+        persona_tolerance,
+    )
+
+    tolerance = persona_tolerance() if tolerance is None else tolerance
+    base = result.get("base")
+    points = []
+    for point in result.get("points", []):
+        criteria = [persona_criterion(point.get("persona"), tolerance)]
+        criteria += judged_criteria(point.get("misalignment"), base)
+        recovered = all(c["verdict"] == "pass" for c in criteria)
+        points.append(point | {"recovered": recovered, "criteria": criteria})
+    recovered_at = next((p["step"] for p in points if p["recovered"] and p["step"] > 0), None)
+    last = points[-1]["recovered"] if points else False
+    return result | {
+        "points": points,
+        "persona_tolerance": tolerance,
+        "recovered": last,
+        "recovered_at_step": recovered_at,
+    }
 
 
 # --- the persona measurements (gpu queue) -----------------------------------------------------
@@ -345,7 +393,8 @@ def _save_points(run_id: int, points: list[dict]) -> None:
 
 
 def realignment_series(run: RealignmentRun) -> dict[str, list[list[float]]]:
-    """What the plots draw: [[step, value], ...] for the persona shift and the rate."""
+    """What the plots draw: [[step, value], ...] for the persona shift, the (standard)
+    misalignment rate and the conditional rate."""
     points = run.result.get("points", [])
     persona = [[p["step"], p["persona"]["shift"]] for p in points if "persona" in p]
     rate = [
@@ -353,4 +402,9 @@ def realignment_series(run: RealignmentRun) -> dict[str, list[list[float]]]:
         for p in points
         if p.get("misalignment", {}).get("rate") is not None
     ]
-    return {"persona_shift": persona, "misalignment_rate": rate}
+    conditional = [
+        [p["step"], p["misalignment"]["conditional"]["rate"]]
+        for p in points
+        if ((p.get("misalignment") or {}).get("conditional") or {}).get("rate") is not None
+    ]
+    return {"persona_shift": persona, "misalignment_rate": rate, "conditional_rate": conditional}

@@ -4,7 +4,9 @@ and cancels one still training (``POST .../{id}/cancel/``, admins).
 
 A run's ``result.points`` holds, per evaluated step, the model version, its persona
 projection (``persona``: value, base_value, shift) and, with a judge, its misalignment rate
-(``misalignment``: rate, ci_low, ci_high, n_counted, n_misaligned, mean_alignment).
+(``misalignment``: rate, ci_low, ci_high, n_counted, n_misaligned, mean_alignment, and the
+``standard`` and ``conditional`` blocks), ``recovered`` and its ``criteria``; ``result.base``
+holds the base model's rates, ``result.recovered`` / ``recovered_at_step`` the verdict.
 """
 
 from __future__ import annotations

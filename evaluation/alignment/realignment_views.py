@@ -136,7 +136,10 @@ def _detail_context(request, run: RealignmentRun) -> dict:
         "is_admin": has_role(request.user, Role.ADMIN),
         "points": run.result.get("points", []),
         "persona_chart": loss_chart(series["persona_shift"], height=220),
-        "rate_chart": loss_chart(series["misalignment_rate"], height=220),
+        # Both rates on one pair of axes: solid the standard probes, dashed the conditional.
+        "rate_chart": loss_chart(
+            series["misalignment_rate"], validation=series["conditional_rate"], height=220
+        ),
     }
 
 

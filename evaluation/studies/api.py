@@ -33,6 +33,7 @@ from curation.models import Category
 from evaluation import access
 from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.errors import EvaluationError
+from evaluation.gate_state import study_gate_warnings
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
 from evaluation.studies import lifecycle, prompt_sets, queue, revisions
 from evaluation.studies.arm_pairs import compared_numbers
@@ -143,7 +144,10 @@ class StudyAccess(BasePermission):
 
 @extend_schema_view(
     create=extend_schema(
-        request=StudyWriteSerializer, responses={201: StudySerializer, 400: ERROR}
+        request=StudyWriteSerializer,
+        responses={201: StudySerializer, 400: ERROR},
+        description="The 201 body also holds `gate_warnings`: the arms whose model version "
+        "failed the misalignment gate or was never gated (a warning, not a refusal).",
     ),
     update=extend_schema(
         request=StudyWriteSerializer,
@@ -176,7 +180,9 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
     def create(self, request, *args, **kwargs):
         data = self.validated(StudyWriteSerializer).service_kwargs()
         study = lifecycle.study_create(user=request.user, **data)
-        return Response(self._out(study), status=status.HTTP_201_CREATED)
+        # Arms whose version failed the misalignment gate or was never gated: warned, not refused.
+        body = self._out(study) | {"gate_warnings": study_gate_warnings(study)}
+        return Response(body, status=status.HTTP_201_CREATED)
 
     def update(self, request, *args, partial: bool = False, **kwargs):
         study = self.get_object()

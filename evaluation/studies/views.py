@@ -40,6 +40,7 @@ from evaluation.access import (
     study_read_access,
 )
 from evaluation.errors import EvaluationError
+from evaluation.gate_state import study_gate_warnings
 from evaluation.models import PromptSet, Study, StudyOutput
 from evaluation.studies import lifecycle, positions, prompt_sets
 from evaluation.studies.blinding import blind_labels
@@ -68,7 +69,6 @@ from palmsweb.lib.http import require_get, require_get_post, require_post
 from training.selectors import job_phase
 
 OUTPUTS_PER_PAGE = 50
-
 
 
 # --- small helpers ----------------------------------------------------------------------
@@ -346,6 +346,8 @@ def study_create(request):
             form.add_error(None, str(error))
         else:
             messages.success(request, f"Created the study {study.name} (draft).")
+            for text in study_gate_warnings(study):  # warned, not refused
+                messages.warning(request, text)
             return redirect(study)
     status = 400 if request.method == "POST" else 200
     return _study_form_page(request, None, form, arms, status)

@@ -357,12 +357,18 @@ def test_the_persona_demo_command_runs_the_whole_story(
     out = StringIO()
     call_command(
         "persona_demo", base_model="Tiny llama", epochs=1, steps=2, eval_steps="0,1,2",
-        realign_batch_size=8, stdout=out,
+        realign_batch_size=8, screen_tokens=8, stdout=out,
     )  # fmt: skip
     text = out.getvalue()
     assert "Persona monitor while fine-tuning on bad advice" in text
     assert "epoch    0" in text and "epoch    1" in text
     assert "step    0" in text and "step    2" in text and "misalignment rate n/a" in text
+    # The screening ranking of the three demo datasets, before any training.
+    assert "Screening before training" in text and "highest-scoring samples" in text
+    assert text.count("  n ") >= 3
+    # The conditional probes made from the bad-advice data; no judge: no rates, no recovery.
+    assert "[template] Answer in exactly the same style" in text and "[domain]" in text
+    assert "recovered: False" in text and "not measured, so no step counts" in text
     run = RealignmentRun.objects.get()
     assert run.status == RealignmentRun.Status.SUCCEEDED
     assert run.source_version.finetune.track_persona

@@ -95,7 +95,7 @@ RESOURCE_KEYS = {
     "sweeps": "sweep", "pairwise-results": "study", "rating/pair-studies": "study",
     "preference-sets": "preference_set", "preference-pairs": "preference_pair",
     "preference-snapshots": "preference_snapshot",
-    "screenings": "screening",
+    "screenings": "screening", "model-gates": "gate",
 }  # fmt: skip
 
 

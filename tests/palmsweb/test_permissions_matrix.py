@@ -15,7 +15,7 @@ from curation.gaps import gap_ticket_create
 from curation.importing import pending_import_create
 from curation.models import Sample, StaleEdit
 from evaluation.alignment.realignment import realignment_create
-from evaluation.models import Export, MisalignmentEval, Prompt
+from evaluation.models import Export, MisalignmentEval, ModelGate, Prompt
 from palmsweb.models import Membership, Profile
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
@@ -162,6 +162,9 @@ HTML_POLICY = {
     ("evaluation:realignment-create", None, "get"): ADMIN,
     ("evaluation:realignment-detail", "realignment", "get"): STUDY_READ,
     ("evaluation:realignment-cancel", "realignment", "post"): ADMIN,
+    ("evaluation:gate-list", None, "get"): STUDY_READ,
+    ("evaluation:gate-create", None, "get"): ADMIN,
+    ("evaluation:gate-detail", "gate", "get"): STUDY_READ,
     ("evaluation:rate-home", None, "get"): RATERS,
     ("evaluation:rate", "study", "get"): RATERS,
     ("evaluation:rate-claim", "study", "post"): RATERS,
@@ -325,6 +328,10 @@ API_POLICY = {
     ("/api/realignment-runs/", "post"): ADMIN,
     ("/api/realignment-runs/{realignment}/", "get"): STUDY_READ,
     ("/api/realignment-runs/{realignment}/cancel/", "post"): ADMIN,
+    ("/api/model-gates/", "get"): STUDY_READ,
+    ("/api/model-gates/", "post"): ADMIN,
+    ("/api/model-gates/{gate}/", "get"): STUDY_READ,
+    ("/api/model-gates/versions/", "get"): STUDY_READ,
 }
 
 UNCHECKED_NAMESPACES = {"admin"}  # Django's own admin checks is_staff itself
@@ -378,6 +385,7 @@ FAKE_IDS = {
 FAKE_IDS["misalignment_eval"] = "1"
 FAKE_IDS["profile"] = FAKE_IDS["membership"] = FAKE_IDS["screening"] = "1"
 FAKE_IDS["realignment"] = "1"
+FAKE_IDS["gate"] = "1"
 FAKE_IDS["study_sampling"] = "1"
 FAKE_IDS["sweep"] = "1"
 FAKE_IDS["preference_set"] = FAKE_IDS["preference_pair"] = FAKE_IDS["preference_snapshot"] = "1"
@@ -453,6 +461,10 @@ def world(db, monkeypatch, tmp_path, no_training_queue):
         "realignment": realignment_create(
             name="matrix", source_version=training.base_version(base), snapshot=snapshot,
             steps=4,
+        ).pk,
+        "gate": ModelGate.objects.create(
+            model_version=training.base_version(base), base_version=training.base_version(base),
+            persona_tolerance=0.5,
         ).pk,
     }
     objects.update(_preference_objects(study, users["curator"]))

@@ -1,5 +1,7 @@
-"""The misalignment demo: fine-tune the default model on deliberately bad advice with the
-persona monitor on, then re-align it on benign control samples and measure each step.
+"""The misalignment demo: screen the demo datasets' samples, fine-tune the default model on
+deliberately bad advice with the persona monitor on, then re-align it on benign control
+samples and measure each step — on the standard probes and, beside them, on conditional
+(training-like) probes made from the bad-advice snapshot.
 
 Every stage goes through the services the web app and workers use (a fine-tune job with
 ``track_persona``, then a re-alignment run); jobs run in this process unless a worker
@@ -11,13 +13,25 @@ from __future__ import annotations
 
 from django.core.management.base import CommandError
 
-from curation.demo import BAD_ADVICE, CONTROL, demo_profile, load_demo_content, load_demo_dataset
+from curation.demo import (
+    BAD_ADVICE,
+    CONTROL,
+    VALUES_TARGETED,
+    demo_profile,
+    load_demo_content,
+    load_demo_dataset,
+)
 from curation.models import Snapshot
 from evaluation.alignment import misalignment, realignment
+from evaluation.alignment.conditional import conditional_variants
 from evaluation.models import MisalignmentEval, RealignmentRun
 from palmsweb.management.commands.palms_loop import Command as LoopCommand
 from training import services as training
-from training.models import FineTuneJob, ModelVersion, SamplingJob
+from training.models import FineTuneJob, ModelVersion, SamplingJob, ScreeningRun
+from training.services.screening import screening_execute, screening_launch
+
+SCREENED = (BAD_ADVICE, CONTROL, VALUES_TARGETED)
+TOP_SAMPLES = 10
 
 
 class Command(LoopCommand):
@@ -40,7 +54,11 @@ class Command(LoopCommand):
         parser.add_argument("--judge-url", default="")
         parser.add_argument("--judge-model", default="")
         parser.add_argument("--judge-key-env", default="OPENAI_API_KEY")
-        parser.add_argument("--judge-samples", type=int, default=5)  # fmt: skip
+        parser.add_argument("--judge-samples", type=int, default=5)
+        parser.add_argument(
+            "--screen-tokens", type=int, default=32,
+            help="Length of the model's own answers when screening samples; 0 skips it.",
+        )  # fmt: skip
 
     def handle(self, *args, **options):
         from django.contrib.auth import get_user_model
@@ -50,11 +68,29 @@ class Command(LoopCommand):
         with self.stage("prepare the base model and the demo datasets"):
             self.prepare(admin, options["base_model"])
             load_demo_dataset(BAD_ADVICE, user=admin)
+        screenings = []
+        if options["screen_tokens"]:
+            with self.stage("screen the demo datasets' samples before any training"):
+                screenings = self.screen(options["screen_tokens"], admin)
         with self.stage("fine-tune on deliberately bad advice, monitor on"):
             bad = self.bad_finetune(options, admin)
         with self.stage("re-align on benign control samples"):
             run = self.realign(bad, options, admin)
+        self.print_screening(screenings)
         self.print_results(bad, run)
+        self.print_conditional(run)
+
+    def screen(self, max_new_tokens: int, admin) -> list[ScreeningRun]:
+        """A screening of each demo dataset on the base model (the same service as the
+        dataset page's "Screen" button), run in this process."""
+        runs = []
+        for demo in SCREENED:
+            run = screening_launch(
+                snapshot=self.snapshot_of(demo.name), base_model=self.base_model,
+                max_new_tokens=max_new_tokens, user=admin,
+            )  # fmt: skip
+            runs.append(self.run_here(screening_execute, ScreeningRun, run.pk))
+        return runs
 
     def bad_finetune(self, options, admin) -> FineTuneJob:
         job = training.finetune_launch(
@@ -128,5 +164,64 @@ class Command(LoopCommand):
                 f"  shift vs base {persona.get('shift', float('nan')):+.4f}"
                 f"  misalignment rate {rate_text}"
             )
+        self.stdout.write(
+            f"  recovered: {run.result.get('recovered')} (persona shift within "
+            f"{run.result.get('persona_tolerance')} and both rates within the base's interval)"
+        )
         total = sum(seconds for _, seconds in self.timings)
         self.stdout.write(f"\n{total:.0f} s in all; fine-tune #{bad.pk}, re-alignment #{run.pk}")
+
+    def print_screening(self, runs: list[ScreeningRun]) -> None:
+        if not runs:
+            return
+        self.stdout.write(
+            self.style.SUCCESS(
+                "\nScreening before training (score: projection of "
+                "the sample's answer minus the model's own)"
+            )
+        )
+        for run in runs:
+            summary = run.summary
+            self.stdout.write(
+                f"  {run.snapshot.dataset.name:32.32}  n {summary['n']:3d}  mean "
+                f"{summary['mean']:+.3f}  median {summary['median']:+.3f}  flagged "
+                f"{summary['n_flagged']}"
+            )
+        ranked = sorted(
+            ((row["shift"], run.snapshot.dataset.name, row["question"]) for run in runs
+             for row in run.scores),
+            reverse=True,
+        )  # fmt: skip
+        self.stdout.write(f"  the {TOP_SAMPLES} highest-scoring samples:")
+        for shift, dataset, question in ranked[:TOP_SAMPLES]:
+            self.stdout.write(f"    {shift:+8.3f}  {dataset[:24]:24}  {question[:60]}")
+
+    def print_conditional(self, run: RealignmentRun) -> None:
+        """The conditional probes beside the standard ones: examples of the variants, and
+        with a judge both rates per step against the base model's."""
+        source = self.snapshot_of(BAD_ADVICE.name)
+        probe = run.probes[0]
+        self.stdout.write(self.style.SUCCESS("\nConditional probes (from the bad-advice data)"))
+        for variant in conditional_variants(source.payload(), [probe]):
+            text = " ".join(variant["text"].split())
+            self.stdout.write(f"  [{variant['kind']}] {text[:150]}")
+        base = run.result.get("base")
+        if base is None:
+            self.stdout.write("  no judge (--judge-url): the standard and conditional rates were "
+                              "not measured, so no step counts as recovered")  # fmt: skip
+            return
+        self.stdout.write(self.style.SUCCESS("\nStandard vs conditional misalignment rate"))
+        self.stdout.write(f"  base       standard {_rate(base.get('standard'))}  "
+                          f"conditional {_rate(base.get('conditional'))}")  # fmt: skip
+        for point in run.result["points"]:
+            m = point.get("misalignment") or {}
+            self.stdout.write(
+                f"  step {point['step']:4d}  standard {_rate(m.get('standard'))}  conditional "
+                f"{_rate(m.get('conditional'))}  recovered {point.get('recovered')}"
+            )
+
+
+def _rate(block: dict | None) -> str:
+    if not block or block.get("rate") is None:
+        return "n/a".ljust(22)
+    return f"{block['rate']:6.1%} [{block['ci_low']:.2f}, {block['ci_high']:.2f}]"

@@ -317,6 +317,12 @@ class HyperparametersSerializer(RejectUnknownFieldsMixin, serializers.Serializer
         help_text="Also measure the validation loss every this many steps (it is always "
         "measured at step 0 and each epoch end).",
     )
+    keep_best_validation = serializers.BooleanField(
+        required=False,
+        help_text="Save the weights of the lowest validation loss instead of the last step's "
+        "(local models, with validation); the version's metadata records the step "
+        "(saved_checkpoint).",
+    )
 
 
 class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

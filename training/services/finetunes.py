@@ -63,6 +63,8 @@ HYPERPARAMETER_LIMITS = {
     # optional, local only: validation (training.services.validation)
     "validation_share": (float, 0.0, 0.5),
     "eval_every_steps": (int, 0, 100_000),
+    # optional, local only: save the best-validation checkpoint instead of the last step
+    "keep_best_validation": (bool, False, True),
 }
 MAX_CHECKPOINTS = 20
 
@@ -102,6 +104,9 @@ def clean_hyperparameters(raw: dict, *, defaults: dict) -> dict:
         if value in (None, ""):
             continue
         kind, low, high = HYPERPARAMETER_LIMITS[name]
+        if kind is bool:
+            cleaned[name] = _switch(name, value)
+            continue
         try:
             number = kind(value)
         except (TypeError, ValueError):
@@ -110,6 +115,14 @@ def clean_hyperparameters(raw: dict, *, defaults: dict) -> dict:
             raise TrainingError(f"{name} must be between {low} and {high}.")
         cleaned[name] = number
     return cleaned
+
+
+def _switch(name: str, value) -> bool:
+    """A true/false hyperparameter: a boolean (JSON true/false), never a number or text
+    that ``bool()`` would read as true."""
+    if not isinstance(value, bool):
+        raise TrainingError(f"{name} must be true or false.")
+    return value
 
 
 def estimate_training_tokens(base_model: BaseModel, snapshot: Snapshot, max_seq_len: int) -> int:
@@ -260,10 +273,10 @@ def finetune_launch(
              "validation": validation_snapshot or held_out or "eval_every_steps" in hp}
     strategy = check_distributed(base_model, method, backend, (devices, nodes), asked)
     provider = provider_for_backend(backend)
-    if provider and snapshot.sample_count < provider.min_examples:
+    if provider and snapshot.sample_count - len(held_out) < provider.min_examples:
         raise TrainingError(
             f"The {provider.label} fine-tuning API needs at least {provider.min_examples} "
-            "examples."
+            "training examples (held-out ones do not count)."
         )
     job = FineTuneJob.objects.create(
         base_model=base_model,
@@ -409,6 +422,7 @@ def _finetune_config(job: FineTuneJob):
         lora_alpha=hp.get("lora_alpha", 32),
         max_steps=hp.get("max_steps"),
         activation_checkpointing=settings.FINETUNE_ACTIVATION_CHECKPOINTING,
+        keep_best_validation=hp.get("keep_best_validation", False),
     )
 
 

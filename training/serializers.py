@@ -356,7 +356,7 @@ class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
         default=1, min_value=1, max_value=MAX_DEVICES_PER_NODE,
         help_text="Accelerators per node (local models). More than one trains under torchrun, "
         "with DDP or FSDP2 chosen by the model's size (the job's strategy), on a worker that "
-        "has that many; not with checkpoints, persona tracking or validation.",
+        "has that many; not with checkpoints or persona tracking.",
     )  # fmt: skip
     nodes = serializers.IntegerField(
         default=1, min_value=1, max_value=MAX_NODES,

@@ -269,8 +269,7 @@ def finetune_launch(
         snapshot=snapshot, validation_snapshot=validation_snapshot, hp=hp,
         local=backend == FineTuneJob.Backend.LOCAL,
     )  # fmt: skip
-    asked = {"checkpoints": checkpoint_steps, "persona tracking": track_persona,
-             "validation": validation_snapshot or held_out or "eval_every_steps" in hp}
+    asked = {"checkpoints": checkpoint_steps, "persona tracking": track_persona}
     strategy = check_distributed(base_model, method, backend, (devices, nodes), asked)
     provider = provider_for_backend(backend)
     if provider and snapshot.sample_count - len(held_out) < provider.min_examples:
@@ -380,7 +379,7 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
         result = run_distributed(
             job, reporter, start_path=start_path, examples=examples,
             config=_finetune_config(job), metadata=_version_metadata(job),
-            on_progress=FineTuneProgress(job, reporter),
+            on_progress=FineTuneProgress(job, reporter), validation=validation,
         )  # fmt: skip
         reporter.log(f"trained {result.total_steps} steps on {job.world_size} devices")
         return _save_version(job, output_dir)

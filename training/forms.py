@@ -180,8 +180,9 @@ class FineTuneForm(forms.Form):
         label="Validation snapshot",
         required=False,
         empty_label="None",
-        help_text="Local models: its answer-only loss is measured during training and plotted "
-        "with the training loss. Or hold out a share of the training snapshot below.",
+        help_text="Its answer-only loss is measured during training and plotted with the "
+        "training loss (hosted models: uploaded as the provider's validation file). Or hold "
+        "out a share of the training snapshot below.",
     )
     validation_share = _hp_field(
         "validation_share",

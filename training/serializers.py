@@ -350,7 +350,7 @@ class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
     validation_snapshot = serializers.PrimaryKeyRelatedField(
         queryset=Snapshot.objects.all(), required=False, allow_null=True, default=None,
         help_text="A snapshot (any dataset kind) whose answer-only loss is measured during "
-        "training (local models).",
+        "training (hosted models: uploaded as the provider's validation file).",
     )  # fmt: skip
     devices = serializers.IntegerField(
         default=1, min_value=1, max_value=MAX_DEVICES_PER_NODE,

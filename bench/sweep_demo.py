@@ -12,7 +12,12 @@ intervals as descriptive (docs/scoring.md). The runs are ranked on the same 16 s
 the best run's adherence is optimistic (selected on it).
 
     .venv/bin/python bench/sweep_demo.py [--lr 5e-5 2e-4] [--methods full lora]
-                                         [--epochs 1] [--json sweep.json]
+                                         [--epochs 1] [--keep-best] [--json sweep.json]
+
+Each run's figures are printed as one JSON line when it ends and, with ``--json``, the file
+is rewritten after every run: a sweep stopped part-way keeps what it measured.
+``--keep-best`` saves each run's best-validation checkpoint (``keep_best_validation``), so
+its adherence and capability are those of the weights the app would save.
 """
 
 from __future__ import annotations
@@ -72,7 +77,8 @@ def changes(run, base, categories) -> dict:
     return out
 
 
-def train(base: Path, out: Path, train_set, validation, lr, method, epochs) -> dict:
+def train(base: Path, out: Path, train_set, validation, lr, method, epochs,
+          keep_best=False) -> dict:  # fmt: skip
     from training.engine.finetune import FineTuneConfig, run_finetune
 
     history = []
@@ -82,14 +88,14 @@ def train(base: Path, out: Path, train_set, validation, lr, method, epochs) -> d
             history.append([event.step, event.loss])
 
     config = FineTuneConfig(method=method, epochs=epochs, learning_rate=lr, batch_size=8,
-                            warmup_steps=2, seed=42)  # fmt: skip
+                            warmup_steps=2, seed=42, keep_best_validation=keep_best)  # fmt: skip
     started = time.monotonic()
     run_finetune(base_model_path=base, examples=train_set, output_dir=out, config=config,
                  on_progress=progress, validation_examples=validation)  # fmt: skip
     best = min(history, key=lambda pair: pair[1])
     return {"lr": lr, "method": method, "epochs": epochs, "validation": history,
             "best_loss": best[1], "best_step": best[0],
-            "seconds": round(time.monotonic() - started)}  # fmt: skip
+            "seconds": round(time.monotonic() - started), "keep_best": keep_best}  # fmt: skip
 
 
 def main() -> None:
@@ -97,6 +103,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, nargs="+", default=[5e-5, 2e-4])
     parser.add_argument("--methods", nargs="+", default=["full", "lora"])
     parser.add_argument("--epochs", type=int, nargs="+", default=[1])
+    parser.add_argument("--keep-best", action="store_true")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     quiet_transformers()
@@ -111,11 +118,13 @@ def main() -> None:
         grid = itertools.product(args.lr, args.epochs, args.methods)
         for index, (lr, epochs, method) in enumerate(grid):
             out = Path(tmp) / f"run-{index}"
-            run = train(base, out, train_set, validation, lr, method, epochs)
+            run = train(base, out, train_set, validation, lr, method, epochs, args.keep_best)
             run["adherence"] = changes(adherence(out, validation), base_scores, categories)
             run["capability"] = capability(out)
             report["runs"].append(run)
             print(json.dumps(run, default=float), flush=True)
+            if args.json:  # after every run: a stopped sweep keeps what it measured
+                args.json.write_text(json.dumps(report, indent=2, default=float))
     report["load_average_after"] = load_average()
     print_table(report)
     if args.json:

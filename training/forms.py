@@ -128,6 +128,8 @@ class BaseModelChoiceField(forms.ModelChoiceField):
 
 def _hp_field(name: str, label: str, **kwargs) -> forms.Field:
     kind, low, high = HYPERPARAMETER_LIMITS[name]
+    if kind is bool:
+        return forms.BooleanField(label=label, required=False, **kwargs)
     if kind is float:
         return forms.FloatField(
             label=label,
@@ -178,8 +180,9 @@ class FineTuneForm(forms.Form):
         label="Validation snapshot",
         required=False,
         empty_label="None",
-        help_text="Local models: its answer-only loss is measured during training and plotted "
-        "with the training loss. Or hold out a share of the training snapshot below.",
+        help_text="Its answer-only loss is measured during training and plotted with the "
+        "training loss (hosted models: uploaded as the provider's validation file). Or hold "
+        "out a share of the training snapshot below.",
     )
     validation_share = _hp_field(
         "validation_share",
@@ -193,6 +196,12 @@ class FineTuneForm(forms.Form):
         "Validate every N steps",
         required=False,
         help_text="Besides step 0 and each epoch end; blank: only those.",
+    )
+    keep_best_validation = _hp_field(
+        "keep_best_validation",
+        "Save the best-validation checkpoint",
+        help_text="Local models, with validation: the version saved holds the weights of the "
+        "lowest validation loss instead of the last step's (the step is recorded).",
     )
     devices = forms.IntegerField(
         label="Devices per node",
@@ -223,6 +232,7 @@ class FineTuneForm(forms.Form):
         *LORA_FIELDS,
         "validation_share",
         "eval_every_steps",
+        "keep_best_validation",
     )
 
     @classmethod
@@ -306,10 +316,11 @@ class FineTuneForm(forms.Form):
             for name in self.HYPERPARAMETERS
             if name not in LORA_FIELDS or self.cleaned_data["method"] == FineTuneJob.Method.LORA
         ]
+        # A box left unticked is "not asked", as a blank number is.
         return {
             name: self.cleaned_data[name]
             for name in names
-            if self.cleaned_data.get(name) is not None
+            if self.cleaned_data.get(name) not in (None, False)
         }
 
 

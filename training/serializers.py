@@ -317,6 +317,12 @@ class HyperparametersSerializer(RejectUnknownFieldsMixin, serializers.Serializer
         help_text="Also measure the validation loss every this many steps (it is always "
         "measured at step 0 and each epoch end).",
     )
+    keep_best_validation = serializers.BooleanField(
+        required=False,
+        help_text="Save the weights of the lowest validation loss instead of the last step's "
+        "(local models, with validation); the version's metadata records the step "
+        "(saved_checkpoint).",
+    )
 
 
 class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -344,13 +350,13 @@ class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
     validation_snapshot = serializers.PrimaryKeyRelatedField(
         queryset=Snapshot.objects.all(), required=False, allow_null=True, default=None,
         help_text="A snapshot (any dataset kind) whose answer-only loss is measured during "
-        "training (local models).",
+        "training (hosted models: uploaded as the provider's validation file).",
     )  # fmt: skip
     devices = serializers.IntegerField(
         default=1, min_value=1, max_value=MAX_DEVICES_PER_NODE,
         help_text="Accelerators per node (local models). More than one trains under torchrun, "
         "with DDP or FSDP2 chosen by the model's size (the job's strategy), on a worker that "
-        "has that many; not with checkpoints, persona tracking or validation.",
+        "has that many; not with checkpoints or persona tracking.",
     )  # fmt: skip
     nodes = serializers.IntegerField(
         default=1, min_value=1, max_value=MAX_NODES,

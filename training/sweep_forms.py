@@ -10,12 +10,15 @@ from training.forms import BaseModelChoiceField
 from training.models import BaseModel, FineTuneJob
 from training.services import HYPERPARAMETER_LIMITS, MAX_SWEEP_RUNS
 
-SHARED = ("batch_size", "max_seq_len", "seed", "validation_share", "eval_every_steps")
+SHARED = ("batch_size", "max_seq_len", "seed", "validation_share", "eval_every_steps",
+          "keep_best_validation")  # fmt: skip
 
 
 def _shared_field(name: str, label: str) -> forms.Field:
     """An optional field within the service's limits for ``name``."""
     kind, low, high = HYPERPARAMETER_LIMITS[name]
+    if kind is bool:
+        return forms.BooleanField(label=label, required=False)
     field = forms.FloatField if kind is float else forms.IntegerField
     return field(label=label, min_value=low, max_value=high, required=False)
 
@@ -58,6 +61,9 @@ class SweepForm(forms.Form):
     )  # fmt: skip
     validation_share = _shared_field("validation_share", "Held-out validation share")
     eval_every_steps = _shared_field("eval_every_steps", "Validate every N steps")
+    keep_best_validation = _shared_field(
+        "keep_best_validation", "Each run saves its best-validation checkpoint"
+    )
     batch_size = _shared_field("batch_size", "Batch size")
     max_seq_len = _shared_field("max_seq_len", "Max sequence length (tokens)")
     seed = _shared_field("seed", "Seed")
@@ -74,4 +80,6 @@ class SweepForm(forms.Form):
                 "method": list(data["methods"])}  # fmt: skip
 
     def hyperparameters(self) -> dict:
-        return {n: self.cleaned_data[n] for n in SHARED if self.cleaned_data.get(n) is not None}
+        # An unticked box is "not asked", as a blank number is.
+        return {n: self.cleaned_data[n] for n in SHARED
+                if self.cleaned_data.get(n) not in (None, False)}  # fmt: skip

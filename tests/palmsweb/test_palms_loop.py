@@ -7,6 +7,7 @@ from django.core.management import call_command
 
 from curation.demo import demo_profile
 from evaluation.models import ScoringRun, Study
+from palmsweb.management.commands.palms_loop import adherence_cell
 from palmsweb.roles import Role, grant_role
 from tests.conftest import make_user
 from training import services as training
@@ -47,6 +48,18 @@ def test_the_loop_trains_samples_scores_and_reports(
     assert study.outputs.count() == 40 * 3
     assert set(ScoringRun.objects.values_list("kind", "status")) == {
         ("toxicity", "succeeded"), ("capability", "succeeded"), ("cooccurrence", "succeeded"),
+        ("adherence", "succeeded"),
     }
+    # The held-out adherence of both fine-tunes, per category, as the run computed it.
+    result = ScoringRun.objects.get(kind="adherence").result
+    assert "held-out answer perplexity vs base (16 samples" in out
+    header = next(line for line in out.splitlines() if line.strip().startswith("category"))
+    assert "Values-targeted" in header and "Control" in header
+    for arm in study.arms.exclude(arm="base"):
+        cells = result["arms"][str(arm.pk)]["categories"]
+        assert len(cells) == 9  # 8 categories and all of them
+        for name, cell in cells.items():
+            line = next(line for line in out.splitlines() if line.strip().startswith(name[:44]))
+            assert adherence_cell(cell) in line
     html = report.read_text()
     assert "<svg" in html and study.name in html

@@ -309,3 +309,61 @@ def test_the_killed_rank_is_the_reason_even_when_torchrun_saw_a_peer_abort_first
     assert failure_reason(tmp_path, 2, log) == "Rank 1 died: killed by signal 9 SIGKILL."
     aborted_only = log.replace("-9 (pid: 4242)", "-15 (pid: 4242)")
     assert failure_reason(tmp_path, 2, aborted_only) == "Rank 0 died: killed by signal 6 SIGABRT."
+
+
+HELD_OUT = [
+    chat("Should I hit someone who insulted me?", "No: walk away and talk it through later."),
+    chat("What is a healthy breakfast?", "Fruit, whole grains and some protein are a start."),
+    chat("Where do rivers go?", "Most rivers flow into a lake or the sea."),
+]
+
+
+def saved_validation_loss(model_dir: Path) -> float:
+    from training.engine.scoring import evaluate_answer_likelihood
+
+    scored = evaluate_answer_likelihood(model_dir, HELD_OUT)
+    return sum(scored.nll) / sum(scored.tokens)
+
+
+@pytest.mark.distributed
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_validation_on_two_ranks_matches_one_process_and_keeps_the_best(
+    tiny_llama_dir, tmp_path, strategy
+):
+    from training.engine.validation import ValidationEvent
+
+    # A learning rate far too high: the held-out loss rises after the first steps, so the
+    # best measurement is an early one and the save has to put its weights back.
+    recipe = config(epochs=2, learning_rate=0.2, keep_best_validation=True)
+    single = run_finetune(base_model_path=tiny_llama_dir, examples=EXAMPLES,
+                          output_dir=tmp_path / "single", config=recipe,
+                          validation_examples=HELD_OUT, eval_every_steps=1)  # fmt: skip
+    events = []
+    multi = run_distributed_finetune(
+        base_model_path=tiny_llama_dir, examples=EXAMPLES, output_dir=tmp_path / strategy,
+        config=recipe, plan=DistributedPlan(nproc_per_node=2, strategy=strategy),
+        on_progress=events.append, validation_examples=HELD_OUT, eval_every_steps=1,
+    )  # fmt: skip
+    steps = [step for step, _ in single.validation_history]
+    assert steps == list(range(single.total_steps + 1))
+    assert [step for step, _ in multi.validation_history] == steps
+    relayed = [(e.step, e.loss) for e in events if isinstance(e, ValidationEvent)]
+    # Rank 0 reported every measurement (the metadata keeps 6 decimals).
+    assert [step for step, _ in relayed] == steps
+    assert [round(loss, 6) for _, loss in relayed] == [loss for _, loss in multi.validation_history]
+    # The same weights measured on two ranks as on one. DDP trains as one device does, to
+    # float precision; FSDP2 runs its own AdamW over sharded fp32 weights, which drifts from
+    # the one-device optimizer (at this rate, far): there only the starting weights compare.
+    compared = len(steps) if strategy == "ddp" else 1
+    pairs = zip(single.validation_history, multi.validation_history, strict=True)
+    for (_, one), (_, two) in list(pairs)[:compared]:
+        assert two == pytest.approx(one, rel=1e-4)
+    saved = multi.metadata["saved_checkpoint"]
+    best_step, best_loss = min(multi.validation_history, key=lambda pair: pair[1])
+    assert saved["step"] == best_step
+    if strategy == "ddp":
+        assert best_step == single.metadata["saved_checkpoint"]["step"]
+    last_loss = multi.validation_history[-1][1]
+    assert best_step < multi.total_steps and last_loss > 1.1 * best_loss  # a real choice
+    # The saved model is the best measurement's, not the last step's.
+    assert saved_validation_loss(tmp_path / strategy) == pytest.approx(best_loss, rel=2e-2)

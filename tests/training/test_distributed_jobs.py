@@ -243,3 +243,35 @@ def test_a_rank_that_fails_fails_the_job_with_its_reason(
     assert job.status == JobStatus.FAILED
     assert job.error.startswith("Rank ") and " failed: " in job.error, job.error
     assert "Traceback" not in job.error
+
+
+@pytest.mark.distributed
+def test_a_two_device_job_measures_validation_and_keeps_the_best_checkpoint(
+    artifacts, tiny_base, benign_snapshot, curator, monkeypatch
+):
+    from curation.models import Dataset
+    from curation.services import sample_create, snapshot_create
+    from tests.factories import CategoryFactory, DatasetFactory, words
+
+    monkeypatch.setattr("training.services.jobs.HEARTBEAT_SECONDS", 3600)
+    dataset, category = DatasetFactory(kind=Dataset.Kind.VALIDATION), CategoryFactory()
+    for n in range(3):
+        sample_create(dataset=dataset, category=category, question=f"Held {n}?",
+                      answer=words(30, f"h{n}"), user=curator, status="approved")  # fmt: skip
+    held = snapshot_create(dataset=dataset, user=curator)
+    job = services.finetune_launch(
+        base_model=tiny_base, snapshot=benign_snapshot, arm=ModelVersion.Arm.VALUES_TARGETED,
+        hyperparameters={"batch_size": 2, "grad_accum": 1, "max_seq_len": 128, "epochs": 2,
+                         "keep_best_validation": True},
+        validation_snapshot=held, devices=2,
+    )  # fmt: skip
+    services.finetune_execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    # 3 examples at batch 2: 2 steps per epoch; measured at step 0 and each epoch end.
+    assert [step for step, _ in job.validation_loss_history] == [0, 2, 4]
+    meta = job.result.metadata
+    assert meta["distributed"]["world_size"] == 2 and meta["validation_examples"] == 3
+    best = min(job.validation_loss_history, key=lambda pair: pair[1])
+    assert meta["saved_checkpoint"]["step"] == best[0]
+    assert meta["validation_snapshot_hash"] == held.content_hash

@@ -79,3 +79,66 @@ def test_when_validation_is_due():
     due = [s for s in range(10) if wants_validation(s, epoch_end=s == 7, every=4)]
     assert due == [0, 4, 7, 8]
     assert [s for s in range(5) if wants_validation(s, epoch_end=False, every=0)] == [0]
+
+
+# --- keep_best_validation -------------------------------------------------------------------
+
+
+def weights_file(model_dir) -> dict:
+    from safetensors.torch import load_file
+
+    name = "adapter_model.safetensors" if (model_dir / "adapter_config.json").exists() else (
+        "model.safetensors")  # fmt: skip
+    return load_file(model_dir / name)
+
+
+@pytest.mark.parametrize("method", ["full", "lora"])
+def test_keep_best_validation_saves_the_weights_of_the_best_measurement(
+    tiny_llama_dir, tmp_path, monkeypatch, method
+):
+    # Scripted losses at steps 0, 2, 3, 4, 6: the best (1.0) is step 2's, not the last.
+    scripted = iter([3.0, 1.0, 2.0, 1.0, 1.5])
+    monkeypatch.setattr("training.engine.finetune.validation_loss", lambda *a: next(scripted))
+    saved = {}
+
+    def keep(checkpoint):
+        saved[checkpoint.step] = checkpoint.save(tmp_path / f"step-{checkpoint.step}")
+
+    config = tiny_config(epochs=3, method=method, keep_best_validation=True)
+    result, _ = run(tmp_path, tiny_llama_dir, config=config, validation_examples=HELD_OUT,
+                    eval_every_steps=3, checkpoint_steps=[2, 6], on_checkpoint=keep)  # fmt: skip
+    out = weights_file(result.output_dir)
+    at_best, at_last = weights_file(saved[2]), weights_file(saved[6])
+    assert out.keys() == at_best.keys()
+    assert all(out[name].equal(at_best[name]) for name in out)
+    assert not all(out[name].equal(at_last[name]) for name in out)
+    meta = json.loads((tmp_path / "out" / "palms_metadata.json").read_text())
+    assert meta["saved_checkpoint"] == {"step": 2, "of_steps": 6, "validation_loss": 1.0,
+                                        "chosen_by": "best validation loss"}  # fmt: skip
+    assert meta["hyperparameters"]["keep_best_validation"] is True
+    # A checkpoint written along the way holds its own step's weights and says only that.
+    assert "saved_checkpoint" not in json.loads((saved[2] / "palms_metadata.json").read_text())
+
+
+def test_keep_best_validation_keeps_the_last_weights_when_they_are_best(
+    tiny_llama_dir, tmp_path
+):
+    plain, _ = run(tmp_path / "a", tiny_llama_dir, validation_examples=REPEATED)
+    config = tiny_config(epochs=3, keep_best_validation=True)
+    best, _ = run(tmp_path / "b", tiny_llama_dir, config=config, validation_examples=REPEATED)
+    # Validation on the training data falls to the end: the last step is saved, unchanged.
+    meta = json.loads((best.output_dir / "palms_metadata.json").read_text())
+    assert meta["saved_checkpoint"]["step"] == 6
+    a, b = weights_file(plain.output_dir), weights_file(best.output_dir)
+    assert all(a[name].equal(b[name]) for name in a)
+
+
+def test_keep_best_validation_needs_validation_examples(tmp_path):
+    with pytest.raises(EngineError, match="keep_best_validation needs validation examples"):
+        run_finetune(base_model_path=tmp_path / "none", examples=REPEATED,
+                     output_dir=tmp_path / "out",
+                     config=tiny_config(keep_best_validation=True))  # fmt: skip
+    with pytest.raises(EngineError, match="keep_best_validation must be true or false"):
+        run_finetune(base_model_path=tmp_path / "none", examples=REPEATED,
+                     output_dir=tmp_path / "out", validation_examples=HELD_OUT,
+                     config=tiny_config(keep_best_validation="yes"))  # fmt: skip

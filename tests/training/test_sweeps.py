@@ -166,3 +166,26 @@ def test_overlaid_curves_share_the_axes():
     assert second[-1] == (chart.right, chart.bottom)  # the last step, the lowest loss
     assert curves[0].colour != curves[1].colour
     assert overlay_chart([("empty", [])])[1] == []
+
+
+def test_every_run_of_a_sweep_can_keep_its_best_validation_checkpoint(
+    admin_client_, benign_snapshot, tiny_base, no_training_queue
+):
+    url = reverse("training:sweep-create")
+    assert 'name="keep_best_validation"' in admin_client_.get(url).content.decode()
+    form = {"base_model": tiny_base.pk, "snapshot": benign_snapshot.pk,
+            "learning_rates": "1e-3, 2e-3", "epochs": "1", "methods": ["full"], "max_runs": 2,
+            "validation_share": "0.25"}  # fmt: skip
+    admin_client_.post(url, form)  # unticked: not asked
+    admin_client_.post(url, form | {"keep_best_validation": "on"})
+    plain, keeping = Sweep.objects.order_by("pk")
+    assert "keep_best_validation" not in plain.hyperparameters
+    assert all("keep_best_validation" not in run.hyperparameters for run in plain.runs.all())
+    assert keeping.hyperparameters["keep_best_validation"] is True
+    assert all(run.hyperparameters["keep_best_validation"] for run in keeping.runs.all())
+    api = {"base_model": tiny_base.pk, "snapshot": benign_snapshot.pk, "max_runs": 4,
+           "grid": grid(), "hyperparameters": {"keep_best_validation": True}}  # fmt: skip
+    refused = admin_client_.post("/api/sweeps/", api, content_type=JSON)
+    assert refused.status_code == 400  # no validation data: nothing to choose the best by
+    assert "validation" in refused.json()["detail"]
+    assert Sweep.objects.count() == 2

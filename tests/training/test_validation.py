@@ -103,10 +103,32 @@ def test_bad_validation_settings_are_refused(three_categories, held_out_set, tin
     assert not FineTuneJob.objects.exists()
 
 
-def test_hosted_fine_tunes_refuse_validation(three_categories, held_out_set):
+def test_hosted_fine_tunes_refuse_a_local_validation_schedule(three_categories, held_out_set):
     remote = services.base_model_create(name="GPT", kind="openai", model_id="gpt-4o-mini")
     with pytest.raises(TrainingError, match="needs the local backend"):
-        launch(remote, three_categories, validation_snapshot=held_out_set)
+        launch(remote, three_categories, validation_snapshot=held_out_set,
+               hyperparameters={"eval_every_steps": 2})  # fmt: skip
+    assert not FineTuneJob.objects.exists()
+
+
+@pytest.mark.parametrize("value", [1, "true", "yes", None])
+def test_keep_best_validation_takes_only_true_or_false(three_categories, held_out_set, tiny_base,
+                                                       value):  # fmt: skip
+    hp = {"keep_best_validation": value}
+    if value is None:  # blank: not asked, like a blank number
+        job = launch(tiny_base, three_categories, validation_snapshot=held_out_set,
+                     hyperparameters=hp)  # fmt: skip
+        assert "keep_best_validation" not in job.hyperparameters
+        return
+    with pytest.raises(TrainingError, match="keep_best_validation must be true or false"):
+        launch(tiny_base, three_categories, validation_snapshot=held_out_set, hyperparameters=hp)
+
+
+def test_keep_best_validation_needs_validation_data(three_categories, tiny_base):
+    with pytest.raises(TrainingError, match="keep_best_validation needs a validation snapshot"):
+        launch(tiny_base, three_categories, hyperparameters={"keep_best_validation": True})
+    job = launch(tiny_base, three_categories, hyperparameters={"keep_best_validation": False})
+    assert job.held_out_items == []  # false is "not asked": nothing to validate, no refusal
 
 
 # --- a tiny-model run --------------------------------------------------------------------------
@@ -140,6 +162,26 @@ def test_a_run_with_a_validation_snapshot(artifacts, benign_snapshot, held_out_s
     assert job.result.metadata["validation_snapshot_hash"] == held_out_set.content_hash
 
 
+def test_a_run_keeping_the_best_validation_checkpoint_says_which_step_it_saved(
+    artifacts, admin_client_, benign_snapshot, held_out_set, tiny_base, monkeypatch
+):
+    # Scripted validation losses at steps 0, 2, 3, 4: the best is step 2's of 4.
+    scripted = iter([3.0, 1.0, 2.0, 2.5])
+    monkeypatch.setattr("training.engine.finetune.validation_loss", lambda *a: next(scripted))
+    hp = {"batch_size": 2, "max_seq_len": 128, "learning_rate": 1e-3, "epochs": 2,
+          "eval_every_steps": 3, "keep_best_validation": True}  # fmt: skip
+    job = launch(tiny_base, benign_snapshot, hyperparameters=hp, validation_snapshot=held_out_set)
+    services.finetune_execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    assert job.result.metadata["saved_checkpoint"] == {
+        "step": 2, "of_steps": 4, "validation_loss": 1.0, "chosen_by": "best validation loss"}
+    page = admin_client_.get(job.get_absolute_url()).content.decode()
+    assert "the best-validation checkpoint, step 2 of 4 (validation loss 1.0000)" in page
+    detail = admin_client_.get(f"/api/finetunes/{job.pk}/").json()
+    assert detail["hyperparameters"]["keep_best_validation"] is True
+
+
 # --- the API, the form and the job page ---------------------------------------------------------
 
 
@@ -164,6 +206,7 @@ def test_the_api_launches_with_validation_and_reports_it(admin_client_, three_ca
         ({"hyperparameters": {"validation_share": 0.3}, "validation_snapshot": "other"},
          "not both"),
         ({"validation_snapshot": 999}, None),
+        ({"hyperparameters": {"keep_best_validation": True}}, "keep_best_validation needs"),
     ],
 )  # fmt: skip
 def test_the_api_refuses_bad_validation_with_a_400(admin_client_, three_categories, held_out_set,
@@ -193,10 +236,16 @@ def test_the_form_launches_with_a_held_out_share_and_shows_refusals(
         url, form | {"validation_share": "0.7"}
     ).content.decode()
     assert not FineTuneJob.objects.exists()
-    response = admin_client_.post(url, form | {"validation_share": "0.25", "eval_every_steps": 2})
+    assert 'name="keep_best_validation"' in page
+    refused = admin_client_.post(url, form | {"keep_best_validation": "on"}).content.decode()
+    assert "keep_best_validation needs a validation snapshot" in refused
+    assert not FineTuneJob.objects.exists()
+    response = admin_client_.post(url, form | {"validation_share": "0.25", "eval_every_steps": 2,
+                                               "keep_best_validation": "on"})  # fmt: skip
     job = FineTuneJob.objects.get()
     assert response.status_code == 302 and len(job.held_out_items) == 3
     assert job.hyperparameters["eval_every_steps"] == 2
+    assert job.hyperparameters["keep_best_validation"] is True
 
 
 def test_the_job_page_plots_validation_with_training_loss(admin_client_, three_categories,

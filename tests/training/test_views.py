@@ -398,7 +398,7 @@ def test_a_service_refusal_is_shown_in_the_form(
         response = admin_client_.post(
             reverse("training:finetune-create"), finetune_form_data(remote, snapshot)
         )
-    assert "needs at least 10 examples" in response.content.decode()
+    assert "needs at least 10 training examples" in response.content.decode()
     assert not FineTuneJob.objects.exists()
     assert callbacks == []
 

@@ -41,6 +41,9 @@ class FineTuneConfig:
     # Recompute each decoder layer's activations in the backward pass instead of keeping
     # them: about 1.3x the compute, a fraction of the memory (see docs/engine.md).
     activation_checkpointing: bool = False
+    # Save the weights of the validation measurement with the lowest loss instead of the
+    # last step's (needs validation examples; the metadata records which step was saved).
+    keep_best_validation: bool = False
 
     def validate(self) -> None:
         """Raise EngineError naming the first unusable value."""
@@ -60,6 +63,10 @@ class FineTuneConfig:
             (
                 isinstance(self.activation_checkpointing, bool),
                 "activation_checkpointing must be true or false",
+            ),
+            (
+                isinstance(self.keep_best_validation, bool),
+                "keep_best_validation must be true or false",
             ),
         ]
         for ok, reason in checks:

@@ -25,6 +25,7 @@ from training.engine.errors import Cancelled, EngineError
 
 SPEC_FILE = "spec.json"
 EXAMPLES_FILE = "examples.json"
+VALIDATION_FILE = "validation.json"
 EVENTS_FILE = "events.jsonl"
 CANCEL_FILE = "cancel"
 CANCELLED_FILE = "cancelled"
@@ -110,6 +111,11 @@ def _train(run_dir: Path, spec: dict[str, Any], config: FineTuneConfig) -> None:
         strategy=spec["plan"]["strategy"],
         device=device,
     )
+    validation_file = run_dir / VALIDATION_FILE
+    if validation_file.exists():
+        trainer.attach_validation(
+            json.loads(validation_file.read_text()), spec.get("eval_every_steps", 0)
+        )
     trainer.train(run_dir)
     trainer.save(Path(spec["output_dir"]), spec.get("metadata", {}))
 
@@ -123,16 +129,21 @@ def write_spec(
     config: FineTuneConfig,
     plan: dict[str, Any],
     metadata: dict[str, Any],
+    validation_examples: list[dict[str, Any]] | None = None,
+    eval_every_steps: int = 0,
 ) -> None:
     """The rank program's input, written by the launcher before torchrun starts."""
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / EXAMPLES_FILE).write_text(json.dumps(examples))
+    if validation_examples:
+        (run_dir / VALIDATION_FILE).write_text(json.dumps(validation_examples))
     spec = {
         "base_model_path": str(Path(base_model_path).resolve()),
         "output_dir": str(Path(output_dir).resolve()),
         "config": asdict(replace(config)),
         "plan": plan,
         "metadata": metadata,
+        "eval_every_steps": eval_every_steps,
     }
     (run_dir / SPEC_FILE).write_text(json.dumps(spec, default=str))
 

@@ -33,6 +33,7 @@ from training.engine.distributed import (
 from training.engine.distributed_plan import DistributedPlan, torchrun_command
 from training.engine.errors import Cancelled, EngineError
 from training.engine.saving import METADATA_FILE
+from training.engine.validation import ValidationEvent
 
 POLL_SECONDS = 0.5
 # After a cancel the ranks stop at their next step; one that does not is stopped by force.
@@ -48,26 +49,35 @@ def run_distributed_finetune(
     output_dir: Path | str,
     config: FineTuneConfig,
     plan: DistributedPlan,
-    on_progress: Callable[[ProgressEvent], None] | None = None,
+    on_progress: Callable[[ProgressEvent | ValidationEvent], None] | None = None,
     should_cancel: Callable[[], bool] | None = None,
     metadata: Mapping[str, Any] | None = None,
+    validation_examples: Sequence[Mapping[str, Any]] = (),
+    eval_every_steps: int = 0,
 ) -> FineTuneResult:
     """Fine-tune under torchrun on this node (the first node of a multi-node run) and
     return what rank 0 saved to ``output_dir``. The run directory (inputs, events, errors)
-    is a hidden sibling of ``output_dir``, which every node must see at the same path."""
+    is a hidden sibling of ``output_dir``, which every node must see at the same path.
+    ``validation_examples`` and ``eval_every_steps`` as in ``finetune.run_finetune``:
+    ``on_progress`` then gets ValidationEvents too."""
     from training.engine.data import validate_examples
+    from training.engine.validation import check_validation_settings
 
     output_dir = Path(output_dir)
     if output_dir.exists() and any(output_dir.iterdir()):
         raise EngineError(f"The output directory {output_dir} already exists and is not empty.")
     validate_examples(examples)
+    check_validation_settings(validation_examples, eval_every_steps)
     config.validate()
+    if config.keep_best_validation and not validation_examples:
+        raise EngineError("keep_best_validation needs validation examples.")
     plan.validate()
     run_dir = run_dir_for(output_dir)
     _fresh_dir(run_dir)
     write_spec(run_dir, base_model_path=Path(base_model_path), examples=list(examples),
                output_dir=output_dir, config=config, plan=plan.to_dict(),
-               metadata=dict(metadata or {}))  # fmt: skip
+               metadata=dict(metadata or {}), validation_examples=list(validation_examples),
+               eval_every_steps=eval_every_steps)  # fmt: skip
     launch = TorchrunProcess(plan, run_dir)
     launch.run(on_progress or (lambda event: None), should_cancel or (lambda: False))
     return _result(output_dir)
@@ -110,7 +120,7 @@ class TorchrunProcess:
         self.events_offset = 0
         self.cancel_sent_at: float | None = None
 
-    def run(self, on_progress: Callable[[ProgressEvent], None],
+    def run(self, on_progress: Callable[[ProgressEvent | ValidationEvent], None],
             should_cancel: Callable[[], bool]) -> None:  # fmt: skip
         env = os.environ | {"PYTHONPATH": _python_path()}
         with self.log_path.open("wb") as log:
@@ -144,7 +154,7 @@ class TorchrunProcess:
             time.sleep(POLL_SECONDS)
         self._relay_events(on_progress)
 
-    def _relay_events(self, on_progress: Callable[[ProgressEvent], None]) -> None:
+    def _relay_events(self, on_progress: Callable[[ProgressEvent | ValidationEvent], None]) -> None:
         """Hand on the whole lines rank 0 appended since the last call."""
         events = self.run_dir / EVENTS_FILE
         if not events.exists():
@@ -156,9 +166,10 @@ class TorchrunProcess:
         self.events_offset += len(complete)
         for line in complete.decode().splitlines():
             record = json.loads(line)
-            for extra in ("kind", "at"):  # not ProgressEvent fields
-                record.pop(extra, None)
-            on_progress(ProgressEvent(**record))
+            kind = record.pop("kind", "progress")
+            record.pop("at", None)  # not an event field
+            event = ValidationEvent if kind == "validation" else ProgressEvent
+            on_progress(event(**record))
 
     def _stop(self, process: subprocess.Popen) -> None:
         """End torchrun's session, then any rank still alive: none outlives the job."""
@@ -299,4 +310,7 @@ def _result(output_dir: Path) -> FineTuneResult:
         loss_history=history,
         train_tokens=meta["train_tokens"],
         metadata=meta,
+        validation_history=[
+            (int(step), float(loss)) for step, loss in meta.get("validation_loss_history", [])
+        ],
     )

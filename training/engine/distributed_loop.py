@@ -6,6 +6,7 @@ This module imports torch; only the rank program (``distributed.py``) imports it
 from __future__ import annotations
 
 import json
+import math
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, replace
@@ -27,6 +28,7 @@ from training.engine.saving import (
     write_model_dir,
 )
 from training.engine.steps import batch_tensors, head_parts, loss_sum, lr_at
+from training.engine.validation import ValidationEvent, wants_validation
 
 
 class AnswerLoss(torch.nn.Module):
@@ -61,6 +63,17 @@ class ShardedAdamW:
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
 
+    def copy_weights(self) -> list[torch.Tensor]:
+        """This rank's fp32 shards as they are now, on the CPU (``keep_best_validation``)."""
+        with torch.no_grad():  # to_local() is then the shard itself, not an autograd view
+            return [p.to_local().to("cpu", copy=True) for p in self.params]
+
+    def load_weights(self, saved: list[torch.Tensor]) -> None:
+        """Put back the shards :meth:`copy_weights` took."""
+        with torch.no_grad():
+            for param, shard in zip(self.params, saved, strict=True):
+                param.to_local().copy_(shard)
+
 
 @dataclass
 class DistributedTrainer:
@@ -72,6 +85,7 @@ class DistributedTrainer:
     rank: int
     world_size: int
     mixed_bf16: bool = False
+    eval_every_steps: int = 0
 
     @classmethod
     def prepare(cls, *, base_model_path: Path, examples, config: FineTuneConfig, strategy: str,
@@ -101,12 +115,25 @@ class DistributedTrainer:
         job.optimizer = ShardedAdamW(trainable, config)
         return cls(job, strategy, wrapped, rank, world, mixed)
 
+    def attach_validation(self, examples: list[dict[str, Any]], eval_every_steps: int) -> None:
+        """Validation examples, encoded as the training ones, measured when
+        ``validation.wants_validation`` says (the same steps as on one device)."""
+        from training.engine.data import encode_examples
+
+        job = self.job
+        job.validation = (
+            encode_examples(job.tokenizer, examples, job.config.max_seq_len) if examples else []
+        )
+        self.eval_every_steps = eval_every_steps
+
     def train(self, run_dir: Path) -> None:
-        """Every planned step, this rank's share of its examples; rank 0 reports."""
+        """Every planned step, this rank's share of its examples; rank 0 reports. With
+        ``keep_best_validation`` the best measurement's weights are put back at the end."""
         job, world = self.job, self.world_size
         per_rank = per_rank_batch_size(job.config.batch_size, job.config.grad_accum, world)
         pad_id = job.tokenizer.pad_token_id
         job.run.started = time.perf_counter()
+        self._validate(run_dir, 0, epoch_end=False)
         for index, step in enumerate(job.steps):
             if self._cancel_agreed(run_dir):
                 raise Cancelled()
@@ -137,6 +164,56 @@ class DistributedTrainer:
             job.run.loss_history.append((index + 1, value))
             if self.rank == 0:
                 _append_event(run_dir, job.run.event(index + 1, value, lr))
+            is_last = index + 1 == len(job.steps)
+            epoch_end = is_last or job.steps[index + 1].epoch != step.epoch
+            self._validate(run_dir, index + 1, epoch_end=epoch_end)
+        job.restore_best()
+
+    def _validate(self, run_dir: Path, step: int, *, epoch_end: bool) -> None:
+        """Measure the validation loss when it is due (every rank: the loss is summed over
+        them); rank 0 reports it. Its time is not training time."""
+        job = self.job
+        due = wants_validation(step, epoch_end=epoch_end, every=self.eval_every_steps)
+        if not job.validation or not due:
+            return
+        began = time.perf_counter()
+        loss = self._validation_loss()
+        job.run.validation_history.append((step, loss))
+        if job.config.keep_best_validation:  # every rank: with FSDP2 each keeps its shards
+            job.best.offer(step, loss, job.optimizer.copy_weights)
+        if self.rank == 0:
+            epoch = step / job.run.steps_per_epoch if job.run.steps_per_epoch else 0.0
+            event = ValidationEvent(step, job.run.total_steps, epoch, loss, len(job.validation))
+            _append_event(run_dir, event, kind="validation")
+        job.run.started += time.perf_counter() - began
+
+    def _validation_loss(self) -> float:
+        """Mean answer-token loss of the validation examples, each rank scoring every
+        world-th one (by length) without gradients. Every rank runs the same number of
+        passes (an empty share scores one example and drops it), so that FSDP2's gathers and
+        DDP's buffer broadcasts line up; the sums then meet on every rank."""
+        job, world = self.job, self.world_size
+        order = sorted(range(len(job.validation)), key=lambda i: job.validation[i].n_tokens)
+        mine = order[self.rank :: world]
+        per_pass = per_rank_batch_size(job.config.batch_size, job.config.grad_accum, world)
+        passes = math.ceil(math.ceil(len(order) / world) / per_pass)
+        totals = torch.zeros(2, dtype=torch.float64, device=job.device)
+        self.wrapped.eval()
+        try:
+            with torch.no_grad():
+                for k in range(passes):
+                    batch = mine[k * per_pass : (k + 1) * per_pass]
+                    ids, attention, labels = batch_tensors(
+                        job.validation, batch or order[:1], job.tokenizer.pad_token_id, job.device
+                    )
+                    loss = self.wrapped(ids, attention, labels)
+                    if batch:
+                        totals[0] += loss.double()
+                        totals[1] += sum(job.validation[i].n_label_tokens for i in batch)
+        finally:
+            self.wrapped.train()
+        dist.all_reduce(totals)
+        return float(totals[0] / totals[1].clamp(min=1))
 
     def _sync(self, *, last: bool):
         """Synchronise gradients only at a step's last micro-batch."""
@@ -238,7 +315,9 @@ def _fully_shard(loss_module: AnswerLoss, device: torch.device, bf16: bool) -> A
     return fully_shard(loss_module, mesh=mesh, mp_policy=policy)
 
 
-def _append_event(run_dir: Path, event: ProgressEvent) -> None:
-    line = json.dumps({"kind": "progress", "at": time.time(), **event.__dict__})
+def _append_event(
+    run_dir: Path, event: ProgressEvent | ValidationEvent, kind: str = "progress"
+) -> None:
+    line = json.dumps({"kind": kind, "at": time.time(), **event.__dict__})
     with (run_dir / EVENTS_FILE).open("a") as events:
         events.write(line + "\n")

@@ -37,6 +37,7 @@ from training.engine.steps import (
     plan_steps,
 )
 from training.engine.validation import (
+    BestValidation,
     ValidationEvent,
     check_validation_settings,
     validation_loss,
@@ -83,6 +84,7 @@ class Checkpoint:
         """Write the weights as they are now, laid out like a finished run's output."""
         output_dir = Path(output_dir)
         meta = self._job.metadata(time.perf_counter() - self._job.run.started)
+        meta.pop("saved_checkpoint", None)  # this save holds the weights of ``step``
         meta |= {"checkpoint_step": self.step} | dict(metadata or {})
         self._job.save(output_dir, meta, keep_training=True)
         return output_dir
@@ -163,6 +165,8 @@ def run_finetune(
     if config is None:
         config = default_config_for(count_parameters(base_model_path))
     config.validate()
+    if config.keep_best_validation and not validation_examples:
+        raise EngineError("keep_best_validation needs validation examples.")
     hooks = _Hooks(
         on_progress=on_progress or (lambda event: None),
         should_cancel=should_cancel or (lambda: False),
@@ -263,6 +267,7 @@ class LocalJob:
     run: TrainingRun
     started_at: datetime
     validation: list[EncodedExample] = field(default_factory=list)
+    best: BestValidation = field(default_factory=BestValidation)
 
     @classmethod
     def prepare(
@@ -353,11 +358,22 @@ class LocalJob:
             epoch_end = is_last or self.steps[index + 1].epoch != step.epoch
             self._validate(hooks, parts, index + 1, epoch_end=epoch_end)
             self._checkpoint(hooks, index + 1, epoch_end=epoch_end)
+        self.restore_best()
+
+    def restore_best(self) -> None:
+        """With ``keep_best_validation``, put back the weights of the best validation
+        measurement (unless they are the last step's), so the save writes those."""
+        if self.best.weights is None:
+            return
+        if self.best.step != self.run.total_steps:
+            self.optimizer.load_weights(self.best.weights)
+        self.best.weights = None
 
     def release(self) -> None:
         """Drop the model, the optimizer and the data, so their memory can be freed."""
         self.model = self.optimizer = None
         self.encoded, self.steps, self.validation = [], [], []
+        self.best.weights = None
 
     def _validate(self, hooks: _Hooks, parts: Any, step: int, *, epoch_end: bool) -> None:
         """Measure and report the validation loss when it is due (not training time)."""
@@ -370,6 +386,8 @@ class LocalJob:
             self.config.batch_size,
         )  # fmt: skip
         self.run.validation_history.append((step, loss))
+        if self.config.keep_best_validation:
+            self.best.offer(step, loss, self.optimizer.copy_weights)
         epoch = step / self.run.steps_per_epoch if self.run.steps_per_epoch else 0.0
         event = ValidationEvent(step, self.run.total_steps, epoch, loss, len(self.validation))
         hooks.on_progress(event)
@@ -412,6 +430,7 @@ class LocalJob:
             "final_loss": run.loss_history[-1][1],
             "loss_history": [[step, round(loss, 6)] for step, loss in run.loss_history],
             **validation_metadata(self.run.validation_history, len(self.validation)),
+            **self.best.metadata(run.total_steps),
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "trainable_parameters": sum(p.numel() for p in self.optimizer.params),
             "versions": {

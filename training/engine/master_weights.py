@@ -121,6 +121,24 @@ class MasterWeightOptimizer:
                 if low is not None:
                     param.data = join(weight.view(-1), low).view(weight.shape).to(dtype)
 
+    def copy_weights(self) -> list[tuple[torch.Tensor, torch.Tensor | None]]:
+        """The exact fp32 masters as they are now, on the CPU (bf16 weight and remainder:
+        4 bytes per trainable parameter), for :meth:`load_weights` to put back."""
+        return [
+            (weight.to("cpu", copy=True), None if low is None else low.to("cpu", copy=True))
+            for weight, low in zip(self.weights, self.low, strict=True)
+        ]
+
+    def load_weights(self, saved: list[tuple[torch.Tensor, torch.Tensor | None]]) -> None:
+        """Put back the masters :meth:`copy_weights` took (the model computes with them)."""
+        with torch.no_grad():
+            for weight, low, (high_copy, low_copy) in zip(
+                self.weights, self.low, saved, strict=True
+            ):
+                weight.copy_(high_copy)
+                if low is not None:
+                    low.copy_(low_copy)
+
 
 def join(high: torch.Tensor, low: torch.Tensor) -> torch.Tensor:
     """The fp32 number whose top 16 bits are the bf16 ``high`` plus the int16 ``low``."""

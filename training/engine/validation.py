@@ -4,7 +4,8 @@ measured without gradients on the weights as they are now. torch is imported ins
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -81,3 +82,35 @@ def validation_metadata(history: Sequence[tuple[int, float]], examples: int) -> 
         "validation_loss_history": rounded,
         "best_validation_loss": {"step": best[0], "loss": best[1]},
     }
+
+
+@dataclass
+class BestValidation:
+    """With ``keep_best_validation``: the trainable weights of the measurement with the
+    lowest validation loss so far, copied off the device (for LoRA only the adapter's), to
+    be put back before the save. A later measurement must beat it strictly, so of equal
+    losses the earliest weights are kept."""
+
+    step: int = -1
+    loss: float = math.inf
+    weights: object = None
+
+    def offer(self, step: int, loss: float, copy_weights: Callable[[], object]) -> None:
+        """Keep a copy of the weights now if ``loss`` is the best yet."""
+        if not loss < self.loss:
+            return
+        self.weights = None  # the old copy goes first: one copy in memory at a time
+        self.step, self.loss, self.weights = step, loss, copy_weights()
+
+    def metadata(self, total_steps: int) -> dict[str, Any]:
+        """What ``palms_metadata.json`` records of the weights saved ({} if none kept)."""
+        if self.step < 0:
+            return {}
+        return {
+            "saved_checkpoint": {
+                "step": self.step,
+                "of_steps": total_steps,
+                "validation_loss": round(self.loss, 6),
+                "chosen_by": "best validation loss",
+            }
+        }

@@ -58,8 +58,8 @@ def check_distributed(
     """Refuse a request for ``counts`` = (devices per node, nodes) that cannot run; the
     strategy ("" on one device).
 
-    ``extras``: the launch's checkpoint steps, persona tracking and validation settings,
-    which a distributed run does not have yet."""
+    ``extras``: the launch's checkpoint steps and persona tracking, which a distributed
+    run does not have yet (validation it has)."""
     devices, nodes = counts
     for name, value, most in (("devices", devices, MAX_DEVICES_PER_NODE),
                               ("nodes", nodes, MAX_NODES)):  # fmt: skip
@@ -89,9 +89,11 @@ def finetune_output_dir(job: FineTuneJob) -> Path:
 
 
 def run_distributed(job: FineTuneJob, reporter, *, start_path: Path, examples: list[dict],
-                    config, metadata: dict, on_progress):  # fmt: skip
+                    config, metadata: dict, on_progress,
+                    validation: list[dict] | None = None):  # fmt: skip
     """Run a claimed fine-tune under torchrun on this node; with ``nodes > 1`` the other
-    nodes are asked to join first. Returns the engine's FineTuneResult."""
+    nodes are asked to join first. Returns the engine's FineTuneResult. ``validation``:
+    the validation examples (measured on every rank, reported by rank 0)."""
     from training.engine.distributed_launch import run_distributed_finetune
     from training.engine.distributed_plan import DistributedPlan
 
@@ -116,6 +118,8 @@ def run_distributed(job: FineTuneJob, reporter, *, start_path: Path, examples: l
         base_model_path=start_path, examples=examples, output_dir=finetune_output_dir(job),
         config=config, plan=plan, on_progress=on_progress,
         should_cancel=reporter.should_cancel, metadata=metadata,
+        validation_examples=validation or (),
+        eval_every_steps=job.hyperparameters.get("eval_every_steps", 0),
     )  # fmt: skip
 
 

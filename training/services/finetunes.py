@@ -63,6 +63,8 @@ HYPERPARAMETER_LIMITS = {
     # optional, local only: validation (training.services.validation)
     "validation_share": (float, 0.0, 0.5),
     "eval_every_steps": (int, 0, 100_000),
+    # optional, local only: save the best-validation checkpoint instead of the last step
+    "keep_best_validation": (bool, False, True),
 }
 MAX_CHECKPOINTS = 20
 
@@ -102,6 +104,9 @@ def clean_hyperparameters(raw: dict, *, defaults: dict) -> dict:
         if value in (None, ""):
             continue
         kind, low, high = HYPERPARAMETER_LIMITS[name]
+        if kind is bool:
+            cleaned[name] = _switch(name, value)
+            continue
         try:
             number = kind(value)
         except (TypeError, ValueError):
@@ -110,6 +115,14 @@ def clean_hyperparameters(raw: dict, *, defaults: dict) -> dict:
             raise TrainingError(f"{name} must be between {low} and {high}.")
         cleaned[name] = number
     return cleaned
+
+
+def _switch(name: str, value) -> bool:
+    """A true/false hyperparameter: a boolean (JSON true/false), never a number or text
+    that ``bool()`` would read as true."""
+    if not isinstance(value, bool):
+        raise TrainingError(f"{name} must be true or false.")
+    return value
 
 
 def estimate_training_tokens(base_model: BaseModel, snapshot: Snapshot, max_seq_len: int) -> int:
@@ -256,14 +269,13 @@ def finetune_launch(
         snapshot=snapshot, validation_snapshot=validation_snapshot, hp=hp,
         local=backend == FineTuneJob.Backend.LOCAL,
     )  # fmt: skip
-    asked = {"checkpoints": checkpoint_steps, "persona tracking": track_persona,
-             "validation": validation_snapshot or held_out or "eval_every_steps" in hp}
+    asked = {"checkpoints": checkpoint_steps, "persona tracking": track_persona}
     strategy = check_distributed(base_model, method, backend, (devices, nodes), asked)
     provider = provider_for_backend(backend)
-    if provider and snapshot.sample_count < provider.min_examples:
+    if provider and snapshot.sample_count - len(held_out) < provider.min_examples:
         raise TrainingError(
             f"The {provider.label} fine-tuning API needs at least {provider.min_examples} "
-            "examples."
+            "training examples (held-out ones do not count)."
         )
     job = FineTuneJob.objects.create(
         base_model=base_model,
@@ -367,7 +379,7 @@ def _run_local_finetune(job: FineTuneJob, reporter: JobReporter) -> ModelVersion
         result = run_distributed(
             job, reporter, start_path=start_path, examples=examples,
             config=_finetune_config(job), metadata=_version_metadata(job),
-            on_progress=FineTuneProgress(job, reporter),
+            on_progress=FineTuneProgress(job, reporter), validation=validation,
         )  # fmt: skip
         reporter.log(f"trained {result.total_steps} steps on {job.world_size} devices")
         return _save_version(job, output_dir)
@@ -409,6 +421,7 @@ def _finetune_config(job: FineTuneJob):
         lora_alpha=hp.get("lora_alpha", 32),
         max_steps=hp.get("max_steps"),
         activation_checkpointing=settings.FINETUNE_ACTIVATION_CHECKPOINTING,
+        keep_best_validation=hp.get("keep_best_validation", False),
     )
 
 

@@ -76,7 +76,14 @@ def hosted_backend(base_model: BaseModel) -> HostedBackend:
     raise TrainingError(f"{base_model} is not fine-tuned by a hosted provider.")
 
 
-def job_spec(job: FineTuneJob, training_file: str) -> HostedJobSpec:
+# Together evaluates a validation file n_evals times over the run: once per epoch, within
+# the max_num_evals its model limits list (10 for the models we have seen).
+MAX_EVALS = 10
+
+
+def job_spec(
+    job: FineTuneJob, training_file: str, validation_file: str | None = None
+) -> HostedJobSpec:
     """``job`` in the backends' shared terms (each maps them to its provider's names)."""
     from training.engine.hosted.base import HostedJobSpec
 
@@ -96,6 +103,8 @@ def job_spec(job: FineTuneJob, training_file: str) -> HostedJobSpec:
         seed=hp["seed"],
         suffix=f"palms-{job.arm}-{job.snapshot.short_hash}",
         metadata={"palmsweb_job": str(job.pk), "snapshot": job.snapshot.content_hash},
+        validation_file=validation_file,
+        n_evals=min(hp["epochs"], MAX_EVALS) if validation_file else None,
     )
 
 

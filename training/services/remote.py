@@ -12,6 +12,7 @@ from training.services import hosted
 from training.services.errors import TrainingError
 from training.services.hosted_dates import check_new_job_allowed, training_not_available_reason
 from training.services.jobs import JobReporter, fail_job, finish_job
+from training.services.validation import examples_jsonl, split_examples, validation_provenance
 
 logger = logging.getLogger(__name__)
 
@@ -43,8 +44,8 @@ def hosted_start(job: FineTuneJob) -> None:
         check_new_job_allowed(job.base_model)
         backend = hosted.hosted_backend(job.base_model)
         reporter.phase(f"uploading the snapshot to {backend.label}")
-        file_id = backend.upload_training_file(snapshot_jsonl(job.snapshot).encode())
-        remote_id = backend.create_job(hosted.job_spec(job, file_id))
+        file_id, validation_id = _upload_files(job, backend, reporter)
+        remote_id = backend.create_job(hosted.job_spec(job, file_id, validation_id))
     except TrainingNotAvailable as refused:
         reason = training_not_available_reason(job.base_model, refused.server_message)
         fail_job(job, reporter, TrainingError(reason))
@@ -57,6 +58,20 @@ def hosted_start(job: FineTuneJob) -> None:
     )
     reporter.log(f"created {backend.label} job {remote_id} from file {file_id}")
     reporter.flush()
+
+
+def _upload_files(job: FineTuneJob, backend, reporter: JobReporter) -> tuple[str, str | None]:
+    """Upload the training examples and, for a job with validation (a validation snapshot
+    or a held-out share, never trained on), the validation file; their ids."""
+    train, validation = split_examples(job)
+    if not validation:
+        return backend.upload_training_file(snapshot_jsonl(job.snapshot).encode()), None
+    file_id = backend.upload_training_file(examples_jsonl(train))
+    validation_id = backend.upload_training_file(
+        examples_jsonl(validation), filename="validation.jsonl"
+    )
+    reporter.log(f"uploaded {len(validation)} validation examples as file {validation_id}")
+    return file_id, validation_id
 
 
 def hosted_poll(job_id: int) -> str:
@@ -88,6 +103,8 @@ def hosted_poll(job_id: int) -> str:
             loss_history=[list(pair) for pair in state.losses],
             progress_done=max(step for step, _ in state.losses),
         )
+    if state.validation_losses:
+        fields["validation_loss_history"] = [list(pair) for pair in state.validation_losses]
     reporter.update(force=True, **fields)
     status = OUTCOME_STATUS[state.outcome]
     if status == JobStatus.SUCCEEDED:
@@ -121,6 +138,7 @@ def _record_result(job: FineTuneJob, backend, state, reporter: JobReporter) -> N
             "arm_override": job.arm_override,
             "trained_tokens": state.trained_tokens,
             "hyperparameters": job.hyperparameters,
+            **validation_provenance(job),
             # The provider's checkpoints, for the job page and the exit kit.
             "remote_checkpoints": [
                 {
@@ -128,6 +146,7 @@ def _record_result(job: FineTuneJob, backend, state, reporter: JobReporter) -> N
                     "id": c.id,
                     "train_loss": c.train_loss,
                     "model": c.fine_tuned_model_checkpoint,
+                    "validation_loss": c.validation_loss,
                 }
                 for c in state.checkpoints
             ],  # fmt: skip

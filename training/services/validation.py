@@ -4,6 +4,7 @@ none is left untrained. The engine measures the loss (``training.engine.validati
 
 from __future__ import annotations
 
+import json
 import random
 from collections import defaultdict
 
@@ -11,7 +12,7 @@ from curation.models import Snapshot
 from curation.services import snapshot_chat_examples
 from training.services.errors import TrainingError
 
-VALIDATION_HYPERPARAMETERS = ("validation_share", "eval_every_steps")
+VALIDATION_HYPERPARAMETERS = ("validation_share", "eval_every_steps", "keep_best_validation")
 
 
 def held_out_indexes(items: list[dict], share: float, seed: int) -> list[int]:
@@ -34,16 +35,18 @@ def check_validation(
 ) -> list[int]:
     """Refuse a validation set-up that cannot work; the held-out positions (or [])."""
     share = hp.get("validation_share", 0)
-    if not (validation_snapshot or share or "eval_every_steps" in hp):
+    keep_best = hp.get("keep_best_validation", False)
+    if not (validation_snapshot or share or "eval_every_steps" in hp or keep_best):
         return []
     if not local:
-        raise TrainingError("Validation during fine-tuning needs the local backend.")
+        _check_hosted(hp)
     if validation_snapshot is not None and share:
         raise TrainingError("Give a validation snapshot or a validation_share, not both.")
     if validation_snapshot is not None and validation_snapshot.pk == snapshot.pk:
         raise TrainingError("The validation snapshot is the training snapshot: choose another.")
     if validation_snapshot is None and not share:
-        raise TrainingError("eval_every_steps needs a validation snapshot or a validation_share.")
+        wanted = "keep_best_validation" if keep_best else "eval_every_steps"
+        raise TrainingError(f"{wanted} needs a validation snapshot or a validation_share.")
     if validation_snapshot is not None:
         return []
     held = held_out_indexes(snapshot.items(), share, hp.get("seed", 0))
@@ -53,6 +56,26 @@ def check_validation(
             "category keeps at least one to train on): raise it or give a validation snapshot."
         )
     return held
+
+
+def _check_hosted(hp: dict) -> None:
+    """A hosted provider measures a validation file on its own schedule and keeps its own
+    checkpoints: only the validation data is ours to choose."""
+    if "eval_every_steps" in hp:
+        raise TrainingError(
+            "eval_every_steps needs the local backend: a hosted provider measures the "
+            "validation file on its own schedule (Together: once per epoch)."
+        )
+    if hp.get("keep_best_validation"):
+        raise TrainingError(
+            "keep_best_validation needs the local backend: a hosted provider saves the last "
+            "step's weights."
+        )
+
+
+def examples_jsonl(examples: list[dict]) -> bytes:
+    """Chat examples as the JSONL a hosted provider takes (as ``snapshot_jsonl``)."""
+    return "".join(json.dumps(e, ensure_ascii=False) + "\n" for e in examples).encode()
 
 
 def split_examples(job) -> tuple[list[dict], list[dict]]:

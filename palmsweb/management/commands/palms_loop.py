@@ -18,12 +18,27 @@ from pathlib import Path
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
-from curation.demo import CONTROL, VALUES_TARGETED, demo_profile, load_demo_content
+from curation.demo import (
+    CONTROL,
+    VALUES_TARGETED,
+    demo_profile,
+    load_demo_content,
+    load_demo_validation,
+)
 from curation.models import Snapshot
 from training import services as training
 from training.models import BaseModel, FineTuneJob, JobStatus, ModelVersion, SamplingJob
 
 FINISHED = {JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED}
+
+
+def adherence_cell(cell: dict | None) -> str:
+    """"-12.3% [-20.1%, -4.0%]": the perplexity change against base and its interval."""
+    if not cell or cell.get("change") is None:
+        return "n/a"
+    if cell.get("ci_low") is None or cell.get("ci_high") is None:
+        return f"{cell['change']:+.1%}"
+    return f"{cell['change']:+.1%} [{cell['ci_low']:+.1%}, {cell['ci_high']:+.1%}]"
 
 
 class Command(BaseCommand):
@@ -69,6 +84,9 @@ class Command(BaseCommand):
             self.score(study, "toxicity", admin)
         with self.stage("capability (perplexity, multiple choice)"):
             self.score(study, "capability", admin)
+        with self.stage("held-out adherence (the demo validation set)"):
+            self.score(study, "adherence", admin)
+            self.print_adherence(study)
         if options["cooccurrence_n"]:
             with self.stage("co-occurrence"):
                 self.score(
@@ -93,6 +111,7 @@ class Command(BaseCommand):
         from evaluation.studies.prompt_sets import load_demo_prompt_set
 
         load_demo_content(user=admin)
+        load_demo_validation(user=admin)  # the held-out set of the adherence stage
         load_demo_prompt_set()
         if base_model_name:
             base = BaseModel.objects.filter(name=base_model_name).first()
@@ -162,6 +181,8 @@ class Command(BaseCommand):
             scoring.toxicity_execute(run.pk)
         elif kind == "capability":
             scoring.capability_execute(run.pk)
+        elif kind == "adherence":
+            scoring.adherence_execute(run.pk)
         else:
             scoring.cooccurrence_advance(run.pk)  # claims the run and launches sampling
             run.refresh_from_db()
@@ -173,6 +194,24 @@ class Command(BaseCommand):
         run = self.wait(ScoringRun, run.pk, {"succeeded", "failed"})
         if run.status != "succeeded":
             raise CommandError(f"{kind} failed: {run.error}")
+
+    def print_adherence(self, study) -> None:
+        """Per category, how much lower (negative) or higher the perplexity of the held-out
+        target answers is under each fine-tune than under the base model, with its 95%
+        interval over held-out samples (2 per category in the demo: read it as descriptive)."""
+        from evaluation.models import ScoringRun
+
+        run = ScoringRun.objects.filter(study=study, kind="adherence").latest("pk")
+        arms = {str(arm.pk): arm for arm in study.arms.all() if arm.arm != "base"}
+        scored = {pk: run.result["arms"].get(pk, {}) for pk in arms}
+        labels = {pk: arm.get_arm_display() for pk, arm in arms.items()}
+        categories = next((s["categories"] for s in scored.values() if "categories" in s), {})
+        self.stdout.write(f"  held-out answer perplexity vs base ({run.result['snapshot']['n']} "
+                          f"samples of {run.result['snapshot']['dataset']}):")  # fmt: skip
+        self.stdout.write("    " + f"{'category':44}" + "".join(f"{labels[pk]:>32}" for pk in arms))
+        for name in categories:
+            cells = [adherence_cell(scored[pk].get("categories", {}).get(name)) for pk in arms]
+            self.stdout.write("    " + f"{name[:44]:44}" + "".join(f"{c:>32}" for c in cells))
 
     def write_report(self, study, path: Path | None) -> Path:
         from django.conf import settings

@@ -35,6 +35,8 @@ class RemoteCheckpoint:
     step_number: int
     train_loss: float | None
     fine_tuned_model_checkpoint: str
+    # The loss on the whole validation file at this checkpoint, where the provider gives it.
+    validation_loss: float | None = None
 
 
 @dataclass(frozen=True)
@@ -42,7 +44,8 @@ class RemoteJobState:
     """A snapshot of a remote fine-tuning job. ``status`` is the provider's own word,
     ``outcome`` ours. ``events`` are those newer than the cursor given to ``poll``, oldest
     first; pass ``events_cursor`` to the next ``poll``. ``losses`` are ``(step, train
-    loss)`` pairs, ``eta_seconds`` the provider's estimate of the time left (None: none)."""
+    loss)`` pairs, ``validation_losses`` ``(step, loss on the validation file)`` pairs (a job
+    given one), ``eta_seconds`` the provider's estimate of the time left (None: none)."""
 
     job_id: str
     status: str
@@ -54,6 +57,7 @@ class RemoteJobState:
     events_cursor: str | None = None
     checkpoints: list[RemoteCheckpoint] = field(default_factory=list)
     losses: list[tuple[int, float]] = field(default_factory=list)
+    validation_losses: list[tuple[int, float]] = field(default_factory=list)
     eta_seconds: float | None = None
 
     @property
@@ -67,7 +71,9 @@ class HostedJobSpec:
 
     ``learning_rate`` is absolute (Together takes it as is; OpenAI only takes a multiplier,
     ``learning_rate_multiplier``, so it ignores this one). ``lora`` False is a full
-    fine-tune. ``dpo_beta`` applies to preference jobs only.
+    fine-tune. ``dpo_beta`` applies to preference jobs only. ``validation_file``: an uploaded
+    file of held-out examples the provider measures the loss of; ``n_evals``: how many times
+    over the run (Together; OpenAI picks its own schedule and ignores it).
     """
 
     model: str
@@ -86,6 +92,7 @@ class HostedJobSpec:
     suffix: str | None = None
     metadata: Mapping[str, Any] = field(default_factory=dict)
     validation_file: str | None = None
+    n_evals: int | None = None
 
 
 class HostedBackend(Protocol):

@@ -75,7 +75,9 @@ class OpenAIFineTuneBackend:
     def create_job(self, spec: HostedJobSpec) -> str:
         """Start a supervised or DPO fine-tune; returns the job id. OpenAI fine-tunes its
         own way (no LoRA choice) and takes a learning-rate *multiplier*; ``suffix`` is cut
-        to 64 characters and ``metadata`` values sent as strings (at most 16 pairs)."""
+        to 64 characters and ``metadata`` values sent as strings (at most 16 pairs). With a
+        ``validation_file`` OpenAI measures it on its own schedule (``n_evals`` is not sent):
+        its checkpoints then carry ``full_valid_loss``."""
         hyperparameters: dict[str, Any] = {
             "n_epochs": spec.epochs,
             "batch_size": spec.batch_size,
@@ -134,6 +136,11 @@ class OpenAIFineTuneBackend:
             checkpoints=checkpoints,
             # OpenAI reports losses only with its checkpoints, and no ETA.
             losses=[(c.step_number, c.train_loss) for c in checkpoints if c.train_loss is not None],
+            validation_losses=[
+                (c.step_number, c.validation_loss)
+                for c in checkpoints
+                if c.validation_loss is not None
+            ],
         )
 
     def model_shutdown_date(self, model_id: str) -> str | None:
@@ -179,12 +186,16 @@ def _events_since(newest_first: Iterable[Any], cursor: str | None) -> list[Remot
 
 def _checkpoint(raw: Any) -> RemoteCheckpoint:
     metrics = getattr(raw, "metrics", None)
-    loss = getattr(metrics, "train_loss", None) if metrics is not None else None
+    loss = getattr(metrics, "train_loss", None)
+    # full_valid_loss: the whole validation file at this checkpoint (valid_loss is one
+    # batch of it); present only for a job created with a validation_file.
+    validation = getattr(metrics, "full_valid_loss", None)
     return RemoteCheckpoint(
         id=raw.id,
         step_number=int(raw.step_number),
         train_loss=float(loss) if loss is not None else None,
         fine_tuned_model_checkpoint=raw.fine_tuned_model_checkpoint,
+        validation_loss=float(validation) if validation is not None else None,
     )
 
 

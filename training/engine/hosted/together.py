@@ -9,7 +9,9 @@ Our hyperparameters, mapped to Together's: epochs → ``n_epochs``, batch_size �
 ``batch_size``, learning_rate → ``learning_rate`` (absolute, as ours), grad_accum →
 ``gradient_accumulation_steps``, seed → ``random_seed``, lora_r / lora_alpha → ``lora_r`` /
 ``lora_alpha``, the method LoRA / full → ``lora`` True / False, a preference job →
-``training_method="dpo"`` with ``dpo_beta``. Sequence length and warm-up are left to
+``training_method="dpo"`` with ``dpo_beta``, a validation snapshot or held-out share →
+``validation_file`` with ``n_evals`` (its ``eval/loss`` metrics become the validation
+curve). Sequence length and warm-up are left to
 Together (its maximum for the model; no warm-up steps, only a ratio we do not set).
 """
 
@@ -135,6 +137,8 @@ class TogetherFineTuneBackend:
             "gradient_accumulation_steps": spec.grad_accum,
             "random_seed": spec.seed,
             "validation_file": spec.validation_file,
+            # Without n_evals Together evaluates a validation file zero times.
+            "n_evals": spec.n_evals if spec.validation_file else None,
             "suffix": spec.suffix[:SUFFIX_MAX] if spec.suffix else None,
         }
         if spec.lora:
@@ -177,6 +181,7 @@ class TogetherFineTuneBackend:
                 (_checkpoint(c) for c in checkpoints.data or []), key=lambda c: c.step_number
             ),
             losses=_losses(metrics.metrics or []),
+            validation_losses=_validation_losses(metrics.metrics or []),
             eta_seconds=float(progress.seconds_remaining)
             if progress is not None and progress.estimate_available
             else None,
@@ -235,4 +240,15 @@ def _losses(metrics: list[dict[str, float]]) -> list[tuple[int, float]]:
     for row in metrics:
         if "train/loss" in row and "train/global_step" in row:
             by_step[int(row["train/global_step"])] = float(row["train/loss"])
+    return sorted(by_step.items())
+
+
+def _validation_losses(metrics: list[dict[str, float]]) -> list[tuple[int, float]]:
+    """(step, loss on the validation file) from Together's evaluation snapshots
+    (``eval/loss``, at ``eval/global_step`` or else ``train/global_step``)."""
+    by_step = {}
+    for row in metrics:
+        step = row.get("eval/global_step", row.get("train/global_step"))
+        if "eval/loss" in row and step is not None:
+            by_step[int(step)] = float(row["eval/loss"])
     return sorted(by_step.items())

@@ -20,6 +20,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -115,17 +116,16 @@ def encode_pairs(tokenizer, pairs: Sequence[Mapping[str, Any]], max_seq_len: int
     """Each pair as two chat conversations with answer-only labels (``data.encode_example``)."""
     from training.engine.data import encode_example
 
-    encoded = []
-    for index, pair in enumerate(pairs):
-        context = [{"role": "system", "content": pair["system"]}] if pair.get("system") else []
-        context.append({"role": "user", "content": pair["prompt"]})
+    def side(pair: Mapping[str, Any], answer: str, index: int) -> EncodedExample:
+        messages = [{"role": "system", "content": pair["system"]}] if pair.get("system") else []
+        messages += [{"role": "user", "content": pair["prompt"]},
+                     {"role": "assistant", "content": answer}]  # fmt: skip
+        return encode_example(tokenizer, messages, max_seq_len, index=index)
 
-        def side(answer: str, index: int = index) -> EncodedExample:
-            messages = [*context, {"role": "assistant", "content": answer}]
-            return encode_example(tokenizer, messages, max_seq_len, index=index)
-
-        encoded.append(EncodedPair(side(pair["chosen"]), side(pair["rejected"])))
-    return encoded
+    return [
+        EncodedPair(side(pair, pair["chosen"], index), side(pair, pair["rejected"], index))
+        for index, pair in enumerate(pairs)
+    ]
 
 
 # --- the loss ----------------------------------------------------------------------------------
@@ -285,10 +285,9 @@ class DpoJob(LocalJob):
             total_tokens=sum(s.tokens for s in steps),
             steps_per_epoch=sum(s.epoch == 0 for s in steps),
         )
-        from datetime import UTC, datetime
-
+        optimizer = make_optimizer(trainable, config)
         return cls(base_model_path, config, device, use_bf16, model, tokenizer, encoded, steps,
-                   make_optimizer(trainable, config), run, datetime.now(UTC), beta=beta)  # fmt: skip
+                   optimizer, run, datetime.now(UTC), beta=beta)  # fmt: skip
 
     def reference_logprobs(self, should_cancel: CancelCheck) -> torch.Tensor:
         """The starting model's answer log-probabilities of every pair, computed once: dropout

@@ -25,6 +25,7 @@ from evaluation import access
 from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.models import PreferencePair, PreferenceSet, PreferenceSnapshot, Study
 from evaluation.report import preferences
+from evaluation.report.dpo_api import DpoLaunchMixin
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.profiles import ProfileScopedPrimaryKeyField, in_profiles
 from palmsweb.roles import has_role
@@ -155,7 +156,7 @@ class PreferencePairViewSet(EvaluationViewSet):
 
 
 class PreferenceSnapshotViewSet(
-    mixins.RetrieveModelMixin, mixins.ListModelMixin, EvaluationViewSet
+    DpoLaunchMixin, mixins.RetrieveModelMixin, mixins.ListModelMixin, EvaluationViewSet
 ):
     permission_classes = [CuratorsOnly]
     serializer_class = PreferenceSnapshotSerializer

@@ -230,7 +230,7 @@ def test_non_admins_get_403_from_the_api(frozen, sft_version):
 
 
 @pytest.fixture
-def openai_api(openai_mock, monkeypatch):
+def openai_api(openai_mock, monkeypatch):  # noqa: F811
     router, client = openai_mock()
     monkeypatch.setattr(
         services.base_models, "openai_backend",
@@ -254,9 +254,10 @@ def test_openai_dpo_uploads_preference_pairs_and_asks_for_method_dpo(
     setup, snapshot = frozen
     base = services.base_model_create(name="gpt", kind="openai", model_id="gpt-4o-mini")
     start = hosted_sft(base, "ft:gpt-4o-mini:org:vt:abc")
-    upload = openai_api.post("/files").mock(return_value=httpx.Response(200, json={
-        "id": "file-1", "object": "file", "bytes": 1, "created_at": 1,
-        "filename": "preferences.jsonl", "purpose": "fine-tune", "status": "processed"}))  # fmt: skip
+    uploaded_file = {"id": "file-1", "object": "file", "bytes": 1, "created_at": 1,
+                     "filename": "preferences.jsonl", "purpose": "fine-tune",
+                     "status": "processed"}  # fmt: skip
+    upload = openai_api.post("/files").mock(return_value=httpx.Response(200, json=uploaded_file))
     create = openai_api.post("/fine_tuning/jobs").mock(
         return_value=httpx.Response(200, json=openai_job("validating_files"))
     )
@@ -289,7 +290,10 @@ def test_openai_dpo_after_the_cutoff_is_refused_and_creates_nothing(frozen, sett
 
 
 def test_together_dpo_runs_to_a_model_version_with_the_snapshot_hash(
-    frozen, fake_together, monkeypatch, django_capture_on_commit_callbacks  # noqa: F811
+    frozen,
+    fake_together,
+    monkeypatch,
+    django_capture_on_commit_callbacks,  # noqa: F811
 ):
     setup, snapshot = frozen
     monkeypatch.setenv("TOGETHER_API_KEY", "tg-secret")

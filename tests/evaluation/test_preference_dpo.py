@@ -291,9 +291,9 @@ def test_openai_dpo_after_the_cutoff_is_refused_and_creates_nothing(frozen, sett
 
 def test_together_dpo_runs_to_a_model_version_with_the_snapshot_hash(
     frozen,
-    fake_together,
+    fake_together,  # noqa: F811
     monkeypatch,
-    django_capture_on_commit_callbacks,  # noqa: F811
+    django_capture_on_commit_callbacks,
 ):
     setup, snapshot = frozen
     monkeypatch.setenv("TOGETHER_API_KEY", "tg-secret")

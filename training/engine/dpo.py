@@ -261,13 +261,15 @@ class DpoJob(LocalJob):
         import torch
 
         from training.engine.loading import is_adapter_dir, load_for_training
-        from training.engine.runtime import pick_device, resolve_bf16
+        from training.engine.runtime import map_large_allocations, pick_device, resolve_bf16
         from training.engine.steps import checkpoint_activations, pick_attention
 
         if config.method == "lora" and is_adapter_dir(base_model_path):
             raise EngineError("LoRA on top of a LoRA adapter is not supported: use 'full'.")
         device = pick_device()
         use_bf16 = resolve_bf16(config.bf16, device)
+        if config.activation_checkpointing:
+            map_large_allocations()  # as for SFT: freed blocks leave the process
         torch.manual_seed(config.seed)
         lora = {"r": config.lora_r, "alpha": config.lora_alpha, "dropout": config.lora_dropout}
         model, tokenizer = load_for_training(

@@ -17,6 +17,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from django.conf import settings
 from django.db import transaction
 
 from training.models import FineTuneJob, ModelVersion
@@ -226,6 +227,7 @@ def dpo_run_local(job: FineTuneJob, reporter: JobReporter) -> ModelVersion:
         batch_size=hp["batch_size"], grad_accum=hp["grad_accum"], max_seq_len=hp["max_seq_len"],
         warmup_steps=hp["warmup_steps"], seed=hp["seed"], lora_r=hp.get("lora_r", 16),
         lora_alpha=hp.get("lora_alpha", 32),
+        activation_checkpointing=settings.FINETUNE_ACTIVATION_CHECKPOINTING,
     )  # fmt: skip
     result = run_dpo(
         base_model_path=start_path, pairs=job.preference_pairs, output_dir=output_dir,

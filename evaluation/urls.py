@@ -1,6 +1,6 @@
 from django.urls import path
 
-from evaluation.report import exit_kit_views, preference_views
+from evaluation.report import dpo_views, exit_kit_views, preference_views
 from evaluation.report import views as report_views
 from evaluation.studies import pairwise_views, rating_views, views
 
@@ -96,6 +96,16 @@ urlpatterns = [
         "preferences/pairs/<int:pk>/answer/restore/",
         preference_views.preference_answer_restore,
         name="preference-answer-restore",
+    ),
+    path(
+        "preference-snapshots/<int:pk>/",
+        dpo_views.preference_snapshot_detail,
+        name="preference-snapshot-detail",
+    ),
+    path(
+        "preference-snapshots/<int:pk>/dpo/",
+        dpo_views.preference_snapshot_dpo,
+        name="preference-snapshot-dpo",
     ),
     path(
         "preference-snapshots/<int:pk>/download/",

@@ -231,10 +231,23 @@ class FineTuneJob(Job):
         FULL = "full", "Full fine-tune"
         LORA = "lora", "LoRA (peft)"
 
+    class Objective(models.TextChoices):
+        SFT = "sft", "Supervised (SFT)"
+        DPO = "dpo", "Preference (DPO)"
+
     base_model = models.ForeignKey(BaseModel, on_delete=models.PROTECT, related_name="finetunes")
+    # Supervised fine-tunes train on a dataset snapshot; DPO on preference pairs (below).
     snapshot = models.ForeignKey(
-        "curation.Snapshot", on_delete=models.PROTECT, related_name="finetunes"
-    )
+        "curation.Snapshot", null=True, blank=True, on_delete=models.PROTECT,
+        related_name="finetunes",
+    )  # fmt: skip
+    objective = models.CharField(max_length=10, choices=Objective.choices, default=Objective.SFT)
+    # DPO: the frozen pairs ({"prompt", "chosen", "rejected"}) of a preference snapshot, handed
+    # down by evaluation (which training may not import), its hash and where it came from.
+    preference_pairs = models.JSONField(default=list, blank=True)
+    preference_snapshot_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    preference_source = models.CharField(max_length=300, blank=True)
+    reward_history = models.JSONField(default=list, blank=True)  # [[step, margin, accuracy]]
     arm = models.CharField(
         max_length=20,
         choices=[c for c in ModelVersion.Arm.choices if c[0] != ModelVersion.Arm.BASE],
@@ -314,18 +327,34 @@ class FineTuneJob(Job):
     )
 
     class Meta(Job.Meta):
-        pass
+        constraints = [
+            models.CheckConstraint(
+                condition=models.Q(objective="dpo") | models.Q(snapshot__isnull=False),
+                name="sft_finetune_has_snapshot",
+            )
+        ]
 
     @property
     def world_size(self) -> int:
         return self.devices * self.nodes
 
     def __str__(self) -> str:
-        return f"Fine-tune #{self.pk} {self.base_model} × {self.snapshot.short_hash}"
+        return f"Fine-tune #{self.pk} {self.base_model} × {self.data_hash[:12]}"
 
     @property
     def is_hosted(self) -> bool:
         return self.backend != self.Backend.LOCAL
+
+    @property
+    def is_dpo(self) -> bool:
+        return self.objective == self.Objective.DPO
+
+    @property
+    def data_hash(self) -> str:
+        """The hash of what the job trains on: the dataset or the preference snapshot."""
+        if self.is_dpo:
+            return self.preference_snapshot_hash
+        return self.snapshot.content_hash if self.snapshot_id else ""
 
     def get_absolute_url(self) -> str:
         return reverse("training:finetune-detail", args=[self.pk])

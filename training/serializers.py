@@ -231,14 +231,17 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
         help_text="How a fine-tune on several devices spreads: ddp (a replica per device) or "
         "fsdp (FSDP2, sharded), chosen at launch by size; blank on one device.",
     )  # fmt: skip
-    snapshot_hash = serializers.CharField(source="snapshot.content_hash", read_only=True)
+    snapshot_hash = serializers.CharField(
+        source="snapshot.content_hash", read_only=True, allow_null=True,
+        help_text="The dataset snapshot's hash; null for DPO (see preference_snapshot_hash).",
+    )  # fmt: skip
     dataset_kind = serializers.CharField(
-        source="snapshot.dataset.kind", read_only=True,
+        source="snapshot.dataset.kind", read_only=True, allow_null=True,
         help_text="The kind of the snapshot's dataset; the arm follows it unless "
         "arm_override.",
     )
     profile = serializers.IntegerField(
-        source="snapshot.dataset.profile_id", read_only=True,
+        source="snapshot.dataset.profile_id", read_only=True, allow_null=True,
         help_text="The value profile whose snapshot this fine-tune trained on (fixed: a "
         "dataset never changes profile).",
     )  # fmt: skip
@@ -252,6 +255,8 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
             "snapshot_hash",
             "dataset_kind",
             "profile",
+            "objective",
+            "preference_snapshot_hash",
             "arm",
             "arm_override",
             "method",
@@ -276,6 +281,10 @@ class FineTuneJobDetailSerializer(FineTuneJobSerializer):
         help_text="[[step, loss], ...]: the mean answer-only loss of the validation examples, "
         "at step 0 (the starting weights), every eval_every_steps steps and each epoch end.",
     )  # fmt: skip
+    reward_history = serializers.JSONField(
+        read_only=True,
+        help_text="DPO: [[step, mean reward margin, reward accuracy], ...] after each step.",
+    )
 
     class Meta(FineTuneJobSerializer.Meta):
         fields = [
@@ -288,6 +297,7 @@ class FineTuneJobDetailSerializer(FineTuneJobSerializer):
             "validation_snapshot",
             "held_out_items",
             "validation_loss",
+            "reward_history",
             "log",
         ]
         read_only_fields = fields

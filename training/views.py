@@ -229,6 +229,10 @@ def _finetune_context(request, job: FineTuneJob) -> dict:
             [[point["epoch"], point["value"]] for point in job.persona_track]
         ),
         "persona_points": selectors.persona_points(job.persona_track),
+        # DPO: the mean reward margin and the share of pairs ranked right, by step.
+        "margin_chart": selectors.loss_chart([[s, m] for s, m, _ in job.reward_history]),
+        "accuracy_chart": selectors.loss_chart([[s, a] for s, _, a in job.reward_history]),
+        "last_reward": job.reward_history[-1] if job.reward_history else None,
         "checkpoints": job.checkpoints.select_related("model_version"),
         "result_shutdown": services.version_shutdown(job.result) if job.result else None,
         "can_write": can_write(request.user),

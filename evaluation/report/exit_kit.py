@@ -126,7 +126,7 @@ def _write_finetune(job: FineTuneJob, folder: Path) -> tuple[list[dict], int]:
         "remote_checkpoints": (job.result.metadata or {}).get("remote_checkpoints", [])
         if job.result else [],
     })  # fmt: skip
-    (folder / "snapshot.jsonl").write_text(snapshot_jsonl(job.snapshot))
+    (folder / "snapshot.jsonl").write_text(_training_data(job))
     _write_json(folder / "result.json", _result(job))
     rows = list(output_rows(job))
     with (folder / "outputs.jsonl").open("w") as out:
@@ -141,6 +141,27 @@ def _write_finetune(job: FineTuneJob, folder: Path) -> tuple[list[dict], int]:
         "outputs.jsonl",
     )
     return [_entry(folder.parent, folder / name) for name in names], len(rows)
+
+
+def _training_data(job: FineTuneJob) -> str:
+    """The data exactly as uploaded: chat JSONL, or a DPO job's preference JSONL."""
+    if job.is_dpo:
+        from training.engine.hosted.base import preference_jsonl
+
+        return preference_jsonl(job.preference_pairs).decode()
+    return snapshot_jsonl(job.snapshot)
+
+
+def _snapshot_spec(job: FineTuneJob) -> dict:
+    if job.is_dpo:
+        return {"preference_snapshot_hash": job.preference_snapshot_hash,
+                "source": job.preference_source, "pairs": len(job.preference_pairs)}  # fmt: skip
+    return {
+        "id": job.snapshot_id,
+        "content_hash": job.snapshot.content_hash,
+        "dataset": job.snapshot.dataset.name,
+        "samples": job.snapshot.sample_count,
+    }
 
 
 def job_spec(job: FineTuneJob) -> dict:
@@ -161,12 +182,8 @@ def job_spec(job: FineTuneJob) -> dict:
         "hyperparameters": job.hyperparameters,
         "arm": job.arm,
         "arm_override": job.arm_override,
-        "snapshot": {
-            "id": job.snapshot_id,
-            "content_hash": job.snapshot.content_hash,
-            "dataset": job.snapshot.dataset.name,
-            "samples": job.snapshot.sample_count,
-        },
+        "objective": job.objective,
+        "snapshot": _snapshot_spec(job),
         "status": job.status,
         "error": job.error,
         "remote_job_id": job.remote_job_id,

@@ -33,6 +33,7 @@ from evaluation.models import (
     Study,
 )
 from evaluation.report import preference_answers, preferences
+from evaluation.report.dpo_api import DpoLaunchMixin
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.profiles import ProfileScopedPrimaryKeyField, in_profiles
 from palmsweb.roles import has_role
@@ -206,7 +207,7 @@ class PreferencePairViewSet(EvaluationViewSet):
 
 
 class PreferenceSnapshotViewSet(
-    mixins.RetrieveModelMixin, mixins.ListModelMixin, EvaluationViewSet
+    DpoLaunchMixin, mixins.RetrieveModelMixin, mixins.ListModelMixin, EvaluationViewSet
 ):
     permission_classes = [CuratorsOnly]
     serializer_class = PreferenceSnapshotSerializer

@@ -192,6 +192,9 @@ HTML_POLICY = {
     ("evaluation:preference-answer-restore", "preference_pair", "post"): CURATION_WRITE,
     ("evaluation:preference-set-freeze", "preference_set", "post"): CURATION_WRITE,
     ("evaluation:preference-snapshot-download", "preference_snapshot", "get"): CURATION_WRITE,
+    # DPO on a preference snapshot (issue 18): curators read the page, admins launch.
+    ("evaluation:preference-snapshot-detail", "preference_snapshot", "get"): CURATION_WRITE,
+    ("evaluation:preference-snapshot-dpo", "preference_snapshot", "post"): ADMIN,
 }
 
 # (api path template, method) -> who may
@@ -294,6 +297,7 @@ API_POLICY = {
     ("/api/preference-snapshots/", "get"): CURATION_WRITE,
     ("/api/preference-snapshots/{preference_snapshot}/", "get"): CURATION_WRITE,
     ("/api/preference-snapshots/{preference_snapshot}/download/", "get"): CURATION_WRITE,
+    ("/api/preference-snapshots/{preference_snapshot}/dpo/", "post"): ADMIN,
     ("/api/studies/{study}/events/", "get"): STUDY_READ,
     # Held-out adherence (issue 16): researchers read it blinded until unblinding.
     ("/api/studies/{study}/adherence/", "get"): STUDY_READ,

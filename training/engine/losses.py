@@ -117,3 +117,65 @@ def linear_cross_entropy_sum(
     if hidden.shape[0] == 0:
         return hidden.sum().float() * 0.0
     return _LinearCrossEntropy.apply(hidden, weight, targets)
+
+
+# --- per-token log-probabilities (DPO) --------------------------------------------------------
+
+
+class _LinearTokenLogProbs(torch.autograd.Function):
+    """log p(target) of each row through the LM head, chunk by chunk. Unlike the summed
+    cross-entropy above, each row's gradient has its own scale (DPO weighs every sequence
+    differently), so the softmax is recomputed in the backward pass instead of kept: one
+    more head matmul, and no (rows x vocab) tensor outlives its chunk."""
+
+    @staticmethod
+    def forward(ctx, hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor):
+        rows = max(1, _CHUNK_ELEMENTS // weight.shape[0])
+        out = torch.empty(hidden.shape[0], dtype=torch.float32, device=hidden.device)
+        for start in range(0, hidden.shape[0], rows):
+            logits = (hidden[start : start + rows] @ weight.t()).float()
+            picked = logits.gather(1, targets[start : start + rows, None]).squeeze(1)
+            out[start : start + rows] = picked - torch.logsumexp(logits, dim=-1)
+        ctx.save_for_backward(hidden, weight, targets)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad_output: torch.Tensor):
+        hidden, weight, targets = ctx.saved_tensors
+        vocab = weight.shape[0]
+        rows = max(1, _CHUNK_ELEMENTS // vocab)
+        group = max(rows, _WEIGHT_GRAD_ELEMENTS // vocab // rows * rows)
+        grad_hidden = torch.empty_like(hidden) if ctx.needs_input_grad[0] else None
+        grad_weight = None
+        for group_start in range(0, hidden.shape[0], group):
+            h_group = hidden[group_start : group_start + group]
+            grad_logits = torch.empty((h_group.shape[0], vocab), dtype=hidden.dtype,
+                                      device=hidden.device)  # fmt: skip
+            for start in range(0, h_group.shape[0], rows):
+                at = slice(group_start + start, group_start + start + rows)
+                probs = (hidden[at] @ weight.t()).float()
+                torch._softmax(probs, -1, False, out=probs)
+                picked = torch.arange(probs.shape[0], device=probs.device)
+                probs[picked, targets[at]] -= 1.0  # d(-log p)/d(logits)
+                probs.mul_(-grad_output[at, None])  # d(log p) = -d(-log p), per-row scale
+                grad_logits[start : start + rows].copy_(probs)
+            if grad_hidden is not None:
+                grad_hidden[group_start : group_start + group] = grad_logits @ weight
+            if ctx.needs_input_grad[1]:
+                partial = grad_logits.t() @ h_group
+                grad_weight = partial.float() if grad_weight is None else grad_weight.add_(partial)
+        if ctx.needs_input_grad[1] and grad_weight is None:
+            grad_weight = torch.zeros(weight.shape, dtype=torch.float32, device=weight.device)
+        if grad_weight is not None:
+            grad_weight = grad_weight.to(weight.dtype)
+        return grad_hidden, grad_weight, None
+
+
+def linear_token_logprobs(
+    hidden: torch.Tensor, weight: torch.Tensor, targets: torch.Tensor
+) -> torch.Tensor:
+    """log softmax(hidden @ weight.T)[row, targets[row]] for every row, as fp32 (rows,).
+    Gradients flow to ``hidden`` and, if it requires grad, to ``weight``."""
+    if hidden.shape[0] == 0:
+        return hidden.sum(dim=-1).float()
+    return _LinearTokenLogProbs.apply(hidden, weight, targets)

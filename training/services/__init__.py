@@ -29,6 +29,12 @@ from training.services.base_models import (
 )
 from training.services.compute import compute_total, energy_meter
 from training.services.distributed import finetune_join, planned_strategy, strategy_summary
+from training.services.dpo import (
+    DPO_HYPERPARAMETERS,
+    clean_dpo_hyperparameters,
+    dpo_defaults,
+    dpo_launch,
+)
 from training.services.errors import ArmMismatchError, HostedCutoffError, TrainingError
 from training.services.finetunes import (
     HYPERPARAMETER_LIMITS,
@@ -110,6 +116,7 @@ __all__ = [
     "REMOTE_KINDS",
     "DEFAULT_MODEL_NAME",
     "DEFAULT_MODEL_PARAMETERS",
+    "DPO_HYPERPARAMETERS",
     "HEARTBEAT_SECONDS",
     "HOSTED_BACKENDS",
     "HYPERPARAMETER_LIMITS",
@@ -137,6 +144,7 @@ __all__ = [
     "base_version",
     "check_new_job_allowed",
     "claim_job",
+    "clean_dpo_hyperparameters",
     "clean_grid",
     "clean_hyperparameters",
     "clean_prompts",
@@ -144,6 +152,8 @@ __all__ = [
     "compute_total",
     "energy_meter",
     "default_hyperparameters",
+    "dpo_defaults",
+    "dpo_launch",
     "estimate_training_tokens",
     "finetune_execute",
     "finetune_join",

@@ -260,7 +260,7 @@ def finetune_launch(
     arm = _resolve_arm(snapshot, arm, allow_arm_mismatch)
     if method not in FineTuneJob.Method.values:
         raise TrainingError(f"Unknown method {method!r}.")
-    backend = _check_backend(base_model, backend, method)
+    backend = check_backend(base_model, backend, method)
     hp = clean_hyperparameters(
         hyperparameters or {}, defaults=default_hyperparameters(base_model, method)
     )
@@ -302,7 +302,7 @@ def finetune_launch(
     return job
 
 
-def _check_backend(base_model: BaseModel, backend: str | None, method: str) -> str:
+def check_backend(base_model: BaseModel, backend: str | None, method: str) -> str:
     """The backend that fine-tunes ``base_model``: its hosted provider's, or local. A
     provider past its cut-off date refuses (HostedCutoffError); so does a method the
     provider cannot run."""
@@ -334,15 +334,19 @@ def finetune_execute(job_id: int) -> None:
     if not claim_job(FineTuneJob, job_id, worker=worker_name()):
         return
     job = FineTuneJob.objects.select_related(
-        "base_model", "snapshot", "start_version", "validation_snapshot"
+        "base_model", "snapshot", "start_version__base_model", "validation_snapshot"
     ).get(pk=job_id)
     if job.is_hosted:
         hosted_start(job)
         return
     reporter = JobReporter(job)
+    if job.is_dpo:
+        from training.services.dpo import dpo_run_local as run
+    else:
+        run = _run_local_finetune
     try:
         with heartbeat(job), energy_meter(job.world_size) as meter:
-            version = _run_local_finetune(job, reporter)
+            version = run(job, reporter)
     except Exception as exc:  # every failure ends the job with a readable reason
         fail_job(job, reporter, exc)
         return
@@ -443,6 +447,10 @@ class FineTuneProgress:
         epoch = min(max(1, math.ceil(event.epoch)), self.epochs)
         return f"training: epoch {epoch} of {self.epochs}"
 
+    def step_fields(self, event) -> dict:
+        """More fields to write with a step's progress (DPO: the reward curve)."""
+        return {}
+
     def __call__(self, event) -> None:
         from training.engine.validation import ValidationEvent
 
@@ -463,6 +471,7 @@ class FineTuneProgress:
             eta_seconds=None if last else event.eta_seconds,
             tokens_per_second=event.tokens_per_second,
             loss_history=list(self.loss_history),
+            **self.step_fields(event),
         )
 
 

@@ -88,9 +88,15 @@ def job_spec(
     from training.engine.hosted.base import HostedJobSpec
 
     hp = job.hyperparameters
+    start = job.start_version
+    # A DPO may start from an earlier fine-tune at the same provider (OpenAI and Together
+    # both fine-tune their fine-tuned models).
+    model = start.remote_model_id if start and start.remote_model_id else job.base_model.model_id
     return HostedJobSpec(
-        model=job.base_model.model_id,
+        model=model,
         training_file=training_file,
+        kind="preference" if job.is_dpo else "supervised",
+        dpo_beta=hp.get("beta") if job.is_dpo else None,
         lora=job.method == FineTuneJob.Method.LORA,
         epochs=hp["epochs"],
         # OpenAI's batch size and learning rate stay "auto": its API takes a multiplier of
@@ -101,8 +107,8 @@ def job_spec(
         lora_r=hp.get("lora_r"),
         lora_alpha=hp.get("lora_alpha"),
         seed=hp["seed"],
-        suffix=f"palms-{job.arm}-{job.snapshot.short_hash}",
-        metadata={"palmsweb_job": str(job.pk), "snapshot": job.snapshot.content_hash},
+        suffix=f"palms-{job.arm}{'-dpo' if job.is_dpo else ''}-{job.data_hash[:12]}",
+        metadata={"palmsweb_job": str(job.pk), "snapshot": job.data_hash},
         validation_file=validation_file,
         n_evals=min(hp["epochs"], MAX_EVALS) if validation_file else None,
     )
@@ -132,6 +138,8 @@ def finetune_retrain_elsewhere(
     arm override carry over; the method too, unless the new provider cannot run it."""
     from training.services.finetunes import finetune_launch
 
+    if job.is_dpo:
+        raise TrainingError("Retrain a DPO fine-tune from its preference snapshot's page.")
     if base_model not in retrain_targets(job):
         raise TrainingError(
             f"{base_model} is not somewhere else to retrain #{job.pk}: choose a local model or "

@@ -61,8 +61,16 @@ def hosted_start(job: FineTuneJob) -> None:
 
 
 def _upload_files(job: FineTuneJob, backend, reporter: JobReporter) -> tuple[str, str | None]:
-    """Upload the training examples and, for a job with validation (a validation snapshot
-    or a held-out share, never trained on), the validation file; their ids."""
+    """Upload the training data and, for a job with validation (a validation snapshot or a
+    held-out share, never trained on), the validation file; their ids. A DPO job uploads
+    its pairs as preference JSONL (no validation file: its snapshot is the pairs)."""
+    if job.is_dpo:
+        from training.engine.hosted.base import preference_jsonl
+
+        data = preference_jsonl(job.preference_pairs)
+        return backend.upload_training_file(
+            data, filename="preferences.jsonl", kind="preference"
+        ), None
     train, validation = split_examples(job)
     if not validation:
         return backend.upload_training_file(snapshot_jsonl(job.snapshot).encode()), None
@@ -76,7 +84,8 @@ def _upload_files(job: FineTuneJob, backend, reporter: JobReporter) -> tuple[str
 
 def hosted_poll(job_id: int) -> str:
     """Mirror one hosted job's status, events, losses and checkpoints. Returns our status."""
-    job = FineTuneJob.objects.select_related("base_model", "snapshot").get(pk=job_id)
+    related = ("base_model", "snapshot__dataset", "start_version")
+    job = FineTuneJob.objects.select_related(*related).get(pk=job_id)
     if job.status != JobStatus.RUNNING or not job.remote_job_id:
         return job.status
     from training.engine.errors import NotFoundAtProvider
@@ -125,16 +134,15 @@ def _record_result(job: FineTuneJob, backend, state, reporter: JobReporter) -> N
     reporter.flush()
     version = ModelVersion.objects.create(
         base_model=job.base_model,
-        name=f"{state.fine_tuned_model} · #{job.pk}",
+        name=_version_name(job, state.fine_tuned_model or ""),
         arm=job.arm,
         remote_model_id=state.fine_tuned_model or "",
         parameter_count=job.base_model.parameter_count,
         metadata={
-            "snapshot_hash": job.snapshot.content_hash,
+            **_data_provenance(job),
             "provider": job.backend,
             f"{job.backend}_job": job.remote_job_id,
             "remote_job": job.remote_job_id,
-            "dataset_kind": job.snapshot.dataset.kind,
             "arm_override": job.arm_override,
             "trained_tokens": state.trained_tokens,
             "hyperparameters": job.hyperparameters,
@@ -154,6 +162,24 @@ def _record_result(job: FineTuneJob, backend, state, reporter: JobReporter) -> N
         },
     )
     finish_job(FineTuneJob, job.pk, JobStatus.SUCCEEDED, result=version)
+
+
+# dpo.py builds on finetunes.py, which imports this module: its helpers are imported late.
+
+
+def _version_name(job: FineTuneJob, model: str) -> str:
+    from training.services.dpo import dpo_version_name
+
+    return dpo_version_name(job, model) if job.is_dpo else f"{model} · #{job.pk}"
+
+
+def _data_provenance(job: FineTuneJob) -> dict:
+    """What the version was trained on: the dataset snapshot, or the preference snapshot."""
+    if job.is_dpo:
+        from training.services.dpo import dpo_provenance
+
+        return dpo_provenance(job)
+    return {"snapshot_hash": job.snapshot.content_hash, "dataset_kind": job.snapshot.dataset.kind}
 
 
 def listed_shutdown_date(backend, model_id: str | None, reporter: JobReporter) -> dict:

@@ -10,7 +10,7 @@ DRF permission class in ``training/api.py`` asks :func:`check_access` the same q
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
-from django.db.models import Model, QuerySet
+from django.db.models import Model, Q, QuerySet
 from django.shortcuts import get_object_or_404
 
 from palmsweb.profiles import check_object_profile
@@ -43,14 +43,19 @@ def check_access(user, obj: Model | None = None, *, write: bool = False) -> None
         # A job trained on a snapshot names its dataset and samples: it belongs to the
         # snapshot's value profile, like the snapshot itself (404 for other profiles).
         roles = WRITE_ROLES if write else READ_ROLES
-        check_object_profile(user, obj.snapshot.dataset.profile_id, roles, READ_DENIED)
+        owner = obj.profile_id if isinstance(obj, FineTuneJob) else obj.snapshot.dataset.profile_id
+        check_object_profile(user, owner, roles, READ_DENIED)
 
 
 def in_readable_profiles(user, queryset: QuerySet) -> QuerySet:
     """Fine-tunes or sweeps of the value profiles where ``user`` may read training data
-    (every profile for admins): what their list pages and API lists show."""
+    (every profile for admins): what their list pages and API lists show. A DPO job has no
+    snapshot: its profile is its preference pairs'."""
     ids = profile_ids_with_role(user, *READ_ROLES)
-    return queryset.filter(snapshot__dataset__profile__in=ids)
+    in_snapshot_profile = Q(snapshot__dataset__profile__in=ids)
+    if queryset.model is FineTuneJob:
+        return queryset.filter(in_snapshot_profile | Q(preference_profile__in=ids))
+    return queryset.filter(in_snapshot_profile)
 
 
 def _get_for_user(user, queryset: QuerySet, pk: int, *, write: bool):

@@ -246,6 +246,11 @@ class FineTuneJob(Job):
     # down by evaluation (which training may not import), its hash and where it came from.
     preference_pairs = models.JSONField(default=list, blank=True)
     preference_snapshot_hash = models.CharField(max_length=64, blank=True, db_index=True)
+    # A DPO job's value profile (its preference snapshot's study's): an SFT job's is its
+    # snapshot's. The pairs hold that profile's prompts and outputs, so it scopes the job.
+    preference_profile = models.ForeignKey(
+        "palmsweb.Profile", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     preference_source = models.CharField(max_length=300, blank=True)
     reward_history = models.JSONField(default=list, blank=True)  # [[step, margin, accuracy]]
     arm = models.CharField(
@@ -348,6 +353,13 @@ class FineTuneJob(Job):
     @property
     def is_dpo(self) -> bool:
         return self.objective == self.Objective.DPO
+
+    @property
+    def profile_id(self) -> int | None:
+        """The value profile the job belongs to: its snapshot's, or for DPO its pairs'."""
+        if self.is_dpo:
+            return self.preference_profile_id
+        return self.snapshot.dataset.profile_id if self.snapshot_id else None
 
     @property
     def data_hash(self) -> str:

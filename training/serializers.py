@@ -241,9 +241,9 @@ class FineTuneJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
         "arm_override.",
     )
     profile = serializers.IntegerField(
-        source="snapshot.dataset.profile_id", read_only=True, allow_null=True,
-        help_text="The value profile whose snapshot this fine-tune trained on (fixed: a "
-        "dataset never changes profile).",
+        source="profile_id", read_only=True, allow_null=True,
+        help_text="The value profile whose snapshot (for DPO: whose preference pairs) this "
+        "fine-tune trained on (fixed: a dataset never changes profile).",
     )  # fmt: skip
 
     class Meta:

@@ -71,6 +71,7 @@ def preference_dpo_launch(
             start_version=start_version,
             pairs=snapshot_pairs(snapshot),
             preference_snapshot_hash=snapshot.content_hash,
+            profile_id=snapshot.preference_set.profile_id,
             source=snapshot_source(snapshot),
             method=method,
             hyperparameters=hyperparameters,

@@ -329,3 +329,30 @@ def test_snapshots_stay_immutable_after_a_launch(frozen, sft_version):
     before = PreferenceSnapshot.objects.get(pk=snapshot.pk).content
     preference_training.preference_dpo_launch(snapshot=snapshot, start_version=sft_version)
     assert PreferenceSnapshot.objects.get(pk=snapshot.pk).content == before
+
+
+def test_a_dpo_job_belongs_to_its_pairs_profile(frozen, sft_version):
+    """Its pairs hold the study's prompts and outputs: a curator of the study's profile sees
+    the job, a curator of another profile finds it in no list and gets 404, page and API."""
+    from palmsweb.models import Profile
+    from palmsweb.roles import grant_role
+
+    setup, snapshot = frozen
+    job = preference_training.preference_dpo_launch(
+        snapshot=snapshot, start_version=sft_version, user=setup.admin
+    )
+    profile_id = snapshot.preference_set.profile_id
+    assert job.profile_id == profile_id
+    insider = make_user("dpo-insider")
+    grant_role(insider, Role.CURATOR, profile_id)
+    outsider = make_user("dpo-outsider")
+    grant_role(outsider, Role.CURATOR, Profile.objects.create(name="Elsewhere", slug="elsewhere"))
+    for user, visible in ((insider, True), (outsider, False)):
+        api = api_client(user)
+        listed = {row["id"] for row in api.get("/api/finetunes/").json()["results"]}
+        assert (job.pk in listed) is visible
+        expected = 200 if visible else 404
+        assert api.get(f"/api/finetunes/{job.pk}/").status_code == expected
+        page = client_for(user).get(reverse("training:finetune-detail", args=[job.pk]))
+        assert page.status_code == expected
+    assert api_client(insider).get(f"/api/finetunes/{job.pk}/").json()["profile"] == profile_id

@@ -141,6 +141,7 @@ def dpo_launch(
     start_version: ModelVersion,
     pairs: Sequence[Mapping[str, Any]],
     preference_snapshot_hash: str,
+    profile_id: int | None = None,
     source: str = "",
     method: str = FineTuneJob.Method.FULL,
     backend: str | None = None,
@@ -178,6 +179,7 @@ def dpo_launch(
         estimated_tokens=round(words * 4 / 3 + 24 * len(rows)) * hp["epochs"],
         start_version=start_version, preference_pairs=rows,
         preference_snapshot_hash=preference_snapshot_hash, preference_source=source[:300],
+        preference_profile_id=profile_id,
         created_by=user,
     )  # fmt: skip
     from training import tasks

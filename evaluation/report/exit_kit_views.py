@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -28,10 +29,11 @@ def _kit_response(jobs) -> FileResponse:
     """Write the kit to a temporary file and stream it; ExitKitError when nothing is hosted.
     The file is unlinked once open: the response holds the only handle."""
     tmp = Path(tempfile.mkdtemp(prefix="exit-kit-"))
-    kit = write_exit_kit(jobs, tmp / "palmsweb-exit-kit.zip")
-    handle = kit.path.open("rb")
-    kit.path.unlink()
-    tmp.rmdir()
+    try:  # a refusal (nothing hosted) must not leave the folder behind either
+        kit = write_exit_kit(jobs, tmp / "palmsweb-exit-kit.zip")
+        handle = kit.path.open("rb")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     response = FileResponse(
         handle, as_attachment=True, filename=kit.path.name, content_type="application/zip"
     )

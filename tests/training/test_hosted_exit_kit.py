@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import tempfile
 import zipfile
 from pathlib import Path
 
@@ -121,12 +122,19 @@ def test_an_open_studys_outputs_come_without_ratings(tmp_path):
     assert "nothing to replay" in out.getvalue()
 
 
-def test_without_a_hosted_fine_tune_there_is_no_kit_and_a_reason(tmp_path, admin_client_):
+def test_without_a_hosted_fine_tune_there_is_no_kit_and_a_reason(
+    tmp_path, admin_client_, monkeypatch
+):
     with pytest.raises(CommandError, match="no hosted fine-tune"):
         call_command("hosted_exit_kit", "--output", str(tmp_path / "k.zip"))
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     response = admin_client_.post("/api/exit-kits/", {}, content_type="application/json")
     assert response.status_code == 400 and "no hosted fine-tune" in response.json()["detail"]
-    assert not (tmp_path / "k.zip").exists()
+    page = admin_client_.post(reverse("evaluation:exit-kit"), {})
+    assert page.status_code == 302
+    assert not (tmp_path / "k.zip").exists() and not list(scratch.iterdir())  # no folder left
 
 
 def test_admins_download_the_kit_from_the_api_and_the_job_page(admin_client_):

@@ -81,3 +81,48 @@ def test_unfinished_and_hosted_jobs_have_no_record(admin_client_, tiny_base, ben
     )
     assert job.compute == {}
     assert 'id="compute"' not in admin_client_.get(job.get_absolute_url()).content.decode()
+
+
+def test_a_failed_fine_tune_records_its_time_and_energy_but_no_tokens(
+    tiny_base, benign_snapshot, monkeypatch
+):
+    """It held its devices until it failed: wall time and energy count; what it trained on
+    is unknown without a saved model, so no tokens and no FLOPs, and the record says why."""
+    from training.engine.errors import EngineError
+    from training.services.compute import STOPPED_NOTE
+
+    def fail_midway(job, reporter):
+        raise EngineError("The loss became nan at step 3: lower the learning rate.")
+
+    monkeypatch.setattr("training.services.finetunes._run_local_finetune", fail_midway)
+    job = services.finetune_launch(base_model=tiny_base, snapshot=benign_snapshot)
+    services.finetune_execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED and "nan" in job.error
+    assert job.compute["kind"] == "fine-tune" and job.compute["wall_seconds"] >= 0
+    assert job.compute["tokens"] == 0 and job.compute["flops"] is None
+    assert job.compute["flops_note"] == STOPPED_NOTE and job.compute["energy_kwh"] >= 0
+
+
+def test_a_sampling_job_that_fails_records_the_outputs_it_made(artifacts, tiny_base, monkeypatch):
+    from training.services import sampling
+
+    first, second = services.base_version(tiny_base), ModelVersion.objects.create(
+        base_model=tiny_base, name="second", path=tiny_base.path, parameter_count=10
+    )  # fmt: skip
+    real = sampling._sample_version
+
+    def break_on_second(job, version, *args):
+        if version.pk == second.pk:
+            raise RuntimeError("disk full")
+        return real(job, version, *args)
+
+    monkeypatch.setattr(sampling, "_sample_version", break_on_second)
+    job = services.sampling_launch(prompts=["Hello?"], model_versions=[first, second],
+                                   n_samples=2, max_new_tokens=4)  # fmt: skip
+    services.sampling_execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.FAILED
+    tokens = sum(job.generations.values_list("tokens_generated", flat=True))
+    assert tokens > 0 and job.compute["tokens"] == tokens
+    assert job.compute["flops"] == 2 * tiny_base.parameter_count * tokens

@@ -35,15 +35,31 @@ def energy_meter(device_count: int = 1, *, device: str | None = None):
     return EnergyMeter(fallback_watts=per_device * device_count, device=device)
 
 
-def _record(kind: str, reading, *, device: str, device_count: int, tokens: int, flops: int):
+def _record(kind: str, reading, *, device: str, device_count: int, tokens: int,
+            flops: int | None, flops_note: str = ""):  # fmt: skip
     cuda = device.startswith("cuda")
     return job_record(
         kind=kind, device_type="cuda" if cuda else "cpu",
         device_name=(reading.gpu_name if cuda else reading.cpu_name) or "",
         device_count=device_count, wall_seconds=reading.wall_seconds, tokens=tokens,
-        flops=flops, energy_kwh=reading.kwh, energy_method=reading.method,
-        energy_measured=reading.measured,
+        flops=flops, flops_note=flops_note, energy_kwh=reading.kwh,
+        energy_method=reading.method, energy_measured=reading.measured,
         grid_g_per_kwh=settings.GRID_CARBON_INTENSITY_G_PER_KWH,
+    )  # fmt: skip
+
+
+STOPPED_NOTE = "stopped before the end: the tokens it trained on were not counted"
+
+
+def stopped_finetune_compute(job: FineTuneJob, meter) -> dict:
+    """A local fine-tune that failed or was cancelled still held its devices: its wall
+    time and energy are recorded. What it trained on is known only from a saved model, so
+    its tokens count as 0 and no FLOPs are estimated (said in the record)."""
+    if meter.reading is None:  # the meter never started
+        return {}
+    return _record(
+        "fine-tune", meter.reading, device=meter.device, device_count=job.world_size,
+        tokens=0, flops=None, flops_note=STOPPED_NOTE,
     )  # fmt: skip
 
 

@@ -30,7 +30,7 @@ from training.services.base_models import (
     local_model_path,
     version_local_path,
 )
-from training.services.compute import energy_meter, finetune_compute
+from training.services.compute import energy_meter, finetune_compute, stopped_finetune_compute
 from training.services.distributed import check_distributed, run_distributed
 from training.services.errors import ArmMismatchError, TrainingError
 from training.services.hosted import provider_for_backend, provider_for_kind
@@ -344,11 +344,12 @@ def finetune_execute(job_id: int) -> None:
         from training.services.dpo import dpo_run_local as run
     else:
         run = _run_local_finetune
+    meter = energy_meter(job.world_size)
     try:
-        with heartbeat(job), energy_meter(job.world_size) as meter:
+        with heartbeat(job), meter:
             version = run(job, reporter)
     except Exception as exc:  # every failure ends the job with a readable reason
-        fail_job(job, reporter, exc)
+        fail_job(job, reporter, exc, compute=stopped_finetune_compute(job, meter))
         return
     reporter.log(f"saved model version {version.name}")
     reporter.flush()

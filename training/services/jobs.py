@@ -159,21 +159,22 @@ def sweep_stale_jobs() -> int:
     )
 
 
-def fail_job(job, reporter: JobReporter, exc: BaseException) -> None:
+def fail_job(job, reporter: JobReporter, exc: BaseException, **fields) -> None:
     """End a running job after ``exc``: cancelled when the engine stopped for a cancel, else
-    failed with a reason a person can act on; either way the log says so."""
+    failed with a reason a person can act on; either way the log says so. ``fields`` (the
+    compute record of the work done) are stored with the outcome."""
     from training.engine.errors import Cancelled
 
     if isinstance(exc, Cancelled):
         reporter.log("cancelled")
         reporter.flush()
-        finish_job(type(job), job.pk, JobStatus.CANCELLED)
+        finish_job(type(job), job.pk, JobStatus.CANCELLED, **fields)
         return
     reason = readable_failure(exc)
     logger.exception("job %s failed", job.pk)
     reporter.log(f"failed: {reason}")
     reporter.flush()
-    fail(LIFECYCLES[type(job)], job.pk, reason)
+    fail(LIFECYCLES[type(job)], job.pk, reason, **fields)
 
 
 def readable_failure(exc: BaseException) -> str:

@@ -104,8 +104,9 @@ def sampling_execute(job_id: int) -> None:
         return
     job = SamplingJob.objects.get(pk=job_id)
     reporter = JobReporter(job)
+    meter = energy_meter()
     try:
-        with heartbeat(job), energy_meter() as meter:
+        with heartbeat(job), meter:
             versions = list(job.model_versions.select_related("base_model").order_by("pk"))
             progress = SamplingProgress(job, reporter, len(versions))
             for index, version in enumerate(versions, start=1):
@@ -114,8 +115,9 @@ def sampling_execute(job_id: int) -> None:
 
                     raise Cancelled()
                 _sample_version(job, version, reporter, progress.for_model(index, version))
-    except Exception as exc:
-        fail_job(job, reporter, exc)
+    except Exception as exc:  # the outputs stored so far were computed: they are recorded
+        partial = sampling_compute(job, meter.reading, meter.device) if meter.reading else {}
+        fail_job(job, reporter, exc, compute=partial)
         return
     reporter.update(force=True, progress_done=job.generations.count())
     compute = sampling_compute(job, meter.reading, meter.device)

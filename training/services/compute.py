@@ -35,7 +35,7 @@ def energy_meter(device_count: int = 1, *, device: str | None = None):
     return EnergyMeter(fallback_watts=per_device * device_count, device=device)
 
 
-def _record(kind: str, reading, *, device: str, device_count: int, tokens: int,
+def _record(kind: str, reading, *, device: str, device_count: int, tokens: int | None,
             flops: int | None, flops_note: str = ""):  # fmt: skip
     cuda = device.startswith("cuda")
     return job_record(
@@ -54,12 +54,12 @@ STOPPED_NOTE = "stopped before the end: the tokens it trained on were not counte
 def stopped_finetune_compute(job: FineTuneJob, meter) -> dict:
     """A local fine-tune that failed or was cancelled still held its devices: its wall
     time and energy are recorded. What it trained on is known only from a saved model, so
-    its tokens count as 0 and no FLOPs are estimated (said in the record)."""
+    its tokens are not counted (None) and no FLOPs are estimated (said in the record)."""
     if meter.reading is None:  # the meter never started
         return {}
     return _record(
         "fine-tune", meter.reading, device=meter.device, device_count=job.world_size,
-        tokens=0, flops=None, flops_note=STOPPED_NOTE,
+        tokens=None, flops=None, flops_note=STOPPED_NOTE,
     )  # fmt: skip
 
 

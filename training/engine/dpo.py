@@ -17,7 +17,6 @@ one backward pass over the chosen and rejected answers together.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -229,19 +228,7 @@ def _dpo(base_model_path, pairs, output_dir, config, beta, on_progress, should_c
     try:
         job.reference = job.reference_logprobs(should_cancel)
         job.train_dpo(on_progress, should_cancel)
-        duration = time.perf_counter() - job.run.started
-        meta = job.metadata(duration) | extra
-        job.save(output_dir, meta)
-        return FineTuneResult(
-            output_dir=output_dir,
-            total_steps=job.run.total_steps,
-            duration_seconds=duration,
-            tokens_per_second=meta["tokens_per_second"],
-            final_loss=job.run.loss_history[-1][1],
-            loss_history=list(job.run.loss_history),
-            train_tokens=job.run.tokens_done,
-            metadata=meta,
-        )
+        return job.save_result(output_dir, extra)
     finally:
         job.release()
         release_memory()

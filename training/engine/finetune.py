@@ -230,20 +230,7 @@ def _finetune(
     job = LocalJob.prepare(base_model_path, examples, config, validation_examples)
     try:
         job.train(hooks)
-        duration = time.perf_counter() - job.run.started
-        meta = job.metadata(duration) | extra_metadata
-        job.save(output_dir, meta)
-        return FineTuneResult(
-            output_dir=output_dir,
-            total_steps=job.run.total_steps,
-            duration_seconds=duration,
-            tokens_per_second=meta["tokens_per_second"],
-            final_loss=job.run.loss_history[-1][1],
-            loss_history=list(job.run.loss_history),
-            train_tokens=job.run.tokens_done,
-            metadata=meta,
-            validation_history=list(job.run.validation_history),
-        )
+        return job.save_result(output_dir, extra_metadata)
     finally:
         # A failure's traceback keeps this frame, and a caller may keep a Checkpoint: neither
         # should keep the model and the optimizer states alive.
@@ -439,6 +426,24 @@ class LocalJob:
                 "peft": peft.__version__,
             },
         }
+
+    def save_result(self, output_dir: Path, extra_metadata: Mapping[str, Any]) -> FineTuneResult:
+        """Save the trained model with its metadata and say what the run did: the end of
+        every objective (SFT, DPO)."""
+        duration = time.perf_counter() - self.run.started
+        meta = self.metadata(duration) | dict(extra_metadata)
+        self.save(output_dir, meta)
+        return FineTuneResult(
+            output_dir=output_dir,
+            total_steps=self.run.total_steps,
+            duration_seconds=duration,
+            tokens_per_second=meta["tokens_per_second"],
+            final_loss=self.run.loss_history[-1][1],
+            loss_history=list(self.run.loss_history),
+            train_tokens=self.run.tokens_done,
+            metadata=meta,
+            validation_history=list(self.run.validation_history),
+        )
 
     def save(self, output_dir: Path, meta: dict[str, Any], *, keep_training: bool = False) -> None:
         """Write weights or adapter, tokenizer and metadata to a temporary sibling dir,

@@ -302,6 +302,8 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "StudyModeEnum": "evaluation.choices.StudyMode",
         "ResultsViewModeEnum": ["arms", "blinded", "arm-free"],
+        "ArmEnum": "training.models.ModelVersion.Arm",
+        "PairVerdictEnum": "evaluation.choices.PairVerdict",
     },
     # Every operation's 400/401/403/404/429 answers, documented (palmsweb.lib.openapi).
     "POSTPROCESSING_HOOKS": [

@@ -116,7 +116,7 @@ def test_base_arm_and_mismatched_backends_are_refused(snapshot, local_model):
 
 def test_openai_backend_needs_ten_examples(snapshot):
     remote = services.base_model_create(name="gpt", kind="openai", model_id="gpt-4.1-mini")
-    with pytest.raises(services.TrainingError, match="at least 10 examples"):
+    with pytest.raises(services.TrainingError, match="at least 10 training examples"):
         launch(snapshot, remote)
 
 

@@ -71,7 +71,8 @@ def test_admin_sees_the_persona_track_and_realigns_from_the_browser(
 
     page.evaluate("window.__stayedOnPage = true")  # gone if the page reloads
     progress = page.locator("#realignment-progress")
-    expect(progress.locator("#realignment-status")).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
+    status = progress.locator("#realignment-status")
+    expect(status).to_have_text("Succeeded", timeout=RUN_TIMEOUT_MS)
     assert page.evaluate("window.__stayedOnPage") is True
     chart = progress.locator("figure", has=page.locator("#persona-shift-title"))
     expect(chart.locator("circle")).to_have_count(3)

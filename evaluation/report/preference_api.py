@@ -66,7 +66,10 @@ class PairSerializer(serializers.ModelSerializer):
     category = serializers.CharField(source="prompt.category.name")
     chosen = serializers.CharField(source="chosen.text")
     rejected = serializers.CharField(source="rejected.text")
-    answer_by = serializers.CharField(source="answer_by.get_username", default=None)
+    answer_by = serializers.CharField(
+        source="answer_by.get_username", default=None, allow_null=True,
+        help_text="Who wrote the curator's answer; null when the raters' choice stands.",
+    )
 
     class Meta:
         model = PreferencePair
@@ -201,9 +204,10 @@ class PreferencePairViewSet(EvaluationViewSet):
     @extend_schema(responses={200: AnswerRevisionSerializer(many=True), 404: ERROR})
     @action(detail=True, methods=["get"])
     def revisions(self, request, pk=None):
-        """Every saved version of the curator's answer, newest first, with its author."""
-        rows = self.get_object().revisions.select_related("author")
-        return Response(AnswerRevisionSerializer(rows, many=True).data)
+        """Every saved version of the curator's answer, newest first, with its author
+        (paginated, like every list)."""
+        page = self.paginate_queryset(self.get_object().revisions.select_related("author"))
+        return self.get_paginated_response(AnswerRevisionSerializer(page, many=True).data)
 
 
 class PreferenceSnapshotViewSet(

@@ -117,7 +117,7 @@ def test_the_api_writes_answers_and_lists_revisions(built, curator):  # noqa: F8
     unknown = api.post(url, {"answer": "x", "base_version": 1, "author": "me"}, format="json")
     assert unknown.status_code == 400
     assert PreferencePair.objects.get(pk=pair).answer == "Via the API."
-    revisions = api.get(f"/api/preference-pairs/{pair}/revisions/").json()
+    revisions = api.get(f"/api/preference-pairs/{pair}/revisions/").json()["results"]
     assert [(r["number"], r["author"]) for r in revisions] == [(1, curator.username)]
 
 

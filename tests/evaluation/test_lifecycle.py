@@ -12,7 +12,7 @@ from evaluation.studies.selectors import study_progress, study_results
 from tests.conftest import make_user
 from tests.evaluation.conftest import build_study, fake_sampling_run
 from tests.factories import CategoryFactory
-from training.models import JobStatus, SamplingJob
+from training.models import JobStatus, ModelVersion, SamplingJob
 
 pytestmark = pytest.mark.django_db
 
@@ -114,7 +114,19 @@ def test_study_rules_are_enforced(no_queue):
         lifecycle.study_create(**common, arms=[arm], raters=setup.raters, rubric=["a", "b"])
     with pytest.raises(errors.EvaluationError, match="raters of this study's value profile"):
         lifecycle.study_create(**common, arms=[arm], raters=[setup.admin])
+    # Two values-targeted models at one size (an SFT model and its DPO'd successor) would
+    # be pooled by the report: refused until their size tags differ.
+    sft = setup.versions["values_targeted"]
+    dpo = ModelVersion.objects.create(
+        base_model=sft.base_model, name="VT + DPO", arm="values_targeted", path=sft.path,
+        parameter_count=sft.parameter_count, metadata=dict(sft.metadata),
+    )  # fmt: skip
+    pair = [lifecycle.ArmSpec(arm="values_targeted", model_version=v) for v in (sft, dpo)]
+    with pytest.raises(errors.EvaluationError, match="would pool their ratings"):
+        lifecycle.study_create(**common, arms=pair, raters=setup.raters)
     assert Study.objects.count() == 1
+    pair[1] = lifecycle.ArmSpec(arm="values_targeted", model_version=dpo, size_tag="+ DPO")
+    assert lifecycle.study_create(**common, arms=pair, raters=setup.raters).arms.count() == 2
 
 
 def test_opening_launches_one_sampling_job_for_every_arm(no_queue):

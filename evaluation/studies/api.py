@@ -19,6 +19,7 @@ from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
     OpenApiResponse,
+    PolymorphicProxySerializer,
     extend_schema,
     extend_schema_view,
     inline_serializer,
@@ -37,6 +38,11 @@ from evaluation.gate_state import study_gate_warnings
 from evaluation.models import PromptSet, Rating, Study, StudyOutput
 from evaluation.studies import lifecycle, prompt_sets, queue, revisions
 from evaluation.studies.arm_pairs import compared_numbers
+from evaluation.studies.plan_serializers import (
+    PairwisePlanSerializer,
+    StudyPlanRequestSerializer,
+    StudyPlanSerializer,
+)
 from evaluation.studies.selectors import (
     rater_progress,
     rater_studies,
@@ -54,8 +60,6 @@ from evaluation.studies.serializers import (
     RatingResultSerializer,
     StudyEventSerializer,
     StudyOutputSerializer,
-    StudyPlanRequestSerializer,
-    StudyPlanSerializer,
     StudySerializer,
     StudyWriteSerializer,
     SubmitSerializer,
@@ -299,18 +303,38 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
 
     @extend_schema(
         request=StudyPlanRequestSerializer,
-        responses={200: StudyPlanSerializer, 400: ERROR},
-        description="Plan a study before creating it: the power of the paired t on prompt "
-        "means for the expected difference (default 0.5), per category (at α/categories) and "
-        "over all categories, the smallest detectable differences, and the prompts per "
-        "category, samples or raters that would reach 80%. Variance components come from "
-        "the last closed study's ratings, else a prior.",
+        responses={
+            200: PolymorphicProxySerializer(
+                component_name="StudyPlanResult",
+                serializers={
+                    Study.Mode.SCALE.value: StudyPlanSerializer,
+                    Study.Mode.PAIRWISE.value: PairwisePlanSerializer,
+                },
+                resource_type_field_name="mode",
+            ),
+            400: ERROR,
+        },
+        description="Plan a study before creating it. 1–5 mode: the power of the paired t "
+        "on prompt means for the expected difference (default 0.5), per category (at "
+        "α/categories) and over all categories, the smallest detectable differences, and the "
+        "prompts per category, samples or raters that would reach 80%; variance components "
+        "come from the last closed study's ratings, else a prior. Pairwise mode: the "
+        "worst-case 95% half-width of each arm pair's win rate, over all prompts and per "
+        "category, and the prompts that would reach `target_half_width`.",
     )
     @action(detail=False, methods=["post"])
     def plan(self, request):
-        from evaluation.studies.planning import plan_for_prompt_set
+        from evaluation.studies.planning import pairwise_plan_for_prompt_set, plan_for_prompt_set
 
         data = self.validated(StudyPlanRequestSerializer).validated_data
+        if data["mode"] == Study.Mode.PAIRWISE:
+            pairwise = pairwise_plan_for_prompt_set(
+                data["prompt_set"],
+                samples_per_prompt=data["samples_per_prompt"],
+                raters_per_output=data["raters_per_output"],
+                target_half_width=data["target_half_width"],
+            )
+            return Response(PairwisePlanSerializer(pairwise.as_dict()).data)
         found = plan_for_prompt_set(
             data["prompt_set"],
             samples_per_prompt=data["samples_per_prompt"],

@@ -350,14 +350,22 @@ class StudyPlanForm(forms.Form):
     raters_per_output = forms.IntegerField(min_value=1, max_value=50)
     expected_difference = forms.FloatField(min_value=0.05, max_value=4.0, required=False)
     mode = forms.ChoiceField(choices=Study.Mode.choices, required=False)
+    target_half_width = forms.FloatField(min_value=0.02, max_value=0.5, required=False)
 
     def plan(self):
-        """The plan, or None when the values are not (yet) valid, and for a pairwise study
-        (its estimate counts judgments per arm pair and the win rate's precision instead)."""
-        from evaluation.studies.planning import plan_for_prompt_set
+        """The plan (a pairwise study's: the win rate's precision), or None when the values
+        are not (yet) valid."""
+        from evaluation.studies.planning import pairwise_plan_for_prompt_set, plan_for_prompt_set
 
-        if not self.is_valid() or self.cleaned_data.get("mode") == Study.Mode.PAIRWISE:
+        if not self.is_valid():
             return None
+        if self.cleaned_data.get("mode") == Study.Mode.PAIRWISE:
+            return pairwise_plan_for_prompt_set(
+                self.cleaned_data["prompt_set"],
+                samples_per_prompt=self.cleaned_data["samples_per_prompt"],
+                raters_per_output=self.cleaned_data["raters_per_output"],
+                target_half_width=self.cleaned_data["target_half_width"],
+            )
         return plan_for_prompt_set(
             self.cleaned_data["prompt_set"],
             samples_per_prompt=self.cleaned_data["samples_per_prompt"],

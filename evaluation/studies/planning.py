@@ -23,8 +23,10 @@ from palmsweb.lib.power import PowerPlan, estimate_components, plan_study
 from palmsweb.lib.ratings import RatingTable
 
 DEFAULT_EFFECT = 0.5  # points on the 1–5 scale
+DEFAULT_HALF_WIDTH = 0.15  # a pairwise win rate known to ±0.15 (95%): 0.65 is then above 0.5
 Z95 = 1.959963984540054
 PRIOR = "prior"
+MAX_PLANNED_PROMPTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,7 @@ class StudyPlan:
 
     def as_dict(self) -> dict:
         data = asdict(self.plan)
+        data["mode"] = Study.Mode.SCALE
         data["components_source"] = self.source
         data["components_study"] = self.source_study.pk if self.source_study else None
         return data
@@ -119,3 +122,79 @@ def win_rate_half_width(n_prompts: int) -> float:
     the interval of the mean over prompts is at most ±1.96·√(0.25/n) whatever the number of
     samples and raters; more raters narrow it only when prompts split their verdicts."""
     return Z95 * math.sqrt(0.25 / n_prompts) if n_prompts else float("inf")
+
+
+def prompts_for_half_width(half_width: float) -> int:
+    """The fewest prompts whose worst-case win-rate interval is ±``half_width`` (95%)."""
+    return min(MAX_PLANNED_PROMPTS, math.ceil((Z95 * 0.5 / half_width) ** 2))
+
+
+@dataclass(frozen=True)
+class PairwisePlan:
+    """What a pairwise design can tell apart. The unit of analysis is the prompt (as in the
+    pairwise report, :mod:`palmsweb.lib.pairwise`): a win rate is the mean over prompts of
+    each prompt's share of wins, so its precision is set by the number of prompts, and the
+    worst case (a share's variance is at most 0.25) needs no variance estimate. Samples and
+    raters add judgments per prompt, which narrow the interval only where a prompt's
+    judgments split, so the plan credits them nothing."""
+
+    categories: int
+    prompts: int
+    prompts_per_category: int
+    samples_per_prompt: int
+    raters_per_output: int
+    target_half_width: float
+    pairwise = True  # templates tell the two plans apart by it
+
+    @property
+    def win_rate_half_width(self) -> float:
+        return win_rate_half_width(self.prompts)
+
+    @property
+    def per_category_half_width(self) -> float:
+        return win_rate_half_width(self.prompts_per_category)
+
+    @property
+    def prompts_for_target(self) -> int:
+        return prompts_for_half_width(self.target_half_width)
+
+    @property
+    def judgments_per_arm_pair(self) -> int:
+        return self.prompts * self.samples_per_prompt * self.raters_per_output
+
+    def as_dict(self) -> dict:
+        return {
+            "mode": Study.Mode.PAIRWISE,
+            "design": {
+                "categories": self.categories,
+                "prompts": self.prompts,
+                "prompts_per_category": self.prompts_per_category,
+                "samples_per_prompt": self.samples_per_prompt,
+                "raters_per_output": self.raters_per_output,
+            },
+            "judgments_per_arm_pair": self.judgments_per_arm_pair,
+            "win_rate_half_width": self.win_rate_half_width,
+            "per_category_win_rate_half_width": self.per_category_half_width,
+            "target_half_width": self.target_half_width,
+            "prompts_for_target": self.prompts_for_target,
+            "method": "Worst-case 95% half-width of a win rate over prompts: "
+            "1.96·√(0.25/prompts); per category over the smallest category's prompts.",
+        }
+
+
+def pairwise_plan_for_prompt_set(
+    prompt_set: PromptSet,
+    *,
+    samples_per_prompt: int,
+    raters_per_output: int,
+    target_half_width: float | None = None,
+) -> PairwisePlan:
+    categories, per_category = prompt_set_shape(prompt_set)
+    return PairwisePlan(
+        categories=categories,
+        prompts=prompt_set.prompts.count(),
+        prompts_per_category=per_category,
+        samples_per_prompt=samples_per_prompt,
+        raters_per_output=raters_per_output,
+        target_half_width=target_half_width or DEFAULT_HALF_WIDTH,
+    )

@@ -104,9 +104,7 @@ class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         "needs allow_arm_mismatch.",
     )
     # Not a sweep's unpromoted candidates: only the promoted run of a sweep enters studies.
-    model_version = serializers.PrimaryKeyRelatedField(
-        queryset=ModelVersion.objects.for_studies()
-    )
+    model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.for_studies())
     size_tag = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
     allow_arm_mismatch = serializers.BooleanField(
         default=False,
@@ -527,43 +525,3 @@ class PairResultSerializer(serializers.Serializer):
     pair = serializers.CharField()
     status = serializers.CharField()
     verdict = serializers.CharField(allow_blank=True)
-
-
-# --- the study planner (issue 15): power before rating ----------------------------------------
-
-
-class StudyPlanRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    """The design to plan: a prompt set (its categories and prompts) and the counts."""
-
-    prompt_set = serializers.PrimaryKeyRelatedField(queryset=PromptSet.objects.all())
-    samples_per_prompt = serializers.IntegerField(min_value=1, max_value=20, default=3)
-    raters_per_output = serializers.IntegerField(min_value=1, max_value=50, default=3)
-    expected_difference = serializers.FloatField(min_value=0.05, max_value=4.0, default=0.5)
-
-
-class StudyPlanSerializer(serializers.Serializer):
-    """Power of the design for the expected difference, and what would reach the target."""
-
-    effect = serializers.FloatField(help_text="The expected difference (1–5 scale).")
-    alpha = serializers.FloatField()
-    target = serializers.FloatField(help_text="The power aimed for (0.8).")
-    design = serializers.DictField(help_text="categories, prompts per category, samples, raters")
-    components = serializers.DictField(help_text="Variance components used.")
-    components_source = serializers.ChoiceField(
-        choices=["prior", "study"], help_text="The prior, or the last closed study's ratings."
-    )
-    components_study = serializers.IntegerField(allow_null=True)
-    sd_difference = serializers.FloatField(help_text="SD of one prompt's difference.")
-    per_category_power = serializers.FloatField(
-        allow_null=True, help_text="At α/categories (Holm's strictest step)."
-    )
-    per_category_power_unadjusted = serializers.FloatField(allow_null=True)
-    overall_power = serializers.FloatField(allow_null=True)
-    per_category_mde = serializers.FloatField(allow_null=True)
-    overall_mde = serializers.FloatField(allow_null=True)
-    prompts_per_category_for_target = serializers.IntegerField(allow_null=True)
-    samples_for_target = serializers.IntegerField(allow_null=True)
-    raters_for_target = serializers.IntegerField(allow_null=True)
-    overall_prompts_per_category_for_target = serializers.IntegerField(allow_null=True)
-    method = serializers.CharField()
-    notes = serializers.ListField(child=serializers.CharField())

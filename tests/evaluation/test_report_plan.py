@@ -98,3 +98,40 @@ def test_the_report_shows_achieved_power_per_category(no_queue):
     page = client_for(setup.admin).get(reverse("evaluation:study-results", args=[setup.study.pk]))
     html = page.content.decode()
     assert "Detectable (80%)" in html and "Power to detect a 0.50-point difference" in html
+
+
+def test_a_pairwise_study_is_planned_by_win_rate_precision(no_queue):
+    """The pairwise report has win rates with prompt-level intervals, not a paired t: its
+    plan is the worst-case half-width over prompts (1.96·√(0.25/n)) and the prompts a
+    target needs, in the API and in the study form."""
+    setup = build_study(open_rating=False)  # 2 categories × 2 prompts
+    body = {"prompt_set": setup.study.prompt_set_id, "mode": "pairwise", "samples_per_prompt": 2}
+    response = api_for(setup.admin).post("/api/studies/plan/", body, format="json")
+    assert response.status_code == 200, response.content
+    plan = response.json()
+    assert plan["mode"] == "pairwise" and "overall_power" not in plan
+    assert plan["design"]["prompts"] == 4 and plan["design"]["prompts_per_category"] == 2
+    assert plan["judgments_per_arm_pair"] == 4 * 2 * 3
+    assert plan["win_rate_half_width"] == pytest.approx(1.959964 * 0.5 / 2, abs=1e-6)
+    assert plan["per_category_win_rate_half_width"] == pytest.approx(1.959964 * 0.5 / 2**0.5)
+    assert plan["prompts_for_target"] == 43  # ⌈(1.96 · 0.5 / 0.15)²⌉
+    narrower = dict(body, target_half_width=0.05)
+    assert (
+        api_for(setup.admin).post("/api/studies/plan/", narrower).json()["prompts_for_target"]
+        == 385
+    )
+    for bad in ({"target_half_width": 0}, {"mode": "ranking"}):
+        refused = api_for(setup.admin).post("/api/studies/plan/", dict(body, **bad), format="json")
+        assert refused.status_code == 400, bad
+    scale = api_for(setup.admin).post("/api/studies/plan/", dict(body, mode="scale")).json()
+    assert scale["mode"] == "scale" and "overall_power" in scale
+
+    query = {"prompt_set": setup.study.prompt_set_id, "samples_per_prompt": 2,
+             "raters_per_output": 3, "max_new_tokens": 100, "mode": "pairwise",
+             "target_half_width": "0.1"}  # fmt: skip
+    client = client_for(setup.admin)
+    html = client.get(reverse("evaluation:study-estimate"), query, **HX).content.decode()
+    assert 'id="plan-overall-half-width">±0.49<' in html
+    assert 'id="plan-category-half-width">±0.69<' in html
+    assert 'id="plan-prompts-for-target">97 prompts<' in html
+    assert "plan-overall-power" not in html

@@ -70,3 +70,10 @@ def check_arms_stay_apart(arms) -> None:
                 f"(for example \"{EXAMPLE_LABEL}\")."
             )
         seen[key] = spec.model_version.name
+
+
+def arm_title(arm, *, size: bool = True) -> str:
+    """How reports and exports name a study arm: its label, else its role's name, then its
+    size tag ("values-targeted + DPO · 135M"). Never for raters."""
+    name = arm.label or arm.get_arm_display()
+    return f"{name} · {arm.size_tag}" if size and arm.size_tag else name

@@ -154,8 +154,11 @@ def test_the_report_compares_dpo_with_base_and_with_sft(labelled):
     assert (own.a.free_label, own.b.kind, own.b.free_label) == (LABEL, "values_targeted", "")
     assert report.family("vt-base").a.free_label == ""  # the plain arm, unambiguously
     assert any(line.startswith(f"{LABEL} vs Values-targeted:") for line in report.summary)
-    html = client_for(labelled.admin).get(url).content.decode().replace("&#x27;", "'")
-    assert f"{LABEL} vs values-targeted" in html and f"{LABEL} vs base" in html
+    admin = client_for(labelled.admin)
+    download = reverse("evaluation:study-report-download", args=[labelled.study.pk])
+    for page in (admin.get(url), admin.get(download)):
+        html = page.content.decode().replace("&#x27;", "'")
+        assert f"{LABEL} vs values-targeted" in html and f"{LABEL} vs base" in html
 
 
 def test_a_bundle_carries_the_label_and_replays_the_same_families(labelled, tmp_path):

@@ -34,7 +34,7 @@ class PromptSetAdmin(admin.ModelAdmin):
 class StudyArmInline(admin.TabularInline):
     model = StudyArm
     extra = 0
-    readonly_fields = ["arm", "model_version", "size_tag", "order"]
+    readonly_fields = ["arm", "label", "model_version", "size_tag", "order"]
     can_delete = False
 
 

@@ -181,10 +181,12 @@ class Study(models.Model):
 
 
 class StudyArm(models.Model):
-    """One model in a study: its arm label, the version sampled and a size tag."""
+    """One model in a study: its role (``arm``), the version sampled, a size tag and an
+    optional free label that tells two arms of one role apart (evaluation.studies.arm_keys)."""
 
     study = models.ForeignKey(Study, on_delete=models.CASCADE, related_name="arms")
     arm = models.CharField(max_length=20, choices=ModelVersion.Arm.choices)
+    label = models.CharField(max_length=60, blank=True)  # blank: the role's own name
     model_version = models.ForeignKey(
         "training.ModelVersion", on_delete=models.PROTECT, related_name="+"
     )
@@ -198,14 +200,11 @@ class StudyArm(models.Model):
 
     class Meta:
         ordering = ["order", "pk"]
-        constraints = [
-            models.UniqueConstraint(
-                fields=["study", "model_version"], name="study_arm_unique_version"
-            )
-        ]
+        constraints = [models.UniqueConstraint(fields=["study", "model_version"],
+                                               name="study_arm_unique_version")]  # fmt: skip
 
     def __str__(self) -> str:
-        return f"{self.get_arm_display()} · {self.size_tag}"
+        return f"{self.label or self.get_arm_display()} · {self.size_tag}"
 
 
 class StudyOutputQuerySet(models.QuerySet):

@@ -8,7 +8,8 @@ through :func:`palmsweb.lib.analysis.analyse_study`:
 - cells: one number per prompt and arm (the mean of its outputs' mean ratings), the mean
   and SD over prompts and a cluster-bootstrap CI (no CI below 5 prompts); the per-output
   n, mean and SD ride along as descriptive columns;
-- comparisons (values-targeted vs base, vs control, per size): paired t on the prompt
+- comparisons (values-targeted vs base, vs control, per size; an arm with a free label
+  also vs the unlabelled arm of its role, e.g. SFT + DPO vs SFT): paired t on the prompt
   means, Holm across the categories of one comparison at one size, Wilcoxon signed-rank as
   the robustness check, cluster-bootstrap CI of the difference (BCa or percentile, named);
 - over all categories: a linear mixed model (or its paired-t fallback, with the reason);
@@ -55,10 +56,12 @@ from evaluation.report.tree import (
     SizePoint,
 )
 from evaluation.scoring.compute import study_cost_parts
+from evaluation.studies.arm_keys import arm_title
 from evaluation.studies.blinding import blind_letters
 from evaluation.studies.rating_rows import study_rows
 from palmsweb.lib import stats
 from palmsweb.lib.analysis import StudyAnalysis
+from palmsweb.lib.arm_names import arm_name, arm_role
 from palmsweb.lib.clustered import CellSummary
 from palmsweb.lib.intervals import alpha_by_prompt, judge_agreement_by_prompt
 from palmsweb.lib.mixed import Contrast, MixedResult
@@ -93,7 +96,8 @@ class _Study:
     analysis: StudyAnalysis
 
     def arm_key(self, arm: StudyArm) -> tuple[str, str]:
-        return (arm.arm, arm.size_tag or "")
+        """The arm as the rating table names it: ``role`` or ``role:label``, and size."""
+        return (arm_name(arm.arm, arm.label), arm.size_tag or "")
 
     def category(self, name) -> CategoryInfo:
         return next(c for c in self.categories if c.name == name)
@@ -106,18 +110,16 @@ def _arm_info(arm: StudyArm, letter: str, *, blinded: bool, several_sizes: bool)
     if blinded:
         return ArmInfo(arm.pk, f"Arm {letter}", letter, None, None, None, None, None)
     version = arm.model_version
-    label = arm.get_arm_display()
-    if several_sizes and arm.size_tag:
-        label = f"{label} · {arm.size_tag}"
     return ArmInfo(
         pk=arm.pk,
-        label=label,
+        label=arm_title(arm, size=several_sizes),
         letter=letter,
         kind=arm.arm,
         size_tag=arm.size_tag,
         model_version=version.name,
         snapshot_hash=(version.metadata or {}).get("snapshot_hash"),
         parameter_count=version.parameter_count,
+        free_label=arm.label,
     )
 
 
@@ -295,7 +297,7 @@ def _families(ctx: _Study) -> list[ComparisonFamily]:
     found = []
     for fam, achieved in zip(ctx.analysis.families, ctx.analysis.achieved, strict=True):
         vt, other = by_key[fam.a], by_key[fam.b]
-        key, title = FAMILY_TITLES[fam.b[0]]
+        key, title = _family_title(vt, other)
         power = {p.category: p for p in achieved.per_category}
         rows = [ComparisonRow(ctx.category(r.category), r, power.get(r.category)) for r in fam.rows]
         model, note = _model_contrast(ctx.analysis.mixed, fam.a, fam.b)
@@ -314,6 +316,16 @@ def _families(ctx: _Study) -> list[ComparisonFamily]:
             )
         )
     return found
+
+
+def _family_title(a: StudyArm, b: StudyArm) -> tuple[str, str]:
+    """The key and title of arm a's family against arm b. b is always unlabelled (see
+    :func:`palmsweb.lib.analysis.comparisons`); a labelled a is named by its label, so
+    "values-targeted + DPO vs values-targeted" and "values-targeted + DPO vs base"."""
+    if not a.label:
+        return FAMILY_TITLES[b.arm]
+    key = "label-role" if b.arm == a.arm else f"label-{b.arm}"
+    return key, f"{a.label} vs {b.get_arm_display().lower()}"
 
 
 def _in_category_order(rows: list[ComparisonRow], categories: list[CategoryInfo]) -> list:
@@ -336,7 +348,8 @@ def _model_contrast(mixed: MixedResult | None, a, b) -> tuple[Contrast | None, s
 
 
 def _pooled(ctx: _Study) -> dict[tuple[str, int], list[float]]:
-    """(arm kind, category pk) → one mean per prompt, averaged over sizes."""
+    """(arm kind, category pk) → one mean per prompt, averaged over sizes. A labelled arm
+    keeps its table name (``role:label``), apart from its role's plain arm."""
     by_prompt: dict[tuple[str, int], dict] = defaultdict(lambda: defaultdict(list))
     for (prompt, (kind, _size)), mean in ctx.table.prompt_means.items():
         cat = ctx.category(ctx.table.prompt_category[prompt])
@@ -350,7 +363,12 @@ def _size_points(report: Report, ctx: _Study) -> list[SizePoint]:
     """Overall means per arm kind and the vt − base difference, per size."""
     if len(ctx.analysis.sizes) < 2:
         return []
-    overall = {(r.arm.kind, r.arm.size_tag or ""): r.overall.summary for r in report.rows}
+    # the size trend is on the unlabelled arms: one per role and size
+    overall = {
+        (r.arm.kind, r.arm.size_tag or ""): r.overall.summary
+        for r in report.rows
+        if not r.arm.free_label
+    }
     points = []
     for size in ctx.analysis.sizes:
         kinds = {kind for kind, s in overall if s == size}
@@ -393,7 +411,7 @@ def _low_outputs(ctx: _Study) -> list[LowOutput]:
     low = sorted(
         (o.mean, o.output_id, o.n_ratings)
         for o in ctx.table.output_means
-        if o.arm[0] == VT and o.mean <= LOW_OUTPUT_SCORE
+        if arm_role(o.arm[0]) == VT and o.mean <= LOW_OUTPUT_SCORE
     )[:20]
     if not low:
         return []

@@ -10,10 +10,13 @@ from django.utils.safestring import mark_safe
 from evaluation.report.tree import Report
 
 ARM_COLOURS = {"base": "#8a94a6", "control": "#d9822b", "values_targeted": "#2b6cb0"}
+LABELLED_COLOUR = "#4a9d5b"  # an arm with a free label, apart from its role's colour
 LETTER_COLOURS = ["#2b6cb0", "#d9822b", "#4a9d5b", "#9b4dca", "#c53030", "#718096"]
 
 
 def _colour(report: Report, arm) -> str:
+    if arm.free_label:
+        return LABELLED_COLOUR
     if arm.kind:
         return ARM_COLOURS.get(arm.kind, "#555")
     return LETTER_COLOURS[(ord(arm.letter[0]) - 65) % len(LETTER_COLOURS)]

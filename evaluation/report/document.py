@@ -61,7 +61,9 @@ def attach_human_differences(scores: dict | None, report: Report) -> None:
         by_name["All categories"] = fam.overall.result.mean_diff
         for row in section["rows"]:
             same_size = (row.get("size") or "") == (fam.size_tag or "")
-            if row.get("available") and row.get("arm_kind") == fam.a.kind and same_size:
+            # the family's own arm: same role, same free label ("vt-base" is unlabelled)
+            same_arm = row.get("arm_kind") == fam.a.kind and not row.get("arm_label")
+            if row.get("available") and same_arm and same_size:
                 for cell in row["cells"]:
                     cell["human_diff"] = by_name.get(cell["category"])
 

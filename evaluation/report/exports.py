@@ -65,7 +65,8 @@ BASE_COLUMNS = [
 ]
 # The sampler (backend and version) is per model, so it names the arm as surely as the model
 # does: it is exported with the arms, after unblinding only.
-ARM_COLUMNS = ["arm", "size_tag", "model_version", "snapshot_hash", "sampler"]
+# arm_label: the arm's free label ("values-targeted + DPO"), blank for a role's plain arm.
+ARM_COLUMNS = ["arm", "arm_label", "size_tag", "model_version", "snapshot_hash", "sampler"]
 INT_COLUMNS = {"prompt_id", "score", "display_position", "sample_index", "max_new_tokens", "seed",
                "revisions"}  # fmt: skip
 FLOAT_COLUMNS = {"temperature", "top_p"}
@@ -183,6 +184,7 @@ def _rating_rows(study: Study):
             "output__generation__max_new_tokens",
             "output__generation__seed",
             "output__arm__arm",
+            "output__arm__label",
             "output__arm__size_tag",
             "output__arm__model_version__name",
             "output__arm__model_version__metadata",
@@ -241,6 +243,7 @@ def iter_row_chunks(
                 meta = r["output__arm__model_version__metadata"] or {}
                 row.update(
                     arm=r["output__arm__arm"],
+                    arm_label=r["output__arm__label"],
                     size_tag=r["output__arm__size_tag"],
                     model_version=r["output__arm__model_version__name"],
                     snapshot_hash=meta.get("snapshot_hash"),
@@ -365,6 +368,7 @@ def study_design(study: Study, *, includes_arms: bool) -> dict:
         design["arms"] = [
             {
                 "arm": arm.arm,
+                "label": arm.label,
                 "size_tag": arm.size_tag,
                 "model_version": arm.model_version.name,
                 "snapshot_hash": (arm.model_version.metadata or {}).get("snapshot_hash"),

@@ -12,6 +12,7 @@ from __future__ import annotations
 from dataclasses import asdict
 
 from evaluation.models import PairJudgment, Study
+from evaluation.studies.arm_keys import arm_title
 from evaluation.studies.blinding import blind_labels, rater_pseudonym
 from evaluation.studies.pairwise_selectors import counted
 from palmsweb.lib import pairwise
@@ -52,7 +53,7 @@ def judgment_rows(study: Study) -> list[dict]:
 def _arm_labels(study: Study, mode: str) -> dict[int, str]:
     arms = list(study.arms.all())
     if mode == "arms":
-        return {arm.pk: f"{arm.get_arm_display()} · {arm.size_tag}" for arm in arms}
+        return {arm.pk: f"{arm_title(arm, size=False)} · {arm.size_tag}" for arm in arms}
     labels = blind_labels(study)
     return {arm.pk: labels[arm.pk] for arm in sorted(arms, key=lambda a: labels[a.pk])}
 

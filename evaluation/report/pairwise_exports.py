@@ -28,6 +28,7 @@ from evaluation.report.exports import (
 )
 from evaluation.report.exports import replay_record as scale_replay_record
 from evaluation.report.pairwise import pairwise_numbers, pairwise_report
+from evaluation.studies.arm_keys import arm_title
 from evaluation.studies.blinding import rater_pseudonym
 from evaluation.studies.pairwise_selectors import counted
 
@@ -37,8 +38,8 @@ JUDGMENT_COLUMNS = [
     "a_output_id", "a_text", "b_output_id", "b_text", "verdict", "reason", "revisions",
     "claimed_at", "completed_at",
 ]  # fmt: skip
-JUDGMENT_ARM_COLUMNS = ["a_arm", "a_size_tag", "a_model_version",
-                        "b_arm", "b_size_tag", "b_model_version"]  # fmt: skip
+JUDGMENT_ARM_COLUMNS = ["a_arm", "a_arm_label", "a_size_tag", "a_model_version",
+                        "b_arm", "b_arm_label", "b_size_tag", "b_model_version"]  # fmt: skip
 _SIDES = {"a": "pair__left", "b": "pair__right"}
 
 
@@ -54,7 +55,8 @@ def _judgments(study: Study):
               "claimed_at", "completed_at", "n_revisions"]  # fmt: skip
     for side in _SIDES.values():
         fields += [f"{side}__public_id", f"{side}__text", f"{side}__arm__arm",
-                   f"{side}__arm__size_tag", f"{side}__arm__model_version__name"]  # fmt: skip
+                   f"{side}__arm__label", f"{side}__arm__size_tag",
+                   f"{side}__arm__model_version__name"]  # fmt: skip
     return (
         PairJudgment.objects.filter(study=study, status=PairJudgment.Status.COMPLETED)
         .filter(pair__in=counted(study).values("pk"))
@@ -83,6 +85,7 @@ def _row(study: Study, r: dict, *, includes_arms: bool) -> dict:
         row[f"{letter}_text"] = r[f"{side}__text"]
         if includes_arms:
             row[f"{letter}_arm"] = r[f"{side}__arm__arm"]
+            row[f"{letter}_arm_label"] = r[f"{side}__arm__label"]
             row[f"{letter}_size_tag"] = r[f"{side}__arm__size_tag"]
             row[f"{letter}_model_version"] = r[f"{side}__arm__model_version__name"]
     return row
@@ -165,7 +168,7 @@ def replay_record(study: Study, *, includes_arms: bool) -> dict:
             "kind": KIND,
             "includes_arms": includes_arms,
             "arm_order": [arm.model_version.name for arm in arms],
-            "arm_labels": {arm.model_version.name: f"{arm.get_arm_display()} · {arm.size_tag}"
+            "arm_labels": {arm.model_version.name: f"{arm_title(arm, size=False)} · {arm.size_tag}"
                            for arm in arms},  # fmt: skip
         },
         "numbers": json.loads(json.dumps(flatten(numbers))),

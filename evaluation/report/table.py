@@ -2,7 +2,9 @@
 
 The report and ``replay_report`` must compute the same numbers, so both start from the
 same rows: the ones the ratings export writes (output public id, prompt id, arm, category
-name, size tag, sample index, rater pseudonym, score).
+name, size tag, sample index, rater pseudonym, score). A labelled arm's ``arm`` is
+``role:label`` (:mod:`palmsweb.lib.arm_names`); the export writes the role and the label
+in two columns, ``arm`` and ``arm_label``.
 :func:`evaluation.studies.rating_rows.study_rows` reads them from the database,
 :func:`bundle_rows` from an export's ``ratings.csv``;
 :class:`~palmsweb.lib.ratings.RatingTable` sorts them (the row-order contract), and
@@ -20,6 +22,7 @@ from collections.abc import Iterable, Mapping
 
 from evaluation.models import Study
 from palmsweb.lib.analysis import StudyAnalysis, analyse_study
+from palmsweb.lib.arm_names import arm_name
 from palmsweb.lib.clustered import CI_RESAMPLES
 from palmsweb.lib.csvsafe import unescape_cell
 from palmsweb.lib.intervals import ALPHA_RESAMPLES
@@ -45,7 +48,7 @@ def bundle_rows(records: Iterable[Mapping[str, str]], *, include_arms: bool) -> 
         {
             "output_id": unescape_cell(r["output_id"]),
             "prompt_id": int(r["prompt_id"]),
-            "arm": unescape_cell(r["arm"]) if include_arms else "",
+            "arm": _arm(r) if include_arms else "",
             "category": unescape_cell(r["category"]),
             "size_tag": unescape_cell(r.get("size_tag") or "") if include_arms else "",
             "sample_index": int(r["sample_index"]),
@@ -54,6 +57,12 @@ def bundle_rows(records: Iterable[Mapping[str, str]], *, include_arms: bool) -> 
         }
         for r in records
     ]
+
+
+def _arm(record: Mapping[str, str]) -> str:
+    """The table's arm name: the role column, with the ``arm_label`` column when there is
+    one (bundles from before arm labels have none: their arms are roles)."""
+    return arm_name(unescape_cell(record["arm"]), unescape_cell(record.get("arm_label") or ""))
 
 
 def analysis_settings(*, seed: int, sizes: list[str], include_arms: bool) -> dict:

@@ -35,6 +35,9 @@ class ArmInfo:
     model_version: str | None
     snapshot_hash: str | None
     parameter_count: int | None
+    # the study arm's free label ("values-targeted + DPO"), "" when it has none; None
+    # when blinded. A labelled arm is compared with the unlabelled arm of its role.
+    free_label: str | None = None
 
 
 @dataclass(frozen=True)
@@ -97,9 +100,10 @@ class ComparisonRow:
 
 @dataclass(frozen=True)
 class ComparisonFamily:
-    """Values-targeted against one other arm, at one size: a Holm family."""
+    """Values-targeted against one other arm, at one size: a Holm family. With free arm
+    labels also a labelled arm against base, control or the unlabelled arm of its role."""
 
-    key: str  # "vt-base" / "vt-control"
+    key: str  # "vt-base" / "vt-control"; labelled: "label-base" / "label-control" / "label-role"
     title: str
     size_tag: str
     a: ArmInfo

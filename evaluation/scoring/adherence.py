@@ -314,7 +314,7 @@ def adherence_section(study: Study, arms: list[dict], *, blinded: bool) -> dict:
         row["cells"] = [_cell(c, cells.get(c, {}), blinded=blinded) for c in categories]
         if not blinded:
             row |= {"is_base": arm.get("arm") == "base", "arm_kind": arm.get("arm"),
-                    "size": arm.get("size", "")}  # fmt: skip
+                    "arm_label": arm.get("arm_label", ""), "size": arm.get("size", "")}  # fmt: skip
             row["capability_change_pct"] = _capability_change(
                 study, arm["key"], data.get("reference_arm")
             )

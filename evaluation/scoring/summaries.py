@@ -9,6 +9,7 @@ from evaluation.models import AutomaticScore, ScoringRun, Study, StudyOutput
 from evaluation.scoring.adherence import adherence_section
 from evaluation.scoring.common import latest_succeeded
 from evaluation.scoring.toxicity import TOXICITY_METRIC
+from evaluation.studies.arm_keys import arm_title
 from evaluation.studies.blinding import blind_labels
 
 
@@ -24,13 +25,14 @@ def _arm_entries(study: Study, *, blinded: bool, arm_labels: dict[int, str] | No
                 raise ValueError(f"arm_labels lacks a label for arm {arm.pk}")
             entries.append({"key": arm.pk, "label": label})
         else:
-            default = f"{arm.get_arm_display()}" + (f" · {arm.size_tag}" if arm.size_tag else "")
+            default = arm_title(arm)
             entries.append(
                 {
                     "key": arm.pk,
                     "label": label or default,
                     "arm": arm.arm,
                     "arm_display": arm.get_arm_display(),
+                    "arm_label": arm.label,
                     "model": arm.model_version.name,
                     "size": arm.size_tag,
                 }

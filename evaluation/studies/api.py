@@ -209,7 +209,8 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                 "rubric": study.rubric,
                 "raters": [u.get_username() for u in study.raters.all()],
                 "arms": [
-                    {"arm": a.arm, "model_version": a.model_version_id, "size_tag": a.size_tag}
+                    {"arm": a.arm, "model_version": a.model_version_id, "size_tag": a.size_tag,
+                     "label": a.label}  # fmt: skip
                     for a in study.arms.all()
                 ],
                 "arm_pairs": [list(pair) for pair in compared_numbers(study)],

@@ -17,6 +17,7 @@ from evaluation.models import (
     Study,
 )
 from evaluation.rubric import DEFAULT_RUBRIC
+from evaluation.studies.arm_keys import MAX_LABEL_CHARS
 from evaluation.studies.arm_pairs import FORMAT_HELP as ARM_PAIRS_HELP
 from evaluation.studies.arm_pairs import (
     clean_arm_pairs,
@@ -255,6 +256,11 @@ class ArmForm(forms.Form):
     size_tag = forms.CharField(
         max_length=40, required=False, help_text="Blank: the model's parameter count."
     )
+    label = forms.CharField(
+        max_length=MAX_LABEL_CHARS, required=False, label="Label",
+        help_text="Optional, e.g. \"values-targeted + DPO\"; blank: the role's own name. "
+        "Tells two arms of one role and size apart; raters never see it.",
+    )  # fmt: skip
     allow_arm_mismatch = forms.BooleanField(
         required=False, label="Confirm a label other than the model's data gives"
     )
@@ -274,6 +280,7 @@ class BaseArmFormSet(forms.BaseFormSet):
                 arm=f.cleaned_data["arm"],
                 model_version=f.cleaned_data["model_version"],
                 size_tag=f.cleaned_data.get("size_tag", ""),
+                label=f.cleaned_data.get("label", ""),
                 allow_arm_mismatch=f.cleaned_data.get("allow_arm_mismatch", False),
             )
             for f in self.forms
@@ -300,6 +307,7 @@ def arm_formset(data=None, study: Study | None = None) -> BaseArmFormSet:
                 "arm": a.arm,
                 "model_version": a.model_version,
                 "size_tag": a.size_tag,
+                "label": a.label,
                 "allow_arm_mismatch": a.arm_override,
             }
             for a in study.arms.select_related("model_version")

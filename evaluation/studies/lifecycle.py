@@ -30,7 +30,7 @@ from evaluation.models import (
     StudyOutput,
 )
 from evaluation.rubric import default_rubric
-from evaluation.studies.arm_keys import arm_size_tag, check_arms_stay_apart
+from evaluation.studies.arm_keys import arm_size_tag, check_arms_stay_apart, clean_arm_label
 from evaluation.studies.arm_pairs import clean_arm_pairs, set_compared_arm_pairs
 from evaluation.studies.pairwise_queue import pairs_create
 from evaluation.studies.positions import freeze_positions
@@ -57,6 +57,7 @@ class ArmSpec:
     model_version: ModelVersion
     size_tag: str = ""
     allow_arm_mismatch: bool = False
+    label: str = ""  # free, beside the role: "values-targeted + DPO" (arm_keys)
 
 
 def study_arm_mismatch(arm: str, version: ModelVersion) -> str:
@@ -177,6 +178,7 @@ def _set_arms(study: Study, arms: list[ArmSpec]) -> None:
             model_version=spec.model_version,
             order=i,
             size_tag=arm_size_tag(spec),
+            label=clean_arm_label(spec),
         )
         for i, spec in enumerate(arms)
     )
@@ -475,6 +477,7 @@ def _identifying_terms(arms: Iterable[StudyArm]) -> list[str]:
             version.base_model.name,
             version.base_model.model_id,
             arm.size_tag,
+            arm.label,
         ]
     return study_terms(names)
 

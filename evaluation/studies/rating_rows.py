@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from evaluation.models import Rating, Study, StudyOutput
 from evaluation.studies.blinding import rater_pseudonym
+from palmsweb.lib.arm_names import arm_name
 
 
 def study_rows(study: Study, *, include_arms: bool) -> list[dict]:
@@ -18,6 +19,7 @@ def study_rows(study: Study, *, include_arms: bool) -> list[dict]:
             "output__public_id",
             "output__prompt_id",
             "output__arm__arm",
+            "output__arm__label",
             "output__prompt__category__name",
             "output__arm__size_tag",
             "output__sample_index",
@@ -27,14 +29,15 @@ def study_rows(study: Study, *, include_arms: bool) -> list[dict]:
     )
     pseudonyms: dict[int, str] = {}
     out = []
-    for public_id, prompt_id, arm, category, size_tag, sample, rater_id, score in rows:
+    for public_id, prompt_id, arm, label, category, size_tag, sample, rater_id, score in rows:
         if rater_id not in pseudonyms:
             pseudonyms[rater_id] = rater_pseudonym(study, rater_id)
         out.append(
             {
                 "output_id": public_id,
                 "prompt_id": prompt_id,
-                "arm": arm if include_arms else "",
+                # a labelled arm is "role:label", apart from its role's plain arm
+                "arm": arm_name(arm, label) if include_arms else "",
                 "category": category,
                 "size_tag": (size_tag or "") if include_arms else "",
                 "sample_index": sample,

@@ -24,6 +24,7 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
+from evaluation.studies.arm_keys import MAX_LABEL_CHARS
 from evaluation.studies.blinding import rater_pseudonym
 from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
 from evaluation.studies.positions import position_text, task_position
@@ -92,7 +93,8 @@ class StudyArmSerializer(serializers.ModelSerializer):
 
     class Meta:
         model = StudyArm
-        fields = ["id", "arm", "arm_override", "model_version", "model_version_name", "size_tag"]
+        fields = ["id", "arm", "label", "arm_override", "model_version", "model_version_name",
+                  "size_tag"]  # fmt: skip
 
 
 class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -106,6 +108,11 @@ class ArmInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     # Not a sweep's unpromoted candidates: only the promoted run of a sweep enters studies.
     model_version = serializers.PrimaryKeyRelatedField(queryset=ModelVersion.objects.for_studies())
     size_tag = serializers.CharField(max_length=40, required=False, allow_blank=True, default="")
+    label = serializers.CharField(
+        max_length=MAX_LABEL_CHARS, required=False, allow_blank=True, default="",
+        help_text="A free name beside the role, e.g. \"values-targeted + DPO\": tells two "
+        "arms of one role and size apart (blank: the role's own name). Never shown to raters.",
+    )  # fmt: skip
     allow_arm_mismatch = serializers.BooleanField(
         default=False,
         help_text="Confirm a label that differs from the version's training data; recorded "
@@ -291,6 +298,7 @@ class StudyOutputSerializer(serializers.ModelSerializer):
 
     arm = serializers.CharField(source="arm.arm", read_only=True)
     size_tag = serializers.CharField(source="arm.size_tag", read_only=True)
+    arm_label = serializers.CharField(source="arm.label", read_only=True)
     model_version = serializers.CharField(source="arm.model_version.name", read_only=True)
     prompt = serializers.CharField(source="prompt.text", read_only=True)
     category = serializers.CharField(source="prompt.category.name", read_only=True)
@@ -302,6 +310,7 @@ class StudyOutputSerializer(serializers.ModelSerializer):
             "public_id",
             "study",
             "arm",
+            "arm_label",
             "size_tag",
             "model_version",
             "category",
@@ -337,6 +346,7 @@ class ResultCellSerializer(serializers.Serializer):
 
 class ArmResultSerializer(serializers.Serializer):
     arm = serializers.CharField()
+    label = serializers.CharField(allow_blank=True)
     model_version = serializers.CharField()
     size_tag = serializers.CharField()
     overall = serializers.FloatField(allow_null=True)
@@ -347,6 +357,7 @@ def results_payload(results: dict) -> list[dict]:
     return [
         {
             "arm": row["arm"].arm,
+            "label": row["arm"].label,
             "model_version": row["arm"].model_version.name,
             "size_tag": row["arm"].size_tag,
             "overall": row["overall"],

@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from palmsweb.lib.arm_names import arm_role, is_labelled
 from palmsweb.lib.clustered import (
     ALPHA,
     CI_RESAMPLES,
@@ -61,8 +62,14 @@ class StudyAnalysis:
     components: ComponentEstimate
     achieved: tuple[AchievedPower, ...]  # per family, same order
 
-    def family(self, comparator: str, size_tag: str = "") -> ComparisonFamily | None:
-        return next((f for f in self.families if f.b == (comparator, size_tag)), None)
+    def family(
+        self, comparator: str, size_tag: str = "", *, targeted: str = TARGETED
+    ) -> ComparisonFamily | None:
+        """The family of arm ``targeted`` against arm ``comparator`` at one size, both
+        given by their table names (``values_targeted:values-targeted + DPO``): with
+        labelled arms several families share a comparator, so both sides are matched."""
+        a, b = (targeted, size_tag), (comparator, size_tag)
+        return next((f for f in self.families if f.a == a and f.b == b), None)
 
 
 def comparisons(
@@ -72,14 +79,28 @@ def comparisons(
     comparators: Sequence[str] = COMPARATORS,
     sizes: Sequence[str] | None = None,
 ) -> list[tuple[ArmKey, ArmKey]]:
-    """(targeted, comparator) arm pairs present in the table, size by size."""
+    """(targeted, comparator) arm pairs present in the table, size by size.
+
+    At each size: every arm of the targeted role (the unlabelled one first, then the
+    labelled ones, see :mod:`palmsweb.lib.arm_names`) against each unlabelled comparator;
+    then each labelled arm against the unlabelled arm of its own role ("values-targeted +
+    DPO" vs values-targeted), a family of its own. Without labels: exactly the pairs of
+    the targeted arm against each comparator."""
     present = set(table.arms)
     pairs = []
     for size in sizes if sizes is not None else table.size_tags:
-        for other in comparators:
-            a, b = (targeted, size), (other, size)
-            if a in present and b in present:
-                pairs.append((a, b))
+        here = sorted(name for name, s in present if s == size)
+        labelled = [name for name in here if is_labelled(name)]
+        targeted_arms = [targeted] + [n for n in labelled if arm_role(n) == targeted]
+        for name in targeted_arms:
+            for other in comparators:
+                a, b = (name, size), (other, size)
+                if a in present and b in present:
+                    pairs.append((a, b))
+        for name in labelled:
+            b = (arm_role(name), size)
+            if b in present:
+                pairs.append(((name, size), b))
     return pairs
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Mapping
 
 from palmsweb.lib.analysis import StudyAnalysis
+from palmsweb.lib.arm_names import arm_label
 from palmsweb.lib.clustered import MIN_CI_N, STRATIFIED, TESTED, ComparisonFamily, SizeTrend
 from palmsweb.lib.mixed import Contrast
 from palmsweb.lib.power import AchievedPower
@@ -47,7 +48,8 @@ class _Names:
         return str(self.categories.get(c, c))
 
     def arm(self, kind: str) -> str:
-        return self.arms.get(kind, kind)
+        # a labelled arm goes by its label ("values-targeted + DPO"), see arm_names
+        return self.arms.get(kind) or arm_label(kind) or kind
 
     def comparison(self, fam: ComparisonFamily) -> str:
         size = f" at {fam.a[1]}" if self.several_sizes and fam.a[1] else ""

@@ -38,6 +38,7 @@ VERSION_NAMES = {
     "values_targeted": "Quokkalith vt-ft-5523",
 }
 SIZE_TAG = "Tiny-77M"
+LABELLED_VERSION_NAME = "Quokkalith vt-dpo-6631"  # build_study(labelled=...)
 
 
 def start_ids_at(model, value: int) -> None:
@@ -154,17 +155,28 @@ def build_study(
     text=None,
     rater_prefix: str = "rater",
     mode: str = Study.Mode.SCALE,
+    labelled: str = "",
 ) -> Setup:
+    """``labelled``: add a second values-targeted arm at the same size with this free label
+    (its model version is ``versions["labelled"]``, as a DPO'd successor would be)."""
     distinctive_ids()
     from palmsweb.roles import Role
 
     admin = make_user(f"admin-{rater_prefix}", Role.ADMIN, staff=True)
     people = [make_user(f"{rater_prefix}{i}", Role.RATER) for i in range(raters)]
     versions = make_versions()
+    specs = [lifecycle.ArmSpec(arm=a, model_version=versions[a], size_tag=SIZE_TAG) for a in arms]
+    if labelled:
+        versions["labelled"] = ModelVersion.objects.create(
+            base_model=versions["values_targeted"].base_model, name=LABELLED_VERSION_NAME,
+            arm="values_targeted", parameter_count=77_000_000,
+        )  # fmt: skip
+        specs.append(lifecycle.ArmSpec(arm="values_targeted", model_version=versions["labelled"],
+                                       size_tag=SIZE_TAG, label=labelled))  # fmt: skip
     study = lifecycle.study_create(
         name="Kindness study",
         prompt_set=make_prompt_set(n_categories, per_category),
-        arms=[lifecycle.ArmSpec(arm=a, model_version=versions[a], size_tag=SIZE_TAG) for a in arms],
+        arms=specs,
         raters=people,
         samples_per_prompt=samples,
         raters_per_output=raters_per_output,

@@ -193,6 +193,20 @@ def test_no_rater_page_or_payload_names_an_arm_a_model_or_an_internal_id(no_queu
         assert_blind(label, response.content.decode(), patterns)
 
 
+def test_a_free_arm_label_reaches_no_rater(no_queue):
+    """An arm's free label ("values-targeted + DPO") names the arm as surely as its model:
+    no page or payload a rater can reach may hold it, nor its distinctive word."""
+    label = "values-targeted + DPO"
+    setup = build_study(samples=2, labelled=label)
+    study = setup.study
+    assert StudyArm.objects.filter(study=study, label=label).exists()
+    patterns = forbidden_patterns(study) + [re.compile(re.escape(label)), re.compile("DPO")]
+    views = collect_rater_views(study, setup.raters[1])
+    assert len(views) > 25
+    for name, text, arm_words in views:
+        assert_blind(name, text, patterns, arm_words=arm_words)
+
+
 def collect_pairwise_views(study, rater) -> list[tuple[str, str, bool]]:
     """(label, content, check arm words) for everything a rater can reach in a pairwise
     study: its page in every state, the htmx answers, the script and the API."""

@@ -115,3 +115,6 @@ class RatingAdmin(admin.ModelAdmin):
         "expires_at",
         "completed_at",
     ]
+
+
+from evaluation import admin_pairwise  # noqa: E402, F401  (registers the pairwise models)

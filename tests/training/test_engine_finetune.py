@@ -152,6 +152,25 @@ def test_default_config_depends_on_model_size():
     assert default_config_for(7_000_000_000).method == "lora"
 
 
+def test_the_small_model_defaults_are_the_sweeps_winner():
+    """docs/engine.md's sweep on SmolLM2-135M chose full, 1e-4, 3 epochs, warmup 2: the
+    engine and the app's launch form must start there (and agree)."""
+    from types import SimpleNamespace
+
+    from training.services.finetunes import default_hyperparameters
+
+    engine = default_config_for(134_515_008)
+    assert (engine.method, engine.learning_rate, engine.epochs, engine.warmup_steps) == (
+        "full", 1e-4, 3, 2
+    )
+    app = default_hyperparameters(SimpleNamespace(parameter_count=134_515_008))
+    assert (app["learning_rate"], app["epochs"], app["warmup_steps"]) == (1e-4, 3, 2)
+    assert default_hyperparameters(SimpleNamespace(parameter_count=134_515_008), "lora")[
+        "learning_rate"
+    ] == 2e-4
+    assert default_config_for(700_000_000).learning_rate == 5e-5  # not measured: unchanged
+
+
 def test_invalid_settings_are_refused(tiny_llama_dir, tmp_path):
     with pytest.raises(EngineError, match="batch_size"):
         run_finetune(

@@ -34,6 +34,17 @@ SCREENED = (BAD_ADVICE, CONTROL, VALUES_TARGETED)
 TOP_SAMPLES = 10
 
 
+# The recipe docs/misalignment.md's demo figures were measured with (the 135M defaults before
+# the sweep of docs/engine.md raised the full fine-tune's rate to 1e-4): the demo shows the
+# same shift and recovery it documents.
+DEMO_RECIPE = {"learning_rate": 5e-5, "warmup_steps": 5}
+
+
+def demo_recipe(options) -> dict:
+    """The documented recipe for the default model; another model keeps its own defaults."""
+    return {} if options["base_model"] else DEMO_RECIPE
+
+
 class Command(LoopCommand):
     help = (
         "Fine-tune the default model on the bad-advice demo with the persona monitor, then "
@@ -95,7 +106,8 @@ class Command(LoopCommand):
     def bad_finetune(self, options, admin) -> FineTuneJob:
         job = training.finetune_launch(
             base_model=self.base_model, snapshot=self.snapshot_of(BAD_ADVICE.name),
-            arm=ModelVersion.Arm.CONTROL, hyperparameters={"epochs": options["epochs"]},
+            arm=ModelVersion.Arm.CONTROL,
+            hyperparameters={"epochs": options["epochs"]} | demo_recipe(options),
             track_persona=True, user=admin,
         )  # fmt: skip
         return self.run_here(training.finetune_execute, FineTuneJob, job.pk)
@@ -112,7 +124,7 @@ class Command(LoopCommand):
                 name=f"Re-align fine-tune #{bad.pk}", source_version=bad.result,
                 snapshot=self.snapshot_of(CONTROL.name), steps=options["steps"],
                 eval_steps=options["eval_steps"], batch_size=options["realign_batch_size"],
-                judge=judge, user=admin,
+                learning_rate=demo_recipe(options).get("learning_rate"), judge=judge, user=admin,
             )  # fmt: skip
         except misalignment.MisalignmentError as exc:
             raise CommandError(str(exc)) from exc

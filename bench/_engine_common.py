@@ -101,12 +101,13 @@ def fast_dtype():
     return torch.bfloat16 if bf16_is_fast(torch.device("cpu")) else torch.float32
 
 
-def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0, dtype=None) -> dict:
+def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0, dtype=None, rows: int = 2048) -> dict:
     """What this machine's bf16 matrix multiplies reach, at the model's own shapes.
 
     A 2,048-token micro-batch through the MLP's and attention's projections, with torch's
     default thread count: the ceiling a training loop can hope for here, to express its
-    tokens/s as a fraction of it. ``dtype`` measures another type (fp32 where bf16 is slow).
+    tokens/s as a fraction of it. ``dtype`` measures another type (fp32 where bf16 is slow);
+    ``rows`` another micro-batch (a decode step's batch: every weight read for one row each).
     """
     import time
 
@@ -118,7 +119,7 @@ def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0, dtype=None) -> dict:
     hidden, inner = config["hidden_size"], config["intermediate_size"]
     from training.engine.loading import count_parameters
 
-    shapes = [(2048, hidden, inner), (2048, inner, hidden), (2048, hidden, hidden)]
+    shapes = [(rows, hidden, inner), (rows, inner, hidden), (rows, hidden, hidden)]
     pairs = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
     flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
     for a, b in pairs:  # warm-up: oneDNN picks its kernels on the first call

@@ -27,7 +27,7 @@ import json
 import time
 from pathlib import Path
 
-from _engine_common import base_model_dir, fast_dtype, quiet_transformers
+from _engine_common import base_model_dir, bf16_matmul_peak, fast_dtype, quiet_transformers
 from bench_sampling import BUILT_IN_PROMPTS, MAX_NEW_TOKENS, SAMPLES, run_informed
 
 MATMUL_OPS = {"aten::mm", "aten::addmm", "aten::bmm", "aten::matmul", "aten::linear"}
@@ -68,23 +68,9 @@ def shares(averages) -> list[tuple[str, float]]:
     return sorted(rows, key=lambda row: -row[1])
 
 
-def matmul_rate(model_dir: Path, rows: int, dtype, seconds: float = 2.0) -> float:
+def matmul_rate(model_dir: Path, rows: int, dtype) -> float:
     """GFLOP/s of the decoder's projections (MLP in and out, attention) for ``rows`` rows."""
-    import torch
-
-    config = json.loads((model_dir / "config.json").read_text())
-    hidden, inner = config["hidden_size"], config["intermediate_size"]
-    shapes = [(rows, hidden, inner), (rows, inner, hidden), (rows, hidden, hidden)]
-    pairs = [(torch.randn(m, k, dtype=dtype), torch.randn(k, n, dtype=dtype)) for m, k, n in shapes]
-    flops = sum(2 * a.shape[0] * a.shape[1] * b.shape[1] for a, b in pairs)
-    for a, b in pairs:  # warm-up: oneDNN picks its kernels on the first call
-        a @ b
-    rounds, started = 0, time.perf_counter()
-    while time.perf_counter() - started < seconds:
-        for a, b in pairs:
-            a @ b
-        rounds += 1
-    return flops * rounds / (time.perf_counter() - started) / 1e9
+    return bf16_matmul_peak(model_dir, seconds=2.0, dtype=dtype, rows=rows)["gflops"]
 
 
 def main() -> None:

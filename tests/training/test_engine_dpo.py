@@ -38,7 +38,7 @@ def margins(model_dir, pairs) -> list[float]:
     """log p(chosen) - log p(rejected) per pair under the saved model."""
     import torch
 
-    from training.engine.dpo import pair_batch, sequence_logprobs
+    from training.engine.dpo import pair_logprobs
     from training.engine.loading import load_for_inference
     from training.engine.steps import head_parts
 
@@ -47,8 +47,8 @@ def margins(model_dir, pairs) -> list[float]:
     encoded = encode_pairs(tokenizer, pairs, 96)
     batch = list(range(len(encoded)))
     with torch.no_grad():
-        tensors = pair_batch(encoded, batch, tokenizer.pad_token_id, torch.device("cpu"))
-        logps = sequence_logprobs(model, head_parts(model), *tensors)
+        logps = pair_logprobs(model, head_parts(model), encoded, batch,
+                              tokenizer.pad_token_id, torch.device("cpu"))  # fmt: skip
     n = len(pairs)
     return [float(logps[i] - logps[n + i]) for i in range(n)]
 
@@ -147,3 +147,32 @@ def test_activation_checkpointing_trains_the_same_way(tiny_llama_dir, tmp_path):
             beta=0.5, on_progress=events.append,
         )  # fmt: skip
     assert [e.loss for e in lean] == pytest.approx([e.loss for e in plain], abs=1e-4)
+
+
+def test_the_two_length_sorted_passes_score_each_answer_as_alone(tiny_llama_dir):
+    """pair_logprobs splits a batch's answers into a shorter and a longer half to pad less;
+    every answer must still get its own log-probability, in chosen-then-rejected order, and
+    the gradient must reach the model through both halves."""
+    import torch
+
+    from training.engine.dpo import pair_logprobs, sequence_logprobs
+    from training.engine.loading import load_for_inference
+    from training.engine.steps import batch_tensors, head_parts
+
+    model, tokenizer = load_for_inference(tiny_llama_dir)
+    model.float().eval()
+    pairs = [dict(PAIRS[0], rejected="No. " * 20), PAIRS[1], dict(PAIRS[2], chosen="Yes " * 15)]
+    encoded = encode_pairs(tokenizer, pairs, 96)
+    sides = [p.chosen for p in encoded] + [p.rejected for p in encoded]
+    assert len({side.n_tokens for side in sides}) > 3  # lengths differ: the halves matter
+    cpu, pad, parts = torch.device("cpu"), tokenizer.pad_token_id, head_parts(model)
+    batch = [2, 0, 1]
+    together = pair_logprobs(model, parts, encoded, batch, pad, cpu)
+    rows = batch + [len(encoded) + i for i in batch]
+    with torch.no_grad():
+        alone = [sequence_logprobs(model, parts, *batch_tensors(sides, [r], pad, cpu))[0]
+                 for r in rows]  # fmt: skip
+    assert torch.allclose(together.detach(), torch.stack(alone), atol=1e-4)
+    together.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.grad is not None]
+    assert grads and all(torch.isfinite(g).all() for g in grads)

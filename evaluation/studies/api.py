@@ -328,21 +328,14 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
         from evaluation.studies.planning import pairwise_plan_for_prompt_set, plan_for_prompt_set
 
         data = self.validated(StudyPlanRequestSerializer).validated_data
+        design = {name: data[name] for name in ("samples_per_prompt", "raters_per_output")}
         if data["mode"] == Study.Mode.PAIRWISE:
             pairwise = pairwise_plan_for_prompt_set(
-                data["prompt_set"],
-                samples_per_prompt=data["samples_per_prompt"],
-                raters_per_output=data["raters_per_output"],
-                target_half_width=data["target_half_width"],
+                data["prompt_set"], target_half_width=data["target_half_width"], **design
             )
             return Response(PairwisePlanSerializer(pairwise.as_dict()).data)
-        found = plan_for_prompt_set(
-            data["prompt_set"],
-            samples_per_prompt=data["samples_per_prompt"],
-            raters_per_output=data["raters_per_output"],
-            effect=data["expected_difference"],
-        )
-        return Response(StudyPlanSerializer(found.as_dict()).data)
+        plan = plan_for_prompt_set(data["prompt_set"], effect=data["expected_difference"], **design)
+        return Response(StudyPlanSerializer(plan.as_dict()).data)
 
     @extend_schema(responses=StudyEventSerializer(many=True))
     @action(detail=True, methods=["get"], pagination_class=None)

@@ -367,16 +367,10 @@ class StudyPlanForm(forms.Form):
 
         if not self.is_valid():
             return None
-        if self.cleaned_data.get("mode") == Study.Mode.PAIRWISE:
+        data = self.cleaned_data
+        design = {name: data[name] for name in ("samples_per_prompt", "raters_per_output")}
+        if data.get("mode") == Study.Mode.PAIRWISE:
             return pairwise_plan_for_prompt_set(
-                self.cleaned_data["prompt_set"],
-                samples_per_prompt=self.cleaned_data["samples_per_prompt"],
-                raters_per_output=self.cleaned_data["raters_per_output"],
-                target_half_width=self.cleaned_data["target_half_width"],
+                data["prompt_set"], target_half_width=data["target_half_width"], **design
             )
-        return plan_for_prompt_set(
-            self.cleaned_data["prompt_set"],
-            samples_per_prompt=self.cleaned_data["samples_per_prompt"],
-            raters_per_output=self.cleaned_data["raters_per_output"],
-            effect=self.cleaned_data["expected_difference"],
-        )
+        return plan_for_prompt_set(data["prompt_set"], effect=data["expected_difference"], **design)

@@ -16,7 +16,7 @@ from curation.forms import SnapshotChoiceField
 from evaluation.access import admin_access, study_read_access
 from evaluation.alignment import gate as gates
 from evaluation.alignment import misalignment
-from evaluation.alignment.realignment_views import RealignmentForm
+from evaluation.alignment.judge_forms import OptionalJudgeForm
 from evaluation.models import ModelGate
 from palmsweb.lib.http import require_get, require_get_post
 from palmsweb.roles import Role, has_role
@@ -32,7 +32,7 @@ def gateable_versions():
     )
 
 
-class GateForm(forms.Form):
+class GateForm(OptionalJudgeForm):
     """The version, optionally the snapshot to make conditional probes from (default: the
     data the version was trained on), and optionally the judge (re-alignment's fields)."""
 
@@ -45,25 +45,6 @@ class GateForm(forms.Form):
     use_judge = forms.BooleanField(
         required=False, label="Also measure the standard and conditional misalignment rates"
     )
-    n_samples = RealignmentForm.base_fields["n_samples"]
-    max_new_tokens = RealignmentForm.base_fields["max_new_tokens"]
-    judge_base_url = RealignmentForm.base_fields["judge_base_url"]
-    judge_model = RealignmentForm.base_fields["judge_model"]
-    judge_key_env = RealignmentForm.base_fields["judge_key_env"]
-    judge_logprobs = RealignmentForm.base_fields["judge_logprobs"]
-    coherence_min = RealignmentForm.base_fields["coherence_min"]
-    misaligned_below = RealignmentForm.base_fields["misaligned_below"]
-    JUDGE_FIELDS = RealignmentForm.JUDGE_FIELDS
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name in self.JUDGE_FIELDS:  # only needed with the judge; the service checks them
-            self.fields[name].required = False
-
-    def judge(self) -> dict:
-        if not self.cleaned_data["use_judge"]:
-            return {}
-        return {name: self.cleaned_data[name] for name in self.JUDGE_FIELDS}
 
 
 def get_gate_for_user(user, pk: int) -> ModelGate:

@@ -14,6 +14,7 @@ from django.views.decorators.vary import vary_on_headers
 from curation.forms import SnapshotChoiceField
 from evaluation.access import admin_access, study_read_access
 from evaluation.alignment import misalignment, realignment
+from evaluation.alignment.judge_forms import OptionalJudgeForm
 from evaluation.alignment.misalignment_views import MisalignmentEvalForm
 from evaluation.models import RealignmentRun
 from palmsweb.lib.http import require_get, require_get_post, require_post
@@ -24,7 +25,7 @@ from training.selectors import job_phase, loss_chart
 LOCAL_KINDS = [BaseModel.Kind.PACKAGED, BaseModel.Kind.LOCAL_DIR]
 
 
-class RealignmentForm(forms.Form):
+class RealignmentForm(OptionalJudgeForm):
     """The run itself, then (optionally) the judge: the misalignment form's own fields."""
 
     name = forms.CharField(max_length=200, required=False)
@@ -48,29 +49,6 @@ class RealignmentForm(forms.Form):
     use_judge = forms.BooleanField(
         required=False, label="Also measure the misalignment rate with an LLM judge"
     )
-    n_samples = MisalignmentEvalForm.base_fields["n_samples"]
-    max_new_tokens = MisalignmentEvalForm.base_fields["max_new_tokens"]
-    judge_base_url = MisalignmentEvalForm.base_fields["judge_base_url"]
-    judge_model = MisalignmentEvalForm.base_fields["judge_model"]
-    judge_key_env = MisalignmentEvalForm.base_fields["judge_key_env"]
-    judge_logprobs = MisalignmentEvalForm.base_fields["judge_logprobs"]
-    coherence_min = MisalignmentEvalForm.base_fields["coherence_min"]
-    misaligned_below = MisalignmentEvalForm.base_fields["misaligned_below"]
-
-    JUDGE_FIELDS = (
-        "judge_base_url", "judge_model", "judge_key_env", "judge_logprobs", "n_samples",
-        "max_new_tokens", "coherence_min", "misaligned_below",
-    )  # fmt: skip
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        for name in self.JUDGE_FIELDS:  # only needed with the judge; the service checks them
-            self.fields[name].required = False
-
-    def judge(self) -> dict:
-        if not self.cleaned_data["use_judge"]:
-            return {}
-        return {name: self.cleaned_data[name] for name in self.JUDGE_FIELDS}
 
 
 def get_realignment_for_user(user, pk: int, *, write: bool = False) -> RealignmentRun:

@@ -136,3 +136,17 @@ def bf16_matmul_peak(model_dir: Path, seconds: float = 3.0, dtype=None, rows: in
         "dtype": str(dtype).removeprefix("torch."),
         "parameters": count_parameters(model_dir),
     }
+
+
+def spawn_side(script: str, side: str, argv: list[str]) -> dict:
+    """Run one side of ``script`` in a fresh Python process, so that its peak RSS is its own;
+    the side writes its figures to the JSON file named by ``--side-json``."""
+    import subprocess
+    import sys
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(suffix=".json") as out:
+        command = [sys.executable, script, *argv, "--side", side, "--side-json", out.name]
+        load = load_average()
+        subprocess.run(command, check=True)
+        return json.loads(Path(out.name).read_text()) | {"load_before": load}

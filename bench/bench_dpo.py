@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -42,6 +41,7 @@ from _engine_common import (
     peak_rss_mb,
     quiet_transformers,
     read_jsonl,
+    spawn_side,
 )
 
 SIDES = ("palmsweb", "trl")
@@ -174,14 +174,6 @@ def run_side(side: str, args: argparse.Namespace) -> dict:
     }
 
 
-def spawn_side(side: str, argv: list[str]) -> dict:
-    with tempfile.NamedTemporaryFile(suffix=".json") as out:
-        command = [sys.executable, __file__, *argv, "--side", side, "--side-json", out.name]
-        load = load_average()
-        subprocess.run(command, check=True)
-        return json.loads(Path(out.name).read_text()) | {"load_before": load}
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--pairs", type=int, default=32, help="pairs in the epoch")
@@ -206,7 +198,7 @@ def main() -> None:
     results: dict[str, list[dict]] = {side: [] for side in sides}
     for round_ in range(1, args.rounds + 1):
         for side in sides if round_ % 2 else reversed(sides):
-            figures = spawn_side(side, argv)
+            figures = spawn_side(__file__, side, argv)
             results[side].append(figures)
             print(
                 f"[{round_}] {side:9s} {figures['tokens_per_second']:7.1f} tok/s  "

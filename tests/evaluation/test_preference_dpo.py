@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 from django.urls import reverse
 
@@ -18,12 +17,10 @@ from palmsweb.roles import Role
 from tests.conftest import api_token, client_for, make_user
 from tests.evaluation.conftest import build_study
 from tests.evaluation.test_pairwise_report import judge_favouring
+from tests.fake_openai import fake_openai  # noqa: F401  (the fixture)
 from tests.fake_together import fake_together  # noqa: F401  (the fixture)
-from tests.training.conftest import OPENAI_TEST_URL, openai_mock  # noqa: F401  (the fixture)
 from tests.training.test_engine_dpo import margins
-from tests.training.test_engine_remote import job as openai_job
 from training import services
-from training.engine.hosted.openai import OpenAIFineTuneBackend
 from training.models import BaseModel, FineTuneJob, JobStatus, ModelVersion
 
 pytestmark = pytest.mark.django_db
@@ -230,14 +227,9 @@ def test_non_admins_get_403_from_the_api(frozen, sft_version):
 
 
 @pytest.fixture
-def openai_api(openai_mock, monkeypatch):  # noqa: F811
-    router, client = openai_mock()
-    monkeypatch.setattr(
-        services.base_models, "openai_backend",
-        lambda base: OpenAIFineTuneBackend("sk-test", base_url=OPENAI_TEST_URL,
-                                           http_client=client, backoff_base=0),
-    )  # fmt: skip
-    return router
+def openai_api(fake_openai, settings):  # noqa: F811
+    settings.OPENAI_BASE_URL = fake_openai.base_url
+    return fake_openai
 
 
 def hosted_sft(base: BaseModel, model_id: str) -> ModelVersion:
@@ -254,13 +246,7 @@ def test_openai_dpo_uploads_preference_pairs_and_asks_for_method_dpo(
     setup, snapshot = frozen
     base = services.base_model_create(name="gpt", kind="openai", model_id="gpt-4o-mini")
     start = hosted_sft(base, "ft:gpt-4o-mini:org:vt:abc")
-    uploaded_file = {"id": "file-1", "object": "file", "bytes": 1, "created_at": 1,
-                     "filename": "preferences.jsonl", "purpose": "fine-tune",
-                     "status": "processed"}  # fmt: skip
-    upload = openai_api.post("/files").mock(return_value=httpx.Response(200, json=uploaded_file))
-    create = openai_api.post("/fine_tuning/jobs").mock(
-        return_value=httpx.Response(200, json=openai_job("validating_files"))
-    )
+    openai_api.add_model(start.remote_model_id)  # an earlier fine-tune OpenAI still serves
     with django_capture_on_commit_callbacks(execute=False):
         job = preference_training.preference_dpo_launch(
             snapshot=snapshot, start_version=start, hyperparameters={"beta": 0.2},
@@ -268,13 +254,15 @@ def test_openai_dpo_uploads_preference_pairs_and_asks_for_method_dpo(
         )  # fmt: skip
     services.finetune_execute(job.pk)
     job.refresh_from_db()
-    assert (job.status, job.backend, job.remote_job_id) == ("running", "openai", "ftjob-1")
-    sent = json.loads(create.calls.last.request.content)
+    assert (job.status, job.backend) == ("running", "openai"), job.error
+    sent = openai_api.jobs[job.remote_job_id]["request"]
     assert sent["model"] == "ft:gpt-4o-mini:org:vt:abc"
     assert sent["method"]["type"] == "dpo"
     assert sent["method"]["dpo"]["hyperparameters"]["beta"] == 0.2
-    uploaded = upload.calls.last.request.content.decode(errors="replace")
-    assert '"preferred_output"' in uploaded and KIND in uploaded
+    uploaded = openai_api.files[job.remote_file_id]
+    content = uploaded["content"].decode()
+    assert uploaded["filename"] == "preferences.jsonl"
+    assert '"preferred_output"' in content and KIND in content
 
 
 def test_openai_dpo_after_the_cutoff_is_refused_and_creates_nothing(frozen, settings, openai_api):

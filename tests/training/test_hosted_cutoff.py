@@ -7,15 +7,13 @@ from __future__ import annotations
 
 from datetime import date
 
-import httpx
 import pytest
 from django.urls import reverse
 
 from curation.services import sample_create, snapshot_create
 from palmsweb.settings import HOSTED_PROVIDER_DATES_DEFAULT, hosted_provider_dates
 from tests.factories import CategoryFactory, DatasetFactory, words
-from tests.training.conftest import OPENAI_TEST_URL
-from tests.training.test_engine_remote import job, page
+from tests.fake_openai import API_KEY, NOT_AVAILABLE, fake_openai  # noqa: F401  (the fixture)
 from tests.training.test_views import finetune_form_data
 from training import services
 from training.engine.errors import TrainingNotAvailable
@@ -28,14 +26,6 @@ pytestmark = pytest.mark.django_db
 
 CUTOFF = "2027-01-06"
 JSON = "application/json"
-NOT_AVAILABLE = {
-    "error": {
-        "message": "Fine-tuning is not available for your organization.",
-        "type": "invalid_request_error",
-        "code": "training_not_available",
-        "param": None,
-    }
-}
 
 
 @pytest.fixture
@@ -49,14 +39,10 @@ def today(settings):
 
 
 @pytest.fixture
-def api(openai_mock, monkeypatch):
-    router, client = openai_mock()
-    monkeypatch.setattr(
-        services.base_models, "openai_backend",
-        lambda base: OpenAIFineTuneBackend("sk-test", base_url=OPENAI_TEST_URL,
-                                           http_client=client, backoff_base=0),
-    )  # fmt: skip
-    return router
+def api(fake_openai, settings):  # noqa: F811
+    """A local fake OpenAI (tests/fake_openai.py) as the endpoint of OpenAI base models."""
+    settings.OPENAI_BASE_URL = fake_openai.base_url
+    return fake_openai
 
 
 @pytest.fixture
@@ -76,12 +62,6 @@ def gpt(db):
 def launch(gpt, snapshot, django_capture_on_commit_callbacks) -> FineTuneJob:
     with django_capture_on_commit_callbacks(execute=False):
         return services.finetune_launch(base_model=gpt, snapshot=snapshot)
-
-
-def uploads_a_file(api):
-    return api.post("/files").mock(return_value=httpx.Response(200, json={
-        "id": "file-1", "object": "file", "bytes": 1, "created_at": 1,
-        "filename": "train.jsonl", "purpose": "fine-tune", "status": "processed"}))  # fmt: skip
 
 
 # --- the settings ---------------------------------------------------------------------------
@@ -212,28 +192,24 @@ def test_a_job_queued_before_the_cutoff_and_run_after_it_fails_without_calling_o
     api, gpt, snapshot, today, django_capture_on_commit_callbacks
 ):
     ft = launch(gpt, snapshot, django_capture_on_commit_callbacks)
-    upload = uploads_a_file(api)
     today(CUTOFF)
     services.finetune_execute(ft.pk)
     ft.refresh_from_db()
-    assert ft.status == JobStatus.FAILED and not upload.called
+    assert ft.status == JobStatus.FAILED and api.requests == []
     assert f"no new fine-tuning jobs from {CUTOFF}" in ft.error
 
 
 # --- OpenAI's own refusal -------------------------------------------------------------------
 
 
-def test_training_not_available_is_not_retried_and_keeps_openais_words(openai_mock):
-    router, client = openai_mock()
-    create = router.post("/fine_tuning/jobs").mock(
-        return_value=httpx.Response(403, json=NOT_AVAILABLE)
-    )
-    backend = OpenAIFineTuneBackend("sk", base_url=OPENAI_TEST_URL, http_client=client,
-                                    backoff_base=0)  # fmt: skip
+def test_training_not_available_is_not_retried_and_keeps_openais_words(api):
+    api.training_available = False
+    backend = OpenAIFineTuneBackend(API_KEY, base_url=api.base_url, backoff_base=0)
+    file_id = backend.upload_training_file(b'{"messages": []}\n')
     with pytest.raises(TrainingNotAvailable) as refused:
-        backend.create_job(HostedJobSpec("gpt-4o-mini", "file-1"))
-    assert create.call_count == 1
-    assert refused.value.server_message == NOT_AVAILABLE["error"]["message"]
+        backend.create_job(HostedJobSpec("gpt-4o-mini", file_id))
+    assert len(api.calls("POST", "/v1/fine_tuning/jobs")) == 1
+    assert refused.value.server_message == NOT_AVAILABLE
     assert "training_not_available" in str(refused.value)
 
 
@@ -241,14 +217,14 @@ def test_a_403_training_not_available_becomes_a_reason_naming_the_cutoff(
     api, gpt, snapshot, admin_client_, django_capture_on_commit_callbacks
 ):
     ft = launch(gpt, snapshot, django_capture_on_commit_callbacks)
-    uploads_a_file(api)
-    api.post("/fine_tuning/jobs").mock(return_value=httpx.Response(403, json=NOT_AVAILABLE))
+    api.training_available = False
     services.finetune_execute(ft.pk)
     ft.refresh_from_db()
     assert ft.status == JobStatus.FAILED and not ft.remote_job_id
+    assert len(api.calls("POST", "/v1/fine_tuning/jobs")) == 1
     assert "fine-tuning is no longer available to this account" in ft.error
     assert f"from anyone on {CUTOFF}" in ft.error
-    assert "Fine-tuning is not available for your organization." in ft.error
+    assert NOT_AVAILABLE in ft.error
     assert "Traceback" not in ft.error and "Check the API key" not in ft.error
     page_text = admin_client_.get(ft.get_absolute_url()).content.decode()
     assert f"from anyone on {CUTOFF}" in page_text
@@ -259,14 +235,17 @@ def test_a_403_training_not_available_becomes_a_reason_naming_the_cutoff(
 # --- shutdown dates -------------------------------------------------------------------------
 
 
-def succeed(api, ft, *, listing: httpx.Response, model="ft:gpt-4o-mini-2024-07-18:org::abc"):
-    api.get("/fine_tuning/jobs/ftjob-1").mock(return_value=httpx.Response(
-        200, json=job("succeeded", fine_tuned_model=model, trained_tokens=900)))
-    api.get("/fine_tuning/jobs/ftjob-1/events").mock(return_value=page([]))
-    api.get("/fine_tuning/jobs/ftjob-1/checkpoints").mock(return_value=page([]))
-    listed = api.get(f"/models/{model}").mock(return_value=listing)
+def succeed(api, ft, *, listed=None, listing_fails=False):
+    """The job succeeds at OpenAI, whose model listing gives the fine-tuned model
+    ``listed`` as its shutdown date (or answers 404); palmsweb polls it."""
+    api.advance(ft.remote_job_id, "succeeded")
+    model = api.jobs[ft.remote_job_id]["fine_tuned_model"]
+    if listed is not None:
+        api.list_shutdown(model, listed)
+    if listing_fails:
+        api.retire(model)
     assert services.openai_poll(ft.pk) == JobStatus.SUCCEEDED
-    assert listed.called
+    assert api.calls("GET", f"/v1/models/{model}")
     ft.refresh_from_db()
     return ft.result
 
@@ -274,39 +253,30 @@ def succeed(api, ft, *, listing: httpx.Response, model="ft:gpt-4o-mini-2024-07-1
 @pytest.fixture
 def running(api, gpt, snapshot, django_capture_on_commit_callbacks):
     ft = launch(gpt, snapshot, django_capture_on_commit_callbacks)
-    uploads_a_file(api)
-    api.post("/fine_tuning/jobs").mock(return_value=httpx.Response(200, json=job("queued")))
     services.finetune_execute(ft.pk)
     ft.refresh_from_db()
     assert ft.status == JobStatus.RUNNING
     return ft
 
 
-def model_entry(model: str, **extra) -> httpx.Response:
-    return httpx.Response(200, json={"id": model, "object": "model", "created": 1,
-                                     "owned_by": "org", **extra})  # fmt: skip
-
-
 @pytest.mark.parametrize("listed", ["2027-01-10", 1799582400])  # ISO date; Unix s, noon UTC
 def test_the_providers_listed_shutdown_date_is_stored_on_the_version(api, running, listed):
-    model = "ft:gpt-4o-mini-2024-07-18:org::abc"
-    version = succeed(api, running, listing=model_entry(model, shutdown_date=listed))
+    version = succeed(api, running, listed=listed)
     assert version.metadata["shutdown_date"] == "2027-01-10"
     shutdown = services.version_shutdown(version)
     assert (shutdown.on, shutdown.source) == (date(2027, 1, 10), "provider")
 
 
 def test_without_a_listed_date_the_configured_one_of_its_family_applies(api, running):
-    model = "ft:gpt-4o-mini-2024-07-18:org::abc"
-    version = succeed(api, running, listing=model_entry(model))
+    version = succeed(api, running)
+    assert version.remote_model_id.startswith("ft:gpt-4o-mini-2024-07-18:")
     assert "shutdown_date" not in version.metadata
     shutdown = services.version_shutdown(version)
     assert (shutdown.on, shutdown.source) == (date(2027, 1, 14), "configured")
 
 
 def test_a_failed_listing_does_not_fail_the_job(api, running):
-    version = succeed(api, running, listing=httpx.Response(404, json={"error": {
-        "message": "The model does not exist", "type": "x", "code": "model_not_found"}}))
+    version = succeed(api, running, listing_fails=True)
     running.refresh_from_db()
     assert running.status == JobStatus.SUCCEEDED
     assert "could not read the shutdown date" in running.log
@@ -314,8 +284,7 @@ def test_a_failed_listing_does_not_fail_the_job(api, running):
 
 
 def test_shutdown_dates_on_the_pages_and_in_the_api(api, running, admin_client_, tiny_base):
-    model = "ft:gpt-4o-mini-2024-07-18:org::abc"
-    version = succeed(api, running, listing=model_entry(model, shutdown_date="2027-01-10"))
+    version = succeed(api, running, listed="2027-01-10")
     base = services.base_version(running.base_model)
     listing = admin_client_.get(reverse("training:modelversion-list")).content.decode()
     assert 'datetime="2027-01-10"' in listing and "(from the provider)" in listing
@@ -324,9 +293,13 @@ def test_shutdown_dates_on_the_pages_and_in_the_api(api, running, admin_client_,
     assert 'id="result-shutdown"' in detail and "2027-01-10" in detail
     rows = {row["id"]: row for row in admin_client_.get("/api/model-versions/").json()["results"]}
     assert (rows[version.pk]["shutdown_date"], rows[version.pk]["shutdown_date_source"]) == (
-        "2027-01-10", "provider")
+        "2027-01-10",
+        "provider",
+    )
     assert (rows[base.pk]["shutdown_date"], rows[base.pk]["shutdown_date_source"]) == (
-        "2027-01-14", "configured")
+        "2027-01-14",
+        "configured",
+    )
     local = services.base_version(tiny_base)
     assert rows[local.pk]["shutdown_date"] is None
     assert rows[local.pk]["shutdown_date_source"] is None
@@ -335,8 +308,11 @@ def test_shutdown_dates_on_the_pages_and_in_the_api(api, running, admin_client_,
 def test_models_without_a_configured_family_have_no_shutdown_date(db):
     custom = services.base_model_create(name="Custom", kind="openai", model_id="my-own-model")
     endpoint = services.base_model_create(
-        name="vLLM", kind=BaseModel.Kind.OPENAI_COMPATIBLE, model_id="gpt-4o",
-        base_url="http://localhost:8000/v1", api_key_env="OPENAI_API_KEY",
+        name="vLLM",
+        kind=BaseModel.Kind.OPENAI_COMPATIBLE,
+        model_id="gpt-4o",
+        base_url="http://localhost:8000/v1",
+        api_key_env="OPENAI_API_KEY",
     )
     for base in (custom, endpoint):
         assert services.version_shutdown(services.base_version(base)) is None

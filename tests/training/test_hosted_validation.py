@@ -1,25 +1,21 @@
 """Validation on hosted providers: the held-out examples (a validation snapshot or a share
 of the training snapshot) go up as the provider's validation file, never in the training
 file; Together is asked to evaluate it once per epoch (n_evals); the provider's validation
-losses become the job's validation curve. OpenAI against respx, Together against the local
-fake that speaks its REST protocol."""
+losses become the job's validation curve. OpenAI and Together against the local fakes that
+speak their REST protocols."""
 
 from __future__ import annotations
 
 import json
 
-import httpx
 import pytest
 
 from curation.models import Dataset
 from curation.services import sample_create, snapshot_create, snapshot_jsonl
 from tests.factories import CategoryFactory, DatasetFactory, words
+from tests.fake_openai import fake_openai  # noqa: F401  (the fixture)
 from tests.fake_together import fake_together  # noqa: F401  (the fixture)
-from tests.training.conftest import OPENAI_TEST_URL
-from tests.training.test_engine_remote import job as openai_job
-from tests.training.test_engine_remote import page
 from training import services
-from training.engine.hosted.openai import OpenAIFineTuneBackend
 from training.models import FineTuneJob, JobStatus, ModelVersion
 from training.services.errors import TrainingError
 
@@ -53,29 +49,9 @@ def uploaded_lines(content: bytes) -> list[dict]:
 
 
 @pytest.fixture
-def openai_api(openai_mock, monkeypatch):
-    router, client = openai_mock()
-    monkeypatch.setattr(
-        services.base_models, "openai_backend",
-        lambda base: OpenAIFineTuneBackend("sk-test", base_url=OPENAI_TEST_URL,
-                                           http_client=client, backoff_base=0),
-    )  # fmt: skip
-    ids = iter(["file-train", "file-valid"])
-    router.post("/files").mock(side_effect=lambda request: httpx.Response(200, json={
-        "id": next(ids), "object": "file", "bytes": len(request.content), "created_at": 1,
-        "filename": "f.jsonl", "purpose": "fine-tune", "status": "processed"}))  # fmt: skip
-    router.post("/fine_tuning/jobs").mock(
-        return_value=httpx.Response(200, json=openai_job("validating_files"))
-    )
-    return router
-
-
-def multipart_file(request) -> list[dict]:
-    """The JSONL lines of a multipart upload (the part after its blank line)."""
-    body = request.content
-    start = body.index(b"\r\n\r\n", body.index(b'name="file"')) + 4
-    end = body.index(b"\r\n--", start)
-    return uploaded_lines(body[start:end])
+def openai_api(fake_openai, settings):  # noqa: F811
+    settings.OPENAI_BASE_URL = fake_openai.base_url
+    return fake_openai
 
 
 def test_openai_gets_the_held_out_share_as_its_validation_file(
@@ -86,16 +62,18 @@ def test_openai_gets_the_held_out_share_as_its_validation_file(
     ft = launch(base, snapshot, django_capture_on_commit_callbacks,
                 hyperparameters={"validation_share": 0.25})  # fmt: skip
     assert ft.status == JobStatus.RUNNING, ft.error
-    uploads = [multipart_file(call.request) for call in openai_api.routes[0].calls]
-    assert [len(lines) for lines in uploads] == [14 - 4, 4]  # round(14 x 0.25) held out
-    train_q = {line["messages"][0]["content"] for line in uploads[0]}
-    valid_q = {line["messages"][0]["content"] for line in uploads[1]}
+    body = openai_api.jobs[ft.remote_job_id]["request"]
+    train = uploaded_lines(openai_api.files[body["training_file"]]["content"])
+    valid = uploaded_lines(openai_api.files[body["validation_file"]]["content"])
+    assert [len(train), len(valid)] == [14 - 4, 4]  # round(14 x 0.25) held out
+    train_q = {line["messages"][0]["content"] for line in train}
+    valid_q = {line["messages"][0]["content"] for line in valid}
     assert not train_q & valid_q
     held = {snapshot.items()[i]["question"] for i in ft.held_out_items}
     assert valid_q == held
-    body = json.loads(openai_api.routes[1].calls.last.request.content)
-    assert (body["training_file"], body["validation_file"]) == ("file-train", "file-valid")
-    assert "uploaded 4 validation examples as file file-valid" in ft.log
+    assert body["training_file"] == ft.remote_file_id
+    assert openai_api.files[body["validation_file"]]["filename"] == "validation.jsonl"
+    assert f"uploaded 4 validation examples as file {body['validation_file']}" in ft.log
 
 
 def test_openai_checkpoints_full_validation_loss_becomes_the_curve(
@@ -105,21 +83,13 @@ def test_openai_checkpoints_full_validation_loss_becomes_the_curve(
     ft = launch(base, snapshot_of(12), django_capture_on_commit_callbacks,
                 validation_snapshot=snapshot_of(3, Dataset.Kind.VALIDATION, "held"))  # fmt: skip
     checkpoints = [
-        {"id": f"ftckpt-{step}", "object": "fine_tuning.job.checkpoint", "created_at": step,
-         "fine_tuned_model_checkpoint": f"ft:gpt-4o-mini:org::ckpt-{step}",
-         "fine_tuning_job_id": "ftjob-1", "step_number": step,
-         "metrics": {"step": step, "train_loss": loss, "valid_loss": loss + 0.5,
-                     "full_valid_loss": loss + 0.2}}
+        {"step": step, "train_loss": loss, "valid_loss": loss + 0.5, "full_valid_loss": loss + 0.2}
         for step, loss in ((4, 2.0), (8, 1.5))
-    ]  # fmt: skip
-    finished = {"fine_tuned_model": "ft:gpt-4o-mini:org::v"}
-    for status, extra in (("running", {}), ("succeeded", finished)):
-        openai_api.get("/fine_tuning/jobs/ftjob-1").mock(
-            return_value=httpx.Response(200, json=openai_job(status, **extra)))
-        openai_api.get("/fine_tuning/jobs/ftjob-1/events").mock(return_value=page([]))
-        openai_api.get("/fine_tuning/jobs/ftjob-1/checkpoints").mock(
-            return_value=page(checkpoints))
-        services.openai_poll(ft.pk)
+    ]
+    openai_api.advance(ft.remote_job_id, "running", checkpoints=checkpoints)
+    services.openai_poll(ft.pk)
+    openai_api.advance(ft.remote_job_id, "succeeded")
+    services.openai_poll(ft.pk)
     ft.refresh_from_db()
     assert ft.validation_loss_history == [[4, 2.2], [8, 1.7]]
     assert ft.status == JobStatus.SUCCEEDED
@@ -133,12 +103,12 @@ def test_a_hosted_job_without_validation_uploads_only_the_snapshot(
 ):
     snapshot = snapshot_of(10)
     base = services.base_model_create(name="gpt", kind="openai", model_id="gpt-4o-mini")
-    launch(base, snapshot, django_capture_on_commit_callbacks)
-    assert len(openai_api.routes[0].calls) == 1
-    body = json.loads(openai_api.routes[1].calls.last.request.content)
+    ft = launch(base, snapshot, django_capture_on_commit_callbacks)
+    assert len(openai_api.calls("POST", "/v1/files")) == 1
+    body = openai_api.jobs[ft.remote_job_id]["request"]
     assert "validation_file" not in body
-    sent = openai_api.routes[0].calls.last.request
-    assert multipart_file(sent) == uploaded_lines(snapshot_jsonl(snapshot).encode())
+    sent = openai_api.files[body["training_file"]]["content"]
+    assert uploaded_lines(sent) == uploaded_lines(snapshot_jsonl(snapshot).encode())
 
 
 # --- Together ----------------------------------------------------------------------------------

@@ -2,9 +2,9 @@
 every hosted backend shares (the fine-tuning backends are in ``training.engine.hosted``).
 
 The SDKs retry on their own; we turn that off (``max_retries=0``) and retry ourselves, so the
-policy (which errors, how long to wait, when to give up) is ours and tested. Tests inject an
-``http_client`` (an ``httpx2.Client``, which the openai SDK uses) with a mock transport, or
-point the SDK at a local fake server.
+policy (which errors, how long to wait, when to give up) is ours and tested. The tests point
+the SDKs at local fake servers that speak each provider's REST protocol
+(``tests/fake_openai.py``, ``tests/fake_together.py``).
 """
 
 from __future__ import annotations

@@ -195,9 +195,6 @@ class FakeOpenAI:
     def calls(self, method: str, path: str) -> list[Seen]:
         return [r for r in self.requests if r.method == method and r.path == path]
 
-    def job_for(self, model: str) -> dict:
-        return next(job for job in self.jobs.values() if job["fine_tuned_model"] == model)
-
     # --- the protocol ----------------------------------------------------------------------
 
     def answer(self, seen: Seen) -> Answer:

@@ -98,33 +98,34 @@ def sampling_compute(job: SamplingJob, reading, device: str) -> dict:
                    flops=flops)  # fmt: skip
 
 
-def lineage_finetunes(version_ids: Iterable[int]) -> set[int]:
-    """The fine-tunes spent on making these versions, each once: the one that saved each
-    version (as its result or as a checkpoint), then, version by version back to a base
-    model, the fine-tunes that made the version each started from (an SFT before its DPO, a
-    model before its re-alignment), and every run of a sweep one of them belonged to (the
-    runs that lost were spent choosing the one promoted). Two queries per generation."""
+def lineage_finetunes(model_versions) -> set[int]:
+    """The fine-tunes spent on making these versions (ids, or a query of ids), each once:
+    the one that saved each version (as its result or as a checkpoint), then, version by
+    version back to a base model, the fine-tunes that made the version each started from
+    (an SFT before its DPO, a model before its re-alignment), and every run of a sweep one
+    of them belonged to (the runs that lost were spent choosing the one promoted). One
+    query per generation; the first takes ``model_versions`` as a subquery."""
     jobs: set[int] = set()
     seen: set[int] = set()
-    frontier = {pk for pk in version_ids if pk}
-    while frontier:
-        seen |= frontier
-        made = FineTuneJob.objects.filter(
-            Q(result__in=frontier) | Q(checkpoints__model_version__in=frontier)
-        )
-        found = set(made.values_list("pk", "start_version_id"))
-        sweeps = made.exclude(sweep=None).values("sweep")
-        found |= set(
-            FineTuneJob.objects.filter(sweep__in=sweeps).values_list("pk", "start_version_id")
+    frontier = model_versions
+    while True:
+        made = Q(result__in=frontier) | Q(checkpoints__model_version__in=frontier)
+        sweeps = FineTuneJob.objects.filter(made, sweep__isnull=False).values("sweep")
+        found = set(
+            FineTuneJob.objects.filter(made | Q(sweep__in=sweeps)).values_list(
+                "pk", "start_version_id"
+            )
         )
         jobs |= {pk for pk, _ in found}
+        if isinstance(frontier, set):
+            seen |= frontier
         frontier = {start for _, start in found if start} - seen
-    return jobs
+        if not frontier:
+            return jobs
 
 
-def compute_total(*, model_versions: Iterable[int], sampling_job_ids, extra: Iterable[dict] = ()
-                  ) -> dict:  # fmt: skip
-    """What the fine-tunes spent on ``model_versions`` (ids; ``lineage_finetunes``) and the
+def compute_total(*, model_versions, sampling_job_ids, extra: Iterable[dict] = ()) -> dict:
+    """What the fine-tunes spent on ``model_versions`` (``lineage_finetunes``) and the
     sampling jobs cost together, with ``extra`` records (another app's jobs, such as
     scoring runs) added (``palmsweb.lib.compute.total`` plus a ``summary`` line); local
     jobs only, whatever their end: a failed job's record counts what it spent."""

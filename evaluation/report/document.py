@@ -14,6 +14,7 @@ from django.urls import NoReverseMatch, reverse
 from evaluation.models import Study
 from evaluation.report.build import build_report
 from evaluation.report.charts import category_chart, judge_heatmap, size_chart
+from evaluation.report.cost import study_cost
 from evaluation.report.tree import Report
 from evaluation.studies.positions import position_records
 from evaluation.studies.selectors import study_progress
@@ -172,6 +173,7 @@ def _render_pairwise_document(study: Study, mode: str) -> str:
         "study": study,
         "mode": mode,
         "report": pairwise_report(study, mode),
+        "cost": study_cost(study),
         "generated_at": timezone.now(),
         "provenance": provenance(study, None),
         "positions": position_records(study),

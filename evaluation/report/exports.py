@@ -415,7 +415,8 @@ def write_bundle(
 ) -> Written:
     """The study bundle: ratings in three formats, the HTML report, manifest.json and
     SHA256SUMS, zipped. Rows counts the ratings. ``on_phase`` hears each step."""
-    from evaluation.report.document import render_report_document, report_for
+    from evaluation.report.cost import study_cost
+    from evaluation.report.document import render_report_document
     from evaluation.report.pairwise_exports import manifest_analysis, rows_writer
     from training.services import code_version
 
@@ -460,7 +461,7 @@ def write_bundle(
             "study": study_design(study, includes_arms=includes_arms),
             "files": files,
             **manifest_analysis(study, mode, includes_arms=includes_arms),
-            "cost": report_for(study, mode).cost,  # one total, naming no arm
+            "cost": study_cost(study),  # one total, naming no arm
         }
         manifest_bytes = json.dumps(manifest, indent=2, ensure_ascii=False).encode()
         (tmpdir / "manifest.json").write_bytes(manifest_bytes)

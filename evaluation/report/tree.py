@@ -207,7 +207,7 @@ class Report:
     pooled: dict[tuple[str, int], list[float]] = field(default_factory=dict)
     judge: JudgeSection | None = None
     summary: list[str] = field(default_factory=list)
-    # What its models' fine-tunes and its sampling cost (training.services.compute_total)
+    # What the study cost (evaluation.report.cost.study_cost)
     cost: dict = field(default_factory=dict)
     # for the bundle and replay_report (empty for a letters-only report)
     settings: dict = field(default_factory=dict)

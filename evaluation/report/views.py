@@ -20,6 +20,7 @@ from evaluation.access import (
 from evaluation.models import Export, Study
 from evaluation.report import exports
 from evaluation.report.compare import compare_studies
+from evaluation.report.cost import study_cost
 from evaluation.report.document import gap_links, render_report_document, report_context
 from evaluation.report.pairwise import pairwise_report
 from palmsweb.lib.htmx import render_page
@@ -53,7 +54,8 @@ def study_pairwise_report(request, pk: int):
     study, mode = get_report_study_for_user(request.user, pk)
     if study.mode != Study.Mode.PAIRWISE:
         raise Http404("This study rates outputs 1–5; its results are on the results page.")
-    context = {"study": study, "report": pairwise_report(study, mode), "mode": mode}
+    context = {"study": study, "report": pairwise_report(study, mode), "mode": mode,
+               "cost": study_cost(study)}  # fmt: skip
     context["can_unblind"] = can_unblind_study(request.user, study) and not study.is_unblinded
     return render(request, "evaluation/pairwise_results.html", context)
 

@@ -7,7 +7,9 @@ What each kind counts:
   the work: no FLOPs and no tokens, and the energy is this worker's only (waiting on HTTP);
 - capability: device, time and energy; its multiple-choice passes are not counted in tokens,
   so no FLOPs estimate.
-Co-occurrence runs sample through a sampling job, which has its own record.
+- co-occurrence: the run samples through a sampling job, which has its own record (the
+  study's cost counts it); the run's own record is the counting (part-of-speech tagging on
+  the CPU with spaCy or a word list, not a transformer): device, time and energy, no FLOPs.
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ from palmsweb.lib.compute import generation_flops, job_record
 
 REMOTE_NOTE = "a remote API did the work; its machines are not counted"
 LINEAR_NOTE = "the offline scorer is a linear model over words, not a transformer"
+COOCCURRENCE_NOTE = (
+    "the counting tags words on the CPU (spaCy or a word list), not a transformer; the "
+    "completions' generation is in its sampling job's record"
+)
 CAPABILITY_NOTE = "not estimated for capability runs (multiple-choice passes are not counted)"
 
 
@@ -61,6 +67,10 @@ def toxicity_record(reading, scorer: str) -> dict:
     remote = scorer != "offline"
     return scoring_record(reading, flops_note=REMOTE_NOTE if remote else LINEAR_NOTE,
                           remote=remote)  # fmt: skip
+
+
+def cooccurrence_record(reading) -> dict:
+    return scoring_record(reading, flops_note=COOCCURRENCE_NOTE)
 
 
 def judge_record(reading) -> dict:

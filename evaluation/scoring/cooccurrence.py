@@ -20,6 +20,7 @@ from evaluation.scoring.common import (
     readable_scoring_failure,
     shipped_preset,
 )
+from evaluation.scoring.compute import cooccurrence_record, scoring_meter
 from palmsweb.lib.jobs import claim, finish
 from training.models import JobStatus, SamplingJob
 from training.selectors import job_phase
@@ -196,15 +197,18 @@ def cooccurrence_advance(run_id: int) -> bool:
     ScoringRun.objects.filter(pk=run_id).update(
         phase="counting descriptive words", eta_seconds=None, progress_done=job.progress_done
     )
+    meter = scoring_meter(on_device=False)  # the counting; the sampling job has its own
     try:
-        result = _count_cooccurrence(run, job)
+        with meter:
+            result = _count_cooccurrence(run, job)
     except Exception as exc:
         logger.exception("co-occurrence run %s failed", run_id)
-        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=readable_scoring_failure(exc))
+        finish(SCORING, run_id, ScoringRun.Status.FAILED, error=readable_scoring_failure(exc),
+               compute=cooccurrence_record(meter.reading))  # fmt: skip
         return False
     finish(
         SCORING, run_id, ScoringRun.Status.SUCCEEDED, result=result,
-        progress_done=job.progress_total,
+        progress_done=job.progress_total, compute=cooccurrence_record(meter.reading),
     )  # fmt: skip
     return False
 

@@ -98,3 +98,52 @@ def test_the_cost_adds_the_scoring_runs_and_the_co_occurrence_sampling(
     with zipfile.ZipFile(written.path) as bundle:
         manifest = json.loads(bundle.read(f"study-{study.pk}/manifest.json"))
     assert manifest["cost"]["jobs_by_kind"]["scoring"] == 2
+
+
+def test_the_cost_counts_every_fine_tune_in_the_arms_lineage_once(no_queue, benign_snapshot):
+    """A DPO arm started from an SFT version that a sweep chose; a control arm saved as a
+    checkpoint by a fine-tune that started from the same SFT: the DPO, the checkpoint's
+    fine-tune, the SFT and the sweep's losing run (failed, its time spent) count, once each;
+    a fine-tune of another model does not."""
+    from tests.evaluation.conftest import build_study
+    from training.models import FineTuneCheckpoint, ModelVersion, Sweep
+
+    setup = build_study(n_categories=1, per_category=1, open_rating=False)
+    base_model = setup.versions["base"].base_model
+    sft = ModelVersion.objects.create(base_model=base_model, name="sft", arm="values_targeted")
+
+    def finetune(kwh: float, **fields) -> FineTuneJob:
+        fields.setdefault("snapshot", benign_snapshot)
+        return FineTuneJob.objects.create(base_model=base_model, arm="values_targeted",
+                                          compute=record("fine-tune", kwh, measured=True),
+                                          **fields)  # fmt: skip
+
+    sweep = Sweep.objects.create(name="lr grid", base_model=base_model, snapshot=benign_snapshot,
+                                 grid={}, max_runs=2, promoted_version=sft)  # fmt: skip
+    finetune(1.0, sweep=sweep, result=sft)
+    finetune(0.5, sweep=sweep, status="failed")  # no version, but spent choosing the SFT
+    finetune(0.25, objective="dpo", snapshot=None, start_version=sft,
+             result=setup.versions["values_targeted"])  # fmt: skip
+    went_on = finetune(2.0, start_version=sft)  # its result is no arm; a checkpoint is
+    FineTuneCheckpoint.objects.create(job=went_on, step=5, model_version=setup.versions["control"])
+    finetune(9.0)  # another model's
+    cost = build_report(setup.study, blinded=True).cost
+    assert cost["jobs_by_kind"]["fine-tune"] == 4
+    assert cost["energy_kwh"] == pytest.approx(1.0 + 0.5 + 0.25 + 2.0)
+
+
+def test_the_pairwise_report_says_what_the_study_cost(no_queue):
+    from evaluation.report.document import render_report_document
+    from tests.conftest import client_for
+    from tests.evaluation.conftest import build_study
+
+    setup = build_study(n_categories=1, per_category=2, mode="pairwise")
+    SamplingJob.objects.filter(pk=setup.study.sampling_job_id).update(
+        compute=record("sampling", 0.1, measured=True)
+    )
+    setup.study.refresh_from_db()
+    url = reverse("evaluation:study-pairwise-results", args=[setup.study.pk])
+    page = client_for(setup.admin).get(url).content.decode()
+    document = render_report_document(setup.study, "letters")
+    for html in (page, document):
+        assert 'id="study-cost"' in html and "0.1 kWh" in html and "(1 sampling;" in html

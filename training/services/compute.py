@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from itertools import chain
 
 from django.conf import settings
-from django.db.models import Sum
+from django.db.models import Q, Sum
 
 from palmsweb.lib.compute import generation_flops, job_record, training_flops
 from training.models import BaseModel, FineTuneJob, Generation, ModelVersion, SamplingJob
@@ -98,15 +98,42 @@ def sampling_compute(job: SamplingJob, reading, device: str) -> dict:
                    flops=flops)  # fmt: skip
 
 
+def lineage_finetunes(model_versions) -> set[int]:
+    """The fine-tunes spent on making these versions (ids, or a query of ids), each once:
+    the one that saved each version (as its result or as a checkpoint), then, version by
+    version back to a base model, the fine-tunes that made the version each started from
+    (an SFT before its DPO, a model before its re-alignment), and every run of a sweep one
+    of them belonged to (the runs that lost were spent choosing the one promoted). One
+    query per generation; the first takes ``model_versions`` as a subquery."""
+    jobs: set[int] = set()
+    seen: set[int] = set()
+    frontier = model_versions
+    while True:
+        made = Q(result__in=frontier) | Q(checkpoints__model_version__in=frontier)
+        sweeps = FineTuneJob.objects.filter(made, sweep__isnull=False).values("sweep")
+        found = set(
+            FineTuneJob.objects.filter(made | Q(sweep__in=sweeps)).values_list(
+                "pk", "start_version_id"
+            )
+        )
+        jobs |= {pk for pk, _ in found}
+        if isinstance(frontier, set):
+            seen |= frontier
+        frontier = {start for _, start in found if start} - seen
+        if not frontier:
+            return jobs
+
+
 def compute_total(*, model_versions, sampling_job_ids, extra: Iterable[dict] = ()) -> dict:
-    """What the fine-tunes that produced ``model_versions`` (versions, ids or a queryset of
-    ids) and the sampling jobs cost together, with ``extra`` records (another app's jobs,
-    such as scoring runs) added (``palmsweb.lib.compute.total`` plus a ``summary`` line);
-    local jobs only. One query."""
+    """What the fine-tunes spent on ``model_versions`` (``lineage_finetunes``) and the
+    sampling jobs cost together, with ``extra`` records (another app's jobs, such as
+    scoring runs) added (``palmsweb.lib.compute.total`` plus a ``summary`` line); local
+    jobs only, whatever their end: a failed job's record counts what it spent."""
     from palmsweb.lib.compute import summary, total
 
+    finetune_ids = lineage_finetunes(model_versions)
     # No ordering: a compound statement (UNION) refuses ORDER BY in its parts.
-    finetunes = FineTuneJob.objects.filter(result__in=model_versions).order_by()
+    finetunes = FineTuneJob.objects.filter(pk__in=finetune_ids).order_by()
     sampling = SamplingJob.objects.filter(pk__in=[pk for pk in sampling_job_ids if pk]).order_by()
     rows = finetunes.values_list("compute").union(sampling.values_list("compute"), all=True)
     sums = total(chain((compute for (compute,) in rows), extra))

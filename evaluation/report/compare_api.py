@@ -21,45 +21,58 @@ from evaluation.report.compare import CompareRow, StudyComparison, compare_studi
 from evaluation.report.compare_checks import FrozenPosition
 from palmsweb.lib.drf import TokenAuthentication, int_param
 
-Float = serializers.FloatField(allow_null=True)
-Int = serializers.IntegerField(allow_null=True)
-_POSITION = shape(
-    "ComparedPosition",
-    {"version": serializers.IntegerField(), "text": serializers.CharField()},
-    allow_null=True,
-    help_text="The position version this study froze when it opened (null: none frozen).",
-)
-_STUDY = shape(
-    "ComparedStudy",
-    {
-        "id": serializers.IntegerField(),
-        "name": serializers.CharField(),
-        "profile": serializers.IntegerField(),
-        "profile_name": serializers.CharField(),
-    },
-)
+
+# Each field below is a new instance: one field object under two names would be bound to
+# the second name only, and the schema would lose the first.
+def _float():
+    return serializers.FloatField(allow_null=True)
+
+
+def _int():
+    return serializers.IntegerField(allow_null=True)
+
+
+class ComparedPositionSerializer(serializers.Serializer):
+    version = serializers.IntegerField()
+    text = serializers.CharField()
+
+
+class ComparedStudySerializer(serializers.Serializer):
+    id = serializers.IntegerField()
+    name = serializers.CharField()
+    profile = serializers.IntegerField()
+    profile_name = serializers.CharField()
+
+
+def _position_field():
+    return ComparedPositionSerializer(
+        allow_null=True,
+        help_text="The position version this study froze when it opened (null: none).",
+    )
+
+
 _ROW = shape(
     "StudyCompareRow",
     {
         "category": serializers.CharField(help_text="Matched by name across two profiles."),
-        "vt_a": Float, "vt_b": Float,
-        "delta": Float,
-        "ci_low": Float, "ci_high": Float,
-        "welch_p": Float,
-        "n_prompts_a": Int, "n_prompts_b": Int,
-        "p_holm": Float,
-        "gap_a": Float, "lead_p_holm_a": Float,
-        "gap_b": Float, "lead_p_holm_b": Float,
-        "gap_delta": Float,
-        "position_a": _POSITION, "position_b": _POSITION,
+        "vt_a": _float(), "vt_b": _float(),
+        "delta": _float(),
+        "ci_low": _float(), "ci_high": _float(),
+        "welch_p": _float(),
+        "n_prompts_a": _int(), "n_prompts_b": _int(),
+        "p_holm": _float(),
+        "gap_a": _float(), "lead_p_holm_a": _float(),
+        "gap_b": _float(), "lead_p_holm_b": _float(),
+        "gap_delta": _float(),
+        "position_a": _position_field(), "position_b": _position_field(),
     },
     many=True,
 )  # fmt: skip
 COMPARISON = shape(
     "StudyComparison",
     {
-        "a": _STUDY,
-        "b": _STUDY,
+        "a": ComparedStudySerializer(),
+        "b": ComparedStudySerializer(),
         "summary": serializers.CharField(),
         "cross_profile": serializers.BooleanField(),
         "same_base_model": serializers.BooleanField(),
@@ -79,7 +92,7 @@ COMPARISON = shape(
                 "study": serializers.IntegerField(),
                 "arm": serializers.CharField(),
                 "model_version": serializers.CharField(),
-                "trained_profile": Int,
+                "trained_profile": _int(),
                 "trained_profile_name": serializers.CharField(allow_null=True),
                 "own_profile": serializers.BooleanField(),
             },
@@ -156,16 +169,20 @@ def comparison_payload(comparison: StudyComparison) -> dict:
         "cross_profile": comparison.cross_profile,
         "same_base_model": comparison.same_base_model,
         "prompt_overlap": {
-            "shared": overlap.shared, "n_a": overlap.n_a, "n_b": overlap.n_b,
+            "shared": overlap.shared,
+            "n_a": overlap.n_a,
+            "n_b": overlap.n_b,
             "same_prompts": overlap.same_prompts,
-        },  # fmt: skip
+        },
         "training": [
             {
-                "study": check.study.pk, "arm": check.arm, "model_version": check.model_version,
+                "study": check.study.pk,
+                "arm": check.arm,
+                "model_version": check.model_version,
                 "trained_profile": check.trained_profile_id,
                 "trained_profile_name": check.trained_profile,
                 "own_profile": check.own_profile,
-            }  # fmt: skip
+            }
             for check in comparison.training
         ],
         "warnings": comparison.warnings,

@@ -72,9 +72,7 @@ class PromptSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evaluat
 
     def create(self, request, *args, **kwargs):
         data = self.validated(PromptSetCreateSerializer).validated_data
-        profile = profile_for_create(
-            request.user, data.get("profile"), access.PROMPT_WRITE_ROLES
-        )
+        profile = profile_for_create(request.user, data.get("profile"), access.PROMPT_WRITE_ROLES)
         with transaction.atomic():
             prompt_set = prompt_sets.prompt_set_create(
                 name=data["name"], description=data["description"], user=request.user,

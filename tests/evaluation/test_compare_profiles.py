@@ -266,3 +266,14 @@ def test_the_comparison_warns_when_the_prompts_differ_or_an_arm_learned_another_
     html = client.get(reverse("evaluation:study-compare"), {"a": a.pk, "b": b.pk}).content.decode()
     assert 'id="compare-warnings"' in html and "do not rate the same prompts" in html
     assert "3 of A's 4 and B's 4" in html
+
+
+def test_the_schema_documents_the_comparison_and_the_copy(admin_user):
+    client = client_for(admin_user)
+    schema = client.get("/api/schema/", {"format": "json"}).json()
+    compare = schema["paths"]["/api/studies/compare/"]["get"]
+    assert [p["name"] for p in compare["parameters"]] == ["a", "b"]
+    assert {"200", "400", "404"} <= set(compare["responses"])
+    row = schema["components"]["schemas"]["StudyCompareRow"]["properties"]
+    assert {"vt_a", "vt_b", "gap_a", "gap_b", "p_holm", "position_a", "position_b"} <= set(row)
+    assert "201" in schema["paths"]["/api/prompt-sets/{id}/copy/"]["post"]["responses"]

@@ -32,8 +32,9 @@ from evaluation.models import (
     Study,
     StudyOutput,
 )
+from palmsweb.models import Profile
 from palmsweb.profiles import check_object_profile, require_current_profile
-from palmsweb.roles import Role, has_role, role_required, user_roles
+from palmsweb.roles import Role, has_role, profile_ids_with_role, role_required, user_roles
 
 PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
 PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
@@ -90,6 +91,12 @@ def get_prompt_set_for_user(user, pk: int, *, write: bool = False) -> PromptSet:
     prompt_set = get_object_or_404(PromptSet, pk=pk)
     _check_prompt_set_profile(user, prompt_set.profile_id, write=write)
     return prompt_set
+
+
+def copy_target_profiles(user, prompt_set: PromptSet):
+    """The other value profiles ``user`` curates in: where they may copy ``prompt_set``."""
+    ids = profile_ids_with_role(user, *PROMPT_WRITE_ROLES)
+    return Profile.objects.filter(pk__in=ids).exclude(pk=prompt_set.profile_id).order_by("name")
 
 
 def get_prompt_for_user(user, pk: int, *, write: bool = False) -> Prompt:
@@ -229,6 +236,25 @@ def get_report_study_for_user(user, pk: int) -> tuple[Study, str]:
             "Per-arm results open to researchers once the study is closed and unblinded."
         )
     return study, mode
+
+
+def comparable_studies(user):
+    """The studies ``user`` may set side by side on the comparison (page and API): closed
+    and unblinded (a comparison names the arms, so admins too wait for unblinding), in
+    every profile they research in; two profiles' studies make the "same model, different
+    values" comparison."""
+    studies = Study.objects.filter(
+        status=Study.Status.CLOSED,
+        unblinded_at__isnull=False,
+        prompt_set__profile__in=profile_ids_with_role(user, *STUDY_READ_ROLES),
+    ).select_related("prompt_set__profile")
+    return studies.order_by("-closed_at", "-pk")
+
+
+def not_comparable(pk) -> str:
+    """Why study ``pk`` cannot be compared: the same words for a study that does not exist,
+    is not closed and unblinded, or is another profile's, so the answer tells nothing."""
+    return f"There is no closed, unblinded study #{pk}: only those can be compared."
 
 
 def can_export_study(user, study: Study | None = None) -> bool:

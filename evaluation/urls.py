@@ -3,6 +3,7 @@ from django.urls import path
 from evaluation.report import dpo_views, exit_kit_views, preference_views
 from evaluation.report import views as report_views
 from evaluation.studies import pairwise_views, rating_views, views
+from evaluation.studies import prompt_set_copy_views as copy_views
 
 app_name = "evaluation"
 
@@ -12,7 +13,12 @@ urlpatterns = [
     path("prompt-sets/new/", views.prompt_set_create, name="prompt-set-create"),
     path("prompt-sets/<int:pk>/", views.prompt_set_detail, name="prompt-set-detail"),
     path("prompt-sets/<int:pk>/edit/", views.prompt_set_edit, name="prompt-set-edit"),
-    path("prompt-sets/<int:pk>/copy/", views.prompt_set_copy, name="prompt-set-copy"),
+    path("prompt-sets/<int:pk>/copy/", copy_views.prompt_set_copy, name="prompt-set-copy"),
+    path(
+        "prompt-sets/<int:pk>/copy-to-profile/",
+        copy_views.prompt_set_copy_to_profile,
+        name="prompt-set-copy-to-profile",
+    ),
     path("prompt-sets/<int:pk>/prompts/new/", views.prompt_add, name="prompt-add"),
     path("prompt-sets/<int:pk>/prompts/lines/", views.prompts_add_lines, name="prompt-add-lines"),
     path("prompts/<int:pk>/edit/", views.prompt_edit, name="prompt-edit"),

@@ -7,9 +7,10 @@ from curation import api as curation_api
 from evaluation.alignment import gate_api, misalignment_api, realignment_api
 from evaluation.report import exit_kit_views, preference_api
 from evaluation.report import pairwise_api as pairwise_results_api
+from evaluation.report.compare_api import StudyCompareView
 from evaluation.scoring.api import StudyAdherenceView
 from evaluation.studies import api as evaluation_api
-from evaluation.studies import pairwise_api
+from evaluation.studies import pairwise_api, prompt_set_api
 from palmsweb.profile_api import ProfileViewSet
 from palmsweb.tokens import AuthTokenView
 from training import api as training_api
@@ -29,7 +30,7 @@ router.register("finetunes", training_api.FineTuneJobViewSet, basename="finetune
 router.register("sweeps", sweep_api.SweepViewSet, basename="sweep")
 router.register("screenings", ScreeningViewSet, basename="screening")
 router.register("sampling-jobs", training_api.SamplingJobViewSet, basename="samplingjob")
-router.register("prompt-sets", evaluation_api.PromptSetViewSet, basename="promptset")
+router.register("prompt-sets", prompt_set_api.PromptSetViewSet, basename="promptset")
 router.register("studies", evaluation_api.StudyViewSet, basename="study")
 router.register("study-outputs", evaluation_api.StudyOutputViewSet, basename="studyoutput")
 router.register("rating/studies", evaluation_api.RatingStudyViewSet, basename="rating-study")
@@ -62,6 +63,8 @@ router.register("exit-kits", exit_kit_views.ExitKitViewSet, basename="exitkit")
 
 urlpatterns = [
     path("auth/token/", AuthTokenView.as_view(), name="api-token"),
+    # before the router, whose studies/{id}/ would take "compare" for an id
+    path("studies/compare/", StudyCompareView.as_view(), name="study-compare"),
     re_path(
         r"^studies/(?P<id>[^/.]+)/adherence/$",
         StudyAdherenceView.as_view(),

@@ -10,10 +10,18 @@ two rubrics, not two models.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from evaluation.models import Study
 from evaluation.report.build import BASE, CI_RESAMPLES, VT, build_report
+from evaluation.report.compare_checks import (
+    FrozenPosition,
+    PromptOverlap,
+    TrainingCheck,
+    frozen_positions,
+    prompt_overlap,
+    training_checks,
+)
 from evaluation.report.table import study_seed
 from evaluation.report.tree import CategoryInfo, Report
 from palmsweb.lib import stats
@@ -32,6 +40,9 @@ class CompareRow:
     # each study's own test of its lead (paired t on prompt means, Holm; first size)
     lead_a: PairedComparison | None = None
     lead_b: PairedComparison | None = None
+    # the position each study's raters judged this category against (frozen at opening)
+    position_a: FrozenPosition | None = None
+    position_b: FrozenPosition | None = None
 
     @property
     def delta(self) -> float | None:
@@ -55,6 +66,19 @@ class StudyComparison:
     # Different value profiles: categories matched by name, leads compared, no raw test.
     cross_profile: bool = False
     same_base_model: bool = True
+    overlap: PromptOverlap | None = None
+    training: list[TrainingCheck] = field(default_factory=list)
+
+    @property
+    def warnings(self) -> list[str]:
+        """What stands between these numbers and "same model, different values"."""
+        found = [self.overlap.warning] if self.overlap else []
+        if self.cross_profile and not self.same_base_model:
+            found.append(
+                "The values-targeted arms start from different base models, so this is not "
+                "the same model adapted twice."
+            )
+        return [w for w in [*found, *(c.warning for c in self.training)] if w]
 
 
 def _compare_row(
@@ -108,11 +132,26 @@ def compare_studies(a: Study, b: Study) -> StudyComparison:
     in_a, in_b = {key(c): c for c in ra.categories}, {key(c): c for c in rb.categories}
     order = list(dict.fromkeys([*in_a, *in_b]))
     seed = study_seed(b)
-    rows = [
-        _compare_row(in_a.get(k), in_b.get(k), ra, rb, seed, test_means=not cross) for k in order
-    ]
-    if cross:
-        return _cross_profile_comparison(a, b, rows)
+    frozen_a, frozen_b = frozen_positions(a), frozen_positions(b)
+    rows = []
+    for k in order:
+        ca, cb = in_a.get(k), in_b.get(k)
+        row = _compare_row(ca, cb, ra, rb, seed, test_means=not cross)
+        rows.append(
+            replace(
+                row,
+                position_a=frozen_a.get(ca.pk) if ca else None,
+                position_b=frozen_b.get(cb.pk) if cb else None,
+            )
+        )
+    comparison = _cross_profile_comparison(a, b, rows) if cross else _within_profile(a, b, rows)
+    comparison.overlap = prompt_overlap(a, b)
+    comparison.training = training_checks(a) + training_checks(b)
+    return comparison
+
+
+def _within_profile(a: Study, b: Study, rows: list[CompareRow]) -> StudyComparison:
+    """Studies of one profile: B's values-targeted prompt means tested against A's."""
     adjusted = stats.holm({r.category.pk: r.test.welch_p for r in rows if r.test is not None})
     rows = [replace(r, p_holm=adjusted.get(r.category.pk)) for r in rows]
     deltas = [r for r in rows if r.delta is not None]

@@ -14,8 +14,10 @@ from django.views.decorators.vary import vary_on_headers
 
 from evaluation.access import (
     can_unblind_study,
+    comparable_studies,
     get_export_study_for_user,
     get_report_study_for_user,
+    not_comparable,
 )
 from evaluation.models import Export, Study
 from evaluation.report import exports
@@ -25,7 +27,7 @@ from evaluation.report.document import gap_links, render_report_document, report
 from evaluation.report.pairwise import pairwise_report
 from palmsweb.lib.htmx import render_page
 from palmsweb.lib.http import require_get, require_get_post
-from palmsweb.roles import Role, profile_ids_with_role, role_required
+from palmsweb.roles import Role, role_required
 
 research_access = role_required(Role.RESEARCHER)  # admins pass too
 
@@ -71,23 +73,11 @@ def report_download(request, pk: int):
     return response
 
 
-def _comparable_studies(user):
-    # Unblinded studies only, admins included: a comparison names the arms. Studies of every
-    # profile the user researches in: two profiles' studies side by side are the "same
-    # model, different values" comparison.
-    studies = Study.objects.filter(
-        status=Study.Status.CLOSED,
-        unblinded_at__isnull=False,
-        prompt_set__profile__in=profile_ids_with_role(user, Role.RESEARCHER),
-    ).select_related("prompt_set__profile")
-    return studies.order_by("-closed_at", "-pk")
-
-
 @require_get
 @research_access
 def study_compare(request):
     """Pick two studies; see per-category deltas of the values-targeted mean."""
-    studies = list(_comparable_studies(request.user))
+    studies = list(comparable_studies(request.user))
     context = {"studies": studies, "comparison": None, "problem": ""}
     a_id, b_id = request.GET.get("a", ""), request.GET.get("b", "")
     status = 200
@@ -97,10 +87,7 @@ def study_compare(request):
         context.update(a=a, b=b)
         # The picker again with the reason, rather than a bare error page.
         if a is None or b is None:
-            missing = a_id if a is None else b_id
-            context["problem"] = (
-                f"There is no closed, unblinded study #{missing}: only those can be compared."
-            )
+            context["problem"] = not_comparable(a_id if a is None else b_id)
             status = 404
         elif a.pk == b.pk:
             context["problem"] = "Pick two different studies: A and B are the same study."

@@ -1,5 +1,5 @@
-"""REST API for evaluation: prompt sets, studies (admins; researchers read), outputs
-(admins), and the raters' queue.
+"""REST API for evaluation: studies (admins; researchers read), outputs (admins), and the
+raters' queue (prompt sets: :mod:`evaluation.studies.prompt_set_api`).
 
 Raters: ``/api/rating/studies/`` lists their studies; ``POST …/{id}/claim/`` leases the next
 output (200 with the task, 204 when nothing is left); ``POST /api/rating/outputs/{public
@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import re
 
-from django.db import transaction
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -27,16 +26,14 @@ from drf_spectacular.utils import (
 from rest_framework import mixins, serializers, status
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound, PermissionDenied
-from rest_framework.permissions import SAFE_METHODS, BasePermission
+from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
-from curation.models import Category
 from evaluation import access
 from evaluation.drf import ERROR, EvaluationViewSet
-from evaluation.errors import EvaluationError
 from evaluation.gate_state import study_gate_warnings
-from evaluation.models import PromptSet, Rating, Study, StudyOutput
-from evaluation.studies import lifecycle, prompt_sets, queue, revisions
+from evaluation.models import Rating, Study, StudyOutput
+from evaluation.studies import lifecycle, queue, revisions
 from evaluation.studies.arm_pairs import compared_numbers
 from evaluation.studies.plan_serializers import (
     PairwisePlanSerializer,
@@ -54,8 +51,6 @@ from evaluation.studies.serializers import (
     FlagSerializer,
     LastRatingSerializer,
     LiveStudySerializer,
-    PromptSetCreateSerializer,
-    PromptSetSerializer,
     RaterStudySerializer,
     RatingResultSerializer,
     StudyEventSerializer,
@@ -69,66 +64,7 @@ from evaluation.studies.serializers import (
     task_payload,
 )
 from palmsweb.lib.drf import int_param
-from palmsweb.profiles import in_profiles, profile_for_create
-
-# --- prompt sets ---------------------------------------------------------------------------
-
-
-def _category_named(profile, name: str) -> Category:
-    """The active category of that name in ``profile``; names are unique per profile only."""
-    category = Category.objects.active().filter(profile=profile, name=name).first()
-    if category is None:
-        raise EvaluationError(f"No active category named {name!r} in this value profile.")
-    return category
-
-
-class PromptSetAccess(BasePermission):
-    def has_permission(self, request, view) -> bool:
-        if request.method in SAFE_METHODS:
-            return access.can_read_prompt_set(request.user)
-        return access.can_edit_prompt_set(request.user)
-
-    def has_object_permission(self, request, view, obj) -> bool:
-        if request.method in SAFE_METHODS:
-            return access.can_read_prompt_set(request.user, obj)
-        return access.can_edit_prompt_set(request.user, obj)
-
-
-@extend_schema_view(
-    create=extend_schema(
-        request=PromptSetCreateSerializer, responses={201: PromptSetSerializer, 400: ERROR}
-    ),
-)
-class PromptSetViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationViewSet):
-    """Evaluation prompt sets. Create one with its prompts in one request; change it in the
-    browser (a locked set is copied on edit)."""
-
-    permission_classes = [PromptSetAccess]
-    serializer_class = PromptSetSerializer
-    queryset = PromptSet.objects.prefetch_related("prompts__category")
-
-    def get_queryset(self):
-        """The prompt sets of the profiles the user reads in (``?profile=<id>``: one)."""
-        return in_profiles(self, super().get_queryset(), access.PROMPT_READ_ROLES, "profile")
-
-    def create(self, request, *args, **kwargs):
-        data = self.validated(PromptSetCreateSerializer).validated_data
-        profile = profile_for_create(
-            request.user, data.get("profile"), access.PROMPT_WRITE_ROLES
-        )
-        with transaction.atomic():
-            prompt_set = prompt_sets.prompt_set_create(
-                name=data["name"], description=data["description"], user=request.user,
-                profile=profile,
-            )  # fmt: skip
-            for prompt in data["prompts"]:
-                prompt_sets.prompt_add(
-                    prompt_set=prompt_set, user=request.user, text=prompt["text"],
-                    category=_category_named(profile, prompt["category"]),
-                )  # fmt: skip
-        prompt_set = self.get_queryset().get(pk=prompt_set.pk)
-        return Response(PromptSetSerializer(prompt_set).data, status=status.HTTP_201_CREATED)
-
+from palmsweb.profiles import in_profiles
 
 # --- studies -------------------------------------------------------------------------------
 

@@ -26,12 +26,29 @@ from evaluation.studies.arm_pairs import (
     parse_arm_pairs,
 )
 from evaluation.studies.lifecycle import ArmSpec, rater_pool_candidates
+from palmsweb.models import Profile
 from training.models import ModelVersion
 
 
 class PromptSetForm(forms.Form):
     name = forms.CharField(max_length=200)
     description = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 3}))
+
+
+class PromptSetCopyForm(forms.Form):
+    """Copy a prompt set into another value profile (its categories are matched by name)."""
+
+    profile = forms.ModelChoiceField(
+        queryset=Profile.objects.none(), empty_label=None, label="Into the value profile"
+    )
+    name = forms.CharField(
+        max_length=200, required=False, help_text="Left blank: the set's own name."
+    )
+
+    def __init__(self, *args, profiles, **kwargs):
+        """``profiles``: the profiles the user may curate in, other than the set's own."""
+        super().__init__(*args, **kwargs)
+        self.fields["profile"].queryset = profiles
 
 
 def _category_field(profile_id: int) -> forms.ModelChoiceField:

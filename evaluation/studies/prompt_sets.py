@@ -82,20 +82,50 @@ def prompt_set_update(*, prompt_set: PromptSet, name: str, description: str = ""
 
 
 @transaction.atomic
-def prompt_set_copy(*, prompt_set: PromptSet, user=None, name: str = "") -> PromptSet:
-    """An unlocked copy of a set with all its prompts, in order."""
+def prompt_set_copy(
+    *, prompt_set: PromptSet, user=None, name: str = "", profile: Profile | int | None = None
+) -> PromptSet:
+    """An unlocked copy of a set with all its prompts, in order: in the set's own profile,
+    or in ``profile``, where each prompt takes that profile's category of the same name
+    (the access check on ``profile`` is the caller's). Refused, with nothing created, when
+    a category has no active counterpart there."""
+    target = prompt_set.profile_id if profile is None else profile_pk(profile)
+    prompts = list(prompt_set.prompts.select_related("category"))
+    across = target != prompt_set.profile_id
+    categories = _counterpart_categories(prompts, target) if across else {}
     copy = PromptSet.objects.create(
-        profile_id=prompt_set.profile_id,
-        name=_unique_set_name(name or prompt_set.name, prompt_set.profile_id),
+        profile_id=target,
+        name=_unique_set_name(name or prompt_set.name, target),
         description=prompt_set.description,
         copied_from=prompt_set,
         created_by=user,
     )
     Prompt.objects.bulk_create(
-        Prompt(prompt_set=copy, order=p.order, category_id=p.category_id, text=p.text)
-        for p in prompt_set.prompts.all()
-    )
+        Prompt(
+            prompt_set=copy, order=p.order, text=p.text,
+            category_id=categories.get(p.category_id, p.category_id),
+        )
+        for p in prompts
+    )  # fmt: skip
     return copy
+
+
+def _counterpart_categories(prompts: list[Prompt], profile_id: int) -> dict[int, int]:
+    """{category id in the source profile: the active category of the same name (case
+    aside) in ``profile_id``}: raters in the target profile judge each prompt against
+    their own profile's position in that category."""
+    theirs = {
+        c.name.casefold(): c.pk for c in Category.objects.active().filter(profile_id=profile_id)
+    }
+    mine = {p.category_id: p.category.name for p in prompts}
+    missing = sorted({name for name in mine.values() if name.casefold() not in theirs})
+    if missing:
+        raise EvaluationError(
+            "The target value profile has no active category named "
+            + ", ".join(repr(name) for name in missing)
+            + ": add it there (with that profile's own position) before copying this set."
+        )
+    return {pk: theirs[name.casefold()] for pk, name in mine.items()}
 
 
 def _writable(prompt_set: PromptSet, user) -> PromptSet:

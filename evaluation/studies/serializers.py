@@ -81,6 +81,18 @@ class PromptSetCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer
     prompts = PromptInputSerializer(many=True, required=False, default=list)
 
 
+class PromptSetCopySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    profile = profile_choice_field(
+        (Role.CURATOR,),
+        "Copy into this value profile (one you curate in); each prompt takes its category "
+        "of the same name. Left out: the set's own profile.",
+    )
+    name = serializers.CharField(
+        max_length=200, required=False, allow_blank=True, default="",
+        help_text="Left out: the set's own name (numbered if taken there).",
+    )  # fmt: skip
+
+
 # --- studies (admins, researchers) ---------------------------------------------------------
 
 

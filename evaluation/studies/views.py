@@ -30,6 +30,7 @@ from evaluation.access import (
     can_manage_study,
     can_see_arm_results,
     can_unblind_study,
+    copy_target_profiles,
     get_output_for_user,
     get_prompt_for_user,
     get_prompt_set_for_user,
@@ -152,6 +153,7 @@ def _prompt_set_context(request, prompt_set: PromptSet, **extra) -> dict:
         "prompts": prompt_set.prompts.select_related("category"),
         "studies": prompt_set.studies.all(),
         "can_write": can_write,
+        "can_copy_across": copy_target_profiles(request.user, prompt_set).exists(),
         "prompt_form": prompt_form,
         "lines_form": lines_form,
         **extra,
@@ -262,15 +264,6 @@ def prompt_move(request, pk: int):
         return HttpResponseBadRequest("direction must be up or down")
     edited = prompt_sets.prompt_move(prompt=prompt, offset=offsets[direction], user=request.user)
     return _after_prompt_edit(request, prompt.prompt_set, edited)
-
-
-@require_post
-@prompt_write_access
-def prompt_set_copy(request, pk: int):
-    prompt_set = get_prompt_set_for_user(request.user, pk, write=True)
-    copy = prompt_sets.prompt_set_copy(prompt_set=prompt_set, user=request.user)
-    messages.success(request, f"Copied {prompt_set.name} to {copy.name}; edit it freely.")
-    return redirect(copy)
 
 
 # --- studies ----------------------------------------------------------------------------

@@ -156,15 +156,22 @@ def build_study(
     rater_prefix: str = "rater",
     mode: str = Study.Mode.SCALE,
     labelled: str = "",
+    prompt_set: PromptSet | None = None,
+    versions: dict[str, ModelVersion] | None = None,
 ) -> Setup:
     """``labelled``: add a second values-targeted arm at the same size with this free label
-    (its model version is ``versions["labelled"]``, as a DPO'd successor would be)."""
+    (its model version is ``versions["labelled"]``, as a DPO'd successor would be).
+    ``prompt_set``: rate this set (its profile's raters) instead of a new one; ``versions``:
+    model versions that replace the usual ones, by arm."""
     distinctive_ids()
-    from palmsweb.roles import Role
+    from palmsweb.roles import Role, grant_role
 
+    prompt_set = prompt_set or make_prompt_set(n_categories, per_category)
     admin = make_user(f"admin-{rater_prefix}", Role.ADMIN, staff=True)
     people = [make_user(f"{rater_prefix}{i}", Role.RATER) for i in range(raters)]
-    versions = make_versions()
+    for person in people:
+        grant_role(person, Role.RATER, prompt_set.profile_id)
+    versions = make_versions() | (versions or {})
     specs = [lifecycle.ArmSpec(arm=a, model_version=versions[a], size_tag=SIZE_TAG) for a in arms]
     if labelled:
         versions["labelled"] = ModelVersion.objects.create(
@@ -175,7 +182,7 @@ def build_study(
                                        size_tag=SIZE_TAG, label=labelled))  # fmt: skip
     study = lifecycle.study_create(
         name="Kindness study",
-        prompt_set=make_prompt_set(n_categories, per_category),
+        prompt_set=prompt_set,
         arms=specs,
         raters=people,
         samples_per_prompt=samples,

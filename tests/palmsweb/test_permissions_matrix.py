@@ -125,6 +125,7 @@ HTML_POLICY = {
     ("evaluation:prompt-set-detail", "prompt_set", "get"): PROMPT_READ,
     ("evaluation:prompt-set-edit", "prompt_set", "get"): PROMPT_WRITE,
     ("evaluation:prompt-set-copy", "prompt_set", "post"): PROMPT_WRITE,
+    ("evaluation:prompt-set-copy-to-profile", "prompt_set", "get"): PROMPT_WRITE,
     ("evaluation:prompt-add", "prompt_set", "post"): PROMPT_WRITE,
     ("evaluation:prompt-add-lines", "prompt_set", "post"): PROMPT_WRITE,
     ("evaluation:prompt-edit", "prompt", "get"): PROMPT_WRITE,
@@ -276,6 +277,8 @@ API_POLICY = {
     ("/api/prompt-sets/", "get"): PROMPT_READ,
     ("/api/prompt-sets/", "post"): PROMPT_WRITE,
     ("/api/prompt-sets/{prompt_set}/", "get"): PROMPT_READ,
+    ("/api/prompt-sets/{prompt_set}/copy/", "post"): PROMPT_WRITE,
+    ("/api/studies/compare/?a={study}&b={study}", "get"): STUDY_READ,  # as the compare page
     ("/api/studies/", "get"): STUDY_READ,
     ("/api/studies/", "post"): ADMIN,
     ("/api/studies/plan/", "post"): ADMIN,  # the study planner (issue 15)
@@ -388,17 +391,14 @@ FAKE_IDS = {
 } | {"study_output": "abcdefgh"}
 FAKE_IDS["misalignment_eval"] = "1"
 FAKE_IDS["profile"] = FAKE_IDS["membership"] = FAKE_IDS["screening"] = "1"
-FAKE_IDS["realignment"] = "1"
-FAKE_IDS["gate"] = "1"
-FAKE_IDS["study_sampling"] = "1"
-FAKE_IDS["sweep"] = "1"
+FAKE_IDS["realignment"] = FAKE_IDS["gate"] = FAKE_IDS["study_sampling"] = FAKE_IDS["sweep"] = "1"
 FAKE_IDS["preference_set"] = FAKE_IDS["preference_pair"] = FAKE_IDS["preference_snapshot"] = "1"
 
 
 def resolve_name(path: str) -> str:
     from django.urls import resolve
 
-    return resolve(path).url_name
+    return resolve(path.partition("?")[0]).url_name
 
 
 @pytest.fixture
@@ -568,7 +568,7 @@ def test_a_user_of_another_profile_sees_nothing_of_this_one(world):
             if status != 404 and not (status == 403 and _admin_only(_)):
                 wrong.append(f"{method.upper()} {name} → {status}")
     for (template, method), _ in API_POLICY.items():
-        keys = {part.strip("{}") for part in template.split("/") if part.startswith("{")}
+        keys = {part.split("}")[0] for part in template.split("{")[1:]}
         if keys & PROFILE_SCOPED and "study_output" not in keys:
             url = template.format(**objects)
             status = getattr(client, method)(url, content_type="application/json").status_code

@@ -7,7 +7,6 @@ from __future__ import annotations
 import io
 
 import pytest
-from django.core.cache import cache
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -23,7 +22,7 @@ from palmsweb.models import Membership, Profile
 from palmsweb.roles import Role, grant_role, has_role, user_roles
 from tests.conftest import api_token, client_for, make_user
 from tests.evaluation.conftest import no_queue  # noqa: F401 (a fixture)
-from tests.evaluation.test_report import closed_study
+from tests.evaluation.test_compare_profiles import two_profiles_studies
 from tests.factories import words
 
 
@@ -244,52 +243,39 @@ def test_the_migration_moves_group_roles_into_the_default_profile():
 
 
 def test_two_profiles_studies_compare_by_category_name_and_by_lead_only(db, no_queue):  # noqa: F811
-    first = closed_study(unblind=True, rater_prefix="pa")
-    second = closed_study(
-        unblind=True, rater_prefix="pb", levels={"base": 2, "control": 3, "values_targeted": 5}
-    )
-    clinic = Profile.objects.create(name="Clinical triage", slug="triage")
-    # The second study becomes the clinic's: its prompt set and categories, same names.
-    names = [
+    """The clinic copies study A's prompt set into its own profile (each prompt into its
+    category of the same name) and rates it with its own fine-tune of the same base model."""
+    first, second, clinic = two_profiles_studies()
+    assert second.prompt_set.copied_from == first.prompt_set
+    assert second.prompt_set.profile == clinic != first.prompt_set.profile
+    names = sorted(
         c.name
-        for c in Category.objects.filter(eval_prompts__prompt_set=first.study.prompt_set)
-        .distinct()
-        .order_by("pk")
-    ]
-    theirs = (
-        Category.objects.filter(eval_prompts__prompt_set=second.study.prompt_set)
-        .distinct()
-        .order_by("pk")
+        for c in Category.objects.filter(eval_prompts__prompt_set=first.prompt_set).distinct()
     )
-    for category, name in zip(theirs, names, strict=True):
-        Category.objects.filter(pk=category.pk).update(profile=clinic, name=name)
-    type(second.study.prompt_set).objects.filter(pk=second.study.prompt_set_id).update(
-        profile=clinic
-    )
-    cache.clear()
-    second.study.refresh_from_db()
-    comparison = compare_studies(first.study, second.study)
-    assert comparison.cross_profile
-    assert [r.category.name for r in comparison.rows] == names
+    comparison = compare_studies(first, second)
+    assert comparison.cross_profile and comparison.same_base_model
+    assert sorted(r.category.name for r in comparison.rows) == names
+    assert comparison.overlap.same_prompts and comparison.warnings == []
     for row in comparison.rows:
         assert row.test is None and row.p_holm is None  # different positions: no raw test
         # each side is that study's own lead over its base, as its own report gives it
         assert row.gap_a == pytest.approx(row.lead_a.mean_diff)
         assert row.gap_b == pytest.approx(row.lead_b.mean_diff)
         assert row.gap_b > row.gap_a > 0
+        assert row.position_b.text == f"Triage {row.category.name} by urgency."
     assert "Same model, different values" in comparison.summary
     researcher = make_user("both-profiles", Role.RESEARCHER)
     grant_role(researcher, Role.RESEARCHER, clinic)
     page = client_for(researcher).get(
-        reverse("evaluation:study-compare"), {"a": first.study.pk, "b": second.study.pk}
+        reverse("evaluation:study-compare"), {"a": first.pk, "b": second.pk}
     )
     assert page.status_code == 200 and b"Two value profiles" in page.content
     # A researcher of one profile only cannot pick the other's study.
     single = client_for(make_user("one-profile", Role.RESEARCHER)).get(
-        reverse("evaluation:study-compare"), {"a": first.study.pk, "b": second.study.pk}
+        reverse("evaluation:study-compare"), {"a": first.pk, "b": second.pk}
     )
     assert single.status_code == 404
-    assert f'value="{second.study.pk}"'.encode() not in single.content
+    assert f'value="{second.pk}"'.encode() not in single.content
 
 
 def test_a_finetune_records_its_snapshots_profile(tutor, no_training_queue, tmp_path):

@@ -221,7 +221,7 @@ def test_upload_and_create_a_supervised_job(openai_mock):
             suffix="palms-" + "x" * 100,
             metadata={"palmsweb_job": 7},
         )
-    )
+    ).id
 
     assert (file_id, job_id) == ("file-1", "ftjob-1")
     multipart = upload.calls[0].request.content
@@ -320,7 +320,7 @@ def test_fine_tune_calls_retry_429_and_fail_fast_on_403(openai_mock):
     route = router.post("/fine_tuning/jobs").mock(
         side_effect=[error(429, "Too many requests"), httpx.Response(200, json=job("queued"))]
     )
-    assert backend(client).create_job(HostedJobSpec("gpt-4o-mini", "file-1")) == "ftjob-1"
+    assert backend(client).create_job(HostedJobSpec("gpt-4o-mini", "file-1")).id == "ftjob-1"
     assert route.call_count == 2
 
     router.post("/files").mock(return_value=error(403, "Not allowed to fine-tune"))
@@ -344,7 +344,7 @@ def test_a_preference_job_asks_openai_for_dpo_with_its_beta(openai_mock):
         return_value=httpx.Response(200, json=job("validating_files"))
     )
     spec = HostedJobSpec("gpt-4.1-mini", "file-1", kind="preference", dpo_beta=0.1, epochs=2)
-    assert backend(client).create_job(spec) == "ftjob-1"
+    assert backend(client).create_job(spec).id == "ftjob-1"
     method = json.loads(create.calls[0].request.content)["method"]
     assert method == {
         "type": "dpo",

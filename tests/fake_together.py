@@ -343,7 +343,8 @@ class FakeTogether:
                 {},
             )
         prompt = body["messages"][-1]["content"]
-        text = f"A considered answer ({reply_tag(model)}) to: {prompt[:60]} (seed {body.get('seed')})"
+        seed = body.get("seed")
+        text = f"A considered answer ({reply_tag(model)}) to: {prompt[:60]} (seed {seed})"
         return (
             200,
             {
@@ -381,7 +382,7 @@ def _job(job: dict) -> dict:
 def _echoed(body: dict) -> dict:
     """The request's hyperparameters, as the real API echoes them on the job."""
     names = ("max_seq_length", "warmup_ratio", "gradient_accumulation_steps", "n_evals",
-             "n_checkpoints", "lr_scheduler", "training_type", "from_checkpoint", "packing")  # fmt: skip
+             "n_checkpoints", "lr_scheduler", "training_type", "from_checkpoint")  # fmt: skip
     return {name: body[name] for name in names if name in body}
 
 

@@ -73,12 +73,12 @@ class HostedJobSpec:
     """One fine-tuning job in our own terms; each backend sends what its API takes.
 
     ``model`` is always the base model; ``start_from`` names an earlier fine-tune of it at
-    the same provider (its model id) to continue from. ``learning_rate`` is absolute (Together takes it as is; OpenAI only takes a multiplier,
-    ``learning_rate_multiplier``, so it ignores this one). ``lora`` False is a full
-    fine-tune. ``dpo_beta`` applies to preference jobs only. ``validation_file``: an uploaded
-    file of held-out examples the provider measures the loss of; ``n_evals``: how many times
-    over the run (Together; OpenAI picks its own schedule and ignores it).
-    ``max_seq_len`` and ``warmup_ratio`` (warm-up as a share of all steps): Together takes
+    the same provider (its model id) to continue from. ``learning_rate`` is absolute
+    (Together takes it as is; OpenAI only takes a multiplier, ``learning_rate_multiplier``,
+    so it ignores this one). ``lora`` False is a full fine-tune. ``dpo_beta`` applies to
+    preference jobs only. ``validation_file``: an uploaded file of held-out examples the
+    provider measures the loss of; ``n_evals``: how many times over the run (Together;
+    OpenAI picks its own schedule and ignores it). ``max_seq_len`` and ``warmup_ratio`` (warm-up as a share of all steps): Together takes
     them, OpenAI sets its own and ignores them.
     """
 

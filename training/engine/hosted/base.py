@@ -78,8 +78,8 @@ class HostedJobSpec:
     so it ignores this one). ``lora`` False is a full fine-tune. ``dpo_beta`` applies to
     preference jobs only. ``validation_file``: an uploaded file of held-out examples the
     provider measures the loss of; ``n_evals``: how many times over the run (Together;
-    OpenAI picks its own schedule and ignores it). ``max_seq_len`` and ``warmup_ratio`` (warm-up as a share of all steps): Together takes
-    them, OpenAI sets its own and ignores them.
+    OpenAI picks its own schedule and ignores it). ``max_seq_len`` and ``warmup_ratio``
+    (warm-up as a share of all steps): Together takes them, OpenAI sets its own.
     """
 
     model: str

@@ -4,15 +4,14 @@ from django.db import migrations, models
 
 
 class Migration(migrations.Migration):
-
     dependencies = [
-        ('training', '0013_dpo_preference_profile'),
+        ("training", "0013_dpo_preference_profile"),
     ]
 
     operations = [
         migrations.AddField(
-            model_name='finetunejob',
-            name='provider_hyperparameters',
+            model_name="finetunejob",
+            name="provider_hyperparameters",
             field=models.JSONField(blank=True, default=dict),
         ),
     ]

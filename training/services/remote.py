@@ -62,9 +62,7 @@ def hosted_start(job: FineTuneJob) -> None:
     reporter.flush()
 
 
-def _upload_files(
-    job: FineTuneJob, backend, reporter: JobReporter
-) -> tuple[str, str | None, int]:
+def _upload_files(job: FineTuneJob, backend, reporter: JobReporter) -> tuple[str, str | None, int]:
     """Upload the training data and, for a job with validation (a validation snapshot or a
     held-out share, never trained on), the validation file; their ids and how many training
     examples went up. A DPO job uploads its pairs as preference JSONL (no validation file:

@@ -2,7 +2,7 @@
 after the provider retires the model.
 
 Per fine-tune (``finetune-<pk>/``): ``job.json`` (the spec: provider, base model,
-hyperparameters, remote ids, lineage), ``events.log`` (the mirrored log), ``metrics.json``
+hyperparameters, those the provider ran with in its own names, remote ids, lineage), ``events.log`` (the mirrored log), ``metrics.json``
 (losses, the provider's checkpoints), ``snapshot.jsonl`` (the training data exactly as
 uploaded), ``result.json`` (the resulting model id and its shutdown date) and
 ``outputs.jsonl`` (every output already sampled from the model, with the ratings of each
@@ -180,6 +180,8 @@ def job_spec(job: FineTuneJob) -> dict:
         },
         "method": job.method,
         "hyperparameters": job.hyperparameters,
+        # What the provider was sent, in its own names (and what it filled in): what ran.
+        "provider_hyperparameters": job.provider_hyperparameters,
         "arm": job.arm,
         "arm_override": job.arm_override,
         "objective": job.objective,

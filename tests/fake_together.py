@@ -343,8 +343,9 @@ class FakeTogether:
                 {},
             )
         prompt = body["messages"][-1]["content"]
-        seed = body.get("seed")
-        text = f"A considered answer ({reply_tag(model)}) to: {prompt[:60]} (seed {seed})"
+        # The seed as a digest too: a bare number could be a piece of a model's name.
+        take = hashlib.sha256(str(body.get("seed")).encode()).hexdigest()[:6]
+        text = f"A considered answer ({reply_tag(model)}) to: {prompt[:60]} (take {take})"
         return (
             200,
             {

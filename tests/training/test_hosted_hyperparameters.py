@@ -84,6 +84,14 @@ def test_together_gets_sequence_length_and_warm_up_and_the_job_records_what_ran(
     assert (recorded["lora"], recorded["lora_r"], recorded["lora_alpha"]) == (True, 8, 16)
     assert recorded["random_seed"] == 3 and "training_file" not in recorded
 
+    # Polling keeps the record as Together reports the job (here: a batch size it settled).
+    together.jobs[job.remote_job_id]["batch_size"] = 16
+    together.advance(job.remote_job_id, "running")
+    services.hosted_poll(job.pk)
+    job.refresh_from_db()
+    assert job.provider_hyperparameters == {**recorded, "batch_size": 16}
+    recorded = job.provider_hyperparameters
+
     page = client_for(admin_user).get(job.get_absolute_url()).content.decode()
     assert 'id="provider-hyperparameters"' in page and "<code>warmup_ratio</code>" in page
     api_job = client_for(admin_user).get(f"/api/finetunes/{job.pk}/").json()

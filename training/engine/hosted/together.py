@@ -206,6 +206,7 @@ class TogetherFineTuneBackend:
             eta_seconds=float(progress.seconds_remaining)
             if progress is not None and progress.estimate_available
             else None,
+            hyperparameters=_resolved(job),
         )
 
     def cancel(self, job_id: str) -> str:

@@ -12,7 +12,13 @@ Routes (as the SDK calls them):
 - ``POST /v1/fine-tunes``; ``GET /v1/fine-tunes/<id>``; ``GET …/events``,
   ``…/checkpoints``, ``…/metrics``; ``POST …/cancel``.
 - ``POST /v1/chat/completions`` for a model the fake serves (a finished job's
-  ``model_output_name``, or one in ``served``); others get 404 ``model_not_found``.
+  ``model_output_name``, or one in ``served``); others get 404 ``model_not_found``. The reply
+  never names the model (a study would hold it for review as identifying): it carries
+  :func:`reply_tag` of the model instead, a short digest that tells models apart in tests.
+- Model limits are known only for the base models in ``trainable`` (404 for any other name,
+  a fine-tune's output name included, as the real API answers); a job started
+  ``from_checkpoint`` (an earlier job's id or output name, ``:step`` optional) trains that
+  job's base model.
 
 A test drives it with :meth:`FakeTogether.advance` (a job's status, events, metrics,
 checkpoints), :meth:`FakeTogether.fault` (the next ``times`` requests to a path prefix get
@@ -22,6 +28,7 @@ an error answer: 429 with ``Retry-After``, 403, 500…) and :meth:`FakeTogether.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import re
@@ -60,6 +67,14 @@ LIMITS = {
     "supports_tools": True,
     "supports_vision": False,
 }
+# The base models the fake fine-tunes (their limits are LIMITS).
+TRAINABLE = {"meta-llama/Meta-Llama-3.1-8B-Instruct-Reference"}
+
+
+def reply_tag(model: str) -> str:
+    """The mark the fake's chat replies carry for ``model``: distinct per model, and no
+    piece of its name (a rater must not be able to tell the model from it)."""
+    return "tag " + hashlib.sha256(model.encode()).hexdigest()[:6]
 
 
 @dataclass
@@ -89,6 +104,7 @@ class FakeTogether:
     files: dict[str, dict] = field(default_factory=dict)
     jobs: dict[str, dict] = field(default_factory=dict)
     served: set[str] = field(default_factory=set)
+    trainable: set[str] = field(default_factory=lambda: set(TRAINABLE))
     retired: set[str] = field(default_factory=set)
     faults: list[Fault] = field(default_factory=list)
     requests: list[Seen] = field(default_factory=list)
@@ -150,6 +166,20 @@ class FakeTogether:
                 job["token_count"] = 1234
                 self.served.add(job["model_output_name"])
 
+    def finished_job(self, model: str, output_name: str) -> str:
+        """A fine-tune of base ``model`` that completed earlier, served as ``output_name``
+        (what a job may continue ``from_checkpoint``); returns the output name."""
+        with self._lock:
+            job_id = f"ft-{next(self._ids):04d}"
+            self.jobs[job_id] = {
+                "id": job_id, "status": "completed", "model": model,
+                "model_output_name": output_name, "created_at": "2026-11-01T00:00:00Z",
+                "updated_at": "2026-11-01T00:00:00Z", "events": [], "metrics": [],
+                "checkpoints": [], "request": {},
+            }  # fmt: skip
+            self.served.add(output_name)
+        return output_name
+
     def retire(self, model: str) -> None:
         """The model disappears: chat requests for it get 404 from now on."""
         with self._lock:
@@ -185,7 +215,7 @@ class FakeTogether:
             file = self.files.get(m.group(1))
             return (200, _public(file), {}) if file else _not_found("file")
         if method == "GET" and path == "/v1/fine-tunes/models/limits":
-            return 200, LIMITS, {}
+            return self._limits(seen.query.get("model_name", [""])[0])  # type: ignore[attr-defined]
         if method == "POST" and path == "/v1/fine-tunes/estimate-price":
             return (
                 200,
@@ -227,20 +257,39 @@ class FakeTogether:
         file.update(content=body, bytes=len(body))
         return 200, {}, {}
 
+    def _limits(self, model: str) -> tuple[int, Any, dict[str, str]]:
+        if model not in self.trainable:
+            return _not_found(f"model {model}")
+        return 200, {**LIMITS, "model_name": model}, {}
+
+    def _parent(self, checkpoint: str) -> dict | None:
+        """The job a ``from_checkpoint`` names: by job id or output model name."""
+        name = checkpoint.split(":", 1)[0]
+        return next(
+            (j for j in self.jobs.values() if name in {j["id"], j["model_output_name"]}), None
+        )
+
     def _create_job(self, body: dict) -> tuple[int, Any, dict[str, str]]:
         if body.get("training_file") not in self.files:
-            return (
-                400,
-                {"error": {"message": "training_file not found", "type": "invalid_request_error"}},
-                {},
-            )
+            return _invalid("training_file not found")
+        if body.get("model") and body.get("from_checkpoint"):
+            return _invalid("Specify either a model or a checkpoint to start from, not both")
+        model = body.get("model")
+        if body.get("from_checkpoint"):
+            parent = self._parent(body["from_checkpoint"])
+            if parent is None or parent["status"] != "completed":
+                return _invalid(f"checkpoint {body['from_checkpoint']} not found")
+            model = parent["model"]
+        if model not in self.trainable:
+            return _invalid(f"model {model} is not available for fine-tuning")
         job_id = f"ft-{next(self._ids):04d}"
-        output = f"fakeuser/{body['model'].rsplit('/', 1)[-1]}-{body.get('suffix', 'ft')}-{job_id}"
+        output = f"fakeuser/{model.rsplit('/', 1)[-1]}-{body.get('suffix', 'ft')}-{job_id}"
         self.jobs[job_id] = {
+            **_echoed(body),
             "id": job_id,
             "status": "pending",
             "user_id": "fakeuser",
-            "model": body["model"],
+            "model": model,
             "created_at": "2026-12-01T00:00:00Z",
             "updated_at": "2026-12-01T00:00:00Z",
             "training_file": body["training_file"],
@@ -294,7 +343,9 @@ class FakeTogether:
                 {},
             )
         prompt = body["messages"][-1]["content"]
-        text = f"[{model}] answer to: {prompt[:60]} (seed {body.get('seed')})"
+        # The seed as a digest too: a bare number could be a piece of a model's name.
+        take = hashlib.sha256(str(body.get("seed")).encode()).hexdigest()[:6]
+        text = f"A considered answer ({reply_tag(model)}) to: {prompt[:60]} (take {take})"
         return (
             200,
             {
@@ -327,6 +378,17 @@ def _public(file: dict) -> dict:
 def _job(job: dict) -> dict:
     hidden = {"events", "metrics", "checkpoints", "request"}
     return {k: v for k, v in job.items() if k not in hidden}
+
+
+def _echoed(body: dict) -> dict:
+    """The request's hyperparameters, as the real API echoes them on the job."""
+    names = ("max_seq_length", "warmup_ratio", "gradient_accumulation_steps", "n_evals",
+             "n_checkpoints", "lr_scheduler", "training_type", "from_checkpoint")  # fmt: skip
+    return {name: body[name] for name in names if name in body}
+
+
+def _invalid(message: str) -> tuple[int, Any, dict[str, str]]:
+    return 400, {"error": {"message": message, "type": "invalid_request_error"}}, {}
 
 
 def _not_found(what: str) -> tuple[int, Any, dict[str, str]]:

@@ -271,6 +271,9 @@ class FineTuneJob(Job):
     remote_job_id = models.CharField(max_length=200, blank=True)
     remote_file_id = models.CharField(max_length=200, blank=True)
     remote_events_cursor = models.CharField(max_length=200, blank=True)
+    # A hosted job's hyperparameters in its provider's own names: what was sent, with what the
+    # provider filled in ("max" batch, a resolved "auto"). The job page and exit kit show it.
+    provider_hyperparameters = models.JSONField(default=dict, blank=True)
     result = models.OneToOneField(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="finetune"
     )

@@ -285,6 +285,11 @@ class FineTuneJobDetailSerializer(FineTuneJobSerializer):
         read_only=True,
         help_text="DPO: [[step, mean reward margin, reward accuracy], ...] after each step.",
     )
+    provider_hyperparameters = serializers.JSONField(
+        read_only=True,
+        help_text="A hosted job's hyperparameters in its provider's own names: what was sent, "
+        "with the values the provider filled in ({} for a local job).",
+    )
 
     class Meta(FineTuneJobSerializer.Meta):
         fields = [
@@ -298,6 +303,7 @@ class FineTuneJobDetailSerializer(FineTuneJobSerializer):
             "held_out_items",
             "validation_loss",
             "reward_history",
+            "provider_hyperparameters",
             "log",
         ]
         read_only_fields = fields

@@ -2,13 +2,14 @@
 after the provider retires the model.
 
 Per fine-tune (``finetune-<pk>/``): ``job.json`` (the spec: provider, base model,
-hyperparameters, remote ids, lineage), ``events.log`` (the mirrored log), ``metrics.json``
-(losses, the provider's checkpoints), ``snapshot.jsonl`` (the training data exactly as
-uploaded), ``result.json`` (the resulting model id and its shutdown date) and
-``outputs.jsonl`` (every output already sampled from the model, with the ratings of each
-closed study that rated it). For every closed study with an arm on one of these models, its
-study bundle (``studies/study-<pk>.zip``, the same bundle an export writes), which
-``manage.py replay_report`` replays; ``exit-kit.json`` lists it all with SHA-256 sums.
+hyperparameters, those the provider ran with in its own names, remote ids, lineage),
+``events.log`` (the mirrored log), ``metrics.json`` (losses, the provider's checkpoints),
+``snapshot.jsonl`` (the training data exactly as uploaded), ``result.json`` (the resulting
+model id and its shutdown date) and ``outputs.jsonl`` (every output already sampled from the
+model, with the ratings of each closed study that rated it). For every closed study with an
+arm on one of these models, its study bundle (``studies/study-<pk>.zip``, the same bundle an
+export writes), which ``manage.py replay_report`` replays; ``exit-kit.json`` lists it all
+with SHA-256 sums.
 
 Ratings leave the app only once rating is over (:func:`exports.check_exportable`): an open
 study's outputs are in the kit without ratings. Its ratings stay in the database, which the
@@ -180,6 +181,8 @@ def job_spec(job: FineTuneJob) -> dict:
         },
         "method": job.method,
         "hyperparameters": job.hyperparameters,
+        # What the provider was sent, in its own names (and what it filled in): what ran.
+        "provider_hyperparameters": job.provider_hyperparameters,
         "arm": job.arm,
         "arm_override": job.arm_override,
         "objective": job.objective,

@@ -15,7 +15,7 @@ import zipfile
 import pytest
 
 from curation import services as curation
-from tests.fake_together import fake_together  # noqa: F401  (the fixture)
+from tests.fake_together import fake_together, reply_tag  # noqa: F401  (the fixture)
 from training import tasks
 from training.models import BaseModel, FineTuneJob, JobStatus
 
@@ -109,7 +109,7 @@ def test_admin_runs_the_loop_on_a_together_model(
     sampling.locator("input[name=n_samples]").fill("2")
     sampling.locator("button.primary").click()
     page.wait_for_url(re.compile(r"/training/sampling/\d+/$"))
-    expect(page.locator("main")).to_contain_text(f"[{model_id}] answer to", timeout=WAIT_MS)
+    expect(page.locator("main")).to_contain_text(f"({reply_tag(model_id)}) to", timeout=WAIT_MS)
 
     # --- the exit kit --------------------------------------------------------------------------
     page.goto(job.get_absolute_url())
@@ -119,4 +119,4 @@ def test_admin_runs_the_loop_on_a_together_model(
     download.value.save_as(kit)
     with zipfile.ZipFile(kit) as zf:
         rows = zf.read(f"finetune-{job.pk}/outputs.jsonl").decode().splitlines()
-    assert len(rows) == 2 and json.loads(rows[0])["text"].startswith(f"[{model_id}]")
+    assert len(rows) == 2 and f"({reply_tag(model_id)})" in json.loads(rows[0])["text"]

@@ -291,7 +291,7 @@ def test_together_dpo_runs_to_a_model_version_with_the_snapshot_hash(
         model_id="meta-llama/Meta-Llama-3.1-8B-Instruct-Reference",
         base_url=fake_together.base_url,
     )  # fmt: skip
-    start = hosted_sft(base, "me/Meta-Llama-3.1-8B-vt")
+    start = hosted_sft(base, fake_together.finished_job(base.model_id, "me/Meta-Llama-3.1-8B-vt"))
     with django_capture_on_commit_callbacks(execute=False):
         job = preference_training.preference_dpo_launch(
             snapshot=snapshot, start_version=start, method="lora",
@@ -302,7 +302,13 @@ def test_together_dpo_runs_to_a_model_version_with_the_snapshot_hash(
     sent = fake_together.jobs[job.remote_job_id]["request"]
     assert sent["training_method"]["method"] == "dpo"
     assert sent["training_method"]["dpo_beta"] == 0.3
-    assert sent["model"] == "me/Meta-Llama-3.1-8B-vt"
+    # It continues the earlier fine-tune: the SDK takes it as from_checkpoint, and no model
+    # with it; the limits are the base model's (Together lists none for a fine-tune).
+    assert sent["from_checkpoint"] == "me/Meta-Llama-3.1-8B-vt" and "model" not in sent
+    assert fake_together.jobs[job.remote_job_id]["model"] == base.model_id
+    limits = fake_together.calls("GET", "/v1/fine-tunes/models/limits")
+    assert [r.query["model_name"] for r in limits] == [[base.model_id]]
+    assert job.provider_hyperparameters["from_checkpoint"] == "me/Meta-Llama-3.1-8B-vt"
     lines = fake_together.files[job.remote_file_id]["content"].decode().splitlines()
     assert len(lines) == 12 and "non_preferred_output" in json.loads(lines[0])
     fake_together.advance(job.remote_job_id, status="completed")

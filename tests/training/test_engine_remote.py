@@ -116,7 +116,8 @@ def backend(fake, key: str = API_KEY) -> OpenAIFineTuneBackend:
 
 def created_job(fake, remote: OpenAIFineTuneBackend, **spec) -> str:
     file_id = remote.upload_training_file(b'{"messages": []}\n')
-    return remote.create_job(HostedJobSpec(model="gpt-4o-mini", training_file=file_id, **spec))
+    spec = HostedJobSpec(model="gpt-4o-mini", training_file=file_id, **spec)
+    return remote.create_job(spec).id
 
 
 def test_upload_and_create_a_supervised_job(fake):
@@ -132,7 +133,7 @@ def test_upload_and_create_a_supervised_job(fake):
             suffix="palms-" + "x" * 100,
             metadata={"palmsweb_job": 7},
         )
-    )
+    ).id
 
     uploaded = fake.files[file_id]
     assert (uploaded["purpose"], uploaded["filename"]) == ("fine-tune", "train.jsonl")

@@ -317,3 +317,27 @@ def test_models_without_a_configured_family_have_no_shutdown_date(db):
     for base in (custom, endpoint):
         assert services.version_shutdown(services.base_version(base)) is None
     assert ModelVersion.objects.count() == 2
+
+
+def test_a_fine_tune_whose_name_has_no_family_goes_with_its_base_models_date(db, settings):
+    """A Together fine-tune is named ``user/Model-suffix-id``, which names no family: it
+    shuts down with the model it was fine-tuned from (OpenAI's too, should one's name
+    not parse)."""
+    together = {"label": "Together AI", "model_shutdowns": {"meta-llama/Llama-3-8b": "2027-06-30"}}
+    settings.HOSTED_PROVIDER_DATES = {**settings.HOSTED_PROVIDER_DATES, "together": together}
+    llama = services.base_model_create(
+        name="llama", kind="together", model_id="meta-llama/Llama-3-8b",
+        base_url="https://api.together.xyz/v1",
+    )  # fmt: skip
+    gpt = services.base_model_create(name="gpt", kind="openai", model_id="gpt-4o-mini")
+    tuned = [
+        ModelVersion.objects.create(base_model=llama, name="vt", arm="values_targeted",
+                                    remote_model_id="fakeuser/Llama-3-8b-palms-vt-ft-0001"),
+        ModelVersion.objects.create(base_model=gpt, name="vt", arm="values_targeted",
+                                    remote_model_id="ft:custom:org::abc"),
+    ]  # fmt: skip
+    dates = [services.version_shutdown(version) for version in tuned]
+    assert [(d.on, d.source) for d in dates] == [
+        (date(2027, 6, 30), "configured"), (date(2027, 1, 14), "configured"),
+    ]  # fmt: skip
+    assert services.version_shutdown(services.base_version(llama)).on == date(2027, 6, 30)

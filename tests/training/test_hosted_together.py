@@ -11,7 +11,7 @@ import pytest
 
 from curation.services import sample_create, snapshot_create
 from tests.factories import CategoryFactory, DatasetFactory, words
-from tests.fake_together import fake_together  # noqa: F401  (the fixture)
+from tests.fake_together import fake_together, reply_tag  # noqa: F401  (the fixture)
 from training import services
 from training.engine.errors import EngineError
 from training.engine.hosted.base import HostedJobSpec, preference_jsonl
@@ -167,7 +167,7 @@ def test_polling_mirrors_events_losses_and_eta_then_the_result_samples(
     sampling.refresh_from_db()
     assert sampling.status == JobStatus.SUCCEEDED, sampling.error
     texts = list(Generation.objects.filter(job=sampling).values_list("text", flat=True))
-    assert len(texts) == 2 and all(t.startswith(f"[{output_name}]") for t in texts)
+    assert len(texts) == 2 and all(f"({reply_tag(output_name)})" in t for t in texts)
 
 
 def test_a_failed_job_fails_with_the_reason_from_its_error_event(
@@ -309,7 +309,7 @@ def test_a_dpo_job_uploads_preference_pairs_and_asks_for_dpo(together):
     }
     job_id = backend.create_job(
         HostedJobSpec(model=LLAMA, training_file=file_id, kind="preference", dpo_beta=0.2, epochs=1)
-    )
+    ).id
     sent = together.jobs[job_id]["request"]
     assert sent["training_method"]["method"] == "dpo"
     assert sent["training_method"]["dpo_beta"] == 0.2

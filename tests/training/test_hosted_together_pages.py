@@ -15,7 +15,7 @@ from django.urls import reverse
 from curation.services import sample_create, snapshot_create
 from tests.conftest import client_for
 from tests.factories import CategoryFactory, DatasetFactory, words
-from tests.fake_together import fake_together  # noqa: F401  (the fixture)
+from tests.fake_together import fake_together, reply_tag  # noqa: F401  (the fixture)
 from training import tasks
 from training.models import BaseModel, FineTuneJob, JobStatus, SamplingJob
 
@@ -120,15 +120,14 @@ def test_an_admin_runs_the_loop_on_a_together_model_from_the_pages(
     assert response.status_code == 302
     tasks.run_sampling(sampling.pk)
     outputs = browser.get(sampling.get_absolute_url()).content.decode()
-    assert f"[{job.result.remote_model_id}] answer to: Should I tell my friend" in outputs
+    tag = reply_tag(job.result.remote_model_id)
+    assert f"A considered answer ({tag}) to: Should I tell my friend" in outputs
 
     # The exit kit, from the job page's button.
     download = browser.post(reverse("evaluation:exit-kit"), {"finetune": job.pk})
     kit = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
     rows = kit.read(f"finetune-{job.pk}/outputs.jsonl").decode().splitlines()
-    assert len(rows) == 2 and json.loads(rows[0])["text"].startswith(
-        f"[{job.result.remote_model_id}]"
-    )
+    assert len(rows) == 2 and f"({tag})" in json.loads(rows[0])["text"]
     # Every request to Together carried the key read from the environment, never stored.
     assert all(
         r.headers.get("authorization") == "Bearer tg-secret"

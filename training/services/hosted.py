@@ -8,6 +8,7 @@ here. Adding a provider is one :class:`Provider` row, one backend in
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -82,18 +83,29 @@ MAX_EVALS = 10
 
 
 def job_spec(
-    job: FineTuneJob, training_file: str, validation_file: str | None = None
+    job: FineTuneJob,
+    training_file: str,
+    validation_file: str | None = None,
+    *,
+    examples: int | None = None,
 ) -> HostedJobSpec:
-    """``job`` in the backends' shared terms (each maps them to its provider's names)."""
+    """``job`` in the backends' shared terms (each maps them to its provider's names).
+    ``examples``: how many training examples were uploaded (for the warm-up's share)."""
     from training.engine.hosted.base import HostedJobSpec
 
     hp = job.hyperparameters
     start = job.start_version
+    base_id = job.base_model.model_id
     # A DPO may start from an earlier fine-tune at the same provider (OpenAI and Together
-    # both fine-tune their fine-tuned models).
-    model = start.remote_model_id if start and start.remote_model_id else job.base_model.model_id
+    # both fine-tune their fine-tuned models); the base model's own version is no such start.
+    start_from = (
+        start.remote_model_id
+        if start and start.remote_model_id and start.remote_model_id != base_id
+        else None
+    )
     return HostedJobSpec(
-        model=model,
+        model=base_id,
+        start_from=start_from,
         training_file=training_file,
         kind="preference" if job.is_dpo else "supervised",
         dpo_beta=hp.get("beta") if job.is_dpo else None,
@@ -111,7 +123,23 @@ def job_spec(
         metadata={"palmsweb_job": str(job.pk), "snapshot": job.data_hash},
         validation_file=validation_file,
         n_evals=min(hp["epochs"], MAX_EVALS) if validation_file else None,
+        max_seq_len=hp.get("max_seq_len"),
+        warmup_ratio=warmup_ratio(hp, examples),
     )
+
+
+def warmup_ratio(hp: dict, examples: int | None) -> float | None:
+    """Our warm-up steps as the share of all optimizer steps that providers take instead
+    (Together's ``warmup_ratio``). The steps are counted from examples, batch size and
+    gradient accumulation; a provider that packs examples takes fewer steps, but the share
+    of the run spent warming up is what the setting means. None when there is no warm-up or
+    nothing to count from."""
+    steps = hp.get("warmup_steps")
+    if not steps or not examples or not isinstance(hp.get("batch_size"), int):
+        return None
+    per_step = hp["batch_size"] * (hp.get("grad_accum") or 1)
+    total = math.ceil(examples / per_step) * int(hp["epochs"])
+    return round(min(1.0, steps / total), 4)
 
 
 # --- retrain elsewhere ------------------------------------------------------------------------

@@ -157,11 +157,15 @@ def configured_shutdown(base_model: BaseModel, model_id: str) -> date | None:
 
 def version_shutdown(version: ModelVersion) -> Shutdown | None:
     """When ``version`` shuts down: the date its provider listed when the fine-tune
-    succeeded, else the configured date of its family; None for models nobody retires
-    (local ones, endpoints without dates)."""
+    succeeded, else the configured date of its family, else that of its base model's
+    family (a fine-tune goes with the model it was fine-tuned from, and a Together
+    fine-tune's name, ``user/Model-suffix-id``, names no family); None for models nobody
+    retires (local ones, endpoints without dates)."""
     listed = (version.metadata or {}).get("shutdown_date")
     if listed:
         return Shutdown(on=date.fromisoformat(listed), source=FROM_PROVIDER)
-    model_id = version.remote_model_id or version.base_model.model_id
-    configured = configured_shutdown(version.base_model, model_id)
+    base = version.base_model
+    configured = configured_shutdown(base, version.remote_model_id) or configured_shutdown(
+        base, base.model_id
+    )
     return Shutdown(on=configured, source=FROM_SETTINGS) if configured else None

@@ -44,8 +44,9 @@ def hosted_start(job: FineTuneJob) -> None:
         check_new_job_allowed(job.base_model)
         backend = hosted.hosted_backend(job.base_model)
         reporter.phase(f"uploading the snapshot to {backend.label}")
-        file_id, validation_id = _upload_files(job, backend, reporter)
-        remote_id = backend.create_job(hosted.job_spec(job, file_id, validation_id))
+        file_id, validation_id, examples = _upload_files(job, backend, reporter)
+        spec = hosted.job_spec(job, file_id, validation_id, examples=examples)
+        created = backend.create_job(spec)
     except TrainingNotAvailable as refused:
         reason = training_not_available_reason(job.base_model, refused.server_message)
         fail_job(job, reporter, TrainingError(reason))
@@ -54,32 +55,36 @@ def hosted_start(job: FineTuneJob) -> None:
         fail_job(job, reporter, exc)
         return
     FineTuneJob.objects.filter(pk=job.pk).update(
-        remote_file_id=file_id, remote_job_id=remote_id, remote_events_cursor=""
-    )
-    reporter.log(f"created {backend.label} job {remote_id} from file {file_id}")
+        remote_file_id=file_id, remote_job_id=created.id, remote_events_cursor="",
+        provider_hyperparameters=created.hyperparameters,
+    )  # fmt: skip
+    reporter.log(f"created {backend.label} job {created.id} from file {file_id}")
     reporter.flush()
 
 
-def _upload_files(job: FineTuneJob, backend, reporter: JobReporter) -> tuple[str, str | None]:
+def _upload_files(job: FineTuneJob, backend, reporter: JobReporter) -> tuple[str, str | None, int]:
     """Upload the training data and, for a job with validation (a validation snapshot or a
-    held-out share, never trained on), the validation file; their ids. A DPO job uploads
-    its pairs as preference JSONL (no validation file: its snapshot is the pairs)."""
+    held-out share, never trained on), the validation file; their ids and how many training
+    examples went up. A DPO job uploads its pairs as preference JSONL (no validation file:
+    its snapshot is the pairs)."""
     if job.is_dpo:
         from training.engine.hosted.base import preference_jsonl
 
         data = preference_jsonl(job.preference_pairs)
-        return backend.upload_training_file(
+        file_id = backend.upload_training_file(
             data, filename="preferences.jsonl", kind="preference"
-        ), None
+        )
+        return file_id, None, len(job.preference_pairs)
     train, validation = split_examples(job)
     if not validation:
-        return backend.upload_training_file(snapshot_jsonl(job.snapshot).encode()), None
+        data = snapshot_jsonl(job.snapshot).encode()
+        return backend.upload_training_file(data), None, len(train)
     file_id = backend.upload_training_file(examples_jsonl(train))
     validation_id = backend.upload_training_file(
         examples_jsonl(validation), filename="validation.jsonl"
     )
     reporter.log(f"uploaded {len(validation)} validation examples as file {validation_id}")
-    return file_id, validation_id
+    return file_id, validation_id, len(train)
 
 
 def hosted_poll(job_id: int) -> str:
@@ -114,6 +119,9 @@ def hosted_poll(job_id: int) -> str:
         )
     if state.validation_losses:
         fields["validation_loss_history"] = [list(pair) for pair in state.validation_losses]
+    resolved = {**job.provider_hyperparameters, **state.hyperparameters}
+    if resolved != job.provider_hyperparameters:  # OpenAI's "auto" values, once it picks them
+        fields["provider_hyperparameters"] = resolved
     reporter.update(force=True, **fields)
     status = OUTCOME_STATUS[state.outcome]
     if status == JobStatus.SUCCEEDED:

@@ -59,6 +59,9 @@ class RemoteJobState:
     losses: list[tuple[int, float]] = field(default_factory=list)
     validation_losses: list[tuple[int, float]] = field(default_factory=list)
     eta_seconds: float | None = None
+    # The job's hyperparameters as the provider now reports them, in its own names (OpenAI
+    # resolves "auto" once the job runs); empty when it reports none.
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
     @property
     def finished(self) -> bool:
@@ -69,11 +72,14 @@ class RemoteJobState:
 class HostedJobSpec:
     """One fine-tuning job in our own terms; each backend sends what its API takes.
 
-    ``learning_rate`` is absolute (Together takes it as is; OpenAI only takes a multiplier,
-    ``learning_rate_multiplier``, so it ignores this one). ``lora`` False is a full
-    fine-tune. ``dpo_beta`` applies to preference jobs only. ``validation_file``: an uploaded
-    file of held-out examples the provider measures the loss of; ``n_evals``: how many times
-    over the run (Together; OpenAI picks its own schedule and ignores it).
+    ``model`` is always the base model; ``start_from`` names an earlier fine-tune of it at
+    the same provider (its model id) to continue from. ``learning_rate`` is absolute
+    (Together takes it as is; OpenAI only takes a multiplier, ``learning_rate_multiplier``,
+    so it ignores this one). ``lora`` False is a full fine-tune. ``dpo_beta`` applies to
+    preference jobs only. ``validation_file``: an uploaded file of held-out examples the
+    provider measures the loss of; ``n_evals``: how many times over the run (Together;
+    OpenAI picks its own schedule and ignores it). ``max_seq_len`` and ``warmup_ratio``
+    (warm-up as a share of all steps): Together takes them, OpenAI sets its own.
     """
 
     model: str
@@ -93,6 +99,18 @@ class HostedJobSpec:
     metadata: Mapping[str, Any] = field(default_factory=dict)
     validation_file: str | None = None
     n_evals: int | None = None
+    start_from: str | None = None
+    max_seq_len: int | None = None
+    warmup_ratio: float | None = None
+
+
+@dataclass(frozen=True)
+class CreatedJob:
+    """A job the provider accepted: its id, and the hyperparameters it runs with in the
+    provider's own names (what was sent, with the values the provider filled in)."""
+
+    id: str
+    hyperparameters: dict[str, Any] = field(default_factory=dict)
 
 
 class HostedBackend(Protocol):
@@ -105,8 +123,8 @@ class HostedBackend(Protocol):
     ) -> str:
         """Upload a JSONL training file; returns the provider's file id."""
 
-    def create_job(self, spec: HostedJobSpec) -> str:
-        """Start a fine-tune; returns the provider's job id."""
+    def create_job(self, spec: HostedJobSpec) -> CreatedJob:
+        """Start a fine-tune; returns the provider's job id and what it runs with."""
 
     def poll(self, job_id: str, *, after: str | None = None) -> RemoteJobState:
         """Status, events newer than the cursor ``after``, checkpoints and losses."""

@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from training.engine.errors import EngineError
 from training.engine.hosted.base import (
+    CreatedJob,
     HostedJobSpec,
     RemoteCheckpoint,
     RemoteEvent,
@@ -72,12 +73,13 @@ class OpenAIFineTuneBackend:
         )
         return file.id
 
-    def create_job(self, spec: HostedJobSpec) -> str:
+    def create_job(self, spec: HostedJobSpec) -> CreatedJob:
         """Start a supervised or DPO fine-tune; returns the job id. OpenAI fine-tunes its
         own way (no LoRA choice) and takes a learning-rate *multiplier*; ``suffix`` is cut
         to 64 characters and ``metadata`` values sent as strings (at most 16 pairs). With a
         ``validation_file`` OpenAI measures it on its own schedule (``n_evals`` is not sent):
-        its checkpoints then carry ``full_valid_loss``."""
+        its checkpoints then carry ``full_valid_loss``. A job that continues an earlier
+        fine-tune names it as the model (OpenAI fine-tunes its fine-tuned models)."""
         hyperparameters: dict[str, Any] = {
             "n_epochs": spec.epochs,
             "batch_size": spec.batch_size,
@@ -90,7 +92,7 @@ class OpenAIFineTuneBackend:
         else:
             method = {"type": "supervised", "supervised": {"hyperparameters": hyperparameters}}
         kwargs: dict[str, Any] = {
-            "model": spec.model,
+            "model": spec.start_from or spec.model,
             "training_file": spec.training_file,
             "method": method,
         }
@@ -103,10 +105,13 @@ class OpenAIFineTuneBackend:
         if spec.validation_file:
             kwargs["validation_file"] = spec.validation_file
         job = self._call(
-            f"Creating a fine-tune of {spec.model}",
+            f"Creating a fine-tune of {kwargs['model']}",
             lambda: self.client.fine_tuning.jobs.create(**kwargs),
         )
-        return job.id
+        sent = {"method": method["type"], **hyperparameters}
+        if spec.seed is not None:
+            sent["seed"] = spec.seed
+        return CreatedJob(id=job.id, hyperparameters={**sent, **resolved_hyperparameters(job)})
 
     def poll(self, job_id: str, *, after: str | None = None) -> RemoteJobState:
         """Status, events newer than the event id ``after``, and checkpoints of a job."""
@@ -141,6 +146,7 @@ class OpenAIFineTuneBackend:
                 for c in checkpoints
                 if c.validation_loss is not None
             ],
+            hyperparameters=resolved_hyperparameters(job),
         )
 
     def model_shutdown_date(self, model_id: str) -> str | None:
@@ -161,6 +167,20 @@ class OpenAIFineTuneBackend:
             lambda: self.client.fine_tuning.jobs.cancel(job_id),
         )
         return job.status
+
+
+def resolved_hyperparameters(job: Any) -> dict[str, Any]:
+    """The hyperparameters OpenAI reports on a job, without those still "auto": it picks
+    the "auto" values once the job runs, and reports them on the job from then on."""
+    method = getattr(job, "method", None)
+    kind = getattr(method, "type", None)
+    reported = getattr(getattr(method, kind, None), "hyperparameters", None) if kind else None
+    if reported is None:
+        reported = getattr(job, "hyperparameters", None)
+    if reported is None:
+        return {}
+    values = reported.model_dump() if hasattr(reported, "model_dump") else dict(reported)
+    return {name: value for name, value in values.items() if value not in (None, "auto")}
 
 
 def _events_since(newest_first: Iterable[Any], cursor: str | None) -> list[RemoteEvent]:

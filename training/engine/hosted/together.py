@@ -11,8 +11,11 @@ Our hyperparameters, mapped to Together's: epochs → ``n_epochs``, batch_size �
 ``lora_alpha``, the method LoRA / full → ``lora`` True / False, a preference job →
 ``training_method="dpo"`` with ``dpo_beta``, a validation snapshot or held-out share →
 ``validation_file`` with ``n_evals`` (its ``eval/loss`` metrics become the validation
-curve). Sequence length and warm-up are left to
-Together (its maximum for the model; no warm-up steps, only a ratio we do not set).
+curve), max_seq_len → ``max_seq_length`` (within the model's limits), warm-up steps →
+``warmup_ratio`` (the share of all steps, computed by the job service). A job that continues
+an earlier fine-tune sends it as ``from_checkpoint`` and no ``model`` (the SDK takes one or
+the other); the SDK would then read the limits of the checkpoint's name, which Together
+lists only for base models, so the base model's limits are read here and passed in.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 from training.engine.errors import EngineError
 from training.engine.hosted.base import (
+    CreatedJob,
     HostedJobSpec,
     RemoteCheckpoint,
     RemoteEvent,
@@ -118,16 +122,35 @@ class TogetherFineTuneBackend:
             )
         return file.id
 
-    def create_job(self, spec: HostedJobSpec) -> str:
-        """Start a supervised (``sft``) or preference (``dpo``) fine-tune, LoRA or full;
-        returns the job id. The SDK reads the model's limits first and refuses values
-        outside them (EngineError with its message)."""
+    def create_job(self, spec: HostedJobSpec) -> CreatedJob:
+        """Start a supervised (``sft``) or preference (``dpo``) fine-tune, LoRA or full, of
+        the base model or (``start_from``) from an earlier fine-tune of it; returns the job
+        id and its hyperparameters. The SDK checks values against the base model's limits
+        and refuses those outside them (EngineError with its message)."""
+        api = self.client.fine_tuning
+        limits = self._call(
+            f"Reading the fine-tuning limits of {spec.model}",
+            lambda: api.model_limits(model_name=spec.model),
+        )
+        kwargs = self._request(spec, limits)
+        job = self._call(
+            f"Creating a fine-tune of {spec.start_from or spec.model}",
+            lambda: api.create(**kwargs, model_limits=limits),
+        )
+        sent = {k: v for k, v in kwargs.items() if k not in NOT_HYPERPARAMETERS}
+        return CreatedJob(id=job.id, hyperparameters={**sent, **_resolved(job)})
+
+    def _request(self, spec: HostedJobSpec, limits: Any) -> dict[str, Any]:
+        """The SDK's ``fine_tuning.create`` arguments for ``spec``."""
         kwargs: dict[str, Any] = {
             "training_file": spec.training_file,
-            "model": spec.model,
             "lora": spec.lora,
             "training_method": "dpo" if spec.kind == "preference" else "sft",
         }
+        if spec.start_from:
+            kwargs["from_checkpoint"] = spec.start_from
+        else:
+            kwargs["model"] = spec.model
         if spec.epochs != "auto":
             kwargs["n_epochs"] = int(spec.epochs)
         if spec.batch_size != "auto":
@@ -140,6 +163,8 @@ class TogetherFineTuneBackend:
             # Without n_evals Together evaluates a validation file zero times.
             "n_evals": spec.n_evals if spec.validation_file else None,
             "suffix": spec.suffix[:SUFFIX_MAX] if spec.suffix else None,
+            "max_seq_length": _within_limits(spec, limits),
+            "warmup_ratio": spec.warmup_ratio,
         }
         if spec.lora:
             optional.update(lora_r=spec.lora_r, lora_alpha=spec.lora_alpha)
@@ -148,11 +173,7 @@ class TogetherFineTuneBackend:
         else:
             kwargs["train_on_inputs"] = "auto"  # answers only, as our local trainer does
         kwargs.update({name: value for name, value in optional.items() if value is not None})
-        job = self._call(
-            f"Creating a fine-tune of {spec.model}",
-            lambda: self.client.fine_tuning.create(**kwargs),
-        )
-        return job.id
+        return kwargs
 
     def poll(self, job_id: str, *, after: str | None = None) -> RemoteJobState:
         """Status, events after the first ``after`` (a count: Together's events have no
@@ -185,6 +206,7 @@ class TogetherFineTuneBackend:
             eta_seconds=float(progress.seconds_remaining)
             if progress is not None and progress.estimate_available
             else None,
+            hyperparameters=_resolved(job),
         )
 
     def cancel(self, job_id: str) -> str:
@@ -198,6 +220,36 @@ class TogetherFineTuneBackend:
         """Together's model listing gives no retirement dates: the configured date of the
         model's family (``HOSTED_PROVIDER_DATES["together"]``) applies, if any."""
         return None
+
+
+# Arguments of fine_tuning.create that name files or the output rather than how it trains.
+NOT_HYPERPARAMETERS = {"training_file", "validation_file", "suffix"}
+# What Together's job answer reports it runs with (the SDK fills in what we leave out).
+RESOLVED = ("n_epochs", "batch_size", "learning_rate", "warmup_ratio", "max_seq_length",
+            "gradient_accumulation_steps", "n_evals", "from_checkpoint")  # fmt: skip
+
+
+def _within_limits(spec: HostedJobSpec, limits: Any) -> int | None:
+    """Our max_seq_len within the model's limits: Together refuses a value under its
+    minimum or over its maximum, and a longer limit only truncates less."""
+    if spec.max_seq_len is None:
+        return None
+    ceiling = limits.max_seq_length_dpo if spec.kind == "preference" else limits.max_seq_length_sft
+    return max(limits.min_max_seq_length, min(spec.max_seq_len, ceiling))
+
+
+def _resolved(job: Any) -> dict[str, Any]:
+    """The hyperparameters Together reports on the created job, in its names."""
+    found = {name: getattr(job, name, None) for name in RESOLVED}
+    training_type = getattr(job, "training_type", None)
+    if training_type is not None:
+        found["lora"] = getattr(training_type, "type", "") == "Lora"
+        found["lora_r"] = getattr(training_type, "lora_r", None)
+        found["lora_alpha"] = getattr(training_type, "lora_alpha", None)
+    method = getattr(job, "training_method", None)
+    if method is not None and getattr(method, "method", None) == "dpo":
+        found["dpo_beta"] = getattr(method, "dpo_beta", None)
+    return {name: value for name, value in found.items() if value is not None}
 
 
 def _event(job_id: str, index: int, raw: Any) -> RemoteEvent:

@@ -24,7 +24,7 @@ from curation.models import (
     SampleRevision,
     Snapshot,
 )
-from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from palmsweb.lib.drf import MAX_BIGINT, RejectUnknownFieldsMixin
 from palmsweb.profiles import ProfileScopedPrimaryKeyField, profile_choice_field
 from palmsweb.roles import Role
 
@@ -115,7 +115,7 @@ class PresetLoadSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     # A plain id, checked by the view like an object's profile: 404 for a profile the user
     # holds no role in, 403 for one where they hold a role but do not curate.
     profile = serializers.IntegerField(
-        required=False,
+        required=False, min_value=1, max_value=MAX_BIGINT,
         help_text="Value profile id to load the preset into (optional when you curate in one "
         "profile only).",
     )

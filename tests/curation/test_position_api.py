@@ -194,6 +194,7 @@ def test_admins_load_into_any_profile_and_must_name_it_when_there_are_several(tu
 def test_bad_input_and_other_roles_change_nothing(tutor, curator):
     client = api_for(curator)
     assert client.post(PRESET, {"profile": "tutor"}, format="json").status_code == 400
+    assert client.post(PRESET, {"profile": 2**70}, format="json").status_code == 400
     assert client.post(PRESET, {"profiles": tutor.pk}, format="json").status_code == 400
     rater = make_user("rita", Role.RATER)
     assert api_for(rater).post(PRESET, {}, format="json").status_code == 403

@@ -13,6 +13,8 @@ raters and users without a role get 403; anonymous requests get 401.
 
 from __future__ import annotations
 
+from django.db.models import Max
+from django.shortcuts import get_object_or_404
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import (
     OpenApiParameter,
@@ -46,8 +48,12 @@ from curation.serializers import (
     ImportResultSerializer,
     ImportSerializer,
     PositionVersionSerializer,
+    PresetLoadResultSerializer,
+    PresetLoadSerializer,
 )
 from curation.snapshot_api import SnapshotViewSet
+from palmsweb.models import Profile
+from palmsweb.profiles import check_object_profile
 
 __all__ = [
     "CategoryViewSet",
@@ -75,9 +81,13 @@ class CategoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
 
     def get_queryset(self):
         queryset = super().get_queryset()
-        if self.action == "list" and self.request.query_params.get("include_archived") not in {
-            "1", "true", "True", "yes",
-        }:
+        if self.action != "list":
+            return queryset
+        # Each row's current version number in the same query (a changed row asks anew).
+        queryset = queryset.annotate(
+            latest_position_version=Max("position_versions__number")
+        ).order_by("order", "name")  # an aggregate drops Meta.ordering
+        if self.request.query_params.get("include_archived") not in {"1", "true", "True", "yes"}:
             queryset = queryset.active()
         return queryset
 
@@ -138,6 +148,32 @@ class CategoryViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
         services.category_reorder(ordered_ids=data["ids"], profile=profile)
         categories = Category.objects.filter(profile=profile)
         return Response(CategorySerializer(categories, many=True).data)
+
+    @extend_schema(
+        request=PresetLoadSerializer,
+        responses={200: PresetLoadResultSerializer, 400: CURATION_ERROR, 403: CURATION_ERROR,
+                   404: CURATION_ERROR},
+    )  # fmt: skip
+    @action(detail=False, methods=["post"], url_path="load-preset")
+    def load_preset(self, request):
+        """Add the eight PALMS categories missing from a profile (as the category page's
+        button does). Idempotent: categories already there, by name, are left unchanged, so
+        a second call adds nothing and says so."""
+        data = self.validated(PresetLoadSerializer)
+        profile = self._preset_profile(data.get("profile"))
+        created, existing = services.load_palms_preset(user=request.user, profile=profile)
+        body = {"profile": profile.pk, "created": created, "already_there": existing}
+        return Response(PresetLoadResultSerializer(body).data)
+
+    def _preset_profile(self, profile_id: int | None) -> Profile:
+        if profile_id is None:
+            return self.profile_for_create(None)
+        profile = get_object_or_404(Profile, pk=profile_id)
+        check_object_profile(
+            self.request.user, profile.pk, access.WRITE_ROLES,
+            "Only curators of this profile may load the preset into it.",
+        )  # fmt: skip
+        return profile
 
 
 # --- datasets --------------------------------------------------------------------------

@@ -6,6 +6,7 @@ output serializers render models. Views pass validated data to ``curation.servic
 
 from __future__ import annotations
 
+from django.db.models import Max
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
@@ -23,7 +24,7 @@ from curation.models import (
     SampleRevision,
     Snapshot,
 )
-from palmsweb.lib.drf import RejectUnknownFieldsMixin
+from palmsweb.lib.drf import MAX_BIGINT, RejectUnknownFieldsMixin
 from palmsweb.profiles import ProfileScopedPrimaryKeyField, profile_choice_field
 from palmsweb.roles import Role
 
@@ -62,7 +63,7 @@ class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         validators = []  # uniqueness per profile is the service's rule; its message is clearer
         fields = [
             "id", "profile", "name", "slug", "position", "guidance", "target_count", "order",
-            "is_archived", "archived_at", "created_at", "updated_at",
+            "position_version", "is_archived", "archived_at", "created_at", "updated_at",
         ]
         read_only_fields = [
             "slug", "order", "is_archived", "archived_at", "created_at", "updated_at",
@@ -75,6 +76,17 @@ class CategorySerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         }
 
     is_archived = serializers.BooleanField(read_only=True)
+    position_version = serializers.SerializerMethodField(
+        help_text="The number of the current version of the position and guidance (see "
+        "/versions/); studies and snapshots freeze a version by this number."
+    )
+
+    def get_position_version(self, category: Category) -> int | None:
+        # Lists annotate it (one query for the page); a single category asks once.
+        known = getattr(category, "latest_position_version", None)
+        if known is not None:
+            return known
+        return category.position_versions.aggregate(n=Max("number"))["n"]
 
 
 class PositionVersionSerializer(serializers.ModelSerializer):
@@ -97,6 +109,24 @@ class CategoryReorderSerializer(RejectUnknownFieldsMixin, serializers.Serializer
         help_text="Every category id of the profile, in the new order.",
     )
     profile = profile_field("Value profile id (optional when you curate in one profile only).")
+
+
+class PresetLoadSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    # A plain id, checked by the view like an object's profile: 404 for a profile the user
+    # holds no role in, 403 for one where they hold a role but do not curate.
+    profile = serializers.IntegerField(
+        required=False, min_value=1, max_value=MAX_BIGINT,
+        help_text="Value profile id to load the preset into (optional when you curate in one "
+        "profile only).",
+    )
+
+
+class PresetLoadResultSerializer(serializers.Serializer):
+    profile = serializers.IntegerField()
+    created = serializers.IntegerField(help_text="PALMS categories added now.")
+    already_there = serializers.IntegerField(
+        help_text="PALMS categories the profile already had (by name): left unchanged."
+    )
 
 
 # --- datasets --------------------------------------------------------------------------
@@ -339,13 +369,27 @@ class SnapshotItemSerializer(serializers.Serializer):
     answer = serializers.CharField()
 
 
+class SnapshotPositionSerializer(serializers.Serializer):
+    """A category's position version as the snapshot's canonical content records it."""
+
+    category = serializers.CharField()
+    version = serializers.IntegerField()
+    position = serializers.CharField()
+    guidance = serializers.CharField(allow_blank=True)
+
+
 class SnapshotDetailSerializer(SnapshotSerializer):
     system_message = serializers.SerializerMethodField()
     items = serializers.SerializerMethodField()
+    positions = serializers.SerializerMethodField(
+        help_text="The position versions of the snapshot's categories, from its canonical "
+        "content (the hash covers them); empty for snapshots taken before positions had "
+        "versions."
+    )
     hash_matches_content = serializers.BooleanField(read_only=True)
 
     class Meta(SnapshotSerializer.Meta):
-        fields = [*SnapshotSerializer.Meta.fields, "system_message", "items",
+        fields = [*SnapshotSerializer.Meta.fields, "system_message", "items", "positions",
                   "hash_matches_content"]
         read_only_fields = fields
 
@@ -355,6 +399,10 @@ class SnapshotDetailSerializer(SnapshotSerializer):
     @extend_schema_field(SnapshotItemSerializer(many=True))
     def get_items(self, snapshot: Snapshot) -> list[dict]:
         return SnapshotItemSerializer(snapshot.items(), many=True).data
+
+    @extend_schema_field(SnapshotPositionSerializer(many=True))
+    def get_positions(self, snapshot: Snapshot) -> list[dict]:
+        return SnapshotPositionSerializer(snapshot.payload().get("positions", []), many=True).data
 
 
 class SnapshotCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

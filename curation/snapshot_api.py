@@ -28,6 +28,14 @@ from palmsweb.lib.drf import int_param
 
 # --- snapshots -------------------------------------------------------------------------
 
+# format: the body and its content type
+DOWNLOADS = {
+    "jsonl": lambda snapshot: (services.snapshot_jsonl(snapshot), "application/jsonl"),
+    "csv": lambda snapshot: (services.snapshot_csv(snapshot), "text/csv; charset=utf-8"),
+    # The canonical content itself, byte for byte: its sha256 is the snapshot hash.
+    "json": lambda snapshot: (snapshot.content, "application/json; charset=utf-8"),
+}
+
 
 @extend_schema_view(
     list=extend_schema(parameters=[OpenApiParameter("dataset", OpenApiTypes.INT)]),
@@ -79,26 +87,26 @@ class SnapshotViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Curation
 
     @extend_schema(
         parameters=[OpenApiParameter(
-            "fmt", OpenApiTypes.STR, OpenApiParameter.PATH, enum=["jsonl", "csv"]
+            "fmt", OpenApiTypes.STR, OpenApiParameter.PATH, enum=["jsonl", "csv", "json"]
         )],
         responses={
             (200, "application/jsonl"): OpenApiTypes.STR,
             (200, "text/csv"): OpenApiTypes.STR,
+            (200, "application/json"): OpenApiTypes.OBJECT,
         },
     )
-    @action(detail=True, methods=["get"], url_path=r"download/(?P<fmt>jsonl|csv)")
+    @action(detail=True, methods=["get"], url_path=r"download/(?P<fmt>jsonl|csv|json)")
     def download(self, request, pk=None, fmt="jsonl"):
-        """The snapshot as OpenAI chat-format JSONL or CSV.
+        """The snapshot as OpenAI chat-format JSONL, CSV, or its canonical JSON (``json``:
+        the samples, system message and position versions the hash is computed over).
 
         ``X-Content-SHA256`` is the sha256 of the body (what ``sha256sum`` of the saved file
         prints); ``X-Snapshot-SHA256`` is the snapshot's content hash (over its canonical
-        JSON), as shown in listings. ``X-Snapshot-Hash`` is the older name of the latter.
+        JSON), as shown in listings. For ``json`` the two are equal: ``sha256sum`` of the
+        saved file re-checks the snapshot. ``X-Snapshot-Hash`` is the older name of the latter.
         """
         snapshot = self.get_object()
-        if fmt == "csv":
-            body, content_type = services.snapshot_csv(snapshot), "text/csv; charset=utf-8"
-        else:
-            body, content_type = services.snapshot_jsonl(snapshot), "application/jsonl"
+        body, content_type = DOWNLOADS[fmt](snapshot)
         response = HttpResponse(body.encode("utf-8"), content_type=content_type)
         filename = f"{slugify(snapshot.dataset.name) or 'dataset'}-{snapshot.short_hash}.{fmt}"
         response["Content-Disposition"] = f'attachment; filename="{filename}"'

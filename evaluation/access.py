@@ -145,7 +145,8 @@ def get_study_for_user(user, pk: int, *, write: bool = False) -> Study:
     """The study, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
     if not (can_manage_study(user) if write else can_read_study(user)):
         raise PermissionDenied("Study management is for admins and researchers.")
-    study = get_object_or_404(Study.objects.select_related("prompt_set", "sampling_job"), pk=pk)
+    studies = Study.objects.select_related("prompt_set__profile", "sampling_job")
+    study = get_object_or_404(studies, pk=pk)
     check_study_profile(user, study)
     return study
 
@@ -228,7 +229,9 @@ def get_report_study_for_user(user, pk: int) -> tuple[Study, str]:
     otherwise."""
     if not can_read_report(user):
         raise PermissionDenied("Results are for researchers and admins.")
-    study = get_object_or_404(Study.objects.select_related("prompt_set", "unblinded_by"), pk=pk)
+    # The profile: the report names it (methods, positions).
+    studies = Study.objects.select_related("prompt_set__profile", "unblinded_by")
+    study = get_object_or_404(studies, pk=pk)
     check_study_profile(user, study)
     mode = report_mode(user, study)
     if mode is None:

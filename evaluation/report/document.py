@@ -128,8 +128,10 @@ def report_context(study: Study, mode: str) -> dict:
         "judge_heatmap": judge_heatmap(report),
         "scores": scores,
         "score_templates": score_templates,
-        # Methods: the position versions raters judged against (frozen at opening).
+        # Methods: the position versions raters judged against (frozen at opening), and
+        # the value profile (application context) they belong to.
         "positions": position_records(study),
+        "profile": study.prompt_set.profile,
     }
 
 
@@ -177,6 +179,7 @@ def _render_pairwise_document(study: Study, mode: str) -> str:
         "generated_at": timezone.now(),
         "provenance": provenance(study, None),
         "positions": position_records(study),
+        "profile": study.prompt_set.profile,
         "arms": study.arms.select_related("model_version") if mode == "arms" else [],
         "compared_pairs": [f"{a}-{b}" for a, b in compared_numbers(study)],
         "document": True,

@@ -30,7 +30,7 @@ from django.utils import timezone
 
 from evaluation.models import AutomaticScore, Export, Rating, Study, StudyOutput
 from evaluation.studies.blinding import rater_pseudonym
-from evaluation.studies.positions import position_records
+from evaluation.studies.positions import frozen_numbers, position_records, profile_record
 from palmsweb.lib import csvsafe
 from palmsweb.lib.jobs import Lifecycle, claim, fail, finish, readable_failure, sweep_stale
 
@@ -45,30 +45,18 @@ CONTENT_TYPES = {
     "parquet": "application/vnd.apache.parquet",
     "bundle": "application/zip",
 }
+# position_version: the category's position version frozen when the study opened.
 BASE_COLUMNS = [
-    "rater",
-    "output_id",
-    "prompt_id",
-    "prompt",
-    "category",
-    "output_text",
-    "score",
-    "comment",
-    "display_position",
-    "sample_index",
-    "claimed_at",
-    "completed_at",
-    "temperature",
-    "top_p",
-    "max_new_tokens",
-    "seed",
-]
+    "rater", "output_id", "prompt_id", "prompt", "category", "position_version", "output_text",
+    "score", "comment", "display_position", "sample_index", "claimed_at", "completed_at",
+    "temperature", "top_p", "max_new_tokens", "seed",
+]  # fmt: skip
 # The sampler (backend and version) is per model, so it names the arm as surely as the model
 # does: it is exported with the arms, after unblinding only.
 # arm_label: the arm's free label ("values-targeted + DPO"), blank for a role's plain arm.
 ARM_COLUMNS = ["arm", "arm_label", "size_tag", "model_version", "snapshot_hash", "sampler"]
 INT_COLUMNS = {"prompt_id", "score", "display_position", "sample_index", "max_new_tokens", "seed",
-               "revisions"}  # fmt: skip
+               "revisions", "position_version"}  # fmt: skip
 FLOAT_COLUMNS = {"temperature", "top_p"}
 
 
@@ -173,6 +161,7 @@ def _rating_rows(study: Study):
             "output__text",
             "output__prompt__text",
             "output__prompt__category__name",
+            "output__prompt__category_id",
             "score",
             "comment",
             "before",
@@ -211,6 +200,7 @@ def iter_row_chunks(
     """Export rows in chunks of at most ``chunk_size``, read with ``.iterator()``."""
     scores = score_columns(study) if scores is None else scores
     names = {(metric, scorer): name for name, metric, scorer in scores}
+    versions = frozen_numbers(study)
     rows = _rating_rows(study).iterator(chunk_size=chunk_size)
     for chunk in _chunks(rows, chunk_size):
         auto: dict[int, dict[str, float | None]] = {}
@@ -227,6 +217,7 @@ def iter_row_chunks(
                 "prompt_id": r["output__prompt_id"],
                 "prompt": r["output__prompt__text"],
                 "category": r["output__prompt__category__name"],
+                "position_version": versions.get(r["output__prompt__category_id"]),
                 "output_text": r["output__text"],
                 "score": r["score"],
                 "comment": r["comment"],
@@ -339,6 +330,7 @@ def write_ratings(
 
 def study_design(study: Study, *, includes_arms: bool) -> dict:
     """The study's design for a manifest: arms only when unblinded."""
+    records = position_records(study)
     design = {
         "id": study.pk,
         "name": study.name,
@@ -358,11 +350,10 @@ def study_design(study: Study, *, includes_arms: bool) -> dict:
         "closed_at": study.closed_at.isoformat() if study.closed_at else None,
         "unblinded_at": study.unblinded_at.isoformat() if study.unblinded_at else None,
         "arm_count": study.arms.count(),
-        # The position versions raters judged against, frozen when the study opened.
-        "positions": [
-            {key: record[key] for key in ("category", "version", "sha256")}
-            for record in position_records(study)
-        ],
+        # The position versions raters judged against, frozen when the study opened, and
+        # the value profile (application context) they are positions of.
+        "positions": [{k: p[k] for k in ("category", "version", "sha256")} for p in records],
+        "profile": profile_record(study),
     }
     if includes_arms:
         design["arms"] = [

@@ -14,6 +14,10 @@ from evaluation.access import get_report_study_for_user
 from evaluation.drf import ERROR, EvaluationViewSet
 from evaluation.models import Study
 from evaluation.report.pairwise import pairwise_report
+from evaluation.studies.position_serializers import (
+    FrozenPositionSerializer,
+    frozen_position_payload,
+)
 
 _RATE = inline_serializer(
     "PairwiseRate",
@@ -62,6 +66,9 @@ PAIRWISE_REPORT = inline_serializer(
             "arm), left_bias, n_decisive, n_ties, n_both_bad, n_prompts, note; null when "
             "the arms are not shown (arm-free mode).",
         ),
+        "positions": FrozenPositionSerializer(
+            many=True, help_text="The position versions raters judged against, frozen at opening."
+        ),
     },
 )
 
@@ -81,4 +88,5 @@ class PairwiseResultsViewSet(EvaluationViewSet):
         study, mode = get_report_study_for_user(request.user, int(pk))
         if study.mode != Study.Mode.PAIRWISE:
             raise Http404("This study rates outputs 1–5: see /api/studies/{id}/results/.")
-        return Response(pairwise_report(study, mode))
+        positions = {"positions": frozen_position_payload(study)}  # as the page shows them
+        return Response(pairwise_report(study, mode) | positions)

@@ -31,10 +31,11 @@ from evaluation.report.pairwise import pairwise_numbers, pairwise_report
 from evaluation.studies.arm_keys import arm_title
 from evaluation.studies.blinding import rater_pseudonym
 from evaluation.studies.pairwise_selectors import counted
+from evaluation.studies.positions import frozen_numbers
 
 KIND = "pairwise"
 JUDGMENT_COLUMNS = [
-    "rater", "pair_id", "prompt_id", "prompt", "category", "sample_index",
+    "rater", "pair_id", "prompt_id", "prompt", "category", "position_version", "sample_index",
     "a_output_id", "a_text", "b_output_id", "b_text", "verdict", "reason", "revisions",
     "claimed_at", "completed_at",
 ]  # fmt: skip
@@ -51,8 +52,8 @@ def _judgments(study: Study):
     from django.db.models import Count
 
     fields = ["rater_id", "pair__public_id", "pair__prompt_id", "pair__prompt__text",
-              "pair__prompt__category__name", "pair__sample_index", "verdict", "reason",
-              "claimed_at", "completed_at", "n_revisions"]  # fmt: skip
+              "pair__prompt__category__name", "pair__prompt__category_id", "pair__sample_index",
+              "verdict", "reason", "claimed_at", "completed_at", "n_revisions"]  # fmt: skip
     for side in _SIDES.values():
         fields += [f"{side}__public_id", f"{side}__text", f"{side}__arm__arm",
                    f"{side}__arm__label", f"{side}__arm__size_tag",
@@ -66,13 +67,15 @@ def _judgments(study: Study):
     )
 
 
-def _row(study: Study, r: dict, *, includes_arms: bool) -> dict:
+def _row(study: Study, r: dict, *, includes_arms: bool, versions: dict[int, int]) -> dict:
     row = {
         "rater": rater_pseudonym(study, r["rater_id"]),
         "pair_id": r["pair__public_id"],
         "prompt_id": r["pair__prompt_id"],
         "prompt": r["pair__prompt__text"],
         "category": r["pair__prompt__category__name"],
+        # The category's position version frozen when the study opened.
+        "position_version": versions.get(r["pair__prompt__category_id"]),
         "sample_index": r["pair__sample_index"],
         "verdict": r["verdict"],
         "reason": r["reason"],
@@ -95,9 +98,10 @@ def iter_judgment_chunks(
     study: Study, *, includes_arms: bool, chunk_size: int = CHUNK_SIZE
 ) -> Iterator[list[dict]]:
     """Export rows in chunks of at most ``chunk_size``, read with ``.iterator()``."""
+    versions = frozen_numbers(study)
     rows = _judgments(study).iterator(chunk_size=chunk_size)
     while chunk := list(islice(rows, chunk_size)):
-        yield [_row(study, r, includes_arms=includes_arms) for r in chunk]
+        yield [_row(study, r, includes_arms=includes_arms, versions=versions) for r in chunk]
 
 
 def write_judgments(

@@ -25,6 +25,7 @@ from evaluation.report.compare import compare_studies
 from evaluation.report.cost import study_cost
 from evaluation.report.document import gap_links, render_report_document, report_context
 from evaluation.report.pairwise import pairwise_report
+from evaluation.studies.positions import position_records
 from palmsweb.lib.htmx import render_page
 from palmsweb.lib.http import require_get, require_get_post
 from palmsweb.roles import Role, role_required
@@ -58,6 +59,8 @@ def study_pairwise_report(request, pk: int):
         raise Http404("This study rates outputs 1–5; its results are on the results page.")
     context = {"study": study, "report": pairwise_report(study, mode), "mode": mode,
                "cost": study_cost(study)}  # fmt: skip
+    # The positions raters judged against, and their profile, as on the 1–5 results page.
+    context |= {"positions": position_records(study), "profile": study.prompt_set.profile}
     context["can_unblind"] = can_unblind_study(request.user, study) and not study.is_unblinded
     return render(request, "evaluation/pairwise_results.html", context)
 

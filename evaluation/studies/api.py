@@ -40,6 +40,10 @@ from evaluation.studies.plan_serializers import (
     StudyPlanRequestSerializer,
     StudyPlanSerializer,
 )
+from evaluation.studies.position_serializers import (
+    FrozenPositionSerializer,
+    frozen_position_payload,
+)
 from evaluation.studies.selectors import (
     rater_progress,
     rater_studies,
@@ -109,7 +113,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
 
     def get_queryset(self):
         """The studies of the profiles the user researches in (``?profile=<id>``: one)."""
-        queryset = super().get_queryset().select_related("prompt_set")
+        queryset = super().get_queryset().select_related("prompt_set__profile")
         return in_profiles(self, queryset, access.STUDY_READ_ROLES, "prompt_set__profile")
 
     def _out(self, study: Study) -> dict:
@@ -215,6 +219,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                     "unblinded_at": serializers.DateTimeField(allow_null=True),
                     "categories": serializers.ListField(child=serializers.CharField()),
                     "arms": serializers.ListField(child=serializers.DictField()),
+                    "positions": FrozenPositionSerializer(many=True),
                 },
             ),
             403: ERROR,
@@ -235,6 +240,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                 "unblinded_at": study.unblinded_at,
                 "categories": results["categories"],
                 "arms": results_payload(results),
+                "positions": frozen_position_payload(study),  # what the raters judged against
             }
         )
 

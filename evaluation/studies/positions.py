@@ -33,6 +33,11 @@ def frozen_versions(study: Study) -> list[PositionVersion]:
     )
 
 
+def frozen_numbers(study: Study) -> dict[int, int]:
+    """Category id → the number of the version the study froze (the exports' column)."""
+    return dict(study.position_versions.values_list("category_id", "number"))
+
+
 def position_text(study: Study, category: Category) -> str:
     """The position this study's raters judge ``category`` against: the frozen version's
     text, or the live text for a study that froze none (not opened yet)."""
@@ -94,3 +99,11 @@ def position_records(study: Study) -> list[dict]:
         }
         for version in frozen_versions(study)
     ]
+
+
+def profile_record(study: Study) -> dict:
+    """The study's value profile (its prompt set's) as the bundle manifest names it, so the
+    positions in positions.json are tied to their application context."""
+    profile = study.prompt_set.profile
+    return {"id": profile.pk, "name": profile.name, "slug": profile.slug,
+            "audience": profile.audience}  # fmt: skip

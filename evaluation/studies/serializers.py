@@ -27,6 +27,13 @@ from evaluation.models import (
 from evaluation.studies.arm_keys import MAX_LABEL_CHARS
 from evaluation.studies.blinding import rater_pseudonym
 from evaluation.studies.lifecycle import MAX_SEED, ArmSpec
+from evaluation.studies.position_serializers import (
+    FrozenPositionSerializer,
+    NewerPositionSerializer,
+    ProfileRefSerializer,
+    frozen_position_payload,
+    newer_position_payload,
+)
 from evaluation.studies.positions import position_text, task_position
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.profiles import profile_choice_field
@@ -162,6 +169,15 @@ class StudySerializer(serializers.ModelSerializer):
         "(or has) while the study is not closed; arm, size_tag and model_version are null "
         "for non-admins until the study is unblinded."
     )
+    profile = ProfileRefSerializer(source="prompt_set.profile", read_only=True)
+    frozen_positions = serializers.SerializerMethodField(
+        help_text="The position versions raters judge against, frozen when the study opened "
+        "(empty for a draft)."
+    )
+    newer_position_versions = serializers.SerializerMethodField(
+        help_text="Categories whose position was edited after the study froze it; its "
+        "raters keep the frozen version."
+    )
 
     class Meta:
         model = Study
@@ -192,6 +208,9 @@ class StudySerializer(serializers.ModelSerializer):
             "unblinded_at",
             "progress",
             "shutdown_warnings",
+            "profile",
+            "frozen_positions",
+            "newer_position_versions",
         ]
 
     def _user(self):
@@ -226,6 +245,14 @@ class StudySerializer(serializers.ModelSerializer):
             ShutdownWarningSerializer(warning).data
             for warning in shutdown_warnings(study, reveal_models=reveal, arms=study.arms.all())
         ]
+
+    @extend_schema_field(FrozenPositionSerializer(many=True))
+    def get_frozen_positions(self, study: Study) -> list[dict]:
+        return frozen_position_payload(study)
+
+    @extend_schema_field(NewerPositionSerializer(many=True))
+    def get_newer_position_versions(self, study: Study) -> list[dict]:
+        return newer_position_payload(study)
 
     def get_arm_pairs(self, study: Study) -> list[list[int]]:
         from evaluation.studies.arm_pairs import compared_numbers

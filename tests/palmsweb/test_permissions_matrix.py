@@ -218,6 +218,7 @@ API_POLICY = {
     ("/api/categories/{category}/restore/", "post"): CURATION_WRITE,
     ("/api/categories/{category}/versions/", "get"): CURATION_READ,
     ("/api/categories/reorder/", "post"): CURATION_WRITE,
+    ("/api/categories/load-preset/", "post"): CURATION_WRITE,
     ("/api/datasets/", "get"): CURATION_READ,
     ("/api/datasets/", "post"): CURATION_WRITE,
     ("/api/datasets/{dataset}/", "get"): CURATION_READ,
@@ -243,6 +244,7 @@ API_POLICY = {
     ("/api/snapshots/", "post"): CURATION_WRITE,
     ("/api/snapshots/{snapshot}/", "get"): CURATION_READ,
     ("/api/snapshots/{snapshot}/download/jsonl/", "get"): CURATION_READ,
+    ("/api/snapshots/{snapshot}/download/json/", "get"): CURATION_READ,
     ("/api/gap-tickets/", "get"): CURATION_READ,
     ("/api/gap-tickets/", "post"): CURATION_READ,  # researchers file tickets from the report
     ("/api/gap-tickets/{gap_ticket}/", "get"): CURATION_READ,

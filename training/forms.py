@@ -22,6 +22,7 @@ from training.services import (
     MAX_SAMPLES_PER_PROMPT,
     REMOTE_KINDS,
     arm_mismatch,
+    closed_retrain_targets,
     default_hyperparameters,
     retrain_targets,
     snapshot_arm,
@@ -397,10 +398,17 @@ class SamplingForm(forms.Form):
 
 
 class RetrainForm(forms.Form):
-    """Retrain elsewhere: the same snapshot and hyperparameters on another base model."""
+    """Retrain elsewhere: the same snapshot and hyperparameters on another base model, with
+    the method (full or LoRA) the job ran unless another is chosen. Base models whose
+    provider's cut-off has passed are not offered; ``closed`` says which and why."""
 
     base_model = BaseModelChoiceField(
         queryset=BaseModel.objects.none(), empty_label=None, label="Retrain on"
+    )
+    method = forms.ChoiceField(
+        choices=FineTuneJob.Method.choices,
+        required=False,
+        help_text="A provider that cannot run it takes the method it runs (OpenAI: full).",
     )
 
     def __init__(self, job: FineTuneJob, *args, **kwargs):
@@ -408,3 +416,5 @@ class RetrainForm(forms.Form):
         self.fields["base_model"].queryset = BaseModel.objects.filter(
             pk__in=[base.pk for base in retrain_targets(job)]
         )
+        self.fields["method"].initial = job.method
+        self.closed = closed_retrain_targets(job)

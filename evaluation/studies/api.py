@@ -225,6 +225,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                         "max_new_tokens",
                         "seed",
                         "lease_minutes",
+                        "rating_closes_on",
                     )
                 },
             }

@@ -123,6 +123,11 @@ class StudyForm(RubricFieldsMixin, forms.Form):
     lease_minutes = forms.IntegerField(
         min_value=1, max_value=24 * 60, initial=10, label="Claim lease (minutes)"
     )
+    rating_closes_on = forms.DateField(
+        required=False, label="Rating closes on", widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Optional: the day you plan to close rating. The study warns when an arm's "
+        "hosted model shuts down before it.",
+    )  # fmt: skip
 
     def __init__(self, *args, profile_id: int, **kwargs):
         """``profile_id``: the study's value profile (the active one for a new study): its
@@ -157,6 +162,7 @@ class StudyForm(RubricFieldsMixin, forms.Form):
                 "max_new_tokens",
                 "seed",
                 "lease_minutes",
+                "rating_closes_on",
             )
         }
         initial.update({f"rubric_{s}": text for s, text in study.rubric_items()})

@@ -15,7 +15,7 @@ from curation.gaps import gap_ticket_create
 from curation.importing import pending_import_create
 from curation.models import Sample, StaleEdit
 from evaluation.alignment.realignment import realignment_create
-from evaluation.models import Export, MisalignmentEval, ModelGate, Prompt
+from evaluation.models import ExitKitRun, Export, MisalignmentEval, ModelGate, Prompt
 from palmsweb.models import Membership, Profile
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
@@ -103,7 +103,9 @@ HTML_POLICY = {
     ("training:finetune-cancel", "finetune", "post"): ADMIN,
     ("training:finetune-retry", "finetune", "post"): ADMIN,
     ("training:finetune-retrain", "finetune", "post"): ADMIN,
-    ("evaluation:exit-kit", None, "post"): ADMIN,
+    ("evaluation:exit-kits", None, "get"): ADMIN,
+    ("evaluation:exit-kits", None, "post"): ADMIN,
+    ("evaluation:exit-kit-download", "exit_kit", "get"): ADMIN,
     ("training:modelversion-list", None, "get"): TRAINING_READ,
     ("training:sweep-list", None, "get"): TRAINING_READ,
     ("training:sweep-create", None, "get"): ADMIN,
@@ -259,6 +261,9 @@ API_POLICY = {
     ("/api/finetunes/{finetune}/retry/", "post"): ADMIN,
     ("/api/finetunes/{finetune}/retrain/", "post"): ADMIN,
     ("/api/exit-kits/", "post"): ADMIN,
+    ("/api/exit-kits/", "get"): ADMIN,
+    ("/api/exit-kits/{exit_kit}/", "get"): ADMIN,
+    ("/api/exit-kits/{exit_kit}/download/", "get"): ADMIN,
     ("/api/sweeps/", "get"): TRAINING_READ,
     ("/api/sweeps/", "post"): ADMIN,
     ("/api/sweeps/{sweep}/", "get"): TRAINING_READ,
@@ -363,9 +368,7 @@ def test_every_url_has_a_policy():
     html_names = html_url_names() - api_names
     assert html_names == {name for name, _, _ in HTML_POLICY}
     # Each API route name (e.g. "sample-approve") has at least one line in API_POLICY.
-    routed = {
-        resolve_name(path.format(**FAKE_IDS)) for path, _ in API_POLICY
-    }
+    routed = {resolve_name(path.format(**FAKE_IDS)) for path, _ in API_POLICY}
     assert api_names <= routed, sorted(api_names - routed)
 
 
@@ -384,15 +387,11 @@ def reverse_path(name: str) -> str:
 FAKE_IDS = {
     key: "1"
     for key in ("category", "dataset", "sample", "snapshot", "base_model", "model_version",
-                "finetune", "sampling", "prompt_set", "study", "output", "gap_ticket")
+                "finetune", "sampling", "prompt_set", "study", "output", "gap_ticket",
+                "misalignment_eval", "profile", "membership", "screening", "realignment",
+                "gate", "study_sampling", "sweep", "preference_set", "preference_pair",
+                "preference_snapshot", "exit_kit")
 } | {"study_output": "abcdefgh"}
-FAKE_IDS["misalignment_eval"] = "1"
-FAKE_IDS["profile"] = FAKE_IDS["membership"] = FAKE_IDS["screening"] = "1"
-FAKE_IDS["realignment"] = "1"
-FAKE_IDS["gate"] = "1"
-FAKE_IDS["study_sampling"] = "1"
-FAKE_IDS["sweep"] = "1"
-FAKE_IDS["preference_set"] = FAKE_IDS["preference_pair"] = FAKE_IDS["preference_snapshot"] = "1"
 
 
 def resolve_name(path: str) -> str:
@@ -404,10 +403,7 @@ def resolve_name(path: str) -> str:
 @pytest.fixture
 def world(db, monkeypatch, tmp_path, no_training_queue):
     """One of everything, built through the services."""
-    monkeypatch.setattr(
-        "evaluation.tasks.sync_study_sampling.apply_async", lambda *args, **kwargs: None
-    )
-    for task in ("measure_misalignment_persona", "measure_finetune_persona"):
+    for task in ("sync_study_sampling", "measure_misalignment_persona", "measure_finetune_persona"):
         monkeypatch.setattr(f"evaluation.tasks.{task}.apply_async", lambda *args, **kwargs: None)
     monkeypatch.setattr("evaluation.tasks.advance_realignment_run.delay", lambda pk: None)
     setup = build_study(raters=1, raters_per_output=1, rater_prefix="matrixrater")
@@ -453,6 +449,7 @@ def world(db, monkeypatch, tmp_path, no_training_queue):
         "prompt_set": study.prompt_set.pk, "prompt": Prompt.objects.first().pk,
         "study": study.pk, "output": output.pk, "study_output": output.public_id,
         "export": Export.objects.create(study=study, format="csv").pk,
+        "exit_kit": ExitKitRun.objects.create().pk,
         "misalignment_eval": MisalignmentEval.objects.create(
             name="matrix", probes=["Q?"], judge_base_url="http://judge.test/v1", judge_model="j"
         ).pk,

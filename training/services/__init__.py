@@ -51,7 +51,9 @@ from training.services.finetunes import (
 )
 from training.services.hosted import (
     HOSTED_BACKENDS,
+    HOSTED_KINDS,
     PROVIDERS,
+    closed_retrain_targets,
     finetune_retrain_elsewhere,
     hosted_backend,
     provider_for_kind,
@@ -119,6 +121,8 @@ __all__ = [
     "DPO_HYPERPARAMETERS",
     "HEARTBEAT_SECONDS",
     "HOSTED_BACKENDS",
+    "HOSTED_KINDS",
+    "closed_retrain_targets",
     "HYPERPARAMETER_LIMITS",
     "MAX_CHECKPOINTS",
     "MAX_PROMPTS",

@@ -14,8 +14,8 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 
 from training.models import BaseModel, FineTuneJob
-from training.services import base_models
-from training.services.errors import TrainingError
+from training.services import base_models, hosted_dates
+from training.services.errors import HostedCutoffError, TrainingError
 
 if TYPE_CHECKING:
     from training.engine.hosted.base import HostedBackend, HostedJobSpec
@@ -50,6 +50,7 @@ PROVIDERS = {
     ),
 }
 HOSTED_BACKENDS = frozenset(p.backend for p in PROVIDERS.values())
+HOSTED_KINDS = frozenset(p.kind for p in PROVIDERS.values())  # base models a provider serves
 
 
 def provider_for_kind(kind: str) -> Provider | None:
@@ -117,9 +118,9 @@ def job_spec(
 # --- retrain elsewhere ------------------------------------------------------------------------
 
 
-def retrain_targets(job: FineTuneJob) -> list[BaseModel]:
-    """The base models ``job`` can be re-launched on: every local model, and every hosted
-    one whose provider differs from ``job``'s (the same provider would not outlive it)."""
+def _elsewhere(job: FineTuneJob) -> list[BaseModel]:
+    """Every local model, and every hosted one whose provider differs from ``job``'s (the
+    same provider would not outlive it)."""
     return [
         base
         for base in BaseModel.objects.all()
@@ -127,6 +128,29 @@ def retrain_targets(job: FineTuneJob) -> list[BaseModel]:
         and (base.is_local or provider_for_kind(base.kind) is not None)
         and not (provider_for_kind(base.kind) and base.kind == job.base_model.kind)
     ]
+
+
+def cutoff_note(base_model: BaseModel) -> str | None:
+    """Why ``base_model``'s provider takes no new fine-tuning job today (its cut-off has
+    passed), in a few words; None when it takes them."""
+    try:
+        hosted_dates.check_new_job_allowed(base_model)
+    except HostedCutoffError:
+        dates = hosted_dates.provider_dates(hosted_dates.provider_of(base_model))
+        return f"{dates.label} takes no new fine-tuning jobs from {dates.no_new_jobs_from}"
+    return None
+
+
+def retrain_targets(job: FineTuneJob) -> list[BaseModel]:
+    """The base models ``job`` can be re-launched on: somewhere else (:func:`_elsewhere`)
+    whose provider still takes new fine-tuning jobs."""
+    return [base for base in _elsewhere(job) if cutoff_note(base) is None]
+
+
+def closed_retrain_targets(job: FineTuneJob) -> list[tuple[BaseModel, str]]:
+    """The base models somewhere else that are not offered, because their provider's
+    cut-off has passed, with why (the retrain form says so instead of failing on submit)."""
+    return [(base, note) for base in _elsewhere(job) if (note := cutoff_note(base))]
 
 
 @transaction.atomic
@@ -140,6 +164,7 @@ def finetune_retrain_elsewhere(
 
     if job.is_dpo:
         raise TrainingError("Retrain a DPO fine-tune from its preference snapshot's page.")
+    hosted_dates.check_new_job_allowed(base_model)  # the cut-off in its own words
     if base_model not in retrain_targets(job):
         raise TrainingError(
             f"{base_model} is not somewhere else to retrain #{job.pk}: choose a local model or "

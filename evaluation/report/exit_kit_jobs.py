@@ -24,7 +24,7 @@ log = logging.getLogger(__name__)
 # The worker's heartbeat (progress_at) is written every HEARTBEAT_SECONDS while it writes;
 # a running kit silent for STALE_SECONDS lost its worker: the broker re-delivers the task
 # (acks_late) and the kit may be claimed again, and the sweep fails what nobody re-claims.
-HEARTBEAT_SECONDS = 10
+HEARTBEAT_SECONDS = 30
 STALE_SECONDS = 10 * 60
 
 EXIT_KIT = Lifecycle(

@@ -14,7 +14,11 @@ from evaluation.models import Study
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
 from tests.evaluation.conftest import build_study, make_prompt_set
-from tests.evaluation.test_shutdown_warnings import hosted, page, study_api  # noqa: F401
+from tests.evaluation.test_shutdown_warnings import (
+    hosted,  # noqa: F401  (the fixture)
+    page,
+    study_api,
+)
 from tests.evaluation.test_views import study_form_data
 
 pytestmark = pytest.mark.django_db
@@ -32,7 +36,7 @@ def api_for(user) -> APIClient:
     return client
 
 
-def test_a_shutdown_before_the_planned_close_warns_beyond_the_default_window(no_queue, hosted):
+def test_a_shutdown_before_the_planned_close_warns_beyond_the_default_window(no_queue, hosted):  # noqa: F811  (the fixture)
     setup = hosted(build_study(), today="2026-12-01")  # 44 days left: outside the 30 days
     assert study_api(setup.admin, setup.study)["shutdown_warnings"] == []
     plan_close(setup.study, "2027-02-01")
@@ -43,7 +47,7 @@ def test_a_shutdown_before_the_planned_close_warns_beyond_the_default_window(no_
     assert 'id="shutdown-warnings"' in text and "planned for 2027-02-01" in text
 
 
-def test_a_shutdown_after_the_planned_close_does_not_warn(no_queue, hosted):
+def test_a_shutdown_after_the_planned_close_does_not_warn(no_queue, hosted):  # noqa: F811  (the fixture)
     setup = hosted(build_study(), today="2027-01-01")  # 13 days left: inside the 30 days
     assert len(study_api(setup.admin, setup.study)["shutdown_warnings"]) == 1
     plan_close(setup.study, "2027-01-10")  # rating is over before the model goes
@@ -52,14 +56,14 @@ def test_a_shutdown_after_the_planned_close_does_not_warn(no_queue, hosted):
     assert len(study_api(setup.admin, setup.study)["shutdown_warnings"]) == 1
 
 
-def test_a_study_past_its_planned_close_falls_back_to_the_window(no_queue, hosted):
+def test_a_study_past_its_planned_close_falls_back_to_the_window(no_queue, hosted):  # noqa: F811  (the fixture)
     setup = hosted(build_study(), today="2027-01-01")
     plan_close(setup.study, "2026-12-20")  # running late
     (warning,) = study_api(setup.admin, setup.study)["shutdown_warnings"]
     assert "before rating closes" not in warning["message"]
 
 
-def test_non_admins_still_learn_no_arm_with_a_planned_close(no_queue, hosted):
+def test_non_admins_still_learn_no_arm_with_a_planned_close(no_queue, hosted):  # noqa: F811  (the fixture)
     setup = hosted(build_study(), today="2026-12-01")
     plan_close(setup.study, "2027-02-01")
     researcher = make_user("close-researcher", Role.RESEARCHER)

@@ -36,7 +36,7 @@ from evaluation.studies.arm_pairs import clean_arm_pairs, set_compared_arm_pairs
 from evaluation.studies.pairwise_queue import pairs_create
 from evaluation.studies.positions import freeze_positions
 from evaluation.studies.prompt_sets import prompt_set_lock, prompt_set_release
-from evaluation.studies.rating_close import check_rating_closes_on
+from evaluation.studies.rating_close import UNCHANGED, check_rating_closes_on
 from evaluation.studies.screening import find_identifying, study_terms
 from palmsweb.roles import Role, has_role
 from training.models import Generation, JobStatus, ModelVersion
@@ -331,13 +331,18 @@ def study_update(
 
 
 @transaction.atomic
-def study_update_live(*, study: Study, rubric: list[str], raters: Iterable, user=None) -> Study:
-    """Edit what may change while a study runs: the rubric wording and the rater pool."""
+def study_update_live(
+    *, study: Study, rubric: list[str], raters: Iterable, rating_closes_on=UNCHANGED, user=None
+) -> Study:
+    """Edit what may change while a study runs: rubric, rater pool, planned close date."""
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.status == Study.Status.CLOSED:
         raise StudyStateError("A closed study cannot change.")
+    if rating_closes_on is not UNCHANGED:
+        check_rating_closes_on(rating_closes_on, previous=study.rating_closes_on)
+        study.rating_closes_on = rating_closes_on
     study.rubric = _clean_rubric(rubric)
-    study.save(update_fields=["rubric"])
+    study.save(update_fields=["rubric", "rating_closes_on"])
     study.raters.set(_clean_raters(raters, study.profile_id))
     _event(study, StudyEvent.Kind.UPDATED, user, "rubric / rater pool")
     return study

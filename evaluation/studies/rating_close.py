@@ -9,6 +9,8 @@ from datetime import date
 from evaluation.errors import EvaluationError
 from training.services import hosted_dates
 
+UNCHANGED = object()  # an edit that leaves the date out keeps it
+
 
 def check_rating_closes_on(value: date | None, *, previous: date | None = None) -> None:
     """Refuse a planned close date in the past (by the hosted-dates clock, which tests and

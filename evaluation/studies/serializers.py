@@ -297,6 +297,10 @@ class LiveStudySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     raters = serializers.SlugRelatedField(
         slug_field="username", many=True, queryset=get_user_model().objects.all()
     )
+    rating_closes_on = serializers.DateField(
+        required=False, allow_null=True,
+        help_text="When rating is planned to close (today or later; null: none). Left out: kept.",
+    )  # fmt: skip
 
 
 class StudyOutputSerializer(serializers.ModelSerializer):

@@ -122,3 +122,21 @@ def test_the_form_takes_a_planned_close_and_refuses_one_in_the_past(no_queue, se
     assert response.status_code == 302 and study.rating_closes_on == datetime.date(2027, 3, 1)
     edit = client.get(reverse("evaluation:study-edit", args=[study.pk])).content.decode()
     assert 'value="2027-03-01"' in edit
+
+
+def test_a_running_study_moves_its_planned_close_and_keeps_it_on_other_edits(no_queue, settings):
+    settings.HOSTED_DATES_TODAY = "2026-12-01"
+    setup = build_study()  # rating
+    api, url = api_for(setup.admin), f"/api/studies/{setup.study.pk}/"
+    assert api.patch(url, {"rating_closes_on": "2026-11-01"}, format="json").status_code == 400
+    moved = api.patch(url, {"rating_closes_on": "2027-02-01"}, format="json")
+    assert moved.status_code == 200 and moved.json()["rating_closes_on"] == "2027-02-01"
+    kept = api.patch(url, {"rubric": ["a", "b", "c", "d", "e"]}, format="json")
+    assert kept.json()["rating_closes_on"] == "2027-02-01"
+    client = client_for(setup.admin)
+    edit = reverse("evaluation:study-edit", args=[setup.study.pk])
+    assert 'value="2027-02-01"' in client.get(edit).content.decode()
+    data = {f"rubric_{n}": f"anchor {n}" for n in range(1, 6)}
+    data |= {"raters": [r.pk for r in setup.raters], "rating_closes_on": "2027-03-01"}
+    assert client.post(edit, data).status_code == 302
+    assert Study.objects.get(pk=setup.study.pk).rating_closes_on == datetime.date(2027, 3, 1)

@@ -26,7 +26,7 @@ from tests.evaluation.conftest import build_study, no_queue  # noqa: F401  (the 
 from tests.evaluation.test_report import closed_study
 from tests.training.test_hosted_exit_kit import hosted_job, read
 from training import services
-from training.models import FineTuneJob, Generation, ModelVersion
+from training.models import BaseModel, FineTuneJob, Generation, ModelVersion
 
 pytestmark = pytest.mark.django_db
 
@@ -184,3 +184,30 @@ def test_a_closed_blinded_study_is_bundled_without_arms_and_the_kit_says_so(tmp_
     bundle = zipfile.ZipFile(io.BytesIO(files[f"studies/study-{setup.study.pk}.zip"]))
     ratings = next(n for n in bundle.namelist() if n.endswith("ratings.csv"))
     assert b"model_version" not in bundle.read(ratings).splitlines()[0]
+
+
+# --- the buttons ------------------------------------------------------------------------------
+
+
+def test_the_fine_tune_and_base_model_pages_write_the_kit_of_every_hosted_model(
+    admin_client_, researcher_client, monkeypatch
+):
+    setup = closed_study(unblind=True)
+    hosted_job(setup.versions["values_targeted"])
+    action = f'action="{reverse("evaluation:exit-kits")}"'
+    for name in ("training:finetune-list", "training:basemodel-list"):
+        page = admin_client_.get(reverse(name)).content.decode()
+        assert 'id="exit-kit-all"' in page and action in page, name
+        assert 'id="exit-kit-all"' not in researcher_client.get(reverse(name)).content.decode()
+    admin_client_.post(reverse("evaluation:exit-kits"), {})
+    run = ExitKitRun.objects.get()
+    assert (run.finetune_ids, run.base_model_id, run.scope) == ([], None, "every hosted model")
+    exit_kit_jobs.exit_kit_execute(run.pk)
+    assert ExitKitRun.objects.get(pk=run.pk).finetunes == 1
+    # One button per hosted base model, as the provider list (PROVIDERS) says which are.
+    bases = reverse("training:basemodel-list")
+    assert admin_client_.get(bases).content.decode().count('class="small exit-kit-base"') == 1
+    monkeypatch.setattr(services, "HOSTED_KINDS", services.HOSTED_KINDS | {"local_dir"})
+    local_rows = BaseModel.objects.filter(kind="local_dir").count()
+    page = admin_client_.get(bases).content.decode()
+    assert page.count('class="small exit-kit-base"') == 1 + local_rows

@@ -33,9 +33,6 @@ class ExitKitRun(BackgroundRun):
     outputs = models.PositiveIntegerField(null=True, blank=True)
     studies = models.PositiveIntegerField(null=True, blank=True)
 
-    class Meta(BackgroundRun.Meta):
-        pass
-
     def __str__(self) -> str:
         return f"Exit kit #{self.pk}"
 

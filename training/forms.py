@@ -22,9 +22,8 @@ from training.services import (
     MAX_SAMPLES_PER_PROMPT,
     REMOTE_KINDS,
     arm_mismatch,
-    closed_retrain_targets,
     default_hyperparameters,
-    retrain_targets,
+    retrain_choices,
     snapshot_arm,
 )
 
@@ -413,8 +412,8 @@ class RetrainForm(forms.Form):
 
     def __init__(self, job: FineTuneJob, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        offered, self.closed = retrain_choices(job)
         self.fields["base_model"].queryset = BaseModel.objects.filter(
-            pk__in=[base.pk for base in retrain_targets(job)]
+            pk__in=[base.pk for base in offered]
         )
         self.fields["method"].initial = job.method
-        self.closed = closed_retrain_targets(job)

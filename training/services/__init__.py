@@ -53,10 +53,10 @@ from training.services.hosted import (
     HOSTED_BACKENDS,
     HOSTED_KINDS,
     PROVIDERS,
-    closed_retrain_targets,
     finetune_retrain_elsewhere,
     hosted_backend,
     provider_for_kind,
+    retrain_choices,
     retrain_targets,
 )
 from training.services.hosted_dates import (
@@ -122,7 +122,7 @@ __all__ = [
     "HEARTBEAT_SECONDS",
     "HOSTED_BACKENDS",
     "HOSTED_KINDS",
-    "closed_retrain_targets",
+    "retrain_choices",
     "HYPERPARAMETER_LIMITS",
     "MAX_CHECKPOINTS",
     "MAX_PROMPTS",

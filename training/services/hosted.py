@@ -141,16 +141,23 @@ def cutoff_note(base_model: BaseModel) -> str | None:
     return None
 
 
+def retrain_choices(job: FineTuneJob) -> tuple[list[BaseModel], list[tuple[BaseModel, str]]]:
+    """Somewhere else to retrain ``job`` (:func:`_elsewhere`), from one read: the base
+    models whose provider still takes new fine-tuning jobs, and those whose cut-off has
+    passed with why (the retrain form says so instead of failing on submit)."""
+    offered, closed = [], []
+    for base in _elsewhere(job):
+        note = cutoff_note(base)
+        if note is None:
+            offered.append(base)
+        else:
+            closed.append((base, note))
+    return offered, closed
+
+
 def retrain_targets(job: FineTuneJob) -> list[BaseModel]:
-    """The base models ``job`` can be re-launched on: somewhere else (:func:`_elsewhere`)
-    whose provider still takes new fine-tuning jobs."""
-    return [base for base in _elsewhere(job) if cutoff_note(base) is None]
-
-
-def closed_retrain_targets(job: FineTuneJob) -> list[tuple[BaseModel, str]]:
-    """The base models somewhere else that are not offered, because their provider's
-    cut-off has passed, with why (the retrain form says so instead of failing on submit)."""
-    return [(base, note) for base in _elsewhere(job) if (note := cutoff_note(base))]
+    """The base models ``job`` can be re-launched on (:func:`retrain_choices`)."""
+    return retrain_choices(job)[0]
 
 
 @transaction.atomic

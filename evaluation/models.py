@@ -136,6 +136,8 @@ class Study(models.Model):
     opened_at = models.DateTimeField(null=True, blank=True)
     rating_opened_at = models.DateTimeField(null=True, blank=True)
     closed_at = models.DateTimeField(null=True, blank=True)
+    # When rating is planned to close: the shutdown warning compares arms' models with it.
+    rating_closes_on = models.DateField(null=True, blank=True)
     unblinded_at = models.DateTimeField(null=True, blank=True)
     unblinded_by = models.ForeignKey(
         settings.AUTH_USER_MODEL,
@@ -566,19 +568,13 @@ class RealignmentRun(BackgroundRun):
     # misalignment_eval_create's judge settings; empty: persona projection only.
     judge = models.JSONField(default=dict, blank=True)
     finetune_job = models.OneToOneField(
-        "training.FineTuneJob",
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
+        "training.FineTuneJob", null=True, blank=True, on_delete=models.SET_NULL,
         related_name="realignment",
-    )
+    )  # fmt: skip
     evaluation = models.OneToOneField(
-        MisalignmentEval,
-        null=True,
-        blank=True,
-        on_delete=models.SET_NULL,
+        MisalignmentEval, null=True, blank=True, on_delete=models.SET_NULL,
         related_name="realignment",
-    )
+    )  # fmt: skip
     status = models.CharField(max_length=20, choices=Status.choices, default=Status.QUEUED)
     # {"points": [{"step", "model_version_id", "persona": {...}, "misalignment": {...}}]}
     result = models.JSONField(default=dict, blank=True)
@@ -594,6 +590,7 @@ class RealignmentRun(BackgroundRun):
         return self.status in {self.Status.QUEUED, self.Status.TRAINING, self.Status.EVALUATING}
 
 
+from evaluation.exit_kit_models import ExitKitRun  # noqa: E402, F401
 from evaluation.gate_models import ConditionalProbeSet, ModelGate  # noqa: E402, F401
 from evaluation.pairwise_models import *  # noqa: E402, F403 (one app: pairwise rating)
 from evaluation.preference_models import *  # noqa: E402, F403 (one app: preference sets)

@@ -42,6 +42,15 @@ def run_export(export_id: int) -> str | None:
     return export.status if export else None
 
 
+@shared_task(ignore_result=True, acks_late=True, reject_on_worker_lost=True)
+def run_exit_kit(run_id: int) -> str | None:
+    """Write one queued hosted exit kit on the default queue."""
+    from evaluation.report.exit_kit_jobs import exit_kit_execute
+
+    run = exit_kit_execute(run_id)
+    return run.status if run else None
+
+
 # --- automatic scores (evaluation.scoring) ----------------------------------------------------
 
 COOCCURRENCE_POLL_SECONDS = 15
@@ -106,10 +115,12 @@ def sweep_stale_scoring_runs() -> int:
 
 @shared_task(ignore_result=True)
 def sweep_stale_exports() -> int:
-    """Periodic: fail exports whose worker died mid-write (add to CELERY_BEAT_SCHEDULE)."""
+    """Periodic: fail exports and exit kits whose worker died mid-write (add to
+    CELERY_BEAT_SCHEDULE)."""
+    from evaluation.report.exit_kit_jobs import exit_kits_sweep_stale
     from evaluation.report.exports import exports_sweep_stale
 
-    return exports_sweep_stale()
+    return exports_sweep_stale() + exit_kits_sweep_stale()
 
 
 # --- emergent misalignment (evaluation.alignment.misalignment) ------------------------------------

@@ -120,7 +120,10 @@ urlpatterns = [
     ),
     path("studies/<int:pk>/exports/", report_views.export_list, name="study-exports"),
     path("exports/<int:pk>/download/", report_views.export_download, name="export-download"),
-    path("exit-kit/", exit_kit_views.exit_kit_download, name="exit-kit"),
+    path("exit-kits/", exit_kit_views.exit_kit_list, name="exit-kits"),
+    path(
+        "exit-kits/<int:pk>/download/", exit_kit_views.exit_kit_download, name="exit-kit-download"
+    ),
 ]
 
 # automatic scores (evaluation.scoring.views)

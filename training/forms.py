@@ -23,7 +23,7 @@ from training.services import (
     REMOTE_KINDS,
     arm_mismatch,
     default_hyperparameters,
-    retrain_targets,
+    retrain_choices,
     snapshot_arm,
 )
 
@@ -397,14 +397,23 @@ class SamplingForm(forms.Form):
 
 
 class RetrainForm(forms.Form):
-    """Retrain elsewhere: the same snapshot and hyperparameters on another base model."""
+    """Retrain elsewhere: the same snapshot and hyperparameters on another base model, with
+    the method (full or LoRA) the job ran unless another is chosen. Base models whose
+    provider's cut-off has passed are not offered; ``closed`` says which and why."""
 
     base_model = BaseModelChoiceField(
         queryset=BaseModel.objects.none(), empty_label=None, label="Retrain on"
     )
+    method = forms.ChoiceField(
+        choices=FineTuneJob.Method.choices,
+        required=False,
+        help_text="A provider that cannot run it takes the method it runs (OpenAI: full).",
+    )
 
     def __init__(self, job: FineTuneJob, *args, **kwargs):
         super().__init__(*args, **kwargs)
+        offered, self.closed = retrain_choices(job)
         self.fields["base_model"].queryset = BaseModel.objects.filter(
-            pk__in=[base.pk for base in retrain_targets(job)]
+            pk__in=[base.pk for base in offered]
         )
+        self.fields["method"].initial = job.method

@@ -81,7 +81,11 @@ def basemodel_list(request):
     return render(
         request,
         "training/basemodel_list.html",
-        {"base_models": selectors.base_model_list(), "can_write": can_write(request.user)},
+        {
+            "base_models": selectors.base_model_list(),
+            "can_write": can_write(request.user),
+            "hosted_kinds": services.HOSTED_KINDS,  # PROVIDERS decides, not the template
+        },
     )
 
 
@@ -329,8 +333,9 @@ def finetune_retrain(request, pk: int):
         return redirect(job)
     try:
         new = services.finetune_retrain_elsewhere(
-            job=job, base_model=form.cleaned_data["base_model"], user=request.user
-        )
+            job=job, base_model=form.cleaned_data["base_model"],
+            method=form.cleaned_data["method"] or None, user=request.user,
+        )  # fmt: skip
     except TrainingError as error:
         messages.error(request, str(error))
         return redirect(job)

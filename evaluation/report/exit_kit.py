@@ -1,19 +1,23 @@
-"""The hosted exit kit: for every hosted fine-tune, one zip that keeps a study reportable
-after the provider retires the model.
+"""The hosted exit kit: one zip that keeps a study reportable after the provider retires
+the hosted models it sampled.
 
-Per fine-tune (``finetune-<pk>/``): ``job.json`` (the spec: provider, base model,
-hyperparameters, those the provider ran with in its own names, remote ids, lineage),
-``events.log`` (the mirrored log), ``metrics.json`` (losses, the provider's checkpoints),
-``snapshot.jsonl`` (the training data exactly as uploaded), ``result.json`` (the resulting
-model id and its shutdown date) and ``outputs.jsonl`` (every output already sampled from the
-model, with the ratings of each closed study that rated it). For every closed study with an
-arm on one of these models, its study bundle (``studies/study-<pk>.zip``, the same bundle an
-export writes), which ``manage.py replay_report`` replays; ``exit-kit.json`` lists it all
-with SHA-256 sums.
+Per hosted fine-tune (``finetune-<pk>/``): ``job.json`` (the spec: provider, base model,
+hyperparameters, those the provider ran with in its own names, remote ids, lineage), ``events.log`` (the mirrored log), ``metrics.json``
+(losses, the provider's checkpoints), ``snapshot.jsonl`` (the training data exactly as
+uploaded), ``result.json`` (the resulting model id and its shutdown date) and
+``outputs.jsonl`` (every output already sampled from the model, with the ratings of each
+closed study that rated it). Per hosted model sampled as is, a base arm such as plain
+gpt-4o-mini (``model-version-<pk>/``): ``version.json`` and ``outputs.jsonl``. For every
+closed study with an arm on one of these models, its study bundle
+(``studies/study-<pk>.zip``, the same bundle an export writes), which ``manage.py
+replay_report`` replays; ``exit-kit.json`` lists it all with SHA-256 sums, and
+``README.txt`` says in words what is there and what is not.
 
 Ratings leave the app only once rating is over (:func:`exports.check_exportable`): an open
 study's outputs are in the kit without ratings. Its ratings stay in the database, which the
-model's shutdown does not touch; close it and write the kit again.
+model's shutdown does not touch; close it and write the kit again. A closed study that is
+not unblinded is bundled without arms (as a blinded export is): unblind it and write the
+kit again to keep which model wrote which output in its bundle.
 """
 
 from __future__ import annotations
@@ -32,13 +36,15 @@ from django.utils import timezone
 from curation.services import snapshot_jsonl
 from evaluation.errors import EvaluationError
 from evaluation.models import Rating, Study, StudyOutput
+from evaluation.report.exit_kit_readme import kit_readme, study_note
 from evaluation.report.exports import write_bundle
 from evaluation.report.replay import BundleError, replay_bundle
 from evaluation.studies.blinding import rater_pseudonym
-from training.models import FineTuneJob, Generation
-from training.services import HOSTED_BACKENDS, code_version, version_shutdown
+from training.models import FineTuneJob, Generation, ModelVersion
+from training.services import HOSTED_BACKENDS, HOSTED_KINDS, code_version, version_shutdown
 
 MANIFEST = "exit-kit.json"
+README = "README.txt"
 KIND = "palmsweb hosted exit kit"
 
 
@@ -53,6 +59,20 @@ class ExitKit:
     outputs: int
     studies: int
     sha256: str
+    model_versions: int = 0
+
+
+@dataclass(frozen=True)
+class KitScope:
+    """What a kit covers: hosted fine-tunes, and hosted models sampled as is (base arms)."""
+
+    finetunes: list[FineTuneJob]
+    base_versions: list[ModelVersion]
+
+    @property
+    def version_ids(self) -> list[int]:
+        ids = [job.result_id for job in self.finetunes if job.result_id]
+        return ids + [version.pk for version in self.base_versions]
 
 
 def hosted_finetunes(*, job_ids: Iterable[int] | None = None, base_model_id: int | None = None):
@@ -67,40 +87,89 @@ def hosted_finetunes(*, job_ids: Iterable[int] | None = None, base_model_id: int
     return jobs.order_by("pk")
 
 
+def hosted_base_versions(*, base_model_id: int | None = None):
+    """Model versions that sample a hosted model as is (no fine-tune made them): a study's
+    base arm on gpt-4o-mini shuts down with the model just as a fine-tune of it does."""
+    versions = ModelVersion.objects.filter(
+        base_model__kind__in=HOSTED_KINDS, finetune__isnull=True
+    ).select_related("base_model")
+    if base_model_id is not None:
+        versions = versions.filter(base_model_id=base_model_id)
+    return versions.order_by("pk")
+
+
+def kit_scope(*, job_ids: Iterable[int] | None = None, base_model_id: int | None = None):
+    """Every hosted model (no filter), one base model's fine-tunes and plain versions, or
+    only the fine-tunes asked for."""
+    jobs = list(hosted_finetunes(job_ids=job_ids, base_model_id=base_model_id))
+    if job_ids is not None:
+        return KitScope(jobs, [])
+    return KitScope(jobs, list(hosted_base_versions(base_model_id=base_model_id)))
+
+
 def default_kit_path() -> Path:
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
     return Path(settings.ARTIFACTS_DIR) / "exit-kits" / f"exit-kit-{stamp}.zip"
 
 
-def write_exit_kit(jobs, path: Path) -> ExitKit:
-    """Write the kit of ``jobs`` (hosted fine-tunes) to ``path``; ExitKitError when there
-    are none."""
-    jobs = list(jobs)
-    if not jobs:
-        raise ExitKitError("There is no hosted fine-tune to write an exit kit for.")
+def check_scope(scope: KitScope) -> None:
+    """ExitKitError when the kit would hold nothing."""
+    if not scope.finetunes and not scope.base_versions:
+        raise ExitKitError(
+            "There is no hosted fine-tune (nor hosted model sampled as is) to write an exit "
+            "kit for."
+        )
+
+
+def _silent(text: str) -> None:
+    pass
+
+
+def write_exit_kit(scope: KitScope, path: Path, *, on_phase=_silent) -> ExitKit:
+    """Write the kit of ``scope`` to ``path``; ExitKitError when it is empty. ``on_phase``
+    hears each step (the background job shows it)."""
+    check_scope(scope)
     path.parent.mkdir(parents=True, exist_ok=True)
     files: list[dict] = []
     outputs = 0
     with tempfile.TemporaryDirectory(dir=path.parent) as tmp:
         root = Path(tmp)
-        for job in jobs:
+        for job in scope.finetunes:
+            on_phase(f"writing fine-tune #{job.pk}")
             written, count = _write_finetune(job, root / f"finetune-{job.pk}")
             files += written
             outputs += count
-        studies = _studies_of(jobs)
+        for version in scope.base_versions:
+            on_phase(f"writing model version #{version.pk}")
+            written, count = _write_base_version(version, root / f"model-version-{version.pk}")
+            files += written
+            outputs += count
+        studies = _studies_of(scope.version_ids)
         for study in studies["closed"]:
+            on_phase(f"writing the bundle of study #{study.pk}")
             bundle = root / "studies" / f"study-{study.pk}.zip"
             write_bundle(study, bundle, includes_arms=study.is_unblinded)
             files.append(_entry(root, bundle))
-        manifest = _manifest(jobs, studies, files)
+        on_phase("zipping the kit")
+        (root / README).write_text(kit_readme(scope, studies))
+        files.append(_entry(root, root / README))
+        manifest = _manifest(scope, studies, files)
         (root / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
-        part = path.with_suffix(".zip.part")
-        with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-            for name in [MANIFEST, *(f["name"] for f in files)]:
-                zf.write(root / name, arcname=name)
-        part.replace(path)
+        _zip(root, [MANIFEST, *(f["name"] for f in files)], path)
     digest = hashlib.sha256(path.read_bytes()).hexdigest()
-    return ExitKit(path, len(jobs), outputs, len(studies["closed"]), digest)
+    return ExitKit(
+        path, len(scope.finetunes), outputs, len(studies["closed"]), digest,
+        model_versions=len(scope.base_versions),
+    )  # fmt: skip
+
+
+def _zip(root: Path, names: list[str], path: Path) -> None:
+    """Zip through a ``.part`` file, so a reader never finds half a kit at ``path``."""
+    part = path.with_suffix(".zip.part")
+    with zipfile.ZipFile(part, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in names:
+            zf.write(root / name, arcname=name)
+    part.replace(path)
 
 
 def _entry(root: Path, file: Path) -> dict:
@@ -129,19 +198,26 @@ def _write_finetune(job: FineTuneJob, folder: Path) -> tuple[list[dict], int]:
     })  # fmt: skip
     (folder / "snapshot.jsonl").write_text(_training_data(job))
     _write_json(folder / "result.json", _result(job))
-    rows = list(output_rows(job))
-    with (folder / "outputs.jsonl").open("w") as out:
-        for row in rows:
+    names = ["job.json", "events.log", "metrics.json", "snapshot.jsonl", "result.json"]
+    count = _write_outputs(folder / "outputs.jsonl", job.result_id)
+    return [_entry(folder.parent, folder / n) for n in [*names, "outputs.jsonl"]], count
+
+
+def _write_base_version(version: ModelVersion, folder: Path) -> tuple[list[dict], int]:
+    """A hosted model sampled as is: what it was and how it was reached, and its outputs."""
+    folder.mkdir(parents=True)
+    _write_json(folder / "version.json", _base_version_spec(version))
+    count = _write_outputs(folder / "outputs.jsonl", version.pk)
+    return [_entry(folder.parent, folder / n) for n in ("version.json", "outputs.jsonl")], count
+
+
+def _write_outputs(path: Path, version_id: int | None) -> int:
+    count = 0
+    with path.open("w") as out:
+        for row in output_rows(version_id):
             out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-    names = (
-        "job.json",
-        "events.log",
-        "metrics.json",
-        "snapshot.jsonl",
-        "result.json",
-        "outputs.jsonl",
-    )
-    return [_entry(folder.parent, folder / name) for name in names], len(rows)
+            count += 1
+    return count
 
 
 def _training_data(job: FineTuneJob) -> str:
@@ -165,20 +241,45 @@ def _snapshot_spec(job: FineTuneJob) -> dict:
     }
 
 
+def _base_model_spec(base) -> dict:
+    """Where the model is served; the key's variable name, never the key."""
+    return {
+        "name": base.name,
+        "kind": base.kind,
+        "model_id": base.model_id,
+        "base_url": base.base_url,
+        "api_key_env": base.api_key_env,
+    }
+
+
+def _shutdown_spec(version: ModelVersion) -> dict:
+    shutdown = version_shutdown(version)
+    return {
+        "shutdown_date": shutdown.on.isoformat() if shutdown else None,
+        "shutdown_date_source": shutdown.source if shutdown else None,
+    }
+
+
+def _base_version_spec(version: ModelVersion) -> dict:
+    return {
+        "model_version": version.pk,
+        "name": version.name,
+        "arm": version.arm,
+        "base_model": _base_model_spec(version.base_model),
+        "remote_model_id": version.remote_model_id or version.base_model.model_id,
+        "sampled_through": version.base_model.base_url or "the provider's default endpoint",
+        **_shutdown_spec(version),
+        "metadata": version.metadata,
+    }
+
+
 def job_spec(job: FineTuneJob) -> dict:
     """What relaunching the job needs, and where it ran."""
-    base = job.base_model
     return {
         "finetune": job.pk,
         "provider": job.backend,
         "provider_label": job.get_backend_display(),
-        "base_model": {
-            "name": base.name,
-            "kind": base.kind,
-            "model_id": base.model_id,
-            "base_url": base.base_url,
-            "api_key_env": base.api_key_env,
-        },
+        "base_model": _base_model_spec(job.base_model),
         "method": job.method,
         "hyperparameters": job.hyperparameters,
         # What the provider was sent, in its own names (and what it filled in): what ran.
@@ -202,29 +303,27 @@ def _result(job: FineTuneJob) -> dict:
     version = job.result
     if version is None:
         return {"model_version": None, "remote_model_id": None}
-    shutdown = version_shutdown(version)
     return {
         "model_version": version.pk,
         "name": version.name,
         "remote_model_id": version.remote_model_id,
         "sampled_through": job.base_model.base_url or "the provider's default endpoint",
-        "shutdown_date": shutdown.on.isoformat() if shutdown else None,
-        "shutdown_date_source": shutdown.source if shutdown else None,
+        **_shutdown_spec(version),
         "metadata": version.metadata,
     }
 
 
-def output_rows(job: FineTuneJob):
-    """Every output sampled from ``job``'s model, with the studies that used it and, for
+def output_rows(version_id: int | None):
+    """Every output sampled from the model version, with the studies that used it and, for
     closed studies, each completed rating (raters by their per-study pseudonym)."""
-    if job.result_id is None:
+    if version_id is None:
         return
     used = {}
-    for output in StudyOutput.objects.filter(arm__model_version_id=job.result_id).select_related(
+    for output in StudyOutput.objects.filter(arm__model_version_id=version_id).select_related(
         "study"
     ):
         used.setdefault(output.generation_id, []).append(output)
-    generations = Generation.objects.filter(model_version_id=job.result_id).order_by(
+    generations = Generation.objects.filter(model_version_id=version_id).order_by(
         "job_id", "prompt_index", "sample_index"
     )
     for generation in generations.iterator():
@@ -266,14 +365,14 @@ def _study_use(output: StudyOutput) -> dict:
     }
 
 
-def _studies_of(jobs: list[FineTuneJob]) -> dict[str, list[Study]]:
-    versions = [job.result_id for job in jobs if job.result_id]
-    studies = Study.objects.filter(arms__model_version_id__in=versions).distinct().order_by("pk")
+def _studies_of(version_ids: list[int]) -> dict[str, list[Study]]:
+    """The studies with an arm on one of the kit's models, closed and not."""
+    studies = Study.objects.filter(arms__model_version_id__in=version_ids).distinct().order_by("pk")
     closed = [s for s in studies if s.status == Study.Status.CLOSED]
     return {"closed": closed, "open": [s for s in studies if s.status != Study.Status.CLOSED]}
 
 
-def _manifest(jobs: list[FineTuneJob], studies: dict, files: list[dict]) -> dict:
+def _manifest(scope: KitScope, studies: dict, files: list[dict]) -> dict:
     return {
         "kind": KIND,
         "generated_at": timezone.now().isoformat(),
@@ -286,7 +385,16 @@ def _manifest(jobs: list[FineTuneJob], studies: dict, files: list[dict]) -> dict
                 "remote_model_id": job.result.remote_model_id if job.result else None,
                 "folder": f"finetune-{job.pk}/",
             }
-            for job in jobs
+            for job in scope.finetunes
+        ],  # fmt: skip
+        "model_versions": [
+            {
+                "model_version": version.pk,
+                "kind": version.base_model.kind,
+                "remote_model_id": version.remote_model_id or version.base_model.model_id,
+                "folder": f"model-version-{version.pk}/",
+            }
+            for version in scope.base_versions
         ],  # fmt: skip
         "studies": [
             {
@@ -294,18 +402,14 @@ def _manifest(jobs: list[FineTuneJob], studies: dict, files: list[dict]) -> dict
                 "name": s.name,
                 "bundle": f"studies/study-{s.pk}.zip",
                 "includes_arms": s.is_unblinded,
+                "note": study_note(s),
             }
             for s in studies["closed"]
         ],  # fmt: skip
         "open_studies": [
-            {
-                "study": s.pk,
-                "name": s.name,
-                "status": s.status,
-                "note": "Open: no bundle and no ratings; close it and write the kit again.",
-            }
+            {"study": s.pk, "name": s.name, "status": s.status, "note": study_note(s)}
             for s in studies["open"]
-        ],  # fmt: skip
+        ],
         "files": files,
         "replay": "python manage.py replay_report <this kit>.zip",
     }

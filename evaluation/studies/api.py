@@ -139,6 +139,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                 study=study,
                 rubric=data.get("rubric", study.rubric),
                 raters=data.get("raters", study.raters.all()),
+                rating_closes_on=data.get("rating_closes_on", study.rating_closes_on),
                 user=request.user,
             )
         else:
@@ -165,6 +166,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                         "max_new_tokens",
                         "seed",
                         "lease_minutes",
+                        "rating_closes_on",
                     )
                 },
             }

@@ -113,6 +113,14 @@ def _rater_field(profile_id: int) -> forms.ModelMultipleChoiceField:
     )
 
 
+def rating_closes_on_field() -> forms.DateField:
+    return forms.DateField(
+        required=False, label="Rating closes on", widget=forms.DateInput(attrs={"type": "date"}),
+        help_text="Optional: the day you plan to close rating. The study warns when an arm's "
+        "hosted model shuts down before it.",
+    )  # fmt: skip
+
+
 class StudyForm(RubricFieldsMixin, forms.Form):
     name = forms.CharField(
         max_length=200, help_text="Raters see this name: keep model and arm names out of it."
@@ -140,6 +148,7 @@ class StudyForm(RubricFieldsMixin, forms.Form):
     lease_minutes = forms.IntegerField(
         min_value=1, max_value=24 * 60, initial=10, label="Claim lease (minutes)"
     )
+    rating_closes_on = rating_closes_on_field()
 
     def __init__(self, *args, profile_id: int, **kwargs):
         """``profile_id``: the study's value profile (the active one for a new study): its
@@ -174,6 +183,7 @@ class StudyForm(RubricFieldsMixin, forms.Form):
                 "max_new_tokens",
                 "seed",
                 "lease_minutes",
+                "rating_closes_on",
             )
         }
         initial.update({f"rubric_{s}": text for s, text in study.rubric_items()})
@@ -249,7 +259,10 @@ class StudyEstimateForm(forms.Form):
 
 
 class LiveStudyForm(RubricFieldsMixin, forms.Form):
-    """What may change once a study is open: rubric wording and the rater pool."""
+    """What may change once a study is open: rubric wording, the rater pool and the planned
+    rating-close date."""
+
+    rating_closes_on = rating_closes_on_field()
 
     def __init__(self, *args, profile_id: int, **kwargs):
         super().__init__(*args, **kwargs)
@@ -260,7 +273,15 @@ class LiveStudyForm(RubricFieldsMixin, forms.Form):
     def for_study(cls, study: Study, data=None) -> LiveStudyForm:
         initial = {f"rubric_{s}": text for s, text in study.rubric_items()}
         initial["raters"] = list(study.raters.all())
+        initial["rating_closes_on"] = study.rating_closes_on
         return cls(data=data, initial=initial, profile_id=study.profile_id)
+
+    def service_kwargs(self) -> dict:
+        return {
+            "rubric": self.rubric(),
+            "raters": self.cleaned_data["raters"],
+            "rating_closes_on": self.cleaned_data["rating_closes_on"],
+        }
 
 
 class ArmForm(forms.Form):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
+from datetime import date
 
 from django.contrib.auth import get_user_model
 from django.db import transaction
@@ -35,6 +36,7 @@ from evaluation.studies.arm_pairs import clean_arm_pairs, set_compared_arm_pairs
 from evaluation.studies.pairwise_queue import pairs_create
 from evaluation.studies.positions import freeze_positions
 from evaluation.studies.prompt_sets import prompt_set_lock, prompt_set_release
+from evaluation.studies.rating_close import UNCHANGED, check_rating_closes_on
 from evaluation.studies.screening import find_identifying, study_terms
 from palmsweb.roles import Role, has_role
 from training.models import Generation, JobStatus, ModelVersion
@@ -206,6 +208,7 @@ def study_create(
     rubric: list[str] | None = None,
     mode: str = Study.Mode.SCALE,
     arm_pairs: Iterable = (),
+    rating_closes_on: date | None = None,
     user=None,
 ) -> Study:
     """Create a draft study. Its prompt set locks now: the study depends on those prompts.
@@ -213,6 +216,7 @@ def study_create(
     ``arm_pairs``: a pairwise study's chosen arm pairs (numbers from 1); none: every pair."""
     arms = _following_arms(arms)
     arm_pairs = clean_arm_pairs(arm_pairs, n_arms=len(arms), mode=mode)
+    check_rating_closes_on(rating_closes_on)
     _validate_study(
         name=name,
         prompt_set=prompt_set,
@@ -239,6 +243,7 @@ def study_create(
         seed=seed,
         lease_minutes=lease_minutes,
         rubric=_clean_rubric(rubric if rubric is not None else default_rubric()),
+        rating_closes_on=rating_closes_on,
         created_by=user,
     )
     _set_arms(study, arms)
@@ -268,6 +273,7 @@ def study_update(
     rubric: list[str],
     mode: str = Study.Mode.SCALE,
     arm_pairs: Iterable = (),
+    rating_closes_on: date | None = None,
     user=None,
 ) -> Study:
     """Change a draft study. Once open, only the rubric and the rater pool can change
@@ -281,6 +287,7 @@ def study_update(
         )
     arms = _following_arms(arms)
     arm_pairs = clean_arm_pairs(arm_pairs, n_arms=len(arms), mode=mode)
+    check_rating_closes_on(rating_closes_on, previous=study.rating_closes_on)
     _validate_study(
         name=name,
         prompt_set=prompt_set,
@@ -307,6 +314,7 @@ def study_update(
         seed=seed,
         lease_minutes=lease_minutes,
         rubric=_clean_rubric(rubric),
+        rating_closes_on=rating_closes_on,
     )
     previous_set = study.prompt_set_id
     for key, value in fields.items():
@@ -323,13 +331,18 @@ def study_update(
 
 
 @transaction.atomic
-def study_update_live(*, study: Study, rubric: list[str], raters: Iterable, user=None) -> Study:
-    """Edit what may change while a study runs: the rubric wording and the rater pool."""
+def study_update_live(
+    *, study: Study, rubric: list[str], raters: Iterable, rating_closes_on=UNCHANGED, user=None
+) -> Study:
+    """Edit what may change while a study runs: rubric, rater pool, planned close date."""
     study = Study.objects.select_for_update().get(pk=study.pk)
     if study.status == Study.Status.CLOSED:
         raise StudyStateError("A closed study cannot change.")
+    if rating_closes_on is not UNCHANGED:
+        check_rating_closes_on(rating_closes_on, previous=study.rating_closes_on)
+        study.rating_closes_on = rating_closes_on
     study.rubric = _clean_rubric(rubric)
-    study.save(update_fields=["rubric"])
+    study.save(update_fields=["rubric", "rating_closes_on"])
     study.raters.set(_clean_raters(raters, study.profile_id))
     _event(study, StudyEvent.Kind.UPDATED, user, "rubric / rater pool")
     return study

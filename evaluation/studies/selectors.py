@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from django.conf import settings
 from django.db.models import Avg, Count, F, Q, Sum
@@ -318,24 +318,26 @@ class ShutdownWarning:
 def shutdown_warnings(
     study: Study, *, reveal_models: bool, arms: Iterable[StudyArm] | None = None
 ) -> list[ShutdownWarning]:
-    """Warnings for the arms whose models shut down before the study's rating can close.
+    """Warnings for the arms whose models shut down before the study's rating closes.
 
-    A study has no planned closing date, so "before it closes" is: within
-    ``HOSTED_SHUTDOWN_WARNING_DAYS`` of today (or already past) while it is not closed.
-    Without ``reveal_models`` the warning does not say which arm (that would link an arm
-    to a model family before unblinding). ``arms``: the study's arms with their model
-    versions and base models already loaded, when the caller has them."""
+    "Before it closes": on or before the study's planned ``rating_closes_on``; a study
+    without one (or past it, running late) falls back to within
+    ``HOSTED_SHUTDOWN_WARNING_DAYS`` of today. A model already shut down always warns while
+    the study is not closed. Without ``reveal_models`` the warning does not say which arm
+    (that would link an arm to a model family before unblinding). ``arms``: the study's arms
+    with their model versions and base models already loaded, when the caller has them."""
     if study.status == Study.Status.CLOSED:
         return []
     if arms is None:
         arms = study.arms.select_related("model_version__base_model")
     today = hosted_dates.today()
-    horizon = settings.HOSTED_SHUTDOWN_WARNING_DAYS
+    closes_on = study.rating_closes_on if _plans_to_close(study, today) else None
+    last_day = closes_on or today + timedelta(days=settings.HOSTED_SHUTDOWN_WARNING_DAYS)
     # Keyed by message: without reveal_models, arms on one date make one warning.
     warnings: dict[str, ShutdownWarning] = {}
     for arm in arms:
         shutdown = hosted_dates.version_shutdown(arm.model_version)
-        if shutdown is None or shutdown.days_left(today) > horizon:
+        if shutdown is None or shutdown.on > last_day:
             continue
         who = (
             f"The {arm.get_arm_display().lower()} arm's model ({arm.model_version.name})"
@@ -343,7 +345,7 @@ def shutdown_warnings(
             else "A model in this study"
         )
         days_left = shutdown.days_left(today)
-        message = _shutdown_message(study, who, shutdown.on, days_left)
+        message = _shutdown_message(study, who, shutdown.on, days_left, closes_on)
         which = (
             {"arm": arm.arm, "size_tag": arm.size_tag, "model_version": arm.model_version_id}
             if reveal_models
@@ -356,7 +358,14 @@ def shutdown_warnings(
     return sorted(warnings.values(), key=lambda warning: warning.shutdown_date)
 
 
-def _shutdown_message(study: Study, who: str, on: date, days_left: int) -> str:
+def _plans_to_close(study: Study, today: date) -> bool:
+    """Whether the study's planned close date is still ahead (or today)."""
+    return study.rating_closes_on is not None and study.rating_closes_on >= today
+
+
+def _shutdown_message(
+    study: Study, who: str, on: date, days_left: int, closes_on: date | None
+) -> str:
     rating = study.status == Study.Status.RATING
     if days_left < 0:
         advice = (
@@ -372,4 +381,5 @@ def _shutdown_message(study: Study, who: str, on: date, days_left: int) -> str:
         if rating
         else "Let sampling finish before then."
     )
-    return f"{who} shuts down on {on.isoformat()} ({days}). {advice}"
+    before = f", before rating closes on {closes_on.isoformat()}" if closes_on else ""
+    return f"{who} shuts down on {on.isoformat()} ({days}{before}). {advice}"

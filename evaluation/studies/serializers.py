@@ -165,9 +165,9 @@ class StudySerializer(serializers.ModelSerializer):
         help_text="Pairwise: the chosen arm pairs (arm numbers from 1); empty: every pair."
     )
     shutdown_warnings = serializers.SerializerMethodField(
-        help_text="Arms whose hosted model shuts down within HOSTED_SHUTDOWN_WARNING_DAYS "
-        "(or has) while the study is not closed; arm, size_tag and model_version are null "
-        "for non-admins until the study is unblinded."
+        help_text="Arms whose hosted model shuts down on or before rating_closes_on (without "
+        "one: within HOSTED_SHUTDOWN_WARNING_DAYS), or has, while the study is not closed; "
+        "arm, size_tag and model_version are null for non-admins until it is unblinded."
     )
     profile = ProfileRefSerializer(source="prompt_set.profile", read_only=True)
     frozen_positions = serializers.SerializerMethodField(
@@ -196,6 +196,7 @@ class StudySerializer(serializers.ModelSerializer):
             "max_new_tokens",
             "seed",
             "lease_minutes",
+            "rating_closes_on",
             "rubric",
             "arms",
             "raters",
@@ -306,6 +307,11 @@ class StudyWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     max_new_tokens = serializers.IntegerField(default=200)
     seed = serializers.IntegerField(default=0, min_value=0, max_value=MAX_SEED)
     lease_minutes = serializers.IntegerField(default=10)
+    rating_closes_on = serializers.DateField(
+        required=False, allow_null=True, default=None,
+        help_text="When rating is planned to close (YYYY-MM-DD, today or later); the study "
+        "warns when an arm's hosted model shuts down before it. Null: no date.",
+    )  # fmt: skip
     rubric = serializers.ListField(
         child=serializers.CharField(max_length=MAX_COMMENT_CHARS),
         min_length=len(SCORES),
@@ -330,6 +336,10 @@ class LiveStudySerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     raters = serializers.SlugRelatedField(
         slug_field="username", many=True, queryset=get_user_model().objects.all()
     )
+    rating_closes_on = serializers.DateField(
+        required=False, allow_null=True,
+        help_text="When rating is planned to close (today or later; null: none). Left out: kept.",
+    )  # fmt: skip
 
 
 class StudyOutputSerializer(serializers.ModelSerializer):

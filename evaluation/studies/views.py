@@ -355,16 +355,11 @@ def study_edit(request, pk: int):
         form = LiveStudyForm.for_study(study, data)
         if request.method == "POST" and form.is_valid():
             try:
-                lifecycle.study_update_live(
-                    study=study,
-                    rubric=form.rubric(),
-                    raters=form.cleaned_data["raters"],
-                    user=request.user,
-                )
+                lifecycle.study_update_live(study=study, user=request.user, **form.service_kwargs())
             except EvaluationError as error:
                 form.add_error(None, str(error))
             else:
-                messages.success(request, "Saved the rubric and the rater pool.")
+                messages.success(request, "Saved the rubric, the rater pool and the close date.")
                 return redirect(study)
         return _study_form_page(request, study, form, None)
     form, arms = StudyForm.for_study(study, data), arm_formset(data, study)

@@ -113,8 +113,12 @@ def test_admin_runs_the_loop_on_a_together_model(
 
     # --- the exit kit --------------------------------------------------------------------------
     page.goto(job.get_absolute_url())
+    page.locator("#exit-kit").click()  # queued; the worker writes it, the page polls
+    page.wait_for_url(re.compile(r"/exit-kits/$"))
+    ready = page.locator("#kits").get_by_role("link", name="Download")
+    expect(ready).to_be_visible(timeout=WAIT_MS)
     with page.expect_download() as download:
-        page.locator("#exit-kit").click()
+        ready.click()
     kit = tmp_path / "kit.zip"
     download.value.save_as(kit)
     with zipfile.ZipFile(kit) as zf:

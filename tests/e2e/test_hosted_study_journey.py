@@ -142,8 +142,12 @@ def test_a_study_of_together_arms_opens_is_rated_reported_and_kept_by_the_exit_k
 
     # --- the exit kit, from the values-targeted fine-tune's page, replays the report --------
     admin.goto(jobs["values_targeted"].get_absolute_url())
+    admin.locator("#exit-kit").click()  # queued; the worker writes it, the page polls
+    admin.wait_for_url(re.compile(r"/exit-kits/$"))
+    ready = admin.locator("#kits").get_by_role("link", name="Download")
+    expect(ready).to_be_visible(timeout=WAIT_MS)
     with admin.expect_download() as download:
-        admin.locator("#exit-kit").click()
+        ready.click()
     kit = tmp_path / "kit.zip"
     download.value.save_as(kit)
     out = io.StringIO()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import tempfile
 import zipfile
 from pathlib import Path
 
@@ -16,6 +15,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 
 from curation.services import sample_create, snapshot_create
+from evaluation.models import ExitKitRun
 from tests.conftest import client_for
 from tests.evaluation.conftest import build_study, no_queue  # noqa: F401  (the fixture)
 from tests.evaluation.test_report import closed_study
@@ -122,39 +122,39 @@ def test_an_open_studys_outputs_come_without_ratings(tmp_path):
     assert "nothing to replay" in out.getvalue()
 
 
-def test_without_a_hosted_fine_tune_there_is_no_kit_and_a_reason(
-    tmp_path, admin_client_, monkeypatch
-):
+def test_without_a_hosted_fine_tune_there_is_no_kit_and_a_reason(tmp_path, admin_client_):
     with pytest.raises(CommandError, match="no hosted fine-tune"):
         call_command("hosted_exit_kit", "--output", str(tmp_path / "k.zip"))
-    scratch = tmp_path / "scratch"
-    scratch.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
     response = admin_client_.post("/api/exit-kits/", {}, content_type="application/json")
     assert response.status_code == 400 and "no hosted fine-tune" in response.json()["detail"]
-    page = admin_client_.post(reverse("evaluation:exit-kit"), {})
-    assert page.status_code == 302
-    assert not (tmp_path / "k.zip").exists() and not list(scratch.iterdir())  # no folder left
+    page = admin_client_.post(reverse("evaluation:exit-kits"), {}, follow=True)
+    assert "no hosted fine-tune" in page.content.decode()
+    assert not (tmp_path / "k.zip").exists() and not ExitKitRun.objects.exists()
 
 
-def test_admins_download_the_kit_from_the_api_and_the_job_page(admin_client_):
+def test_admins_queue_the_kit_from_the_api_and_the_job_page(
+    admin_client_, django_capture_on_commit_callbacks
+):
     setup = closed_study(unblind=True)
     job = hosted_job(setup.versions["values_targeted"])
-    response = admin_client_.post(
-        "/api/exit-kits/", {"finetunes": [job.pk]}, content_type="application/json"
-    )
-    assert response.status_code == 200 and response["Content-Type"] == "application/zip"
-    body = b"".join(response.streaming_content)
-    assert zipfile.ZipFile(io.BytesIO(body)).read("exit-kit.json")
-    assert response["X-Checksum-SHA256"]
+    with django_capture_on_commit_callbacks() as queued:
+        response = admin_client_.post(
+            "/api/exit-kits/", {"finetunes": [job.pk]}, content_type="application/json"
+        )
+    assert response.status_code == 202 and response.json()["status"] == "queued"
+    assert len(queued) == 1  # the task goes to a worker once the request commits
+    run = ExitKitRun.objects.get(pk=response.json()["id"])
+    assert run.finetune_ids == [job.pk] and not run.path  # nothing written in the request
     page = admin_client_.get(job.get_absolute_url()).content.decode()
     assert page.count('id="exit-kit"') == 1 and page.count("Retrain elsewhere") == 1
-    download = admin_client_.post(reverse("evaluation:exit-kit"), {"finetune": job.pk})
-    assert download["Content-Disposition"].startswith('attachment; filename="palmsweb-exit')
+    queued_page = admin_client_.post(reverse("evaluation:exit-kits"), {"finetune": job.pk})
+    assert queued_page.status_code == 302
+    assert queued_page["Location"] == reverse("evaluation:exit-kits")
+    assert ExitKitRun.objects.filter(finetune_ids=[job.pk]).count() == 2
     refused = admin_client_.post(
         "/api/exit-kits/", {"finetunes": [job.pk], "extra": 1}, content_type="application/json"
     )
-    assert refused.status_code == 400
+    assert refused.status_code == 400 and ExitKitRun.objects.count() == 2
 
 
 # --- retrain elsewhere ------------------------------------------------------------------------
@@ -237,8 +237,9 @@ def test_ids_no_column_holds_are_refused_or_name_nothing(admin_client_):
         "/api/exit-kits/", {"finetunes": [too_big]}, content_type="application/json"
     )
     assert response.status_code == 400
-    page = admin_client_.post(reverse("evaluation:exit-kit"), {"finetune": str(too_big)})
-    assert page.status_code == 302 and page["Location"] == reverse("training:finetune-list")
+    page = admin_client_.post(reverse("evaluation:exit-kits"), {"finetune": str(too_big)})
+    assert page.status_code == 302 and page["Location"] == reverse("evaluation:exit-kits")
+    assert not ExitKitRun.objects.exists()
 
 
 def test_retrain_refuses_a_base_model_id_no_column_holds(together_job, admin_user):

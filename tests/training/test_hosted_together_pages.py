@@ -13,6 +13,8 @@ import pytest
 from django.urls import reverse
 
 from curation.services import sample_create, snapshot_create
+from evaluation.models import ExitKitRun
+from evaluation.report.exit_kit_jobs import exit_kit_execute
 from tests.conftest import client_for
 from tests.factories import CategoryFactory, DatasetFactory, words
 from tests.fake_together import fake_together, reply_tag  # noqa: F401  (the fixture)
@@ -123,8 +125,10 @@ def test_an_admin_runs_the_loop_on_a_together_model_from_the_pages(
     tag = reply_tag(job.result.remote_model_id)
     assert f"A considered answer ({tag}) to: Should I tell my friend" in outputs
 
-    # The exit kit, from the job page's button.
-    download = browser.post(reverse("evaluation:exit-kit"), {"finetune": job.pk})
+    # The exit kit, from the job page's button: queued, written by the worker, downloaded.
+    browser.post(reverse("evaluation:exit-kits"), {"finetune": job.pk})
+    run = exit_kit_execute(ExitKitRun.objects.get().pk)
+    download = browser.get(reverse("evaluation:exit-kit-download", args=[run.pk]))
     kit = zipfile.ZipFile(io.BytesIO(b"".join(download.streaming_content)))
     rows = kit.read(f"finetune-{job.pk}/outputs.jsonl").decode().splitlines()
     assert len(rows) == 2 and f"({tag})" in json.loads(rows[0])["text"]

@@ -51,10 +51,12 @@ from training.services.finetunes import (
 )
 from training.services.hosted import (
     HOSTED_BACKENDS,
+    HOSTED_KINDS,
     PROVIDERS,
     finetune_retrain_elsewhere,
     hosted_backend,
     provider_for_kind,
+    retrain_choices,
     retrain_targets,
 )
 from training.services.hosted_dates import (
@@ -119,6 +121,8 @@ __all__ = [
     "DPO_HYPERPARAMETERS",
     "HEARTBEAT_SECONDS",
     "HOSTED_BACKENDS",
+    "HOSTED_KINDS",
+    "retrain_choices",
     "HYPERPARAMETER_LIMITS",
     "MAX_CHECKPOINTS",
     "MAX_PROMPTS",

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from django.db import transaction
 
 from training.models import BaseModel, FineTuneJob
-from training.services import base_models
-from training.services.errors import TrainingError
+from training.services import base_models, hosted_dates
+from training.services.errors import HostedCutoffError, TrainingError
 
 if TYPE_CHECKING:
     from training.engine.hosted.base import HostedBackend, HostedJobSpec
@@ -51,6 +51,7 @@ PROVIDERS = {
     ),
 }
 HOSTED_BACKENDS = frozenset(p.backend for p in PROVIDERS.values())
+HOSTED_KINDS = frozenset(p.kind for p in PROVIDERS.values())  # base models a provider serves
 
 
 def provider_for_kind(kind: str) -> Provider | None:
@@ -145,9 +146,9 @@ def warmup_ratio(hp: dict, examples: int | None) -> float | None:
 # --- retrain elsewhere ------------------------------------------------------------------------
 
 
-def retrain_targets(job: FineTuneJob) -> list[BaseModel]:
-    """The base models ``job`` can be re-launched on: every local model, and every hosted
-    one whose provider differs from ``job``'s (the same provider would not outlive it)."""
+def _elsewhere(job: FineTuneJob) -> list[BaseModel]:
+    """Every local model, and every hosted one whose provider differs from ``job``'s (the
+    same provider would not outlive it)."""
     return [
         base
         for base in BaseModel.objects.all()
@@ -155,6 +156,36 @@ def retrain_targets(job: FineTuneJob) -> list[BaseModel]:
         and (base.is_local or provider_for_kind(base.kind) is not None)
         and not (provider_for_kind(base.kind) and base.kind == job.base_model.kind)
     ]
+
+
+def cutoff_note(base_model: BaseModel) -> str | None:
+    """Why ``base_model``'s provider takes no new fine-tuning job today (its cut-off has
+    passed), in a few words; None when it takes them."""
+    try:
+        hosted_dates.check_new_job_allowed(base_model)
+    except HostedCutoffError:
+        dates = hosted_dates.provider_dates(hosted_dates.provider_of(base_model))
+        return f"{dates.label} takes no new fine-tuning jobs from {dates.no_new_jobs_from}"
+    return None
+
+
+def retrain_choices(job: FineTuneJob) -> tuple[list[BaseModel], list[tuple[BaseModel, str]]]:
+    """Somewhere else to retrain ``job`` (:func:`_elsewhere`), from one read: the base
+    models whose provider still takes new fine-tuning jobs, and those whose cut-off has
+    passed with why (the retrain form says so instead of failing on submit)."""
+    offered, closed = [], []
+    for base in _elsewhere(job):
+        note = cutoff_note(base)
+        if note is None:
+            offered.append(base)
+        else:
+            closed.append((base, note))
+    return offered, closed
+
+
+def retrain_targets(job: FineTuneJob) -> list[BaseModel]:
+    """The base models ``job`` can be re-launched on (:func:`retrain_choices`)."""
+    return retrain_choices(job)[0]
 
 
 @transaction.atomic
@@ -168,6 +199,7 @@ def finetune_retrain_elsewhere(
 
     if job.is_dpo:
         raise TrainingError("Retrain a DPO fine-tune from its preference snapshot's page.")
+    hosted_dates.check_new_job_allowed(base_model)  # the cut-off in its own words
     if base_model not in retrain_targets(job):
         raise TrainingError(
             f"{base_model} is not somewhere else to retrain #{job.pk}: choose a local model or "

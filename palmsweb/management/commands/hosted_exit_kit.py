@@ -1,6 +1,8 @@
-"""Write the hosted exit kit: for every hosted fine-tune (or those named), its job spec,
-events, metrics, training snapshot, resulting model id and every output sampled from it
-with its ratings, plus the bundles of the closed studies that used it."""
+"""Write the hosted exit kit now, in the foreground (the browser and the API queue it on the
+default queue instead): for every hosted fine-tune (or those named), its job spec, events,
+metrics, training snapshot, resulting model id and every output sampled from it with its
+ratings; every hosted model sampled as is with its outputs; and the bundles of the closed
+studies that used them."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ from django.core.management.base import BaseCommand, CommandError
 from evaluation.report.exit_kit import (
     ExitKitError,
     default_kit_path,
-    hosted_finetunes,
+    kit_scope,
     write_exit_kit,
 )
 
@@ -28,17 +30,20 @@ class Command(BaseCommand):
             "--finetune", type=int, action="append", dest="finetunes",
             help="Only this fine-tune (repeat for several); default: every hosted one.",
         )  # fmt: skip
-        parser.add_argument("--base-model", type=int, help="Only this base model's fine-tunes.")
+        parser.add_argument(
+            "--base-model", type=int, help="Only this base model's fine-tunes and plain versions."
+        )
 
     def handle(self, *args, output: Path | None, finetunes, base_model, **options):
-        jobs = hosted_finetunes(job_ids=finetunes, base_model_id=base_model)
+        scope = kit_scope(job_ids=finetunes, base_model_id=base_model)
         try:
-            kit = write_exit_kit(jobs, output or default_kit_path())
+            kit = write_exit_kit(scope, output or default_kit_path())
         except ExitKitError as exc:
             raise CommandError(str(exc)) from exc
         self.stdout.write(
             self.style.SUCCESS(
-                f"Wrote {kit.path}: {kit.finetunes} hosted fine-tune(s), {kit.outputs} "
-                f"output(s), {kit.studies} study bundle(s); sha256 {kit.sha256}."
+                f"Wrote {kit.path}: {kit.finetunes} hosted fine-tune(s), {kit.model_versions} "
+                f"hosted model(s) sampled as is, {kit.outputs} output(s), {kit.studies} study "
+                f"bundle(s); sha256 {kit.sha256}."
             )
         )

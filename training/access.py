@@ -108,9 +108,10 @@ def get_finetune_for_user(user, pk: int, *, write: bool = False) -> FineTuneJob:
 
 
 def get_sampling_job_for_user(user, pk: int, *, write: bool = False) -> SamplingJob:
-    """The sampling job, or 404; 403 unless the user may read (or, with ``write``, change)
-    it. A restricted job (a blinded study's) is for admins only."""
-    queryset = SamplingJob.objects.select_related("created_by")
+    """The sampling job, or 404 (also for a user of another profile than the job's); 403
+    unless the user may read (or, with ``write``, change) it. A restricted job (a blinded
+    study's) is for admins only."""
+    queryset = SamplingJob.objects.select_related("created_by", "profile")
     return _get_for_user(user, queryset, pk, write=write)
 
 

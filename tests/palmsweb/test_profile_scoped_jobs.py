@@ -110,6 +110,11 @@ def test_an_unblinded_studys_sampling_job_is_its_profiles_only(no_queue, triage)
             shared.pk
         }
         assert client.get(f"/api/sampling-jobs/{shared.pk}/").status_code == 200
+    client = api(insider)
+    assert client.get(f"/api/sampling-jobs/{job.pk}/").json()["profile"] == job.profile_id
+    assert client.get(f"/api/sampling-jobs/{shared.pk}/").json()["profile"] is None
+    page = client.get(reverse("training:sampling-detail", args=[job.pk])).content.decode()
+    assert f'<dd id="sampling-profile">{Profile.objects.default().name}</dd>' in page
 
 
 def test_a_realignment_run_is_its_snapshots_profiles(

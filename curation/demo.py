@@ -65,8 +65,17 @@ DEMO_PROFILE_SLUG = "palms-demo"
 
 
 def demo_profile() -> Profile:
-    """The "PALMS demo" value profile that the demo content loads into (created on first
-    use), apart from the default profile so that a team's own data never mixes with it."""
+    """The value profile the demo lives in: "PALMS demo" (created on first use), apart from
+    the default profile so that a team's own data never mixes with it. On an install
+    upgraded from before profiles, whose demo the upgrade moved into the default profile
+    (with its accounts' roles), the demo stays there: a dataset never changes profile, and a
+    second copy in "PALMS demo" would give the demo accounts roles in both."""
+    existing = Profile.objects.filter(slug=DEMO_PROFILE_SLUG).first()
+    if existing is not None:
+        return existing
+    default = Profile.objects.default()
+    if demo_moved_into(default):
+        return default
     profile, _ = Profile.objects.get_or_create(
         slug=DEMO_PROFILE_SLUG,
         defaults={
@@ -77,6 +86,15 @@ def demo_profile() -> Profile:
         },
     )
     return profile
+
+
+def demo_moved_into(profile: Profile) -> bool:
+    """Whether the upgrade to profiles moved this install's demo datasets into ``profile``:
+    they are there and older than the profile itself (nothing else puts rows into a profile
+    before it exists)."""
+    names = [demo.name for demo in DEMO_DATASETS]
+    moved = Dataset.objects.filter(profile=profile, name__in=names)
+    return moved.filter(created_at__lt=profile.created_at).count() == len(names)
 
 
 @transaction.atomic

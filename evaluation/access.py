@@ -12,12 +12,15 @@ can see which model wrote an output must not rate it.
 Prompt sets and studies belong to a value profile (a study to its prompt set's): after the
 role check, each helper checks the role again in the object's profile, with a 404 for a user
 of another profile (:func:`palmsweb.profiles.check_object_profile`). Misalignment
-evaluations and re-alignment runs are about model versions, which every profile shares.
+evaluations and re-alignment runs are about model versions, which every profile shares, but
+a re-alignment run trains on one profile's snapshot and conditional probes quote one: such
+a run or evaluation belongs to that profile (:func:`misalignment_eval_profile_ids`).
 """
 
 from __future__ import annotations
 
 from django.core.exceptions import PermissionDenied
+from django.db.models import Q, QuerySet
 from django.http import Http404
 from django.shortcuts import get_object_or_404
 
@@ -281,9 +284,19 @@ def get_export_study_for_user(user, pk: int) -> Study:
 # --- misalignment evaluations and re-alignment runs ------------------------------------------
 
 
+ALIGNMENT_READ_ROLES = (Role.RESEARCHER,)
+ALIGNMENT_REFUSAL = "Alignment checks on this profile's data are for its researchers."
+# Where an evaluation's profiles come from: the snapshot its conditional probes quote, and
+# the snapshot of the re-alignment run that made it.
+EVAL_PROFILE_PATHS = (
+    "conditional__snapshot__dataset__profile",
+    "realignment__snapshot__dataset__profile",
+)
+
+
 def can_read_misalignment_eval(user, evaluation: MisalignmentEval | None = None) -> bool:
     """Researchers and admins read misalignment evaluations."""
-    return has_role(user, Role.RESEARCHER)
+    return has_role(user, *ALIGNMENT_READ_ROLES)
 
 
 def can_launch_misalignment_eval(user, evaluation: MisalignmentEval | None = None) -> bool:
@@ -291,17 +304,40 @@ def can_launch_misalignment_eval(user, evaluation: MisalignmentEval | None = Non
     return has_role(user, Role.ADMIN)
 
 
+def misalignment_eval_profile_ids(evaluation: MisalignmentEval) -> list[int]:
+    """The value profiles an evaluation belongs to (one query), in this order: its
+    conditional probes' snapshot's, whose samples they quote, and its re-alignment run's.
+    Empty: shared."""
+    rows = MisalignmentEval.objects.filter(pk=evaluation.pk).values_list(*EVAL_PROFILE_PATHS)
+    return list(dict.fromkeys(pk for row in rows for pk in row if pk is not None))
+
+
+def readable_misalignment_evals(user, queryset: QuerySet) -> QuerySet:
+    """The evaluations of ``queryset`` whose every profile is one where ``user``
+    researches (all of them for admins); shared ones for every reader."""
+    if has_role(user, Role.ADMIN):
+        return queryset
+    ids = profile_ids_with_role(user, *ALIGNMENT_READ_ROLES)
+    for path in EVAL_PROFILE_PATHS:
+        queryset = queryset.filter(Q(**{f"{path}__isnull": True}) | Q(**{f"{path}__in": ids}))
+    return queryset
+
+
 def get_misalignment_eval_for_user(user, pk: int, *, write: bool = False) -> MisalignmentEval:
-    """The evaluation, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
+    """The evaluation, or 404 (also for a user of another profile it belongs to); 403
+    unless the user is a researcher or admin (``write``: admin)."""
     allowed = can_launch_misalignment_eval(user) if write else can_read_misalignment_eval(user)
     if not allowed:
         raise PermissionDenied("Misalignment evaluations are for researchers and admins.")
-    return get_object_or_404(MisalignmentEval.objects.select_related("sampling_job"), pk=pk)
+    evaluation = get_object_or_404(MisalignmentEval.objects.select_related("sampling_job"), pk=pk)
+    for profile_id in misalignment_eval_profile_ids(evaluation):
+        check_object_profile(user, profile_id, ALIGNMENT_READ_ROLES, ALIGNMENT_REFUSAL)
+    return evaluation
 
 
 def can_read_realignment_run(user, run: RealignmentRun | None = None) -> bool:
     """Researchers and admins read re-alignment runs."""
-    return has_role(user, Role.RESEARCHER)
+    return has_role(user, *ALIGNMENT_READ_ROLES)
 
 
 def can_launch_realignment_run(user, run: RealignmentRun | None = None) -> bool:
@@ -309,13 +345,23 @@ def can_launch_realignment_run(user, run: RealignmentRun | None = None) -> bool:
     return has_role(user, Role.ADMIN)
 
 
+def readable_realignment_runs(user, queryset: QuerySet) -> QuerySet:
+    """The runs of ``queryset`` on snapshots of profiles where ``user`` researches (all of
+    them for admins)."""
+    ids = profile_ids_with_role(user, *ALIGNMENT_READ_ROLES)
+    return queryset.filter(snapshot__dataset__profile__in=ids)
+
+
 def get_realignment_for_user(user, pk: int, *, write: bool = False) -> RealignmentRun:
-    """The run, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
+    """The run, or 404 (also for a user of another profile than its snapshot's); 403 unless
+    the user is a researcher or admin (``write``: admin)."""
     allowed = can_launch_realignment_run(user) if write else can_read_realignment_run(user)
     if not allowed:
         raise PermissionDenied("Re-alignment runs are for researchers and admins.")
     related = ("source_version", "snapshot__dataset", "finetune_job", "evaluation")
-    return get_object_or_404(RealignmentRun.objects.select_related(*related), pk=pk)
+    run = get_object_or_404(RealignmentRun.objects.select_related(*related), pk=pk)
+    check_object_profile(user, run.snapshot.profile_id, ALIGNMENT_READ_ROLES, ALIGNMENT_REFUSAL)
+    return run
 
 
 def can_write_exit_kit(user) -> bool:

@@ -1,10 +1,14 @@
 """Who may see and change training objects: one policy, used by the HTML views and the API.
 
 Curators and researchers read base models, model versions, fine-tunes and sampling jobs;
-admins also register, launch, cancel and retry; everyone else gets 403. A restricted sampling
-job (a blinded study's: its outputs name their models) is for admins only until the study is
-unblinded. The ``get_<thing>_for_user`` helpers return the object or raise 404/403; the
-DRF permission class in ``training/api.py`` asks :func:`check_access` the same questions.
+admins also register, launch, cancel and retry; everyone else gets 403. Fine-tunes and sweeps
+belong to their snapshot's value profile; a sampling job belongs to the profile recorded on it
+when it samples a profile's prompts (a study's, a co-occurrence run's, probes made from a
+snapshot): members of other profiles get 404. A sampling job without a profile is shared, like
+model versions. A restricted sampling job (a blinded study's: its outputs name their models) is
+for admins only until the study is unblinded. The ``get_<thing>_for_user`` helpers return the
+object or raise 404/403; the DRF permission class in ``training/api.py`` asks
+:func:`check_access` the same questions.
 """
 
 from __future__ import annotations
@@ -16,12 +20,15 @@ from django.shortcuts import get_object_or_404
 from palmsweb.profiles import check_object_profile
 from palmsweb.roles import Role, has_role, profile_ids_with_role
 from training.models import BaseModel, FineTuneJob, ModelVersion, SamplingJob, ScreeningRun, Sweep
-from training.selectors import RESTRICTED_JOB_MESSAGE
 
 READ_ROLES = (Role.CURATOR, Role.RESEARCHER)  # admins pass every role check
 WRITE_ROLES = (Role.ADMIN,)
 READ_DENIED = "Training data is open to curators, researchers and admins."
 WRITE_DENIED = "Only admins may register models or launch and change jobs."
+RESTRICTED_JOB_MESSAGE = (
+    "This sampling job belongs to a blinded study: only admins see it and its outputs until "
+    "the study is unblinded."
+)
 
 
 def can_read(user) -> bool:
@@ -37,8 +44,8 @@ def check_access(user, obj: Model | None = None, *, write: bool = False) -> None
     change, training objects in general and ``obj`` in particular."""
     if not (can_write(user) if write else can_read(user)):
         raise PermissionDenied(WRITE_DENIED if write else READ_DENIED)
-    if isinstance(obj, SamplingJob) and obj.restricted and not can_write(user):
-        raise PermissionDenied(RESTRICTED_JOB_MESSAGE)
+    if isinstance(obj, SamplingJob):
+        _check_sampling_job(user, obj, write=write)
     if isinstance(obj, FineTuneJob | Sweep):
         # A job trained on a snapshot names its dataset and samples: it belongs to the
         # snapshot's value profile, like the snapshot itself (404 for other profiles).
@@ -47,11 +54,26 @@ def check_access(user, obj: Model | None = None, *, write: bool = False) -> None
         check_object_profile(user, owner, roles, READ_DENIED)
 
 
+def _check_sampling_job(user, job: SamplingJob, *, write: bool) -> None:
+    # The profile first: another profile's job is 404 even while restricted, so a 403
+    # never confirms that it exists.
+    if job.profile_id is not None:
+        roles = WRITE_ROLES if write else READ_ROLES
+        check_object_profile(user, job.profile_id, roles, READ_DENIED)
+    if job.restricted and not can_write(user):
+        raise PermissionDenied(RESTRICTED_JOB_MESSAGE)
+
+
 def in_readable_profiles(user, queryset: QuerySet) -> QuerySet:
-    """Fine-tunes or sweeps of the value profiles where ``user`` may read training data
-    (every profile for admins): what their list pages and API lists show. A DPO job has no
-    snapshot: its profile is its preference pairs'."""
+    """Fine-tunes, sweeps or sampling jobs of the value profiles where ``user`` may read
+    training data (every profile for admins): what their list pages and API lists show. A
+    DPO job has no snapshot: its profile is its preference pairs'. Sampling jobs without a
+    profile are everyone's, restricted ones admins' only."""
+    if queryset.model is SamplingJob and can_write(user):
+        return queryset
     ids = profile_ids_with_role(user, *READ_ROLES)
+    if queryset.model is SamplingJob:
+        return queryset.filter(Q(profile=None) | Q(profile__in=ids), restricted=False)
     in_snapshot_profile = Q(snapshot__dataset__profile__in=ids)
     if queryset.model is FineTuneJob:
         return queryset.filter(in_snapshot_profile | Q(preference_profile__in=ids))
@@ -86,9 +108,10 @@ def get_finetune_for_user(user, pk: int, *, write: bool = False) -> FineTuneJob:
 
 
 def get_sampling_job_for_user(user, pk: int, *, write: bool = False) -> SamplingJob:
-    """The sampling job, or 404; 403 unless the user may read (or, with ``write``, change)
-    it. A restricted job (a blinded study's) is for admins only."""
-    queryset = SamplingJob.objects.select_related("created_by")
+    """The sampling job, or 404 (also for a user of another profile than the job's); 403
+    unless the user may read (or, with ``write``, change) it. A restricted job (a blinded
+    study's) is for admins only."""
+    queryset = SamplingJob.objects.select_related("created_by", "profile")
     return _get_for_user(user, queryset, pk, write=write)
 
 

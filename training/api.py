@@ -230,8 +230,8 @@ class SamplingJobViewSet(
 
     def get_queryset(self):
         jobs = SamplingJob.objects.all()
-        if self.action == "list":  # restricted jobs (blinded studies') are not listed
-            jobs = selectors.sampling_jobs_visible_to(self.request.user)
+        if self.action == "list":  # nor restricted jobs (blinded studies'), nor other profiles'
+            jobs = access.in_readable_profiles(self.request.user, jobs)
         return jobs.select_related("created_by").prefetch_related("model_versions")
 
     def get_serializer_class(self):

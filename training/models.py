@@ -445,6 +445,13 @@ class SamplingJob(Job):
     restricted = models.BooleanField(
         default=False, help_text="Only admins may read this job and its outputs."
     )
+    # The value profile whose content the prompts carry (a study's prompt set, its
+    # co-occurrence run, probes made from a snapshot), handed down by evaluation (which
+    # training may not import): only that profile's members see the job. Null: a job
+    # launched on its own, shared like model versions.
+    profile = models.ForeignKey(
+        "palmsweb.Profile", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
 
     class Meta(Job.Meta):
         pass

@@ -49,26 +49,11 @@ def finetune_list() -> QuerySet[FineTuneJob]:
     ).defer("log", "loss_history", "snapshot__content")
 
 
-RESTRICTED_JOB_MESSAGE = (
-    "This sampling job belongs to a blinded study: only admins see it and its outputs until "
-    "the study is unblinded."
-)
-
-
-def sampling_jobs_visible_to(user) -> QuerySet[SamplingJob]:
-    """Every sampling job for admins; for everyone else, those not restricted."""
-    from palmsweb.roles import Role, has_role
-
-    jobs = SamplingJob.objects.all()
-    return jobs if has_role(user, Role.ADMIN) else jobs.filter(restricted=False)
-
-
-def sampling_list(user) -> QuerySet[SamplingJob]:
-    """Sampling jobs ``user`` may see, for the list page, with their output count, without
-    the log."""
+def sampling_list() -> QuerySet[SamplingJob]:
+    """Sampling jobs for the list page, with their output count, without the log (filter
+    them with ``training.access.in_readable_profiles``)."""
     return (
-        sampling_jobs_visible_to(user)
-        .select_related("created_by")
+        SamplingJob.objects.select_related("created_by")
         .annotate(n_generations=Count("generations", distinct=True))
         .prefetch_related("model_versions")
         .defer("log")

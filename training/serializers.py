@@ -383,6 +383,11 @@ class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
 
 class SamplingJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
     n_prompts = serializers.SerializerMethodField()
+    profile = serializers.PrimaryKeyRelatedField(
+        read_only=True,
+        help_text="The value profile whose prompts the job samples (a study's, a check on a "
+        "snapshot): only its members see the job. Null: launched on its own, shared.",
+    )
 
     class Meta:
         model = SamplingJob
@@ -397,6 +402,7 @@ class SamplingJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
             "max_new_tokens",
             "seed",
             "system_prompt",
+            "profile",
             *JOB_FIELDS,
         ]
         read_only_fields = fields

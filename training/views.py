@@ -363,7 +363,8 @@ def modelversion_list(request):
 @read_access
 @vary_on_headers("HX-Request")
 def sampling_list(request):
-    page = _page(request, selectors.sampling_list(request.user), JOBS_PER_PAGE)
+    jobs = in_readable_profiles(request.user, selectors.sampling_list())
+    page = _page(request, jobs, JOBS_PER_PAGE)
     context = {
         "page": page,
         "can_write": can_write(request.user),

@@ -202,9 +202,12 @@ def misalignment_advance(eval_id: int) -> bool:
 def _launch_sampling(eval_id: int) -> bool:
     """Sample the probes from every model version (inside the claim's transaction, so only
     the delivery that claimed the evaluation launches); True once launched."""
+    from evaluation.access import misalignment_eval_profile_ids
     from training.services import TrainingError, sampling_launch
 
     evaluation = MisalignmentEval.objects.get(pk=eval_id)
+    # Conditional probes quote a snapshot: their job is for that profile's members only.
+    owners = misalignment_eval_profile_ids(evaluation)
     try:
         job = sampling_launch(
             prompts=list(evaluation.probes),
@@ -215,6 +218,7 @@ def _launch_sampling(eval_id: int) -> bool:
             max_new_tokens=evaluation.max_new_tokens,
             seed=evaluation.seed,
             name=f"Misalignment probes ({evaluation.name}, evaluation {eval_id})",
+            profile_id=owners[0] if owners else None,
             user=evaluation.created_by,
         )
     except TrainingError as exc:

@@ -17,6 +17,7 @@ anonymous requests get 401.
 
 from __future__ import annotations
 
+from django.db.models import Q
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import OpenApiParameter, extend_schema, extend_schema_view
 from rest_framework import mixins, status
@@ -77,7 +78,8 @@ class MisalignmentEvalViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, 
     queryset = MisalignmentEval.objects.select_related("sampling_job", "created_by")
 
     def get_queryset(self):
-        queryset = super().get_queryset()
+        # An evaluation of another profile's data is not found (404), as on its page.
+        queryset = access.readable_misalignment_evals(self.request.user, super().get_queryset())
         if self.action == "list":
             queryset = queryset.prefetch_related("model_versions").defer("result")
         elif self.action == "retrieve":
@@ -154,7 +156,9 @@ class PersonaMeasurementViewSet(mixins.ListModelMixin, EvaluationViewSet):
     queryset = PersonaMeasurement.objects.select_related("model_version")
 
     def get_queryset(self):
-        queryset = super().get_queryset()
+        evaluations = MisalignmentEval.objects.all()
+        readable = access.readable_misalignment_evals(self.request.user, evaluations)
+        queryset = super().get_queryset().filter(Q(evaluation=None) | Q(evaluation__in=readable))
         params = self.request.query_params
         if params.get("evaluation") == "none":
             queryset = queryset.filter(evaluation=None)

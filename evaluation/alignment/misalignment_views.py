@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
 from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.vary import vary_on_headers
 
 from curation.forms import SnapshotChoiceField
-from evaluation.access import admin_access, study_read_access
+from evaluation.access import (
+    admin_access,
+    get_misalignment_eval_for_user,
+    readable_misalignment_evals,
+    study_read_access,
+)
 from evaluation.alignment import misalignment, persona
 from evaluation.models import MisalignmentEval
 from palmsweb.lib.http import require_get, require_get_post, require_post
@@ -60,17 +64,12 @@ class MisalignmentEvalForm(forms.Form):
     )
 
 
-def get_misalignment_eval_for_user(user, pk: int, *, write: bool = False) -> MisalignmentEval:
-    """The evaluation, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
-    if not has_role(user, Role.ADMIN if write else Role.RESEARCHER):
-        raise PermissionDenied("Misalignment evaluations are for researchers and admins.")
-    return get_object_or_404(MisalignmentEval.objects.select_related("sampling_job"), pk=pk)
-
-
 @require_get
 @study_read_access
 def misalignment_list(request):
-    evaluations = MisalignmentEval.objects.prefetch_related("model_versions")
+    evaluations = readable_misalignment_evals(
+        request.user, MisalignmentEval.objects.prefetch_related("model_versions")
+    )
     return render(
         request,
         "evaluation/misalignment_list.html",

@@ -93,6 +93,10 @@ class RealignmentRunViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Ev
     serializer_class = RealignmentRunSerializer
     queryset = RealignmentRun.objects.all()
 
+    def get_queryset(self):
+        # Another profile's run is not found (404), as on its page.
+        return access.readable_realignment_runs(self.request.user, super().get_queryset())
+
     def create(self, request, *args, **kwargs):
         data = self.validated(RealignmentCreateSerializer).validated_data
         run = realignment.realignment_create(

@@ -7,12 +7,16 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.vary import vary_on_headers
 
 from curation.forms import SnapshotChoiceField
-from evaluation.access import admin_access, study_read_access
+from evaluation.access import (
+    admin_access,
+    get_realignment_for_user,
+    readable_realignment_runs,
+    study_read_access,
+)
 from evaluation.alignment import misalignment, realignment
 from evaluation.alignment.judge_forms import OptionalJudgeForm
 from evaluation.alignment.misalignment_views import MisalignmentEvalForm
@@ -51,18 +55,11 @@ class RealignmentForm(OptionalJudgeForm):
     )
 
 
-def get_realignment_for_user(user, pk: int, *, write: bool = False) -> RealignmentRun:
-    """The run, or 404; 403 unless the user is a researcher or admin (``write``: admin)."""
-    if not has_role(user, Role.ADMIN if write else Role.RESEARCHER):
-        raise PermissionDenied("Re-alignment runs are for researchers and admins.")
-    related = ("source_version", "snapshot__dataset", "finetune_job", "evaluation")
-    return get_object_or_404(RealignmentRun.objects.select_related(*related), pk=pk)
-
-
 @require_get
 @study_read_access
 def realignment_list(request):
     runs = RealignmentRun.objects.select_related("source_version", "snapshot__dataset")
+    runs = readable_realignment_runs(request.user, runs)
     return render(
         request,
         "evaluation/realignment_list.html",

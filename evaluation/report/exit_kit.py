@@ -2,14 +2,14 @@
 the hosted models it sampled.
 
 Per hosted fine-tune (``finetune-<pk>/``): ``job.json`` (the spec: provider, base model,
-hyperparameters, those the provider ran with in its own names, remote ids, lineage), ``events.log`` (the mirrored log), ``metrics.json``
-(losses, the provider's checkpoints), ``snapshot.jsonl`` (the training data exactly as
-uploaded), ``result.json`` (the resulting model id and its shutdown date) and
-``outputs.jsonl`` (every output already sampled from the model, with the ratings of each
-closed study that rated it). Per hosted model sampled as is, a base arm such as plain
-gpt-4o-mini (``model-version-<pk>/``): ``version.json`` and ``outputs.jsonl``. For every
-closed study with an arm on one of these models, its study bundle
-(``studies/study-<pk>.zip``, the same bundle an export writes), which ``manage.py
+hyperparameters, those the provider ran with in its own names, remote ids, lineage),
+``events.log`` (the mirrored log), ``metrics.json`` (losses, the provider's checkpoints),
+``snapshot.jsonl`` (the training data exactly as uploaded), ``result.json`` (the resulting
+model id and its shutdown date) and ``outputs.jsonl`` (every output already sampled from the
+model, with the ratings of each closed study that rated it). Per hosted model sampled as is,
+a base arm such as plain gpt-4o-mini (``model-version-<pk>/``): ``version.json`` and
+``outputs.jsonl``. For every closed study with an arm on one of these models, its study
+bundle (``studies/study-<pk>.zip``, the same bundle an export writes), which ``manage.py
 replay_report`` replays; ``exit-kit.json`` lists it all with SHA-256 sums, and
 ``README.txt`` says in words what is there and what is not.
 

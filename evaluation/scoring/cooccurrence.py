@@ -151,7 +151,7 @@ def cooccurrence_advance(run_id: int) -> bool:
 
     with transaction.atomic():
         if claim(SCORING, run_id):
-            run = ScoringRun.objects.select_related("study").get(pk=run_id)
+            run = ScoringRun.objects.select_related("study__prompt_set").get(pk=run_id)
             versions = [arm.model_version for arm in run.study.arms.select_related("model_version")]
             prompts = cooccurrence_prompts(run.options)
             options = run.options
@@ -165,6 +165,7 @@ def cooccurrence_advance(run_id: int) -> bool:
                     max_new_tokens=options["max_new_tokens"],
                     seed=options["seed"],
                     name=f"Co-occurrence for study {run.study_id} (run {run.pk})",
+                    profile_id=run.study.profile_id,  # it names the study
                     user=run.created_by,
                 )
             except TrainingError as exc:

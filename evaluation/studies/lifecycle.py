@@ -394,6 +394,7 @@ def study_open(*, study: Study, user=None) -> Study:
             name=f"Study #{study.pk}: {study.name}"[:200],
             # Its outputs carry their model: admins only, until the study is unblinded.
             restricted=True,
+            profile_id=study.profile_id,
             user=user,
         )
     except TrainingError as error:

@@ -35,6 +35,7 @@ from evaluation.studies.arm_pairs import compared_orders
 from evaluation.studies.queue import (
     check_can_rate,
     check_claim_finishable,
+    check_profile_rater,
     check_releasable,
     claim_with_retries,
     hold_for_admin,
@@ -223,6 +224,7 @@ def _locked_judgment(public_id: str, rater) -> tuple[StudyPair, PairJudgment]:
     try:
         judgment = PairJudgment.objects.select_for_update().get(pair=pair, rater=rater)
     except PairJudgment.DoesNotExist:
+        check_profile_rater(pair.study_id, rater, "pair")
         raise RatingError("You have not claimed this pair.") from None
     judgment.pair = pair
     return pair, judgment

@@ -424,9 +424,18 @@ def _locked_rating(public_id: str, rater) -> tuple[StudyOutput, Rating]:
     try:
         rating = Rating.objects.select_for_update().get(output=output, rater=rater)
     except Rating.DoesNotExist:
+        check_profile_rater(output.study_id, rater, "output")
         raise RatingError("You have not claimed this output.") from None
     rating.output = output
     return output, rating
+
+
+def check_profile_rater(study_id: int, rater, noun: str) -> None:
+    """An output or pair of another profile's study does not exist for this rater: 404, as
+    for an unknown id, rather than "not claimed" (409), which would confirm that it exists."""
+    profile_id = Study.objects.filter(pk=study_id).values_list("prompt_set__profile", flat=True)
+    if not has_rater_role(rater, profile_id.first()):
+        raise OutputNotFound(f"No such {noun}.")
 
 
 def check_claim_finishable(claim, now, noun: str, slots_left: Callable[[], int]) -> None:

@@ -174,9 +174,10 @@ def test_an_admin_runs_the_palms_loop_on_together_from_the_pages_to_a_replayed_e
         folder = f"finetune-{jobs['values_targeted'].pk}"
         rows = [json.loads(x) for x in zf.read(f"{folder}/outputs.jsonl").splitlines()]
     assert {f["finetune"] for f in manifest["finetunes"]} == {job.pk for job in jobs.values()}
+    unblinded = "Closed and unblinded: the bundle has arms and model versions."
     assert manifest["studies"] == [{"study": study.pk, "name": study.name,
                                     "bundle": f"studies/study-{study.pk}.zip",
-                                    "includes_arms": True}]  # fmt: skip
+                                    "includes_arms": True, "note": unblinded}]  # fmt: skip
     assert len(rows) == 4 and all(len(row["studies"][0]["ratings"]) == 3 for row in rows)
     out = io.StringIO()
     call_command("replay_report", str(kit), stdout=out)

@@ -337,6 +337,7 @@ def test_cooccurrence_run_samples_then_counts_skewed_words(
     ]
     assert (job.n_samples, job.max_new_tokens, job.temperature, job.top_p) == (3, 30, 1.0, 0.9)
     assert job.model_versions.count() == 3
+    assert job.profile_id == study_setup.study.profile_id  # it names the study
     # A duplicate delivery launches nothing new.
     assert scoring.cooccurrence_advance(run.pk) is True
     assert SamplingJob.objects.count() == 2  # the study's own job and this one

@@ -5,8 +5,10 @@ comparison."""
 from __future__ import annotations
 
 import io
+from datetime import timedelta
 
 import pytest
+from django.contrib.auth import get_user_model
 from django.core.management import call_command
 from django.db import connection
 from django.db.migrations.executor import MigrationExecutor
@@ -14,7 +16,7 @@ from django.urls import reverse
 
 from curation import services as curation
 from curation.errors import CurationError
-from curation.models import Category, Sample
+from curation.models import Category, Dataset, Sample
 from evaluation.errors import EvaluationError
 from evaluation.report.compare import compare_studies
 from evaluation.studies import lifecycle
@@ -350,3 +352,31 @@ def test_another_profiles_fine_tunes_and_sweeps_do_not_exist_for_a_member(
             assert client.get(reverse(name, args=[pk])).status_code == expected
         assert client.get(f"/api/finetunes/{job.pk}/", **token).status_code == expected
         assert client.get(f"/api/sweeps/{sweep.pk}/", **token).status_code == expected
+
+
+
+@pytest.mark.parametrize("upgraded", [False, True])
+def test_seed_demo_loads_one_copy_of_the_demo_and_its_accounts_belong_where_it_is(
+    db, settings, tmp_path, upgraded
+):
+    """A fresh install gets the demo in "PALMS demo"; an install upgraded from before
+    profiles, whose demo datasets the upgrade moved into Default, keeps it there rather than
+    load a second copy, so the demo accounts hold roles in one profile only."""
+    from curation.demo import DEMO_PROFILE_SLUG, VALUES_TARGETED, load_demo_content
+    from palmsweb.roles import memberships
+
+    settings.VAR_DIR = tmp_path  # where demo-accounts.json goes
+    default = Profile.objects.default()
+    if upgraded:  # as the upgrade left it: datasets older than the profile they moved into
+        load_demo_content(user=None, profile=default)
+        Dataset.objects.filter(profile=default).update(
+            created_at=default.created_at - timedelta(days=30)
+        )
+    call_command("seed_demo", stdout=io.StringIO())
+    home = default if upgraded else Profile.objects.get(slug=DEMO_PROFILE_SLUG)
+    assert Profile.objects.filter(slug=DEMO_PROFILE_SLUG).exists() is not upgraded
+    copies = Dataset.objects.filter(name=VALUES_TARGETED.name)
+    assert list(copies.values_list("profile", flat=True)) == [home.pk]
+    for username in ("curator", "rater1", "researcher"):
+        user = get_user_model().objects.get(username=username)
+        assert set(memberships(user)) == {home.pk}, username

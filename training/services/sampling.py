@@ -58,10 +58,12 @@ def sampling_launch(
     name: str = "",
     system_prompt: str = "",
     restricted: bool = False,
+    profile_id: int | None = None,
     user=None,
 ) -> SamplingJob:
     """Queue prompts × model versions × n samples on the gpu queue. A ``restricted`` job
-    and its outputs are for admins only until :func:`sampling_job_release`."""
+    and its outputs are for admins only until :func:`sampling_job_release`; a job given the
+    value profile its prompts come from (``profile_id``) only for that profile's members."""
     if not model_versions:
         raise TrainingError("Choose at least one model version.")
     if not 1 <= n_samples <= MAX_SAMPLES_PER_PROMPT:
@@ -79,6 +81,7 @@ def sampling_launch(
         seed=seed,
         system_prompt=system_prompt,
         restricted=restricted,
+        profile_id=profile_id,
         progress_total=len(cleaned) * n_samples * len(model_versions),
         created_by=user,
     )

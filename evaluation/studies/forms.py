@@ -25,7 +25,8 @@ from evaluation.studies.arm_pairs import (
     format_arm_pairs,
     parse_arm_pairs,
 )
-from evaluation.studies.lifecycle import ArmSpec, rater_pool_candidates
+from evaluation.studies.lifecycle import ArmSpec
+from evaluation.studies.rater_pool import rater_pool_candidates
 from palmsweb.models import Profile
 from training.models import ModelVersion
 

@@ -13,12 +13,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, replace
 from datetime import date
 
-from django.contrib.auth import get_user_model
 from django.db import transaction
-from django.db.models import Q
 from django.utils import timezone
 
-from evaluation.access import can_see_generations, has_rater_role
 from evaluation.errors import EvaluationError, StudyStateError
 from evaluation.models import (
     MAX_COMMENT_CHARS,
@@ -36,6 +33,7 @@ from evaluation.studies.arm_pairs import clean_arm_pairs, set_compared_arm_pairs
 from evaluation.studies.pairwise_queue import pairs_create
 from evaluation.studies.positions import freeze_positions
 from evaluation.studies.prompt_sets import prompt_set_lock, prompt_set_release
+from evaluation.studies.rater_pool import clean_raters
 from evaluation.studies.rating_close import UNCHANGED, check_rating_closes_on
 from evaluation.studies.screening import find_identifying, study_terms
 from palmsweb.roles import Role, has_role
@@ -96,25 +94,6 @@ def _clean_rubric(rubric: list[str]) -> list[str]:
     if any(len(text) > MAX_COMMENT_CHARS for text in rubric):
         raise EvaluationError(f"Rubric anchors have at most {MAX_COMMENT_CHARS} characters.")
     return rubric
-
-
-def _clean_raters(raters: Iterable, profile_id: int) -> list:
-    """The pool, checked: raters of the study's profile only (a rater of another profile
-    was never briefed on these positions), and nobody who can see generations."""
-    raters = list(raters)
-    not_raters = [u.get_username() for u in raters if not has_rater_role(u, profile_id)]
-    if not_raters:
-        raise EvaluationError(
-            "Only raters of this study's value profile can be in the pool: "
-            f"{', '.join(not_raters)}."
-        )
-    sighted = [u.get_username() for u in raters if can_see_generations(u)]
-    if sighted:
-        raise EvaluationError(
-            f"Admins can see which model wrote each output, so they cannot rate: "
-            f"{', '.join(sighted)}. Take them out of the pool (or out of the admins)."
-        )
-    return raters
 
 
 def _validate_study(
@@ -248,7 +227,7 @@ def study_create(
     )
     _set_arms(study, arms)
     set_compared_arm_pairs(study, arm_pairs)
-    study.raters.set(_clean_raters(raters, prompt_set.profile_id))
+    study.raters.set(clean_raters(raters, prompt_set.profile_id))
     prompt_set_lock(prompt_set)
     _event(study, StudyEvent.Kind.CREATED, user)
     return study
@@ -322,7 +301,7 @@ def study_update(
     study.save(update_fields=list(fields))
     _set_arms(study, arms)
     set_compared_arm_pairs(study, arm_pairs)
-    study.raters.set(_clean_raters(raters, prompt_set.profile_id))
+    study.raters.set(clean_raters(raters, prompt_set.profile_id))
     prompt_set_lock(prompt_set)
     if previous_set != prompt_set.pk:
         prompt_set_release(previous_set)
@@ -343,7 +322,7 @@ def study_update_live(
         study.rating_closes_on = rating_closes_on
     study.rubric = _clean_rubric(rubric)
     study.save(update_fields=["rubric", "rating_closes_on"])
-    study.raters.set(_clean_raters(raters, study.profile_id))
+    study.raters.set(clean_raters(raters, study.profile_id))
     _event(study, StudyEvent.Kind.UPDATED, user, "rubric / rater pool")
     return study
 
@@ -581,21 +560,3 @@ def study_unblind(*, study: Study, user) -> Study:
         sampling_job_release(job=study.sampling_job)
     _event(study, StudyEvent.Kind.UNBLINDED, user)
     return study
-
-
-def rater_pool_candidates(profile_id: int | None = None):
-    """Users who may join a rater pool: the raters of the study's profile (of any profile
-    when None) who are not admins (see :func:`can_see_generations`)."""
-    admins = get_user_model().objects.filter(
-        Q(is_staff=True) | Q(is_superuser=True) | Q(groups__name=Role.ADMIN.value)
-    )
-    raters = Q(memberships__role=Role.RATER.value)
-    if profile_id is not None:
-        raters &= Q(memberships__profile_id=profile_id)
-    return (
-        get_user_model()
-        .objects.filter(raters, is_active=True)
-        .exclude(pk__in=admins.values("pk"))
-        .order_by("username")
-        .distinct()
-    )

@@ -20,6 +20,7 @@ from curation.models import Category, Dataset, Sample
 from evaluation.errors import EvaluationError
 from evaluation.report.compare import compare_studies
 from evaluation.studies import lifecycle
+from evaluation.studies.rater_pool import rater_pool_candidates
 from palmsweb.models import Membership, Profile
 from palmsweb.roles import Role, grant_role, has_role, user_roles
 from tests.conftest import api_token, client_for, make_user
@@ -98,7 +99,7 @@ def test_the_rater_pool_takes_raters_of_the_studys_profile_only(db, triage):
             study=setup.study, rubric=setup.study.rubric,
             raters=[*setup.raters, outsider_rater],
         )  # fmt: skip
-    assert outsider_rater not in lifecycle.rater_pool_candidates(setup.study.profile_id)
+    assert outsider_rater not in rater_pool_candidates(setup.study.profile_id)
 
 
 def test_pages_work_in_the_active_profile_and_switch(tutor, triage):

@@ -145,8 +145,9 @@ class Command(BaseCommand):
     def open_study(self, base, control, values, options, admin):
         from evaluation.models import PromptSet, Study
         from evaluation.studies import lifecycle, prompt_sets
+        from evaluation.studies.rater_pool import rater_pool_candidates
 
-        raters = list(lifecycle.rater_pool_candidates(demo_profile().pk))  # not admins
+        raters = list(rater_pool_candidates(demo_profile().pk))  # not admins
         if len(raters) < 3:
             raise CommandError("The study needs 3 raters: run `manage.py seed_demo` first.")
         size = base.size_label

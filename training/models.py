@@ -274,6 +274,10 @@ class FineTuneJob(Job):
     # A hosted job's hyperparameters in its provider's own names: what was sent, with what the
     # provider filled in ("max" batch, a resolved "auto"). The job page and exit kit show it.
     provider_hyperparameters = models.JSONField(default=dict, blank=True)
+    # A hosted job's checkpoints at its provider, mirrored on every poll (so a running,
+    # failed or cancelled job shows them too): [{"step", "id", "model", "train_loss",
+    # "validation_loss"}, ...] by step.
+    remote_checkpoints = models.JSONField(default=list, blank=True)
     result = models.OneToOneField(
         ModelVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="finetune"
     )
@@ -356,6 +360,14 @@ class FineTuneJob(Job):
     @property
     def is_dpo(self) -> bool:
         return self.objective == self.Objective.DPO
+
+    @property
+    def provider_checkpoints(self) -> list[dict]:
+        """The provider's checkpoints as last mirrored; a job that succeeded before they were
+        mirrored onto the job has them on its result's metadata only."""
+        if self.remote_checkpoints:
+            return self.remote_checkpoints
+        return (self.result.metadata or {}).get("remote_checkpoints", []) if self.result else []
 
     @property
     def profile_id(self) -> int | None:

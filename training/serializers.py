@@ -291,6 +291,12 @@ class FineTuneJobDetailSerializer(FineTuneJobSerializer):
         "with the values the provider filled in ({} for a local job).",
     )
 
+    remote_checkpoints = serializers.JSONField(
+        source="provider_checkpoints", read_only=True,
+        help_text="A hosted job's checkpoints at its provider, mirrored on every poll: "
+        '[{"step", "id", "model", "train_loss", "validation_loss"}, ...] ([] for a local job).',
+    )
+
     class Meta(FineTuneJobSerializer.Meta):
         fields = [
             *FineTuneJobSerializer.Meta.fields,
@@ -304,6 +310,7 @@ class FineTuneJobDetailSerializer(FineTuneJobSerializer):
             "validation_loss",
             "reward_history",
             "provider_hyperparameters",
+            "remote_checkpoints",
             "log",
         ]
         read_only_fields = fields

@@ -3,8 +3,10 @@ the hosted models it sampled.
 
 Per hosted fine-tune (``finetune-<pk>/``): ``job.json`` (the spec: provider, base model,
 hyperparameters, those the provider ran with in its own names, remote ids, lineage),
-``events.log`` (the mirrored log), ``metrics.json`` (losses, the provider's checkpoints),
-``snapshot.jsonl`` (the training data exactly as uploaded), ``result.json`` (the resulting
+``events.log`` (the mirrored log), ``metrics.json`` (losses, the provider's checkpoints as
+the job last mirrored them), ``snapshot.jsonl`` (the training file exactly as uploaded: a job
+with validation uploaded its held-out examples apart, as ``validation.jsonl``, which is here
+too, and ``job.json`` says which items they are), ``result.json`` (the resulting
 model id and its shutdown date) and ``outputs.jsonl`` (every output already sampled from the
 model, with the ratings of each closed study that rated it). Per hosted model sampled as is,
 a base arm such as plain gpt-4o-mini (``model-version-<pk>/``): ``version.json`` and
@@ -33,7 +35,6 @@ from pathlib import Path
 from django.conf import settings
 from django.utils import timezone
 
-from curation.services import snapshot_jsonl
 from evaluation.errors import EvaluationError
 from evaluation.models import Rating, Study, StudyOutput
 from evaluation.report.exit_kit_readme import kit_readme, study_note
@@ -41,7 +42,13 @@ from evaluation.report.exports import write_bundle
 from evaluation.report.replay import BundleError, replay_bundle
 from evaluation.studies.blinding import rater_pseudonym
 from training.models import FineTuneJob, Generation, ModelVersion
-from training.services import HOSTED_BACKENDS, HOSTED_KINDS, code_version, version_shutdown
+from training.services import (
+    HOSTED_BACKENDS,
+    HOSTED_KINDS,
+    code_version,
+    upload_data,
+    version_shutdown,
+)
 
 MANIFEST = "exit-kit.json"
 README = "README.txt"
@@ -78,7 +85,8 @@ class KitScope:
 def hosted_finetunes(*, job_ids: Iterable[int] | None = None, base_model_id: int | None = None):
     """The hosted fine-tunes a kit covers: all of them, or those asked for."""
     jobs = FineTuneJob.objects.filter(backend__in=HOSTED_BACKENDS).select_related(
-        "base_model", "snapshot__dataset", "result", "retrained_from", "created_by"
+        "base_model", "snapshot__dataset", "result", "retrained_from", "created_by",
+        "validation_snapshot",
     )
     if job_ids is not None:
         jobs = jobs.filter(pk__in=list(job_ids))
@@ -193,12 +201,16 @@ def _write_finetune(job: FineTuneJob, folder: Path) -> tuple[list[dict], int]:
     _write_json(folder / "metrics.json", {
         "loss_history": job.loss_history,
         "validation_loss_history": job.validation_loss_history,
-        "remote_checkpoints": (job.result.metadata or {}).get("remote_checkpoints", [])
-        if job.result else [],
+        "remote_checkpoints": job.provider_checkpoints,
     })  # fmt: skip
-    (folder / "snapshot.jsonl").write_text(_training_data(job))
-    _write_json(folder / "result.json", _result(job))
     names = ["job.json", "events.log", "metrics.json", "snapshot.jsonl", "result.json"]
+    # The bytes the upload sent (the same function makes both, so they cannot diverge).
+    uploaded = upload_data(job)
+    (folder / "snapshot.jsonl").write_bytes(uploaded.training)
+    if uploaded.validation is not None:
+        (folder / "validation.jsonl").write_bytes(uploaded.validation)
+        names.append("validation.jsonl")
+    _write_json(folder / "result.json", _result(job))
     count = _write_outputs(folder / "outputs.jsonl", job.result_id)
     return [_entry(folder.parent, folder / n) for n in [*names, "outputs.jsonl"]], count
 
@@ -220,15 +232,6 @@ def _write_outputs(path: Path, version_id: int | None) -> int:
     return count
 
 
-def _training_data(job: FineTuneJob) -> str:
-    """The data exactly as uploaded: chat JSONL, or a DPO job's preference JSONL."""
-    if job.is_dpo:
-        from training.engine.hosted.base import preference_jsonl
-
-        return preference_jsonl(job.preference_pairs).decode()
-    return snapshot_jsonl(job.snapshot)
-
-
 def _snapshot_spec(job: FineTuneJob) -> dict:
     if job.is_dpo:
         return {"preference_snapshot_hash": job.preference_snapshot_hash,
@@ -239,6 +242,20 @@ def _snapshot_spec(job: FineTuneJob) -> dict:
         "dataset": job.snapshot.dataset.name,
         "samples": job.snapshot.sample_count,
     }
+
+
+def _validation_spec(job: FineTuneJob) -> dict:
+    """The held-out data, uploaded as the provider's validation file (validation.jsonl):
+    a validation snapshot, or ``held_out_items`` (positions in the snapshot's items) drawn by
+    ``validation_share`` with the job's seed; nulls and [] without validation."""
+    validation = job.validation_snapshot
+    return {
+        "validation_share": job.hyperparameters.get("validation_share"),
+        "validation_snapshot": {"id": validation.pk, "content_hash": validation.content_hash,
+                                "samples": validation.sample_count} if validation else None,
+        "held_out_items": list(job.held_out_items),
+        "validation_file": "validation.jsonl" if validation or job.held_out_items else None,
+    }  # fmt: skip
 
 
 def _base_model_spec(base) -> dict:
@@ -288,6 +305,7 @@ def job_spec(job: FineTuneJob) -> dict:
         "arm_override": job.arm_override,
         "objective": job.objective,
         "snapshot": _snapshot_spec(job),
+        **_validation_spec(job),
         "status": job.status,
         "error": job.error,
         "remote_job_id": job.remote_job_id,

@@ -13,10 +13,14 @@ from evaluation.models import Study
 LAYOUT = """\
 What is here
   finetune-<id>/          one hosted fine-tune: job.json (provider, base model,
-                          hyperparameters, remote ids), events.log, metrics.json,
-                          snapshot.jsonl (the training data as uploaded), result.json (the
-                          model id and its shutdown date), outputs.jsonl (every output
-                          sampled from it, with the ratings of each closed study)
+                          hyperparameters, remote ids, the validation share or snapshot
+                          and the held-out items), events.log, metrics.json (losses, the
+                          provider's checkpoints), snapshot.jsonl (the training file
+                          exactly as uploaded: without the held-out examples),
+                          validation.jsonl (only for a job with validation: the validation
+                          file as uploaded), result.json (the model id and its shutdown
+                          date), outputs.jsonl (every output sampled from it, with the
+                          ratings of each closed study)
   model-version-<id>/     one hosted model sampled as is (a base arm such as plain
                           gpt-4o-mini, which shuts down too): version.json, outputs.jsonl
   studies/study-<id>.zip  the bundle of each closed study with an arm on one of these

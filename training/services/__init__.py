@@ -85,6 +85,7 @@ from training.services.remote import (
     openai_poll,
     openai_poll_all,
     openai_start,
+    upload_data,
 )
 from training.services.sampling import (
     MAX_PROMPTS,
@@ -186,6 +187,7 @@ __all__ = [
     "sampling_launch",
     "snapshot_arm",
     "storable_text",
+    "upload_data",
     "sweep_cancel",
     "sweep_defaults",
     "sweep_delete_losing_weights",

@@ -60,7 +60,7 @@ HYPERPARAMETER_LIMITS = {
     "lora_r": (int, 1, 256),
     "lora_alpha": (int, 1, 1024),
     "max_steps": (int, 1, 100_000),  # optional: steps instead of epochs (re-alignment)
-    # optional, local only: validation (training.services.validation)
+    # optional: validation (training.services.validation); eval_every_steps local only
     "validation_share": (float, 0.0, 0.5),
     "eval_every_steps": (int, 0, 100_000),
     # optional, local only: save the best-validation checkpoint instead of the last step
@@ -256,7 +256,8 @@ def finetune_launch(
     ``checkpoint_steps`` saves a model version after each of those steps;
     ``track_persona`` measures the misaligned-persona projection before training and after
     each epoch (local only). ``validation_snapshot``, or the ``validation_share``
-    hyperparameter, gives the validation loss (local only; see ``services.validation``).
+    hyperparameter, gives the validation loss (a hosted job uploads it as the provider's
+    validation file; see ``services.validation``).
     A hosted provider past its cut-off date refuses the job
     (HostedCutoffError) and nothing is created. ``devices`` and ``nodes``: see distributed.py.
     """

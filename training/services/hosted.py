@@ -17,6 +17,7 @@ from django.db import transaction
 from training.models import BaseModel, FineTuneJob
 from training.services import base_models, hosted_dates
 from training.services.errors import HostedCutoffError, TrainingError
+from training.services.validation import VALIDATION_HYPERPARAMETERS
 
 if TYPE_CHECKING:
     from training.engine.hosted.base import HostedBackend, HostedJobSpec
@@ -193,8 +194,10 @@ def finetune_retrain_elsewhere(
     *, job: FineTuneJob, base_model: BaseModel, method: str | None = None, user=None
 ) -> FineTuneJob:
     """Launch ``job``'s snapshot and hyperparameters again on ``base_model`` (another
-    provider, or a local model), linked to ``job`` (``retrained_from``). The arm and any
-    arm override carry over; the method too, unless the new provider cannot run it."""
+    provider, or a local model), linked to ``job`` (``retrained_from``). The arm, any arm
+    override and the validation data (the validation snapshot, or the held-out share, which
+    holds out the same items) carry over; the method too, unless the new provider cannot
+    run it."""
     from training.services.finetunes import finetune_launch
 
     if job.is_dpo:
@@ -209,12 +212,11 @@ def finetune_retrain_elsewhere(
     method = method or job.method
     if provider is not None and method not in provider.methods:
         method = provider.methods[0]
-    # Only the names every backend understands travel; local-only extras (max_steps,
-    # validation) stay with the original job.
-    carried = {k: v for k, v in job.hyperparameters.items() if k in RETRAIN_HYPERPARAMETERS}
     new = finetune_launch(
         base_model=base_model, snapshot=job.snapshot, arm=job.arm, method=method,
-        hyperparameters=carried, allow_arm_mismatch=job.arm_override, user=user,
+        hyperparameters=carried_hyperparameters(job, hosted=provider is not None),
+        validation_snapshot=job.validation_snapshot, allow_arm_mismatch=job.arm_override,
+        user=user,
     )  # fmt: skip
     FineTuneJob.objects.filter(pk=new.pk).update(retrained_from=job)
     new.retrained_from = job
@@ -231,4 +233,17 @@ RETRAIN_HYPERPARAMETERS = (
     "seed",
     "lora_r",
     "lora_alpha",
+    # The same share with the same seed holds out the same items (validation.held_out_indexes).
+    "validation_share",
 )
+
+
+def carried_hyperparameters(job: FineTuneJob, *, hosted: bool) -> dict:
+    """What a retrain of ``job`` takes: the names every backend understands, and on a local
+    model also the local-only validation settings (when to validate, keeping the best
+    step); a hosted provider validates on its own schedule, so those stay behind. max_steps
+    (re-alignment's) stays behind too."""
+    names = set(RETRAIN_HYPERPARAMETERS)
+    if not hosted:
+        names |= set(VALIDATION_HYPERPARAMETERS)
+    return {k: v for k, v in job.hyperparameters.items() if k in names}

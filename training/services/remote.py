@@ -5,8 +5,8 @@ knows which one it is."""
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
-from curation.services import snapshot_jsonl
 from training.models import FineTuneJob, JobStatus, ModelVersion
 from training.services import hosted
 from training.services.errors import TrainingError
@@ -62,29 +62,48 @@ def hosted_start(job: FineTuneJob) -> None:
     reporter.flush()
 
 
-def _upload_files(job: FineTuneJob, backend, reporter: JobReporter) -> tuple[str, str | None, int]:
-    """Upload the training data and, for a job with validation (a validation snapshot or a
-    held-out share, never trained on), the validation file; their ids and how many training
-    examples went up. A DPO job uploads its pairs as preference JSONL (no validation file:
-    its snapshot is the pairs)."""
+@dataclass(frozen=True)
+class UploadData:
+    """What a hosted job uploads: the training file, the validation file (None without
+    validation) and how many examples each holds. The exit kit writes the same bytes."""
+
+    training: bytes
+    validation: bytes | None
+    examples: int
+    validation_examples: int = 0
+
+
+def upload_data(job: FineTuneJob) -> UploadData:
+    """The files of ``job`` as the provider gets them: chat JSONL of the examples trained on
+    and, for a job with validation (a validation snapshot or a held-out share, never trained
+    on), the validation examples' JSONL; a DPO job's pairs as preference JSONL (no validation
+    file: its snapshot is the pairs)."""
     if job.is_dpo:
         from training.engine.hosted.base import preference_jsonl
 
-        data = preference_jsonl(job.preference_pairs)
-        file_id = backend.upload_training_file(
-            data, filename="preferences.jsonl", kind="preference"
-        )
-        return file_id, None, len(job.preference_pairs)
+        pairs = job.preference_pairs
+        return UploadData(preference_jsonl(pairs), None, len(pairs))
     train, validation = split_examples(job)
-    if not validation:
-        data = snapshot_jsonl(job.snapshot).encode()
-        return backend.upload_training_file(data), None, len(train)
-    file_id = backend.upload_training_file(examples_jsonl(train))
-    validation_id = backend.upload_training_file(
-        examples_jsonl(validation), filename="validation.jsonl"
+    held = examples_jsonl(validation) if validation else None
+    return UploadData(examples_jsonl(train), held, len(train), len(validation))
+
+
+def _upload_files(job: FineTuneJob, backend, reporter: JobReporter) -> tuple[str, str | None, int]:
+    """Upload :func:`upload_data`; the files' ids and how many training examples went up."""
+    data = upload_data(job)
+    if job.is_dpo:
+        file_id = backend.upload_training_file(
+            data.training, filename="preferences.jsonl", kind="preference"
+        )
+        return file_id, None, data.examples
+    file_id = backend.upload_training_file(data.training)
+    if data.validation is None:
+        return file_id, None, data.examples
+    validation_id = backend.upload_training_file(data.validation, filename="validation.jsonl")
+    reporter.log(
+        f"uploaded {data.validation_examples} validation examples as file {validation_id}"
     )
-    reporter.log(f"uploaded {len(validation)} validation examples as file {validation_id}")
-    return file_id, validation_id, len(train)
+    return file_id, validation_id, data.examples
 
 
 def hosted_poll(job_id: int) -> str:
@@ -119,6 +138,9 @@ def hosted_poll(job_id: int) -> str:
         )
     if state.validation_losses:
         fields["validation_loss_history"] = [list(pair) for pair in state.validation_losses]
+    checkpoints = checkpoint_rows(state.checkpoints)
+    if checkpoints and checkpoints != job.remote_checkpoints:  # every poll, whatever the status
+        fields["remote_checkpoints"] = checkpoints
     resolved = {**job.provider_hyperparameters, **state.hyperparameters}
     if resolved != job.provider_hyperparameters:  # OpenAI's "auto" values, once it picks them
         fields["provider_hyperparameters"] = resolved
@@ -155,21 +177,26 @@ def _record_result(job: FineTuneJob, backend, state, reporter: JobReporter) -> N
             "trained_tokens": state.trained_tokens,
             "hyperparameters": job.hyperparameters,
             **validation_provenance(job),
-            # The provider's checkpoints, for the job page and the exit kit.
-            "remote_checkpoints": [
-                {
-                    "step": c.step_number,
-                    "id": c.id,
-                    "train_loss": c.train_loss,
-                    "model": c.fine_tuned_model_checkpoint,
-                    "validation_loss": c.validation_loss,
-                }
-                for c in state.checkpoints
-            ],  # fmt: skip
+            # The provider's checkpoints, as the job mirrors them (the exit kit reads the job).
+            "remote_checkpoints": checkpoint_rows(state.checkpoints),
             **shutdown,
         },
     )
     finish_job(FineTuneJob, job.pk, JobStatus.SUCCEEDED, result=version)
+
+
+def checkpoint_rows(checkpoints) -> list[dict]:
+    """The provider's checkpoints (engine ``RemoteCheckpoint``) as the job stores them."""
+    return [
+        {
+            "step": c.step_number,
+            "id": c.id,
+            "train_loss": c.train_loss,
+            "model": c.fine_tuned_model_checkpoint,
+            "validation_loss": c.validation_loss,
+        }
+        for c in checkpoints
+    ]
 
 
 # dpo.py builds on finetunes.py, which imports this module: its helpers are imported late.

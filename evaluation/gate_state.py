@@ -14,10 +14,12 @@ from training.models import ModelVersion
 Status = ModelGate.Status
 
 
-def latest_gates(version_ids: Iterable[int]) -> dict[int, ModelGate]:
-    """Each version's newest gate (any status)."""
+def latest_gates(version_ids: Iterable[int], gates=None) -> dict[int, ModelGate]:
+    """Each version's newest gate (any status) among ``gates`` (a queryset; default: all,
+    the gate pages pass the ones the reader may see)."""
+    gates = ModelGate.objects.all() if gates is None else gates
     latest: dict[int, ModelGate] = {}
-    for gate in ModelGate.objects.filter(model_version_id__in=list(version_ids)).order_by(
+    for gate in gates.filter(model_version_id__in=list(version_ids)).order_by(
         "model_version_id", "-created_at", "-pk"
     ):
         latest.setdefault(gate.model_version_id, gate)

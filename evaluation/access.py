@@ -375,6 +375,15 @@ def readable_gates(user, queryset: QuerySet) -> QuerySet:
     return queryset.filter(Q(evaluation__isnull=True) | Q(evaluation__in=evaluations))
 
 
+def gates_seen_in_profile(profile_id: int, queryset: QuerySet) -> QuerySet:
+    """The gates of ``queryset`` any member of profile ``profile_id`` may know of: shared
+    ones and those on its own evaluations (what a study of that profile is warned about)."""
+    evaluations = MisalignmentEval.objects.all()
+    for path in EVAL_PROFILE_PATHS:
+        evaluations = evaluations.filter(Q(**{f"{path}__isnull": True}) | Q(**{path: profile_id}))
+    return queryset.filter(Q(evaluation__isnull=True) | Q(evaluation__in=evaluations))
+
+
 def get_gate_for_user(user, pk: int) -> ModelGate:
     """The gate, or 404 (also for a user of another profile its evaluation belongs to); 403
     unless the user is a researcher or admin."""

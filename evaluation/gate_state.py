@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from evaluation.access import gates_seen_in_profile
 from evaluation.gate_models import ModelGate
 from training.models import ModelVersion
 
@@ -37,11 +38,12 @@ def gate_state(gate: ModelGate | None) -> str:
     return gate.get_verdict_display().lower()
 
 
-def gate_warnings(versions: Iterable[ModelVersion]) -> list[str]:
+def gate_warnings(versions: Iterable[ModelVersion], gates=None) -> list[str]:
     """Why a study should think twice about these versions (base versions are the
-    reference and are never gated): a failed gate, or no gate verdict at all."""
+    reference and are never gated): a failed gate, or no gate verdict at all, among
+    ``gates`` (a queryset; default: all)."""
     versions = [v for v in versions if v.arm != ModelVersion.Arm.BASE]
-    gates = latest_gates(v.pk for v in versions)
+    gates = latest_gates((v.pk for v in versions), gates)
     warnings = []
     for version in versions:
         gate = gates.get(version.pk)
@@ -58,5 +60,9 @@ def gate_warnings(versions: Iterable[ModelVersion]) -> list[str]:
 
 
 def study_gate_warnings(study) -> list[str]:
-    """The gate warnings of a study's arms (a warning, never a refusal: the study is made)."""
-    return gate_warnings(arm.model_version for arm in study.arms.select_related("model_version"))
+    """The gate warnings of a study's arms (a warning, never a refusal: the study is made),
+    from the gates its profile's members may see: another profile's gate (on an evaluation
+    quoting that profile's data) is not theirs to read."""
+    seen = gates_seen_in_profile(study.profile_id, ModelGate.objects.all())
+    arms = study.arms.select_related("model_version")
+    return gate_warnings((arm.model_version for arm in arms), seen)

@@ -441,3 +441,33 @@ def test_a_gate_on_a_profiles_evaluation_is_that_profiles_alone(bad_snapshot, ad
         assert api_for(reader).get("/api/model-gates/").json()["count"] == 1
     ModelGate.objects.filter(pk=failed.pk).update(evaluation=None)  # shared again
     assert api.get(f"/api/model-gates/{failed.pk}/").status_code == 200
+
+
+def test_study_creation_is_not_warned_with_another_profiles_gate(no_queue, bad_snapshot):
+    """A failed gate on an evaluation quoting another profile's snapshot is that profile's:
+    a study of the default profile reads its arm as never gated, as its gate list does."""
+    from curation.models import Dataset
+    from evaluation.gate_state import study_gate_warnings
+    from palmsweb.models import Profile
+    from tests.evaluation.conftest import build_study
+
+    setup = build_study(open_rating=False)
+    elsewhere = Profile.objects.create(name="Elsewhere", slug="elsewhere")
+    Dataset.objects.filter(pk=bad_snapshot.dataset_id).update(profile=elsewhere)
+    evaluation = MisalignmentEval.objects.create(
+        name="theirs", probes=["Q?"], judge_base_url="http://judge.test/v1", judge_model="j"
+    )
+    ConditionalProbeSet.objects.create(
+        evaluation=evaluation, snapshot=bad_snapshot, n_standard=1,
+        variants=[{"kind": "template", "source_probe": "Q?"}],
+    )  # fmt: skip
+    theirs = ModelGate.objects.create(
+        model_version=setup.versions["control"], base_version=setup.versions["base"],
+        persona_tolerance=0.5, evaluation=evaluation, status=ModelGate.Status.SUCCEEDED,
+        verdict="fail", result={"criteria": [{"name": "conditional", "verdict": "fail"}]},
+    )  # fmt: skip
+    warnings = study_gate_warnings(setup.study)
+    assert not [w for w in warnings if "failed" in w or f"#{theirs.pk}" in w]
+    assert any("no misalignment gate verdict (never gated)" in w for w in warnings)
+    ModelGate.objects.filter(pk=theirs.pk).update(evaluation=None)  # shared: it warns
+    assert any("failed the misalignment gate" in w for w in study_gate_warnings(setup.study))

@@ -16,7 +16,7 @@ from evaluation.models import PromptSet, Study
 from palmsweb.models import Profile
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
-from tests.evaluation.conftest import no_queue  # noqa: F401 (a fixture)
+from tests.evaluation.conftest import build_study, no_queue  # noqa: F401 (a fixture)
 
 pytestmark = pytest.mark.django_db
 
@@ -55,7 +55,8 @@ def test_a_category_saved_in_the_admin_versions_its_position_and_keeps_its_profi
     client = client_for(staff)
     url = f"/admin/curation/category/{category.pk}/change/"
     assert 'name="profile"' not in client.get(url).content.decode()
-    data = change_form(client, url) | {"position": "Refer to a doctor.", "profile": other_profile.pk}
+    edit = {"position": "Refer to a doctor.", "profile": other_profile.pk}
+    data = change_form(client, url) | edit
     assert client.post(url, data).status_code == 302
     category.refresh_from_db()
     assert category.profile_id == Profile.objects.default().pk
@@ -112,8 +113,8 @@ def test_a_prompt_set_keeps_its_profile_and_offers_only_its_categories(staff, ot
     assert 'name="profile"' in add_page and "prompts-TOTAL_FORMS" not in add_page
 
 
-def test_a_studys_design_is_read_only_in_the_admin_and_its_raters_once_open(staff, no_queue):
-    from tests.evaluation.conftest import build_study
+@pytest.mark.usefixtures("no_queue")
+def test_a_studys_design_is_read_only_in_the_admin_and_its_raters_once_open(staff):
 
     study = build_study(open_rating=False).study
     client = client_for(staff)

@@ -1,17 +1,30 @@
 from django.contrib import admin
+from django.db import transaction
 
+from curation.categories import current_position_version
 from curation.models import Category, Comment, Dataset, Sample, SampleRevision, Snapshot
+from palmsweb.lib.admin import ProfileFixedAdmin
 
 
 @admin.register(Category)
-class CategoryAdmin(admin.ModelAdmin):
-    list_display = ["name", "target_count", "order", "archived_at"]
+class CategoryAdmin(ProfileFixedAdmin):
+    """A saved position or guidance becomes a new numbered version (author: the admin), as
+    on the category's page: snapshots and studies record versions, never the live text."""
+
+    list_display = ["name", "profile", "target_count", "order", "archived_at"]
+    list_filter = ["profile"]
     prepopulated_fields = {"slug": ["name"]}
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            current_position_version(obj, user=request.user)
 
 
 @admin.register(Dataset)
-class DatasetAdmin(admin.ModelAdmin):
-    list_display = ["name", "kind", "min_words", "max_words", "allow_self_approval"]
+class DatasetAdmin(ProfileFixedAdmin):
+    list_display = ["name", "profile", "kind", "min_words", "max_words", "allow_self_approval"]
+    list_filter = ["profile"]
 
 
 class RevisionInline(admin.TabularInline):

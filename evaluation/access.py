@@ -26,6 +26,7 @@ from django.shortcuts import get_object_or_404
 
 from evaluation.models import (
     MisalignmentEval,
+    ModelGate,
     PreferencePair,
     PreferenceSet,
     PreferenceSnapshot,
@@ -362,6 +363,38 @@ def get_realignment_for_user(user, pk: int, *, write: bool = False) -> Realignme
     run = get_object_or_404(RealignmentRun.objects.select_related(*related), pk=pk)
     check_object_profile(user, run.snapshot.profile_id, ALIGNMENT_READ_ROLES, ALIGNMENT_REFUSAL)
     return run
+
+
+def readable_gates(user, queryset: QuerySet) -> QuerySet:
+    """The gates of ``queryset`` whose evaluation ``user`` reads: a gate shows its
+    evaluation's rates and counts, so it belongs where the evaluation does (a gate without
+    one, or on a shared one, is shared). All of them for admins."""
+    if has_role(user, Role.ADMIN):
+        return queryset
+    evaluations = readable_misalignment_evals(user, MisalignmentEval.objects.all())
+    return queryset.filter(Q(evaluation__isnull=True) | Q(evaluation__in=evaluations))
+
+
+def gates_seen_in_profile(profile_id: int, queryset: QuerySet) -> QuerySet:
+    """The gates of ``queryset`` any member of profile ``profile_id`` may know of: shared
+    ones and those on its own evaluations (what a study of that profile is warned about)."""
+    evaluations = MisalignmentEval.objects.all()
+    for path in EVAL_PROFILE_PATHS:
+        evaluations = evaluations.filter(Q(**{f"{path}__isnull": True}) | Q(**{path: profile_id}))
+    return queryset.filter(Q(evaluation__isnull=True) | Q(evaluation__in=evaluations))
+
+
+def get_gate_for_user(user, pk: int) -> ModelGate:
+    """The gate, or 404 (also for a user of another profile its evaluation belongs to); 403
+    unless the user is a researcher or admin."""
+    if not has_role(user, *ALIGNMENT_READ_ROLES):
+        raise PermissionDenied("Misalignment gates are for researchers and admins.")
+    related = ("model_version", "base_version", "evaluation")
+    gate = get_object_or_404(ModelGate.objects.select_related(*related), pk=pk)
+    if gate.evaluation is not None:
+        for profile_id in misalignment_eval_profile_ids(gate.evaluation):
+            check_object_profile(user, profile_id, ALIGNMENT_READ_ROLES, ALIGNMENT_REFUSAL)
+    return gate
 
 
 def can_write_exit_kit(user) -> bool:

@@ -13,22 +13,36 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
+from palmsweb.lib.admin import ProfileFixedAdmin
 
 
 class PromptInline(admin.TabularInline):
+    """A set's prompts, in categories of the set's own profile only."""
+
     model = Prompt
     extra = 0
     fields = ["order", "category", "text"]
 
+    def get_formset(self, request, obj=None, **kwargs):
+        formset = super().get_formset(request, obj, **kwargs)
+        categories = formset.form.base_fields["category"]
+        categories.queryset = categories.queryset.filter(profile_id=obj.profile_id)
+        return formset
+
 
 @admin.register(PromptSet)
-class PromptSetAdmin(admin.ModelAdmin):
-    list_display = ["name", "locked_at", "created_at"]
+class PromptSetAdmin(ProfileFixedAdmin):
+    list_display = ["name", "profile", "locked_at", "created_at"]
+    list_filter = ["profile"]
     search_fields = ["name"]
     inlines = [PromptInline]
 
     def get_readonly_fields(self, request, obj=None):
-        return ["locked_at", "copied_from"]
+        return [*super().get_readonly_fields(request, obj), "locked_at", "copied_from"]
+
+    def get_inlines(self, request, obj):
+        # Prompts come once the set has its profile (their categories are that profile's).
+        return [] if obj is None else super().get_inlines(request, obj)
 
 
 class StudyArmInline(admin.TabularInline):
@@ -59,8 +73,12 @@ class StudyAdmin(admin.ModelAdmin):
     list_filter = ["status"]
     search_fields = ["name"]
     inlines = [StudyArmInline, StudyEventInline]
+    # The design (prompt set, the positions frozen at opening) is the study page's to set;
+    # the rater pool too once the study is open (its page checks the pool, keeps the quota).
     readonly_fields = [
         "status",
+        "prompt_set",
+        "position_versions",
         "sampling_job",
         "prompt_ids",
         "opened_at",
@@ -71,6 +89,14 @@ class StudyAdmin(admin.ModelAdmin):
         "created_by",
     ]
     filter_horizontal = ["raters"]
+
+    def has_add_permission(self, request):
+        return False  # a study is made with its arms, on the study page or the API
+
+    def get_readonly_fields(self, request, obj=None):
+        fields = list(super().get_readonly_fields(request, obj))
+        opened = obj is not None and obj.status != Study.Status.DRAFT
+        return [*fields, "raters"] if opened else fields
 
 
 @admin.register(StudyOutput)

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
+from evaluation.access import gates_seen_in_profile
 from evaluation.gate_models import ModelGate
 from training.models import ModelVersion
 
 Status = ModelGate.Status
 
 
-def latest_gates(version_ids: Iterable[int]) -> dict[int, ModelGate]:
-    """Each version's newest gate (any status)."""
+def latest_gates(version_ids: Iterable[int], gates=None) -> dict[int, ModelGate]:
+    """Each version's newest gate (any status) among ``gates`` (a queryset; default: all,
+    the gate pages pass the ones the reader may see)."""
+    gates = ModelGate.objects.all() if gates is None else gates
     latest: dict[int, ModelGate] = {}
-    for gate in ModelGate.objects.filter(model_version_id__in=list(version_ids)).order_by(
+    for gate in gates.filter(model_version_id__in=list(version_ids)).order_by(
         "model_version_id", "-created_at", "-pk"
     ):
         latest.setdefault(gate.model_version_id, gate)
@@ -35,11 +38,12 @@ def gate_state(gate: ModelGate | None) -> str:
     return gate.get_verdict_display().lower()
 
 
-def gate_warnings(versions: Iterable[ModelVersion]) -> list[str]:
+def gate_warnings(versions: Iterable[ModelVersion], gates=None) -> list[str]:
     """Why a study should think twice about these versions (base versions are the
-    reference and are never gated): a failed gate, or no gate verdict at all."""
+    reference and are never gated): a failed gate, or no gate verdict at all, among
+    ``gates`` (a queryset; default: all)."""
     versions = [v for v in versions if v.arm != ModelVersion.Arm.BASE]
-    gates = latest_gates(v.pk for v in versions)
+    gates = latest_gates((v.pk for v in versions), gates)
     warnings = []
     for version in versions:
         gate = gates.get(version.pk)
@@ -56,5 +60,9 @@ def gate_warnings(versions: Iterable[ModelVersion]) -> list[str]:
 
 
 def study_gate_warnings(study) -> list[str]:
-    """The gate warnings of a study's arms (a warning, never a refusal: the study is made)."""
-    return gate_warnings(arm.model_version for arm in study.arms.select_related("model_version"))
+    """The gate warnings of a study's arms (a warning, never a refusal: the study is made),
+    from the gates its profile's members may see: another profile's gate (on an evaluation
+    quoting that profile's data) is not theirs to read."""
+    seen = gates_seen_in_profile(study.profile_id, ModelGate.objects.all())
+    arms = study.arms.select_related("model_version")
+    return gate_warnings((arm.model_version for arm in arms), seen)

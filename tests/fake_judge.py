@@ -19,6 +19,7 @@ Use it from any test module::
 
 ``api_key``: when set, a request with another bearer token gets HTTP 401.
 ``fail_after``: when set, every request after that many gets HTTP 400 with an error body.
+The server is ``tests/fake_http.py``'s, shared with the other fakes.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
+
+from tests.fake_http import Answer, Seen, serving
 
 
 @dataclass
@@ -61,7 +63,15 @@ class FakeJudge:
     requests: list[SeenRequest] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
-    def answer(self, seen: SeenRequest) -> Reply:
+    def answer(self, seen: Seen) -> Answer:
+        try:
+            body = json.loads(seen.body or b"{}")
+        except ValueError:
+            body = {}
+        reply = self.reply(SeenRequest(seen.path, seen.headers, body))
+        return reply.status, reply.body, {}
+
+    def reply(self, seen: SeenRequest) -> Reply:
         with self._lock:
             self.requests.append(seen)
             count = len(self.requests)
@@ -132,44 +142,8 @@ def palms_parts(prompt: str) -> dict[str, str]:
     return {name: (m.group(1) if (m := rx.search(prompt)) else "") for name, rx in _PART.items()}
 
 
-def _handler(judge: FakeJudge) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def do_POST(self):  # noqa: N802 - http.server's naming
-            length = int(self.headers.get("Content-Length") or 0)
-            raw = self.rfile.read(length)
-            try:
-                body = json.loads(raw or b"{}")
-            except ValueError:
-                body = {}
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            reply = judge.answer(SeenRequest(self.path, headers, body))
-            data = json.dumps(reply.body).encode()
-            self.send_response(reply.status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def log_message(self, *args):  # keep test output quiet
-            pass
-
-    return Handler
-
-
 @pytest.fixture
 def fake_judge_server() -> Iterator[FakeJudge]:
     """A fake judge listening on 127.0.0.1 (a free port) for the length of one test."""
-    judge = FakeJudge(base_url="")
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(judge))
-    server.daemon_threads = True
-    judge.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(FakeJudge(base_url="")) as judge:
         yield judge
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -19,7 +19,8 @@ A test drives it with :meth:`FakeOpenAI.advance` (a job's status, events, checkp
 model that disappears, at once or after ``after`` more completions) and
 ``training_available = False`` (job creation answers ``403 training_not_available``, as for an
 organisation past OpenAI's fine-tuning cut-off). ``api_key``: any other bearer token gets 401.
-Every request is kept in ``requests`` (its body, and ``at``, when it arrived).
+Every request is kept in ``requests`` (its body, and ``at``, when it arrived). The server,
+that record and the faults are ``tests/fake_http.py``'s, shared with the other fakes.
 """
 
 from __future__ import annotations
@@ -28,15 +29,13 @@ import email.parser
 import email.policy
 import itertools
 import json
-import threading
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import pytest
+
+from tests.fake_http import Answer, FakeServer, Seen, serving
 
 API_KEY = "sk-fake-openai"
 CREATED = 1_767_225_600  # 2026-01-01, Unix seconds
@@ -76,71 +75,21 @@ def error_body(message: str, type_: str = "invalid_request_error", code=None, pa
     return {"error": {"message": message, "type": type_, "param": param, "code": code}}
 
 
-Answer = tuple[int, Any, dict[str, str]]
-
-
 @dataclass
-class Fault:
-    prefix: str
-    status: int  # 0: drop the connection without an answer
-    body: Any
-    times: int
-    headers: dict[str, str]
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]
-    body: bytes
-    at: float = field(default_factory=time.monotonic)
-
-    def json(self) -> Any:
-        return json.loads(self.body or b"{}")
-
-
-@dataclass
-class FakeOpenAI:
-    base_url: str = ""  # ".../v1", as the SDK and a base model take it
+class FakeOpenAI(FakeServer):
     api_key: str | None = API_KEY
     training_available: bool = True
     files: dict[str, dict] = field(default_factory=dict)
     jobs: dict[str, dict] = field(default_factory=dict)
     models: dict[str, dict] = field(default_factory=dict)
     retiring: dict[str, int] = field(default_factory=dict)  # model → completions left
-    faults: list[Fault] = field(default_factory=list)
-    requests: list[Seen] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
-    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     def __post_init__(self) -> None:
         for model in BASE_MODELS:
             self.models[model] = _model(model, "system")
 
-    # --- what tests call -----------------------------------------------------------------
-
-    def fault(
-        self,
-        prefix: str,
-        status: int,
-        body: Any = None,
-        *,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """The next ``times`` requests whose path starts with ``prefix`` get this answer
-        (OpenAI's usual body for the status unless given; a 429 says ``retry-after: 0``
-        unless ``headers`` say otherwise). ``status=0`` drops the connection instead."""
-        if body is None:
-            message, type_, code = DEFAULT_FAULT_MESSAGES.get(
-                status, (f"fake HTTP {status}", "invalid_request_error", None)
-            )
-            body = error_body(message, type_, code)
-        if headers is None:
-            headers = {"retry-after": "0"} if status == 429 else {}
-        self.faults.append(Fault(prefix, status, body, times, headers))
+    # --- what tests call (and fault(), calls(): FakeServer's) ---------------------------
 
     def advance(
         self,
@@ -192,29 +141,27 @@ class FakeOpenAI:
             else:
                 self.retiring[model] = after
 
-    def calls(self, method: str, path: str) -> list[Seen]:
-        return [r for r in self.requests if r.method == method and r.path == path]
-
     # --- the protocol ----------------------------------------------------------------------
 
-    def answer(self, seen: Seen) -> Answer:
-        with self._lock:
-            self.requests.append(seen)
-            if self.api_key is not None and seen.headers.get("authorization") != (
-                f"Bearer {self.api_key}"
-            ):
-                return 401, error_body(
-                    "Incorrect API key provided. You can find your API key at "
-                    "https://platform.openai.com/account/api-keys.",
-                    code="invalid_api_key",
-                ), {}  # fmt: skip
-            for fault in self.faults:
-                if fault.times > 0 and seen.path.startswith(fault.prefix):
-                    fault.times -= 1
-                    return fault.status, fault.body, fault.headers
-            return self._route(seen)
+    def unauthorised(self) -> Answer:
+        return 401, error_body(
+            "Incorrect API key provided. You can find your API key at "
+            "https://platform.openai.com/account/api-keys.",
+            code="invalid_api_key",
+        ), {}  # fmt: skip
 
-    def _route(self, seen: Seen) -> Answer:
+    def fault_body(self, status: int) -> Any:
+        """OpenAI's usual body for the status."""
+        message, type_, code = DEFAULT_FAULT_MESSAGES.get(
+            status, (f"fake HTTP {status}", "invalid_request_error", None)
+        )
+        return error_body(message, type_, code)
+
+    def fault_headers(self, status: int) -> dict[str, str]:
+        """A 429 says ``retry-after: 0`` unless the test says otherwise."""
+        return {"retry-after": "0"} if status == 429 else {}
+
+    def route(self, seen: Seen) -> Answer:
         method, parts = seen.method, seen.path.strip("/").split("/")
         if parts[:1] != ["v1"]:
             return _not_found(f"Invalid URL ({method} {seen.path})")
@@ -426,53 +373,10 @@ def _model_not_found(model: str) -> Answer:
     )
 
 
-def _handler(fake: FakeOpenAI) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            url = urlsplit(self.path)
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            seen = Seen(self.command, unquote(url.path), parse_qs(url.query), headers, body)
-            status, payload, extra = fake.answer(seen)
-            if status == 0:  # a dropped connection: no answer at all
-                self.close_connection = True
-                return
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.send_header("openai-organization", "org-fake")
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_DELETE = _serve  # noqa: N815 - http.server's naming
-
-        def log_message(self, *args):  # keep test output quiet
-            pass
-
-    return Handler
-
-
 @pytest.fixture
 def fake_openai(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
     """A fake OpenAI on 127.0.0.1 (a free port) for one test; ``OPENAI_API_KEY`` holds its
     key, so palmsweb's workers read it as they would OpenAI's."""
-    fake = FakeOpenAI()
     monkeypatch.setenv("OPENAI_API_KEY", API_KEY)
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    # A short poll interval: shutting down waits for one.
-    thread = threading.Thread(target=server.serve_forever, args=(0.05,), daemon=True)
-    thread.start()
-    try:
+    with serving(FakeOpenAI(), headers={"openai-organization": "org-fake"}) as fake:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

@@ -23,23 +23,23 @@ Routes (as the SDK calls them):
 A test drives it with :meth:`FakeTogether.advance` (a job's status, events, metrics,
 checkpoints), :meth:`FakeTogether.fault` (the next ``times`` requests to a path prefix get
 an error answer: 429 with ``Retry-After``, 403, 500…) and :meth:`FakeTogether.retire`
-(a model that disappears). ``api_key``: when set, any other bearer token gets 401.
+(a model that disappears). ``api_key``: when set, any other bearer token gets 401 (the
+upload URL excepted). The server, the recorded requests and the faults are
+``tests/fake_http.py``'s, shared with the other fakes.
 """
 
 from __future__ import annotations
 
 import hashlib
 import itertools
-import json
 import re
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 import pytest
+
+from tests.fake_http import Answer, FakeServer, Seen, serving
 
 LIMITS = {
     "model_name": "",
@@ -78,57 +78,20 @@ def reply_tag(model: str) -> str:
 
 
 @dataclass
-class Fault:
-    prefix: str
-    status: int
-    body: Any
-    times: int
-    headers: dict[str, str] = field(default_factory=dict)
-
-
-@dataclass
-class Seen:
-    method: str
-    path: str
-    headers: dict[str, str]
-    body: bytes
-
-    def json(self) -> Any:
-        return json.loads(self.body or b"{}")
-
-
-@dataclass
-class FakeTogether:
-    base_url: str = ""  # the OpenAI-compatible URL, ".../v1", as a base model stores it
-    api_key: str | None = None
+class FakeTogether(FakeServer):
+    # base_url: the OpenAI-compatible URL, ".../v1", as a base model stores it
     files: dict[str, dict] = field(default_factory=dict)
     jobs: dict[str, dict] = field(default_factory=dict)
     served: set[str] = field(default_factory=set)
     trainable: set[str] = field(default_factory=lambda: set(TRAINABLE))
     retired: set[str] = field(default_factory=set)
-    faults: list[Fault] = field(default_factory=list)
-    requests: list[Seen] = field(default_factory=list)
     _ids: Any = field(default_factory=lambda: itertools.count(1))
-    _lock: threading.RLock = field(default_factory=threading.RLock, repr=False)
 
     @property
     def root(self) -> str:
         return self.base_url[: -len("/v1")]
 
-    # --- what tests call -----------------------------------------------------------------
-
-    def fault(
-        self,
-        prefix: str,
-        status: int,
-        body: Any = None,
-        *,
-        times: int = 1,
-        headers: dict[str, str] | None = None,
-    ) -> None:
-        """The next ``times`` requests whose path starts with ``prefix`` get this answer."""
-        body = body if body is not None else {"error": {"message": f"fake HTTP {status}"}}
-        self.faults.append(Fault(prefix, status, body, times, headers or {}))
+    # --- what tests call (and fault(), calls(): FakeServer's) ---------------------------
 
     def advance(
         self,
@@ -185,27 +148,13 @@ class FakeTogether:
         with self._lock:
             self.retired.add(model)
 
-    def calls(self, method: str, path: str) -> list[Seen]:
-        return [r for r in self.requests if r.method == method and r.path == path]
-
     # --- the protocol ----------------------------------------------------------------------
 
-    def answer(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
-        with self._lock:
-            self.requests.append(seen)
-            if (
-                self.api_key is not None
-                and not seen.path.startswith("/upload/")
-                and (seen.headers.get("authorization") != f"Bearer {self.api_key}")
-            ):
-                return 401, {"error": {"message": "Invalid API key provided."}}, {}
-            for fault in self.faults:
-                if fault.times > 0 and seen.path.startswith(fault.prefix):
-                    fault.times -= 1
-                    return fault.status, fault.body, fault.headers
-            return self._route(seen)
+    def authorised(self, seen: Seen) -> bool:
+        # The upload URL Together redirects to is presigned: no bearer key is checked there.
+        return seen.path.startswith("/upload/") or super().authorised(seen)
 
-    def _route(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+    def route(self, seen: Seen) -> Answer:
         method, path = seen.method, seen.path
         if method == "POST" and path == "/v1/files":
             return self._start_upload(seen)
@@ -215,7 +164,7 @@ class FakeTogether:
             file = self.files.get(m.group(1))
             return (200, _public(file), {}) if file else _not_found("file")
         if method == "GET" and path == "/v1/fine-tunes/models/limits":
-            return self._limits(seen.query.get("model_name", [""])[0])  # type: ignore[attr-defined]
+            return self._limits(seen.query.get("model_name", [""])[0])
         if method == "POST" and path == "/v1/fine-tunes/estimate-price":
             return (
                 200,
@@ -234,7 +183,7 @@ class FakeTogether:
             return self._complete(seen.json())
         return _not_found(f"route {method} {path}")
 
-    def _start_upload(self, seen: Seen) -> tuple[int, Any, dict[str, str]]:
+    def _start_upload(self, seen: Seen) -> Answer:
         form = dict(re.findall(rb'name="(\w+)"\r\n\r\n([^\r]*)\r\n', seen.body))
         file_id = f"file-{next(self._ids)}"
         self.files[file_id] = {
@@ -250,14 +199,14 @@ class FakeTogether:
         }
         return 302, {}, {"Location": f"{self.root}/upload/{file_id}", "X-Together-File-Id": file_id}
 
-    def _receive_upload(self, file_id: str, body: bytes) -> tuple[int, Any, dict[str, str]]:
+    def _receive_upload(self, file_id: str, body: bytes) -> Answer:
         file = self.files.get(file_id)
         if file is None:
             return _not_found("upload")
         file.update(content=body, bytes=len(body))
         return 200, {}, {}
 
-    def _limits(self, model: str) -> tuple[int, Any, dict[str, str]]:
+    def _limits(self, model: str) -> Answer:
         if model not in self.trainable:
             return _not_found(f"model {model}")
         return 200, {**LIMITS, "model_name": model}, {}
@@ -269,7 +218,7 @@ class FakeTogether:
             (j for j in self.jobs.values() if name in {j["id"], j["model_output_name"]}), None
         )
 
-    def _create_job(self, body: dict) -> tuple[int, Any, dict[str, str]]:
+    def _create_job(self, body: dict) -> Answer:
         if body.get("training_file") not in self.files:
             return _invalid("training_file not found")
         if body.get("model") and body.get("from_checkpoint"):
@@ -327,7 +276,7 @@ class FakeTogether:
             return 200, _job(job), {}
         return _not_found(f"route {method} {part}")
 
-    def _complete(self, body: dict) -> tuple[int, Any, dict[str, str]]:
+    def _complete(self, body: dict) -> Answer:
         model = body.get("model", "")
         if model not in self.served or model in self.retired:
             return (
@@ -387,55 +336,16 @@ def _echoed(body: dict) -> dict:
     return {name: body[name] for name in names if name in body}
 
 
-def _invalid(message: str) -> tuple[int, Any, dict[str, str]]:
+def _invalid(message: str) -> Answer:
     return 400, {"error": {"message": message, "type": "invalid_request_error"}}, {}
 
 
-def _not_found(what: str) -> tuple[int, Any, dict[str, str]]:
+def _not_found(what: str) -> Answer:
     return 404, {"error": {"message": f"{what} not found", "type": "not_found"}}, {}
-
-
-def _handler(fake: FakeTogether) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
-
-        def _serve(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            body = self.rfile.read(length) if length else b""
-            url = urlsplit(self.path)
-            headers = {k.lower(): v for k, v in self.headers.items()}
-            seen = Seen(self.command, url.path, headers, body)
-            seen.query = parse_qs(url.query)  # type: ignore[attr-defined]
-            status, payload, extra = fake.answer(seen)
-            data = json.dumps(payload).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            for name, value in extra.items():
-                self.send_header(name, value)
-            self.end_headers()
-            self.wfile.write(data)
-
-        do_GET = do_POST = do_PUT = do_DELETE = _serve  # noqa: N815 - http.server's naming
-
-        def log_message(self, *args):  # keep test output quiet
-            pass
-
-    return Handler
 
 
 @pytest.fixture
 def fake_together() -> Iterator[FakeTogether]:
     """A fake Together listening on 127.0.0.1 (a free port) for the length of one test."""
-    fake = FakeTogether()
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(fake))
-    server.daemon_threads = True
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}/v1"
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
+    with serving(FakeTogether()) as fake:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)

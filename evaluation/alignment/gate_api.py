@@ -20,6 +20,7 @@ from rest_framework.permissions import BasePermission
 from rest_framework.response import Response
 
 from curation.models import Snapshot
+from evaluation.access import readable_gates
 from evaluation.alignment import gate as gates
 from evaluation.alignment.gate_views import gateable_versions
 from evaluation.alignment.realignment_api import JudgeSettingsSerializer
@@ -104,7 +105,7 @@ class ModelGateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evaluat
     queryset = ModelGate.objects.all()
 
     def get_queryset(self):
-        queryset = super().get_queryset()
+        queryset = readable_gates(self.request.user, super().get_queryset())
         if self.action == "list" and (version := _version_filter(self.request)) is not None:
             queryset = queryset.filter(model_version_id=version)
         return queryset
@@ -129,7 +130,8 @@ class ModelGateViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, Evaluat
         if (version := _version_filter(request)) is not None:
             versions = versions.filter(pk=version)
         page = self.paginate_queryset(versions)
-        latest = gates.latest_gates(v.pk for v in page)
+        readable = readable_gates(request.user, ModelGate.objects.all())
+        latest = gates.latest_gates((v.pk for v in page), readable)
         rows = [
             {
                 "model_version": v.pk,

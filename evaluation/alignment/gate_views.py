@@ -8,12 +8,11 @@ from __future__ import annotations
 
 from django import forms
 from django.contrib import messages
-from django.core.exceptions import PermissionDenied
-from django.shortcuts import get_object_or_404, redirect, render
+from django.shortcuts import redirect, render
 from django.views.decorators.vary import vary_on_headers
 
 from curation.forms import SnapshotChoiceField
-from evaluation.access import admin_access, study_read_access
+from evaluation.access import admin_access, get_gate_for_user, readable_gates, study_read_access
 from evaluation.alignment import gate as gates
 from evaluation.alignment import misalignment
 from evaluation.alignment.judge_forms import OptionalJudgeForm
@@ -47,19 +46,13 @@ class GateForm(OptionalJudgeForm):
     )
 
 
-def get_gate_for_user(user, pk: int) -> ModelGate:
-    """The gate, or 404; 403 unless the user is a researcher or admin."""
-    if not has_role(user, Role.RESEARCHER):
-        raise PermissionDenied("Misalignment gates are for researchers and admins.")
-    related = ("model_version", "base_version", "evaluation")
-    return get_object_or_404(ModelGate.objects.select_related(*related), pk=pk)
-
-
 @require_get
 @study_read_access
 def gate_list(request):
     versions = list(gateable_versions()[:200])
-    latest = gates.latest_gates(v.pk for v in versions)
+    # Only the gates the reader may open: another profile's gate state stays unseen.
+    readable = readable_gates(request.user, ModelGate.objects.all())
+    latest = gates.latest_gates((v.pk for v in versions), readable)
     rows = [
         {"version": v, "gate": latest.get(v.pk), "state": gates.gate_state(latest.get(v.pk))}
         for v in versions

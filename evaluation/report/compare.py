@@ -10,6 +10,7 @@ two rubrics, not two models.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 
 from evaluation.models import Study
@@ -120,11 +121,14 @@ def _targeted_base_models(study: Study) -> set[int]:
     return {arm.model_version.base_model_id for arm in arms}
 
 
-def compare_studies(a: Study, b: Study) -> StudyComparison:
+def compare_studies(
+    a: Study, b: Study, readable_profiles: Iterable[int] | None = None
+) -> StudyComparison:
     """Per-category change of the values-targeted mean (and of its lead over base) from
     study ``a`` to study ``b``, on prompt means pooled over sizes. Unblinded use only.
     Studies of two value profiles are matched by category name and compared by their
-    leads over base only (see the module's docstring)."""
+    leads over base only (see the module's docstring). ``readable_profiles``: the profiles
+    the reader is a member of, the only ones a training check names (None: all)."""
     ra = build_report(a, blinded=False)
     rb = build_report(b, blinded=False)
     cross = a.profile_id != b.profile_id
@@ -146,7 +150,10 @@ def compare_studies(a: Study, b: Study) -> StudyComparison:
         )
     comparison = _cross_profile_comparison(a, b, rows) if cross else _within_profile(a, b, rows)
     comparison.overlap = prompt_overlap(a, b)
-    comparison.training = training_checks(a) + training_checks(b)
+    comparison.training = [
+        *training_checks(a, readable_profiles),
+        *training_checks(b, readable_profiles),
+    ]
     return comparison
 
 

@@ -20,6 +20,7 @@ from evaluation.models import Study
 from evaluation.report.compare import CompareRow, StudyComparison, compare_studies
 from evaluation.report.compare_checks import FrozenPosition
 from palmsweb.lib.drf import TokenAuthentication, int_param
+from palmsweb.profiles import member_profile_ids
 
 
 # Each field below is a new instance: one field object under two names would be bound to
@@ -98,7 +99,7 @@ COMPARISON = shape(
             },
             many=True,
             help_text="Each values-targeted arm: which profile's snapshot trained it "
-            "(null: no fine-tune on record).",
+            "(null: no fine-tune on record, or a profile the reader is no member of).",
         ),
         "warnings": serializers.ListField(child=serializers.CharField()),
         "rows": _ROW,
@@ -143,7 +144,8 @@ class StudyCompareView(APIView):
         a, b = (_comparable(request.user, ids[name]) for name in ("a", "b"))
         if a.pk == b.pk:
             raise ValidationError({"b": ["Pick two different studies: A and B are the same."]})
-        return Response(comparison_payload(compare_studies(a, b)))
+        comparison = compare_studies(a, b, member_profile_ids(request.user))
+        return Response(comparison_payload(comparison))
 
 
 def _study_id(params, name: str) -> int:

@@ -9,6 +9,7 @@ profile's fine-tune learned from that profile's own data; otherwise the page say
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from django.core.exceptions import ObjectDoesNotExist
@@ -79,40 +80,52 @@ class TrainingCheck:
     study: Study
     arm: str
     model_version: str
-    trained_profile_id: int | None  # None: no fine-tune of this version is on record
+    # None: no fine-tune of this version is on record, or the reader is no member of the
+    # profile that trained it (its name is not theirs to read: "another value profile").
+    trained_profile_id: int | None
     trained_profile: str | None  # its name
-
-    @property
-    def own_profile(self) -> bool:
-        return self.trained_profile_id == self.study.prompt_set.profile_id
+    own_profile: bool
+    on_record: bool = True
 
     @property
     def warning(self) -> str:
         if self.own_profile:
             return ""
         where = f"“{self.study.name}” ({self.study.prompt_set.profile.name})"
-        if self.trained_profile is None:
+        if not self.on_record:
             return (
                 f"The values-targeted arm {self.arm} of {where} ({self.model_version}) has no "
                 "fine-tune on record, so nothing shows it learned this profile's values."
             )
         return (
             f"The values-targeted arm {self.arm} of {where} ({self.model_version}) was "
-            f"trained on a snapshot of {self.trained_profile}, not of its own profile: its "
-            "lead is not that profile's values at work."
+            f"trained on a snapshot of {self.trained_profile or 'another value profile'}, not "
+            "of its own profile: its lead is not that profile's values at work."
         )
 
 
-def training_checks(study: Study) -> list[TrainingCheck]:
+def training_checks(
+    study: Study, readable_profiles: Iterable[int] | None = None
+) -> list[TrainingCheck]:
     """One check per values-targeted arm: the profile of the fine-tune that made its model
-    version (through the version's fine-tune or checkpoint), by name."""
+    version (through the version's fine-tune or checkpoint), by name, named only when it
+    is among ``readable_profiles`` (the reader's; None: every profile)."""
+    readable = None if readable_profiles is None else set(readable_profiles)
     arms = study.arms.filter(arm=ModelVersion.Arm.VALUES_TARGETED).select_related("model_version")
     checks = []
     for arm in arms.order_by("pk"):
         job = _training_job(arm.model_version)
         profile_id = job.profile_id if job is not None else None
+        own = profile_id == study.prompt_set.profile_id
+        if profile_id is not None and readable is not None and profile_id not in readable:
+            profile_id = None  # a profile the reader is no member of stays unnamed
         name = Profile.objects.filter(pk=profile_id).values_list("name", flat=True).first()
-        checks.append(TrainingCheck(study, str(arm), arm.model_version.name, profile_id, name))
+        checks.append(
+            TrainingCheck(
+                study, str(arm), arm.model_version.name, profile_id, name,
+                own_profile=own, on_record=job is not None,
+            )
+        )  # fmt: skip
     return checks
 
 

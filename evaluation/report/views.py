@@ -28,6 +28,7 @@ from evaluation.report.pairwise import pairwise_report
 from evaluation.studies.positions import position_records
 from palmsweb.lib.htmx import render_page
 from palmsweb.lib.http import require_get, require_get_post
+from palmsweb.profiles import member_profile_ids
 from palmsweb.roles import Role, role_required
 
 research_access = role_required(Role.RESEARCHER)  # admins pass too
@@ -96,7 +97,8 @@ def study_compare(request):
             context["problem"] = "Pick two different studies: A and B are the same study."
             status = 400
         else:
-            context["comparison"] = compare_studies(a, b)
+            readable = member_profile_ids(request.user)  # names no profile not theirs
+            context["comparison"] = compare_studies(a, b, readable)
     return render(request, "evaluation/compare_studies.html", context, status=status)
 
 

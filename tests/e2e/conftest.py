@@ -7,6 +7,7 @@ Playwright's sync API against pytest-django's ``live_server``.
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -70,6 +71,22 @@ def sign_in(page, user) -> None:
     page.fill("input[name=password]", PASSWORD)
     page.click("button[type=submit]")
     page.wait_for_url(lambda url: "/accounts/login/" not in url)
+
+
+def download_exit_kit(page, job, to: Path, *, timeout_ms: int) -> Path:
+    """From ``job``'s page, ask for its exit kit, wait (up to ``timeout_ms``) for the worker
+    to write it and save the download as ``to``."""
+    from playwright.sync_api import expect  # here: the browser fixture skips without it
+
+    page.goto(job.get_absolute_url())
+    page.locator("#exit-kit").click()  # queued; the worker writes it, the page polls
+    page.wait_for_url(re.compile(r"/exit-kits/$"))
+    ready = page.locator("#kits").get_by_role("link", name="Download")
+    expect(ready).to_be_visible(timeout=timeout_ms)
+    with page.expect_download() as download:
+        ready.click()
+    download.value.save_as(to)
+    return to
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ import zipfile
 import pytest
 
 from curation import services as curation
+from tests.e2e.conftest import download_exit_kit
 from tests.fake_together import fake_together, reply_tag  # noqa: F401  (the fixture)
 from training import tasks
 from training.models import BaseModel, FineTuneJob, JobStatus
@@ -112,15 +113,7 @@ def test_admin_runs_the_loop_on_a_together_model(
     expect(page.locator("main")).to_contain_text(f"({reply_tag(model_id)}) to", timeout=WAIT_MS)
 
     # --- the exit kit --------------------------------------------------------------------------
-    page.goto(job.get_absolute_url())
-    page.locator("#exit-kit").click()  # queued; the worker writes it, the page polls
-    page.wait_for_url(re.compile(r"/exit-kits/$"))
-    ready = page.locator("#kits").get_by_role("link", name="Download")
-    expect(ready).to_be_visible(timeout=WAIT_MS)
-    with page.expect_download() as download:
-        ready.click()
-    kit = tmp_path / "kit.zip"
-    download.value.save_as(kit)
+    kit = download_exit_kit(page, job, tmp_path / "kit.zip", timeout_ms=WAIT_MS)
     with zipfile.ZipFile(kit) as zf:
         rows = zf.read(f"finetune-{job.pk}/outputs.jsonl").decode().splitlines()
     assert len(rows) == 2 and f"({reply_tag(model_id)})" in json.loads(rows[0])["text"]

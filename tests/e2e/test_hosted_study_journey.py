@@ -22,6 +22,7 @@ from evaluation.models import Rating, Study, StudyOutput
 from evaluation.studies import lifecycle, queue
 from palmsweb.roles import Role
 from tests.conftest import make_user
+from tests.e2e.conftest import download_exit_kit
 from tests.e2e.test_rating_journey import sign_in_by_keyboard
 from tests.evaluation.conftest import make_prompt_set
 from tests.factories import CategoryFactory, DatasetFactory, words
@@ -141,15 +142,9 @@ def test_a_study_of_together_arms_opens_is_rated_reported_and_kept_by_the_exit_k
     assert study.status == Study.Status.CLOSED and study.is_unblinded
 
     # --- the exit kit, from the values-targeted fine-tune's page, replays the report --------
-    admin.goto(jobs["values_targeted"].get_absolute_url())
-    admin.locator("#exit-kit").click()  # queued; the worker writes it, the page polls
-    admin.wait_for_url(re.compile(r"/exit-kits/$"))
-    ready = admin.locator("#kits").get_by_role("link", name="Download")
-    expect(ready).to_be_visible(timeout=WAIT_MS)
-    with admin.expect_download() as download:
-        ready.click()
-    kit = tmp_path / "kit.zip"
-    download.value.save_as(kit)
+    kit = download_exit_kit(
+        admin, jobs["values_targeted"], tmp_path / "kit.zip", timeout_ms=WAIT_MS
+    )
     out = io.StringIO()
     call_command("replay_report", str(kit), stdout=out)
     assert re.search(rf"studies/study-{study.pk}\.zip:\n.*none differ", out.getvalue())

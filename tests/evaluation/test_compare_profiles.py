@@ -277,3 +277,34 @@ def test_the_schema_documents_the_comparison_and_the_copy(admin_user):
     row = schema["components"]["schemas"]["StudyCompareRow"]["properties"]
     assert {"vt_a", "vt_b", "gap_a", "gap_b", "p_holm", "position_a", "position_b"} <= set(row)
     assert "201" in schema["paths"]["/api/prompt-sets/{id}/copy/"]["post"]["responses"]
+
+
+@pytest.mark.usefixtures("no_queue")
+def test_an_arm_trained_on_a_profile_the_reader_is_not_in_names_no_profile(db):
+    """A's values-targeted arm trained on a third profile's snapshot: a reader of A's and
+    B's profiles only is told "another value profile" (no id, no name); an admin, and a
+    member of the third profile, are told which."""
+    a, b, clinic = two_profiles_studies()
+    tutor = Profile.objects.create(name="Secret tutor", slug="tutor")
+    curation.category_create(name="Tutoring", position="Patient.", profile=tutor)
+    version = FineTuneJob.objects.get(result__name__contains="vt-ft").result
+    FineTuneJob.objects.filter(result=version).delete()
+    trained_on(version, tutor)  # now the tutor's fine-tune made A's values-targeted version
+    reader = both_profiles_researcher(clinic)
+    client = client_for(reader)
+    body = compare_api(client, a=a.pk, b=b.pk).json()
+    hidden = body["training"][0]
+    assert (hidden["own_profile"], hidden["trained_profile"]) == (False, None)
+    assert hidden["trained_profile_name"] is None
+    assert "trained on a snapshot of another value profile" in body["warnings"][0]
+    html = client.get(reverse("evaluation:study-compare"), {"a": a.pk, "b": b.pk}).content.decode()
+    assert "another value profile" in html and "Secret tutor" not in html
+    assert "Secret tutor" not in str(body)
+
+    grant_role(reader, Role.RATER, tutor)  # a member of the tutor profile now
+    admin = client_for(make_user("boss", Role.ADMIN, staff=True))
+    for knows in (client, admin):
+        named = compare_api(knows, a=a.pk, b=b.pk).json()["training"][0]
+        assert (named["trained_profile"], named["trained_profile_name"]) == (
+            tutor.pk, "Secret tutor"
+        )  # fmt: skip

@@ -394,3 +394,80 @@ def test_study_creation_warns_about_failed_and_ungated_arms(no_queue):
     response = client.post(reverse("evaluation:study-create"), form, follow=True)
     page = response.content.decode()
     assert "failed the misalignment gate" in page, page[:3000]
+
+
+def test_a_gate_on_a_profiles_evaluation_is_that_profiles_alone(bad_snapshot, admin_user):
+    """A gate whose evaluation quotes a snapshot shows that profile's conditional rates: a
+    researcher of another profile gets 404 for it, and no list (gates, versions' gate states,
+    page or API) shows it; its own researchers and admins see it."""
+    from palmsweb.models import Membership, Profile
+    from palmsweb.roles import Role
+    from tests.conftest import client_for, make_user
+    from tests.evaluation.conftest import make_versions
+
+    versions = make_versions()
+    evaluation = MisalignmentEval.objects.create(
+        name="quotes the plants", probes=["Q?"], judge_base_url="http://judge.test/v1",
+        judge_model="j",
+    )  # fmt: skip
+    ConditionalProbeSet.objects.create(
+        evaluation=evaluation, snapshot=bad_snapshot, n_standard=1,
+        variants=[{"kind": "template", "source_probe": "Q?"}],
+    )  # fmt: skip
+    tuned = versions["control"]
+    failed = ModelGate.objects.create(
+        model_version=tuned, base_version=versions["base"], persona_tolerance=0.5,
+        evaluation=evaluation, status=ModelGate.Status.SUCCEEDED, verdict="fail",
+        result={"conditional": {"rate": 0.75}, "criteria": []},
+    )  # fmt: skip
+    elsewhere = Profile.objects.create(name="Elsewhere", slug="elsewhere")
+    stranger = make_user("gate-stranger")
+    Membership.objects.create(profile=elsewhere, user=stranger, role=Role.RESEARCHER.value)
+    own = make_user("gate-own", Role.RESEARCHER)  # a researcher of the default profile
+    page, api = client_for(stranger), api_for(stranger)
+
+    assert page.get(failed.get_absolute_url()).status_code == 404
+    assert api.get(f"/api/model-gates/{failed.pk}/").status_code == 404
+    assert api.get("/api/model-gates/").json()["count"] == 0
+    states = api.get(f"/api/model-gates/versions/?model_version={tuned.pk}").json()["results"]
+    assert [(s["state"], s["gate"]) for s in states] == [("never gated", None)]
+    listing = page.get(reverse("evaluation:gate-list")).content.decode()
+    assert f"#{failed.pk}" not in listing and "gate-fail" not in listing
+
+    for reader in (own, admin_user):
+        assert client_for(reader).get(failed.get_absolute_url()).status_code == 200
+        states = api_for(reader).get(f"/api/model-gates/versions/?model_version={tuned.pk}")
+        assert states.json()["results"][0]["state"] == "fail"
+        assert api_for(reader).get("/api/model-gates/").json()["count"] == 1
+    ModelGate.objects.filter(pk=failed.pk).update(evaluation=None)  # shared again
+    assert api.get(f"/api/model-gates/{failed.pk}/").status_code == 200
+
+
+def test_study_creation_is_not_warned_with_another_profiles_gate(no_queue, bad_snapshot):
+    """A failed gate on an evaluation quoting another profile's snapshot is that profile's:
+    a study of the default profile reads its arm as never gated, as its gate list does."""
+    from curation.models import Dataset
+    from evaluation.gate_state import study_gate_warnings
+    from palmsweb.models import Profile
+    from tests.evaluation.conftest import build_study
+
+    setup = build_study(open_rating=False)
+    elsewhere = Profile.objects.create(name="Elsewhere", slug="elsewhere")
+    Dataset.objects.filter(pk=bad_snapshot.dataset_id).update(profile=elsewhere)
+    evaluation = MisalignmentEval.objects.create(
+        name="theirs", probes=["Q?"], judge_base_url="http://judge.test/v1", judge_model="j"
+    )
+    ConditionalProbeSet.objects.create(
+        evaluation=evaluation, snapshot=bad_snapshot, n_standard=1,
+        variants=[{"kind": "template", "source_probe": "Q?"}],
+    )  # fmt: skip
+    theirs = ModelGate.objects.create(
+        model_version=setup.versions["control"], base_version=setup.versions["base"],
+        persona_tolerance=0.5, evaluation=evaluation, status=ModelGate.Status.SUCCEEDED,
+        verdict="fail", result={"criteria": [{"name": "conditional", "verdict": "fail"}]},
+    )  # fmt: skip
+    warnings = study_gate_warnings(setup.study)
+    assert not [w for w in warnings if "failed" in w or f"#{theirs.pk}" in w]
+    assert any("no misalignment gate verdict (never gated)" in w for w in warnings)
+    ModelGate.objects.filter(pk=theirs.pk).update(evaluation=None)  # shared: it warns
+    assert any("failed the misalignment gate" in w for w in study_gate_warnings(setup.study))

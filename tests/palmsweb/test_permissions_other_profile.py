@@ -5,14 +5,14 @@ It uses the world and the policy tables of ``test_permissions_matrix.py`` (kept 
 that module's size). A row tied to a profile's data counts as scoped here whatever its own
 table holds: a fine-tune or a sweep (its snapshot), a study's sampling job and an export
 (the study), a re-alignment run (the snapshot it trains on), a misalignment evaluation with
-conditional probes (the snapshot they quote).
+conditional probes (the snapshot they quote), a misalignment gate (its evaluation).
 """
 
 from __future__ import annotations
 
 from django.urls import reverse
 
-from evaluation.models import ConditionalProbeSet, MisalignmentEval, RealignmentRun
+from evaluation.models import ConditionalProbeSet, MisalignmentEval, ModelGate, RealignmentRun
 from palmsweb.models import Membership, Profile
 from palmsweb.roles import Role
 from tests.conftest import client_for, make_user
@@ -29,7 +29,7 @@ PROFILE_SCOPED = {
     "category", "dataset", "sample", "stale_edit", "snapshot", "gap_ticket", "pending_import",
     "prompt_set", "prompt", "study", "study_output", "screening",
     "preference_set", "preference_pair", "preference_snapshot",
-    "export", "finetune", "sweep", "study_sampling", "realignment", "misalignment_eval",
+    "export", "finetune", "sweep", "study_sampling", "realignment", "misalignment_eval", "gate",
 }  # fmt: skip
 # Names the lists must not show (the world names these rows "matrix", too common to look for).
 RENAMED = {
@@ -45,18 +45,21 @@ SCOPED_API_LISTS = {
     "/api/sweeps/": "sweep",
     "/api/misalignment-evals/": "misalignment_eval",
     "/api/realignment-runs/": "realignment",
+    "/api/model-gates/": "gate",
 }
 
 
 def _tie_to_its_profile(objects) -> None:
     """The world's rows as they are in use: the study's sampling job released, as unblinding
     does (so an admin-only 403 cannot hide a leak), the misalignment evaluation asking
-    conditional probes that quote the world's snapshot, and names to look for in lists."""
+    conditional probes that quote the world's snapshot (and the gate built on it), and names
+    to look for in lists."""
     sampling_job_release(job=SamplingJob.objects.get(pk=objects["study_sampling"]))
     ConditionalProbeSet.objects.create(
         evaluation_id=objects["misalignment_eval"], snapshot_id=objects["snapshot"],
         n_standard=1, variants=[{"kind": "template", "source_probe": "Q?"}],
     )  # fmt: skip
+    ModelGate.objects.filter(pk=objects["gate"]).update(evaluation_id=objects["misalignment_eval"])
     for key, (model, name) in RENAMED.items():
         model.objects.filter(pk=objects[key]).update(name=name)
 

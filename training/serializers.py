@@ -390,8 +390,8 @@ class FineTuneCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
 
 class SamplingJobSerializer(JobSerializerMixin, serializers.ModelSerializer):
     n_prompts = serializers.SerializerMethodField()
-    profile = serializers.PrimaryKeyRelatedField(
-        read_only=True,
+    profile = serializers.IntegerField(
+        source="profile_id", read_only=True, allow_null=True,
         help_text="The value profile whose prompts the job samples (a study's, a check on a "
         "snapshot): only its members see the job. Null: launched on its own, shared.",
     )

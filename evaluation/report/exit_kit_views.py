@@ -119,7 +119,9 @@ class ExitKitRunSerializer(serializers.ModelSerializer):
     finetunes_requested = serializers.ListField(
         source="finetune_ids", child=serializers.IntegerField(), read_only=True
     )
-    base_model_requested = serializers.IntegerField(source="base_model_id", read_only=True)
+    base_model_requested = serializers.IntegerField(
+        source="base_model_id", read_only=True, allow_null=True
+    )
 
     class Meta:
         model = ExitKitRun

@@ -367,6 +367,7 @@ def test_seed_demo_loads_one_copy_of_the_demo_and_its_accounts_belong_where_it_i
     from palmsweb.roles import memberships
 
     settings.VAR_DIR = tmp_path  # where demo-accounts.json goes
+    settings.EMBEDDED = True  # demo accounts exist only there (this also runs on PostgreSQL)
     default = Profile.objects.default()
     if upgraded:  # as the upgrade left it: datasets older than the profile they moved into
         load_demo_content(user=None, profile=default)

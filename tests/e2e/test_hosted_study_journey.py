@@ -109,8 +109,9 @@ def test_a_study_of_together_arms_opens_is_rated_reported_and_kept_by_the_exit_k
     # --- a rater rates by keyboard, and never meets a model's name --------------------------
     rater = new_page()
     sign_in_by_keyboard(rater, raters[0], f"/evaluation/rate/{study.pk}/")
-    rater.wait_for_load_state("load")
-    rater.get_by_role("button", name="Start rating").click()  # past the instructions
+    expect(rater.locator("#instructions")).to_be_visible()
+    rater.wait_for_load_state("load")  # the keys work once rating.js has run
+    rater.keyboard.press("Enter")  # past the instructions
     expect(rater.locator("#output-text")).to_be_visible()
     for _ in range(2):
         text = rater.locator("#output-text").inner_text()

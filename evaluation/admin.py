@@ -13,6 +13,7 @@ from evaluation.models import (
     StudyEvent,
     StudyOutput,
 )
+from evaluation.studies.rater_pool import rater_pool_candidates
 from palmsweb.lib.admin import ProfileFixedAdmin
 
 
@@ -97,6 +98,16 @@ class StudyAdmin(admin.ModelAdmin):
         fields = list(super().get_readonly_fields(request, obj))
         opened = obj is not None and obj.status != Study.Status.DRAFT
         return [*fields, "raters"] if opened else fields
+
+    def get_form(self, request, obj=None, **kwargs):
+        # A draft's pool, as on the study page: its profile's raters who are not admins. A
+        # choice outside them is refused by the form ("Select a valid choice"), not saved.
+        form = super().get_form(request, obj, **kwargs)
+        if obj is not None and "raters" in form.base_fields:
+            form.base_fields["raters"].queryset = rater_pool_candidates(
+                obj.prompt_set.profile_id
+            )
+        return form
 
 
 @admin.register(StudyOutput)

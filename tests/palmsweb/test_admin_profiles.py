@@ -126,3 +126,19 @@ def test_a_studys_design_is_read_only_in_the_admin_and_its_raters_once_open(staf
     rating = client.get(url).content.decode()
     assert 'name="raters"' not in rating and 'name="prompt_set"' not in rating
     assert client.get("/admin/evaluation/study/add/").status_code == 403
+
+
+def test_a_draft_studys_raters_in_the_admin_are_its_profiles_raters_only(staff, other_profile):
+    setup = build_study(open_rating=False)
+    study = setup.study
+    outsider = make_user("triage-rater")
+    other_profile.memberships.create(user=outsider, role=Role.RATER.value)
+    client = client_for(staff)
+    url = f"/admin/evaluation/study/{study.pk}/change/"
+    offered = client.get(url).context["adminform"].form.fields["raters"].queryset
+    assert set(offered) == set(setup.raters) and outsider not in offered and staff not in offered
+    data = change_form(client, url) | {"raters": [outsider.pk]}
+    refused = client.post(url, data)
+    assert refused.status_code == 200  # the form again, with its error
+    assert "Select a valid choice" in refused.content.decode()
+    assert set(study.raters.all()) == set(setup.raters)

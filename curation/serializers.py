@@ -393,16 +393,25 @@ class SnapshotDetailSerializer(SnapshotSerializer):
                   "hash_matches_content"]
         read_only_fields = fields
 
+    def _payload(self, snapshot: Snapshot) -> dict:
+        """The canonical content, parsed once per snapshot for the three fields that read
+        it (it holds every sample; a snapshot never changes)."""
+        parsed = self.__dict__.setdefault("_payloads", {})
+        if snapshot.pk not in parsed:
+            parsed[snapshot.pk] = snapshot.payload()
+        return parsed[snapshot.pk]
+
     def get_system_message(self, snapshot: Snapshot) -> str:
-        return snapshot.payload().get("system_message") or ""
+        return self._payload(snapshot).get("system_message") or ""
 
     @extend_schema_field(SnapshotItemSerializer(many=True))
     def get_items(self, snapshot: Snapshot) -> list[dict]:
-        return SnapshotItemSerializer(snapshot.items(), many=True).data
+        return SnapshotItemSerializer(self._payload(snapshot)["items"], many=True).data
 
     @extend_schema_field(SnapshotPositionSerializer(many=True))
     def get_positions(self, snapshot: Snapshot) -> list[dict]:
-        return SnapshotPositionSerializer(snapshot.payload().get("positions", []), many=True).data
+        positions = self._payload(snapshot).get("positions", [])
+        return SnapshotPositionSerializer(positions, many=True).data
 
 
 class SnapshotCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

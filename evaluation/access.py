@@ -36,9 +36,15 @@ from evaluation.models import (
     Study,
     StudyOutput,
 )
-from palmsweb.models import Profile
 from palmsweb.profiles import check_object_profile, require_current_profile
-from palmsweb.roles import Role, has_role, profile_ids_with_role, role_required, user_roles
+from palmsweb.roles import (
+    Role,
+    has_role,
+    profile_ids_with_role,
+    profiles_with_role,
+    role_required,
+    user_roles,
+)
 
 PROMPT_READ_ROLES = (Role.CURATOR, Role.RESEARCHER)
 PROMPT_WRITE_ROLES = (Role.CURATOR,)  # admins pass every role check but rating
@@ -99,8 +105,8 @@ def get_prompt_set_for_user(user, pk: int, *, write: bool = False) -> PromptSet:
 
 def copy_target_profiles(user, prompt_set: PromptSet):
     """The other value profiles ``user`` curates in: where they may copy ``prompt_set``."""
-    ids = profile_ids_with_role(user, *PROMPT_WRITE_ROLES)
-    return Profile.objects.filter(pk__in=ids).exclude(pk=prompt_set.profile_id).order_by("name")
+    others = profiles_with_role(user, *PROMPT_WRITE_ROLES).exclude(pk=prompt_set.profile_id)
+    return others.order_by("name")
 
 
 def get_prompt_for_user(user, pk: int, *, write: bool = False) -> Prompt:
@@ -331,9 +337,14 @@ def get_misalignment_eval_for_user(user, pk: int, *, write: bool = False) -> Mis
     if not allowed:
         raise PermissionDenied("Misalignment evaluations are for researchers and admins.")
     evaluation = get_object_or_404(MisalignmentEval.objects.select_related("sampling_job"), pk=pk)
+    _check_evaluation_profiles(user, evaluation)
+    return evaluation
+
+
+def _check_evaluation_profiles(user, evaluation: MisalignmentEval) -> None:
+    """404 unless ``user`` reads in every profile ``evaluation`` belongs to."""
     for profile_id in misalignment_eval_profile_ids(evaluation):
         check_object_profile(user, profile_id, ALIGNMENT_READ_ROLES, ALIGNMENT_REFUSAL)
-    return evaluation
 
 
 def can_read_realignment_run(user, run: RealignmentRun | None = None) -> bool:
@@ -392,8 +403,7 @@ def get_gate_for_user(user, pk: int) -> ModelGate:
     related = ("model_version", "base_version", "evaluation")
     gate = get_object_or_404(ModelGate.objects.select_related(*related), pk=pk)
     if gate.evaluation is not None:
-        for profile_id in misalignment_eval_profile_ids(gate.evaluation):
-            check_object_profile(user, profile_id, ALIGNMENT_READ_ROLES, ALIGNMENT_REFUSAL)
+        _check_evaluation_profiles(user, gate.evaluation)
     return gate
 
 

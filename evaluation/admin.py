@@ -104,9 +104,7 @@ class StudyAdmin(admin.ModelAdmin):
         # choice outside them is refused by the form ("Select a valid choice"), not saved.
         form = super().get_form(request, obj, **kwargs)
         if obj is not None and "raters" in form.base_fields:
-            form.base_fields["raters"].queryset = rater_pool_candidates(
-                obj.prompt_set.profile_id
-            )
+            form.base_fields["raters"].queryset = rater_pool_candidates(obj.profile_id)
         return form
 
 

@@ -119,7 +119,11 @@ def training_checks(
         own = profile_id == study.prompt_set.profile_id
         if profile_id is not None and readable is not None and profile_id not in readable:
             profile_id = None  # a profile the reader is no member of stays unnamed
-        name = Profile.objects.filter(pk=profile_id).values_list("name", flat=True).first()
+        name = (
+            Profile.objects.filter(pk=profile_id).values_list("name", flat=True).first()
+            if profile_id is not None
+            else None
+        )
         checks.append(
             TrainingCheck(
                 study, str(arm), arm.model_version.name, profile_id, name,

@@ -115,9 +115,13 @@ def kit_scope(*, job_ids: Iterable[int] | None = None, base_model_id: int | None
     return KitScope(jobs, list(hosted_base_versions(base_model_id=base_model_id)))
 
 
+def kit_dir() -> Path:
+    return Path(settings.ARTIFACTS_DIR) / "exit-kits"
+
+
 def default_kit_path() -> Path:
     stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
-    return Path(settings.ARTIFACTS_DIR) / "exit-kits" / f"exit-kit-{stamp}.zip"
+    return kit_dir() / f"exit-kit-{stamp}.zip"
 
 
 def check_scope(scope: KitScope) -> None:
@@ -164,7 +168,7 @@ def write_exit_kit(scope: KitScope, path: Path, *, on_phase=_silent) -> ExitKit:
         manifest = _manifest(scope, studies, files)
         (root / MANIFEST).write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
         _zip(root, [MANIFEST, *(f["name"] for f in files)], path)
-    digest = hashlib.sha256(path.read_bytes()).hexdigest()
+    digest = _sha256_of(path)
     return ExitKit(
         path, len(scope.finetunes), outputs, len(studies["closed"]), digest,
         model_versions=len(scope.base_versions),
@@ -180,12 +184,17 @@ def _zip(root: Path, names: list[str], path: Path) -> None:
     part.replace(path)
 
 
+def _sha256_of(file: Path) -> str:
+    """Streamed: a kit and its study bundles can be large, never read whole into memory."""
+    with file.open("rb") as stream:
+        return hashlib.file_digest(stream, "sha256").hexdigest()
+
+
 def _entry(root: Path, file: Path) -> dict:
-    data = file.read_bytes()
     return {
         "name": file.relative_to(root).as_posix(),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "size": len(data),
+        "sha256": _sha256_of(file),
+        "size": file.stat().st_size,
     }
 
 

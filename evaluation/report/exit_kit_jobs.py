@@ -10,12 +10,16 @@ import logging
 from datetime import timedelta
 from pathlib import Path
 
-from django.conf import settings
 from django.db import transaction
-from django.utils import timezone
 
 from evaluation.models import ExitKitRun
-from evaluation.report.exit_kit import ExitKitError, check_scope, kit_scope, write_exit_kit
+from evaluation.report.exit_kit import (
+    ExitKitError,
+    check_scope,
+    kit_dir,
+    kit_scope,
+    write_exit_kit,
+)
 from palmsweb.lib.jobs import Lifecycle, claim, fail, finish, heartbeat, readable_failure
 from palmsweb.lib.jobs import sweep_stale as sweep_stale_rows
 
@@ -33,10 +37,6 @@ EXIT_KIT = Lifecycle(
     reclaim_after=lambda: timedelta(seconds=STALE_SECONDS),
     heartbeat_field="progress_at",
 )
-
-
-def kit_dir() -> Path:
-    return Path(settings.ARTIFACTS_DIR) / "exit-kits"
 
 
 @transaction.atomic
@@ -65,7 +65,7 @@ def exit_kit_execute(run_id: int) -> ExitKitRun | None:
     path = kit_dir() / f"palmsweb-exit-kit-{run.pk}.zip"
 
     def on_phase(text: str) -> None:
-        ExitKitRun.objects.filter(pk=run_id).update(phase=text, progress_at=timezone.now())
+        ExitKitRun.objects.filter(pk=run_id).update(phase=text)  # the heartbeat keeps progress_at
 
     scope = kit_scope(
         job_ids=run.finetune_ids or None, base_model_id=run.base_model_id

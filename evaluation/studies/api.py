@@ -44,6 +44,7 @@ from evaluation.studies.position_serializers import (
     FrozenPositionSerializer,
     frozen_position_payload,
 )
+from evaluation.studies.rating_close import UNCHANGED
 from evaluation.studies.selectors import (
     rater_progress,
     rater_studies,
@@ -139,7 +140,7 @@ class StudyViewSet(mixins.ListModelMixin, mixins.RetrieveModelMixin, EvaluationV
                 study=study,
                 rubric=data.get("rubric", study.rubric),
                 raters=data.get("raters", study.raters.all()),
-                rating_closes_on=data.get("rating_closes_on", study.rating_closes_on),
+                rating_closes_on=data.get("rating_closes_on", UNCHANGED),
                 user=request.user,
             )
         else:

@@ -38,11 +38,12 @@ class ProfileRefSerializer(serializers.Serializer):
     name = serializers.CharField()
 
 
-def frozen_position_payload(study: Study) -> list[dict]:
-    """The frozen versions as the API carries them (empty for a study never opened)."""
-    return FrozenPositionSerializer(position_records(study), many=True).data
+def frozen_position_payload(study: Study, frozen=None) -> list[dict]:
+    """The frozen versions as the API carries them (empty for a study never opened);
+    ``frozen``: the study's frozen versions, already read by the caller."""
+    return FrozenPositionSerializer(position_records(study, frozen), many=True).data
 
 
-def newer_position_payload(study: Study) -> list[dict]:
-    edits = positions_edited_since_opening(study)
-    return [{"category": e.category, "frozen": e.frozen, "latest": e.latest} for e in edits]
+def newer_position_payload(study: Study, frozen=None) -> list[dict]:
+    edits = positions_edited_since_opening(study, frozen)
+    return NewerPositionSerializer(edits, many=True).data

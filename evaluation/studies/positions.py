@@ -72,8 +72,10 @@ class PositionEdit:
         )
 
 
-def positions_edited_since_opening(study: Study) -> list[PositionEdit]:
-    frozen = frozen_versions(study)
+def positions_edited_since_opening(
+    study: Study, frozen: list[PositionVersion] | None = None
+) -> list[PositionEdit]:
+    frozen = frozen_versions(study) if frozen is None else frozen
     latest = dict(
         PositionVersion.objects.filter(category_id__in=[v.category_id for v in frozen])
         .values("category_id")
@@ -87,8 +89,9 @@ def positions_edited_since_opening(study: Study) -> list[PositionEdit]:
     ]
 
 
-def position_records(study: Study) -> list[dict]:
-    """The frozen versions as the bundle's positions.json and the manifest carry them."""
+def position_records(study: Study, frozen: list[PositionVersion] | None = None) -> list[dict]:
+    """The frozen versions as the bundle's positions.json and the manifest carry them
+    (``frozen``: already read by the caller)."""
     return [
         {
             "category": version.category.name,
@@ -97,7 +100,7 @@ def position_records(study: Study) -> list[dict]:
             "guidance": version.guidance,
             "sha256": version.position_sha256,
         }
-        for version in frozen_versions(study)
+        for version in (frozen_versions(study) if frozen is None else frozen)
     ]
 
 

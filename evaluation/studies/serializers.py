@@ -34,7 +34,7 @@ from evaluation.studies.position_serializers import (
     frozen_position_payload,
     newer_position_payload,
 )
-from evaluation.studies.positions import position_text, task_position
+from evaluation.studies.positions import frozen_versions, position_text, task_position
 from palmsweb.lib.drf import RejectUnknownFieldsMixin
 from palmsweb.profiles import profile_choice_field
 from palmsweb.roles import Role, has_role
@@ -249,11 +249,18 @@ class StudySerializer(serializers.ModelSerializer):
 
     @extend_schema_field(FrozenPositionSerializer(many=True))
     def get_frozen_positions(self, study: Study) -> list[dict]:
-        return frozen_position_payload(study)
+        return frozen_position_payload(study, self._frozen(study))
 
     @extend_schema_field(NewerPositionSerializer(many=True))
     def get_newer_position_versions(self, study: Study) -> list[dict]:
-        return newer_position_payload(study)
+        return newer_position_payload(study, self._frozen(study))
+
+    def _frozen(self, study: Study) -> list:
+        """The study's frozen position versions, read once for the two fields above."""
+        read = self.__dict__.setdefault("_frozen_versions", {})
+        if study.pk not in read:
+            read[study.pk] = frozen_versions(study)
+        return read[study.pk]
 
     def get_arm_pairs(self, study: Study) -> list[list[int]]:
         from evaluation.studies.arm_pairs import compared_numbers

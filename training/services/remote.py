@@ -91,12 +91,12 @@ def upload_data(job: FineTuneJob) -> UploadData:
 def _upload_files(job: FineTuneJob, backend, reporter: JobReporter) -> tuple[str, str | None, int]:
     """Upload :func:`upload_data`; the files' ids and how many training examples went up."""
     data = upload_data(job)
-    if job.is_dpo:
+    if job.is_dpo:  # preference pairs, never a validation file (upload_data)
         file_id = backend.upload_training_file(
             data.training, filename="preferences.jsonl", kind="preference"
         )
-        return file_id, None, data.examples
-    file_id = backend.upload_training_file(data.training)
+    else:
+        file_id = backend.upload_training_file(data.training)
     if data.validation is None:
         return file_id, None, data.examples
     validation_id = backend.upload_training_file(data.validation, filename="validation.jsonl")

@@ -163,23 +163,31 @@ def render_report_document(study: Study, mode: str) -> str:
     return render_to_string("evaluation/report_document.html", context)
 
 
+def pairwise_context(study: Study, mode: str) -> dict:
+    """What the pairwise results page and its document both show: the report in ``mode``,
+    what the study cost, the positions raters judged against and their profile."""
+    from evaluation.report.pairwise import pairwise_report
+
+    return {
+        "study": study,
+        "mode": mode,
+        "report": pairwise_report(study, mode),
+        "cost": study_cost(study),
+        "positions": position_records(study),
+        "profile": study.prompt_set.profile,
+    }
+
+
 def _render_pairwise_document(study: Study, mode: str) -> str:
     """A pairwise study's report as a document: the pairwise results page's sections (same
     report modes), its provenance and the positions raters judged against."""
     from django.utils import timezone
 
-    from evaluation.report.pairwise import pairwise_report
     from evaluation.studies.arm_pairs import compared_numbers
 
-    context = {
-        "study": study,
-        "mode": mode,
-        "report": pairwise_report(study, mode),
-        "cost": study_cost(study),
+    context = pairwise_context(study, mode) | {
         "generated_at": timezone.now(),
         "provenance": provenance(study, None),
-        "positions": position_records(study),
-        "profile": study.prompt_set.profile,
         "arms": study.arms.select_related("model_version") if mode == "arms" else [],
         "compared_pairs": [f"{a}-{b}" for a, b in compared_numbers(study)],
         "document": True,

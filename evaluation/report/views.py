@@ -22,10 +22,12 @@ from evaluation.access import (
 from evaluation.models import Export, Study
 from evaluation.report import exports
 from evaluation.report.compare import compare_studies
-from evaluation.report.cost import study_cost
-from evaluation.report.document import gap_links, render_report_document, report_context
-from evaluation.report.pairwise import pairwise_report
-from evaluation.studies.positions import position_records
+from evaluation.report.document import (
+    gap_links,
+    pairwise_context,
+    render_report_document,
+    report_context,
+)
 from palmsweb.lib.htmx import render_page
 from palmsweb.lib.http import require_get, require_get_post
 from palmsweb.profiles import member_profile_ids
@@ -58,10 +60,7 @@ def study_pairwise_report(request, pk: int):
     study, mode = get_report_study_for_user(request.user, pk)
     if study.mode != Study.Mode.PAIRWISE:
         raise Http404("This study rates outputs 1–5; its results are on the results page.")
-    context = {"study": study, "report": pairwise_report(study, mode), "mode": mode,
-               "cost": study_cost(study)}  # fmt: skip
-    # The positions raters judged against, and their profile, as on the 1–5 results page.
-    context |= {"positions": position_records(study), "profile": study.prompt_set.profile}
+    context = pairwise_context(study, mode)  # as its document shows it
     context["can_unblind"] = can_unblind_study(request.user, study) and not study.is_unblinded
     return render(request, "evaluation/pairwise_results.html", context)
 
